@@ -1,0 +1,25 @@
+//! Tollbridge's configuration: one TOML file, every key with a default.
+//!
+//! With no file at all the daemon runs on loopback in ledger-only mode
+//! (no Stripe). A file only needs the keys that differ from the defaults;
+//! `config/tollbridge.example.toml` lists them all. Loading validates every
+//! key and reports every mistake at once, each naming its dotted key, the
+//! value, the reason and the line:column ([`ConfigError`]). Secrets are
+//! resolved while loading (see [`secret`]) and never printed.
+
+mod error;
+mod schema;
+pub mod secret;
+mod tree;
+mod values;
+
+pub use error::{ConfigError, LoadError};
+pub use schema::{
+    BillingConfig, CallsConfig, Config, DatabaseConfig, HttpConfig, LogConfig, MediaConfig,
+    PromptsConfig, SipConfig, StripeConfig, StripeMode, Termination, TrunkConfig, known_keys,
+};
+pub use secret::{Environment, ProcessEnvironment, Secret, SecretSource};
+pub use values::{
+    Latch, ListenAddr, LogFormat, PortRange, PublicAddress, TWILIO_SIGNALLING_RANGES, Transport,
+    TrunkProfile, UnknownSource, parse_duration,
+};

@@ -1,0 +1,808 @@
+//! The config schema: sections, their defaults, and the rules each key must
+//! meet.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::error::{ConfigError, LoadError};
+use crate::secret::{Environment, ProcessEnvironment, Secret};
+use crate::tree::{Diagnostics, Item, TableReader};
+use crate::values::{
+    DurationSetting, Latch, ListenAddr, LogFormat, PortRange, PublicAddress,
+    TWILIO_SIGNALLING_RANGES, Transport, TrunkProfile, UnknownSource, check_log_level, is_e164,
+};
+
+/// The whole configuration of one daemon.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `[sip]`: listeners and how we name ourselves.
+    pub sip: SipConfig,
+    /// `[[trunk]]`: who may send us calls and how we reach the PSTN.
+    pub trunks: Vec<TrunkConfig>,
+    /// `[media]`: the RTP relay.
+    pub media: MediaConfig,
+    /// `[http]`: the API, health and metrics listener.
+    pub http: HttpConfig,
+    /// `[database]`: where the ledger lives.
+    pub database: DatabaseConfig,
+    /// `[stripe]`: payments; no secret key means ledger-only mode.
+    pub stripe: StripeConfig,
+    /// `[billing]`: metering.
+    pub billing: BillingConfig,
+    /// `[prompts]`: announcements.
+    pub prompts: PromptsConfig,
+    /// `[calls]`: call timing.
+    pub calls: CallsConfig,
+    /// `[log]`: logging.
+    pub log: LogConfig,
+}
+
+/// `[sip]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SipConfig {
+    /// `sip.listen`: where SIP is received.
+    pub listen: Vec<ListenAddr>,
+    /// `sip.public_address`: the host in our Contact and Via; when unset, the
+    /// listener's own address.
+    pub public_address: Option<PublicAddress>,
+    /// `sip.unknown_source`: answer 403 or stay silent to sources no trunk allows.
+    pub unknown_source: UnknownSource,
+}
+
+/// One `[[trunk]]`: a SIP peer allowed to send us calls, and optionally the
+/// termination URI through which we call phone numbers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrunkConfig {
+    /// `trunk.name`: unique, referenced by bookings.
+    pub name: String,
+    /// `trunk.profile`: built-in source ranges added to `allow`.
+    pub profile: TrunkProfile,
+    /// `trunk.allow`: extra source CIDRs.
+    pub allow: Vec<IpNet>,
+    /// `trunk.termination`: how to place calls to phone numbers through it.
+    pub termination: Option<Termination>,
+}
+
+impl TrunkConfig {
+    /// Every source range this trunk accepts requests from.
+    pub fn allowed_sources(&self) -> Vec<IpNet> {
+        let builtin: &[&str] = match self.profile {
+            TrunkProfile::Twilio => &TWILIO_SIGNALLING_RANGES,
+            TrunkProfile::None => &[],
+        };
+        builtin
+            .iter()
+            .filter_map(|range| range.parse().ok())
+            .chain(self.allow.iter().copied())
+            .collect()
+    }
+}
+
+/// `trunk.termination`: outbound calls to phone numbers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Termination {
+    /// Request-URI template with `{number}` for the E.164 number.
+    pub uri: String,
+    /// Digest user name, when the trunk uses credential lists.
+    pub username: Option<String>,
+    /// Digest password.
+    pub password: Option<Secret>,
+    /// The E.164 caller ID we present (must be a number on the account).
+    pub caller_id: Option<String>,
+}
+
+/// `[media]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaConfig {
+    /// `media.address`: local address the RTP sockets bind to.
+    pub address: IpAddr,
+    /// `media.public_address`: the address written in our SDP; when unset,
+    /// `media.address`.
+    pub public_address: Option<IpAddr>,
+    /// `media.ports`: RTP/RTCP port range.
+    pub ports: PortRange,
+    /// `media.timeout`: a call with no RTP for this long ends (not while on hold).
+    pub timeout: Duration,
+    /// `media.latch`: which sources RTP may be latched to.
+    pub latch: Latch,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpConfig {
+    /// `http.listen`: the API, health and metrics listener.
+    pub listen: SocketAddr,
+    /// `http.api_token`: bearer token for `/v1`; when unset the API refuses
+    /// every request.
+    pub api_token: Option<Secret>,
+}
+
+/// `[database]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatabaseConfig {
+    /// `database.path`: the SQLite file.
+    pub path: PathBuf,
+}
+
+/// `[stripe]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StripeConfig {
+    /// `stripe.secret_key`: when unset, ledger-only mode.
+    pub secret_key: Option<Secret>,
+    /// `stripe.webhook_secret`: verifies webhook signatures.
+    pub webhook_secret: Option<Secret>,
+    /// `stripe.api_base`: Stripe's API, or a compatible fake in tests.
+    pub api_base: String,
+}
+
+/// Whether and how money is moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StripeMode {
+    /// No Stripe key: calls are rated and recorded, nothing is charged.
+    LedgerOnly,
+    /// A test-mode key (`sk_test_`/`rk_test_`).
+    Test,
+    /// A live key.
+    Live,
+}
+
+impl StripeMode {
+    /// The name shown in logs and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StripeMode::LedgerOnly => "ledger-only",
+            StripeMode::Test => "test",
+            StripeMode::Live => "live",
+        }
+    }
+}
+
+impl StripeConfig {
+    /// Ledger-only, test or live, from the key.
+    pub fn mode(&self) -> StripeMode {
+        match &self.secret_key {
+            None => StripeMode::LedgerOnly,
+            Some(key) if key.expose().contains("_test_") => StripeMode::Test,
+            Some(_) => StripeMode::Live,
+        }
+    }
+}
+
+/// `[billing]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BillingConfig {
+    /// `billing.checkpoint_interval`: how often running meters are saved; the
+    /// most a crash can under-bill.
+    pub checkpoint_interval: Duration,
+}
+
+/// `[prompts]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptsConfig {
+    /// `prompts.dir`: WAV files overriding the built-in prompts.
+    pub dir: Option<PathBuf>,
+    /// `prompts.warning_before`: how long before the cap both parties hear
+    /// the warning.
+    pub warning_before: Duration,
+}
+
+/// `[calls]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallsConfig {
+    /// `calls.ring_timeout`: how long the callee may ring.
+    pub ring_timeout: Duration,
+    /// `calls.drain_timeout`: on SIGTERM, how long calls in progress may go on.
+    pub drain_timeout: Duration,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    /// `log.level`: a `tracing` filter such as `"info,tollbridge=debug"`.
+    pub level: String,
+    /// `log.format`.
+    pub format: LogFormat,
+}
+
+const SECTIONS: [&str; 10] = [
+    "sip", "trunk", "media", "http", "database", "stripe", "billing", "prompts", "calls", "log",
+];
+const SIP_KEYS: [&str; 3] = ["listen", "public_address", "unknown_source"];
+const TRUNK_KEYS: [&str; 4] = ["name", "profile", "allow", "termination"];
+const TERMINATION_KEYS: [&str; 4] = ["uri", "username", "password", "caller_id"];
+const MEDIA_KEYS: [&str; 5] = ["address", "public_address", "ports", "timeout", "latch"];
+const HTTP_KEYS: [&str; 2] = ["listen", "api_token"];
+const DATABASE_KEYS: [&str; 1] = ["path"];
+const STRIPE_KEYS: [&str; 3] = ["secret_key", "webhook_secret", "api_base"];
+const BILLING_KEYS: [&str; 1] = ["checkpoint_interval"];
+const PROMPTS_KEYS: [&str; 2] = ["dir", "warning_before"];
+const CALLS_KEYS: [&str; 2] = ["ring_timeout", "drain_timeout"];
+const LOG_KEYS: [&str; 2] = ["level", "format"];
+
+/// Every dotted key the schema knows, for documentation checks.
+pub fn known_keys() -> Vec<String> {
+    let sections: [(&str, &[&str]); 11] = [
+        ("sip", &SIP_KEYS),
+        ("trunk", &TRUNK_KEYS),
+        ("trunk.termination", &TERMINATION_KEYS),
+        ("media", &MEDIA_KEYS),
+        ("http", &HTTP_KEYS),
+        ("database", &DATABASE_KEYS),
+        ("stripe", &STRIPE_KEYS),
+        ("billing", &BILLING_KEYS),
+        ("prompts", &PROMPTS_KEYS),
+        ("calls", &CALLS_KEYS),
+        ("log", &LOG_KEYS),
+    ];
+    sections
+        .iter()
+        .flat_map(|(section, keys)| keys.iter().map(move |key| format!("{section}.{key}")))
+        .collect()
+}
+
+/// The trunk used when the file defines none: SIP from this host only.
+fn loopback_trunk() -> TrunkConfig {
+    TrunkConfig {
+        name: "loopback".to_owned(),
+        profile: TrunkProfile::None,
+        allow: ["127.0.0.0/8", "::1/128"]
+            .iter()
+            .filter_map(|r| r.parse().ok())
+            .collect(),
+        termination: None,
+    }
+}
+
+impl Config {
+    /// The configuration used when no file is given. `$STATE_DIRECTORY`
+    /// (set by systemd's `StateDirectory=`) decides where the database goes.
+    pub fn defaults(env: &dyn Environment) -> Config {
+        let database_dir = env
+            .var("STATE_DIRECTORY")
+            .and_then(|dirs| dirs.split(':').next().map(PathBuf::from))
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."));
+        let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        Config {
+            sip: SipConfig {
+                listen: vec![
+                    ListenAddr {
+                        transport: Transport::Udp,
+                        addr: SocketAddr::new(loopback, 5060),
+                    },
+                    ListenAddr {
+                        transport: Transport::Tcp,
+                        addr: SocketAddr::new(loopback, 5060),
+                    },
+                ],
+                public_address: None,
+                unknown_source: UnknownSource::Drop,
+            },
+            trunks: vec![loopback_trunk()],
+            media: MediaConfig {
+                address: loopback,
+                public_address: None,
+                ports: PortRange {
+                    first: 20000,
+                    last: 20999,
+                },
+                timeout: Duration::from_secs(30),
+                latch: Latch::SignalledIp,
+            },
+            http: HttpConfig {
+                listen: SocketAddr::new(loopback, 8080),
+                api_token: None,
+            },
+            database: DatabaseConfig {
+                path: database_dir.join("tollbridge.db"),
+            },
+            stripe: StripeConfig {
+                secret_key: None,
+                webhook_secret: None,
+                api_base: "https://api.stripe.com".to_owned(),
+            },
+            billing: BillingConfig {
+                checkpoint_interval: Duration::from_secs(2),
+            },
+            prompts: PromptsConfig {
+                dir: None,
+                warning_before: Duration::from_secs(60),
+            },
+            calls: CallsConfig {
+                ring_timeout: Duration::from_secs(30),
+                drain_timeout: Duration::from_secs(300),
+            },
+            log: LogConfig {
+                level: "info".to_owned(),
+                format: LogFormat::Auto,
+            },
+        }
+    }
+
+    /// Loads `path` with the process environment.
+    pub fn load(path: &Path) -> Result<Config, LoadError> {
+        Config::load_with(path, &ProcessEnvironment)
+    }
+
+    /// Loads `path`, resolving `env:` secrets and `$STATE_DIRECTORY` through `env`.
+    pub fn load_with(path: &Path, env: &dyn Environment) -> Result<Config, LoadError> {
+        let source = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&source, env).map_err(|errors| LoadError::Invalid {
+            path: path.to_owned(),
+            errors,
+        })
+    }
+
+    /// Parses and validates a config document; every mistake is returned.
+    pub fn from_toml(source: &str, env: &dyn Environment) -> Result<Config, Vec<ConfigError>> {
+        let root: Item = match toml::from_str(source) {
+            Ok(root) => root,
+            Err(e) => return Err(vec![syntax_error(source, &e)]),
+        };
+        let diagnostics = Diagnostics::new(source);
+        let config = read_config(root, env, &diagnostics);
+        let errors = diagnostics.into_errors();
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+fn syntax_error(source: &str, error: &toml::de::Error) -> ConfigError {
+    ConfigError {
+        key: String::new(),
+        value: None,
+        reason: format!("not valid TOML: {}", error.message().trim()),
+        location: error
+            .span()
+            .map(|s| crate::tree::line_column(source, s.start)),
+    }
+}
+
+fn read_config(root: Item, env: &dyn Environment, diagnostics: &Diagnostics) -> Config {
+    let defaults = Config::defaults(env);
+    let mut root = TableReader::new("", Some(root), diagnostics);
+    let section =
+        |root: &mut TableReader, name: &str| TableReader::new(name, root.take(name), diagnostics);
+
+    let sip = read_sip(section(&mut root, "sip"), defaults.sip);
+    let trunk_tables = root.tables("trunk");
+    let trunks = if trunk_tables.is_empty() {
+        defaults.trunks
+    } else {
+        read_trunks(trunk_tables, env, diagnostics)
+    };
+    let media = read_media(section(&mut root, "media"), defaults.media);
+    let http = read_http(section(&mut root, "http"), env, defaults.http);
+    let database = read_database(section(&mut root, "database"), defaults.database);
+    let stripe = read_stripe(section(&mut root, "stripe"), env, defaults.stripe);
+    let billing = read_billing(section(&mut root, "billing"), defaults.billing);
+    let prompts = read_prompts(section(&mut root, "prompts"), defaults.prompts);
+    let calls = read_calls(section(&mut root, "calls"), defaults.calls);
+    let log = read_log(section(&mut root, "log"), defaults.log);
+    root.finish(&SECTIONS);
+
+    Config {
+        sip,
+        trunks,
+        media,
+        http,
+        database,
+        stripe,
+        billing,
+        prompts,
+        calls,
+        log,
+    }
+}
+
+/// Reads a duration key and checks it lies in `min..=max`.
+fn duration_in(t: &mut TableReader, key: &str, min: Duration, max: Duration) -> Option<Duration> {
+    let item = t.take(key)?;
+    let full = t.key(key);
+    let parsed =
+        crate::tree::FromScalar::from_scalar(item.get_ref()).and_then(|DurationSetting(d)| {
+            if d < min || d > max {
+                Err(format!(
+                    "must be between {} and {}",
+                    show_duration(min),
+                    show_duration(max)
+                ))
+            } else {
+                Ok(d)
+            }
+        });
+    match parsed {
+        Ok(d) => Some(d),
+        Err(reason) => {
+            t.diagnostics().report_item(&full, &item, reason);
+            None
+        }
+    }
+}
+
+fn show_duration(d: Duration) -> String {
+    if d.subsec_millis() != 0 || d.as_secs() == 0 {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}s", d.as_secs())
+    }
+}
+
+/// Reads a secret key: the value is resolved now and never shown in errors.
+fn secret(t: &mut TableReader, key: &str, env: &dyn Environment) -> Option<Secret> {
+    let item = t.take(key)?;
+    let full = t.key(key);
+    let result = match item.get_ref() {
+        crate::tree::Node::Str(spec) => Secret::resolve(spec, env),
+        _ => Err(
+            "expected a string: the secret, \"env:NAME\", \"file:PATH\" or \"credential:NAME\""
+                .to_owned(),
+        ),
+    };
+    match result {
+        Ok(secret) => Some(secret),
+        Err(reason) => {
+            t.diagnostics()
+                .report(&full, None, Some(item.span()), reason);
+            None
+        }
+    }
+}
+
+/// Reports `reason` about `key` when a resolved secret fails `check`.
+fn check_secret(
+    t: &TableReader,
+    key: &str,
+    secret: &Option<Secret>,
+    check: impl Fn(&str) -> Result<(), String>,
+) {
+    if let Some(Err(reason)) = secret.as_ref().map(|s| check(s.expose())) {
+        t.diagnostics().report(&t.key(key), None, None, reason);
+    }
+}
+
+fn read_sip(mut t: TableReader, defaults: SipConfig) -> SipConfig {
+    let listen = match t.span("listen") {
+        Some(span) => {
+            let list = t.list::<ListenAddr>("listen").unwrap_or_default();
+            check_listeners(&t, &list, span);
+            list
+        }
+        None => defaults.listen,
+    };
+    let public_address = t.get::<PublicAddress>("public_address");
+    if public_address.is_none() && listen.iter().any(|l| l.addr.ip().is_unspecified()) {
+        t.diagnostics().report(
+            &t.key("public_address"),
+            None,
+            None,
+            "required when a sip.listen address is 0.0.0.0 or [::]: peers must be told an address they can reach",
+        );
+    }
+    let unknown_source = t.get("unknown_source").unwrap_or(defaults.unknown_source);
+    t.finish(&SIP_KEYS);
+    SipConfig {
+        listen,
+        public_address,
+        unknown_source,
+    }
+}
+
+fn check_listeners(t: &TableReader, list: &[ListenAddr], span: std::ops::Range<usize>) {
+    let key = t.key("listen");
+    if list.is_empty() {
+        t.diagnostics().report(
+            &key,
+            Some("[]".to_owned()),
+            Some(span.clone()),
+            "at least one listener is needed",
+        );
+    }
+    for (i, listener) in list.iter().enumerate() {
+        if list[..i].contains(listener) {
+            t.diagnostics().report(
+                &key,
+                Some(format!("\"{listener}\"")),
+                Some(span.clone()),
+                "listed twice",
+            );
+        }
+    }
+}
+
+fn read_trunks(
+    tables: Vec<(String, Item)>,
+    env: &dyn Environment,
+    diagnostics: &Diagnostics,
+) -> Vec<TrunkConfig> {
+    let mut trunks: Vec<TrunkConfig> = Vec::new();
+    for (path, item) in tables {
+        let mut t = TableReader::new(&path, Some(item), diagnostics);
+        let name_item = t.take("name");
+        let name = match &name_item {
+            None => {
+                diagnostics.report(&t.key("name"), None, None, "every [[trunk]] needs a name");
+                String::new()
+            }
+            Some(item) => match item.get_ref() {
+                crate::tree::Node::Str(name) if is_trunk_name(name) => {
+                    if trunks.iter().any(|other| &other.name == name) {
+                        diagnostics.report_item(
+                            &t.key("name"),
+                            item,
+                            "another [[trunk]] has the same name",
+                        );
+                    }
+                    name.clone()
+                }
+                _ => {
+                    diagnostics.report_item(
+                        &t.key("name"),
+                        item,
+                        "expected 1 to 32 characters of a-z, 0-9, '-' and '_'",
+                    );
+                    String::new()
+                }
+            },
+        };
+        let profile = t.get("profile").unwrap_or(TrunkProfile::Twilio);
+        let allow_span = t.span("allow");
+        let allow = t.list::<IpNet>("allow").unwrap_or_default();
+        if profile == TrunkProfile::None && allow.is_empty() {
+            diagnostics.report(
+                &t.key("allow"),
+                None,
+                allow_span,
+                "with profile = \"none\" the trunk needs at least one allowed source CIDR",
+            );
+        }
+        let termination = t.take("termination").map(|item| {
+            read_termination(
+                TableReader::new(&t.key("termination"), Some(item), diagnostics),
+                env,
+            )
+        });
+        t.finish(&TRUNK_KEYS);
+        trunks.push(TrunkConfig {
+            name,
+            profile,
+            allow,
+            termination: termination.flatten(),
+        });
+    }
+    trunks
+}
+
+fn is_trunk_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+fn read_termination(mut t: TableReader, env: &dyn Environment) -> Option<Termination> {
+    let uri_item = t.take("uri");
+    let uri = match &uri_item {
+        None => {
+            t.diagnostics().report(
+                &t.key("uri"),
+                None,
+                None,
+                "required, e.g. \"sip:{number}@example.pstn.twilio.com\"",
+            );
+            None
+        }
+        Some(item) => match item.get_ref() {
+            crate::tree::Node::Str(uri)
+                if !(uri.starts_with("sip:") || uri.starts_with("sips:")) =>
+            {
+                t.diagnostics()
+                    .report_item(&t.key("uri"), item, "must be a sip: URI");
+                None
+            }
+            crate::tree::Node::Str(uri) if !uri.contains("{number}") => {
+                t.diagnostics().report_item(
+                    &t.key("uri"),
+                    item,
+                    "must contain {number}, where the E.164 number goes (\"sip:{number}@example.pstn.twilio.com\")",
+                );
+                None
+            }
+            crate::tree::Node::Str(uri) => Some(uri.clone()),
+            _ => {
+                t.diagnostics()
+                    .report_item(&t.key("uri"), item, "expected a string");
+                None
+            }
+        },
+    };
+    let username = t.get::<String>("username");
+    let password = secret(&mut t, "password", env);
+    if username.is_some() != password.is_some() {
+        t.diagnostics().report(
+            &t.key("password"),
+            None,
+            None,
+            "username and password go together: give both for digest authentication, or neither",
+        );
+    }
+    let caller_id = t.get_with("caller_id", |node| match node {
+        crate::tree::Node::Str(s) if is_e164(s) => Ok(s.clone()),
+        _ => Err("expected an E.164 number like \"+81312345678\"".to_owned()),
+    });
+    t.finish(&TERMINATION_KEYS);
+    Some(Termination {
+        uri: uri?,
+        username,
+        password,
+        caller_id,
+    })
+}
+
+fn read_media(mut t: TableReader, defaults: MediaConfig) -> MediaConfig {
+    let address = t.get::<IpAddr>("address").unwrap_or(defaults.address);
+    let public_address = t.get::<IpAddr>("public_address");
+    if public_address.is_none() && address.is_unspecified() {
+        t.diagnostics().report(
+            &t.key("public_address"),
+            None,
+            None,
+            "required when media.address is 0.0.0.0 or ::, because it is the address written into SDP",
+        );
+    }
+    let media = MediaConfig {
+        address,
+        public_address,
+        ports: t.get("ports").unwrap_or(defaults.ports),
+        timeout: duration_in(
+            &mut t,
+            "timeout",
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+        )
+        .unwrap_or(defaults.timeout),
+        latch: t.get("latch").unwrap_or(defaults.latch),
+    };
+    t.finish(&MEDIA_KEYS);
+    media
+}
+
+fn read_http(mut t: TableReader, env: &dyn Environment, defaults: HttpConfig) -> HttpConfig {
+    let listen = t.get("listen").unwrap_or(defaults.listen);
+    let api_token = secret(&mut t, "api_token", env);
+    check_secret(&t, "api_token", &api_token, |token| {
+        if token.len() < 16 {
+            Err("must be at least 16 characters long".to_owned())
+        } else if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            Err("must not contain whitespace".to_owned())
+        } else {
+            Ok(())
+        }
+    });
+    t.finish(&HTTP_KEYS);
+    HttpConfig { listen, api_token }
+}
+
+fn read_database(mut t: TableReader, defaults: DatabaseConfig) -> DatabaseConfig {
+    let path = t
+        .get_with("path", |node| match node {
+            crate::tree::Node::Str(s) if !s.trim().is_empty() => Ok(PathBuf::from(s)),
+            _ => Err("expected a file path".to_owned()),
+        })
+        .unwrap_or(defaults.path);
+    t.finish(&DATABASE_KEYS);
+    DatabaseConfig { path }
+}
+
+fn read_stripe(mut t: TableReader, env: &dyn Environment, defaults: StripeConfig) -> StripeConfig {
+    let secret_key = secret(&mut t, "secret_key", env);
+    check_secret(&t, "secret_key", &secret_key, |key| {
+        if key.starts_with("sk_") || key.starts_with("rk_") {
+            Ok(())
+        } else {
+            Err("is not a Stripe secret or restricted key (sk_... or rk_...)".to_owned())
+        }
+    });
+    let webhook_secret = secret(&mut t, "webhook_secret", env);
+    check_secret(&t, "webhook_secret", &webhook_secret, |key| {
+        if key.starts_with("whsec_") {
+            Ok(())
+        } else {
+            Err("is not a webhook signing secret (whsec_...)".to_owned())
+        }
+    });
+    let api_base = t
+        .get_with("api_base", |node| match node {
+            crate::tree::Node::Str(s)
+                if (s.starts_with("https://") || s.starts_with("http://"))
+                    && s.len() > "https://".len()
+                    && !s.contains(char::is_whitespace) =>
+            {
+                Ok(s.trim_end_matches('/').to_owned())
+            }
+            _ => Err("expected an http(s) URL such as \"https://api.stripe.com\"".to_owned()),
+        })
+        .unwrap_or(defaults.api_base);
+    t.finish(&STRIPE_KEYS);
+    StripeConfig {
+        secret_key,
+        webhook_secret,
+        api_base,
+    }
+}
+
+fn read_billing(mut t: TableReader, defaults: BillingConfig) -> BillingConfig {
+    let checkpoint_interval = duration_in(
+        &mut t,
+        "checkpoint_interval",
+        Duration::from_millis(100),
+        Duration::from_secs(60),
+    )
+    .unwrap_or(defaults.checkpoint_interval);
+    t.finish(&BILLING_KEYS);
+    BillingConfig {
+        checkpoint_interval,
+    }
+}
+
+fn read_prompts(mut t: TableReader, defaults: PromptsConfig) -> PromptsConfig {
+    let dir = t.get_with("dir", |node| match node {
+        crate::tree::Node::Str(s) if Path::new(s).is_dir() => Ok(PathBuf::from(s)),
+        crate::tree::Node::Str(_) => Err("is not a directory".to_owned()),
+        _ => Err("expected a directory path".to_owned()),
+    });
+    let warning_before = duration_in(
+        &mut t,
+        "warning_before",
+        Duration::ZERO,
+        Duration::from_secs(600),
+    )
+    .unwrap_or(defaults.warning_before);
+    t.finish(&PROMPTS_KEYS);
+    PromptsConfig {
+        dir: dir.or(defaults.dir),
+        warning_before,
+    }
+}
+
+fn read_calls(mut t: TableReader, defaults: CallsConfig) -> CallsConfig {
+    let calls = CallsConfig {
+        ring_timeout: duration_in(
+            &mut t,
+            "ring_timeout",
+            Duration::from_secs(1),
+            Duration::from_secs(300),
+        )
+        .unwrap_or(defaults.ring_timeout),
+        drain_timeout: duration_in(
+            &mut t,
+            "drain_timeout",
+            Duration::ZERO,
+            Duration::from_secs(24 * 3600),
+        )
+        .unwrap_or(defaults.drain_timeout),
+    };
+    t.finish(&CALLS_KEYS);
+    calls
+}
+
+fn read_log(mut t: TableReader, defaults: LogConfig) -> LogConfig {
+    let level = t
+        .get_with("level", |node| match node {
+            crate::tree::Node::Str(s) => check_log_level(s).map(|()| s.clone()),
+            _ => Err("expected a string such as \"info\"".to_owned()),
+        })
+        .unwrap_or(defaults.level);
+    let format = t.get("format").unwrap_or(defaults.format);
+    t.finish(&LOG_KEYS);
+    LogConfig { level, format }
+}
