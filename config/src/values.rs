@@ -207,7 +207,8 @@ pub struct PortRange {
 impl PortRange {
     /// How many RTP/RTCP pairs fit in the range.
     pub fn pairs(&self) -> u32 {
-        (u32::from(self.last) - u32::from(self.first) + 1) / 2
+        // Ports in the range, halved (a lone odd port at the end is unused).
+        (u32::from(self.last) - u32::from(self.first)).div_ceil(2)
     }
 }
 

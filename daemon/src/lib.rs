@@ -1,1 +1,16 @@
+//! Tollbridge, the daemon: everything that knows all the other crates.
+//!
+//! It owns the database (the ledger and call records), the HTTP API,
+//! metrics, systemd integration and the daemon's life cycle; later, call
+//! control (the B2BUA state machine) and routing of calls to bookings. The
+//! binary's `main` only parses the command line and calls in here.
 
+pub mod cli;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+mod reload;
+pub mod run;
+pub mod state;
+pub mod store;
+pub mod systemd;

@@ -1,1 +1,353 @@
+//! Helpers for end-to-end tests: start the real `tollbridge` binary on
+//! ephemeral loopback ports, talk to it, signal it, and always stop it.
+//!
+//! The binary is built (or found up to date) once per test process with the
+//! same cargo that runs the tests, so a test never runs a stale daemon.
+//! `TOLLBRIDGE_BIN` points at a prebuilt binary instead.
 
+// Test support: a failure to set up a test is the test failing, so this
+// crate panics with a message instead of returning errors.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Path of the `tollbridge` binary, built on first use.
+pub fn binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(build_binary).clone()
+}
+
+fn build_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("TOLLBRIDGE_BIN") {
+        return PathBuf::from(path);
+    }
+    // target/<profile>/deps/<this test> -> target/<profile>/tollbridge
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps");
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let mut build = Command::new(cargo);
+    build.args([
+        "build",
+        "--quiet",
+        "-p",
+        "tollbridge",
+        "--bin",
+        "tollbridge",
+        "--manifest-path",
+    ]);
+    build.arg(&manifest);
+    if release {
+        build.arg("--release");
+    }
+    let status = build
+        .status()
+        .expect("cannot run cargo build for the tollbridge binary");
+    assert!(status.success(), "cargo build -p tollbridge failed");
+    let binary = profile_dir.join("tollbridge");
+    assert!(binary.is_file(), "no binary at {}", binary.display());
+    binary
+}
+
+/// A fake systemd notification socket, like the one systemd passes in
+/// `$NOTIFY_SOCKET`.
+pub struct NotifySocket {
+    socket: UnixDatagram,
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl NotifySocket {
+    /// Binds a socket in a fresh temporary directory.
+    pub fn new() -> NotifySocket {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("notify.sock");
+        let socket = UnixDatagram::bind(&path).expect("bind notify socket");
+        NotifySocket {
+            socket,
+            path,
+            _dir: dir,
+        }
+    }
+
+    /// The value for `$NOTIFY_SOCKET`.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads messages until one contains `wanted` (e.g. `"READY=1"`) or
+    /// `timeout` passes; returns everything read, the match last.
+    pub fn wait_for(&self, wanted: &str, timeout: Duration) -> Result<Vec<String>, Vec<String>> {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        let mut buffer = [0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(seen);
+            }
+            self.socket
+                .set_read_timeout(Some(left))
+                .expect("set timeout");
+            match self.socket.recv(&mut buffer) {
+                Ok(n) => {
+                    let message = String::from_utf8_lossy(&buffer[..n]).into_owned();
+                    let found = message.lines().any(|line| line == wanted);
+                    seen.push(message);
+                    if found {
+                        return Ok(seen);
+                    }
+                }
+                Err(_) => return Err(seen),
+            }
+        }
+    }
+}
+
+impl Default for NotifySocket {
+    fn default() -> Self {
+        NotifySocket::new()
+    }
+}
+
+/// How to start a daemon.
+pub struct DaemonOptions {
+    /// Config file contents; `None` runs on the built-in defaults.
+    pub config: Option<String>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+    /// Ask for systemd's watchdog with this `WATCHDOG_USEC`; the daemon is
+    /// then started through `sh` so `WATCHDOG_PID` can name its own pid, as
+    /// systemd does.
+    pub watchdog_usec: Option<u64>,
+}
+
+/// A running `tollbridge run`, killed on drop if still running.
+pub struct Daemon {
+    child: Child,
+    /// The working directory (holds the default database).
+    pub dir: tempfile::TempDir,
+    /// The config file, when one was given.
+    pub config_path: Option<PathBuf>,
+    /// Where its HTTP API listens.
+    pub http: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    /// Starts a daemon with JSON logs on `config` (which should use
+    /// `127.0.0.1:0` listeners) and waits until it says where HTTP listens.
+    pub fn start(config: &str) -> Daemon {
+        Daemon::start_with(DaemonOptions {
+            config: Some(config.to_owned()),
+            env: Vec::new(),
+            watchdog_usec: None,
+        })
+    }
+
+    /// Starts a daemon as `options` say.
+    pub fn start_with(options: DaemonOptions) -> Daemon {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut command = match options.watchdog_usec {
+            None => Command::new(binary()),
+            Some(usec) => {
+                let mut shell = Command::new("sh");
+                shell
+                    .args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\""])
+                    .arg(binary());
+                shell.env("WATCHDOG_USEC", usec.to_string());
+                shell
+            }
+        };
+        command.arg("run").current_dir(dir.path());
+        command
+            .env_remove("TOLLBRIDGE_CONFIG")
+            .env_remove("NOTIFY_SOCKET");
+        if options.watchdog_usec.is_none() {
+            command.env_remove("WATCHDOG_USEC");
+        }
+        command.env_remove("WATCHDOG_PID");
+        command
+            .env_remove("STATE_DIRECTORY")
+            .env_remove("CREDENTIALS_DIRECTORY");
+        let config_path = options.config.map(|text| {
+            let path = dir.path().join("tollbridge.toml");
+            std::fs::write(&path, text).expect("write config");
+            command.arg("--config").arg(&path);
+            path
+        });
+        for (key, value) in &options.env {
+            command.env(key, value);
+        }
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("start tollbridge");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (address_tx, address_rx) = mpsc::channel();
+        spawn_log_reader(stderr, logs.clone(), address_tx);
+        let http = match address_rx.recv_timeout(Duration::from_secs(10)).ok() {
+            Some(address) => address,
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "tollbridge did not report an HTTP address within 10 s; logs:\n{}",
+                    logs.lock().map(|l| l.join("\n")).unwrap_or_default()
+                );
+            }
+        };
+        Daemon {
+            child,
+            dir,
+            config_path,
+            http,
+            logs,
+        }
+    }
+
+    /// The process id, for signals.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name (`"TERM"`, `"HUP"`, ...).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Every log line so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Waits until a log line contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.logs().iter().any(|line| line.contains(needle)) {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// `GET path` with an optional bearer token: (status, body).
+    pub fn get(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        http_get(self.http, path, token).expect("HTTP request to tollbridge")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn spawn_log_reader(
+    stderr: impl Read + Send + 'static,
+    logs: Arc<Mutex<Vec<String>>>,
+    address: mpsc::Sender<SocketAddr>,
+) {
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(addr) = http_address_in(&line) {
+                let _ = address.send(addr);
+            }
+            if let Ok(mut logs) = logs.lock() {
+                logs.push(line);
+            }
+        }
+    });
+}
+
+/// The address in the "http listening" line, logged as JSON or logfmt.
+fn http_address_in(line: &str) -> Option<SocketAddr> {
+    if !line.contains("http listening") {
+        return None;
+    }
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(line) {
+        return value["fields"]["address"]
+            .as_str()
+            .and_then(|a| a.parse().ok());
+    }
+    line.split_whitespace()
+        .find_map(|pair| pair.strip_prefix("address="))
+        .and_then(|a| a.trim_matches('"').parse().ok())
+}
+
+/// A minimal HTTP/1.1 GET over a fresh connection: (status, body). Enough
+/// for health checks and JSON; written here to keep the test crate free of
+/// an HTTP client stack.
+pub fn http_get(
+    address: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\n{auth}Connection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {response:?}")))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// A config for tests: every listener on an ephemeral loopback port and
+/// JSON logs; `http_keys` go into `[http]`, `sections` are appended.
+pub fn test_config(http_keys: &str, sections: &str) -> String {
+    format!(
+        "[sip]\nlisten = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]\n\n\
+         [http]\nlisten = \"127.0.0.1:0\"\n{http_keys}\n\n\
+         [log]\nformat = \"json\"\nlevel = \"info\"\n\n{sections}\n"
+    )
+}

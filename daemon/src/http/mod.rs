@@ -1,0 +1,292 @@
+//! The HTTP surface: health for supervisors, metrics for Prometheus, and the
+//! `/v1` API for the operator's booking application.
+//!
+//! - `GET /healthz`: the process answers (liveness).
+//! - `GET /readyz`: 200 only when the database answers, every listener is
+//!   bound and we are not draining; otherwise 503 listing why.
+//! - `GET /metrics`: OpenMetrics text.
+//! - `/v1/...`: behind `Authorization: Bearer <http.api_token>`; errors are
+//!   JSON with a stable code ([`ApiError`]).
+
+mod auth;
+mod error;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router, middleware};
+use serde_json::json;
+
+pub use error::ApiError;
+
+use crate::state::Shared;
+
+/// How long readiness waits for the database before calling it down.
+const DATABASE_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The whole HTTP application.
+pub fn router(shared: Arc<Shared>) -> Router {
+    let v1 = Router::new()
+        .route("/status", get(status))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .nest("/v1", v1)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(shared)
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    let mut reasons = Vec::new();
+    if shared.is_draining() {
+        reasons.push("draining".to_owned());
+    }
+    if !shared.listeners_bound() {
+        reasons.push("listeners not bound".to_owned());
+    }
+    match tokio::time::timeout(DATABASE_PROBE_TIMEOUT, shared.store.ping()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => reasons.push(format!("database: {e}")),
+        Err(_) => reasons.push("database: no answer within 1s".to_owned()),
+    }
+    if reasons.is_empty() {
+        (StatusCode::OK, Json(json!({"status": "ready"}))).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not-ready", "reasons": reasons})),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    // A scrape still answers when the database does not; the settlement
+    // gauges then read zero and readyz says why.
+    let settlements = shared.store.settlement_counts().await.unwrap_or_default();
+    let text = shared.metrics.render(
+        shared.started.elapsed().as_secs_f64(),
+        shared.active_calls(),
+        &settlements,
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// `GET /v1/status`: what this daemon is and how it handles money.
+async fn status(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
+    let config = shared.config.load();
+    let mode = config.stripe.mode();
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "stripe": {
+            "mode": mode.as_str(),
+            "charges": mode != tollbridge_config::StripeMode::LedgerOnly,
+        },
+        "draining": shared.is_draining(),
+        "active_calls": shared.active_calls(),
+        "uptime_seconds": shared.started.elapsed().as_secs(),
+    }))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found()
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tollbridge_config::{Config, Secret};
+    use tower::ServiceExt;
+
+    const TOKEN: &str = "test-token-0123456789";
+
+    struct Harness {
+        shared: Arc<Shared>,
+        _dir: tempfile::TempDir,
+    }
+
+    fn harness(token: Option<&str>) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::defaults(&std::collections::HashMap::new());
+        config.http.api_token = token.map(Secret::inline);
+        let store = crate::store::Store::open(&dir.path().join("t.db")).unwrap();
+        let shared = Shared::new(config, store);
+        shared.mark_listeners_bound();
+        Harness { shared, _dir: dir }
+    }
+
+    async fn send(
+        shared: &Arc<Shared>,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+    ) -> (StatusCode, String) {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let response = router(shared.clone())
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    fn error_code(body: &str) -> String {
+        let value: serde_json::Value = serde_json::from_str(body).unwrap();
+        value["error"]["code"].as_str().unwrap().to_owned()
+    }
+
+    #[tokio::test]
+    async fn health_and_readiness() {
+        let h = harness(None);
+        assert_eq!(
+            send(&h.shared, "GET", "/healthz", None).await.0,
+            StatusCode::OK
+        );
+        let (status, body) = send(&h.shared, "GET", "/readyz", None).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, r#"{"status":"ready"}"#)
+        );
+    }
+
+    #[tokio::test]
+    async fn readyz_turns_503_while_draining() {
+        let h = harness(None);
+        let call = h.shared.call_started();
+        h.shared.start_draining();
+        let (status, body) = send(&h.shared, "GET", "/readyz", None).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("draining"), "{body}");
+        // Health is about the process, not readiness: still 200.
+        assert_eq!(
+            send(&h.shared, "GET", "/healthz", None).await.0,
+            StatusCode::OK
+        );
+        drop(call);
+        assert_eq!(h.shared.active_calls(), 0);
+    }
+
+    #[tokio::test]
+    async fn readyz_is_503_before_listeners_bind_and_after_the_database_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(&dir.path().join("t.db")).unwrap();
+        let shared = Shared::new(
+            Config::defaults(&std::collections::HashMap::new()),
+            store.clone(),
+        );
+        let (status, body) = send(&shared, "GET", "/readyz", None).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("listeners not bound"), "{body}");
+        shared.mark_listeners_bound();
+        store.close().await;
+        let (status, body) = send(&shared, "GET", "/readyz", None).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("database"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn the_api_needs_the_bearer_token() {
+        let h = harness(Some(TOKEN));
+        let (status, body) = send(&h.shared, "GET", "/v1/status", None).await;
+        assert_eq!(
+            (status, error_code(&body).as_str()),
+            (StatusCode::UNAUTHORIZED, "unauthorized")
+        );
+        let (status, body) = send(
+            &h.shared,
+            "GET",
+            "/v1/status",
+            Some("wrong-token-0123456789"),
+        )
+        .await;
+        assert_eq!(
+            (status, error_code(&body).as_str()),
+            (StatusCode::UNAUTHORIZED, "unauthorized")
+        );
+        // Unknown paths under /v1 do not reveal themselves without a token.
+        let (status, _) = send(&h.shared, "GET", "/v1/nothing-here", None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+        let (status, body) = send(&h.shared, "GET", "/v1/status", Some(TOKEN)).await;
+        assert_eq!(status, StatusCode::OK);
+        let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(value["stripe"]["mode"], "ledger-only");
+        assert_eq!(value["stripe"]["charges"], false);
+    }
+
+    #[tokio::test]
+    async fn without_a_configured_token_the_api_is_disabled() {
+        let h = harness(None);
+        let (status, body) = send(&h.shared, "GET", "/v1/status", Some(TOKEN)).await;
+        assert_eq!(
+            (status, error_code(&body).as_str()),
+            (StatusCode::UNAUTHORIZED, "api_disabled")
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_paths_and_methods_get_json_errors() {
+        let h = harness(Some(TOKEN));
+        let (status, body) = send(&h.shared, "GET", "/nope", None).await;
+        assert_eq!(
+            (status, error_code(&body).as_str()),
+            (StatusCode::NOT_FOUND, "not_found")
+        );
+        let (status, body) = send(&h.shared, "GET", "/v1/nope", Some(TOKEN)).await;
+        assert_eq!(
+            (status, error_code(&body).as_str()),
+            (StatusCode::NOT_FOUND, "not_found")
+        );
+        let (status, body) = send(&h.shared, "POST", "/healthz", None).await;
+        assert_eq!(
+            (status, error_code(&body).as_str()),
+            (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+        );
+    }
+
+    #[tokio::test]
+    async fn metrics_are_exported() {
+        let h = harness(None);
+        let _call = h.shared.call_started();
+        let (status, body) = send(&h.shared, "GET", "/metrics", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("tollbridge_active_calls 1"), "{body}");
+        assert!(
+            body.contains("tollbridge_settlements{state=\"pending\"} 0"),
+            "{body}"
+        );
+    }
+}

@@ -1,0 +1,105 @@
+//! SIGHUP: read the config again and apply what can change while running.
+//!
+//! An invalid file is logged with every error and changes nothing. Keys
+//! that need sockets or files reopened (listeners, media ports, database,
+//! log format, Stripe keys) keep their running values, with a warning;
+//! everything else (API token, trunks, timers, prompts, log level) applies
+//! to requests and calls that start after the reload.
+
+use std::sync::Arc;
+
+use tollbridge_config::Config;
+use tracing::{error, info, warn};
+
+use crate::logging::LogHandle;
+use crate::run::ConfigSource;
+use crate::state::Shared;
+
+/// Reloads the config from `source` into `shared`.
+pub async fn reload(shared: &Arc<Shared>, source: &ConfigSource, log: &LogHandle) {
+    let loaded = match source {
+        ConfigSource::Defaults => Ok(Config::defaults(&tollbridge_config::ProcessEnvironment)),
+        ConfigSource::File(path) => {
+            let path = path.clone();
+            match tokio::task::spawn_blocking(move || Config::load(&path)).await {
+                Ok(result) => result,
+                Err(e) => {
+                    error!(error = %e, "config reload task failed; keeping the running config");
+                    return;
+                }
+            }
+        }
+    };
+    let new = match loaded {
+        Ok(new) => new,
+        Err(e) => {
+            for line in e.errors() {
+                error!(error = %line, "config reload rejected");
+            }
+            error!("config reload failed; keeping the running config");
+            return;
+        }
+    };
+    let running = shared.config.load_full();
+    let applied = keep_restart_only_keys(&running, new);
+    log.apply(&applied.log);
+    shared.config.store(Arc::new(applied));
+    info!("config reloaded");
+}
+
+/// Returns `new` with the keys that need a restart put back to their running
+/// values, warning about each one that changed.
+fn keep_restart_only_keys(running: &Config, mut new: Config) -> Config {
+    let mut restart_needed = Vec::new();
+    if new.sip.listen != running.sip.listen {
+        restart_needed.push("sip.listen");
+        new.sip.listen = running.sip.listen.clone();
+    }
+    if new.media != running.media {
+        restart_needed.push("media");
+        new.media = running.media.clone();
+    }
+    if new.http.listen != running.http.listen {
+        restart_needed.push("http.listen");
+        new.http.listen = running.http.listen;
+    }
+    if new.database != running.database {
+        restart_needed.push("database.path");
+        new.database = running.database.clone();
+    }
+    if new.stripe != running.stripe {
+        restart_needed.push("stripe");
+        new.stripe = running.stripe.clone();
+    }
+    for key in restart_needed {
+        warn!(
+            key,
+            "changed in the config file; takes effect after a restart"
+        );
+    }
+    new
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn restart_only_keys_keep_their_running_values() {
+        let running = Config::defaults(&HashMap::new());
+        let mut new = running.clone();
+        new.http.listen = "127.0.0.1:9999".parse().unwrap();
+        new.database.path = "/elsewhere.db".into();
+        new.calls.ring_timeout = std::time::Duration::from_secs(5);
+        new.http.api_token = Some(tollbridge_config::Secret::inline("a-new-token-0123456789"));
+        let applied = keep_restart_only_keys(&running, new);
+        assert_eq!(applied.http.listen, running.http.listen);
+        assert_eq!(applied.database, running.database);
+        assert_eq!(
+            applied.calls.ring_timeout,
+            std::time::Duration::from_secs(5)
+        );
+        assert!(applied.http.api_token.is_some());
+    }
+}

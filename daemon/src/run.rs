@@ -1,0 +1,153 @@
+//! The daemon's life: start, serve, reload on SIGHUP, drain on SIGTERM.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use tollbridge_config::{Config, StripeMode};
+use tracing::{error, info, warn};
+
+use crate::logging::LogHandle;
+use crate::reload;
+use crate::state::Shared;
+use crate::store::Store;
+use crate::systemd;
+
+/// Where the config came from, so SIGHUP can read it again.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    /// The built-in defaults (no file given).
+    Defaults,
+    /// A file.
+    File(PathBuf),
+}
+
+/// Runs the daemon until SIGTERM/SIGINT and a finished drain.
+pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow::Result<()> {
+    info!(version = env!("CARGO_PKG_VERSION"), config = ?source, "starting tollbridge");
+    let database = config.database.path.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&database))
+        .await
+        .context("database open task failed")??;
+    info!(path = %store.path().display(), "database open");
+
+    let http_listener = TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen on http.listen = {}", config.http.listen))?;
+    let http_address = http_listener
+        .local_addr()
+        .context("http listener has no address")?;
+    log_modes(&config);
+
+    let shared = Shared::new(config, store.clone());
+    let (stop_http, http_stopped) = watch::channel(false);
+    let server = tokio::spawn(serve_http(http_listener, shared.clone(), http_stopped));
+    info!(address = %http_address, "http listening");
+    shared.mark_listeners_bound();
+
+    systemd::ready("ready; 0 active call(s)");
+    tokio::spawn(systemd::report_status(shared.clone()));
+    if let Some(interval) = systemd::watchdog_interval() {
+        info!(
+            interval_ms = interval.as_millis() as u64,
+            "systemd watchdog enabled"
+        );
+        tokio::spawn(systemd::run_watchdog(shared.clone(), interval));
+    }
+
+    wait_for_stop_signal(&shared, &source, &log).await?;
+    drain(&shared).await?;
+
+    systemd::stopping();
+    info!("stopping");
+    let _ = stop_http.send(true);
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "http server ended with an error"),
+        Err(e) => warn!(error = %e, "http server task failed"),
+    }
+    drop(shared);
+    store.close().await;
+    info!("stopped");
+    Ok(())
+}
+
+/// Says at start what the operator must know: how money is handled and
+/// whether the API is usable.
+fn log_modes(config: &Config) {
+    match config.stripe.mode() {
+        StripeMode::LedgerOnly => warn!(
+            stripe = "ledger-only",
+            "no stripe.secret_key: ledger-only mode, calls are rated and recorded but nothing is charged"
+        ),
+        mode => info!(stripe = mode.as_str(), api_base = %config.stripe.api_base, "stripe enabled"),
+    }
+    if config.http.api_token.is_none() {
+        warn!("no http.api_token: the /v1 API refuses every request");
+    }
+    let listeners: Vec<String> = config.sip.listen.iter().map(ToString::to_string).collect();
+    warn!(
+        sip.listen = %listeners.join(","),
+        "this build has no SIP edge yet: sip.listen is validated but not bound"
+    );
+}
+
+async fn serve_http(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    axum::serve(listener, crate::http::router(shared))
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        })
+        .await
+}
+
+/// Handles SIGHUP (reload) until SIGTERM or SIGINT arrives.
+async fn wait_for_stop_signal(
+    shared: &Arc<Shared>,
+    source: &ConfigSource,
+    log: &LogHandle,
+) -> anyhow::Result<()> {
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => { info!(signal = "SIGTERM", "drain requested"); return Ok(()); }
+            _ = interrupt.recv() => { info!(signal = "SIGINT", "drain requested"); return Ok(()); }
+            _ = hangup.recv() => reload::reload(shared, source, log).await,
+        }
+    }
+}
+
+/// Refuses new calls and waits for calls in progress to end, up to
+/// `calls.drain_timeout`; a second SIGTERM/SIGINT cuts the wait short.
+async fn drain(shared: &Arc<Shared>) -> anyhow::Result<()> {
+    shared.start_draining();
+    let timeout = shared.config.load().calls.drain_timeout;
+    let active = shared.active_calls();
+    info!(
+        active_calls = active,
+        timeout_s = timeout.as_secs(),
+        "draining: new calls are refused"
+    );
+    systemd::status(&format!("draining; {active} active call(s)"));
+
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut calls = shared.watch_active_calls();
+    tokio::select! {
+        result = tokio::time::timeout(timeout, calls.wait_for(|n| *n == 0)) => match result {
+            Ok(_) => info!("drained: no calls in progress"),
+            Err(_) => error!(active_calls = shared.active_calls(), "drain timeout reached with calls in progress"),
+        },
+        _ = terminate.recv() => warn!(active_calls = shared.active_calls(), "second SIGTERM: stopping without waiting"),
+        _ = interrupt.recv() => warn!(active_calls = shared.active_calls(), "second SIGINT: stopping without waiting"),
+    }
+    Ok(())
+}

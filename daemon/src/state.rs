@@ -1,0 +1,97 @@
+//! What the daemon's tasks share: the current config, the database, the
+//! metrics, and whether we are draining.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+use tollbridge_config::Config;
+
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// State shared by the HTTP API, the signal handler and (later) call control.
+pub struct Shared {
+    /// The config in force. A reload swaps it; a call reads it once when it
+    /// starts, a request once when it arrives.
+    pub config: ArcSwap<Config>,
+    /// The ledger.
+    pub store: Store,
+    /// Exported metrics.
+    pub metrics: Metrics,
+    /// When the daemon started, for uptime.
+    pub started: Instant,
+    draining: AtomicBool,
+    listeners_bound: AtomicBool,
+    active_calls: watch::Sender<usize>,
+}
+
+impl Shared {
+    /// State for a daemon that has opened its database and not yet bound
+    /// its listeners.
+    pub fn new(config: Config, store: Store) -> Arc<Shared> {
+        Arc::new(Shared {
+            config: ArcSwap::from_pointee(config),
+            store,
+            metrics: Metrics::new(),
+            started: Instant::now(),
+            draining: AtomicBool::new(false),
+            listeners_bound: AtomicBool::new(false),
+            active_calls: watch::Sender::new(0),
+        })
+    }
+
+    /// True once SIGTERM was received: new calls are refused.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Starts draining; idempotent.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// True once every configured listener is bound.
+    pub fn listeners_bound(&self) -> bool {
+        self.listeners_bound.load(Ordering::SeqCst)
+    }
+
+    /// Records that every configured listener is bound.
+    pub fn mark_listeners_bound(&self) {
+        self.listeners_bound.store(true, Ordering::SeqCst);
+    }
+
+    /// Calls in progress now.
+    pub fn active_calls(&self) -> usize {
+        *self.active_calls.borrow()
+    }
+
+    /// Watches the number of calls in progress (drain, systemd STATUS).
+    pub fn watch_active_calls(&self) -> watch::Receiver<usize> {
+        self.active_calls.subscribe()
+    }
+
+    /// Counts a call that started; the returned guard counts it ended when
+    /// dropped, so no path that ends a call can forget it.
+    pub fn call_started(self: &Arc<Self>) -> ActiveCall {
+        self.active_calls.send_modify(|n| *n += 1);
+        ActiveCall {
+            shared: self.clone(),
+        }
+    }
+}
+
+/// One call in progress; dropping it decrements the active-call count.
+pub struct ActiveCall {
+    shared: Arc<Shared>,
+}
+
+impl Drop for ActiveCall {
+    fn drop(&mut self) {
+        self.shared
+            .active_calls
+            .send_modify(|n| *n = n.saturating_sub(1));
+    }
+}

@@ -1,0 +1,111 @@
+//! The database schema, as an ordered list of migrations.
+//!
+//! Times are integer milliseconds since the Unix epoch (UTC); money is an
+//! integer in the currency's minor unit with the ISO currency code beside
+//! it; our ids are prefixed UUIDv7 strings (`bk_`, `call_`, `st_`). A
+//! migration, once released, is never edited: add a new one.
+
+use rusqlite_migration::{M, Migrations};
+
+/// Schema v1: bookings, the call record and its events, the settlement
+/// outbox and webhook de-duplication.
+const V1: &str = r#"
+CREATE TABLE bookings (
+    id                    TEXT PRIMARY KEY,
+    called                TEXT NOT NULL,              -- trunk number dialled, E.164
+    callers               TEXT NOT NULL DEFAULT '[]', -- JSON array of E.164 caller ids
+    pin                   TEXT,
+    callee                TEXT NOT NULL,              -- JSON: {"uri"} or {"number","trunk"}
+    currency              TEXT NOT NULL,
+    price_per_minute      INTEGER NOT NULL CHECK (price_per_minute >= 0),
+    increment_seconds     INTEGER NOT NULL DEFAULT 1 CHECK (increment_seconds > 0),
+    minimum_seconds       INTEGER NOT NULL DEFAULT 0 CHECK (minimum_seconds >= 0),
+    cap_seconds           INTEGER NOT NULL CHECK (cap_seconds > 0),
+    window_start_ms       INTEGER NOT NULL,
+    window_end_ms         INTEGER NOT NULL CHECK (window_end_ms > window_start_ms),
+    stripe_customer       TEXT,
+    stripe_payment_method TEXT,
+    cancellation_fee      INTEGER CHECK (cancellation_fee >= 0),
+    state                 TEXT NOT NULL DEFAULT 'active'
+                          CHECK (state IN ('active', 'in-call', 'completed', 'canceled')),
+    created_ms            INTEGER NOT NULL,
+    updated_ms            INTEGER NOT NULL
+) STRICT;
+CREATE INDEX bookings_by_called ON bookings (called, state);
+
+CREATE TABLE calls (
+    id               TEXT PRIMARY KEY,
+    booking_id       TEXT REFERENCES bookings (id),
+    inbound_call_id  TEXT NOT NULL,  -- SIP Call-ID of the caller's leg
+    outbound_call_id TEXT,           -- SIP Call-ID of the callee's leg
+    twilio_call_sid  TEXT,
+    caller           TEXT,
+    called           TEXT,
+    status           TEXT NOT NULL DEFAULT 'queued' CHECK (status IN
+                     ('queued', 'initiated', 'ringing', 'in-progress', 'completed',
+                      'busy', 'failed', 'no-answer', 'canceled')),
+    created_ms       INTEGER NOT NULL,
+    ringing_ms       INTEGER,
+    answered_ms      INTEGER,
+    checkpoint_ms    INTEGER,        -- last time the running meter was saved
+    ended_ms         INTEGER,
+    talk_ms          INTEGER CHECK (talk_ms >= 0),
+    billed_seconds   INTEGER CHECK (billed_seconds >= 0),
+    amount           INTEGER CHECK (amount >= 0),
+    currency         TEXT,
+    end_reason       TEXT
+) STRICT;
+CREATE INDEX calls_by_booking ON calls (booking_id);
+CREATE INDEX calls_open ON calls (created_ms) WHERE ended_ms IS NULL;
+CREATE INDEX calls_by_inbound_call_id ON calls (inbound_call_id);
+
+CREATE TABLE call_events (
+    call_id    TEXT NOT NULL REFERENCES calls (id),
+    seq        INTEGER NOT NULL CHECK (seq > 0),
+    at_ms      INTEGER NOT NULL,
+    status     TEXT NOT NULL CHECK (status IN
+               ('queued', 'initiated', 'ringing', 'in-progress', 'completed',
+                'busy', 'failed', 'no-answer', 'canceled')),
+    sip_code   INTEGER CHECK (sip_code BETWEEN 100 AND 699),
+    sip_reason TEXT,
+    detail     TEXT,
+    PRIMARY KEY (call_id, seq)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE settlements (
+    id               TEXT PRIMARY KEY,
+    booking_id       TEXT REFERENCES bookings (id),
+    call_id          TEXT REFERENCES calls (id),
+    operation        TEXT NOT NULL CHECK (operation IN
+                     ('authorize', 'capture', 'cancel', 'cancellation-fee')),
+    attempt          INTEGER NOT NULL DEFAULT 1 CHECK (attempt > 0),
+    idempotency_key  TEXT NOT NULL UNIQUE,
+    amount           INTEGER NOT NULL CHECK (amount >= 0),
+    currency         TEXT NOT NULL,
+    state            TEXT NOT NULL DEFAULT 'pending' CHECK (state IN
+                     ('pending', 'in-flight', 'succeeded', 'failed', 'abandoned')),
+    stripe_object_id TEXT,
+    last_error       TEXT,
+    created_ms       INTEGER NOT NULL,
+    updated_ms       INTEGER NOT NULL,
+    next_attempt_ms  INTEGER
+) STRICT;
+CREATE INDEX settlements_open ON settlements (next_attempt_ms)
+    WHERE state IN ('pending', 'in-flight');
+CREATE INDEX settlements_by_call ON settlements (call_id);
+
+CREATE TABLE stripe_events (
+    id           TEXT PRIMARY KEY,  -- Stripe's evt_ id
+    type         TEXT NOT NULL,
+    received_ms  INTEGER NOT NULL,
+    processed_ms INTEGER
+) STRICT;
+"#;
+
+const MIGRATIONS_SLICE: &[M<'static>] = &[M::up(V1).foreign_key_check()];
+
+/// Every migration, oldest first.
+pub(crate) const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATIONS_SLICE);
+
+/// The schema version this build writes.
+pub(crate) const LATEST_VERSION: usize = MIGRATIONS_SLICE.len();
