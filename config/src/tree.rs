@@ -320,57 +320,46 @@ impl<'d, 's> TableReader<'d, 's> {
     /// Reads `key` as an array of `T`. Each bad element is reported on its
     /// own (`key[2]`); the good ones are kept.
     pub(crate) fn list<T: FromScalar>(&mut self, key: &str) -> Option<Vec<T>> {
+        let (full, items) = self.take_array(key, &format!("an array of {}", T::EXPECTED))?;
+        Some(
+            items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, element)| self.convert(&format!("{full}[{i}]"), element))
+                .collect(),
+        )
+    }
+
+    /// Takes `key` as an array of tables (`[[trunk]]`), each with its
+    /// dotted key (`trunk[0]`).
+    pub(crate) fn tables(&mut self, key: &str) -> Vec<(String, Item)> {
+        let expected = format!("an array of tables ([[{}]])", self.key(key));
+        let Some((full, items)) = self.take_array(key, &expected) else {
+            return Vec::new();
+        };
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(i, element)| (format!("{full}[{i}]"), element))
+            .collect()
+    }
+
+    /// Takes `key` as an array; anything else is reported as not being
+    /// `expected`.
+    fn take_array(&mut self, key: &str, expected: &str) -> Option<(String, Vec<Item>)> {
         let item = self.take(key)?;
         let full = self.key(key);
         let span = item.span();
         match item.into_inner() {
-            Node::Array(items) => Some(
-                items
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, element)| self.convert(&format!("{full}[{i}]"), element))
-                    .collect(),
-            ),
+            Node::Array(items) => Some((full, items)),
             other => {
                 self.diagnostics.report(
                     &full,
                     Some(other.shown()),
                     Some(span),
-                    format!(
-                        "expected an array of {}, found {}",
-                        T::EXPECTED,
-                        other.kind()
-                    ),
+                    format!("expected {expected}, found {}", other.kind()),
                 );
                 None
-            }
-        }
-    }
-
-    /// Takes `key` as an array of tables (`[[trunk]]`).
-    pub(crate) fn tables(&mut self, key: &str) -> Vec<(String, Item)> {
-        let Some(item) = self.take(key) else {
-            return Vec::new();
-        };
-        let full = self.key(key);
-        let span = item.span();
-        match item.into_inner() {
-            Node::Array(items) => items
-                .into_iter()
-                .enumerate()
-                .map(|(i, element)| (format!("{full}[{i}]"), element))
-                .collect(),
-            other => {
-                self.diagnostics.report(
-                    &full,
-                    Some(other.shown()),
-                    Some(span),
-                    format!(
-                        "expected an array of tables ([[{full}]]), found {}",
-                        other.kind()
-                    ),
-                );
-                Vec::new()
             }
         }
     }
