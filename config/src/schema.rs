@@ -50,6 +50,9 @@ pub struct SipConfig {
     pub public_address: Option<PublicAddress>,
     /// `sip.unknown_source`: answer 403 or stay silent to sources no trunk allows.
     pub unknown_source: UnknownSource,
+    /// `sip.invites_per_second`: new INVITEs accepted per source address per
+    /// second (bursts up to twice that); over it, 503 with Retry-After.
+    pub invites_per_second: u32,
 }
 
 /// One `[[trunk]]`: a SIP peer allowed to send us calls, and optionally the
@@ -210,7 +213,12 @@ pub struct LogConfig {
 const SECTIONS: [&str; 10] = [
     "sip", "trunk", "media", "http", "database", "stripe", "billing", "prompts", "calls", "log",
 ];
-const SIP_KEYS: [&str; 3] = ["listen", "public_address", "unknown_source"];
+const SIP_KEYS: [&str; 4] = [
+    "listen",
+    "public_address",
+    "unknown_source",
+    "invites_per_second",
+];
 const TRUNK_KEYS: [&str; 4] = ["name", "profile", "allow", "termination"];
 const TERMINATION_KEYS: [&str; 4] = ["uri", "username", "password", "caller_id"];
 const MEDIA_KEYS: [&str; 5] = ["address", "public_address", "ports", "timeout", "latch"];
@@ -280,6 +288,7 @@ impl Config {
                 ],
                 public_address: None,
                 unknown_source: UnknownSource::Drop,
+                invites_per_second: 30,
             },
             trunks: vec![loopback_trunk()],
             media: MediaConfig {
@@ -489,11 +498,18 @@ fn read_sip(mut t: TableReader, defaults: SipConfig) -> SipConfig {
         );
     }
     let unknown_source = t.get("unknown_source").unwrap_or(defaults.unknown_source);
+    let invites_per_second = t
+        .get_with("invites_per_second", |node| match node {
+            crate::tree::Node::Int(n) if (1..=10_000).contains(n) => Ok(*n as u32),
+            _ => Err("expected an integer from 1 to 10000".to_owned()),
+        })
+        .unwrap_or(defaults.invites_per_second);
     t.finish(&SIP_KEYS);
     SipConfig {
         listen,
         public_address,
         unknown_source,
+        invites_per_second,
     }
 }
 

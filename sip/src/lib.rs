@@ -16,5 +16,6 @@
 //! `shared/TWILIO.md`.
 
 pub mod acl;
+pub mod gate;
 pub mod reject;
 pub mod wire;

@@ -48,6 +48,23 @@ pub struct Checked {
     pub top_via: Via,
     /// The Call-ID, for logs.
     pub call_id: String,
+    to_tagged: bool,
+    reply_headers: Option<ReplyHeaders>,
+}
+
+impl Checked {
+    /// Whether To carries a tag: a request inside a dialog (re-INVITE, BYE).
+    pub fn has_to_tag(&self) -> bool {
+        self.to_tagged
+    }
+
+    /// A final response to this request that the edge can send on its own
+    /// (403, 503, ...), or `None` for a response or an ACK, which get none.
+    pub fn reply(&self, code: u16, reason: &str, extra: &[(&str, &str)]) -> Option<Vec<u8>> {
+        self.reply_headers
+            .as_ref()
+            .map(|headers| headers.render(code, reason, extra))
+    }
 }
 
 /// A message that failed the checks.
@@ -183,7 +200,12 @@ pub fn check(message: &[u8], limits: Limits) -> Result<Checked, Malformed> {
     let fail = |reason: &'static str| Malformed {
         reason,
         reply: match &kind {
-            Kind::Request(method) if method != "ACK" => bad_request(&headers, reason),
+            Kind::Request(method) if method != "ACK" => {
+                ReplyHeaders::collect(&headers).map(|h| Reply {
+                    bytes: h.render(400, reason, &[]),
+                    via: h.via,
+                })
+            }
             _ => None,
         },
     };
@@ -243,10 +265,16 @@ pub fn check(message: &[u8], limits: Limits) -> Result<Checked, Malformed> {
             Err(_) => return Err(fail("Bad Content-Length")),
         }
     }
+    let reply_headers = match &kind {
+        Kind::Request(method) if method != "ACK" => ReplyHeaders::collect(&headers),
+        _ => None,
+    };
     Ok(Checked {
         kind,
         top_via,
         call_id: value("call-id").unwrap_or_default().to_owned(),
+        to_tagged: value("to").is_some_and(|to| to.to_ascii_lowercase().contains(";tag=")),
+        reply_headers,
     })
 }
 
@@ -397,44 +425,59 @@ fn duplicate_reason(name: &str) -> &'static str {
     }
 }
 
-/// Builds `400 <reason>` for a request, copying Via (all, in order), From,
-/// To (with a tag added), Call-ID and CSeq as RFC 3261 §8.2.6.2 requires.
-/// `None` when one of them is missing or the top Via is unusable: such a
-/// response could not be matched or routed, so the request is dropped.
-fn bad_request(headers: &[Header], reason: &'static str) -> Option<Reply> {
-    let one = |name: &str| {
-        let mut found = headers.iter().filter(|h| h.name == name);
-        match (found.next(), found.next()) {
-            (Some(header), None) if !header.value.is_empty() => Some(header),
-            _ => None,
+/// The headers a response must copy from its request (RFC 3261
+/// §8.2.6.2), already rendered: every Via in order, From, To (with a tag
+/// added when it has none), Call-ID and CSeq.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ReplyHeaders {
+    via: Via,
+    lines: String,
+}
+
+impl ReplyHeaders {
+    /// `None` when one of the copied headers is missing or repeated, or the
+    /// top Via is unusable: such a response could not be matched or routed,
+    /// so the request is dropped instead.
+    fn collect(headers: &[Header]) -> Option<ReplyHeaders> {
+        let one = |name: &str| {
+            let mut found = headers.iter().filter(|h| h.name == name);
+            match (found.next(), found.next()) {
+                (Some(header), None) if !header.value.is_empty() => Some(header),
+                _ => None,
+            }
+        };
+        let vias: Vec<&Header> = headers.iter().filter(|h| h.name == "via").collect();
+        let via = parse_top_via(&vias.first()?.value)?;
+        let (from, to, call_id, cseq) = (one("from")?, one("to")?, one("call-id")?, one("cseq")?);
+        let mut lines = String::new();
+        for header in vias {
+            let _ = write!(lines, "{}: {}\r\n", header.raw_name, header.value);
         }
-    };
-    let vias: Vec<&Header> = headers.iter().filter(|h| h.name == "via").collect();
-    let via = parse_top_via(&vias.first()?.value)?;
-    let (from, to, call_id, cseq) = (one("from")?, one("to")?, one("call-id")?, one("cseq")?);
-    let mut text = format!("SIP/2.0 400 {reason}\r\n");
-    for header in vias {
-        let _ = write!(text, "{}: {}\r\n", header.raw_name, header.value);
+        let _ = write!(lines, "{}: {}\r\n", from.raw_name, from.value);
+        if to.value.to_ascii_lowercase().contains(";tag=") {
+            let _ = write!(lines, "{}: {}\r\n", to.raw_name, to.value);
+        } else {
+            let _ = write!(
+                lines,
+                "{}: {};tag={}\r\n",
+                to.raw_name,
+                to.value,
+                reply_tag(&call_id.value)
+            );
+        }
+        let _ = write!(lines, "{}: {}\r\n", call_id.raw_name, call_id.value);
+        let _ = write!(lines, "{}: {}\r\n", cseq.raw_name, cseq.value);
+        Some(ReplyHeaders { via, lines })
     }
-    let _ = write!(text, "{}: {}\r\n", from.raw_name, from.value);
-    if to.value.to_ascii_lowercase().contains(";tag=") {
-        let _ = write!(text, "{}: {}\r\n", to.raw_name, to.value);
-    } else {
-        let _ = write!(
-            text,
-            "{}: {};tag={}\r\n",
-            to.raw_name,
-            to.value,
-            reply_tag(&call_id.value)
-        );
+
+    fn render(&self, code: u16, reason: &str, extra: &[(&str, &str)]) -> Vec<u8> {
+        let mut text = format!("SIP/2.0 {code} {reason}\r\n{}", self.lines);
+        for (name, value) in extra {
+            let _ = write!(text, "{name}: {value}\r\n");
+        }
+        text.push_str("Content-Length: 0\r\n\r\n");
+        text.into_bytes()
     }
-    let _ = write!(text, "{}: {}\r\n", call_id.raw_name, call_id.value);
-    let _ = write!(text, "{}: {}\r\n", cseq.raw_name, cseq.value);
-    text.push_str("Content-Length: 0\r\n\r\n");
-    Some(Reply {
-        bytes: text.into_bytes(),
-        via,
-    })
 }
 
 /// A To tag for our 400: derived from the Call-ID so a retransmitted bad

@@ -1,0 +1,184 @@
+//! The gate every datagram passes before the SIP stack sees it: source ACL,
+//! message checks, and the per-source INVITE rate limit.
+//!
+//! Sans-IO: [`Gate::inspect`] takes the bytes and their source and returns
+//! a [`Verdict`]; the socket wrapper around it sends what it says. So the
+//! whole policy is tested without sockets.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+
+use crate::acl::Acl;
+use crate::wire::{self, Kind, Limits};
+
+/// What to do with a request from a source no trunk allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownSourcePolicy {
+    /// Send nothing (do not confirm we exist).
+    Drop,
+    /// Answer 403 Forbidden.
+    Reject,
+}
+
+/// The gate's rules; replaced as a whole on config reload.
+#[derive(Debug, Clone)]
+pub struct GateRules {
+    /// Which sources belong to which trunk.
+    pub acl: Acl,
+    /// What unknown sources get.
+    pub unknown_source: UnknownSourcePolicy,
+    /// Size limits.
+    pub limits: Limits,
+}
+
+/// What to do with one datagram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Hand it to the SIP stack; it came from this trunk.
+    Pass {
+        /// The trunk the source belongs to.
+        trunk: String,
+    },
+    /// Send `bytes` to `target` and do nothing else.
+    Reply {
+        /// The response.
+        bytes: Vec<u8>,
+        /// Where it goes.
+        target: SocketAddr,
+        /// Why, for counters and logs.
+        reason: DropReason,
+    },
+    /// Do nothing at all.
+    Drop(DropReason),
+}
+
+/// Why a datagram did not reach the SIP stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The source is in no trunk's allow list.
+    UnknownSource,
+    /// The message failed the checks in [`wire`].
+    Malformed(&'static str),
+    /// The source sent INVITEs faster than its quota.
+    RateLimited,
+}
+
+/// Counters of what the gate turned away, for metrics.
+#[derive(Debug, Default)]
+pub struct GateStats {
+    /// Datagrams from sources no trunk allows.
+    pub unknown_source: AtomicU64,
+    /// Malformed messages.
+    pub malformed: AtomicU64,
+    /// INVITEs over the per-source rate.
+    pub rate_limited: AtomicU64,
+}
+
+type Limiter<C> =
+    RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+
+/// The gate: rules, a per-source INVITE limiter and counters.
+pub struct Gate<C: Clock = DefaultClock> {
+    rules: arc_swap::ArcSwap<GateRules>,
+    invites: Limiter<C>,
+    clock: C,
+    /// What it turned away.
+    pub stats: GateStats,
+}
+
+impl Gate<DefaultClock> {
+    /// A gate on the real clock, allowing `invites_per_second` new INVITEs
+    /// per source (bursts of twice that).
+    pub fn new(rules: GateRules, invites_per_second: NonZeroU32) -> Self {
+        Gate::with_clock(rules, invites_per_second, DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> Gate<C> {
+    /// A gate on `clock` (tests pass a fake one).
+    pub fn with_clock(rules: GateRules, invites_per_second: NonZeroU32, clock: C) -> Self {
+        let burst = invites_per_second.saturating_mul(NonZeroU32::MIN.saturating_add(1));
+        let quota = Quota::per_second(invites_per_second).allow_burst(burst);
+        Gate {
+            rules: arc_swap::ArcSwap::from_pointee(rules),
+            invites: RateLimiter::new(quota, DefaultKeyedStateStore::default(), clock.clone()),
+            clock,
+            stats: GateStats::default(),
+        }
+    }
+
+    /// Replaces the rules (config reload); the next datagram uses them.
+    pub fn set_rules(&self, rules: GateRules) {
+        self.rules.store(std::sync::Arc::new(rules));
+    }
+
+    /// Forgets rate-limit state of sources that are back under their
+    /// quota, so the table stays as small as the set of busy sources.
+    pub fn forget_idle_sources(&self) {
+        self.invites.retain_recent();
+    }
+
+    /// Decides what happens to `datagram` from `source`.
+    pub fn inspect(&self, datagram: &[u8], source: SocketAddr) -> Verdict {
+        let rules = self.rules.load();
+        let Some(trunk) = rules.acl.trunk_for(source.ip()) else {
+            self.stats.unknown_source.fetch_add(1, Ordering::Relaxed);
+            if rules.unknown_source == UnknownSourcePolicy::Reject
+                && let Ok(checked) = wire::check(datagram, rules.limits)
+                && let Some(bytes) = checked.reply(403, "Forbidden", &[])
+            {
+                return Verdict::Reply {
+                    bytes,
+                    target: checked.top_via.response_target(source),
+                    reason: DropReason::UnknownSource,
+                };
+            }
+            return Verdict::Drop(DropReason::UnknownSource);
+        };
+        let checked = match wire::check(datagram, rules.limits) {
+            Ok(checked) => checked,
+            Err(malformed) => {
+                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                let reason = DropReason::Malformed(malformed.reason);
+                return match malformed.reply {
+                    Some(reply) => Verdict::Reply {
+                        target: reply.via.response_target(source),
+                        bytes: reply.bytes,
+                        reason,
+                    },
+                    None => Verdict::Drop(reason),
+                };
+            }
+        };
+        if checked.kind == Kind::Request("INVITE".to_owned())
+            && !checked.has_to_tag()
+            && let Err(not_until) = self.invites.check_key(&source.ip())
+        {
+            self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+            let wait = not_until.wait_time_from(self.clock.now());
+            let retry_after = wait.max(Duration::from_secs(1)).as_secs().to_string();
+            return match checked.reply(503, "Service Unavailable", &[("Retry-After", &retry_after)])
+            {
+                Some(bytes) => Verdict::Reply {
+                    bytes,
+                    target: checked.top_via.response_target(source),
+                    reason: DropReason::RateLimited,
+                },
+                None => Verdict::Drop(DropReason::RateLimited),
+            };
+        }
+        Verdict::Pass {
+            trunk: trunk.to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,164 @@
+use super::*;
+use crate::wire::Limits;
+use governor::clock::FakeRelativeClock;
+
+const CALLER: &str = "127.0.0.1:5070";
+const STRANGER: &str = "127.0.0.2:5070";
+
+fn options(call_id: &str) -> Vec<u8> {
+    format!(
+        "OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK{call_id}\r\n\
+         From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:x@127.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\n\
+         Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+fn invite(call_id: &str, to_tag: bool) -> Vec<u8> {
+    let tag = if to_tag { ";tag=abc" } else { "" };
+    format!(
+        "INVITE sip:+81312345678@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK{call_id};rport\r\n\
+         From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:x@127.0.0.1>{tag}\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n\
+         Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+fn gate(
+    policy: UnknownSourcePolicy,
+    per_second: u32,
+) -> (Gate<FakeRelativeClock>, FakeRelativeClock) {
+    let acl = Acl::new(vec![("lab".into(), vec!["127.0.0.1/32".parse().unwrap()])]);
+    let rules = GateRules {
+        acl,
+        unknown_source: policy,
+        limits: Limits::default(),
+    };
+    let clock = FakeRelativeClock::default();
+    let gate = Gate::with_clock(rules, NonZeroU32::new(per_second).unwrap(), clock.clone());
+    (gate, clock)
+}
+
+fn status_line(verdict: &Verdict) -> String {
+    match verdict {
+        Verdict::Reply { bytes, .. } => String::from_utf8_lossy(bytes)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+        other => format!("{other:?}"),
+    }
+}
+
+#[test]
+fn an_allowed_source_passes_with_its_trunk() {
+    let (gate, _) = gate(UnknownSourcePolicy::Drop, 10);
+    assert_eq!(
+        gate.inspect(&options("a"), CALLER.parse().unwrap()),
+        Verdict::Pass {
+            trunk: "lab".into()
+        }
+    );
+}
+
+#[test]
+fn unknown_sources_are_dropped_or_forbidden() {
+    let (drop_gate, _) = gate(UnknownSourcePolicy::Drop, 10);
+    assert_eq!(
+        drop_gate.inspect(&options("a"), STRANGER.parse().unwrap()),
+        Verdict::Drop(DropReason::UnknownSource)
+    );
+    let (reject_gate, _) = gate(UnknownSourcePolicy::Reject, 10);
+    let verdict = reject_gate.inspect(&options("a"), STRANGER.parse().unwrap());
+    assert_eq!(status_line(&verdict), "SIP/2.0 403 Forbidden");
+    // Even in reject mode, garbage from a stranger gets nothing back.
+    assert_eq!(
+        reject_gate.inspect(b"garbage", STRANGER.parse().unwrap()),
+        Verdict::Drop(DropReason::UnknownSource)
+    );
+    assert_eq!(reject_gate.stats.unknown_source.load(Ordering::Relaxed), 2);
+}
+
+#[test]
+fn malformed_requests_get_400_at_the_source_address() {
+    let (gate, _) = gate(UnknownSourcePolicy::Drop, 10);
+    let mut bad = options("a");
+    bad.splice(
+        bad.len() - 4..bad.len() - 4,
+        b"\r\nContent-Length: 9".iter().copied(),
+    );
+    let verdict = gate.inspect(&bad, "127.0.0.1:40000".parse().unwrap());
+    assert_eq!(
+        status_line(&verdict),
+        "SIP/2.0 400 Duplicate Content-Length"
+    );
+    let Verdict::Reply { target, .. } = verdict else {
+        unreachable!()
+    };
+    // No rport in this Via: the sent-by port at the source IP.
+    assert_eq!(target, "127.0.0.1:5070".parse().unwrap());
+    assert_eq!(gate.stats.malformed.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn invites_over_the_rate_get_503_with_retry_after_and_dialog_requests_do_not_count() {
+    let (gate, clock) = gate(UnknownSourcePolicy::Drop, 2);
+    let source = CALLER.parse().unwrap();
+    // Burst of twice the rate passes.
+    for i in 0..4 {
+        assert!(
+            matches!(
+                gate.inspect(&invite(&format!("c{i}"), false), source),
+                Verdict::Pass { .. }
+            ),
+            "invite {i}"
+        );
+    }
+    let verdict = gate.inspect(&invite("c4", false), source);
+    assert_eq!(status_line(&verdict), "SIP/2.0 503 Service Unavailable");
+    let Verdict::Reply { bytes, target, .. } = &verdict else {
+        unreachable!()
+    };
+    assert!(String::from_utf8_lossy(bytes).contains("\r\nRetry-After: 1\r\n"));
+    assert_eq!(*target, source, "rport: the source port");
+    // Re-INVITEs and other methods are not limited.
+    assert!(matches!(
+        gate.inspect(&invite("c0", true), source),
+        Verdict::Pass { .. }
+    ));
+    assert!(matches!(
+        gate.inspect(&options("o"), source),
+        Verdict::Pass { .. }
+    ));
+    // Half a second later one more INVITE fits.
+    clock.advance(Duration::from_millis(500));
+    assert!(matches!(
+        gate.inspect(&invite("c5", false), source),
+        Verdict::Pass { .. }
+    ));
+    assert_eq!(gate.stats.rate_limited.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn new_rules_apply_to_the_next_datagram() {
+    let (gate, _) = gate(UnknownSourcePolicy::Drop, 10);
+    let acl = Acl::new(vec![(
+        "other".into(),
+        vec!["127.0.0.2/32".parse().unwrap()],
+    )]);
+    gate.set_rules(GateRules {
+        acl,
+        unknown_source: UnknownSourcePolicy::Drop,
+        limits: Limits::default(),
+    });
+    assert_eq!(
+        gate.inspect(&options("a"), STRANGER.parse().unwrap()),
+        Verdict::Pass {
+            trunk: "other".into()
+        }
+    );
+    assert_eq!(
+        gate.inspect(&options("a"), CALLER.parse().unwrap()),
+        Verdict::Drop(DropReason::UnknownSource)
+    );
+}
