@@ -125,6 +125,12 @@ impl<C: Clock + Clone> Gate<C> {
         self.invites.retain_recent();
     }
 
+    /// Whether any trunk allows `source` (for connection-oriented
+    /// transports, checked when the connection is accepted).
+    pub fn allows_source(&self, source: IpAddr) -> bool {
+        self.rules.load().acl.trunk_for(source).is_some()
+    }
+
     /// Decides what happens to `datagram` from `source`.
     pub fn inspect(&self, datagram: &[u8], source: SocketAddr) -> Verdict {
         let rules = self.rules.load();

@@ -16,6 +16,7 @@
 //! `shared/TWILIO.md`.
 
 pub mod acl;
+pub mod edge;
 pub mod gate;
 pub mod reject;
 pub mod wire;

@@ -21,11 +21,11 @@ pub struct Limits {
 }
 
 impl Default for Limits {
-    /// 16 KiB: ten times a Twilio INVITE with SDP, and a bound on what a
-    /// single peer can make us hold.
+    /// 8 KiB: five times a Twilio INVITE with SDP, and the size of
+    /// rsipstack's receive buffer, so nothing we accept is cut short.
     fn default() -> Self {
         Limits {
-            max_message_bytes: 16 * 1024,
+            max_message_bytes: 8 * 1024,
         }
     }
 }

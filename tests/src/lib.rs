@@ -351,3 +351,83 @@ pub fn test_config(http_keys: &str, sections: &str) -> String {
          [log]\nformat = \"json\"\nlevel = \"info\"\n\n{sections}\n"
     )
 }
+
+/// What a SIPp run ended with.
+#[derive(Debug)]
+pub struct SippRun {
+    /// SIPp's exit code (0: every call succeeded).
+    pub code: Option<i32>,
+    /// Its standard output and error, and its error log, for diagnosis.
+    pub output: String,
+}
+
+impl SippRun {
+    /// True when SIPp reported success.
+    pub fn passed(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+/// Runs SIPp (`sip-tester`) with a scenario from `tests/sipp/` against
+/// `remote`, for one call, bound to `local_ip` on a free port, and kills it
+/// after `timeout`.
+pub fn run_sipp(
+    scenario: &str,
+    remote: SocketAddr,
+    local_ip: &str,
+    service: &str,
+    timeout: Duration,
+) -> SippRun {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let scenario_path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("sipp")
+        .join(scenario);
+    let error_file = dir.path().join("errors.log");
+    let log_file = dir.path().join("output.log");
+    let log = std::fs::File::create(&log_file).expect("sipp output file");
+    let log_err = log.try_clone().expect("sipp output file");
+    // SIPp's own "random" port still writes 5060 into its messages, so pick
+    // a free port here and hand it over.
+    let port = std::net::UdpSocket::bind((local_ip, 0))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free UDP port for sipp");
+    let mut child = Command::new("sipp")
+        .arg(remote.to_string())
+        .args(["-p", &port.to_string()])
+        .arg("-sf")
+        .arg(&scenario_path)
+        .args(["-i", local_ip, "-m", "1", "-nostdin", "-s", service])
+        .args([
+            "-timeout",
+            &format!("{}s", timeout.as_secs().max(1)),
+            "-timeout_error",
+        ])
+        .arg("-trace_err")
+        .arg("-error_file")
+        .arg(&error_file)
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .spawn()
+        .expect("cannot start sipp: install the sip-tester package (scripts/test does)");
+    let deadline = Instant::now() + timeout + Duration::from_secs(5);
+    let code = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status.code(),
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let mut output = std::fs::read_to_string(&log_file).unwrap_or_default();
+    if let Ok(errors) = std::fs::read_to_string(&error_file) {
+        output.push_str("\n--- sipp error log ---\n");
+        output.push_str(&errors);
+    }
+    SippRun { code, output }
+}

@@ -1,0 +1,215 @@
+//! Inbound legs: a call offered to us, which the daemon rings, answers,
+//! rejects or ends.
+
+use rsipstack::dialog::DialogId;
+use rsipstack::dialog::dialog::{
+    DialogState, DialogStateReceiver, TerminatedReason, TransactionHandle,
+};
+use rsipstack::dialog::dialog_layer::DialogLayer;
+use rsipstack::dialog::invite_dialog::InviteDialog;
+use rsipstack::sip::{Header, Request, StatusCode};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use super::EdgeError;
+
+/// A new call, as the edge received it. The edge has already answered
+/// `100 Trying`.
+#[derive(Debug)]
+pub struct InboundCall {
+    /// The trunk whose ACL admitted the source.
+    pub trunk: String,
+    /// Where the INVITE came from.
+    pub source: SocketAddr,
+    /// The SIP Call-ID.
+    pub call_id: String,
+    /// The Request-URI's user part: the dialled number.
+    pub called: Option<String>,
+    /// The From URI's user part: the caller ID as presented.
+    pub caller: Option<String>,
+    /// The P-Asserted-Identity URI's user part, when present.
+    pub asserted_identity: Option<String>,
+    /// Twilio's `X-Twilio-CallSid`, when present.
+    pub twilio_call_sid: Option<String>,
+    /// The offer (SDP), possibly empty.
+    pub offer: Vec<u8>,
+    /// Control of the leg.
+    pub leg: InboundLeg,
+}
+
+/// What happened on an inbound leg.
+#[derive(Debug)]
+pub enum LegEvent {
+    /// The caller ACKed our 200: the leg is up.
+    Confirmed,
+    /// The caller cancelled before we answered (they got 487).
+    Cancelled,
+    /// The caller hung up (sent BYE; we answered 200).
+    HungUp,
+    /// The caller sent a re-INVITE (hold, unhold, new media address);
+    /// answer it with [`Reoffer::accept`] or [`Reoffer::reject`].
+    Reoffer(Reoffer),
+    /// The leg ended for another reason (no ACK, transport failure, our own
+    /// final response); the text says which.
+    Ended(String),
+}
+
+/// A re-INVITE waiting for our answer.
+#[derive(Debug)]
+pub struct Reoffer {
+    /// The new offer (SDP), possibly empty.
+    pub offer: Vec<u8>,
+    handle: TransactionHandle,
+}
+
+impl Reoffer {
+    /// Answers 200 with our SDP.
+    pub async fn accept(self, answer: Vec<u8>) -> Result<(), EdgeError> {
+        self.handle
+            .respond(StatusCode::OK, Some(vec![sdp_content_type()]), Some(answer))
+            .await
+            .map_err(|e| EdgeError::Dialog(e.to_string()))
+    }
+
+    /// Answers with a failure code (488 when the offer is unacceptable).
+    pub async fn reject(self, code: u16) -> Result<(), EdgeError> {
+        self.handle
+            .reply(StatusCode::from(code))
+            .await
+            .map_err(|e| EdgeError::Dialog(e.to_string()))
+    }
+}
+
+/// Control of one inbound leg.
+pub struct InboundLeg {
+    dialog: InviteDialog,
+    states: DialogStateReceiver,
+    dialogs: Arc<DialogLayer>,
+    id: DialogId,
+    ended: bool,
+}
+
+impl std::fmt::Debug for InboundLeg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InboundLeg")
+            .field("dialog", &self.id.to_string())
+            .finish()
+    }
+}
+
+fn sdp_content_type() -> Header {
+    Header::ContentType("application/sdp".into())
+}
+
+impl InboundLeg {
+    pub(crate) fn new(
+        dialog: InviteDialog,
+        states: DialogStateReceiver,
+        dialogs: Arc<DialogLayer>,
+    ) -> Self {
+        let id = dialog.id();
+        InboundLeg {
+            dialog,
+            states,
+            dialogs,
+            id,
+            ended: false,
+        }
+    }
+
+    /// Sends `180 Ringing`, or `183 Session Progress` with early media SDP.
+    pub fn ring(&self, early_media: Option<Vec<u8>>) -> Result<(), EdgeError> {
+        let headers = early_media.as_ref().map(|_| vec![sdp_content_type()]);
+        self.dialog
+            .ringing(headers, early_media)
+            .map_err(|e| EdgeError::Dialog(e.to_string()))
+    }
+
+    /// Sends `200 OK` with our SDP answer; [`LegEvent::Confirmed`] follows
+    /// when the caller ACKs.
+    pub fn answer(&self, sdp: Vec<u8>) -> Result<(), EdgeError> {
+        self.dialog
+            .accept(Some(vec![sdp_content_type()]), Some(sdp))
+            .map_err(|e| EdgeError::Dialog(e.to_string()))
+    }
+
+    /// Sends a final failure response (see [`crate::reject`] for which).
+    pub fn reject(&mut self, code: u16) -> Result<(), EdgeError> {
+        self.ended = true;
+        self.dialog
+            .reject(Some(StatusCode::from(code)), None)
+            .map_err(|e| EdgeError::Dialog(e.to_string()))
+    }
+
+    /// Ends the leg: an answered one with BYE (to the caller's Contact,
+    /// with the Record-Route set as Route headers), an unanswered one with
+    /// 603 (a code Twilio does not fail over on).
+    pub async fn hang_up(&mut self) -> Result<(), EdgeError> {
+        self.ended = true;
+        end_dialog(&self.dialog).await
+    }
+
+    /// The INVITE that opened the leg.
+    pub fn initial_request(&self) -> Request {
+        self.dialog.initial_request()
+    }
+
+    /// The next event, or `None` once the leg is over and nothing more
+    /// will happen.
+    pub async fn next_event(&mut self) -> Option<LegEvent> {
+        while let Some(state) = self.states.recv().await {
+            let event = match state {
+                DialogState::Confirmed(..) => LegEvent::Confirmed,
+                DialogState::Updated(_, request, handle) => LegEvent::Reoffer(Reoffer {
+                    offer: request.body,
+                    handle,
+                }),
+                DialogState::Terminated(_, reason) => {
+                    self.ended = true;
+                    self.dialogs.remove_dialog(&self.id);
+                    match reason {
+                        TerminatedReason::UacCancel => LegEvent::Cancelled,
+                        TerminatedReason::UacBye => LegEvent::HungUp,
+                        other => LegEvent::Ended(format!("{other:?}")),
+                    }
+                }
+                DialogState::Options(_, _, handle) | DialogState::Info(_, _, handle) => {
+                    let _ = handle.reply(StatusCode::OK).await;
+                    continue;
+                }
+                _ => continue,
+            };
+            return Some(event);
+        }
+        None
+    }
+}
+
+impl Drop for InboundLeg {
+    /// A leg dropped before it ended is rejected (unanswered) or hung up
+    /// (answered), so no caller is left in dead air by a forgotten leg.
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        let dialog = self.dialog.clone();
+        let dialogs = self.dialogs.clone();
+        let id = self.id.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = end_dialog(&dialog).await;
+                dialogs.remove_dialog(&id);
+            });
+        }
+    }
+}
+
+async fn end_dialog(dialog: &InviteDialog) -> Result<(), EdgeError> {
+    let result = match dialog.state() {
+        DialogState::Calling(_) | DialogState::Trying(_) | DialogState::Early(..) => {
+            dialog.reject(Some(StatusCode::Decline), None)
+        }
+        _ => dialog.hangup().await,
+    };
+    result.map_err(|e| EdgeError::Dialog(e.to_string()))
+}

@@ -1,0 +1,440 @@
+//! The running SIP edge: listeners, the rsipstack endpoint behind the
+//! gate, and the loop that turns incoming transactions into answers or
+//! [`InboundCall`]s for the daemon.
+//!
+//! What the edge answers by itself, without the daemon:
+//! - `OPTIONS` → 200 with `Allow` and `Accept: application/sdp`;
+//! - `INVITE` → `100 Trying` at once (before the daemon looks anything up),
+//!   or 503 while draining;
+//! - ACK, CANCEL, BYE and re-INVITEs of known dialogs → the dialog layer;
+//!   BYE/CANCEL for unknown dialogs → 481;
+//! - anything else → 405 with `Allow`.
+
+mod inbound;
+mod tcp;
+mod udp;
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rsipstack::EndpointBuilder;
+use rsipstack::dialog::dialog_layer::DialogLayer;
+use rsipstack::platform::CancellationToken;
+use rsipstack::sip::prelude::HeadersExt;
+use rsipstack::sip::{Header, Method, StatusCode};
+use rsipstack::transaction::TransactionReceiver;
+use rsipstack::transaction::transaction::Transaction;
+use rsipstack::transport::TransportLayer;
+use rsipstack::transport::udp::UdpConnection;
+use tokio::sync::mpsc;
+
+pub use inbound::{InboundCall, InboundLeg, LegEvent, Reoffer};
+
+use crate::gate::{Gate, GateRules};
+
+/// The methods we handle, for `Allow`.
+const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS";
+
+/// How many new calls may wait for the daemon before the edge answers 503.
+const PENDING_CALLS: usize = 256;
+
+/// A SIP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// UDP.
+    Udp,
+    /// TCP.
+    Tcp,
+}
+
+/// One listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listener {
+    /// UDP or TCP.
+    pub transport: Transport,
+    /// Where to bind; port 0 picks a free one.
+    pub addr: SocketAddr,
+}
+
+/// Everything the edge needs to start.
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    /// Where to listen.
+    pub listen: Vec<Listener>,
+    /// The host (and port) written in our Contact; `None` uses the first
+    /// listener's address.
+    pub public_host: Option<(String, Option<u16>)>,
+    /// Who may talk to us and what the others get.
+    pub rules: GateRules,
+    /// New INVITEs per second per source.
+    pub invites_per_second: NonZeroU32,
+    /// Our `User-Agent` / `Server` string.
+    pub user_agent: String,
+}
+
+/// Why the edge could not start or act.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {transport:?} {addr}: {source}")]
+    Bind {
+        /// The transport.
+        transport: Transport,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// rsipstack refused to set something up.
+    #[error("sip stack: {0}")]
+    Stack(String),
+    /// A dialog operation failed.
+    #[error("sip dialog: {0}")]
+    Dialog(String),
+}
+
+/// A running SIP edge. Dropping it does not stop it; call [`SipEdge::stop`].
+pub struct SipEdge {
+    gate: Arc<Gate>,
+    draining: Arc<AtomicBool>,
+    cancel: CancellationToken,
+    bound: Vec<Listener>,
+}
+
+impl SipEdge {
+    /// Binds every listener and starts serving. New calls arrive on the
+    /// returned receiver.
+    pub async fn start(
+        config: EdgeConfig,
+    ) -> Result<(SipEdge, mpsc::Receiver<InboundCall>), EdgeError> {
+        let cancel = CancellationToken::new();
+        let gate = Arc::new(Gate::new(config.rules.clone(), config.invites_per_second));
+        let transport_layer = TransportLayer::new(cancel.clone());
+        let external_ip = config
+            .public_host
+            .as_ref()
+            .and_then(|(host, _)| host.parse::<IpAddr>().ok());
+
+        let mut bound = Vec::new();
+        let mut tcp_listeners = Vec::new();
+        for listener in &config.listen {
+            let bind_error = |source| EdgeError::Bind {
+                transport: listener.transport,
+                addr: listener.addr,
+                source,
+            };
+            match listener.transport {
+                Transport::Udp => {
+                    let socket = tokio::net::UdpSocket::bind(listener.addr)
+                        .await
+                        .map_err(bind_error)?;
+                    let local = socket.local_addr().map_err(bind_error)?;
+                    let external =
+                        external_ip.map(|ip| SocketAddr::new(ip, public_port(&config, local)));
+                    let guarded = Arc::new(udp::GuardedUdpSocket::new(socket, gate.clone()));
+                    let connection =
+                        UdpConnection::from_socket(guarded, external, Some(cancel.child_token()))
+                            .await
+                            .map_err(|e| EdgeError::Stack(e.to_string()))?;
+                    transport_layer.add_transport(connection.into());
+                    bound.push(Listener {
+                        transport: Transport::Udp,
+                        addr: local,
+                    });
+                }
+                Transport::Tcp => {
+                    let socket = tokio::net::TcpListener::bind(listener.addr)
+                        .await
+                        .map_err(bind_error)?;
+                    let local = socket.local_addr().map_err(bind_error)?;
+                    bound.push(Listener {
+                        transport: Transport::Tcp,
+                        addr: local,
+                    });
+                    tcp_listeners.push(socket);
+                }
+            }
+        }
+
+        let endpoint = Arc::new(
+            EndpointBuilder::new()
+                .with_cancel_token(cancel.clone())
+                .with_transport_layer(transport_layer)
+                .with_user_agent(&config.user_agent)
+                .with_allows(vec![
+                    Method::Invite,
+                    Method::Ack,
+                    Method::Bye,
+                    Method::Cancel,
+                    Method::Options,
+                ])
+                .build(),
+        );
+        for listener in tcp_listeners {
+            tokio::spawn(tcp::accept_loop(
+                listener,
+                endpoint.inner.clone(),
+                gate.clone(),
+                cancel.clone(),
+            ));
+        }
+        let incoming = endpoint
+            .incoming_transactions()
+            .map_err(|e| EdgeError::Stack(e.to_string()))?;
+        let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
+        let contact = contact_uri(&config, &bound)?;
+        let draining = Arc::new(AtomicBool::new(false));
+        let (calls, receiver) = mpsc::channel(PENDING_CALLS);
+
+        let serve_endpoint = endpoint.clone();
+        tokio::spawn(async move { serve_endpoint.serve().await });
+        tokio::spawn(
+            Dispatcher {
+                dialogs,
+                contact,
+                draining: draining.clone(),
+                calls,
+            }
+            .run(incoming),
+        );
+        let forget = gate.clone();
+        let forget_cancel = cancel.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = forget_cancel.cancelled() => return,
+                    _ = every.tick() => forget.forget_idle_sources(),
+                }
+            }
+        });
+        Ok((
+            SipEdge {
+                gate,
+                draining,
+                cancel,
+                bound,
+            },
+            receiver,
+        ))
+    }
+
+    /// The listeners as bound (real ports when 0 was asked for).
+    pub fn listeners(&self) -> &[Listener] {
+        &self.bound
+    }
+
+    /// From now on new INVITEs get 503 (so the trunk fails over); calls in
+    /// progress continue.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Replaces the gate's rules (config reload).
+    pub fn set_rules(&self, rules: GateRules) {
+        self.gate.set_rules(rules);
+    }
+
+    /// What the gate has turned away so far.
+    pub fn gate_stats(&self) -> &crate::gate::GateStats {
+        &self.gate.stats
+    }
+
+    /// Stops every listener and task.
+    pub fn stop(&self) {
+        self.cancel.cancel();
+    }
+}
+
+fn public_port(config: &EdgeConfig, local: SocketAddr) -> u16 {
+    config
+        .public_host
+        .as_ref()
+        .and_then(|(_, port)| *port)
+        .unwrap_or(local.port())
+}
+
+fn contact_uri(config: &EdgeConfig, bound: &[Listener]) -> Result<rsipstack::sip::Uri, EdgeError> {
+    let first = bound
+        .first()
+        .ok_or_else(|| EdgeError::Stack("no SIP listener configured".to_owned()))?;
+    let text = match &config.public_host {
+        Some((host, port)) => {
+            let host = if host.contains(':') {
+                format!("[{host}]")
+            } else {
+                host.clone()
+            };
+            format!("sip:{host}:{}", port.unwrap_or(first.addr.port()))
+        }
+        None => format!("sip:{}", first.addr),
+    };
+    rsipstack::sip::Uri::try_from(text.as_str())
+        .map_err(|e| EdgeError::Stack(format!("contact {text}: {e}")))
+}
+
+/// Turns incoming transactions into answers or calls.
+struct Dispatcher {
+    dialogs: Arc<DialogLayer>,
+    contact: rsipstack::sip::Uri,
+    draining: Arc<AtomicBool>,
+    calls: mpsc::Sender<InboundCall>,
+}
+
+impl Dispatcher {
+    async fn run(self, mut incoming: TransactionReceiver) {
+        while let Some(mut tx) = incoming.recv().await {
+            if let Some(mut dialog) = self.dialogs.match_dialog(&tx) {
+                tokio::spawn(async move {
+                    if let Err(e) = dialog.handle(&mut tx).await {
+                        tracing::debug!(error = %e, "in-dialog request failed");
+                    }
+                });
+                continue;
+            }
+            match tx.original.method {
+                Method::Invite => self.new_call(tx),
+                Method::Options => {
+                    let headers = vec![
+                        Header::Other("Allow".into(), ALLOW.into()),
+                        Header::Other("Accept".into(), "application/sdp".into()),
+                    ];
+                    tokio::spawn(async move { tx.reply_with(StatusCode::OK, headers, None).await });
+                }
+                Method::Ack => {}
+                Method::Bye | Method::Cancel => {
+                    tokio::spawn(
+                        async move { tx.reply(StatusCode::CallTransactionDoesNotExist).await },
+                    );
+                }
+                _ => {
+                    let headers = vec![Header::Other("Allow".into(), ALLOW.into())];
+                    tokio::spawn(async move {
+                        tx.reply_with(StatusCode::MethodNotAllowed, headers, None)
+                            .await
+                    });
+                }
+            }
+        }
+    }
+
+    fn new_call(&self, mut tx: Transaction) {
+        if self.draining.load(Ordering::SeqCst) {
+            tokio::spawn(async move { tx.reply(StatusCode::ServiceUnavailable).await });
+            return;
+        }
+        // An INVITE with a To tag that matched no dialog: RFC 3261 §12.2.2.
+        if tx
+            .original
+            .to_header()
+            .ok()
+            .and_then(|to| to.tag().ok().flatten())
+            .is_some()
+        {
+            tokio::spawn(async move { tx.reply(StatusCode::CallTransactionDoesNotExist).await });
+            return;
+        }
+        let (states, receiver) = self.dialogs.new_dialog_state_channel();
+        let mut dialog = match self.dialogs.get_or_create_server_invite(
+            &tx,
+            states,
+            None,
+            Some(self.contact.clone()),
+        ) {
+            Ok(dialog) => dialog,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot create a dialog for an INVITE");
+                tokio::spawn(async move { tx.reply(StatusCode::ServerInternalError).await });
+                return;
+            }
+        };
+        let call = describe(
+            &tx,
+            InboundLeg::new(dialog.clone(), receiver, self.dialogs.clone()),
+        );
+        // The dialog task sends 100 Trying first, then runs the transaction.
+        tokio::spawn(async move {
+            if let Err(e) = dialog.handle(&mut tx).await {
+                tracing::debug!(error = %e, "invite transaction ended with an error");
+            }
+        });
+        if let Err(
+            mpsc::error::TrySendError::Full(call) | mpsc::error::TrySendError::Closed(call),
+        ) = self.calls.try_send(call)
+        {
+            // Nobody can take the call now: let the trunk try another host.
+            let mut leg = call.leg;
+            let _ = leg.reject(503);
+        }
+    }
+}
+
+/// The user part of a URI in a header value such as `<sip:+8190@host>;tag=1`.
+fn user_part(value: &str) -> Option<String> {
+    let uri = value
+        .split_once('<')
+        .map_or(value, |(_, rest)| rest.split('>').next().unwrap_or(rest));
+    let after_scheme = uri.split_once(':')?.1;
+    let (user, _) = after_scheme.split_once('@')?;
+    let user = user.split(';').next().unwrap_or(user);
+    (!user.is_empty()).then(|| user.to_owned())
+}
+
+/// A header's value by name (case-insensitive), from its wire form.
+fn header_value(request: &rsipstack::sip::Request, name: &str) -> Option<String> {
+    request.headers.iter().find_map(|header| {
+        let text = header.to_string();
+        let (key, value) = text.split_once(':')?;
+        key.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| value.trim().to_owned())
+    })
+}
+
+fn describe(tx: &Transaction, leg: InboundLeg) -> InboundCall {
+    let request = &tx.original;
+    let source = tx
+        .connection
+        .as_ref()
+        .and_then(|c| c.get_remote_addr())
+        .and_then(|a| a.get_socketaddr().ok())
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    InboundCall {
+        trunk: String::new(),
+        source,
+        call_id: header_value(request, "Call-ID").unwrap_or_default(),
+        called: request.uri.user().map(str::to_owned),
+        caller: header_value(request, "From").as_deref().and_then(user_part),
+        asserted_identity: header_value(request, "P-Asserted-Identity")
+            .as_deref()
+            .and_then(user_part),
+        twilio_call_sid: header_value(request, "X-Twilio-CallSid"),
+        offer: request.body.clone(),
+        leg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_parts() {
+        assert_eq!(
+            user_part("<sip:+819012345678@acme.pstn.twilio.com>;tag=1").as_deref(),
+            Some("+819012345678")
+        );
+        assert_eq!(
+            user_part("\"Anon\" <sip:anonymous@anonymous.invalid>").as_deref(),
+            Some("anonymous")
+        );
+        assert_eq!(
+            user_part("sip:+1555@host;user=phone").as_deref(),
+            Some("+1555")
+        );
+        assert_eq!(user_part("<sip:host.example.com>"), None);
+        assert_eq!(user_part("garbage"), None);
+    }
+}
