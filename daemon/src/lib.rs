@@ -6,6 +6,7 @@
 //! binary's `main` only parses the command line and calls in here.
 
 pub mod cli;
+pub mod edge;
 pub mod http;
 pub mod logging;
 pub mod metrics;

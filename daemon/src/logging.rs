@@ -8,6 +8,17 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
 
+/// rsipstack logs every message it receives, with its text, at `info`:
+/// that belongs at `debug` for a daemon, so its logs start at `warn` unless
+/// the configured filter names it.
+fn filter_for(level: &str) -> Result<EnvFilter, tracing_subscriber::filter::ParseError> {
+    if level.contains("rsipstack") {
+        EnvFilter::try_new(level)
+    } else {
+        EnvFilter::try_new(format!("{level},rsipstack=warn"))
+    }
+}
+
 /// Changes the level filter of the running logger.
 pub struct LogHandle {
     filter: reload::Handle<EnvFilter, Registry>,
@@ -18,7 +29,7 @@ impl LogHandle {
     /// Applies a reloaded `[log]` section. The format cannot change while
     /// running; that is logged.
     pub fn apply(&self, log: &LogConfig) {
-        match EnvFilter::try_new(&log.level) {
+        match filter_for(&log.level) {
             Ok(filter) => {
                 if let Err(e) = self.filter.reload(filter) {
                     tracing::warn!(error = %e, "cannot change the log level");
@@ -39,7 +50,7 @@ impl LogHandle {
 /// Installs the global logger. Fails only if the level was invalid (config
 /// validation prevents that) or a logger was already installed.
 pub fn init(log: &LogConfig) -> anyhow::Result<LogHandle> {
-    let filter = EnvFilter::try_new(&log.level)?;
+    let filter = filter_for(&log.level)?;
     let (filter, handle) = reload::Layer::new(filter);
     let format = match log.format {
         LogFormat::Auto if std::io::stderr().is_terminal() => LogFormat::Human,

@@ -23,6 +23,21 @@ pub const END_STATUSES: [&str; 5] = ["completed", "busy", "failed", "no-answer",
 pub const SETTLEMENT_STATES: [&str; 5] =
     ["pending", "in-flight", "succeeded", "failed", "abandoned"];
 
+/// Why the SIP edge turned traffic away (`reason` label).
+pub const SIP_TURNED_AWAY_REASONS: [&str; 3] = ["unknown-source", "malformed", "rate-limited"];
+
+/// Values read from elsewhere at scrape time.
+pub struct Scrape<'a> {
+    /// Seconds since start.
+    pub uptime_seconds: f64,
+    /// Calls in progress.
+    pub active_calls: usize,
+    /// Settlement rows by state.
+    pub settlements: &'a [(String, u64)],
+    /// The SIP edge's turned-away counters by reason (monotonic).
+    pub sip_turned_away: &'a [(&'static str, u64)],
+}
+
 /// Every metric the daemon exports.
 pub struct Metrics {
     registry: Registry,
@@ -30,6 +45,7 @@ pub struct Metrics {
     active_calls: Gauge,
     calls_total: Family<Labels, Counter>,
     settlements: Family<Labels, Gauge>,
+    sip_turned_away: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -57,12 +73,22 @@ impl Metrics {
             "Settlement rows, by state",
             settlements.clone(),
         );
+        let sip_turned_away = Family::<Labels, Counter>::default();
+        registry.register(
+            "sip_turned_away",
+            "SIP messages and connections the edge turned away, by reason",
+            sip_turned_away.clone(),
+        );
+        for reason in SIP_TURNED_AWAY_REASONS {
+            let _ = sip_turned_away.get_or_create(&vec![("reason", reason.to_owned())]);
+        }
         Metrics {
             registry,
             uptime_seconds,
             active_calls,
             calls_total,
             settlements,
+            sip_turned_away,
         }
     }
 
@@ -73,24 +99,27 @@ impl Metrics {
             .inc();
     }
 
-    /// Renders the OpenMetrics text, after setting the scraped gauges.
-    pub fn render(
-        &self,
-        uptime_seconds: f64,
-        active_calls: usize,
-        settlements: &[(String, u64)],
-    ) -> String {
-        self.uptime_seconds.set(uptime_seconds);
+    /// Renders the OpenMetrics text, after bringing the scraped values in.
+    pub fn render(&self, scrape: &Scrape) -> String {
+        self.uptime_seconds.set(scrape.uptime_seconds);
         self.active_calls
-            .set(i64::try_from(active_calls).unwrap_or(i64::MAX));
+            .set(i64::try_from(scrape.active_calls).unwrap_or(i64::MAX));
         for state in SETTLEMENT_STATES {
-            let count = settlements
+            let count = scrape
+                .settlements
                 .iter()
                 .find(|(s, _)| s == state)
                 .map_or(0, |(_, n)| *n);
             self.settlements
                 .get_or_create(&vec![("state", state.to_owned())])
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+        // The edge's counters only grow; carry the growth into ours.
+        for (reason, total) in scrape.sip_turned_away {
+            let counter = self
+                .sip_turned_away
+                .get_or_create(&vec![("reason", (*reason).to_owned())]);
+            counter.inc_by(total.saturating_sub(counter.get()));
         }
         let mut text = String::new();
         // Writing into a String cannot fail.
@@ -114,7 +143,15 @@ mod tests {
         let metrics = Metrics::new();
         metrics.call_ended("busy");
         metrics.call_ended("busy");
-        let text = metrics.render(12.5, 3, &[("pending".to_owned(), 4)]);
+        let scrape = Scrape {
+            uptime_seconds: 12.5,
+            active_calls: 3,
+            settlements: &[("pending".to_owned(), 4)],
+            sip_turned_away: &[("malformed", 7)],
+        };
+        // A second scrape with the same totals must not add them again.
+        let _ = metrics.render(&scrape);
+        let text = metrics.render(&scrape);
         for line in [
             "tollbridge_build_info{version=\"",
             "tollbridge_uptime_seconds 12.5",
@@ -123,6 +160,8 @@ mod tests {
             "tollbridge_calls_total{status=\"completed\"} 0",
             "tollbridge_settlements{state=\"pending\"} 4",
             "tollbridge_settlements{state=\"succeeded\"} 0",
+            "tollbridge_sip_turned_away_total{reason=\"malformed\"} 7",
+            "tollbridge_sip_turned_away_total{reason=\"rate-limited\"} 0",
             "# EOF",
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");

@@ -1,10 +1,11 @@
 //! SIGHUP: read the config again and apply what can change while running.
 //!
 //! An invalid file is logged with every error and changes nothing. Keys
-//! that need sockets or files reopened (listeners, media ports, database,
-//! log format, Stripe keys) keep their running values, with a warning;
-//! everything else (API token, trunks, timers, prompts, log level) applies
-//! to requests and calls that start after the reload.
+//! that need sockets or files reopened (listeners, our public SIP address,
+//! the INVITE rate, media ports, database, log format, Stripe keys) keep
+//! their running values, with a warning; everything else (API token,
+//! trunks and their ACLs, `sip.unknown_source`, timers, prompts, log level)
+//! applies to requests and calls that start after the reload.
 
 use std::sync::Arc;
 
@@ -43,6 +44,9 @@ pub async fn reload(shared: &Arc<Shared>, source: &ConfigSource, log: &LogHandle
     let running = shared.config.load_full();
     let applied = keep_restart_only_keys(&running, new);
     log.apply(&applied.log);
+    if let Some(sip) = &shared.sip {
+        sip.set_rules(crate::edge::gate_rules(&applied));
+    }
     shared.config.store(Arc::new(applied));
     info!("config reloaded");
 }
@@ -54,6 +58,14 @@ fn keep_restart_only_keys(running: &Config, mut new: Config) -> Config {
     if new.sip.listen != running.sip.listen {
         restart_needed.push("sip.listen");
         new.sip.listen = running.sip.listen.clone();
+    }
+    if new.sip.public_address != running.sip.public_address {
+        restart_needed.push("sip.public_address");
+        new.sip.public_address = running.sip.public_address.clone();
+    }
+    if new.sip.invites_per_second != running.sip.invites_per_second {
+        restart_needed.push("sip.invites_per_second");
+        new.sip.invites_per_second = running.sip.invites_per_second;
     }
     if new.media != running.media {
         restart_needed.push("media");

@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tollbridge_config::{Config, StripeMode};
+use tollbridge_sip::edge::SipEdge;
 use tracing::{error, info, warn};
 
 use crate::logging::LogHandle;
@@ -34,6 +35,15 @@ pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow
         .context("database open task failed")??;
     info!(path = %store.path().display(), "database open");
 
+    let (sip, calls) = SipEdge::start(crate::edge::edge_config(&config))
+        .await
+        .context("cannot start the SIP edge (sip.listen)")?;
+    for listener in sip.listeners() {
+        info!(transport = ?listener.transport, address = %listener.addr, "sip listening");
+    }
+    tokio::spawn(crate::edge::answer_calls(calls));
+    let sip = Arc::new(sip);
+
     let http_listener = TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen on http.listen = {}", config.http.listen))?;
@@ -42,7 +52,7 @@ pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow
         .context("http listener has no address")?;
     log_modes(&config);
 
-    let shared = Shared::new(config, store.clone());
+    let shared = Shared::new(config, store.clone(), Some(sip.clone()));
     let (stop_http, http_stopped) = watch::channel(false);
     let server = tokio::spawn(serve_http(http_listener, shared.clone(), http_stopped));
     info!(address = %http_address, "http listening");
@@ -69,6 +79,7 @@ pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow
         Ok(Err(e)) => warn!(error = %e, "http server ended with an error"),
         Err(e) => warn!(error = %e, "http server task failed"),
     }
+    sip.stop();
     drop(shared);
     store.close().await;
     info!("stopped");
@@ -88,11 +99,14 @@ fn log_modes(config: &Config) {
     if config.http.api_token.is_none() {
         warn!("no http.api_token: the /v1 API refuses every request");
     }
-    let listeners: Vec<String> = config.sip.listen.iter().map(ToString::to_string).collect();
-    warn!(
-        sip.listen = %listeners.join(","),
-        "this build has no SIP edge yet: sip.listen is validated but not bound"
-    );
+    for trunk in &config.trunks {
+        info!(
+            trunk = %trunk.name,
+            profile = %trunk.profile,
+            sources = trunk.allowed_sources().len(),
+            "trunk allowed to send calls"
+        );
+    }
 }
 
 async fn serve_http(

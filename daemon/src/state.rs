@@ -9,6 +9,8 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tollbridge_config::Config;
 
+use tollbridge_sip::edge::SipEdge;
+
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -21,6 +23,8 @@ pub struct Shared {
     pub store: Store,
     /// Exported metrics.
     pub metrics: Metrics,
+    /// The SIP edge, once started (absent in tests of the HTTP surface).
+    pub sip: Option<Arc<SipEdge>>,
     /// When the daemon started, for uptime.
     pub started: Instant,
     draining: AtomicBool,
@@ -31,11 +35,12 @@ pub struct Shared {
 impl Shared {
     /// State for a daemon that has opened its database and not yet bound
     /// its listeners.
-    pub fn new(config: Config, store: Store) -> Arc<Shared> {
+    pub fn new(config: Config, store: Store, sip: Option<Arc<SipEdge>>) -> Arc<Shared> {
         Arc::new(Shared {
             config: ArcSwap::from_pointee(config),
             store,
             metrics: Metrics::new(),
+            sip,
             started: Instant::now(),
             draining: AtomicBool::new(false),
             listeners_bound: AtomicBool::new(false),
@@ -48,9 +53,13 @@ impl Shared {
         self.draining.load(Ordering::SeqCst)
     }
 
-    /// Starts draining; idempotent.
+    /// Starts draining: readiness turns 503 and the SIP edge answers new
+    /// INVITEs with 503 so the trunk fails over; idempotent.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
+        if let Some(sip) = &self.sip {
+            sip.start_draining();
+        }
     }
 
     /// True once every configured listener is bound.

@@ -125,10 +125,10 @@ impl<C: Clock + Clone> Gate<C> {
         self.invites.retain_recent();
     }
 
-    /// Whether any trunk allows `source` (for connection-oriented
+    /// The trunk whose ACL allows `source`, if any (for connection-oriented
     /// transports, checked when the connection is accepted).
-    pub fn allows_source(&self, source: IpAddr) -> bool {
-        self.rules.load().acl.trunk_for(source).is_some()
+    pub fn trunk_for(&self, source: IpAddr) -> Option<String> {
+        self.rules.load().acl.trunk_for(source).map(str::to_owned)
     }
 
     /// Decides what happens to `datagram` from `source`.

@@ -39,6 +39,24 @@ fn build_binary() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
     let mut build = Command::new(cargo);
+    // Cargo gives this test process the variables of *its* package; passed
+    // on, they change some build scripts' inputs (ring reads
+    // CARGO_PKG_VERSION_*) and every test run would rebuild half the tree.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let per_package = [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+            "CARGO_PRIMARY_PACKAGE",
+            "CARGO_TARGET_TMPDIR",
+            "CARGO_RUSTC_CURRENT_DIR",
+        ];
+        if per_package.iter().any(|prefix| name.starts_with(prefix)) || name == "OUT_DIR" {
+            build.env_remove(name.as_ref());
+        }
+    }
     build.args([
         "build",
         "--quiet",
@@ -262,6 +280,17 @@ impl Daemon {
             thread::sleep(Duration::from_millis(20));
         }
         false
+    }
+
+    /// The UDP address the daemon's SIP edge listens on (from its log).
+    pub fn sip_udp(&self) -> Option<SocketAddr> {
+        self.logs().iter().find_map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).ok()?;
+            let fields = &value["fields"];
+            (fields["message"] == "sip listening" && fields["transport"] == "Udp")
+                .then(|| fields["address"].as_str()?.parse().ok())
+                .flatten()
+        })
     }
 
     /// `GET path` with an optional bearer token: (status, body).

@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use tollbridge_e2e::{Daemon, DaemonOptions, NotifySocket, binary, test_config};
+use tollbridge_e2e::{Daemon, DaemonOptions, NotifySocket, binary, run_sipp, test_config};
 
 const TOKEN: &str = "e2e-token-0123456789abcdef";
 const OTHER_TOKEN: &str = "e2e-token-second-0123456789";
@@ -253,5 +253,26 @@ fn version_is_printed() {
     assert_eq!(
         String::from_utf8_lossy(&output.stdout).trim(),
         format!("tollbridge {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn the_daemon_answers_sip_options_from_an_allowed_source() {
+    let daemon = Daemon::start(&test_config("", ""));
+    let sip = daemon
+        .sip_udp()
+        .expect("the daemon logs its SIP UDP address");
+    let run = run_sipp(
+        "options.xml",
+        sip,
+        "127.0.0.1",
+        "tollbridge",
+        Duration::from_secs(10),
+    );
+    assert!(run.passed(), "{}", run.output);
+    let (_, metrics) = daemon.get("/metrics", None);
+    assert!(
+        metrics.contains("tollbridge_sip_turned_away_total{reason=\"unknown-source\"} 0"),
+        "{metrics}"
     );
 }

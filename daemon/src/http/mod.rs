@@ -79,11 +79,23 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     // A scrape still answers when the database does not; the settlement
     // gauges then read zero and readyz says why.
     let settlements = shared.store.settlement_counts().await.unwrap_or_default();
-    let text = shared.metrics.render(
-        shared.started.elapsed().as_secs_f64(),
-        shared.active_calls(),
-        &settlements,
-    );
+    let sip_turned_away = shared.sip.as_ref().map(|sip| {
+        let stats = sip.gate_stats();
+        let read = |counter: &std::sync::atomic::AtomicU64| {
+            counter.load(std::sync::atomic::Ordering::Relaxed)
+        };
+        [
+            ("unknown-source", read(&stats.unknown_source)),
+            ("malformed", read(&stats.malformed)),
+            ("rate-limited", read(&stats.rate_limited)),
+        ]
+    });
+    let text = shared.metrics.render(&crate::metrics::Scrape {
+        uptime_seconds: shared.started.elapsed().as_secs_f64(),
+        active_calls: shared.active_calls(),
+        settlements: &settlements,
+        sip_turned_away: &sip_turned_away.unwrap_or_default(),
+    });
     (
         [(
             header::CONTENT_TYPE,
@@ -139,7 +151,7 @@ mod tests {
         let mut config = Config::defaults(&std::collections::HashMap::new());
         config.http.api_token = token.map(Secret::inline);
         let store = crate::store::Store::open(&dir.path().join("t.db")).unwrap();
-        let shared = Shared::new(config, store);
+        let shared = Shared::new(config, store, None);
         shared.mark_listeners_bound();
         Harness { shared, _dir: dir }
     }
@@ -206,6 +218,7 @@ mod tests {
         let shared = Shared::new(
             Config::defaults(&std::collections::HashMap::new()),
             store.clone(),
+            None,
         );
         let (status, body) = send(&shared, "GET", "/readyz", None).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);

@@ -192,6 +192,7 @@ impl SipEdge {
         tokio::spawn(async move { serve_endpoint.serve().await });
         tokio::spawn(
             Dispatcher {
+                gate: gate.clone(),
                 dialogs,
                 contact,
                 draining: draining.clone(),
@@ -277,6 +278,7 @@ fn contact_uri(config: &EdgeConfig, bound: &[Listener]) -> Result<rsipstack::sip
 
 /// Turns incoming transactions into answers or calls.
 struct Dispatcher {
+    gate: Arc<Gate>,
     dialogs: Arc<DialogLayer>,
     contact: rsipstack::sip::Uri,
     draining: Arc<AtomicBool>,
@@ -350,10 +352,11 @@ impl Dispatcher {
                 return;
             }
         };
-        let call = describe(
+        let mut call = describe(
             &tx,
             InboundLeg::new(dialog.clone(), receiver, self.dialogs.clone()),
         );
+        call.trunk = self.gate.trunk_for(call.source.ip()).unwrap_or_default();
         // The dialog task sends 100 Trying first, then runs the transaction.
         tokio::spawn(async move {
             if let Err(e) = dialog.handle(&mut tx).await {

@@ -1,0 +1,100 @@
+//! The daemon's side of the SIP edge: the edge's settings from the config,
+//! and what happens to calls it hands over.
+
+use std::num::NonZeroU32;
+
+use tokio::sync::mpsc;
+use tollbridge_config::{Config, Transport as ConfigTransport, UnknownSource};
+use tollbridge_sip::acl::Acl;
+use tollbridge_sip::edge::{EdgeConfig, InboundCall, Listener, Transport};
+use tollbridge_sip::gate::{GateRules, UnknownSourcePolicy};
+use tollbridge_sip::reject::RejectReason;
+use tollbridge_sip::wire::Limits;
+
+/// The edge's settings from `[sip]` and `[[trunk]]`.
+pub fn edge_config(config: &Config) -> EdgeConfig {
+    EdgeConfig {
+        listen: config
+            .sip
+            .listen
+            .iter()
+            .map(|listener| Listener {
+                transport: match listener.transport {
+                    ConfigTransport::Udp => Transport::Udp,
+                    ConfigTransport::Tcp => Transport::Tcp,
+                },
+                addr: listener.addr,
+            })
+            .collect(),
+        public_host: config
+            .sip
+            .public_address
+            .as_ref()
+            .map(|public| (public.host.clone(), public.port)),
+        rules: gate_rules(config),
+        invites_per_second: NonZeroU32::new(config.sip.invites_per_second)
+            .unwrap_or(NonZeroU32::MIN),
+        user_agent: format!("Tollbridge/{}", env!("CARGO_PKG_VERSION")),
+    }
+}
+
+/// The gate's rules: one ACL entry per trunk, in file order.
+pub fn gate_rules(config: &Config) -> GateRules {
+    GateRules {
+        acl: Acl::new(
+            config
+                .trunks
+                .iter()
+                .map(|trunk| (trunk.name.clone(), trunk.allowed_sources()))
+                .collect(),
+        ),
+        unknown_source: match config.sip.unknown_source {
+            UnknownSource::Drop => UnknownSourcePolicy::Drop,
+            UnknownSource::Reject => UnknownSourcePolicy::Reject,
+        },
+        limits: Limits::default(),
+    }
+}
+
+/// Answers every call offered by the edge. This build has no call control
+/// yet (bookings and bridging come with it), so no number is bookable:
+/// each call gets 404, which Twilio does not fail over on.
+pub async fn answer_calls(mut calls: mpsc::Receiver<InboundCall>) {
+    while let Some(call) = calls.recv().await {
+        let (code, reason) = RejectReason::UnknownNumber.response();
+        tracing::info!(
+            call_id = %call.call_id,
+            trunk = %call.trunk,
+            called = call.called.as_deref().unwrap_or("-"),
+            code,
+            reason,
+            "call refused: no booking can match in this build"
+        );
+        let mut leg = call.leg;
+        if let Err(e) = leg.reject(code) {
+            tracing::warn!(error = %e, "cannot refuse a call");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_config_allows_loopback_on_both_transports() {
+        let config = Config::defaults(&std::collections::HashMap::new());
+        let edge = edge_config(&config);
+        assert_eq!(edge.listen.len(), 2);
+        assert_eq!(
+            edge.rules.acl.trunk_for("127.0.0.1".parse().unwrap()),
+            Some("loopback")
+        );
+        assert_eq!(
+            edge.rules.acl.trunk_for("54.172.60.1".parse().unwrap()),
+            None
+        );
+        assert_eq!(edge.rules.unknown_source, UnknownSourcePolicy::Drop);
+        assert_eq!(edge.invites_per_second.get(), 30);
+    }
+}
