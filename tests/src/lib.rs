@@ -397,6 +397,106 @@ impl SippRun {
     }
 }
 
+/// A SIPp instance running a server (UAS) scenario in the background.
+pub struct SippServer {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl SippServer {
+    /// Starts SIPp with `scenario` from `tests/sipp/` on 127.0.0.1 and a
+    /// free port, over `transport` (`"u1"` UDP, `"t1"` TCP), for one call.
+    pub fn start(scenario: &str, transport: &str, timeout: Duration) -> SippServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .map(|a| a.port())
+            .expect("a free port for sipp");
+        let log = std::fs::File::create(dir.path().join("output.log")).expect("sipp output file");
+        let log_err = log.try_clone().expect("sipp output file");
+        let child = Command::new("sipp")
+            .arg("-sf")
+            .arg(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("sipp")
+                    .join(scenario),
+            )
+            .args([
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-t",
+                transport,
+                "-m",
+                "1",
+                "-nostdin",
+            ])
+            .args([
+                "-timeout",
+                &format!("{}s", timeout.as_secs().max(1)),
+                "-timeout_error",
+                "-trace_err",
+            ])
+            .arg("-error_file")
+            .arg(dir.path().join("errors.log"))
+            .arg("-trace_msg")
+            .arg("-message_file")
+            .arg(dir.path().join("messages.log"))
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .expect("cannot start sipp: install the sip-tester package (scripts/test does)");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        // Wait until it listens (TCP: accepts; UDP: give it a moment).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while transport == "t1" && TcpStream::connect(addr).is_err() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        if transport != "t1" {
+            thread::sleep(Duration::from_millis(300));
+        }
+        SippServer { child, addr, dir }
+    }
+
+    /// Waits for SIPp to finish its one call and reports how it went.
+    pub fn wait(mut self, timeout: Duration) -> SippRun {
+        let deadline = Instant::now() + timeout;
+        let code = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break status.code(),
+                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+                _ => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    break None;
+                }
+            }
+        };
+        let mut output =
+            std::fs::read_to_string(self.dir.path().join("output.log")).unwrap_or_default();
+        for (title, file) in [("error log", "errors.log"), ("messages", "messages.log")] {
+            if let Ok(text) = std::fs::read_to_string(self.dir.path().join(file)) {
+                output.push_str(&format!("\n--- sipp {title} ---\n{text}"));
+            }
+        }
+        SippRun { code, output }
+    }
+}
+
+impl Drop for SippServer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Runs SIPp (`sip-tester`) with a scenario from `tests/sipp/` against
 /// `remote`, for one call, bound to `local_ip` on a free port, and kills it
 /// after `timeout`.

@@ -10,9 +10,11 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tollbridge_e2e::run_sipp;
+use tollbridge_e2e::{SippServer, run_sipp};
 use tollbridge_sip::acl::Acl;
-use tollbridge_sip::edge::{EdgeConfig, InboundCall, Listener, SipEdge, Transport};
+use tollbridge_sip::edge::{
+    EdgeConfig, InboundCall, Listener, OutboundEvent, OutboundRequest, SipEdge, Transport,
+};
 use tollbridge_sip::gate::{GateRules, UnknownSourcePolicy};
 use tollbridge_sip::wire::Limits;
 
@@ -280,5 +282,180 @@ async fn while_draining_new_invites_get_503() {
         .unwrap_or_default()
         .to_owned();
     assert_eq!(first, "SIP/2.0 503 Service Unavailable");
+    h.edge.stop();
+}
+
+/// Places a call to a SIPp UAS acting as Twilio's termination: it
+/// challenges with 407, checks our digest answer, rings with early media,
+/// answers; we hang up.
+async fn outbound_with_digest(transport: Transport, sipp_transport: &'static str) {
+    let h = start_edge(UnknownSourcePolicy::Drop).await;
+    let server = tokio::task::spawn_blocking(move || {
+        SippServer::start("uas_digest.xml", sipp_transport, Duration::from_secs(15))
+    })
+    .await
+    .unwrap();
+    let request = OutboundRequest {
+        request_uri: format!("sip:+81312345678@localhost:{}", server.addr.port()),
+        from_user: "+815012345678".into(),
+        offer: SDP_ANSWER.as_bytes().to_vec(),
+        credentials: Some(("tollbridge".into(), "trunk-secret".into())),
+        trunk: Some(("twilio".into(), NonZeroU32::new(1).unwrap())),
+        transport: Some(transport),
+    };
+    let placed = tokio::time::timeout(Duration::from_secs(10), h.edge.place_call(request))
+        .await
+        .expect("the call is placed in time");
+    let mut leg = match placed {
+        Ok(leg) => leg,
+        Err(e) => {
+            let run = tokio::task::spawn_blocking(move || server.wait(Duration::from_secs(1)))
+                .await
+                .unwrap();
+            panic!("the call was not placed: {e}\n{}", run.output);
+        }
+    };
+    let mut seen = Vec::new();
+    let answered = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(event) = leg.next_event().await {
+            let done = matches!(
+                event,
+                OutboundEvent::Answered { .. }
+                    | OutboundEvent::Failed { .. }
+                    | OutboundEvent::Ended(_)
+            );
+            seen.push(event);
+            if done {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(answered.is_ok(), "no final event; saw {seen:?}");
+    assert!(
+        matches!(
+            seen.first(),
+            Some(OutboundEvent::Ringing {
+                early_media: Some(_)
+            })
+        ),
+        "183 with SDP first: {seen:?}"
+    );
+    assert!(
+        matches!(seen.last(), Some(OutboundEvent::Answered { answer }) if !answer.is_empty()),
+        "{seen:?}"
+    );
+    leg.hang_up().await.unwrap();
+    let run = tokio::task::spawn_blocking(move || server.wait(Duration::from_secs(15)))
+        .await
+        .unwrap();
+    assert!(run.passed(), "{}", run.output);
+    assert_digest_is_right(&run.output, "tollbridge", "trunk-secret");
+    h.edge.stop();
+}
+
+/// Finds the Proxy-Authorization SIPp received and checks its RFC 2617
+/// digest (qop=auth) against the password, and that the retry's CSeq is
+/// the challenged INVITE's plus one.
+fn assert_digest_is_right(sipp_output: &str, username: &str, password: &str) {
+    let mut cseqs: Vec<u32> = Vec::new();
+    for line in sipp_output.lines() {
+        if let Some(n) = line
+            .strip_prefix("CSeq: ")
+            .and_then(|v| v.strip_suffix(" INVITE"))
+            .and_then(|n| n.parse().ok())
+            && !cseqs.contains(&n)
+        {
+            cseqs.push(n);
+        }
+    }
+    assert_eq!(cseqs.len(), 2, "two INVITE CSeqs: {cseqs:?}");
+    assert_eq!(cseqs[1], cseqs[0] + 1, "the retry has CSeq + 1");
+    use md5::{Digest, Md5};
+    let hex = |text: String| format!("{:x}", Md5::digest(text.as_bytes()));
+    let line = sipp_output
+        .lines()
+        .find(|l| l.starts_with("Proxy-Authorization: Digest "))
+        .unwrap_or_else(|| panic!("no Proxy-Authorization in:\n{sipp_output}"));
+    let field = |name: &str| -> String {
+        let start = line
+            .find(&format!("{name}="))
+            .unwrap_or_else(|| panic!("no {name} in {line}"))
+            + name.len()
+            + 1;
+        let rest = &line[start..];
+        let value = match rest.strip_prefix('"') {
+            Some(quoted) => quoted.split('"').next().unwrap_or_default(),
+            None => rest.split([',', ' ']).next().unwrap_or_default(),
+        };
+        value.to_owned()
+    };
+    assert_eq!(field("username"), username);
+    assert_eq!(field("realm"), "sip.twilio.com");
+    let ha1 = hex(format!("{username}:{}:{password}", field("realm")));
+    let ha2 = hex(format!("INVITE:{}", field("uri")));
+    let expected = hex(format!(
+        "{ha1}:{}:{}:{}:{}:{ha2}",
+        field("nonce"),
+        field("nc"),
+        field("cnonce"),
+        field("qop")
+    ));
+    assert_eq!(field("response"), expected, "digest response in {line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_answers_a_407_challenge_over_udp() {
+    outbound_with_digest(Transport::Udp, "u1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_answers_a_407_challenge_over_tcp() {
+    outbound_with_digest(Transport::Tcp, "t1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_address_is_left_after_4_s_for_the_next() {
+    let h = start_edge(UnknownSourcePolicy::Drop).await;
+    // A socket that reads nothing and answers nothing: pure silence.
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let server = tokio::task::spawn_blocking(move || {
+        SippServer::start("uas_digest.xml", "u1", Duration::from_secs(20))
+    })
+    .await
+    .unwrap();
+    let request = OutboundRequest {
+        request_uri: format!("sip:+81312345678@localhost:{}", server.addr.port()),
+        from_user: "+815012345678".into(),
+        offer: SDP_ANSWER.as_bytes().to_vec(),
+        credentials: Some(("tollbridge".into(), "trunk-secret".into())),
+        trunk: None,
+        transport: Some(Transport::Udp),
+    };
+    let started = std::time::Instant::now();
+    let mut leg = h
+        .edge
+        .place_call_to(request, vec![silent.local_addr().unwrap(), server.addr])
+        .await
+        .expect("the second address takes the call");
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "moved on before 4 s of silence"
+    );
+    while let Some(event) = tokio::time::timeout(Duration::from_secs(10), leg.next_event())
+        .await
+        .unwrap()
+    {
+        if matches!(event, OutboundEvent::Answered { .. }) {
+            break;
+        }
+    }
+    leg.hang_up().await.unwrap();
+    let run = tokio::task::spawn_blocking(move || server.wait(Duration::from_secs(15)))
+        .await
+        .unwrap();
+    assert!(run.passed(), "{}", run.output);
+    assert_digest_is_right(&run.output, "tollbridge", "trunk-secret");
+    drop(silent);
     h.edge.stop();
 }

@@ -63,6 +63,10 @@ pub struct Reoffer {
 }
 
 impl Reoffer {
+    pub(crate) fn new(offer: Vec<u8>, handle: TransactionHandle) -> Self {
+        Reoffer { offer, handle }
+    }
+
     /// Answers 200 with our SDP.
     pub async fn accept(self, answer: Vec<u8>) -> Result<(), EdgeError> {
         self.handle
@@ -160,10 +164,9 @@ impl InboundLeg {
         while let Some(state) = self.states.recv().await {
             let event = match state {
                 DialogState::Confirmed(..) => LegEvent::Confirmed,
-                DialogState::Updated(_, request, handle) => LegEvent::Reoffer(Reoffer {
-                    offer: request.body,
-                    handle,
-                }),
+                DialogState::Updated(_, request, handle) => {
+                    LegEvent::Reoffer(Reoffer::new(request.body, handle))
+                }
                 DialogState::Terminated(_, reason) => {
                     self.ended = true;
                     self.dialogs.remove_dialog(&self.id);

@@ -11,6 +11,7 @@
 //! - anything else → 405 with `Allow`.
 
 mod inbound;
+mod outbound;
 mod tcp;
 mod udp;
 
@@ -31,6 +32,7 @@ use rsipstack::transport::udp::UdpConnection;
 use tokio::sync::mpsc;
 
 pub use inbound::{InboundCall, InboundLeg, LegEvent, Reoffer};
+pub use outbound::{OutboundEvent, OutboundLeg, OutboundRequest};
 
 use crate::gate::{Gate, GateRules};
 
@@ -93,11 +95,24 @@ pub enum EdgeError {
     /// A dialog operation failed.
     #[error("sip dialog: {0}")]
     Dialog(String),
+    /// An outbound target could not be parsed or resolved.
+    #[error("bad call target: {0}")]
+    BadTarget(String),
+    /// No resolved address of an outbound target answered.
+    #[error("call target unreachable: {0}")]
+    Unreachable(String),
+    /// The trunk's calls-per-second queue was full for too long.
+    #[error("trunk {0}: calls-per-second limit reached, call not placed")]
+    CpsQueueFull(String),
 }
 
 /// A running SIP edge. Dropping it does not stop it; call [`SipEdge::stop`].
 pub struct SipEdge {
     gate: Arc<Gate>,
+    dialogs: Arc<DialogLayer>,
+    contact: rsipstack::sip::Uri,
+    public_host: String,
+    cps: outbound::CpsLimiters,
     draining: Arc<AtomicBool>,
     cancel: CancellationToken,
     bound: Vec<Listener>,
@@ -190,11 +205,18 @@ impl SipEdge {
 
         let serve_endpoint = endpoint.clone();
         tokio::spawn(async move { serve_endpoint.serve().await });
+        let public_host = match &config.public_host {
+            Some((host, _)) => host.clone(),
+            None => bound
+                .first()
+                .map(|l| l.addr.ip().to_string())
+                .unwrap_or_default(),
+        };
         tokio::spawn(
             Dispatcher {
                 gate: gate.clone(),
-                dialogs,
-                contact,
+                dialogs: dialogs.clone(),
+                contact: contact.clone(),
                 draining: draining.clone(),
                 calls,
             }
@@ -214,12 +236,45 @@ impl SipEdge {
         Ok((
             SipEdge {
                 gate,
+                dialogs,
+                contact,
+                public_host,
+                cps: outbound::CpsLimiters::default(),
                 draining,
                 cancel,
                 bound,
             },
             receiver,
         ))
+    }
+
+    /// Places a call (see [`OutboundRequest`]) to the addresses its host
+    /// resolves to; returns once one of them has answered anything, with the
+    /// leg to follow it.
+    pub async fn place_call(&self, request: OutboundRequest) -> Result<OutboundLeg, EdgeError> {
+        let transport = outbound::transport_for(&request);
+        let addresses = outbound::resolve(&request, transport, &self.bound).await?;
+        self.place_call_to(request, addresses).await
+    }
+
+    /// Places a call to these addresses in this order, keeping the
+    /// Request-URI's host as written (what DNS gave, or a fixed list).
+    pub async fn place_call_to(
+        &self,
+        request: OutboundRequest,
+        addresses: Vec<SocketAddr>,
+    ) -> Result<OutboundLeg, EdgeError> {
+        let transport = outbound::transport_for(&request);
+        outbound::place(
+            &self.dialogs,
+            &self.contact,
+            &self.public_host,
+            &self.cps,
+            transport,
+            addresses,
+            request,
+        )
+        .await
     }
 
     /// The listeners as bound (real ports when 0 was asked for).

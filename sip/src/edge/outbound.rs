@@ -1,0 +1,393 @@
+//! Outbound legs: an INVITE we place to the expert, through a trunk's
+//! termination URI (a phone number) or to a plain SIP URI (a softphone).
+//!
+//! Rules kept for Twilio termination: the host name stays in the
+//! Request-URI while we send to its resolved addresses, trying the next
+//! address after 4 s without any response; `Max-Forwards: 70`; From is the
+//! configured caller ID; 401/407 challenges are answered once each with the
+//! trunk's credentials (same Call-ID, CSeq + 1); calls per second are
+//! limited per trunk by queueing briefly instead of sending into a 503; a
+//! request too large for one UDP datagram goes over TCP.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use rsipstack::dialog::DialogId;
+use rsipstack::dialog::authenticate::Credential;
+use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver, TerminatedReason};
+use rsipstack::dialog::dialog_layer::DialogLayer;
+use rsipstack::dialog::invitation::InviteOption;
+use rsipstack::dialog::invite_dialog::InviteDialog;
+use rsipstack::sip::{Header, StatusCode};
+use rsipstack::transport::SipAddr;
+
+use super::inbound::Reoffer;
+use super::{EdgeError, Transport};
+
+/// How long a peer may stay silent (not even 100 Trying) before the next
+/// resolved address is tried; Twilio's own origination uses the same 4 s.
+pub const SILENCE_BEFORE_NEXT_ADDRESS: Duration = Duration::from_secs(4);
+
+/// The most we wait in the per-trunk calls-per-second queue.
+pub const CPS_QUEUE_LIMIT: Duration = Duration::from_secs(5);
+
+/// Above this many bytes a UAC request goes over TCP, not UDP (RFC 3261
+/// §18.1.1 uses the path MTU minus 200; 1,300 is its usual value).
+pub const UDP_REQUEST_LIMIT: usize = 1300;
+
+/// What [`SipEdge::place_call`](super::SipEdge::place_call) should dial.
+#[derive(Debug, Clone)]
+pub struct OutboundRequest {
+    /// The Request-URI, e.g. `sip:+81312345678@acme.pstn.twilio.com` or
+    /// `sip:expert@192.0.2.10:5070`.
+    pub request_uri: String,
+    /// The user part of our From: the caller ID for a trunk.
+    pub from_user: String,
+    /// Our SDP offer.
+    pub offer: Vec<u8>,
+    /// Digest credentials (user name, password) for 401/407 challenges.
+    pub credentials: Option<(String, String)>,
+    /// The trunk this call goes through and its calls-per-second limit
+    /// (Twilio's default is 1 per trunk per region); `None` for a plain URI.
+    pub trunk: Option<(String, NonZeroU32)>,
+    /// Force a transport; `None` picks UDP, or TCP for a large request.
+    pub transport: Option<Transport>,
+}
+
+/// What happened on an outbound leg.
+#[derive(Debug)]
+pub enum OutboundEvent {
+    /// 180, or 183 with early media SDP.
+    Ringing {
+        /// The early media answer, when the provisional carried SDP.
+        early_media: Option<Vec<u8>>,
+    },
+    /// 200: the callee answered with this SDP (we have ACKed).
+    Answered {
+        /// Their SDP answer.
+        answer: Vec<u8>,
+    },
+    /// A final failure response (busy, declined, unavailable...).
+    Failed {
+        /// The status code.
+        code: u16,
+    },
+    /// The callee hung up (BYE).
+    HungUp,
+    /// The callee sent a re-INVITE.
+    Reoffer(Reoffer),
+    /// The leg ended for another reason (timeout, cancel, transport).
+    Ended(String),
+}
+
+/// Per-trunk calls-per-second limiters.
+pub(crate) struct CpsLimiters {
+    limiters: Mutex<HashMap<String, Arc<DefaultDirectRateLimiter>>>,
+    queue_limit: Duration,
+}
+
+impl Default for CpsLimiters {
+    fn default() -> Self {
+        CpsLimiters::new(CPS_QUEUE_LIMIT)
+    }
+}
+
+impl CpsLimiters {
+    fn new(queue_limit: Duration) -> Self {
+        CpsLimiters {
+            limiters: Mutex::new(HashMap::new()),
+            queue_limit,
+        }
+    }
+
+    /// Waits for a slot on `trunk` (at `cps` calls per second), up to the
+    /// queue limit.
+    pub(crate) async fn acquire(&self, trunk: &str, cps: NonZeroU32) -> Result<(), EdgeError> {
+        let limiter = {
+            let mut limiters = self
+                .limiters
+                .lock()
+                .map_err(|_| EdgeError::Stack("cps lock poisoned".into()))?;
+            limiters
+                .entry(trunk.to_owned())
+                .or_insert_with(|| Arc::new(RateLimiter::direct(Quota::per_second(cps))))
+                .clone()
+        };
+        tokio::time::timeout(self.queue_limit, limiter.until_ready())
+            .await
+            .map_err(|_| EdgeError::CpsQueueFull(trunk.to_owned()))
+    }
+}
+
+/// Control of one outbound leg.
+pub struct OutboundLeg {
+    dialog: InviteDialog,
+    states: DialogStateReceiver,
+    first: Option<DialogState>,
+    dialogs: Arc<DialogLayer>,
+    id: DialogId,
+    ended: bool,
+    /// The SIP Call-ID, for the call record.
+    pub call_id: String,
+}
+
+impl std::fmt::Debug for OutboundLeg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboundLeg")
+            .field("call_id", &self.call_id)
+            .finish()
+    }
+}
+
+impl OutboundLeg {
+    /// The next event, or `None` once nothing more will happen.
+    pub async fn next_event(&mut self) -> Option<OutboundEvent> {
+        loop {
+            let state = match self.first.take() {
+                Some(state) => state,
+                None => self.states.recv().await?,
+            };
+            let event = match state {
+                DialogState::Early(_, response) => OutboundEvent::Ringing {
+                    early_media: (!response.body.is_empty()).then_some(response.body),
+                },
+                DialogState::Confirmed(_, response) => OutboundEvent::Answered {
+                    answer: response.body,
+                },
+                DialogState::Updated(_, request, handle) => {
+                    OutboundEvent::Reoffer(Reoffer::new(request.body, handle))
+                }
+                DialogState::Terminated(_, reason) => {
+                    self.ended = true;
+                    self.dialogs.remove_dialog(&self.id);
+                    match reason {
+                        TerminatedReason::UasBye => OutboundEvent::HungUp,
+                        TerminatedReason::UasBusy => OutboundEvent::Failed { code: 486 },
+                        TerminatedReason::UasDecline => OutboundEvent::Failed { code: 603 },
+                        TerminatedReason::UasOther(code) | TerminatedReason::ProxyError(code) => {
+                            OutboundEvent::Failed { code: code.code() }
+                        }
+                        TerminatedReason::ProxyAuthRequired => OutboundEvent::Failed { code: 407 },
+                        other => OutboundEvent::Ended(format!("{other:?}")),
+                    }
+                }
+                DialogState::Options(_, _, handle) | DialogState::Info(_, _, handle) => {
+                    let _ = handle.reply(StatusCode::OK).await;
+                    continue;
+                }
+                _ => continue,
+            };
+            return Some(event);
+        }
+    }
+
+    /// Ends the leg: CANCEL while it rings, BYE once answered.
+    pub async fn hang_up(&mut self) -> Result<(), EdgeError> {
+        self.ended = true;
+        self.dialog
+            .hangup()
+            .await
+            .map_err(|e| EdgeError::Dialog(e.to_string()))
+    }
+}
+
+impl Drop for OutboundLeg {
+    /// A leg dropped before it ended is cancelled or hung up, so no expert
+    /// is left ringing or talking to nobody.
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        let dialog = self.dialog.clone();
+        let dialogs = self.dialogs.clone();
+        let id = self.id.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = dialog.hangup().await;
+                dialogs.remove_dialog(&id);
+            });
+        }
+    }
+}
+
+/// The host and port a Request-URI names (the port defaulting to 5060).
+fn uri_target(uri: &rsipstack::sip::Uri) -> (String, u16) {
+    let port = uri.host_with_port.port.as_ref().map_or(5060, |p| p.value());
+    let host = uri.host_with_port.host.to_string();
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    (host, port)
+}
+
+/// The transport a request goes over: as asked, else UDP unless the
+/// request would be too large for one datagram.
+pub(crate) fn transport_for(request: &OutboundRequest) -> Transport {
+    request
+        .transport
+        .unwrap_or(if request.offer.len() + 900 > UDP_REQUEST_LIMIT {
+            Transport::Tcp
+        } else {
+            Transport::Udp
+        })
+}
+
+/// Resolves the Request-URI's host to the addresses we can reach with
+/// `transport` (an IPv4-only edge cannot send to an IPv6 address, and must
+/// not stall 4 s on each one).
+pub(crate) async fn resolve(
+    request: &OutboundRequest,
+    transport: Transport,
+    listeners: &[super::Listener],
+) -> Result<Vec<SocketAddr>, EdgeError> {
+    let callee = rsipstack::sip::Uri::try_from(request.request_uri.as_str())
+        .map_err(|e| EdgeError::BadTarget(format!("{}: {e}", request.request_uri)))?;
+    let (host, port) = uri_target(&callee);
+    let reachable = |address: &SocketAddr| {
+        listeners
+            .iter()
+            .any(|l| l.transport == transport && l.addr.is_ipv4() == address.is_ipv4())
+    };
+    let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map_err(|e| EdgeError::BadTarget(format!("cannot resolve {host}: {e}")))?
+        .filter(reachable)
+        .collect();
+    if addresses.is_empty() {
+        return Err(EdgeError::BadTarget(format!(
+            "{host} resolves to no address reachable from our {transport:?} listeners"
+        )));
+    }
+    Ok(addresses)
+}
+
+/// Places an INVITE per `request` to `addresses` in turn, moving on when
+/// one says nothing at all within [`SILENCE_BEFORE_NEXT_ADDRESS`].
+pub(crate) async fn place(
+    dialogs: &Arc<DialogLayer>,
+    contact: &rsipstack::sip::Uri,
+    public_host: &str,
+    cps_limiters: &CpsLimiters,
+    transport: Transport,
+    addresses: Vec<SocketAddr>,
+    request: OutboundRequest,
+) -> Result<OutboundLeg, EdgeError> {
+    if let Some((trunk, cps)) = &request.trunk {
+        cps_limiters.acquire(trunk, *cps).await?;
+    }
+    let callee = rsipstack::sip::Uri::try_from(request.request_uri.as_str())
+        .map_err(|e| EdgeError::BadTarget(format!("{}: {e}", request.request_uri)))?;
+    let caller =
+        rsipstack::sip::Uri::try_from(format!("sip:{}@{public_host}", request.from_user).as_str())
+            .map_err(|e| EdgeError::BadTarget(format!("caller {}: {e}", request.from_user)))?;
+    let credential = request
+        .credentials
+        .as_ref()
+        .map(|(username, password)| Credential {
+            username: username.clone(),
+            password: password.clone(),
+            realm: None,
+            auth_username: None,
+        });
+    let mut last_error = String::new();
+    for address in addresses {
+        let option = InviteOption {
+            caller: caller.clone(),
+            callee: callee.clone(),
+            destination: Some(SipAddr {
+                r#type: Some(match transport {
+                    Transport::Udp => rsipstack::sip::transport::Transport::Udp,
+                    Transport::Tcp => rsipstack::sip::transport::Transport::Tcp,
+                }),
+                addr: address.into(),
+            }),
+            content_type: Some("application/sdp".to_owned()),
+            offer: Some(request.offer.clone()),
+            contact: contact.clone(),
+            credential: credential.clone(),
+            headers: Some(vec![Header::MaxForwards(70.into())]),
+            ..Default::default()
+        };
+        let (states_tx, mut states) = dialogs.new_dialog_state_channel();
+        let (dialog, _running) = dialogs
+            .do_invite_async(option, states_tx)
+            .map_err(|e| EdgeError::Dialog(e.to_string()))?;
+        let id = dialog.id();
+        let call_id = id.call_id.clone();
+        // Wait for any sign of life beyond our own Calling state.
+        let first = tokio::time::timeout(SILENCE_BEFORE_NEXT_ADDRESS, async {
+            while let Some(state) = states.recv().await {
+                if !matches!(state, DialogState::Calling(_)) {
+                    return Some(state);
+                }
+            }
+            None
+        })
+        .await;
+        match first {
+            Ok(Some(DialogState::Terminated(_, TerminatedReason::Timeout))) => {
+                last_error = format!("{address}: the transaction timed out");
+                dialogs.remove_dialog(&id);
+            }
+            Ok(Some(state)) => {
+                return Ok(OutboundLeg {
+                    dialog,
+                    states,
+                    first: Some(state),
+                    dialogs: dialogs.clone(),
+                    id,
+                    ended: false,
+                    call_id,
+                });
+            }
+            Ok(None) => last_error = format!("{address}: the dialog ended before any response"),
+            Err(_) => {
+                tracing::warn!(%address, uri = %request.request_uri, "no response within 4 s; trying the next address");
+                last_error = format!("{address}: no response within 4 s");
+                let _ = dialog.cancel().await;
+                dialogs.remove_dialog(&id);
+            }
+        }
+    }
+    Err(EdgeError::Unreachable(last_error))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_cps_queue_refuses_instead_of_sending() {
+        let limiters = CpsLimiters::new(Duration::ZERO);
+        let one = NonZeroU32::MIN;
+        limiters.acquire("twilio", one).await.unwrap();
+        assert!(
+            matches!(limiters.acquire("twilio", one).await, Err(EdgeError::CpsQueueFull(t)) if t == "twilio")
+        );
+        // Another trunk has its own budget.
+        limiters.acquire("other", one).await.unwrap();
+    }
+
+    #[test]
+    fn large_offers_go_over_tcp() {
+        let request = |offer_len: usize, transport| OutboundRequest {
+            request_uri: "sip:+1@x".into(),
+            from_user: "+2".into(),
+            offer: vec![b'a'; offer_len],
+            credentials: None,
+            trunk: None,
+            transport,
+        };
+        assert_eq!(transport_for(&request(300, None)), Transport::Udp);
+        assert_eq!(transport_for(&request(600, None)), Transport::Tcp);
+        assert_eq!(
+            transport_for(&request(600, Some(Transport::Udp))),
+            Transport::Udp
+        );
+    }
+}
