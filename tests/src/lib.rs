@@ -507,6 +507,18 @@ pub fn run_sipp(
     service: &str,
     timeout: Duration,
 ) -> SippRun {
+    run_sipp_over(scenario, remote, local_ip, service, "u1", timeout)
+}
+
+/// [`run_sipp`] over a chosen SIPp transport (`"u1"` UDP, `"t1"` TCP).
+pub fn run_sipp_over(
+    scenario: &str,
+    remote: SocketAddr,
+    local_ip: &str,
+    service: &str,
+    transport: &str,
+    timeout: Duration,
+) -> SippRun {
     let dir = tempfile::tempdir().expect("temp dir");
     let scenario_path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("sipp")
@@ -526,7 +538,9 @@ pub fn run_sipp(
         .args(["-p", &port.to_string()])
         .arg("-sf")
         .arg(&scenario_path)
-        .args(["-i", local_ip, "-m", "1", "-nostdin", "-s", service])
+        .args([
+            "-i", local_ip, "-m", "1", "-nostdin", "-s", service, "-t", transport,
+        ])
         .args([
             "-timeout",
             &format!("{}s", timeout.as_secs().max(1)),

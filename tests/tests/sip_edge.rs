@@ -10,7 +10,7 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tollbridge_e2e::{SippServer, run_sipp};
+use tollbridge_e2e::{SippServer, run_sipp, run_sipp_over};
 use tollbridge_sip::acl::Acl;
 use tollbridge_sip::edge::{
     EdgeConfig, InboundCall, Listener, OutboundEvent, OutboundRequest, SipEdge, Transport,
@@ -81,9 +81,6 @@ async fn handle(call: InboundCall, seen: mpsc::UnboundedSender<Seen>) {
     let mut events = Vec::new();
     leg.ring(None).unwrap();
     if called.as_deref() == Some(ANSWER_THEN_HANG_UP) {
-        // Ring a little, so the caller's retransmitted INVITE meets a
-        // transaction still in the proceeding state.
-        tokio::time::sleep(Duration::from_millis(300)).await;
         leg.answer(SDP_ANSWER.as_bytes().to_vec()).unwrap();
         if let Some(event) = leg.next_event().await {
             events.push(format!("{event:?}"));
@@ -457,5 +454,86 @@ async fn a_silent_address_is_left_after_4_s_for_the_next() {
     assert!(run.passed(), "{}", run.output);
     assert_digest_is_right(&run.output, "tollbridge", "trunk-secret");
     drop(silent);
+    h.edge.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tcp_the_bye_reuses_the_callers_connection() {
+    let mut h = start_edge(UnknownSourcePolicy::Drop).await;
+    let tcp = h
+        .edge
+        .listeners()
+        .iter()
+        .find(|l| l.transport == Transport::Tcp)
+        .unwrap()
+        .addr;
+    let run = tokio::task::spawn_blocking(move || {
+        run_sipp_over(
+            "twilio_call.xml",
+            tcp,
+            "127.0.0.1",
+            ANSWER_THEN_HANG_UP,
+            "t1",
+            Duration::from_secs(15),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(run.passed(), "{}", run.output);
+    assert_eq!(next_seen(&mut h).await.2, ["Confirmed", "hung up"]);
+    h.edge.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retransmitted_invite_is_absorbed_by_the_transaction_layer() {
+    let mut h = start_edge(UnknownSourcePolicy::Drop).await;
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let me = socket.local_addr().unwrap();
+    let invite = format!(
+        "INVITE sip:{RING_ONLY}@{0} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKretrans1;rport\r\n\
+         From: <sip:+819012345678@{me}>;tag=r1\r\nTo: <sip:{RING_ONLY}@{0}>\r\nCall-ID: retrans-1\r\nCSeq: 1 INVITE\r\n\
+         Contact: <sip:+819012345678@{me}>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        h.udp
+    );
+    socket.send_to(invite.as_bytes(), h.udp).unwrap();
+    socket.send_to(invite.as_bytes(), h.udp).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut statuses = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while let Ok((n, _)) = socket.recv_from(&mut buffer) {
+        statuses.push(
+            String::from_utf8_lossy(&buffer[..n])
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
+    assert_eq!(
+        statuses.first().map(String::as_str),
+        Some("SIP/2.0 100 Trying"),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| s.starts_with("SIP/2.0 1")),
+        "only provisionals: {statuses:?}"
+    );
+    // CANCEL it so the handler reports the one and only call.
+    let cancel = invite
+        .replace("INVITE sip:", "CANCEL sip:")
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    socket.send_to(cancel.as_bytes(), h.udp).unwrap();
+    let (call_id, _, events) = next_seen(&mut h).await;
+    assert_eq!(
+        (call_id.as_str(), events),
+        ("retrans-1", vec!["Cancelled".to_owned()])
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        h.seen.try_recv().is_err(),
+        "the repeated INVITE made no second call"
+    );
     h.edge.stop();
 }

@@ -88,6 +88,7 @@ impl Reoffer {
 pub struct InboundLeg {
     dialog: InviteDialog,
     states: DialogStateReceiver,
+    pending: Option<DialogState>,
     dialogs: Arc<DialogLayer>,
     id: DialogId,
     ended: bool,
@@ -109,12 +110,14 @@ impl InboundLeg {
     pub(crate) fn new(
         dialog: InviteDialog,
         states: DialogStateReceiver,
+        pending: Option<DialogState>,
         dialogs: Arc<DialogLayer>,
     ) -> Self {
         let id = dialog.id();
         InboundLeg {
             dialog,
             states,
+            pending,
             dialogs,
             id,
             ended: false,
@@ -161,7 +164,11 @@ impl InboundLeg {
     /// The next event, or `None` once the leg is over and nothing more
     /// will happen.
     pub async fn next_event(&mut self) -> Option<LegEvent> {
-        while let Some(state) = self.states.recv().await {
+        loop {
+            let state = match self.pending.take() {
+                Some(state) => state,
+                None => self.states.recv().await?,
+            };
             let event = match state {
                 DialogState::Confirmed(..) => LegEvent::Confirmed,
                 DialogState::Updated(_, request, handle) => {
@@ -184,7 +191,6 @@ impl InboundLeg {
             };
             return Some(event);
         }
-        None
     }
 }
 

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rsipstack::EndpointBuilder;
+use rsipstack::dialog::dialog::DialogState;
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::platform::CancellationToken;
 use rsipstack::sip::prelude::HeadersExt;
@@ -110,7 +111,7 @@ pub enum EdgeError {
 pub struct SipEdge {
     gate: Arc<Gate>,
     dialogs: Arc<DialogLayer>,
-    contact: rsipstack::sip::Uri,
+    contacts: Contacts,
     public_host: String,
     cps: outbound::CpsLimiters,
     draining: Arc<AtomicBool>,
@@ -199,7 +200,22 @@ impl SipEdge {
             .incoming_transactions()
             .map_err(|e| EdgeError::Stack(e.to_string()))?;
         let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
-        let contact = contact_uri(&config, &bound)?;
+        let first = bound
+            .first()
+            .ok_or_else(|| EdgeError::Stack("no SIP listener configured".to_owned()))?;
+        let contacts = Contacts {
+            first: contact_uri(&config, first)?,
+            udp: bound
+                .iter()
+                .find(|l| l.transport == Transport::Udp)
+                .map(|l| contact_uri(&config, l))
+                .transpose()?,
+            tcp: bound
+                .iter()
+                .find(|l| l.transport == Transport::Tcp)
+                .map(|l| contact_uri(&config, l))
+                .transpose()?,
+        };
         let draining = Arc::new(AtomicBool::new(false));
         let (calls, receiver) = mpsc::channel(PENDING_CALLS);
 
@@ -216,7 +232,7 @@ impl SipEdge {
             Dispatcher {
                 gate: gate.clone(),
                 dialogs: dialogs.clone(),
-                contact: contact.clone(),
+                contacts: contacts.clone(),
                 draining: draining.clone(),
                 calls,
             }
@@ -237,7 +253,7 @@ impl SipEdge {
             SipEdge {
                 gate,
                 dialogs,
-                contact,
+                contacts,
                 public_host,
                 cps: outbound::CpsLimiters::default(),
                 draining,
@@ -267,7 +283,7 @@ impl SipEdge {
         let transport = outbound::transport_for(&request);
         outbound::place(
             &self.dialogs,
-            &self.contact,
+            self.contacts.for_transport(transport),
             &self.public_host,
             &self.cps,
             transport,
@@ -312,21 +328,45 @@ fn public_port(config: &EdgeConfig, local: SocketAddr) -> u16 {
         .unwrap_or(local.port())
 }
 
-fn contact_uri(config: &EdgeConfig, bound: &[Listener]) -> Result<rsipstack::sip::Uri, EdgeError> {
-    let first = bound
-        .first()
-        .ok_or_else(|| EdgeError::Stack("no SIP listener configured".to_owned()))?;
-    let text = match &config.public_host {
+/// Our Contact per transport: peers send in-dialog requests to it.
+#[derive(Debug, Clone)]
+struct Contacts {
+    /// The first listener's, used when we do not listen on a transport.
+    first: rsipstack::sip::Uri,
+    udp: Option<rsipstack::sip::Uri>,
+    tcp: Option<rsipstack::sip::Uri>,
+}
+
+impl Contacts {
+    fn for_transport(&self, transport: Transport) -> &rsipstack::sip::Uri {
+        let specific = match transport {
+            Transport::Udp => &self.udp,
+            Transport::Tcp => &self.tcp,
+        };
+        specific.as_ref().unwrap_or(&self.first)
+    }
+}
+
+/// `sip:HOST:PORT` (with `;transport=tcp` for TCP) for `listener`, with
+/// `sip.public_address` as host (and port) when set.
+fn contact_uri(config: &EdgeConfig, listener: &Listener) -> Result<rsipstack::sip::Uri, EdgeError> {
+    let host_port = match &config.public_host {
         Some((host, port)) => {
             let host = if host.contains(':') {
                 format!("[{host}]")
             } else {
                 host.clone()
             };
-            format!("sip:{host}:{}", port.unwrap_or(first.addr.port()))
+            format!("{host}:{}", port.unwrap_or(listener.addr.port()))
         }
-        None => format!("sip:{}", first.addr),
+        None => listener.addr.to_string(),
     };
+    let suffix = if listener.transport == Transport::Tcp {
+        ";transport=tcp"
+    } else {
+        ""
+    };
+    let text = format!("sip:{host_port}{suffix}");
     rsipstack::sip::Uri::try_from(text.as_str())
         .map_err(|e| EdgeError::Stack(format!("contact {text}: {e}")))
 }
@@ -335,7 +375,7 @@ fn contact_uri(config: &EdgeConfig, bound: &[Listener]) -> Result<rsipstack::sip
 struct Dispatcher {
     gate: Arc<Gate>,
     dialogs: Arc<DialogLayer>,
-    contact: rsipstack::sip::Uri,
+    contacts: Contacts,
     draining: Arc<AtomicBool>,
     calls: mpsc::Sender<InboundCall>,
 }
@@ -377,6 +417,15 @@ impl Dispatcher {
         }
     }
 
+    fn contact_for(&self, tx: &Transaction) -> &rsipstack::sip::Uri {
+        let reliable = tx.connection.as_ref().is_some_and(|c| c.is_reliable());
+        self.contacts.for_transport(if reliable {
+            Transport::Tcp
+        } else {
+            Transport::Udp
+        })
+    }
+
     fn new_call(&self, mut tx: Transaction) {
         if self.draining.load(Ordering::SeqCst) {
             tokio::spawn(async move { tx.reply(StatusCode::ServiceUnavailable).await });
@@ -398,7 +447,7 @@ impl Dispatcher {
             &tx,
             states,
             None,
-            Some(self.contact.clone()),
+            Some(self.contact_for(&tx).clone()),
         ) {
             Ok(dialog) => dialog,
             Err(e) => {
@@ -407,25 +456,45 @@ impl Dispatcher {
                 return;
             }
         };
-        let mut call = describe(
-            &tx,
-            InboundLeg::new(dialog.clone(), receiver, self.dialogs.clone()),
-        );
-        call.trunk = self.gate.trunk_for(call.source.ip()).unwrap_or_default();
+        let dialog_for_leg = dialog.clone();
+        let mut details = describe(&tx);
+        details.trunk = self.gate.trunk_for(details.source.ip()).unwrap_or_default();
         // The dialog task sends 100 Trying first, then runs the transaction.
         tokio::spawn(async move {
             if let Err(e) = dialog.handle(&mut tx).await {
                 tracing::debug!(error = %e, "invite transaction ended with an error");
             }
         });
-        if let Err(
-            mpsc::error::TrySendError::Full(call) | mpsc::error::TrySendError::Closed(call),
-        ) = self.calls.try_send(call)
-        {
-            // Nobody can take the call now: let the trunk try another host.
-            let mut leg = call.leg;
-            let _ = leg.reject(503);
-        }
+        // Hand the call over only once the dialog task has taken the INVITE:
+        // it reports Calling, then sends the 100 before it reads anything
+        // the daemon queues. So 100 Trying always goes out first, and a
+        // daemon that rings at once cannot make the dialog skip it.
+        let calls = self.calls.clone();
+        let dialogs = self.dialogs.clone();
+        tokio::spawn(async move {
+            let mut receiver = receiver;
+            let first =
+                tokio::time::timeout(std::time::Duration::from_secs(2), receiver.recv()).await;
+            let pending = match first {
+                Ok(Some(DialogState::Calling(_))) => None,
+                Ok(Some(other)) => Some(other),
+                Ok(None) => return,
+                Err(_) => {
+                    tracing::warn!(call_id = %details.call_id, "the INVITE transaction was slow to start");
+                    None
+                }
+            };
+            let leg = InboundLeg::new(dialog_for_leg, receiver, pending, dialogs);
+            let call = details.into_call(leg);
+            if let Err(
+                mpsc::error::TrySendError::Full(call) | mpsc::error::TrySendError::Closed(call),
+            ) = calls.try_send(call)
+            {
+                // Nobody can take the call now: let the trunk try another host.
+                let mut leg = call.leg;
+                let _ = leg.reject(503);
+            }
+        });
     }
 }
 
@@ -451,7 +520,35 @@ fn header_value(request: &rsipstack::sip::Request, name: &str) -> Option<String>
     })
 }
 
-fn describe(tx: &Transaction, leg: InboundLeg) -> InboundCall {
+/// What the edge learned of a new call before it has a leg to hand over.
+struct CallDetails {
+    trunk: String,
+    source: SocketAddr,
+    call_id: String,
+    called: Option<String>,
+    caller: Option<String>,
+    asserted_identity: Option<String>,
+    twilio_call_sid: Option<String>,
+    offer: Vec<u8>,
+}
+
+impl CallDetails {
+    fn into_call(self, leg: InboundLeg) -> InboundCall {
+        InboundCall {
+            trunk: self.trunk,
+            source: self.source,
+            call_id: self.call_id,
+            called: self.called,
+            caller: self.caller,
+            asserted_identity: self.asserted_identity,
+            twilio_call_sid: self.twilio_call_sid,
+            offer: self.offer,
+            leg,
+        }
+    }
+}
+
+fn describe(tx: &Transaction) -> CallDetails {
     let request = &tx.original;
     let source = tx
         .connection
@@ -459,7 +556,7 @@ fn describe(tx: &Transaction, leg: InboundLeg) -> InboundCall {
         .and_then(|c| c.get_remote_addr())
         .and_then(|a| a.get_socketaddr().ok())
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-    InboundCall {
+    CallDetails {
         trunk: String::new(),
         source,
         call_id: header_value(request, "Call-ID").unwrap_or_default(),
@@ -470,7 +567,6 @@ fn describe(tx: &Transaction, leg: InboundLeg) -> InboundCall {
             .and_then(user_part),
         twilio_call_sid: header_value(request, "X-Twilio-CallSid"),
         offer: request.body.clone(),
-        leg,
     }
 }
 

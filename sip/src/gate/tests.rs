@@ -162,3 +162,23 @@ fn new_rules_apply_to_the_next_datagram() {
         Verdict::Drop(DropReason::UnknownSource)
     );
 }
+
+#[test]
+fn on_the_real_clock_a_retransmitted_invite_passes() {
+    let acl = Acl::new(vec![("lab".into(), vec!["127.0.0.1/32".parse().unwrap()])]);
+    let rules = GateRules {
+        acl,
+        unknown_source: UnknownSourcePolicy::Drop,
+        limits: Limits::default(),
+    };
+    let gate = Gate::new(rules, NonZeroU32::new(50).unwrap());
+    let source = CALLER.parse().unwrap();
+    for i in 0..3 {
+        std::thread::sleep(Duration::from_millis(60));
+        let verdict = gate.inspect(&invite("r", false), source);
+        assert!(
+            matches!(verdict, Verdict::Pass { .. }),
+            "invite {i}: {verdict:?}"
+        );
+    }
+}
