@@ -95,6 +95,9 @@ pub struct Termination {
     pub password: Option<Secret>,
     /// The E.164 caller ID we present (must be a number on the account).
     pub caller_id: Option<String>,
+    /// New calls per second through this trunk (Twilio's default is 1 per
+    /// trunk per region); more wait briefly in a queue.
+    pub calls_per_second: u32,
 }
 
 /// `[media]`.
@@ -220,7 +223,13 @@ const SIP_KEYS: [&str; 4] = [
     "invites_per_second",
 ];
 const TRUNK_KEYS: [&str; 4] = ["name", "profile", "allow", "termination"];
-const TERMINATION_KEYS: [&str; 4] = ["uri", "username", "password", "caller_id"];
+const TERMINATION_KEYS: [&str; 5] = [
+    "uri",
+    "username",
+    "password",
+    "caller_id",
+    "calls_per_second",
+];
 const MEDIA_KEYS: [&str; 5] = ["address", "public_address", "ports", "timeout", "latch"];
 const HTTP_KEYS: [&str; 2] = ["listen", "api_token"];
 const DATABASE_KEYS: [&str; 1] = ["path"];
@@ -655,12 +664,19 @@ fn read_termination(mut t: TableReader, env: &dyn Environment) -> Option<Termina
         crate::tree::Node::Str(s) if is_e164(s) => Ok(s.clone()),
         _ => Err("expected an E.164 number like \"+81312345678\"".to_owned()),
     });
+    let calls_per_second = t
+        .get_with("calls_per_second", |node| match node {
+            crate::tree::Node::Int(n) if (1..=100).contains(n) => Ok(*n as u32),
+            _ => Err("expected an integer from 1 to 100".to_owned()),
+        })
+        .unwrap_or(1);
     t.finish(&TERMINATION_KEYS);
     Some(Termination {
         uri: uri?,
         username,
         password,
         caller_id,
+        calls_per_second,
     })
 }
 

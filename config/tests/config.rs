@@ -197,6 +197,7 @@ format = "json"
     let termination = config.trunks[0].termination.as_ref().unwrap();
     assert_eq!(termination.password.as_ref().unwrap().expose(), "pw");
     assert_eq!(termination.caller_id.as_deref(), Some("+815012345678"));
+    assert_eq!(termination.calls_per_second, 1);
     assert_eq!(config.media.latch, Latch::Any);
     assert_eq!(config.media.timeout, Duration::from_secs(60));
     assert_eq!(config.stripe.mode(), StripeMode::Test);
@@ -300,6 +301,11 @@ fn every_validation_rule_names_its_key() {
             "unknown key",
         ),
         ("trunk = 3", "trunk", "array of tables"),
+        (
+            "[[trunk]]\nname = \"a\"\ntermination = { uri = \"sip:{number}@x\", calls_per_second = 0 }",
+            "trunk[0].termination.calls_per_second",
+            "1 to 100",
+        ),
         (
             "[media]\naddress = \"localhost\"",
             "media.address",

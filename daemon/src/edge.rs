@@ -11,6 +11,11 @@ use tollbridge_sip::gate::{GateRules, UnknownSourcePolicy};
 use tollbridge_sip::reject::RejectReason;
 use tollbridge_sip::wire::Limits;
 
+/// Open SIP TCP connections allowed per source address. A trunk reuses a
+/// few connections for all its calls; this only stops one peer from
+/// holding sockets without bound.
+const TCP_CONNECTIONS_PER_SOURCE: usize = 64;
+
 /// The edge's settings from `[sip]` and `[[trunk]]`.
 pub fn edge_config(config: &Config) -> EdgeConfig {
     EdgeConfig {
@@ -34,6 +39,7 @@ pub fn edge_config(config: &Config) -> EdgeConfig {
         rules: gate_rules(config),
         invites_per_second: NonZeroU32::new(config.sip.invites_per_second)
             .unwrap_or(NonZeroU32::MIN),
+        tcp_connections_per_source: TCP_CONNECTIONS_PER_SOURCE,
         user_agent: format!("Tollbridge/{}", env!("CARGO_PKG_VERSION")),
     }
 }

@@ -24,7 +24,12 @@ pub const SETTLEMENT_STATES: [&str; 5] =
     ["pending", "in-flight", "succeeded", "failed", "abandoned"];
 
 /// Why the SIP edge turned traffic away (`reason` label).
-pub const SIP_TURNED_AWAY_REASONS: [&str; 3] = ["unknown-source", "malformed", "rate-limited"];
+pub const SIP_TURNED_AWAY_REASONS: [&str; 4] = [
+    "unknown-source",
+    "malformed",
+    "rate-limited",
+    "connection-limit",
+];
 
 /// Values read from elsewhere at scrape time.
 pub struct Scrape<'a> {

@@ -79,6 +79,8 @@ pub struct GateStats {
     pub malformed: AtomicU64,
     /// INVITEs over the per-source rate.
     pub rate_limited: AtomicU64,
+    /// TCP connections over the per-source limit.
+    pub connection_limit: AtomicU64,
 }
 
 type Limiter<C> =

@@ -52,6 +52,7 @@ async fn start_edge(policy: UnknownSourcePolicy) -> Harness {
             limits: Limits::default(),
         },
         invites_per_second: NonZeroU32::new(50).unwrap(),
+        tcp_connections_per_source: 4,
         user_agent: "tollbridge-test".into(),
     };
     let (edge, mut calls) = SipEdge::start(config).await.expect("edge starts");
@@ -535,5 +536,53 @@ async fn a_retransmitted_invite_is_absorbed_by_the_transaction_layer() {
         h.seen.try_recv().is_err(),
         "the repeated INVITE made no second call"
     );
+    h.edge.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_connections_per_source_are_capped() {
+    use std::io::Read;
+    let h = start_edge(UnknownSourcePolicy::Drop).await;
+    let tcp = h
+        .edge
+        .listeners()
+        .iter()
+        .find(|l| l.transport == Transport::Tcp)
+        .unwrap()
+        .addr;
+    let closed_at_once = |stream: &mut std::net::TcpStream| {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        matches!(stream.read(&mut byte), Ok(0))
+    };
+    // The harness allows 4 per source: the 5th is closed on accept.
+    let mut open: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| std::net::TcpStream::connect(tcp).unwrap())
+        .collect();
+    let mut fifth = std::net::TcpStream::connect(tcp).unwrap();
+    assert!(closed_at_once(&mut fifth), "the 5th connection is closed");
+    assert!(!closed_at_once(&mut open[0]), "the first four stay open");
+    assert_eq!(
+        h.edge
+            .gate_stats()
+            .connection_limit
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    // Closing one frees a slot once the stack has seen it close.
+    drop(open.remove(0));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut again = std::net::TcpStream::connect(tcp).unwrap();
+        if !closed_at_once(&mut again) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slot was never freed"
+        );
+    }
     h.edge.stop();
 }

@@ -88,6 +88,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
             ("unknown-source", read(&stats.unknown_source)),
             ("malformed", read(&stats.malformed)),
             ("rate-limited", read(&stats.rate_limited)),
+            ("connection-limit", read(&stats.connection_limit)),
         ]
     });
     let text = shared.metrics.render(&crate::metrics::Scrape {

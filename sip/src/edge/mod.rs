@@ -73,6 +73,8 @@ pub struct EdgeConfig {
     pub rules: GateRules,
     /// New INVITEs per second per source.
     pub invites_per_second: NonZeroU32,
+    /// Open TCP connections per source address.
+    pub tcp_connections_per_source: usize,
     /// Our `User-Agent` / `Server` string.
     pub user_agent: String,
 }
@@ -174,8 +176,12 @@ impl SipEdge {
             }
         }
 
+        let connection_counts = tcp::ConnectionCounts::default();
         let endpoint = Arc::new(
             EndpointBuilder::new()
+                .with_transport_inspector(Box::new(tcp::ClosedConnections(
+                    connection_counts.clone(),
+                )))
                 .with_cancel_token(cancel.clone())
                 .with_transport_layer(transport_layer)
                 .with_user_agent(&config.user_agent)
@@ -193,6 +199,8 @@ impl SipEdge {
                 listener,
                 endpoint.inner.clone(),
                 gate.clone(),
+                connection_counts.clone(),
+                config.tcp_connections_per_source,
                 cancel.clone(),
             ));
         }

@@ -1,0 +1,246 @@
+//! Benchmark of the SIP edge: INVITE→100 latency and signalling-only call
+//! setups per second, driven by SIPp, side by side with SIPp's own UAS as
+//! the baseline peer in the same run.
+//!
+//! `cargo run --release -p tollbridge-e2e --bin sip-edge-bench -- [CALLS] [RATE...]`
+//! (defaults: 2000 calls at 100, 200 and 400 calls per second). Prints a
+//! Markdown table; BENCHMARKS.md has the figures and the machine.
+
+// A benchmark tool: a failed setup step aborts it with a message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tollbridge_sip::acl::Acl;
+use tollbridge_sip::edge::{EdgeConfig, InboundCall, LegEvent, Listener, SipEdge, Transport};
+use tollbridge_sip::gate::{GateRules, UnknownSourcePolicy};
+use tollbridge_sip::wire::Limits;
+
+const SDP: &str = "v=0\r\no=tollbridge 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
+
+/// One SIPp run's outcome.
+struct Outcome {
+    successful: u64,
+    failed: u64,
+    elapsed: Duration,
+    trying_ms: Vec<f64>,
+    answer_ms: Vec<f64>,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn scenario(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("sipp")
+        .join(name)
+}
+
+/// Runs SIPp's UAC with the bench scenario against `target`.
+fn run_uac(target: SocketAddr, calls: u64, rate: u64) -> Outcome {
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let output = Command::new("sipp")
+        .arg(target.to_string())
+        .arg("-sf")
+        .arg(scenario("bench_call.xml"))
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &free_port().to_string(),
+            "-s",
+            "+81311110001",
+            "-nostdin",
+        ])
+        .args([
+            "-r",
+            &rate.to_string(),
+            "-m",
+            &calls.to_string(),
+            "-l",
+            "5000",
+        ])
+        .args(["-timeout", "120s", "-trace_rtt", "-rtt_freq", "1"])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot run sipp (apt-get install sip-tester)");
+    let elapsed = started.elapsed();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let cumulative = |label: &str| -> u64 {
+        stdout
+            .lines()
+            .rfind(|l| l.trim_start().starts_with(label))
+            .and_then(|l| l.split('|').nth(2))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let (mut trying_ms, mut answer_ms) = (Vec::new(), Vec::new());
+    for entry in std::fs::read_dir(dir.path()).unwrap().flatten() {
+        if !entry.file_name().to_string_lossy().ends_with("_rtt.csv") {
+            continue;
+        }
+        for line in std::fs::read_to_string(entry.path())
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+        {
+            let fields: Vec<&str> = line.split(';').collect();
+            let (Some(ms), Some(rtd)) = (
+                fields.get(1).and_then(|v| v.parse::<f64>().ok()),
+                fields.get(2),
+            ) else {
+                continue;
+            };
+            match rtd.trim() {
+                "1" => trying_ms.push(ms),
+                "2" => answer_ms.push(ms),
+                _ => {}
+            }
+        }
+    }
+    trying_ms.sort_by(f64::total_cmp);
+    answer_ms.sort_by(f64::total_cmp);
+    Outcome {
+        successful: cumulative("Successful call"),
+        failed: cumulative("Failed call"),
+        elapsed,
+        trying_ms,
+        answer_ms,
+    }
+}
+
+/// Answers every call at once and waits for its end, like call control
+/// with nothing to look up.
+async fn answer_all(mut calls: tokio::sync::mpsc::Receiver<InboundCall>) {
+    while let Some(call) = calls.recv().await {
+        tokio::spawn(async move {
+            let mut leg = call.leg;
+            if leg.answer(SDP.as_bytes().to_vec()).is_err() {
+                return;
+            }
+            while let Some(event) = leg.next_event().await {
+                if matches!(
+                    event,
+                    LegEvent::HungUp | LegEvent::Cancelled | LegEvent::Ended(_)
+                ) {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+fn row(peer: &str, rate: u64, outcome: &Outcome) {
+    println!(
+        "| {peer} | {rate} | {} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} |",
+        outcome.successful,
+        outcome.failed,
+        outcome.successful as f64 / outcome.elapsed.as_secs_f64(),
+        percentile(&outcome.trying_ms, 0.5),
+        percentile(&outcome.trying_ms, 0.99),
+        percentile(&outcome.answer_ms, 0.5),
+        percentile(&outcome.answer_ms, 0.99),
+    );
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let calls: u64 = args.next().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let rates: Vec<u64> = {
+        let given: Vec<u64> = args.filter_map(|v| v.parse().ok()).collect();
+        if given.is_empty() {
+            vec![100, 200, 400]
+        } else {
+            given
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let edge_addr = runtime.block_on(async {
+        let config = EdgeConfig {
+            listen: vec![Listener {
+                transport: Transport::Udp,
+                addr: "127.0.0.1:0".parse().unwrap(),
+            }],
+            public_host: None,
+            rules: GateRules {
+                acl: Acl::new(vec![(
+                    "bench".into(),
+                    vec!["127.0.0.1/32".parse().unwrap()],
+                )]),
+                unknown_source: UnknownSourcePolicy::Drop,
+                limits: Limits::default(),
+            },
+            invites_per_second: NonZeroU32::new(10_000).unwrap(),
+            tcp_connections_per_source: 64,
+            user_agent: "tollbridge-bench".into(),
+        };
+        let (edge, calls) = SipEdge::start(config).await.unwrap();
+        tokio::spawn(answer_all(calls));
+        let addr = edge.listeners()[0].addr;
+        std::mem::forget(edge);
+        addr
+    });
+
+    // The baseline peer: SIPp's built-in UAS on its own port.
+    let baseline_port = free_port();
+    let baseline_dir = tempfile::tempdir().unwrap();
+    let mut baseline = Command::new("sipp")
+        .args([
+            "-sn",
+            "uas",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &baseline_port.to_string(),
+            "-nostdin",
+        ])
+        .current_dir(baseline_dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cannot run sipp");
+    std::thread::sleep(Duration::from_millis(500));
+    let baseline_addr = SocketAddr::from(([127, 0, 0, 1], baseline_port));
+
+    println!(
+        "{calls} calls per run; latencies in ms; setups/s = successful calls / wall time of the run"
+    );
+    println!();
+    println!(
+        "| peer | offered cps | ok | failed | setups/s | INVITE→100 p50 | p99 | INVITE→200 p50 | p99 |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for rate in rates {
+        row("tollbridge edge", rate, &run_uac(edge_addr, calls, rate));
+        row(
+            "SIPp uas (baseline)",
+            rate,
+            &run_uac(baseline_addr, calls, rate),
+        );
+    }
+    let _ = baseline.kill();
+    let _ = baseline.wait();
+}
