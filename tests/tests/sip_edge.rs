@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tollbridge_e2e::{SippServer, run_sipp, run_sipp_over};
 use tollbridge_sip::acl::Acl;
 use tollbridge_sip::edge::{
-    EdgeConfig, InboundCall, Listener, OutboundEvent, OutboundRequest, SipEdge, Transport,
+    EdgeConfig, InboundCall, LegEvent, Listener, OutboundEvent, OutboundRequest, SipEdge, Transport,
 };
 use tollbridge_sip::gate::{GateRules, UnknownSourcePolicy};
 use tollbridge_sip::wire::Limits;
@@ -21,6 +21,7 @@ use tollbridge_sip::wire::Limits;
 /// Dialled numbers the test handler knows.
 const ANSWER_THEN_HANG_UP: &str = "+81311110001";
 const RING_ONLY: &str = "+81311110002";
+const ANSWER_AND_HOLD: &str = "+81311110003";
 
 const SDP_ANSWER: &str = "v=0\r\no=tollbridge 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\n";
 
@@ -81,7 +82,25 @@ async fn handle(call: InboundCall, seen: mpsc::UnboundedSender<Seen>) {
     } = call;
     let mut events = Vec::new();
     leg.ring(None).unwrap();
-    if called.as_deref() == Some(ANSWER_THEN_HANG_UP) {
+    if called.as_deref() == Some(ANSWER_AND_HOLD) {
+        leg.answer(SDP_ANSWER.as_bytes().to_vec()).unwrap();
+        while let Some(event) = leg.next_event().await {
+            match event {
+                LegEvent::Reoffer(reoffer) => {
+                    let held = String::from_utf8_lossy(&reoffer.offer).contains("a=sendonly");
+                    events.push(format!("reoffer sendonly={held}"));
+                    let answer =
+                        SDP_ANSWER.replace("a=ptime:20\r\n", "a=ptime:20\r\na=recvonly\r\n");
+                    reoffer.accept(answer.into_bytes()).await.unwrap();
+                }
+                LegEvent::HungUp => {
+                    events.push("HungUp".into());
+                    break;
+                }
+                other => events.push(format!("{other:?}")),
+            }
+        }
+    } else if called.as_deref() == Some(ANSWER_THEN_HANG_UP) {
         leg.answer(SDP_ANSWER.as_bytes().to_vec()).unwrap();
         if let Some(event) = leg.next_event().await {
             events.push(format!("{event:?}"));
@@ -584,5 +603,15 @@ async fn tcp_connections_per_source_are_capped() {
             "the slot was never freed"
         );
     }
+    h.edge.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_reinvite_reaches_the_leg_owner_and_is_answered() {
+    let mut h = start_edge(UnknownSourcePolicy::Drop).await;
+    let run = sipp("reinvite_hold.xml", h.udp, "127.0.0.1", ANSWER_AND_HOLD).await;
+    assert!(run.passed(), "{}", run.output);
+    let (_, _, events) = next_seen(&mut h).await;
+    assert_eq!(events, ["Confirmed", "reoffer sendonly=true", "HungUp"]);
     h.edge.stop();
 }

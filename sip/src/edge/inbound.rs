@@ -40,7 +40,7 @@ pub struct InboundCall {
 /// What happened on an inbound leg.
 #[derive(Debug)]
 pub enum LegEvent {
-    /// The caller ACKed our 200: the leg is up.
+    /// The caller ACKed our 200: the leg is up (reported once).
     Confirmed,
     /// The caller cancelled before we answered (they got 487).
     Cancelled,
@@ -92,6 +92,7 @@ pub struct InboundLeg {
     dialogs: Arc<DialogLayer>,
     id: DialogId,
     ended: bool,
+    confirmed: bool,
 }
 
 impl std::fmt::Debug for InboundLeg {
@@ -121,6 +122,7 @@ impl InboundLeg {
             dialogs,
             id,
             ended: false,
+            confirmed: false,
         }
     }
 
@@ -170,7 +172,12 @@ impl InboundLeg {
                 None => self.states.recv().await?,
             };
             let event = match state {
-                DialogState::Confirmed(..) => LegEvent::Confirmed,
+                // The ACK of a re-INVITE's 200 confirms again; report once.
+                DialogState::Confirmed(..) if self.confirmed => continue,
+                DialogState::Confirmed(..) => {
+                    self.confirmed = true;
+                    LegEvent::Confirmed
+                }
                 DialogState::Updated(_, request, handle) => {
                     LegEvent::Reoffer(Reoffer::new(request.body, handle))
                 }
