@@ -1,10 +1,12 @@
-//! Benchmark of the SIP edge: INVITE→100 latency and signalling-only call
-//! setups per second, driven by SIPp, side by side with SIPp's own UAS as
-//! the baseline peer in the same run.
+//! Benchmark of the SIP edge: signalling-only call setups per second and
+//! INVITE→200 latency driven by SIPp, side by side with SIPp's own UAS as
+//! the baseline peer in the same run; and INVITE→100 latency measured in
+//! microseconds by a probe that sends INVITEs while SIPp's load runs (SIPp
+//! times responses in whole milliseconds, too coarse for a 100 Trying).
 //!
 //! `cargo run --release -p tollbridge-e2e --bin sip-edge-bench -- [CALLS] [RATE...]`
-//! (defaults: 2000 calls at 100, 200 and 400 calls per second). Prints a
-//! Markdown table; BENCHMARKS.md has the figures and the machine.
+//! (defaults: 2000 calls at 100, 200 and 400 calls per second). Prints
+//! Markdown tables; BENCHMARKS.md has the figures and the machine.
 
 // A benchmark tool: a failed setup step aborts it with a message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -22,12 +24,14 @@ use tollbridge_sip::wire::Limits;
 
 const SDP: &str = "v=0\r\no=tollbridge 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
 
+/// The number the bench handler refuses at once (the probe's calls).
+const PROBE_NUMBER: &str = "+81300000000";
+
 /// One SIPp run's outcome.
 struct Outcome {
     successful: u64,
     failed: u64,
     elapsed: Duration,
-    trying_ms: Vec<f64>,
     answer_ms: Vec<f64>,
 }
 
@@ -93,7 +97,7 @@ fn run_uac(target: SocketAddr, calls: u64, rate: u64) -> Outcome {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0)
     };
-    let (mut trying_ms, mut answer_ms) = (Vec::new(), Vec::new());
+    let mut answer_ms = Vec::new();
     for entry in std::fs::read_dir(dir.path()).unwrap().flatten() {
         if !entry.file_name().to_string_lossy().ends_with("_rtt.csv") {
             continue;
@@ -110,20 +114,16 @@ fn run_uac(target: SocketAddr, calls: u64, rate: u64) -> Outcome {
             ) else {
                 continue;
             };
-            match rtd.trim() {
-                "1" => trying_ms.push(ms),
-                "2" => answer_ms.push(ms),
-                _ => {}
+            if rtd.trim() == "1" {
+                answer_ms.push(ms);
             }
         }
     }
-    trying_ms.sort_by(f64::total_cmp);
     answer_ms.sort_by(f64::total_cmp);
     Outcome {
         successful: cumulative("Successful call"),
         failed: cumulative("Failed call"),
         elapsed,
-        trying_ms,
         answer_ms,
     }
 }
@@ -134,6 +134,10 @@ async fn answer_all(mut calls: tokio::sync::mpsc::Receiver<InboundCall>) {
     while let Some(call) = calls.recv().await {
         tokio::spawn(async move {
             let mut leg = call.leg;
+            if call.called.as_deref() == Some(PROBE_NUMBER) {
+                let _ = leg.reject(603);
+                return;
+            }
             if leg.answer(SDP.as_bytes().to_vec()).is_err() {
                 return;
             }
@@ -151,15 +155,60 @@ async fn answer_all(mut calls: tokio::sync::mpsc::Receiver<InboundCall>) {
 
 fn row(peer: &str, rate: u64, outcome: &Outcome) {
     println!(
-        "| {peer} | {rate} | {} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} |",
+        "| {peer} | {rate} | {} | {} | {:.0} | {:.0} | {:.0} |",
         outcome.successful,
         outcome.failed,
         outcome.successful as f64 / outcome.elapsed.as_secs_f64(),
-        percentile(&outcome.trying_ms, 0.5),
-        percentile(&outcome.trying_ms, 0.99),
         percentile(&outcome.answer_ms, 0.5),
         percentile(&outcome.answer_ms, 0.99),
     );
+}
+
+/// Sends `count` INVITEs one after another from its own socket and times
+/// each 100 Trying in microseconds; ACKs the 603 that follows.
+fn probe_trying(edge: SocketAddr, count: usize) -> Vec<f64> {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let me = socket.local_addr().unwrap();
+    let mut buffer = [0u8; 4096];
+    let mut micros = Vec::with_capacity(count);
+    for i in 0..count {
+        let head = |method: &str, to_tag: &str, cseq: &str| {
+            format!(
+                "{method} sip:{PROBE_NUMBER}@{edge} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKprobe{i};rport\r\n\
+                 From: <sip:+819012345678@{me}>;tag=p{i}\r\nTo: <sip:{PROBE_NUMBER}@{edge}>{to_tag}\r\n\
+                 Call-ID: probe-{i}-{me}\r\nCSeq: {cseq}\r\nContact: <sip:p@{me}>\r\nMax-Forwards: 70\r\n\
+                 Content-Length: 0\r\n\r\n"
+            )
+        };
+        let sent = Instant::now();
+        socket
+            .send_to(head("INVITE", "", "1 INVITE").as_bytes(), edge)
+            .unwrap();
+        let mut got_trying = false;
+        while let Ok((n, _)) = socket.recv_from(&mut buffer) {
+            let text = String::from_utf8_lossy(&buffer[..n]);
+            if text.starts_with("SIP/2.0 100") && !got_trying {
+                micros.push(sent.elapsed().as_secs_f64() * 1e6);
+                got_trying = true;
+            } else if text.starts_with("SIP/2.0 603") {
+                let tag = text
+                    .lines()
+                    .find(|l| l.starts_with("To:"))
+                    .and_then(|l| l.split(";tag=").nth(1))
+                    .map(|t| format!(";tag={}", t.trim()))
+                    .unwrap_or_default();
+                socket
+                    .send_to(head("ACK", &tag, "1 ACK").as_bytes(), edge)
+                    .unwrap();
+                break;
+            }
+        }
+    }
+    micros.sort_by(f64::total_cmp);
+    micros
 }
 
 fn main() {
@@ -225,20 +274,42 @@ fn main() {
     std::thread::sleep(Duration::from_millis(500));
     let baseline_addr = SocketAddr::from(([127, 0, 0, 1], baseline_port));
 
-    println!(
-        "{calls} calls per run; latencies in ms; setups/s = successful calls / wall time of the run"
-    );
+    println!("{calls} calls per run; setups/s = successful calls / wall time of the run;");
+    println!("INVITE→200 in ms as SIPp measures it (whole milliseconds).");
     println!();
-    println!(
-        "| peer | offered cps | ok | failed | setups/s | INVITE→100 p50 | p99 | INVITE→200 p50 | p99 |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for rate in rates {
-        row("tollbridge edge", rate, &run_uac(edge_addr, calls, rate));
+    println!("| peer | offered cps | ok | failed | setups/s | INVITE→200 p50 ms | p99 ms |");
+    println!("|---|---|---|---|---|---|---|");
+    let mut probes = Vec::new();
+    for &rate in &rates {
+        let (load, probe) = std::thread::scope(|scope| {
+            let load = scope.spawn(|| run_uac(edge_addr, calls, rate));
+            // Let the load ramp up, then probe while it runs.
+            std::thread::sleep(Duration::from_millis(500));
+            let probe = probe_trying(edge_addr, 500);
+            (load.join().unwrap(), probe)
+        });
+        row("tollbridge edge", rate, &load);
         row(
             "SIPp uas (baseline)",
             rate,
             &run_uac(baseline_addr, calls, rate),
+        );
+        probes.push((rate, probe));
+    }
+    let idle = probe_trying(edge_addr, 1000);
+    println!();
+    println!("INVITE→100 Trying at the edge, µs, from a probe's own socket:");
+    println!();
+    println!("| load (cps) | probes | p50 µs | p90 µs | p99 µs | max µs |");
+    println!("|---|---|---|---|---|---|");
+    for (rate, probe) in std::iter::once((0, idle)).chain(probes) {
+        println!(
+            "| {rate} | {} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            probe.len(),
+            percentile(&probe, 0.5),
+            percentile(&probe, 0.9),
+            percentile(&probe, 0.99),
+            probe.last().copied().unwrap_or(f64::NAN)
         );
     }
     let _ = baseline.kill();
