@@ -276,3 +276,20 @@ fn the_daemon_answers_sip_options_from_an_allowed_source() {
         "{metrics}"
     );
 }
+
+#[test]
+fn until_call_control_exists_the_daemon_refuses_calls_with_100_then_404() {
+    let daemon = Daemon::start(&test_config("", ""));
+    let sip = daemon
+        .sip_udp()
+        .expect("the daemon logs its SIP UDP address");
+    let run = run_sipp(
+        "invite_refused.xml",
+        sip,
+        "127.0.0.1",
+        "+81312345678",
+        Duration::from_secs(10),
+    );
+    assert!(run.passed(), "{}", run.output);
+    assert!(daemon.wait_for_log("call refused", Duration::from_secs(5)));
+}
