@@ -386,7 +386,7 @@ pub fn test_config(http_keys: &str, sections: &str) -> String {
 pub struct SippRun {
     /// SIPp's exit code (0: every call succeeded).
     pub code: Option<i32>,
-    /// Its standard output and error, and its error log, for diagnosis.
+    /// Its output, error log and message trace, for diagnosis.
     pub output: String,
 }
 
@@ -397,52 +397,32 @@ impl SippRun {
     }
 }
 
-/// A SIPp instance running a server (UAS) scenario in the background.
-pub struct SippServer {
+/// One SIPp process with its logs in a temporary directory; killed on
+/// drop if still running.
+struct SippProcess {
     child: Child,
-    /// Where it listens.
-    pub addr: SocketAddr,
     dir: tempfile::TempDir,
 }
 
-impl SippServer {
-    /// Starts SIPp with `scenario` from `tests/sipp/` on 127.0.0.1 and a
-    /// free port, over `transport` (`"u1"` UDP, `"t1"` TCP), for one call.
-    pub fn start(scenario: &str, transport: &str, timeout: Duration) -> SippServer {
+impl SippProcess {
+    /// Starts `sipp` with `args` for one call, a global `timeout`, and its
+    /// error log and message trace kept for [`SippProcess::wait`].
+    fn spawn(args: &[String], timeout: Duration) -> SippProcess {
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|s| s.local_addr())
-            .map(|a| a.port())
-            .expect("a free port for sipp");
         let log = std::fs::File::create(dir.path().join("output.log")).expect("sipp output file");
         let log_err = log.try_clone().expect("sipp output file");
         let child = Command::new("sipp")
-            .arg("-sf")
-            .arg(
-                Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("sipp")
-                    .join(scenario),
-            )
+            .args(args)
             .args([
-                "-i",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-t",
-                transport,
                 "-m",
                 "1",
                 "-nostdin",
-            ])
-            .args([
                 "-timeout",
                 &format!("{}s", timeout.as_secs().max(1)),
-                "-timeout_error",
-                "-trace_err",
             ])
+            .args(["-timeout_error", "-trace_err", "-trace_msg"])
             .arg("-error_file")
             .arg(dir.path().join("errors.log"))
-            .arg("-trace_msg")
             .arg("-message_file")
             .arg(dir.path().join("messages.log"))
             .current_dir(dir.path())
@@ -451,20 +431,12 @@ impl SippServer {
             .stderr(log_err)
             .spawn()
             .expect("cannot start sipp: install the sip-tester package (scripts/test does)");
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        // Wait until it listens (TCP: accepts; UDP: give it a moment).
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while transport == "t1" && TcpStream::connect(addr).is_err() && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(20));
-        }
-        if transport != "t1" {
-            thread::sleep(Duration::from_millis(300));
-        }
-        SippServer { child, addr, dir }
+        SippProcess { child, dir }
     }
 
-    /// Waits for SIPp to finish its one call and reports how it went.
-    pub fn wait(mut self, timeout: Duration) -> SippRun {
+    /// Waits up to `timeout` for SIPp to exit (then kills it) and collects
+    /// its logs.
+    fn wait(mut self, timeout: Duration) -> SippRun {
         let deadline = Instant::now() + timeout;
         let code = loop {
             match self.child.try_wait() {
@@ -488,7 +460,7 @@ impl SippServer {
     }
 }
 
-impl Drop for SippServer {
+impl Drop for SippProcess {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
@@ -497,9 +469,67 @@ impl Drop for SippServer {
     }
 }
 
+fn scenario_path(scenario: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("sipp")
+        .join(scenario)
+        .display()
+        .to_string()
+}
+
+/// A free port on `ip`. SIPp's own "random" port still writes 5060 into
+/// its messages, so tests pick one and hand it over.
+fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free port for sipp")
+}
+
+/// A SIPp instance running a server (UAS) scenario in the background.
+pub struct SippServer {
+    process: SippProcess,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl SippServer {
+    /// Starts SIPp with `scenario` from `tests/sipp/` on 127.0.0.1 and a
+    /// free port, over `transport` (`"u1"` UDP, `"t1"` TCP), for one call.
+    pub fn start(scenario: &str, transport: &str, timeout: Duration) -> SippServer {
+        let port = free_port("127.0.0.1");
+        let args = [
+            "-sf".to_owned(),
+            scenario_path(scenario),
+            "-i".to_owned(),
+            "127.0.0.1".to_owned(),
+            "-p".to_owned(),
+            port.to_string(),
+            "-t".to_owned(),
+            transport.to_owned(),
+        ];
+        let process = SippProcess::spawn(&args, timeout);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        // Wait until it listens (TCP: accepts; UDP: give it a moment).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while transport == "t1" && TcpStream::connect(addr).is_err() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        if transport != "t1" {
+            thread::sleep(Duration::from_millis(300));
+        }
+        SippServer { process, addr }
+    }
+
+    /// Waits for SIPp to finish its one call and reports how it went.
+    pub fn wait(self, timeout: Duration) -> SippRun {
+        self.process.wait(timeout)
+    }
+}
+
 /// Runs SIPp (`sip-tester`) with a scenario from `tests/sipp/` against
-/// `remote`, for one call, bound to `local_ip` on a free port, and kills it
-/// after `timeout`.
+/// `remote` over UDP, for one call, bound to `local_ip` on a free port,
+/// and kills it after `timeout`.
 pub fn run_sipp(
     scenario: &str,
     remote: SocketAddr,
@@ -519,58 +549,18 @@ pub fn run_sipp_over(
     transport: &str,
     timeout: Duration,
 ) -> SippRun {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let scenario_path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("sipp")
-        .join(scenario);
-    let error_file = dir.path().join("errors.log");
-    let log_file = dir.path().join("output.log");
-    let log = std::fs::File::create(&log_file).expect("sipp output file");
-    let log_err = log.try_clone().expect("sipp output file");
-    // SIPp's own "random" port still writes 5060 into its messages, so pick
-    // a free port here and hand it over.
-    let port = std::net::UdpSocket::bind((local_ip, 0))
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("a free UDP port for sipp");
-    let mut child = Command::new("sipp")
-        .arg(remote.to_string())
-        .args(["-p", &port.to_string()])
-        .arg("-sf")
-        .arg(&scenario_path)
-        .args([
-            "-i", local_ip, "-m", "1", "-nostdin", "-s", service, "-t", transport,
-        ])
-        .args([
-            "-timeout",
-            &format!("{}s", timeout.as_secs().max(1)),
-            "-timeout_error",
-        ])
-        .arg("-trace_err")
-        .arg("-error_file")
-        .arg(&error_file)
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log_err)
-        .spawn()
-        .expect("cannot start sipp: install the sip-tester package (scripts/test does)");
-    let deadline = Instant::now() + timeout + Duration::from_secs(5);
-    let code = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status.code(),
-            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-        }
-    };
-    let mut output = std::fs::read_to_string(&log_file).unwrap_or_default();
-    if let Ok(errors) = std::fs::read_to_string(&error_file) {
-        output.push_str("\n--- sipp error log ---\n");
-        output.push_str(&errors);
-    }
-    SippRun { code, output }
+    let args = [
+        remote.to_string(),
+        "-sf".to_owned(),
+        scenario_path(scenario),
+        "-p".to_owned(),
+        free_port(local_ip).to_string(),
+        "-i".to_owned(),
+        local_ip.to_owned(),
+        "-s".to_owned(),
+        service.to_owned(),
+        "-t".to_owned(),
+        transport.to_owned(),
+    ];
+    SippProcess::spawn(&args, timeout).wait(timeout + Duration::from_secs(5))
 }

@@ -205,27 +205,34 @@ impl Drop for InboundLeg {
     /// A leg dropped before it ended is rejected (unanswered) or hung up
     /// (answered), so no caller is left in dead air by a forgotten leg.
     fn drop(&mut self) {
-        if self.ended {
-            return;
-        }
-        let dialog = self.dialog.clone();
-        let dialogs = self.dialogs.clone();
-        let id = self.id.clone();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = end_dialog(&dialog).await;
-                dialogs.remove_dialog(&id);
-            });
+        if !self.ended {
+            end_in_background(self.dialog.clone(), self.dialogs.clone(), self.id.clone());
         }
     }
 }
 
-async fn end_dialog(dialog: &InviteDialog) -> Result<(), EdgeError> {
-    let result = match dialog.state() {
-        DialogState::Calling(_) | DialogState::Trying(_) | DialogState::Early(..) => {
-            dialog.reject(Some(StatusCode::Decline), None)
-        }
-        _ => dialog.hangup().await,
+/// Ends `dialog` from a task (for `Drop`, which cannot await) and forgets it.
+pub(crate) fn end_in_background(dialog: InviteDialog, dialogs: Arc<DialogLayer>, id: DialogId) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            let _ = end_dialog(&dialog).await;
+            dialogs.remove_dialog(&id);
+        });
+    }
+}
+
+/// Ends a dialog whichever side it is: an unanswered incoming INVITE gets
+/// 603, anything else CANCEL (ringing outbound) or BYE (answered).
+pub(crate) async fn end_dialog(dialog: &InviteDialog) -> Result<(), EdgeError> {
+    let unanswered_uas = dialog.role() == rsipstack::transaction::key::TransactionRole::Server
+        && matches!(
+            dialog.state(),
+            DialogState::Calling(_) | DialogState::Trying(_) | DialogState::Early(..)
+        );
+    let result = if unanswered_uas {
+        dialog.reject(Some(StatusCode::Decline), None)
+    } else {
+        dialog.hangup().await
     };
     result.map_err(|e| EdgeError::Dialog(e.to_string()))
 }

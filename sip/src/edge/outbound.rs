@@ -199,17 +199,12 @@ impl Drop for OutboundLeg {
     /// A leg dropped before it ended is cancelled or hung up, so no expert
     /// is left ringing or talking to nobody.
     fn drop(&mut self) {
-        if self.ended {
-            return;
-        }
-        let dialog = self.dialog.clone();
-        let dialogs = self.dialogs.clone();
-        let id = self.id.clone();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = dialog.hangup().await;
-                dialogs.remove_dialog(&id);
-            });
+        if !self.ended {
+            super::inbound::end_in_background(
+                self.dialog.clone(),
+                self.dialogs.clone(),
+                self.id.clone(),
+            );
         }
     }
 }
