@@ -5,6 +5,7 @@
 //! control (the B2BUA state machine) and routing of calls to bookings. The
 //! binary's `main` only parses the command line and calls in here.
 
+pub mod bookings;
 pub mod cli;
 pub mod edge;
 pub mod http;

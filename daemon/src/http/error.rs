@@ -1,19 +1,21 @@
 //! The API's error body: `{"error": {"code": "...", "message": "..."}}`.
 //!
 //! `code` is stable and meant for programs; `message` is for people and may
-//! change wording.
+//! change wording. Validation failures add `fields`: `[{"field", "message"}]`.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-/// An API error: HTTP status, stable code, human message.
+/// An API error: HTTP status, stable code, human message, and for
+/// validation failures the list of fields.
 #[derive(Debug, Clone)]
 pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    fields: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -23,7 +25,19 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            fields: None,
         }
+    }
+
+    /// 422 `validation_failed`, listing every field and why.
+    pub fn validation(fields: Vec<crate::bookings::model::FieldError>) -> Self {
+        let mut error = ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            format!("{} field(s) are invalid", fields.len()),
+        );
+        error.fields = serde_json::to_value(fields).ok();
+        error
     }
 
     /// 401: no or wrong bearer token.
@@ -53,7 +67,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let Some(fields) = self.fields {
+            error["fields"] = fields;
+        }
+        let body = Json(json!({ "error": error }));
         let mut response = (self.status, body).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(

@@ -32,6 +32,7 @@ const DATABASE_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 pub fn router(shared: Arc<Shared>) -> Router {
     let v1 = Router::new()
         .route("/status", get(status))
+        .merge(crate::bookings::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             shared.clone(),

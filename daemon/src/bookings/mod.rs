@@ -1,0 +1,238 @@
+//! Bookings and call records over the `/v1` API.
+//!
+//! - `POST /v1/bookings` creates one (422 listing every invalid field);
+//! - `GET /v1/bookings/{id}`, `GET /v1/bookings?called=&state=&limit=`;
+//! - `DELETE /v1/bookings/{id}` cancels (409 while it is in a call);
+//! - `GET /v1/calls?booking=ID`, `GET /v1/calls/{id}`: call records with
+//!   their ordered events.
+
+pub mod model;
+mod rows;
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use crate::http::ApiError;
+use crate::state::Shared;
+use model::{Context, FieldError, NewBooking};
+use rows::WriteError;
+
+/// The routes, to be nested under `/v1` behind the token check.
+pub fn routes() -> axum::Router<Arc<Shared>> {
+    axum::Router::new()
+        .route("/bookings", get(list_bookings).post(create_booking))
+        .route("/bookings/{id}", get(show_booking).delete(cancel_booking))
+        .route("/calls", get(list_calls))
+        .route("/calls/{id}", get(show_call))
+}
+
+const BOOKING_STATES: [&str; 4] = ["active", "in-call", "completed", "canceled"];
+
+fn now_ms(now: OffsetDateTime) -> i64 {
+    i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+fn internal(error: impl std::fmt::Display) -> ApiError {
+    tracing::error!(error = %error, "api request failed on the database");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error; see the daemon log",
+    )
+}
+
+fn body_error(rejection: JsonRejection) -> ApiError {
+    match rejection {
+        JsonRejection::JsonDataError(e) => ApiError::validation(vec![FieldError {
+            field: String::new(),
+            message: e.body_text(),
+        }]),
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as Content-Type: application/json",
+        ),
+        other => ApiError::new(StatusCode::BAD_REQUEST, "bad_json", other.body_text()),
+    }
+}
+
+async fn create_booking(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Json<NewBooking>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Json(booking) = body.map_err(body_error)?;
+    let config = shared.config.load();
+    let trunks: Vec<String> = config
+        .trunks
+        .iter()
+        .filter(|t| t.termination.is_some())
+        .map(|t| t.name.clone())
+        .collect();
+    let now = OffsetDateTime::now_utc();
+    let valid = model::validate(
+        booking,
+        &Context {
+            now,
+            trunks_with_termination: &trunks,
+            charges: config.stripe.mode() != tollbridge_config::StripeMode::LedgerOnly,
+        },
+    )
+    .map_err(ApiError::validation)?;
+    let id = valid
+        .booking
+        .id
+        .clone()
+        .unwrap_or_else(|| format!("bk_{}", uuid::Uuid::now_v7().simple()));
+    let created_ms = now_ms(now);
+    let result = shared
+        .store
+        .call(move |conn| Ok(rows::insert(conn, &id, &valid, created_ms)))
+        .await
+        .map_err(internal)?;
+    match result {
+        Ok(row) => Ok((StatusCode::CREATED, Json(row.to_json()))),
+        Err(WriteError::Exists) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "booking_exists",
+            "a booking with this id already exists",
+        )),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+async fn show_booking(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let row = shared
+        .store
+        .call(move |conn| rows::get(conn, &id))
+        .await
+        .map_err(internal)?;
+    row.map(|row| Json(row.to_json()))
+        .ok_or_else(ApiError::not_found)
+}
+
+/// Query of `GET /v1/bookings`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BookingQuery {
+    called: Option<String>,
+    state: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn list_bookings(
+    State(shared): State<Arc<Shared>>,
+    query: Result<Query<BookingQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|e| {
+        ApiError::validation(vec![FieldError {
+            field: "query".into(),
+            message: e.body_text(),
+        }])
+    })?;
+    let mut errors = Vec::new();
+    if let Some(state) = &query.state
+        && !BOOKING_STATES.contains(&state.as_str())
+    {
+        errors.push(FieldError {
+            field: "state".into(),
+            message: format!("must be one of {}", BOOKING_STATES.join(", ")),
+        });
+    }
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        errors.push(FieldError {
+            field: "limit".into(),
+            message: "must be 1 to 500".into(),
+        });
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let found = shared
+        .store
+        .call(move |conn| rows::list(conn, query.called.as_deref(), query.state.as_deref(), limit))
+        .await
+        .map_err(internal)?;
+    Ok(Json(
+        json!({"bookings": found.iter().map(|b| b.to_json()).collect::<Vec<_>>()}),
+    ))
+}
+
+async fn cancel_booking(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let at = now_ms(OffsetDateTime::now_utc());
+    let result = shared
+        .store
+        .call(move |conn| Ok(rows::cancel(conn, &id, at)))
+        .await
+        .map_err(internal)?;
+    match result {
+        Ok(Some(row)) => Ok(Json(row.to_json())),
+        Ok(None) => Err(ApiError::not_found()),
+        Err(WriteError::InCall) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "booking_in_call",
+            "the booking is in a call; cancel it after the call ends",
+        )),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+/// Query of `GET /v1/calls`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallQuery {
+    booking: String,
+}
+
+async fn list_calls(
+    State(shared): State<Arc<Shared>>,
+    query: Result<Query<CallQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|e| {
+        ApiError::validation(vec![FieldError {
+            field: "booking".into(),
+            message: e.body_text(),
+        }])
+    })?;
+    let calls = shared
+        .store
+        .call(move |conn| {
+            let ids = rows::call_ids_for_booking(conn, &query.booking)?;
+            let mut calls = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(call) = rows::call_json(conn, &id)? {
+                    calls.push(call);
+                }
+            }
+            Ok(calls)
+        })
+        .await
+        .map_err(internal)?;
+    Ok(Json(json!({"calls": calls})))
+}
+
+async fn show_call(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let call = shared
+        .store
+        .call(move |conn| rows::call_json(conn, &id))
+        .await
+        .map_err(internal)?;
+    call.map(Json).ok_or_else(ApiError::not_found)
+}

@@ -1,0 +1,425 @@
+//! A booking as the API accepts it, and the rules it must meet. Pure: the
+//! caller passes `now` and what the config knows (trunks, Stripe mode).
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Currencies we rate in, with their minor-unit exponent (JPY has none).
+pub const CURRENCIES: [(&str, u32); 4] = [("jpy", 0), ("usd", 2), ("eur", 2), ("gbp", 2)];
+
+/// The body of `POST /v1/bookings`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewBooking {
+    /// Our id (`bk_...`); generated when absent.
+    pub id: Option<String>,
+    /// The trunk number the caller dials, E.164.
+    pub called: String,
+    /// Caller IDs allowed to use the booking, E.164; may be empty when a PIN is set.
+    #[serde(default)]
+    pub callers: Vec<String>,
+    /// Digits the caller enters when the caller ID does not identify the booking.
+    pub pin: Option<String>,
+    /// Who answers.
+    pub callee: Callee,
+    /// How the call is priced.
+    pub tariff: Tariff,
+    /// The most talk time the booking buys.
+    pub cap_seconds: i64,
+    /// When the booking may be used.
+    pub window: Window,
+    /// The saved card to hold and charge; optional in ledger-only mode.
+    pub stripe: Option<StripeCard>,
+    /// A fee captured on a late cancellation or no-show, minor units.
+    pub cancellation_fee: Option<i64>,
+}
+
+/// Who answers a booked call.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum Callee {
+    /// A SIP URI (a softphone).
+    Uri {
+        /// `sip:...`
+        uri: String,
+    },
+    /// A phone number through a trunk's termination.
+    Number {
+        /// E.164 number.
+        number: String,
+        /// The `[[trunk]]` name.
+        trunk: String,
+    },
+}
+
+/// The price of talk time.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tariff {
+    /// ISO 4217, lower case (`jpy`).
+    pub currency: String,
+    /// Minor units per minute.
+    pub price_per_minute: i64,
+    /// Billing increment in seconds (1 = per second, 60 = per minute).
+    #[serde(default = "one")]
+    pub increment_seconds: i64,
+    /// Billed seconds at least.
+    #[serde(default)]
+    pub minimum_seconds: i64,
+}
+
+fn one() -> i64 {
+    1
+}
+
+/// When a booking may be used, RFC 3339.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    /// From.
+    pub start: String,
+    /// Until.
+    pub end: String,
+}
+
+/// A saved card, set up with 3-D Secure by the operator's front end.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StripeCard {
+    /// `cus_...`
+    pub customer: String,
+    /// `pm_...`
+    pub payment_method: String,
+}
+
+/// One field that failed validation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// Dotted path in the request body (`tariff.currency`).
+    pub field: String,
+    /// Why.
+    pub message: String,
+}
+
+/// What validation needs to know beyond the request.
+pub struct Context<'a> {
+    /// Now, UTC.
+    pub now: OffsetDateTime,
+    /// Trunks that have a termination URI (can reach phone numbers).
+    pub trunks_with_termination: &'a [String],
+    /// Whether Stripe is configured (then a card is required).
+    pub charges: bool,
+}
+
+/// A booking that passed validation, with its window parsed.
+#[derive(Debug, Clone)]
+pub struct ValidBooking {
+    /// The request.
+    pub booking: NewBooking,
+    /// Window start, Unix ms.
+    pub window_start_ms: i64,
+    /// Window end, Unix ms.
+    pub window_end_ms: i64,
+}
+
+/// True for `+` followed by 2 to 15 digits.
+pub fn is_e164(text: &str) -> bool {
+    text.strip_prefix('+').is_some_and(|digits| {
+        (2..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+fn is_booking_id(text: &str) -> bool {
+    text.strip_prefix("bk_").is_some_and(|rest| {
+        (1..=64).contains(&rest.len())
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
+}
+
+fn parse_time(text: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(text, &Rfc3339).ok()
+}
+
+fn unix_ms(time: OffsetDateTime) -> i64 {
+    i64::try_from(time.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// Checks every rule and lists every failure.
+pub fn validate(booking: NewBooking, context: &Context) -> Result<ValidBooking, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let mut fail = |field: &str, message: &str| {
+        errors.push(FieldError {
+            field: field.to_owned(),
+            message: message.to_owned(),
+        })
+    };
+    if let Some(id) = &booking.id
+        && !is_booking_id(id)
+    {
+        fail(
+            "id",
+            "must be bk_ followed by 1 to 64 letters, digits, '-' or '_'",
+        );
+    }
+    if !is_e164(&booking.called) {
+        fail("called", "must be an E.164 number like +81312345678");
+    }
+    for (i, caller) in booking.callers.iter().enumerate() {
+        if !is_e164(caller) {
+            fail(&format!("callers[{i}]"), "must be an E.164 number");
+        } else if booking.callers[..i].contains(caller) {
+            fail(&format!("callers[{i}]"), "listed twice");
+        }
+    }
+    if let Some(pin) = &booking.pin
+        && !((4..=12).contains(&pin.len()) && pin.bytes().all(|b| b.is_ascii_digit()))
+    {
+        fail("pin", "must be 4 to 12 digits");
+    }
+    if booking.callers.is_empty() && booking.pin.is_none() {
+        fail(
+            "callers",
+            "give at least one caller ID or a pin, or anyone could use the booking",
+        );
+    }
+    match &booking.callee {
+        Callee::Uri { uri } => {
+            let scheme_ok = uri.starts_with("sip:") || uri.starts_with("sips:");
+            if !scheme_ok || uri.len() < 6 || uri.contains(char::is_whitespace) {
+                fail("callee.uri", "must be a sip: or sips: URI");
+            }
+        }
+        Callee::Number { number, trunk } => {
+            if !is_e164(number) {
+                fail("callee.number", "must be an E.164 number");
+            }
+            if !context.trunks_with_termination.iter().any(|t| t == trunk) {
+                fail(
+                    "callee.trunk",
+                    "no [[trunk]] of that name with a termination URI",
+                );
+            }
+        }
+    }
+    let tariff = &booking.tariff;
+    if !CURRENCIES.iter().any(|(code, _)| *code == tariff.currency) {
+        fail("tariff.currency", "must be one of jpy, usd, eur, gbp");
+    }
+    if !(0..=1_000_000_000).contains(&tariff.price_per_minute) {
+        fail(
+            "tariff.price_per_minute",
+            "must be 0 to 1000000000 minor units",
+        );
+    }
+    if !(1..=3600).contains(&tariff.increment_seconds) {
+        fail("tariff.increment_seconds", "must be 1 to 3600");
+    }
+    if !(0..=86_400).contains(&tariff.minimum_seconds) {
+        fail("tariff.minimum_seconds", "must be 0 to 86400");
+    }
+    if !(1..=86_400).contains(&booking.cap_seconds) {
+        fail("cap_seconds", "must be 1 to 86400");
+    }
+    let start = parse_time(&booking.window.start);
+    let end = parse_time(&booking.window.end);
+    if start.is_none() {
+        fail(
+            "window.start",
+            "must be an RFC 3339 time like 2026-12-01T10:00:00+09:00",
+        );
+    }
+    if end.is_none() {
+        fail("window.end", "must be an RFC 3339 time");
+    }
+    if let (Some(start), Some(end)) = (start, end) {
+        if end <= start {
+            fail("window.end", "must be after window.start");
+        } else if end <= context.now {
+            fail("window.end", "is in the past");
+        }
+    }
+    match &booking.stripe {
+        None if context.charges => fail(
+            "stripe",
+            "required: Stripe is configured, so calls are charged",
+        ),
+        None => {}
+        Some(card) => {
+            if !card.customer.starts_with("cus_") {
+                fail("stripe.customer", "must be a Stripe customer id (cus_...)");
+            }
+            if !card.payment_method.starts_with("pm_") {
+                fail(
+                    "stripe.payment_method",
+                    "must be a Stripe payment method id (pm_...)",
+                );
+            }
+        }
+    }
+    if let Some(fee) = booking.cancellation_fee {
+        if !(0..=1_000_000_000).contains(&fee) {
+            fail("cancellation_fee", "must be 0 to 1000000000 minor units");
+        }
+        if booking.stripe.is_none() {
+            fail("cancellation_fee", "needs a stripe card to hold it on");
+        }
+    }
+    match (errors.is_empty(), start, end) {
+        (true, Some(start), Some(end)) => Ok(ValidBooking {
+            window_start_ms: unix_ms(start),
+            window_end_ms: unix_ms(end),
+            booking,
+        }),
+        _ => Err(errors),
+    }
+}
+
+/// Formats Unix ms as RFC 3339 UTC for the API.
+pub fn rfc3339(ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> OffsetDateTime {
+        parse_time("2026-11-25T00:00:00Z").unwrap()
+    }
+
+    fn good() -> serde_json::Value {
+        serde_json::json!({
+            "called": "+81312345678",
+            "callers": ["+819012345678"],
+            "callee": {"number": "+815011112222", "trunk": "twilio"},
+            "tariff": {"currency": "jpy", "price_per_minute": 100},
+            "cap_seconds": 1800,
+            "window": {"start": "2026-12-01T10:00:00+09:00", "end": "2026-12-01T11:00:00+09:00"}
+        })
+    }
+
+    fn check(body: serde_json::Value, charges: bool) -> Result<ValidBooking, Vec<FieldError>> {
+        let booking: NewBooking = serde_json::from_value(body).unwrap();
+        let trunks = ["twilio".to_owned()];
+        validate(
+            booking,
+            &Context {
+                now: now(),
+                trunks_with_termination: &trunks,
+                charges,
+            },
+        )
+    }
+
+    #[test]
+    fn a_good_booking_passes_with_defaults() {
+        let valid = check(good(), false).unwrap();
+        assert_eq!(valid.booking.tariff.increment_seconds, 1);
+        assert_eq!(valid.booking.tariff.minimum_seconds, 0);
+        assert_eq!(valid.window_end_ms - valid.window_start_ms, 3_600_000);
+        assert_eq!(rfc3339(valid.window_start_ms), "2026-12-01T01:00:00Z");
+    }
+
+    #[test]
+    fn every_rule_names_its_field() {
+        let cases: Vec<(&str, serde_json::Value, &str)> = vec![
+            ("/id", serde_json::json!("booking-1"), "id"),
+            ("/called", serde_json::json!("0312345678"), "called"),
+            ("/callers", serde_json::json!(["+1", "x"]), "callers[0]"),
+            (
+                "/callers",
+                serde_json::json!(["+8190", "+8190"]),
+                "callers[1]",
+            ),
+            ("/pin", serde_json::json!("12a4"), "pin"),
+            ("/callers", serde_json::json!([]), "callers"),
+            (
+                "/callee",
+                serde_json::json!({"uri": "http://x"}),
+                "callee.uri",
+            ),
+            (
+                "/callee",
+                serde_json::json!({"number": "+815011112222", "trunk": "nope"}),
+                "callee.trunk",
+            ),
+            (
+                "/tariff/currency",
+                serde_json::json!("JPY"),
+                "tariff.currency",
+            ),
+            (
+                "/tariff/price_per_minute",
+                serde_json::json!(-1),
+                "tariff.price_per_minute",
+            ),
+            (
+                "/tariff/increment_seconds",
+                serde_json::json!(0),
+                "tariff.increment_seconds",
+            ),
+            (
+                "/tariff/minimum_seconds",
+                serde_json::json!(100_000),
+                "tariff.minimum_seconds",
+            ),
+            ("/cap_seconds", serde_json::json!(0), "cap_seconds"),
+            (
+                "/window/start",
+                serde_json::json!("tomorrow"),
+                "window.start",
+            ),
+            (
+                "/window/end",
+                serde_json::json!("2026-12-01T09:00:00+09:00"),
+                "window.end",
+            ),
+            (
+                "/window/end",
+                serde_json::json!("2026-12-01T11:00:00"),
+                "window.end",
+            ),
+            (
+                "/stripe",
+                serde_json::json!({"customer": "x", "payment_method": "pm_1"}),
+                "stripe.customer",
+            ),
+            (
+                "/cancellation_fee",
+                serde_json::json!(500),
+                "cancellation_fee",
+            ),
+        ];
+        for (pointer, value, field) in cases {
+            let mut body = good();
+            let (parent, key) = pointer.rsplit_once('/').unwrap();
+            let target = if parent.is_empty() {
+                &mut body
+            } else {
+                body.pointer_mut(parent).unwrap()
+            };
+            target[key] = value;
+            let errors = check(body, false).unwrap_err();
+            assert!(
+                errors.iter().any(|e| e.field == field),
+                "{pointer}: expected {field} in {errors:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_past_window_and_a_missing_card_when_charging_are_refused() {
+        let mut body = good();
+        body["window"] =
+            serde_json::json!({"start": "2026-01-01T00:00:00Z", "end": "2026-01-01T01:00:00Z"});
+        let errors = check(body, true).unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["window.end", "stripe"]);
+    }
+}

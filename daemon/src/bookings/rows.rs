@@ -1,0 +1,255 @@
+//! Bookings and call records in the database, and their JSON views.
+//! Synchronous: these run on the database owner thread via `Store::call`.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde_json::{Value, json};
+
+use super::model::{Callee, StripeCard, Tariff, ValidBooking, rfc3339};
+use crate::store::StoreError;
+
+/// A booking as stored.
+#[derive(Debug, Clone)]
+pub struct BookingRow {
+    id: String,
+    called: String,
+    callers: Vec<String>,
+    has_pin: bool,
+    callee: Value,
+    tariff: Tariff,
+    cap_seconds: i64,
+    window_start_ms: i64,
+    window_end_ms: i64,
+    stripe: Option<StripeCard>,
+    cancellation_fee: Option<i64>,
+    /// `active`, `in-call`, `completed` or `canceled`.
+    pub state: String,
+    created_ms: i64,
+}
+
+impl BookingRow {
+    /// The API's view. The PIN itself is never returned.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "called": self.called,
+            "callers": self.callers,
+            "has_pin": self.has_pin,
+            "callee": self.callee,
+            "tariff": self.tariff,
+            "cap_seconds": self.cap_seconds,
+            "window": {"start": rfc3339(self.window_start_ms), "end": rfc3339(self.window_end_ms)},
+            "stripe": self.stripe,
+            "cancellation_fee": self.cancellation_fee,
+            "state": self.state,
+            "created_at": rfc3339(self.created_ms),
+        })
+    }
+}
+
+const BOOKING_COLUMNS: &str = "id, called, callers, pin IS NOT NULL, callee, currency, price_per_minute, \
+     increment_seconds, minimum_seconds, cap_seconds, window_start_ms, window_end_ms, stripe_customer, \
+     stripe_payment_method, cancellation_fee, state, created_ms";
+
+fn booking_from_row(row: &Row) -> rusqlite::Result<BookingRow> {
+    let callers: String = row.get(2)?;
+    let callee: String = row.get(4)?;
+    let customer: Option<String> = row.get(12)?;
+    let payment_method: Option<String> = row.get(13)?;
+    Ok(BookingRow {
+        id: row.get(0)?,
+        called: row.get(1)?,
+        callers: serde_json::from_str(&callers).unwrap_or_default(),
+        has_pin: row.get(3)?,
+        callee: serde_json::from_str(&callee).unwrap_or(Value::Null),
+        tariff: Tariff {
+            currency: row.get(5)?,
+            price_per_minute: row.get(6)?,
+            increment_seconds: row.get(7)?,
+            minimum_seconds: row.get(8)?,
+        },
+        cap_seconds: row.get(9)?,
+        window_start_ms: row.get(10)?,
+        window_end_ms: row.get(11)?,
+        stripe: customer
+            .zip(payment_method)
+            .map(|(customer, payment_method)| StripeCard {
+                customer,
+                payment_method,
+            }),
+        cancellation_fee: row.get(14)?,
+        state: row.get(15)?,
+        created_ms: row.get(16)?,
+    })
+}
+
+/// Why a booking could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The id is taken.
+    #[error("a booking with this id exists")]
+    Exists,
+    /// The booking is in a call and cannot be canceled now.
+    #[error("the booking is in a call")]
+    InCall,
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Inserts a validated booking under `id`.
+pub fn insert(
+    conn: &Connection,
+    id: &str,
+    valid: &ValidBooking,
+    now_ms: i64,
+) -> Result<BookingRow, WriteError> {
+    let b = &valid.booking;
+    let callee = match &b.callee {
+        Callee::Uri { uri } => json!({"uri": uri}),
+        Callee::Number { number, trunk } => json!({"number": number, "trunk": trunk}),
+    };
+    let inserted = conn.execute(
+        "INSERT INTO bookings (id, called, callers, pin, callee, currency, price_per_minute, increment_seconds,
+             minimum_seconds, cap_seconds, window_start_ms, window_end_ms, stripe_customer, stripe_payment_method,
+             cancellation_fee, state, created_ms, updated_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 'active', ?16, ?16)",
+        params![
+            id,
+            b.called,
+            serde_json::to_string(&b.callers).unwrap_or_else(|_| "[]".to_owned()),
+            b.pin,
+            callee.to_string(),
+            b.tariff.currency,
+            b.tariff.price_per_minute,
+            b.tariff.increment_seconds,
+            b.tariff.minimum_seconds,
+            b.cap_seconds,
+            valid.window_start_ms,
+            valid.window_end_ms,
+            b.stripe.as_ref().map(|s| s.customer.clone()),
+            b.stripe.as_ref().map(|s| s.payment_method.clone()),
+            b.cancellation_fee,
+            now_ms,
+        ],
+    );
+    match inserted {
+        Ok(_) => {}
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            return Err(WriteError::Exists);
+        }
+        Err(e) => return Err(WriteError::Store(e.into())),
+    }
+    get(conn, id)?.ok_or(WriteError::Store(StoreError::Sqlite(
+        rusqlite::Error::QueryReturnedNoRows,
+    )))
+}
+
+/// One booking by id.
+pub fn get(conn: &Connection, id: &str) -> Result<Option<BookingRow>, StoreError> {
+    let sql = format!("SELECT {BOOKING_COLUMNS} FROM bookings WHERE id = ?1");
+    Ok(conn.query_row(&sql, [id], booking_from_row).optional()?)
+}
+
+/// Bookings, newest first, optionally for one dialled number and state.
+pub fn list(
+    conn: &Connection,
+    called: Option<&str>,
+    state: Option<&str>,
+    limit: i64,
+) -> Result<Vec<BookingRow>, StoreError> {
+    let sql = format!(
+        "SELECT {BOOKING_COLUMNS} FROM bookings
+         WHERE (?1 IS NULL OR called = ?1) AND (?2 IS NULL OR state = ?2)
+         ORDER BY created_ms DESC, id DESC LIMIT ?3"
+    );
+    let mut statement = conn.prepare_cached(&sql)?;
+    let rows = statement.query_map(params![called, state, limit], booking_from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Cancels an active booking (idempotent for one already canceled).
+pub fn cancel(conn: &Connection, id: &str, now_ms: i64) -> Result<Option<BookingRow>, WriteError> {
+    let Some(booking) = get(conn, id)? else {
+        return Ok(None);
+    };
+    match booking.state.as_str() {
+        "in-call" => Err(WriteError::InCall),
+        "active" => {
+            conn.execute(
+                "UPDATE bookings SET state = 'canceled', updated_ms = ?2 WHERE id = ?1 AND state = 'active'",
+                params![id, now_ms],
+            )
+            .map_err(StoreError::from)?;
+            Ok(get(conn, id)?)
+        }
+        _ => Ok(Some(booking)),
+    }
+}
+
+/// A call record with its ordered events, as JSON.
+pub fn call_json(conn: &Connection, id: &str) -> Result<Option<Value>, StoreError> {
+    let call = conn
+        .query_row(
+            "SELECT id, booking_id, inbound_call_id, outbound_call_id, twilio_call_sid, caller, called, status,
+                    created_ms, ringing_ms, answered_ms, ended_ms, talk_ms, billed_seconds, amount, currency, end_reason
+             FROM calls WHERE id = ?1",
+            [id],
+            |row| {
+                let time = |i: usize| -> rusqlite::Result<Option<String>> {
+                    Ok(row.get::<_, Option<i64>>(i)?.map(rfc3339))
+                };
+                Ok(json!({
+                    "id": row.get::<_, String>(0)?,
+                    "booking": row.get::<_, Option<String>>(1)?,
+                    "legs": {
+                        "inbound_call_id": row.get::<_, String>(2)?,
+                        "outbound_call_id": row.get::<_, Option<String>>(3)?,
+                    },
+                    "twilio_call_sid": row.get::<_, Option<String>>(4)?,
+                    "caller": row.get::<_, Option<String>>(5)?,
+                    "called": row.get::<_, Option<String>>(6)?,
+                    "status": row.get::<_, String>(7)?,
+                    "created_at": time(8)?,
+                    "ringing_at": time(9)?,
+                    "answered_at": time(10)?,
+                    "ended_at": time(11)?,
+                    "talk_ms": row.get::<_, Option<i64>>(12)?,
+                    "billed_seconds": row.get::<_, Option<i64>>(13)?,
+                    "amount": row.get::<_, Option<i64>>(14)?,
+                    "currency": row.get::<_, Option<String>>(15)?,
+                    "end_reason": row.get::<_, Option<String>>(16)?,
+                }))
+            },
+        )
+        .optional()?;
+    let Some(mut call) = call else {
+        return Ok(None);
+    };
+    let mut statement = conn.prepare_cached(
+        "SELECT seq, at_ms, status, sip_code, sip_reason, detail FROM call_events WHERE call_id = ?1 ORDER BY seq",
+    )?;
+    let events = statement
+        .query_map([id], |row| {
+            Ok(json!({
+                "seq": row.get::<_, i64>(0)?,
+                "at": rfc3339(row.get(1)?),
+                "status": row.get::<_, String>(2)?,
+                "sip_code": row.get::<_, Option<i64>>(3)?,
+                "sip_reason": row.get::<_, Option<String>>(4)?,
+                "detail": row.get::<_, Option<String>>(5)?,
+            }))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    call["events"] = Value::Array(events);
+    Ok(Some(call))
+}
+
+/// The ids of a booking's calls, oldest first.
+pub fn call_ids_for_booking(conn: &Connection, booking: &str) -> Result<Vec<String>, StoreError> {
+    let mut statement =
+        conn.prepare_cached("SELECT id FROM calls WHERE booking_id = ?1 ORDER BY created_ms, id")?;
+    let ids = statement.query_map([booking], |row| row.get(0))?;
+    Ok(ids.collect::<Result<_, _>>()?)
+}

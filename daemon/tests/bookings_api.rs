@@ -1,0 +1,289 @@
+//! The bookings and calls API through the real router and database.
+
+// Test code: a failed setup step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tollbridge_config::{Config, Secret};
+use tollbridge_daemon::state::Shared;
+use tollbridge_daemon::store::Store;
+use tower::ServiceExt;
+
+const TOKEN: &str = "bookings-test-token-01234";
+
+struct Api {
+    shared: Arc<Shared>,
+    _dir: tempfile::TempDir,
+}
+
+impl Api {
+    fn new() -> Api {
+        let dir = tempfile::tempdir().unwrap();
+        let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../config/tollbridge.example.toml");
+        let mut config = Config::load_with(&example, &HashMap::new()).unwrap();
+        config.http.api_token = Some(Secret::inline(TOKEN));
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let shared = Shared::new(config, store, None);
+        shared.mark_listeners_bound();
+        Api { shared, _dir: dir }
+    }
+
+    async fn send(&self, method: &str, uri: &str, body: Option<&str>) -> (StatusCode, Value) {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", format!("Bearer {TOKEN}"));
+        if body.is_some() {
+            request = request.header("content-type", "application/json");
+        }
+        let request = request
+            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned())))
+            .unwrap();
+        let response = tollbridge_daemon::http::router(self.shared.clone())
+            .oneshot(request)
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    async fn create(&self, body: Value) -> (StatusCode, Value) {
+        self.send("POST", "/v1/bookings", Some(&body.to_string()))
+            .await
+    }
+}
+
+fn booking() -> Value {
+    json!({
+        "called": "+81312345678",
+        "callers": ["+819012345678"],
+        "pin": "4321",
+        "callee": {"number": "+815011112222", "trunk": "twilio"},
+        "tariff": {"currency": "jpy", "price_per_minute": 300, "increment_seconds": 6},
+        "cap_seconds": 1800,
+        "window": {"start": "2030-01-01T10:00:00+09:00", "end": "2030-01-01T11:00:00+09:00"}
+    })
+}
+
+#[tokio::test]
+async fn a_booking_is_created_read_listed_and_canceled() {
+    let api = Api::new();
+    let (status, created) = api.create(booking()).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("bk_"), "{id}");
+    assert_eq!(created["state"], "active");
+    assert_eq!(created["has_pin"], true);
+    assert!(created.get("pin").is_none(), "the PIN is never returned");
+    assert_eq!(
+        created["tariff"],
+        json!({"currency": "jpy", "price_per_minute": 300, "increment_seconds": 6, "minimum_seconds": 0})
+    );
+    assert_eq!(created["window"]["start"], "2030-01-01T01:00:00Z");
+
+    let (status, shown) = api.send("GET", &format!("/v1/bookings/{id}"), None).await;
+    assert_eq!((status, &shown), (StatusCode::OK, &created));
+
+    let mut other = booking();
+    other["called"] = json!("+81399999999");
+    assert_eq!(api.create(other).await.0, StatusCode::CREATED);
+    let (_, listed) = api
+        .send("GET", "/v1/bookings?called=%2B81312345678", None)
+        .await;
+    let ids: Vec<&str> = listed["bookings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [id.as_str()]);
+
+    let (status, canceled) = api
+        .send("DELETE", &format!("/v1/bookings/{id}"), None)
+        .await;
+    assert_eq!(
+        (status, canceled["state"].as_str()),
+        (StatusCode::OK, Some("canceled"))
+    );
+    // Canceling again changes nothing and says so.
+    let (status, again) = api
+        .send("DELETE", &format!("/v1/bookings/{id}"), None)
+        .await;
+    assert_eq!(
+        (status, again["state"].as_str()),
+        (StatusCode::OK, Some("canceled"))
+    );
+    let (_, active) = api.send("GET", "/v1/bookings?state=active", None).await;
+    assert_eq!(active["bookings"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn invalid_bookings_get_422_listing_each_field_and_store_nothing() {
+    let api = Api::new();
+    let mut bad = booking();
+    bad["called"] = json!("03-1234-5678");
+    bad["tariff"]["currency"] = json!("yen");
+    bad["cap_seconds"] = json!(0);
+    let (status, body) = api.create(bad).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["error"]["code"], "validation_failed");
+    let fields: Vec<&str> = body["error"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["called", "tariff.currency", "cap_seconds"]);
+    let (_, listed) = api.send("GET", "/v1/bookings", None).await;
+    assert_eq!(listed["bookings"], json!([]));
+}
+
+#[tokio::test]
+async fn malformed_requests_get_json_errors_with_stable_codes() {
+    let api = Api::new();
+    let (status, body) = api.send("POST", "/v1/bookings", Some("{not json")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("bad_json"))
+    );
+
+    let mut unknown = booking();
+    unknown["colour"] = json!("blue");
+    let (status, body) = api.create(unknown).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("validation_failed"))
+    );
+    assert!(
+        body["error"]["fields"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("colour"),
+        "{body}"
+    );
+
+    let request = Request::builder()
+        .method("POST")
+        .uri("/v1/bookings")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Body::from(booking().to_string()))
+        .unwrap();
+    let response = tollbridge_daemon::http::router(api.shared.clone())
+        .oneshot(request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    let (status, body) = api.send("GET", "/v1/bookings?state=lost", None).await;
+    assert_eq!(
+        (status, body["error"]["fields"][0]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("state"))
+    );
+    let (status, _) = api.send("GET", "/v1/bookings?limit=0", None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, body) = api.send("GET", "/v1/bookings/bk_missing", None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+}
+
+#[tokio::test]
+async fn a_given_id_is_kept_and_cannot_be_reused() {
+    let api = Api::new();
+    let mut first = booking();
+    first["id"] = json!("bk_order-1042");
+    let (status, created) = api.create(first.clone()).await;
+    assert_eq!(
+        (status, created["id"].as_str()),
+        (StatusCode::CREATED, Some("bk_order-1042"))
+    );
+    let (status, body) = api.create(first).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("booking_exists"))
+    );
+}
+
+#[tokio::test]
+async fn a_booking_in_a_call_cannot_be_canceled() {
+    let api = Api::new();
+    let (_, created) = api.create(booking()).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let in_call = id.clone();
+    api.shared
+        .store
+        .call(move |conn| {
+            conn.execute(
+                "UPDATE bookings SET state = 'in-call' WHERE id = ?1",
+                [&in_call],
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let (status, body) = api
+        .send("DELETE", &format!("/v1/bookings/{id}"), None)
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("booking_in_call"))
+    );
+}
+
+#[tokio::test]
+async fn call_records_are_shown_with_their_ordered_events() {
+    let api = Api::new();
+    let (_, created) = api.create(booking()).await;
+    let booking_id = created["id"].as_str().unwrap().to_owned();
+    let for_call = booking_id.clone();
+    api.shared
+        .store
+        .call(move |conn| {
+            conn.execute(
+                "INSERT INTO calls (id, booking_id, inbound_call_id, twilio_call_sid, status, created_ms, ended_ms, billed_seconds, amount, currency, end_reason)
+                 VALUES ('call_1', ?1, 'sip-call-id-1', 'CA1', 'completed', 1767225600000, 1767225660000, 60, 300, 'jpy', 'caller-hung-up')",
+                [&for_call],
+            )?;
+            conn.execute_batch(
+                "INSERT INTO call_events VALUES ('call_1', 2, 1767225601000, 'ringing', 180, 'Ringing', NULL);
+                 INSERT INTO call_events VALUES ('call_1', 1, 1767225600000, 'queued', NULL, NULL, NULL);
+                 INSERT INTO call_events VALUES ('call_1', 3, 1767225660000, 'completed', NULL, NULL, 'caller hung up');",
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let (status, call) = api.send("GET", "/v1/calls/call_1", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(call["amount"], 300);
+    assert_eq!(call["legs"]["inbound_call_id"], "sip-call-id-1");
+    let statuses: Vec<&str> = call["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["queued", "ringing", "completed"]);
+    assert_eq!(call["events"][1]["sip_code"], 180);
+
+    let (_, calls) = api
+        .send("GET", &format!("/v1/calls?booking={booking_id}"), None)
+        .await;
+    assert_eq!(calls["calls"].as_array().unwrap().len(), 1);
+    let (status, _) = api.send("GET", "/v1/calls", None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _) = api.send("GET", "/v1/calls/call_missing", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
