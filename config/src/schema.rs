@@ -50,8 +50,9 @@ pub struct SipConfig {
     pub public_address: Option<PublicAddress>,
     /// `sip.unknown_source`: answer 403 or stay silent to sources no trunk allows.
     pub unknown_source: UnknownSource,
-    /// `sip.invites_per_second`: new INVITEs accepted per source address per
-    /// second (bursts up to twice that); over it, 503 with Retry-After.
+    /// `sip.invites_per_second`: new INVITEs (and other out-of-dialog
+    /// requests but CANCEL/ACK) accepted per source address per second
+    /// (bursts up to twice that); over it, 503 with Retry-After.
     pub invites_per_second: u32,
 }
 

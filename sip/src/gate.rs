@@ -66,7 +66,8 @@ pub enum DropReason {
     UnknownSource,
     /// The message failed the checks in [`wire`].
     Malformed(&'static str),
-    /// The source sent INVITEs faster than its quota.
+    /// The source opened transactions (INVITE, OPTIONS, ...) faster than
+    /// its quota.
     RateLimited,
 }
 
@@ -77,7 +78,7 @@ pub struct GateStats {
     pub unknown_source: AtomicU64,
     /// Malformed messages.
     pub malformed: AtomicU64,
-    /// INVITEs over the per-source rate.
+    /// New requests over the per-source rate.
     pub rate_limited: AtomicU64,
     /// TCP connections over the per-source limit.
     pub connection_limit: AtomicU64,
@@ -165,7 +166,12 @@ impl<C: Clock + Clone> Gate<C> {
                 };
             }
         };
-        if checked.kind == Kind::Request("INVITE".to_owned())
+        // Every request that opens a transaction outside a dialog counts:
+        // INVITE above all, but an OPTIONS flood holds transactions too.
+        // CANCEL and ACK belong to an INVITE already admitted.
+        let opens_transaction =
+            matches!(&checked.kind, Kind::Request(m) if m != "ACK" && m != "CANCEL");
+        if opens_transaction
             && !checked.has_to_tag()
             && let Err(not_until) = self.invites.check_key(&source.ip())
         {

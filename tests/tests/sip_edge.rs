@@ -615,3 +615,70 @@ async fn a_hold_reinvite_reaches_the_leg_owner_and_is_answered() {
     assert_eq!(events, ["Confirmed", "reoffer sendonly=true", "HungUp"]);
     h.edge.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tcp_every_message_is_checked_before_the_stack_sees_it() {
+    use std::io::{BufRead, BufReader, Write};
+    let h = start_edge(UnknownSourcePolicy::Drop).await;
+    let tcp = h
+        .edge
+        .listeners()
+        .iter()
+        .find(|l| l.transport == Transport::Tcp)
+        .unwrap()
+        .addr;
+    let mut stream = std::net::TcpStream::connect(tcp).unwrap();
+    let me = stream.local_addr().unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let options = |call_id: &str, extra: &str| {
+        format!(
+            "OPTIONS sip:x@{tcp} SIP/2.0\r\nVia: SIP/2.0/TCP {me};branch=z9hG4bK{call_id}\r\nFrom: <sip:a@{me}>;tag=1\r\n\
+             To: <sip:x@{tcp}>\r\nCall-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\n{extra}Content-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    };
+    // A non-UTF-8 header line: dropped, nothing answered, connection kept.
+    let mut bad = options("tcp-1", "Max-Forwards: 70\r\n");
+    let at = bad.windows(4).position(|w| w == b"From").unwrap();
+    bad[at + 1] = 0xff;
+    stream.write_all(&bad).unwrap();
+    // No Max-Forwards: 400 on the same connection.
+    stream.write_all(&options("tcp-2", "")).unwrap();
+    // Then a good one, which the stack answers: 200.
+    stream
+        .write_all(&options("tcp-3", "Max-Forwards: 70\r\n"))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut status_lines = Vec::new();
+    let mut line = String::new();
+    while status_lines.len() < 2 && reader.read_line(&mut line).unwrap_or(0) > 0 {
+        if line.starts_with("SIP/2.0 ") {
+            status_lines.push(line.trim_end().to_owned());
+        }
+        line.clear();
+    }
+    assert_eq!(
+        status_lines,
+        ["SIP/2.0 400 Missing Max-Forwards", "SIP/2.0 200 OK"]
+    );
+    assert_eq!(
+        h.edge
+            .gate_stats()
+            .malformed
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    // A stream that cannot be framed (no Content-Length) is closed.
+    stream
+        .write_all(b"OPTIONS sip:x@h SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bKx\r\n\r\n")
+        .unwrap();
+    let mut rest = String::new();
+    let closed = matches!(std::io::Read::read_to_string(&mut reader, &mut rest), Ok(_));
+    assert!(
+        closed,
+        "the connection is closed after an unframeable message"
+    );
+    h.edge.stop();
+}

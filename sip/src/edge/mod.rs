@@ -194,20 +194,6 @@ impl SipEdge {
                 ])
                 .build(),
         );
-        for listener in tcp_listeners {
-            tokio::spawn(tcp::accept_loop(
-                listener,
-                endpoint.inner.clone(),
-                gate.clone(),
-                connection_counts.clone(),
-                config.tcp_connections_per_source,
-                cancel.clone(),
-            ));
-        }
-        let incoming = endpoint
-            .incoming_transactions()
-            .map_err(|e| EdgeError::Stack(e.to_string()))?;
-        let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
         let first = bound
             .first()
             .ok_or_else(|| EdgeError::Stack("no SIP listener configured".to_owned()))?;
@@ -224,6 +210,24 @@ impl SipEdge {
                 .map(|l| contact_uri(&config, l))
                 .transpose()?,
         };
+        for listener in tcp_listeners {
+            tokio::spawn(tcp::accept_loop(
+                listener,
+                endpoint.inner.clone(),
+                gate.clone(),
+                connection_counts.clone(),
+                config.tcp_connections_per_source,
+                contacts
+                    .for_transport(Transport::Tcp)
+                    .host_with_port
+                    .to_string(),
+                cancel.clone(),
+            ));
+        }
+        let incoming = endpoint
+            .incoming_transactions()
+            .map_err(|e| EdgeError::Stack(e.to_string()))?;
+        let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
         let draining = Arc::new(AtomicBool::new(false));
         let (calls, receiver) = mpsc::channel(PENDING_CALLS);
 

@@ -101,7 +101,7 @@ fn malformed_requests_get_400_at_the_source_address() {
 }
 
 #[test]
-fn invites_over_the_rate_get_503_with_retry_after_and_dialog_requests_do_not_count() {
+fn new_requests_over_the_rate_get_503_with_retry_after_and_dialog_requests_do_not_count() {
     let (gate, clock) = gate(UnknownSourcePolicy::Drop, 2);
     let source = CALLER.parse().unwrap();
     // Burst of twice the rate passes.
@@ -121,22 +121,22 @@ fn invites_over_the_rate_get_503_with_retry_after_and_dialog_requests_do_not_cou
     };
     assert!(String::from_utf8_lossy(bytes).contains("\r\nRetry-After: 1\r\n"));
     assert_eq!(*target, source, "rport: the source port");
-    // Re-INVITEs and other methods are not limited.
+    // Re-INVITEs (inside a dialog) are not limited; new OPTIONS are.
     assert!(matches!(
         gate.inspect(&invite("c0", true), source),
         Verdict::Pass { .. }
     ));
-    assert!(matches!(
-        gate.inspect(&options("o"), source),
-        Verdict::Pass { .. }
-    ));
+    assert_eq!(
+        status_line(&gate.inspect(&options("o"), source)),
+        "SIP/2.0 503 Service Unavailable"
+    );
     // Half a second later one more INVITE fits.
     clock.advance(Duration::from_millis(500));
     assert!(matches!(
         gate.inspect(&invite("c5", false), source),
         Verdict::Pass { .. }
     ));
-    assert_eq!(gate.stats.rate_limited.load(Ordering::Relaxed), 1);
+    assert_eq!(gate.stats.rate_limited.load(Ordering::Relaxed), 2);
 }
 
 #[test]
