@@ -7,7 +7,7 @@ use rsipstack::dialog::dialog::{
 };
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::dialog::invite_dialog::InviteDialog;
-use rsipstack::sip::{Header, Request, StatusCode};
+use rsipstack::sip::{Header, StatusCode};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -158,10 +158,6 @@ impl InboundLeg {
         end_dialog(&self.dialog).await
     }
 
-    /// The INVITE that opened the leg.
-    pub fn initial_request(&self) -> Request {
-        self.dialog.initial_request()
-    }
 
     /// The next event, or `None` once the leg is over and nothing more
     /// will happen.
