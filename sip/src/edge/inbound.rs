@@ -158,7 +158,6 @@ impl InboundLeg {
         end_dialog(&self.dialog).await
     }
 
-
     /// The next event, or `None` once the leg is over and nothing more
     /// will happen.
     pub async fn next_event(&mut self) -> Option<LegEvent> {
