@@ -166,6 +166,21 @@ impl<C: Clock + Clone> Gate<C> {
                 };
             }
         };
+        // Our checks are a floor, not a full grammar: what the stack's parser
+        // would still refuse (an empty host in a URI, ...) is answered here
+        // with a 400 instead of vanishing inside the stack.
+        if rsipstack::sip::SipMessage::try_from(datagram).is_err() {
+            self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+            let reason = DropReason::Malformed("Unparseable Message");
+            return match checked.reply(400, "Unparseable Message", &[]) {
+                Some(bytes) => Verdict::Reply {
+                    bytes,
+                    target: checked.top_via.response_target(source),
+                    reason,
+                },
+                None => Verdict::Drop(reason),
+            };
+        }
         // Every request that opens a transaction outside a dialog counts:
         // INVITE above all, but an OPTIONS flood holds transactions too.
         // CANCEL and ACK belong to an INVITE already admitted.

@@ -332,7 +332,10 @@ fn parse_start_line(line: &str) -> Option<Kind> {
     }
     let scheme_ok = uri.len() > 4
         && (uri.starts_with("sip:") || uri.starts_with("sips:") || uri.starts_with("tel:"));
-    scheme_ok.then(|| Kind::Request(method.to_owned()))
+    let uri_ok = !uri
+        .bytes()
+        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control());
+    (scheme_ok && uri_ok).then(|| Kind::Request(method.to_owned()))
 }
 
 /// Joins folded lines (RFC 3261 §7.3.1) and splits `name: value`. `None`

