@@ -9,3 +9,5 @@
 //!
 //! It knows nothing of sockets or of the database: it takes inputs and `now`
 //! and returns what to record and what to send; the daemon carries that out.
+
+pub mod rating;
