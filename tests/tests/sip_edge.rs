@@ -31,6 +31,7 @@ type Seen = (String, Option<String>, Vec<String>);
 struct Harness {
     edge: SipEdge,
     udp: SocketAddr,
+    tcp: SocketAddr,
     seen: mpsc::UnboundedReceiver<Seen>,
 }
 
@@ -63,13 +64,24 @@ async fn start_edge(policy: UnknownSourcePolicy) -> Harness {
         .find(|l| l.transport == Transport::Udp)
         .unwrap()
         .addr;
+    let tcp = edge
+        .listeners()
+        .iter()
+        .find(|l| l.transport == Transport::Tcp)
+        .unwrap()
+        .addr;
     let (seen_tx, seen) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Some(call) = calls.recv().await {
             tokio::spawn(handle(call, seen_tx.clone()));
         }
     });
-    Harness { edge, udp, seen }
+    Harness {
+        edge,
+        udp,
+        tcp,
+        seen,
+    }
 }
 
 /// Stands in for call control.
@@ -480,13 +492,7 @@ async fn a_silent_address_is_left_after_4_s_for_the_next() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_tcp_the_bye_reuses_the_callers_connection() {
     let mut h = start_edge(UnknownSourcePolicy::Drop).await;
-    let tcp = h
-        .edge
-        .listeners()
-        .iter()
-        .find(|l| l.transport == Transport::Tcp)
-        .unwrap()
-        .addr;
+    let tcp = h.tcp;
     let run = tokio::task::spawn_blocking(move || {
         run_sipp_over(
             "twilio_call.xml",
@@ -562,13 +568,7 @@ async fn a_retransmitted_invite_is_absorbed_by_the_transaction_layer() {
 async fn tcp_connections_per_source_are_capped() {
     use std::io::Read;
     let h = start_edge(UnknownSourcePolicy::Drop).await;
-    let tcp = h
-        .edge
-        .listeners()
-        .iter()
-        .find(|l| l.transport == Transport::Tcp)
-        .unwrap()
-        .addr;
+    let tcp = h.tcp;
     let closed_at_once = |stream: &mut std::net::TcpStream| {
         stream
             .set_read_timeout(Some(Duration::from_millis(300)))
@@ -620,13 +620,7 @@ async fn a_hold_reinvite_reaches_the_leg_owner_and_is_answered() {
 async fn over_tcp_every_message_is_checked_before_the_stack_sees_it() {
     use std::io::{BufRead, BufReader, Write};
     let h = start_edge(UnknownSourcePolicy::Drop).await;
-    let tcp = h
-        .edge
-        .listeners()
-        .iter()
-        .find(|l| l.transport == Transport::Tcp)
-        .unwrap()
-        .addr;
+    let tcp = h.tcp;
     let mut stream = std::net::TcpStream::connect(tcp).unwrap();
     let me = stream.local_addr().unwrap();
     stream

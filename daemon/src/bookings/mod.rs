@@ -64,6 +64,14 @@ fn body_error(rejection: JsonRejection) -> ApiError {
     }
 }
 
+/// 422 for a query string that does not fit, naming `field`.
+fn query_error(field: &str, rejection: &axum::extract::rejection::QueryRejection) -> ApiError {
+    ApiError::validation(vec![FieldError {
+        field: field.into(),
+        message: rejection.body_text(),
+    }])
+}
+
 async fn create_booking(
     State(shared): State<Arc<Shared>>,
     body: Result<Json<NewBooking>, JsonRejection>,
@@ -134,12 +142,7 @@ async fn list_bookings(
     State(shared): State<Arc<Shared>>,
     query: Result<Query<BookingQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(query) = query.map_err(|e| {
-        ApiError::validation(vec![FieldError {
-            field: "query".into(),
-            message: e.body_text(),
-        }])
-    })?;
+    let Query(query) = query.map_err(|e| query_error("query", &e))?;
     let mut errors = Vec::new();
     if let Some(state) = &query.state
         && !BOOKING_STATES.contains(&state.as_str())
@@ -202,12 +205,7 @@ async fn list_calls(
     State(shared): State<Arc<Shared>>,
     query: Result<Query<CallQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(query) = query.map_err(|e| {
-        ApiError::validation(vec![FieldError {
-            field: "booking".into(),
-            message: e.body_text(),
-        }])
-    })?;
+    let Query(query) = query.map_err(|e| query_error("booking", &e))?;
     let calls = shared
         .store
         .call(move |conn| {
