@@ -93,11 +93,17 @@ mod tests {
         let edge = edge_config(&config);
         assert_eq!(edge.listen.len(), 2);
         assert_eq!(
-            edge.rules.acl.trunk_for("127.0.0.1".parse().unwrap()),
+            edge.rules
+                .acl
+                .trunk_for("127.0.0.1".parse().unwrap())
+                .map(|t| &**t),
             Some("loopback")
         );
         assert_eq!(
-            edge.rules.acl.trunk_for("54.172.60.1".parse().unwrap()),
+            edge.rules
+                .acl
+                .trunk_for("54.172.60.1".parse().unwrap())
+                .map(|t| &**t),
             None
         );
         assert_eq!(edge.rules.unknown_source, UnknownSourcePolicy::Drop);

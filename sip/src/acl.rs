@@ -4,25 +4,31 @@
 //! digest challenge, so this list is the only check on inbound calls.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
 /// The allowed source ranges of every trunk.
 #[derive(Debug, Clone, Default)]
 pub struct Acl {
-    trunks: Vec<(String, Vec<IpNet>)>,
+    trunks: Vec<(Arc<str>, Vec<IpNet>)>,
 }
 
 impl Acl {
     /// An ACL from `(trunk name, allowed ranges)` pairs, in priority order.
     pub fn new(trunks: Vec<(String, Vec<IpNet>)>) -> Acl {
-        Acl { trunks }
+        Acl {
+            trunks: trunks
+                .into_iter()
+                .map(|(name, ranges)| (Arc::from(name), ranges))
+                .collect(),
+        }
     }
 
     /// The first trunk whose ranges contain `source`, if any. IPv4-mapped
     /// IPv6 sources (`::ffff:a.b.c.d`, from dual-stack sockets) match the
     /// IPv4 ranges.
-    pub fn trunk_for(&self, source: IpAddr) -> Option<&str> {
+    pub fn trunk_for(&self, source: IpAddr) -> Option<&Arc<str>> {
         let source = match source {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(source, IpAddr::V4),
             v4 => v4,
@@ -30,7 +36,7 @@ impl Acl {
         self.trunks
             .iter()
             .find(|(_, ranges)| ranges.iter().any(|range| range.contains(&source)))
-            .map(|(name, _)| name.as_str())
+            .map(|(name, _)| name)
     }
 }
 
@@ -66,7 +72,11 @@ mod tests {
             ("2001:db8::1", None),
         ];
         for (ip, want) in cases {
-            assert_eq!(acl.trunk_for(ip.parse().unwrap()), want, "{ip}");
+            assert_eq!(
+                acl.trunk_for(ip.parse().unwrap()).map(|t| &**t),
+                want,
+                "{ip}"
+            );
         }
     }
 

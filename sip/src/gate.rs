@@ -7,6 +7,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -43,8 +44,8 @@ pub struct GateRules {
 pub enum Verdict {
     /// Hand it to the SIP stack; it came from this trunk.
     Pass {
-        /// The trunk the source belongs to.
-        trunk: String,
+        /// The trunk the source belongs to (shared, not copied per datagram).
+        trunk: Arc<str>,
     },
     /// Send `bytes` to `target` and do nothing else.
     Reply {
@@ -119,7 +120,7 @@ impl<C: Clock + Clone> Gate<C> {
 
     /// Replaces the rules (config reload); the next datagram uses them.
     pub fn set_rules(&self, rules: GateRules) {
-        self.rules.store(std::sync::Arc::new(rules));
+        self.rules.store(Arc::new(rules));
     }
 
     /// Forgets rate-limit state of sources that are back under their
@@ -131,7 +132,11 @@ impl<C: Clock + Clone> Gate<C> {
     /// The trunk whose ACL allows `source`, if any (for connection-oriented
     /// transports, checked when the connection is accepted).
     pub fn trunk_for(&self, source: IpAddr) -> Option<String> {
-        self.rules.load().acl.trunk_for(source).map(str::to_owned)
+        self.rules
+            .load()
+            .acl
+            .trunk_for(source)
+            .map(|t| t.to_string())
     }
 
     /// Decides what happens to `datagram` from `source`.
@@ -141,7 +146,7 @@ impl<C: Clock + Clone> Gate<C> {
             self.stats.unknown_source.fetch_add(1, Ordering::Relaxed);
             if rules.unknown_source == UnknownSourcePolicy::Reject
                 && let Ok(checked) = wire::check(datagram, rules.limits)
-                && let Some(bytes) = checked.reply(403, "Forbidden", &[])
+                && let Some(bytes) = wire::reply_to(datagram, 403, "Forbidden", &[])
             {
                 return Verdict::Reply {
                     bytes,
@@ -172,7 +177,7 @@ impl<C: Clock + Clone> Gate<C> {
         if rsipstack::sip::SipMessage::try_from(datagram).is_err() {
             self.stats.malformed.fetch_add(1, Ordering::Relaxed);
             let reason = DropReason::Malformed("Unparseable Message");
-            return match checked.reply(400, "Unparseable Message", &[]) {
+            return match wire::reply_to(datagram, 400, "Unparseable Message", &[]) {
                 Some(bytes) => Verdict::Reply {
                     bytes,
                     target: checked.top_via.response_target(source),
@@ -193,8 +198,12 @@ impl<C: Clock + Clone> Gate<C> {
             self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
             let wait = not_until.wait_time_from(self.clock.now());
             let retry_after = wait.max(Duration::from_secs(1)).as_secs().to_string();
-            return match checked.reply(503, "Service Unavailable", &[("Retry-After", &retry_after)])
-            {
+            return match wire::reply_to(
+                datagram,
+                503,
+                "Service Unavailable",
+                &[("Retry-After", &retry_after)],
+            ) {
                 Some(bytes) => Verdict::Reply {
                     bytes,
                     target: checked.top_via.response_target(source),
@@ -204,7 +213,7 @@ impl<C: Clock + Clone> Gate<C> {
             };
         }
         Verdict::Pass {
-            trunk: trunk.to_owned(),
+            trunk: trunk.clone(),
         }
     }
 }

@@ -49,21 +49,12 @@ pub struct Checked {
     /// The Call-ID, for logs.
     pub call_id: String,
     to_tagged: bool,
-    reply_headers: Option<ReplyHeaders>,
 }
 
 impl Checked {
     /// Whether To carries a tag: a request inside a dialog (re-INVITE, BYE).
     pub fn has_to_tag(&self) -> bool {
         self.to_tagged
-    }
-
-    /// A final response to this request that the edge can send on its own
-    /// (403, 503, ...), or `None` for a response or an ACK, which get none.
-    pub fn reply(&self, code: u16, reason: &str, extra: &[(&str, &str)]) -> Option<Vec<u8>> {
-        self.reply_headers
-            .as_ref()
-            .map(|headers| headers.render(code, reason, extra))
     }
 }
 
@@ -265,16 +256,11 @@ pub fn check(message: &[u8], limits: Limits) -> Result<Checked, Malformed> {
             Err(_) => return Err(fail("Bad Content-Length")),
         }
     }
-    let reply_headers = match &kind {
-        Kind::Request(method) if method != "ACK" => ReplyHeaders::collect(&headers),
-        _ => None,
-    };
     Ok(Checked {
         kind,
         top_via,
         call_id: value("call-id").unwrap_or_default().to_owned(),
         to_tagged: value("to").is_some_and(|to| to.to_ascii_lowercase().contains(";tag=")),
-        reply_headers,
     })
 }
 
@@ -311,6 +297,27 @@ pub fn frame_length(buffer: &[u8], limits: Limits) -> Result<Option<usize>, &'st
         return Err("Message Too Large");
     }
     Ok((buffer.len() >= total).then_some(total))
+}
+
+/// A final response the edge sends on its own (400, 403, 503, ...) to a
+/// request that passed [`check`]; `None` for a response or an ACK, which
+/// get none, or when the headers a response copies are missing. Built only
+/// when needed, so the passing path renders nothing.
+pub fn reply_to(
+    message: &[u8],
+    code: u16,
+    reason: &str,
+    extra: &[(&str, &str)],
+) -> Option<Vec<u8>> {
+    let start = message.iter().position(|b| *b != b'\r' && *b != b'\n')?;
+    let message = &message[start..];
+    let head = std::str::from_utf8(&message[..find(message, b"\r\n\r\n")?]).ok()?;
+    let mut lines = head.split("\r\n");
+    match parse_start_line(lines.next()?)? {
+        Kind::Request(method) if method != "ACK" => {}
+        _ => return None,
+    }
+    ReplyHeaders::collect(&unfold(lines)?).map(|headers| headers.render(code, reason, extra))
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
