@@ -181,7 +181,7 @@ async fn serve_stream(
             let bytes = tokio::select! {
                 event = from_stack.recv() => match event {
                     Some(TransportEvent::Incoming(message, _, _)) => {
-                        tcp_top_via(&message.to_string(), &via_sent_by).into_bytes()
+                        tcp_top_via(message.to_string(), &via_sent_by).into_bytes()
                     }
                     Some(_) => continue,
                     None => break,
@@ -278,9 +278,10 @@ async fn serve_stream(
 
 /// Rewrites the top Via of a request we send on a TCP stream to name TCP
 /// and our listener; responses and other lines pass unchanged.
-fn tcp_top_via(text: &str, sent_by: &str) -> String {
+fn tcp_top_via(text: String, sent_by: &str) -> String {
+    // Responses, the usual case, go out as they are, without a copy.
     if text.starts_with("SIP/2.0 ") {
-        return text.to_owned();
+        return text;
     }
     let mut out = String::with_capacity(text.len() + 16);
     let mut done = false;
@@ -289,7 +290,10 @@ fn tcp_top_via(text: &str, sent_by: &str) -> String {
         if !done && is_via {
             done = true;
             if let Some((_, rest)) = line.split_once(';') {
-                out.push_str(&format!("Via: SIP/2.0/TCP {sent_by};{rest}"));
+                out.push_str("Via: SIP/2.0/TCP ");
+                out.push_str(sent_by);
+                out.push(';');
+                out.push_str(rest);
                 continue;
             }
         }
@@ -306,10 +310,10 @@ mod tests {
     fn our_requests_on_a_stream_name_tcp_in_their_top_via() {
         let bye = "BYE sip:a@h SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK1;rport\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=x\r\nCSeq: 2 BYE\r\n\r\n";
         assert_eq!(
-            tcp_top_via(bye, "127.0.0.1:5070"),
+            tcp_top_via(bye.to_owned(), "127.0.0.1:5070"),
             "BYE sip:a@h SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5070;branch=z9hG4bK1;rport\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=x\r\nCSeq: 2 BYE\r\n\r\n"
         );
         let ok = "SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP 10.0.0.1;branch=x\r\n\r\n";
-        assert_eq!(tcp_top_via(ok, "127.0.0.1:5070"), ok);
+        assert_eq!(tcp_top_via(ok.to_owned(), "127.0.0.1:5070"), ok);
     }
 }
