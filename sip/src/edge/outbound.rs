@@ -340,7 +340,10 @@ pub(crate) async fn place(
                     call_id,
                 });
             }
-            Ok(None) => last_error = format!("{address}: the dialog ended before any response"),
+            Ok(None) => {
+                last_error = format!("{address}: the dialog ended before any response");
+                dialogs.remove_dialog(&id);
+            }
             Err(_) => {
                 tracing::warn!(%address, uri = %request.request_uri, "no response within 4 s; trying the next address");
                 last_error = format!("{address}: no response within 4 s");
