@@ -141,6 +141,19 @@ impl<C: Clock + Clone> Gate<C> {
 
     /// Decides what happens to `datagram` from `source`.
     pub fn inspect(&self, datagram: &[u8], source: SocketAddr) -> Verdict {
+        match self.admit(datagram, source) {
+            Ok((trunk, _)) => Verdict::Pass { trunk },
+            Err(verdict) => verdict,
+        }
+    }
+
+    /// [`Gate::inspect`], keeping the message the stack's parser made of
+    /// what passes (the TCP path hands it on instead of parsing again).
+    pub(crate) fn admit(
+        &self,
+        datagram: &[u8],
+        source: SocketAddr,
+    ) -> Result<(Arc<str>, rsipstack::sip::SipMessage), Verdict> {
         let rules = self.rules.load();
         let Some(trunk) = rules.acl.trunk_for(source.ip()) else {
             self.stats.unknown_source.fetch_add(1, Ordering::Relaxed);
@@ -148,44 +161,46 @@ impl<C: Clock + Clone> Gate<C> {
                 && let Ok(checked) = wire::check(datagram, rules.limits)
                 && let Some(bytes) = wire::reply_to(datagram, 403, "Forbidden", &[])
             {
-                return Verdict::Reply {
+                return Err(Verdict::Reply {
                     bytes,
                     target: checked.top_via.response_target(source),
                     reason: DropReason::UnknownSource,
-                };
+                });
             }
-            return Verdict::Drop(DropReason::UnknownSource);
+            return Err(Verdict::Drop(DropReason::UnknownSource));
         };
         let checked = match wire::check(datagram, rules.limits) {
             Ok(checked) => checked,
             Err(malformed) => {
                 self.stats.malformed.fetch_add(1, Ordering::Relaxed);
                 let reason = DropReason::Malformed(malformed.reason);
-                return match malformed.reply {
+                return Err(match malformed.reply {
                     Some(reply) => Verdict::Reply {
                         target: reply.via.response_target(source),
                         bytes: reply.bytes,
                         reason,
                     },
                     None => Verdict::Drop(reason),
-                };
+                });
             }
         };
         // Our checks are a floor, not a full grammar: what the stack's parser
         // would still refuse (an empty host in a URI, ...) is answered here
         // with a 400 instead of vanishing inside the stack.
-        if rsipstack::sip::SipMessage::try_from(datagram).is_err() {
+        let Ok(parsed) = rsipstack::sip::SipMessage::try_from(datagram) else {
             self.stats.malformed.fetch_add(1, Ordering::Relaxed);
             let reason = DropReason::Malformed("Unparseable Message");
-            return match wire::reply_to(datagram, 400, "Unparseable Message", &[]) {
-                Some(bytes) => Verdict::Reply {
-                    bytes,
-                    target: checked.top_via.response_target(source),
-                    reason,
+            return Err(
+                match wire::reply_to(datagram, 400, "Unparseable Message", &[]) {
+                    Some(bytes) => Verdict::Reply {
+                        bytes,
+                        target: checked.top_via.response_target(source),
+                        reason,
+                    },
+                    None => Verdict::Drop(reason),
                 },
-                None => Verdict::Drop(reason),
-            };
-        }
+            );
+        };
         // Every request that opens a transaction outside a dialog counts:
         // INVITE above all, but an OPTIONS flood holds transactions too.
         // CANCEL and ACK belong to an INVITE already admitted.
@@ -198,23 +213,23 @@ impl<C: Clock + Clone> Gate<C> {
             self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
             let wait = not_until.wait_time_from(self.clock.now());
             let retry_after = wait.max(Duration::from_secs(1)).as_secs().to_string();
-            return match wire::reply_to(
-                datagram,
-                503,
-                "Service Unavailable",
-                &[("Retry-After", &retry_after)],
-            ) {
-                Some(bytes) => Verdict::Reply {
-                    bytes,
-                    target: checked.top_via.response_target(source),
-                    reason: DropReason::RateLimited,
+            return Err(
+                match wire::reply_to(
+                    datagram,
+                    503,
+                    "Service Unavailable",
+                    &[("Retry-After", &retry_after)],
+                ) {
+                    Some(bytes) => Verdict::Reply {
+                        bytes,
+                        target: checked.top_via.response_target(source),
+                        reason: DropReason::RateLimited,
+                    },
+                    None => Verdict::Drop(DropReason::RateLimited),
                 },
-                None => Verdict::Drop(DropReason::RateLimited),
-            };
+            );
         }
-        Verdict::Pass {
-            trunk: trunk.clone(),
-        }
+        Ok((trunk.clone(), parsed))
     }
 }
 

@@ -238,18 +238,14 @@ async fn serve_stream(
                     break 'read;
                 }
             };
-            match gate.inspect(&frame, remote) {
-                Verdict::Pass { .. } => {}
-                Verdict::Reply { bytes, .. } => {
+            let message = match gate.admit(&frame, remote) {
+                Ok((_, message)) => message,
+                Err(Verdict::Reply { bytes, .. }) => {
                     // On a stream the reply goes back on the connection.
                     let _ = raw.send(bytes);
                     continue;
                 }
-                Verdict::Drop(_) => continue,
-            }
-            let Ok(message) = rsipstack::sip::SipMessage::try_from(frame.as_slice()) else {
-                gate.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                continue;
+                Err(_) => continue,
             };
             let message = match SipConnection::update_msg_received(
                 message,
