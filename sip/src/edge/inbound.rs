@@ -1,7 +1,6 @@
 //! Inbound legs: a call offered to us, which the daemon rings, answers,
 //! rejects or ends.
 
-use rsipstack::dialog::DialogId;
 use rsipstack::dialog::dialog::{
     DialogState, DialogStateReceiver, TerminatedReason, TransactionHandle,
 };
@@ -12,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::EdgeError;
+use super::leg::Leg;
 
 /// A new call, as the edge received it. The edge has already answered
 /// `100 Trying`.
@@ -86,19 +86,14 @@ impl Reoffer {
 
 /// Control of one inbound leg.
 pub struct InboundLeg {
-    dialog: InviteDialog,
-    states: DialogStateReceiver,
-    pending: Option<DialogState>,
-    dialogs: Arc<DialogLayer>,
-    id: DialogId,
-    ended: bool,
+    leg: Leg,
     confirmed: bool,
 }
 
 impl std::fmt::Debug for InboundLeg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InboundLeg")
-            .field("dialog", &self.id.to_string())
+            .field("dialog", &self.leg.id())
             .finish()
     }
 }
@@ -114,14 +109,8 @@ impl InboundLeg {
         pending: Option<DialogState>,
         dialogs: Arc<DialogLayer>,
     ) -> Self {
-        let id = dialog.id();
         InboundLeg {
-            dialog,
-            states,
-            pending,
-            dialogs,
-            id,
-            ended: false,
+            leg: Leg::new(dialog, states, pending, dialogs),
             confirmed: false,
         }
     }
@@ -129,7 +118,8 @@ impl InboundLeg {
     /// Sends `180 Ringing`, or `183 Session Progress` with early media SDP.
     pub fn ring(&self, early_media: Option<Vec<u8>>) -> Result<(), EdgeError> {
         let headers = early_media.as_ref().map(|_| vec![sdp_content_type()]);
-        self.dialog
+        self.leg
+            .dialog
             .ringing(headers, early_media)
             .map_err(|e| EdgeError::Dialog(e.to_string()))
     }
@@ -137,15 +127,17 @@ impl InboundLeg {
     /// Sends `200 OK` with our SDP answer; [`LegEvent::Confirmed`] follows
     /// when the caller ACKs.
     pub fn answer(&self, sdp: Vec<u8>) -> Result<(), EdgeError> {
-        self.dialog
+        self.leg
+            .dialog
             .accept(Some(vec![sdp_content_type()]), Some(sdp))
             .map_err(|e| EdgeError::Dialog(e.to_string()))
     }
 
     /// Sends a final failure response (see [`crate::reject`] for which).
     pub fn reject(&mut self, code: u16) -> Result<(), EdgeError> {
-        self.ended = true;
-        self.dialog
+        self.leg.mark_ended();
+        self.leg
+            .dialog
             .reject(Some(StatusCode::from(code)), None)
             .map_err(|e| EdgeError::Dialog(e.to_string()))
     }
@@ -154,19 +146,14 @@ impl InboundLeg {
     /// with the Record-Route set as Route headers), an unanswered one with
     /// 603 (a code Twilio does not fail over on).
     pub async fn hang_up(&mut self) -> Result<(), EdgeError> {
-        self.ended = true;
-        end_dialog(&self.dialog).await
+        self.leg.end().await
     }
 
     /// The next event, or `None` once the leg is over and nothing more
     /// will happen.
     pub async fn next_event(&mut self) -> Option<LegEvent> {
         loop {
-            let state = match self.pending.take() {
-                Some(state) => state,
-                None => self.states.recv().await?,
-            };
-            let event = match state {
+            let event = match self.leg.next_state().await? {
                 // The ACK of a re-INVITE's 200 confirms again; report once.
                 DialogState::Confirmed(..) if self.confirmed => continue,
                 DialogState::Confirmed(..) => {
@@ -176,58 +163,14 @@ impl InboundLeg {
                 DialogState::Updated(_, request, handle) => {
                     LegEvent::Reoffer(Reoffer::new(request.body, handle))
                 }
-                DialogState::Terminated(_, reason) => {
-                    self.ended = true;
-                    self.dialogs.remove_dialog(&self.id);
-                    match reason {
-                        TerminatedReason::UacCancel => LegEvent::Cancelled,
-                        TerminatedReason::UacBye => LegEvent::HungUp,
-                        other => LegEvent::Ended(format!("{other:?}")),
-                    }
-                }
-                DialogState::Options(_, _, handle) | DialogState::Info(_, _, handle) => {
-                    let _ = handle.reply(StatusCode::OK).await;
-                    continue;
-                }
+                DialogState::Terminated(_, reason) => match reason {
+                    TerminatedReason::UacCancel => LegEvent::Cancelled,
+                    TerminatedReason::UacBye => LegEvent::HungUp,
+                    other => LegEvent::Ended(format!("{other:?}")),
+                },
                 _ => continue,
             };
             return Some(event);
         }
     }
-}
-
-impl Drop for InboundLeg {
-    /// A leg dropped before it ended is rejected (unanswered) or hung up
-    /// (answered), so no caller is left in dead air by a forgotten leg.
-    fn drop(&mut self) {
-        if !self.ended {
-            end_in_background(self.dialog.clone(), self.dialogs.clone(), self.id.clone());
-        }
-    }
-}
-
-/// Ends `dialog` from a task (for `Drop`, which cannot await) and forgets it.
-pub(crate) fn end_in_background(dialog: InviteDialog, dialogs: Arc<DialogLayer>, id: DialogId) {
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(async move {
-            let _ = end_dialog(&dialog).await;
-            dialogs.remove_dialog(&id);
-        });
-    }
-}
-
-/// Ends a dialog whichever side it is: an unanswered incoming INVITE gets
-/// 603, anything else CANCEL (ringing outbound) or BYE (answered).
-pub(crate) async fn end_dialog(dialog: &InviteDialog) -> Result<(), EdgeError> {
-    let unanswered_uas = dialog.role() == rsipstack::transaction::key::TransactionRole::Server
-        && matches!(
-            dialog.state(),
-            DialogState::Calling(_) | DialogState::Trying(_) | DialogState::Early(..)
-        );
-    let result = if unanswered_uas {
-        dialog.reject(Some(StatusCode::Decline), None)
-    } else {
-        dialog.hangup().await
-    };
-    result.map_err(|e| EdgeError::Dialog(e.to_string()))
 }

@@ -11,6 +11,7 @@
 //! - anything else → 405 with `Allow`.
 
 mod inbound;
+mod leg;
 mod outbound;
 mod tcp;
 mod udp;

@@ -16,16 +16,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use rsipstack::dialog::DialogId;
 use rsipstack::dialog::authenticate::Credential;
-use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver, TerminatedReason};
+use rsipstack::dialog::dialog::{DialogState, TerminatedReason};
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::dialog::invitation::InviteOption;
-use rsipstack::dialog::invite_dialog::InviteDialog;
-use rsipstack::sip::{Header, StatusCode};
+use rsipstack::sip::Header;
 use rsipstack::transport::SipAddr;
 
 use super::inbound::Reoffer;
+use super::leg::Leg;
 use super::{EdgeError, Transport};
 
 /// How long a peer may stay silent (not even 100 Trying) before the next
@@ -125,12 +124,7 @@ impl CpsLimiters {
 
 /// Control of one outbound leg.
 pub struct OutboundLeg {
-    dialog: InviteDialog,
-    states: DialogStateReceiver,
-    first: Option<DialogState>,
-    dialogs: Arc<DialogLayer>,
-    id: DialogId,
-    ended: bool,
+    leg: Leg,
     /// The SIP Call-ID, for the call record.
     pub call_id: String,
 }
@@ -147,11 +141,7 @@ impl OutboundLeg {
     /// The next event, or `None` once nothing more will happen.
     pub async fn next_event(&mut self) -> Option<OutboundEvent> {
         loop {
-            let state = match self.first.take() {
-                Some(state) => state,
-                None => self.states.recv().await?,
-            };
-            let event = match state {
+            let event = match self.leg.next_state().await? {
                 DialogState::Early(_, response) => OutboundEvent::Ringing {
                     early_media: (!response.body.is_empty()).then_some(response.body),
                 },
@@ -161,24 +151,16 @@ impl OutboundLeg {
                 DialogState::Updated(_, request, handle) => {
                     OutboundEvent::Reoffer(Reoffer::new(request.body, handle))
                 }
-                DialogState::Terminated(_, reason) => {
-                    self.ended = true;
-                    self.dialogs.remove_dialog(&self.id);
-                    match reason {
-                        TerminatedReason::UasBye => OutboundEvent::HungUp,
-                        TerminatedReason::UasBusy => OutboundEvent::Failed { code: 486 },
-                        TerminatedReason::UasDecline => OutboundEvent::Failed { code: 603 },
-                        TerminatedReason::UasOther(code) | TerminatedReason::ProxyError(code) => {
-                            OutboundEvent::Failed { code: code.code() }
-                        }
-                        TerminatedReason::ProxyAuthRequired => OutboundEvent::Failed { code: 407 },
-                        other => OutboundEvent::Ended(format!("{other:?}")),
+                DialogState::Terminated(_, reason) => match reason {
+                    TerminatedReason::UasBye => OutboundEvent::HungUp,
+                    TerminatedReason::UasBusy => OutboundEvent::Failed { code: 486 },
+                    TerminatedReason::UasDecline => OutboundEvent::Failed { code: 603 },
+                    TerminatedReason::UasOther(code) | TerminatedReason::ProxyError(code) => {
+                        OutboundEvent::Failed { code: code.code() }
                     }
-                }
-                DialogState::Options(_, _, handle) | DialogState::Info(_, _, handle) => {
-                    let _ = handle.reply(StatusCode::OK).await;
-                    continue;
-                }
+                    TerminatedReason::ProxyAuthRequired => OutboundEvent::Failed { code: 407 },
+                    other => OutboundEvent::Ended(format!("{other:?}")),
+                },
                 _ => continue,
             };
             return Some(event);
@@ -187,25 +169,7 @@ impl OutboundLeg {
 
     /// Ends the leg: CANCEL while it rings, BYE once answered.
     pub async fn hang_up(&mut self) -> Result<(), EdgeError> {
-        self.ended = true;
-        self.dialog
-            .hangup()
-            .await
-            .map_err(|e| EdgeError::Dialog(e.to_string()))
-    }
-}
-
-impl Drop for OutboundLeg {
-    /// A leg dropped before it ended is cancelled or hung up, so no expert
-    /// is left ringing or talking to nobody.
-    fn drop(&mut self) {
-        if !self.ended {
-            super::inbound::end_in_background(
-                self.dialog.clone(),
-                self.dialogs.clone(),
-                self.id.clone(),
-            );
-        }
+        self.leg.end().await
     }
 }
 
@@ -331,12 +295,7 @@ pub(crate) async fn place(
             }
             Ok(Some(state)) => {
                 return Ok(OutboundLeg {
-                    dialog,
-                    states,
-                    first: Some(state),
-                    dialogs: dialogs.clone(),
-                    id,
-                    ended: false,
+                    leg: Leg::new(dialog, states, Some(state), dialogs.clone()),
                     call_id,
                 });
             }
