@@ -1,14 +1,9 @@
 //! Inbound legs: a call offered to us, which the daemon rings, answers,
 //! rejects or ends.
 
-use rsipstack::dialog::dialog::{
-    DialogState, DialogStateReceiver, TerminatedReason, TransactionHandle,
-};
-use rsipstack::dialog::dialog_layer::DialogLayer;
-use rsipstack::dialog::invite_dialog::InviteDialog;
+use rsipstack::dialog::dialog::{DialogState, TerminatedReason, TransactionHandle};
 use rsipstack::sip::{Header, StatusCode};
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use super::EdgeError;
 use super::leg::Leg;
@@ -103,14 +98,9 @@ fn sdp_content_type() -> Header {
 }
 
 impl InboundLeg {
-    pub(crate) fn new(
-        dialog: InviteDialog,
-        states: DialogStateReceiver,
-        pending: Option<DialogState>,
-        dialogs: Arc<DialogLayer>,
-    ) -> Self {
+    pub(crate) fn new(leg: Leg) -> Self {
         InboundLeg {
-            leg: Leg::new(dialog, states, pending, dialogs),
+            leg,
             confirmed: false,
         }
     }

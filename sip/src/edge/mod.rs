@@ -497,7 +497,7 @@ impl Dispatcher {
                     None
                 }
             };
-            let leg = InboundLeg::new(dialog_for_leg, receiver, pending, dialogs);
+            let leg = InboundLeg::new(leg::Leg::new(dialog_for_leg, receiver, pending, dialogs));
             let call = details.into_call(leg);
             if let Err(
                 mpsc::error::TrySendError::Full(call) | mpsc::error::TrySendError::Closed(call),
