@@ -29,6 +29,9 @@ pub enum ConfigSource {
 /// Runs the daemon until SIGTERM/SIGINT and a finished drain.
 pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow::Result<()> {
     info!(version = env!("CARGO_PKG_VERSION"), config = ?source, "starting tollbridge");
+    // Before anything announces readiness: a SIGHUP that arrived between
+    // READY=1 and the handler would otherwise kill the process (its default).
+    let mut signals = Signals::install()?;
     let database = config.database.path.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&database))
         .await
@@ -68,8 +71,8 @@ pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow
         tokio::spawn(systemd::run_watchdog(shared.clone(), interval));
     }
 
-    wait_for_stop_signal(&shared, &source, &log).await?;
-    drain(&shared).await?;
+    wait_for_stop_signal(&mut signals, &shared, &source, &log).await;
+    drain(&mut signals, &shared).await;
 
     systemd::stopping();
     info!("stopping");
@@ -121,27 +124,42 @@ async fn serve_http(
         .await
 }
 
+/// The signals the daemon handles, installed once at start.
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        Ok(Signals {
+            terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            hangup: signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
+        })
+    }
+}
+
 /// Handles SIGHUP (reload) until SIGTERM or SIGINT arrives.
 async fn wait_for_stop_signal(
+    signals: &mut Signals,
     shared: &Arc<Shared>,
     source: &ConfigSource,
     log: &LogHandle,
-) -> anyhow::Result<()> {
-    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+) {
     loop {
         tokio::select! {
-            _ = terminate.recv() => { info!(signal = "SIGTERM", "drain requested"); return Ok(()); }
-            _ = interrupt.recv() => { info!(signal = "SIGINT", "drain requested"); return Ok(()); }
-            _ = hangup.recv() => reload::reload(shared, source, log).await,
+            _ = signals.terminate.recv() => { info!(signal = "SIGTERM", "drain requested"); return; }
+            _ = signals.interrupt.recv() => { info!(signal = "SIGINT", "drain requested"); return; }
+            _ = signals.hangup.recv() => reload::reload(shared, source, log).await,
         }
     }
 }
 
 /// Refuses new calls and waits for calls in progress to end, up to
 /// `calls.drain_timeout`; a second SIGTERM/SIGINT cuts the wait short.
-async fn drain(shared: &Arc<Shared>) -> anyhow::Result<()> {
+async fn drain(signals: &mut Signals, shared: &Arc<Shared>) {
     shared.start_draining();
     let timeout = shared.config.load().calls.drain_timeout;
     let active = shared.active_calls();
@@ -152,16 +170,13 @@ async fn drain(shared: &Arc<Shared>) -> anyhow::Result<()> {
     );
     systemd::status(&format!("draining; {active} active call(s)"));
 
-    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut calls = shared.watch_active_calls();
     tokio::select! {
         result = tokio::time::timeout(timeout, calls.wait_for(|n| *n == 0)) => match result {
             Ok(_) => info!("drained: no calls in progress"),
             Err(_) => error!(active_calls = shared.active_calls(), "drain timeout reached with calls in progress"),
         },
-        _ = terminate.recv() => warn!(active_calls = shared.active_calls(), "second SIGTERM: stopping without waiting"),
-        _ = interrupt.recv() => warn!(active_calls = shared.active_calls(), "second SIGINT: stopping without waiting"),
+        _ = signals.terminate.recv() => warn!(active_calls = shared.active_calls(), "second SIGTERM: stopping without waiting"),
+        _ = signals.interrupt.recv() => warn!(active_calls = shared.active_calls(), "second SIGINT: stopping without waiting"),
     }
-    Ok(())
 }

@@ -293,3 +293,17 @@ fn until_call_control_exists_the_daemon_refuses_calls_with_100_then_404() {
     assert!(run.passed(), "{}", run.output);
     assert!(daemon.wait_for_log("call refused", Duration::from_secs(5)));
 }
+
+#[test]
+fn a_sighup_right_after_start_reloads_instead_of_killing() {
+    // SIGHUP's default action ends a process; the daemon must handle it
+    // from before it says where it listens.
+    let mut daemon = Daemon::start(&test_config("", ""));
+    daemon.signal("HUP");
+    assert!(daemon.wait_for_log("config reloaded", Duration::from_secs(10)));
+    assert!(
+        daemon.wait_exit(Duration::from_millis(200)).is_none(),
+        "the daemon died on SIGHUP"
+    );
+    assert_eq!(daemon.get("/readyz", None).0, 200);
+}
