@@ -1,12 +1,19 @@
 //! The media path of Tollbridge.
 //!
 //! This crate owns the RTP relay: per call two legs, each an even RTP port
-//! and the RTCP port above it from the configured range; SDP offer/answer
-//! rewriting so both parties send to the relay; latching to the signalled
-//! peer; G.711 (PCMU/PCMA) encoding of prompts and their injection into a
-//! leg's outgoing stream with continuous SSRC, sequence numbers and
-//! timestamps; and RFC 4733 DTMF events.
+//! and the RTCP port above it from the configured range ([`ports`]); SDP
+//! offer/answer so both parties send to the relay ([`sdp`]); latching to
+//! the signalled peer, forwarding, payload-type rewriting and statistics
+//! ([`leg`] and [`bridge`], sans-IO) run by the relay's own thread ([`relay`]); RFC 4733
+//! DTMF events ([`dtmf`]).
 //!
 //! It knows nothing of SIP or money: the daemon hands it SDP bodies and
-//! socket ranges and gets back rewritten SDP, media statistics and events
+//! port ranges and gets back rewritten SDP, media statistics and events
 //! (DTMF digits, inactivity).
+
+pub mod bridge;
+pub mod dtmf;
+pub mod leg;
+pub mod ports;
+pub mod relay;
+pub mod sdp;

@@ -1,0 +1,210 @@
+//! The two legs of a call and the forwarding decision between them,
+//! sans-IO: a datagram and `now` in, where to send it (if anywhere) out.
+//! The relay thread calls this per packet, so it neither allocates nor
+//! locks; the only per-packet write is the telephone-event payload type.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::dtmf::KeyDetector;
+use crate::leg::{LatchPolicy, Leg, LegStats, Peer, RtpHeader};
+
+/// Which party a leg belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The party who called in (through the trunk).
+    Caller,
+    /// The party we dialled (the expert).
+    Callee,
+}
+
+impl Side {
+    /// The other side.
+    pub fn other(self) -> Side {
+        match self {
+            Side::Caller => Side::Callee,
+            Side::Callee => Side::Caller,
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Side::Caller => 0,
+            Side::Callee => 1,
+        }
+    }
+
+    /// `"caller"` or `"callee"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Caller => "caller",
+            Side::Callee => "callee",
+        }
+    }
+}
+
+/// What to do with one RTP datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    /// Send it (possibly rewritten in place) to this address from the
+    /// other leg's socket; `None` drops it.
+    pub send_to: Option<SocketAddr>,
+    /// A DTMF key the packet completed.
+    pub key: Option<char>,
+}
+
+const DROP: Verdict = Verdict {
+    send_to: None,
+    key: None,
+};
+
+/// Both legs of one call.
+#[derive(Debug, Clone)]
+pub struct Bridge {
+    legs: [Leg; 2],
+    keys: [KeyDetector; 2],
+    forwarding: bool,
+    origin: Instant,
+    watch: Option<(Duration, Instant)>,
+}
+
+impl Bridge {
+    /// A bridge with both parties unknown; `origin` anchors arrival times.
+    pub fn new(policy: LatchPolicy, origin: Instant) -> Self {
+        Bridge {
+            legs: [Leg::new(policy), Leg::new(policy)],
+            keys: [KeyDetector::default(), KeyDetector::default()],
+            forwarding: true,
+            origin,
+            watch: None,
+        }
+    }
+
+    /// One leg.
+    pub fn leg(&self, side: Side) -> &Leg {
+        &self.legs[side.index()]
+    }
+
+    /// Sets what a party's SDP said.
+    pub fn set_peer(&mut self, side: Side, peer: Peer) {
+        self.legs[side.index()].set_peer(peer);
+    }
+
+    /// Stops (or resumes) forwarding between the legs; packets are still
+    /// received and counted.
+    pub fn set_forwarding(&mut self, forwarding: bool) {
+        self.forwarding = forwarding;
+    }
+
+    /// Arms the inactivity watch: a leg that sends nothing for `timeout`
+    /// (while neither party is on hold) is reported. `None` disarms.
+    pub fn watch(&mut self, timeout: Option<Duration>, now: Instant) {
+        self.watch = timeout.map(|t| (t, now));
+    }
+
+    /// Counters for one leg.
+    pub fn stats(&self, side: Side) -> LegStats {
+        self.legs[side.index()].stats()
+    }
+
+    /// Decides about an RTP datagram that arrived on `side`'s socket from
+    /// `source`, rewriting its telephone-event payload type in place when
+    /// the legs use different numbers.
+    pub fn on_rtp(
+        &mut self,
+        side: Side,
+        source: SocketAddr,
+        packet: &mut [u8],
+        now: Instant,
+    ) -> Verdict {
+        let [caller, callee] = &mut self.legs;
+        let (from, to) = match side {
+            Side::Caller => (caller, callee),
+            Side::Callee => (callee, caller),
+        };
+        let Some(header) = RtpHeader::read(packet) else {
+            from.on_malformed();
+            return DROP;
+        };
+        if !from.admit_rtp(source) {
+            return DROP;
+        }
+        let event_type = from.peer().telephone_event;
+        let is_event = event_type == Some(header.payload_type);
+        let arrival = ((now.saturating_duration_since(self.origin).as_micros() * 8 / 1000)
+            & 0xffff_ffff) as u32;
+        from.on_rtp_received(header, packet.len(), arrival, !is_event, now);
+        let key = if is_event {
+            self.keys[side.index()].on_packet(
+                header.timestamp,
+                packet.get(header.payload_offset..).unwrap_or_default(),
+            )
+        } else {
+            None
+        };
+        let deliver =
+            self.forwarding && from.peer().direction.sends() && to.peer().direction.receives();
+        let target = to.rtp_target().filter(|_| deliver);
+        let send_to = match (target, is_event) {
+            (Some(target), false) => Some(target),
+            (Some(target), true) => match to.peer().telephone_event {
+                Some(theirs) => {
+                    if let Some(byte) = packet.get_mut(1) {
+                        *byte = (*byte & 0x80) | (theirs & 0x7f);
+                    }
+                    Some(target)
+                }
+                // They cannot take events: do not send a payload type
+                // they never agreed to.
+                None => None,
+            },
+            (None, _) => None,
+        };
+        if send_to.is_some() {
+            to.on_sent(packet.len());
+        }
+        Verdict { send_to, key }
+    }
+
+    /// Decides about an RTCP datagram that arrived on `side`'s RTCP socket.
+    pub fn on_rtcp(&mut self, side: Side, source: SocketAddr) -> Option<SocketAddr> {
+        let [caller, callee] = &mut self.legs;
+        let (from, to) = match side {
+            Side::Caller => (caller, callee),
+            Side::Callee => (callee, caller),
+        };
+        if !from.admit_rtcp(source) || !self.forwarding {
+            return None;
+        }
+        to.rtcp_target()
+    }
+
+    /// The leg that went quiet for the armed timeout, reported once; the
+    /// watch pauses while either party's direction is not sendrecv (hold).
+    pub fn poll_inactivity(&mut self, now: Instant) -> Option<Side> {
+        let (timeout, armed) = self.watch?;
+        let on_hold = self
+            .legs
+            .iter()
+            .any(|leg| leg.peer().direction != crate::sdp::Direction::SendRecv);
+        if on_hold {
+            // Restart the clock so leaving hold gives a full timeout.
+            self.watch = Some((timeout, now));
+            return None;
+        }
+        for side in [Side::Caller, Side::Callee] {
+            let last = self
+                .leg(side)
+                .last_received()
+                .map_or(armed, |t| t.max(armed));
+            if now.saturating_duration_since(last) >= timeout {
+                self.watch = None;
+                return Some(side);
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests;

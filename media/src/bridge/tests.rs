@@ -1,0 +1,252 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use crate::sdp::Direction;
+
+const CALLER: &str = "192.0.2.10:4000";
+const CALLEE: &str = "198.51.100.20:6000";
+
+fn addr(text: &str) -> SocketAddr {
+    text.parse().unwrap()
+}
+
+fn peer(rtp: &str, telephone_event: Option<u8>) -> Peer {
+    let rtp = addr(rtp);
+    Peer {
+        rtp: Some(rtp),
+        rtcp: Some(SocketAddr::new(rtp.ip(), rtp.port() + 1)),
+        direction: Direction::SendRecv,
+        telephone_event,
+    }
+}
+
+fn bridge(now: Instant) -> Bridge {
+    let mut bridge = Bridge::new(LatchPolicy::SignalledIp, now);
+    bridge.set_peer(Side::Caller, peer(CALLER, Some(96)));
+    bridge.set_peer(Side::Callee, peer(CALLEE, Some(101)));
+    bridge
+}
+
+fn rtp(payload_type: u8, seq: u16, payload: &[u8]) -> Vec<u8> {
+    let mut packet = vec![0x80, payload_type, 0, 0, 0, 0, 0, 160, 0, 0, 0, 1];
+    packet[2..4].copy_from_slice(&seq.to_be_bytes());
+    packet.extend_from_slice(payload);
+    packet
+}
+
+#[test]
+fn audio_goes_to_the_other_party_unchanged() {
+    let now = Instant::now();
+    let mut bridge = bridge(now);
+    let mut packet = rtp(0, 1, &[0xff; 160]);
+    let original = packet.clone();
+    let verdict = bridge.on_rtp(Side::Caller, addr(CALLER), &mut packet, now);
+    assert_eq!(verdict.send_to, Some(addr(CALLEE)));
+    assert_eq!(packet, original);
+    let verdict = bridge.on_rtp(Side::Callee, addr(CALLEE), &mut rtp(0, 9, &[1; 160]), now);
+    assert_eq!(verdict.send_to, Some(addr(CALLER)));
+    let caller = bridge.stats(Side::Caller);
+    assert_eq!(
+        (
+            caller.packets_received,
+            caller.bytes_received,
+            caller.packets_sent
+        ),
+        (1, 172, 1)
+    );
+}
+
+#[test]
+fn after_latching_a_foreign_source_is_dropped_and_counted() {
+    let now = Instant::now();
+    let mut bridge = bridge(now);
+    let nat = addr("192.0.2.10:4444");
+    assert!(
+        bridge
+            .on_rtp(Side::Caller, nat, &mut rtp(0, 1, &[0; 160]), now)
+            .send_to
+            .is_some()
+    );
+    // Someone else, even on the signalled port, bleeds nothing through.
+    let verdict = bridge.on_rtp(Side::Caller, addr(CALLER), &mut rtp(0, 2, &[0; 160]), now);
+    assert_eq!(verdict.send_to, None);
+    let verdict = bridge.on_rtp(
+        Side::Caller,
+        addr("203.0.113.66:4000"),
+        &mut rtp(0, 3, &[0; 160]),
+        now,
+    );
+    assert_eq!(verdict.send_to, None);
+    assert_eq!(bridge.stats(Side::Caller).dropped_foreign, 2);
+    // Replies to the caller go to the latched NAT address.
+    let verdict = bridge.on_rtp(Side::Callee, addr(CALLEE), &mut rtp(0, 1, &[0; 160]), now);
+    assert_eq!(verdict.send_to, Some(nat));
+}
+
+#[test]
+fn telephone_events_are_renumbered_and_keys_reported_once() {
+    let now = Instant::now();
+    let mut bridge = bridge(now);
+    let end_of_7 = [7, 0x8a, 0x03, 0x20];
+    let mut packet = rtp(0x80 | 96, 1, &end_of_7);
+    let verdict = bridge.on_rtp(Side::Caller, addr(CALLER), &mut packet, now);
+    assert_eq!(verdict.send_to, Some(addr(CALLEE)));
+    assert_eq!(verdict.key, Some('7'));
+    assert_eq!(
+        packet[1],
+        0x80 | 101,
+        "marker kept, payload type the callee's"
+    );
+    let verdict = bridge.on_rtp(Side::Caller, addr(CALLER), &mut rtp(96, 2, &end_of_7), now);
+    assert_eq!(verdict.key, None, "the retransmitted end is the same press");
+    // A callee without telephone-event gets no event packets.
+    bridge.set_peer(Side::Callee, peer(CALLEE, None));
+    let verdict = bridge.on_rtp(
+        Side::Caller,
+        addr(CALLER),
+        &mut rtp(96, 3, &[8, 0x8a, 0, 0]),
+        now,
+    );
+    assert_eq!(verdict.send_to, None);
+}
+
+#[test]
+fn hold_directions_are_honoured() {
+    let now = Instant::now();
+    let mut bridge = bridge(now);
+    // The caller holds (sendonly): its music goes on, nothing goes to it.
+    bridge.set_peer(
+        Side::Caller,
+        Peer {
+            direction: Direction::SendOnly,
+            ..peer(CALLER, Some(96))
+        },
+    );
+    assert!(
+        bridge
+            .on_rtp(Side::Caller, addr(CALLER), &mut rtp(0, 1, &[0; 160]), now)
+            .send_to
+            .is_some()
+    );
+    assert!(
+        bridge
+            .on_rtp(Side::Callee, addr(CALLEE), &mut rtp(0, 1, &[0; 160]), now)
+            .send_to
+            .is_none()
+    );
+    // Inactive: nothing either way.
+    bridge.set_peer(
+        Side::Caller,
+        Peer {
+            direction: Direction::Inactive,
+            ..peer(CALLER, Some(96))
+        },
+    );
+    assert!(
+        bridge
+            .on_rtp(Side::Caller, addr(CALLER), &mut rtp(0, 2, &[0; 160]), now)
+            .send_to
+            .is_none()
+    );
+    // Unhold.
+    bridge.set_peer(Side::Caller, peer(CALLER, Some(96)));
+    assert!(
+        bridge
+            .on_rtp(Side::Callee, addr(CALLEE), &mut rtp(0, 2, &[0; 160]), now)
+            .send_to
+            .is_some()
+    );
+}
+
+#[test]
+fn nothing_is_forwarded_when_forwarding_stops_or_before_the_other_party_is_known() {
+    let now = Instant::now();
+    let mut early = Bridge::new(LatchPolicy::SignalledIp, now);
+    early.set_peer(Side::Caller, peer(CALLER, None));
+    assert_eq!(
+        early
+            .on_rtp(Side::Caller, addr(CALLER), &mut rtp(0, 1, &[0; 160]), now)
+            .send_to,
+        None
+    );
+    let mut bridge = bridge(now);
+    bridge.set_forwarding(false);
+    assert_eq!(
+        bridge
+            .on_rtp(Side::Caller, addr(CALLER), &mut rtp(0, 1, &[0; 160]), now)
+            .send_to,
+        None
+    );
+    assert_eq!(bridge.on_rtcp(Side::Caller, addr("192.0.2.10:4001")), None);
+    assert_eq!(
+        bridge.stats(Side::Caller).packets_received,
+        1,
+        "still counted"
+    );
+}
+
+#[test]
+fn rtcp_is_latched_and_forwarded_like_rtp() {
+    let now = Instant::now();
+    let mut bridge = bridge(now);
+    assert_eq!(
+        bridge.on_rtcp(Side::Caller, addr("192.0.2.10:4001")),
+        Some(addr("198.51.100.20:6001"))
+    );
+    assert_eq!(bridge.on_rtcp(Side::Caller, addr("203.0.113.9:4001")), None);
+    assert_eq!(bridge.stats(Side::Caller).dropped_foreign, 1);
+}
+
+#[test]
+fn garbage_datagrams_are_counted_not_forwarded() {
+    let now = Instant::now();
+    let mut bridge = bridge(now);
+    for garbage in [&[][..], &[0x80, 0][..], &[0x00; 40][..]] {
+        let mut packet = garbage.to_vec();
+        assert_eq!(
+            bridge.on_rtp(Side::Caller, addr(CALLER), &mut packet, now),
+            DROP
+        );
+    }
+    assert_eq!(bridge.stats(Side::Caller).dropped_malformed, 3);
+}
+
+#[test]
+fn a_silent_leg_is_reported_once_and_hold_pauses_the_watch() {
+    let start = Instant::now();
+    let mut bridge = bridge(start);
+    let timeout = Duration::from_secs(30);
+    bridge.watch(Some(timeout), start);
+    let at = |s: u64| start + Duration::from_secs(s);
+    // Both talk until 10 s; then the callee goes quiet.
+    bridge.on_rtp(
+        Side::Caller,
+        addr(CALLER),
+        &mut rtp(0, 1, &[0; 160]),
+        at(35),
+    );
+    bridge.on_rtp(
+        Side::Callee,
+        addr(CALLEE),
+        &mut rtp(0, 1, &[0; 160]),
+        at(10),
+    );
+    assert_eq!(bridge.poll_inactivity(at(39)), None);
+    assert_eq!(bridge.poll_inactivity(at(40)), Some(Side::Callee));
+    assert_eq!(bridge.poll_inactivity(at(41)), None, "reported once");
+    // On hold nothing is reported, however long.
+    let mut held = self::bridge(start);
+    held.set_peer(
+        Side::Callee,
+        Peer {
+            direction: Direction::SendOnly,
+            ..peer(CALLEE, Some(101))
+        },
+    );
+    held.watch(Some(timeout), start);
+    assert_eq!(held.poll_inactivity(at(3600)), None);
+    // Back from hold, the full timeout starts again.
+    held.set_peer(Side::Callee, peer(CALLEE, Some(101)));
+    assert_eq!(held.poll_inactivity(at(3629)), None);
+    assert!(held.poll_inactivity(at(3630)).is_some());
+}

@@ -1,0 +1,426 @@
+//! One side of a relayed call, sans-IO: where its party is (signalled and
+//! latched), what it receives (direction, telephone-event payload type),
+//! and what arrived from it (RFC 3550 loss and jitter, foreign sources).
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::sdp::Direction;
+
+/// Which sources a leg may latch to (`media.latch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LatchPolicy {
+    /// Only a source on the IP address the party's SDP gave (its port may
+    /// differ, as behind a NAT).
+    SignalledIp,
+    /// The first source at all (symmetric RTP for any NAT; open to RTP
+    /// injection by whoever sends first).
+    Any,
+}
+
+/// What a party's SDP said about where and how it takes media.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    /// Its RTP address, `None` before it sent SDP or while on `c=0.0.0.0`.
+    pub rtp: Option<SocketAddr>,
+    /// Its RTCP address.
+    pub rtcp: Option<SocketAddr>,
+    /// Its direction.
+    pub direction: Direction,
+    /// The payload type it takes telephone-events on.
+    pub telephone_event: Option<u8>,
+}
+
+impl Peer {
+    /// A party we know nothing of yet: nothing is sent to it or taken from it.
+    pub const UNKNOWN: Peer = Peer {
+        rtp: None,
+        rtcp: None,
+        direction: Direction::SendRecv,
+        telephone_event: None,
+    };
+}
+
+/// Counters of one leg, as stored on the call record.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LegStats {
+    /// RTP packets received from the party (and admitted).
+    pub packets_received: u64,
+    /// Their bytes (RTP header and payload).
+    pub bytes_received: u64,
+    /// RTP packets sent to the party.
+    pub packets_sent: u64,
+    /// Their bytes.
+    pub bytes_sent: u64,
+    /// Packets lost on the way from the party (RFC 3550 A.3).
+    pub lost: u64,
+    /// Interarrival jitter of the party's stream in ms (RFC 3550 A.8).
+    pub jitter_ms: f64,
+    /// Packets from a source other than the latched one, dropped.
+    pub dropped_foreign: u64,
+    /// Datagrams that were not RTP version 2, dropped.
+    pub dropped_malformed: u64,
+    /// RTCP packets received from the party.
+    pub rtcp_received: u64,
+}
+
+/// RFC 3550 A.1/A.3 sequence bookkeeping and A.8 jitter for one stream.
+#[derive(Debug, Clone, Default)]
+struct Reception {
+    ssrc: Option<u32>,
+    base: u32,
+    max_seq: u16,
+    cycles: u32,
+    received: u64,
+    lost_earlier: u64,
+    transit: Option<i64>,
+    /// Jitter in timestamp units × 16 (the A.8 fixed-point form).
+    jitter16: u64,
+}
+
+impl Reception {
+    fn lost_now(&self) -> u64 {
+        if self.ssrc.is_none() {
+            return 0;
+        }
+        let extended_max = u64::from(self.cycles) + u64::from(self.max_seq);
+        let expected = extended_max + 1 - u64::from(self.base);
+        expected.saturating_sub(self.received)
+    }
+
+    fn on_packet(&mut self, ssrc: u32, seq: u16, timestamp: u32, arrival: u32, audio: bool) {
+        if self.ssrc != Some(ssrc) {
+            // A new source (a phone restarting its stream): keep what the
+            // old one lost, start counting afresh.
+            self.lost_earlier += self.lost_now();
+            *self = Reception {
+                ssrc: Some(ssrc),
+                base: u32::from(seq),
+                max_seq: seq,
+                lost_earlier: self.lost_earlier,
+                jitter16: self.jitter16,
+                ..Reception::default()
+            };
+        } else {
+            let delta = seq.wrapping_sub(self.max_seq);
+            if delta != 0 && delta < 0x8000 {
+                if seq < self.max_seq {
+                    self.cycles += 1 << 16;
+                }
+                self.max_seq = seq;
+            }
+        }
+        self.received += 1;
+        if audio {
+            let transit = i64::from(arrival.wrapping_sub(timestamp) as i32);
+            if let Some(previous) = self.transit {
+                let d = (transit - previous).unsigned_abs();
+                self.jitter16 = (self.jitter16 + d).saturating_sub((self.jitter16 + 8) >> 4);
+            }
+            self.transit = Some(transit);
+        }
+    }
+}
+
+/// One side of the bridge.
+#[derive(Debug, Clone)]
+pub struct Leg {
+    peer: Peer,
+    policy: LatchPolicy,
+    rtp_latched: Option<SocketAddr>,
+    rtcp_latched: Option<SocketAddr>,
+    reception: Reception,
+    stats: LegStats,
+    last_received: Option<Instant>,
+}
+
+impl Leg {
+    /// A leg whose party is not known yet.
+    pub fn new(policy: LatchPolicy) -> Self {
+        Leg {
+            peer: Peer::UNKNOWN,
+            policy,
+            rtp_latched: None,
+            rtcp_latched: None,
+            reception: Reception::default(),
+            stats: LegStats::default(),
+            last_received: None,
+        }
+    }
+
+    /// What the party's latest SDP said. A new address drops the latch,
+    /// so media follows a re-INVITE that moved it.
+    pub fn set_peer(&mut self, peer: Peer) {
+        if peer.rtp.map(|a| a.ip()) != self.peer.rtp.map(|a| a.ip())
+            || peer.rtp.map(|a| a.port()) != self.peer.rtp.map(|a| a.port())
+        {
+            self.rtp_latched = None;
+            self.rtcp_latched = None;
+        }
+        self.peer = peer;
+    }
+
+    /// The party's SDP as last set.
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> LegStats {
+        LegStats {
+            lost: self.reception.lost_earlier + self.reception.lost_now(),
+            jitter_ms: (self.reception.jitter16 as f64) / 16.0 / 8.0,
+            ..self.stats
+        }
+    }
+
+    /// When RTP last arrived from the party.
+    pub fn last_received(&self) -> Option<Instant> {
+        self.last_received
+    }
+
+    fn admit(
+        latched: &mut Option<SocketAddr>,
+        signalled: Option<SocketAddr>,
+        policy: LatchPolicy,
+        source: SocketAddr,
+    ) -> bool {
+        match *latched {
+            Some(latched) => latched == source,
+            None => {
+                let allowed = match policy {
+                    LatchPolicy::Any => true,
+                    LatchPolicy::SignalledIp => signalled.is_some_and(|s| s.ip() == source.ip()),
+                };
+                if allowed {
+                    *latched = Some(source);
+                }
+                allowed
+            }
+        }
+    }
+
+    /// Whether an RTP packet from `source` comes from this leg's party,
+    /// latching to it when it is the first; a foreign one is counted.
+    pub fn admit_rtp(&mut self, source: SocketAddr) -> bool {
+        let admitted = Leg::admit(&mut self.rtp_latched, self.peer.rtp, self.policy, source);
+        if !admitted {
+            self.stats.dropped_foreign += 1;
+        }
+        admitted
+    }
+
+    /// The same for RTCP (latched separately: its port is its own).
+    pub fn admit_rtcp(&mut self, source: SocketAddr) -> bool {
+        let signalled = self.peer.rtcp.or(self.peer.rtp);
+        let admitted = Leg::admit(&mut self.rtcp_latched, signalled, self.policy, source);
+        if admitted {
+            self.stats.rtcp_received += 1;
+        } else {
+            self.stats.dropped_foreign += 1;
+        }
+        admitted
+    }
+
+    /// Counts an admitted RTP packet. `arrival` is the arrival time in
+    /// 8 kHz units on any fixed origin; `audio` is false for events, whose
+    /// timestamps do not advance and so say nothing about jitter.
+    pub fn on_rtp_received(
+        &mut self,
+        header: RtpHeader,
+        len: usize,
+        arrival: u32,
+        audio: bool,
+        now: Instant,
+    ) {
+        self.stats.packets_received += 1;
+        self.stats.bytes_received += len as u64;
+        self.last_received = Some(now);
+        self.reception.on_packet(
+            header.ssrc,
+            header.sequence,
+            header.timestamp,
+            arrival,
+            audio,
+        );
+    }
+
+    /// Counts a datagram that was not RTP.
+    pub fn on_malformed(&mut self) {
+        self.stats.dropped_malformed += 1;
+    }
+
+    /// Where RTP for the party goes: the latched source, else the signalled
+    /// address.
+    pub fn rtp_target(&self) -> Option<SocketAddr> {
+        self.rtp_latched.or(self.peer.rtp)
+    }
+
+    /// Where RTCP for the party goes.
+    pub fn rtcp_target(&self) -> Option<SocketAddr> {
+        self.rtcp_latched.or(self.peer.rtcp)
+    }
+
+    /// Counts a packet sent to the party.
+    pub fn on_sent(&mut self, len: usize) {
+        self.stats.packets_sent += 1;
+        self.stats.bytes_sent += len as u64;
+    }
+}
+
+/// The fixed RTP header fields the relay reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtpHeader {
+    /// Payload type (marker bit removed).
+    pub payload_type: u8,
+    /// Sequence number.
+    pub sequence: u16,
+    /// Timestamp.
+    pub timestamp: u32,
+    /// Synchronisation source.
+    pub ssrc: u32,
+    /// Where the payload starts.
+    pub payload_offset: usize,
+}
+
+impl RtpHeader {
+    /// Reads an RTP version 2 header (zero-copy, via `rtp-rs`).
+    pub fn read(packet: &[u8]) -> Option<RtpHeader> {
+        let reader = rtp_rs::RtpReader::new(packet).ok()?;
+        Some(RtpHeader {
+            payload_type: reader.payload_type(),
+            sequence: reader.sequence_number().into(),
+            timestamp: reader.timestamp(),
+            ssrc: reader.ssrc(),
+            payload_offset: reader.payload_offset(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn header(seq: u16, timestamp: u32) -> RtpHeader {
+        RtpHeader {
+            payload_type: 0,
+            sequence: seq,
+            timestamp,
+            ssrc: 7,
+            payload_offset: 12,
+        }
+    }
+
+    fn peer(rtp: &str) -> Peer {
+        Peer {
+            rtp: Some(rtp.parse().unwrap()),
+            rtcp: None,
+            ..Peer::UNKNOWN
+        }
+    }
+
+    #[test]
+    fn latching_to_the_signalled_ip_only() {
+        let mut leg = Leg::new(LatchPolicy::SignalledIp);
+        leg.set_peer(peer("192.0.2.10:4000"));
+        assert_eq!(leg.rtp_target(), Some("192.0.2.10:4000".parse().unwrap()));
+        // Another IP first: refused and counted, no latch.
+        assert!(!leg.admit_rtp("198.51.100.1:4000".parse().unwrap()));
+        // The signalled IP from another port (a NAT): latched.
+        assert!(leg.admit_rtp("192.0.2.10:5555".parse().unwrap()));
+        assert_eq!(leg.rtp_target(), Some("192.0.2.10:5555".parse().unwrap()));
+        // After latching, even the signalled port is foreign.
+        assert!(!leg.admit_rtp("192.0.2.10:4000".parse().unwrap()));
+        assert_eq!(leg.stats().dropped_foreign, 2);
+        // A re-INVITE to a new address drops the latch.
+        leg.set_peer(peer("192.0.2.20:4000"));
+        assert_eq!(leg.rtp_target(), Some("192.0.2.20:4000".parse().unwrap()));
+        assert!(leg.admit_rtp("192.0.2.20:4000".parse().unwrap()));
+    }
+
+    #[test]
+    fn latching_to_any_source_takes_the_first() {
+        let mut leg = Leg::new(LatchPolicy::Any);
+        leg.set_peer(peer("192.0.2.10:4000"));
+        assert!(leg.admit_rtp("198.51.100.1:9".parse().unwrap()));
+        assert!(!leg.admit_rtp("192.0.2.10:4000".parse().unwrap()));
+        // Nothing signalled and the policy is strict: nothing admitted.
+        let mut strict = Leg::new(LatchPolicy::SignalledIp);
+        assert!(!strict.admit_rtp("192.0.2.10:4000".parse().unwrap()));
+        assert_eq!(strict.rtp_target(), None);
+    }
+
+    #[test]
+    fn loss_counts_gaps_across_wraparound_and_source_changes() {
+        let mut leg = Leg::new(LatchPolicy::Any);
+        let now = Instant::now();
+        for seq in [65533u16, 65534, 65535, 1, 2, 5] {
+            leg.on_rtp_received(header(seq, 0), 172, 0, false, now);
+        }
+        // Missing: 0, 3, 4.
+        assert_eq!(leg.stats().lost, 3);
+        assert_eq!(leg.stats().packets_received, 6);
+        // A duplicate and a late packet do not make loss negative.
+        leg.on_rtp_received(header(5, 0), 172, 0, false, now);
+        leg.on_rtp_received(header(3, 0), 172, 0, false, now);
+        assert_eq!(leg.stats().lost, 1);
+        // A new SSRC keeps the old loss and starts again.
+        let mut new_source = header(100, 0);
+        new_source.ssrc = 8;
+        leg.on_rtp_received(new_source, 172, 0, false, now);
+        new_source.sequence = 102;
+        leg.on_rtp_received(new_source, 172, 0, false, now);
+        assert_eq!(leg.stats().lost, 2);
+    }
+
+    #[test]
+    fn jitter_follows_rfc3550() {
+        let now = Instant::now();
+        // Perfect pacing: 160 timestamp units apart, arriving 160 apart.
+        let mut steady = Leg::new(LatchPolicy::Any);
+        for i in 0..50u32 {
+            steady.on_rtp_received(header(i as u16, i * 160), 172, 1000 + i * 160, true, now);
+        }
+        assert_eq!(steady.stats().jitter_ms, 0.0);
+        // Alternating 10 ms early/late (80 units): J converges towards 80
+        // units (10 ms); after 200 packets it is within 1 % of it.
+        let mut shaky = Leg::new(LatchPolicy::Any);
+        for i in 0..200u32 {
+            let wobble = if i % 2 == 0 { 0 } else { 80 };
+            shaky.on_rtp_received(
+                header(i as u16, i * 160),
+                172,
+                1000 + i * 160 + wobble,
+                true,
+                now,
+            );
+        }
+        let jitter = shaky.stats().jitter_ms;
+        assert!((9.9..=10.0).contains(&jitter), "{jitter}");
+    }
+
+    #[test]
+    fn rtp_headers_are_read_and_garbage_refused() {
+        let mut packet = [0u8; 172];
+        packet[0] = 0x80;
+        packet[1] = 0x80 | 8; // marker + PCMA
+        packet[2..4].copy_from_slice(&513u16.to_be_bytes());
+        packet[4..8].copy_from_slice(&160_000u32.to_be_bytes());
+        packet[8..12].copy_from_slice(&0xdead_beefu32.to_be_bytes());
+        let header = RtpHeader::read(&packet).unwrap();
+        assert_eq!(
+            (
+                header.payload_type,
+                header.sequence,
+                header.timestamp,
+                header.ssrc,
+                header.payload_offset
+            ),
+            (8, 513, 160_000, 0xdead_beef, 12)
+        );
+        assert_eq!(RtpHeader::read(&packet[..8]), None);
+        packet[0] = 0x40; // version 1
+        assert_eq!(RtpHeader::read(&packet), None);
+    }
+}

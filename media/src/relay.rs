@@ -1,0 +1,332 @@
+//! The relay's IO shell: one dedicated thread running its own
+//! single-threaded tokio runtime, one task per call owning that call's four
+//! sockets and its [`Bridge`]. The per-packet path is a `recv_from` into a
+//! buffer the task owns, the bridge's decision, and a non-blocking
+//! `send_to`: no allocation, no lock, no log line. The call's owner steers
+//! it with messages and hears back DTMF keys and inactivity.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::bridge::{Bridge, Side};
+use crate::leg::{LatchPolicy, LegStats, Peer};
+use crate::ports::{PairGuard, PortPair, PortPool};
+
+/// The largest datagram relayed; anything longer is truncated by the
+/// kernel and then fails the RTP length checks. G.711 at 20 ms is 172.
+const DATAGRAM: usize = 2048;
+
+/// How often each call checks for inactivity.
+const INACTIVITY_TICK: Duration = Duration::from_millis(500);
+
+/// Why a relay call could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The port range is full.
+    #[error(transparent)]
+    Exhausted(#[from] crate::ports::Exhausted),
+    /// The relay thread is gone.
+    #[error("the media relay has stopped")]
+    Stopped,
+    /// A socket could not be set up.
+    #[error("media socket: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Something the relay noticed on a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// A party pressed a DTMF key (RFC 4733).
+    Key(Side, char),
+    /// A party sent no RTP for the armed timeout.
+    Inactive(Side),
+}
+
+/// Final or running counters of both legs.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CallStats {
+    /// The caller's leg.
+    pub caller: LegStats,
+    /// The callee's leg.
+    pub callee: LegStats,
+}
+
+enum Control {
+    SetPeer(Side, Peer),
+    Forwarding(bool),
+    Watch(Option<Duration>),
+    Stats(oneshot::Sender<CallStats>),
+    Close(oneshot::Sender<CallStats>),
+}
+
+/// The media relay: a port pool and the thread that moves the packets.
+pub struct Relay {
+    pool: Arc<PortPool>,
+    runtime: tokio::runtime::Handle,
+    policy: LatchPolicy,
+    public_ip: IpAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("pool", &self.pool)
+            .field("public_ip", &self.public_ip)
+            .finish()
+    }
+}
+
+impl Relay {
+    /// Starts the relay thread. `public_ip` is what our SDP says.
+    pub fn start(
+        pool: PortPool,
+        policy: LatchPolicy,
+        public_ip: IpAddr,
+    ) -> Result<Relay, RelayError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("tb-media".into())
+            .spawn(move || {
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+            })?;
+        Ok(Relay {
+            pool: Arc::new(pool),
+            runtime: handle,
+            policy,
+            public_ip,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// RTP/RTCP pairs in use (two per open call).
+    pub fn pairs_in_use(&self) -> usize {
+        self.pool.in_use()
+    }
+
+    /// Pairs the port range holds.
+    pub fn capacity(&self) -> u32 {
+        self.pool.capacity()
+    }
+
+    /// Opens a call: two port pairs and the task that relays between them.
+    /// The ports return to the pool when the [`CallMedia`] is closed or
+    /// dropped.
+    pub fn open_call(&self) -> Result<CallMedia, RelayError> {
+        let caller = self.pool.allocate()?;
+        let callee = self.pool.allocate()?;
+        let addresses = [
+            SocketAddr::new(self.public_ip, caller.rtp_addr()?.port()),
+            SocketAddr::new(self.public_ip, callee.rtp_addr()?.port()),
+        ];
+        let (control, commands) = mpsc::unbounded_channel();
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let policy = self.policy;
+        let task = self.runtime.spawn(async move {
+            match CallSockets::new(caller, callee) {
+                Ok(sockets) => relay_call(sockets, policy, commands, events_tx).await,
+                Err(e) => tracing::error!(error = %e, "cannot register media sockets"),
+            }
+        });
+        drop(task);
+        Ok(CallMedia {
+            control,
+            events,
+            addresses,
+        })
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One call's media, as its owner sees it.
+#[derive(Debug)]
+pub struct CallMedia {
+    control: mpsc::UnboundedSender<Control>,
+    events: mpsc::UnboundedReceiver<MediaEvent>,
+    addresses: [SocketAddr; 2],
+}
+
+impl CallMedia {
+    /// The address our SDP gives a party: its leg's RTP port.
+    pub fn address(&self, side: Side) -> SocketAddr {
+        match side {
+            Side::Caller => self.addresses[0],
+            Side::Callee => self.addresses[1],
+        }
+    }
+
+    /// Sets what a party's SDP said (again after a re-INVITE).
+    pub fn set_peer(&self, side: Side, peer: Peer) {
+        let _ = self.control.send(Control::SetPeer(side, peer));
+    }
+
+    /// Stops or resumes forwarding between the parties.
+    pub fn set_forwarding(&self, forwarding: bool) {
+        let _ = self.control.send(Control::Forwarding(forwarding));
+    }
+
+    /// Arms (or with `None` disarms) the inactivity watch.
+    pub fn watch(&self, timeout: Option<Duration>) {
+        let _ = self.control.send(Control::Watch(timeout));
+    }
+
+    /// The counters so far.
+    pub async fn stats(&self) -> Option<CallStats> {
+        let (reply, answer) = oneshot::channel();
+        self.control.send(Control::Stats(reply)).ok()?;
+        answer.await.ok()
+    }
+
+    /// The next event; `None` once the call's relay task has ended.
+    pub async fn next_event(&mut self) -> Option<MediaEvent> {
+        self.events.recv().await
+    }
+
+    /// Ends the relay task, releases its ports, and returns the final
+    /// counters.
+    pub async fn close(self) -> Option<CallStats> {
+        let (reply, answer) = oneshot::channel();
+        self.control.send(Control::Close(reply)).ok()?;
+        answer.await.ok()
+    }
+}
+
+struct CallSockets {
+    rtp: [UdpSocket; 2],
+    rtcp: [UdpSocket; 2],
+    _guards: [PairGuard; 2],
+}
+
+impl CallSockets {
+    fn new(caller: PortPair, callee: PortPair) -> std::io::Result<Self> {
+        Ok(CallSockets {
+            rtp: [
+                UdpSocket::from_std(caller.rtp)?,
+                UdpSocket::from_std(callee.rtp)?,
+            ],
+            rtcp: [
+                UdpSocket::from_std(caller.rtcp)?,
+                UdpSocket::from_std(callee.rtcp)?,
+            ],
+            _guards: [caller.guard, callee.guard],
+        })
+    }
+}
+
+fn stats_of(bridge: &Bridge) -> CallStats {
+    CallStats {
+        caller: bridge.stats(Side::Caller),
+        callee: bridge.stats(Side::Callee),
+    }
+}
+
+/// Relays one call until its owner closes it or goes away.
+async fn relay_call(
+    sockets: CallSockets,
+    policy: LatchPolicy,
+    mut commands: mpsc::UnboundedReceiver<Control>,
+    events: mpsc::UnboundedSender<MediaEvent>,
+) {
+    let mut bridge = Bridge::new(policy, Instant::now());
+    let mut buffers = Box::new([[0u8; DATAGRAM]; 4]);
+    let [
+        caller_rtp_buf,
+        callee_rtp_buf,
+        caller_rtcp_buf,
+        callee_rtcp_buf,
+    ] = &mut *buffers;
+    let [caller_rtp, callee_rtp] = &sockets.rtp;
+    let [caller_rtcp, callee_rtcp] = &sockets.rtcp;
+    let mut tick = tokio::time::interval(INACTIVITY_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            command = commands.recv() => match command {
+                Some(Control::SetPeer(side, peer)) => bridge.set_peer(side, peer),
+                Some(Control::Forwarding(on)) => bridge.set_forwarding(on),
+                Some(Control::Watch(timeout)) => bridge.watch(timeout, Instant::now()),
+                Some(Control::Stats(reply)) => {
+                    let _ = reply.send(stats_of(&bridge));
+                }
+                Some(Control::Close(reply)) => {
+                    let _ = reply.send(stats_of(&bridge));
+                    return;
+                }
+                None => return,
+            },
+            received = caller_rtp.recv_from(caller_rtp_buf) => {
+                if let Ok((len, source)) = received {
+                    relay_rtp(&mut bridge, Side::Caller, source, &mut caller_rtp_buf[..len], callee_rtp, &events);
+                }
+            }
+            received = callee_rtp.recv_from(callee_rtp_buf) => {
+                if let Ok((len, source)) = received {
+                    relay_rtp(&mut bridge, Side::Callee, source, &mut callee_rtp_buf[..len], caller_rtp, &events);
+                }
+            }
+            received = caller_rtcp.recv_from(caller_rtcp_buf) => {
+                if let Ok((len, source)) = received
+                    && let Some(target) = bridge.on_rtcp(Side::Caller, source)
+                {
+                    let _ = callee_rtcp.try_send_to(&caller_rtcp_buf[..len], target);
+                }
+            }
+            received = callee_rtcp.recv_from(callee_rtcp_buf) => {
+                if let Ok((len, source)) = received
+                    && let Some(target) = bridge.on_rtcp(Side::Callee, source)
+                {
+                    let _ = caller_rtcp.try_send_to(&callee_rtcp_buf[..len], target);
+                }
+            }
+            _ = tick.tick() => {
+                if let Some(side) = bridge.poll_inactivity(Instant::now()) {
+                    let _ = events.send(MediaEvent::Inactive(side));
+                }
+            }
+        }
+    }
+}
+
+fn relay_rtp(
+    bridge: &mut Bridge,
+    side: Side,
+    source: SocketAddr,
+    packet: &mut [u8],
+    out: &UdpSocket,
+    events: &mpsc::UnboundedSender<MediaEvent>,
+) {
+    let verdict = bridge.on_rtp(side, source, packet, Instant::now());
+    if let Some(target) = verdict.send_to {
+        // A full socket buffer drops the packet, as the network would.
+        let _ = out.try_send_to(packet, target);
+    }
+    if let Some(key) = verdict.key {
+        let _ = events.send(MediaEvent::Key(side, key));
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,113 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use crate::sdp::Direction;
+
+fn relay() -> Relay {
+    // An ephemeral-looking range unlikely to collide; busy ports are skipped.
+    let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let base = (probe.local_addr().unwrap().port() & !1).clamp(20000, 60000);
+    drop(probe);
+    let pool = PortPool::new("127.0.0.1".parse().unwrap(), base, base + 39);
+    Relay::start(pool, LatchPolicy::SignalledIp, "127.0.0.1".parse().unwrap()).unwrap()
+}
+
+fn peer(socket: &std::net::UdpSocket) -> Peer {
+    Peer {
+        rtp: Some(socket.local_addr().unwrap()),
+        rtcp: None,
+        direction: Direction::SendRecv,
+        telephone_event: Some(101),
+    }
+}
+
+fn party() -> std::net::UdpSocket {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    socket
+}
+
+fn rtp(payload_type: u8, seq: u16, fill: u8) -> Vec<u8> {
+    let mut packet = vec![0x80, payload_type, 0, 0, 0, 0, 0, 160, 0, 0, 0, 1];
+    packet[2..4].copy_from_slice(&seq.to_be_bytes());
+    packet.extend_from_slice(&[fill; 160]);
+    packet
+}
+
+#[tokio::test]
+async fn packets_cross_the_relay_both_ways_and_ports_come_back() {
+    let relay = relay();
+    let mut call = relay.open_call().unwrap();
+    assert_eq!(relay.pairs_in_use(), 2);
+    let (caller, callee) = (party(), party());
+    call.set_peer(Side::Caller, peer(&caller));
+    call.set_peer(Side::Callee, peer(&callee));
+    // Let the task take the settings before the first packet.
+    call.stats().await.unwrap();
+    let mut buf = [0u8; 2048];
+    for seq in 0..5u16 {
+        caller
+            .send_to(&rtp(0, seq, 0xaa), call.address(Side::Caller))
+            .unwrap();
+        let (len, from) = callee.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..len], &rtp(0, seq, 0xaa)[..]);
+        assert_eq!(
+            from,
+            call.address(Side::Callee),
+            "sent from the callee's leg port"
+        );
+        callee
+            .send_to(&rtp(0, seq, 0x55), call.address(Side::Callee))
+            .unwrap();
+        let (len, from) = caller.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..len], &rtp(0, seq, 0x55)[..]);
+        assert_eq!(from, call.address(Side::Caller));
+    }
+    // A key press is reported.
+    caller
+        .send_to(&rtp(101, 9, 0), call.address(Side::Caller))
+        .unwrap();
+    let mut end_of_key = rtp(101, 10, 0);
+    end_of_key.truncate(12);
+    end_of_key.extend_from_slice(&[11, 0x8a, 3, 32]);
+    caller
+        .send_to(&end_of_key, call.address(Side::Caller))
+        .unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(2), call.next_event())
+        .await
+        .unwrap();
+    assert_eq!(event, Some(MediaEvent::Key(Side::Caller, '#')));
+    let stats = call.close().await.unwrap();
+    assert_eq!(stats.caller.packets_received, 7);
+    assert_eq!(stats.callee.packets_received, 5);
+    assert_eq!(stats.callee.packets_sent, 7);
+    // The task has ended and released both pairs.
+    for _ in 0..100 {
+        if relay.pairs_in_use() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(relay.pairs_in_use(), 0);
+}
+
+#[tokio::test]
+async fn a_dropped_call_releases_its_ports_and_silence_is_reported() {
+    let relay = relay();
+    let mut call = relay.open_call().unwrap();
+    call.watch(Some(Duration::from_millis(300)));
+    let event = tokio::time::timeout(Duration::from_secs(3), call.next_event())
+        .await
+        .unwrap();
+    assert!(matches!(event, Some(MediaEvent::Inactive(_))), "{event:?}");
+    drop(call);
+    for _ in 0..100 {
+        if relay.pairs_in_use() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(relay.pairs_in_use(), 0);
+}

@@ -1,0 +1,382 @@
+//! SDP offer/answer for a G.711 bridge (RFC 3264), on `sdp-types`.
+//!
+//! The relay never transcodes: both legs must agree on one G.711 codec
+//! (PCMU or PCMA, static payload types 0 and 8), and telephone-event
+//! (RFC 4733) is carried when both sides offer it, with its dynamic payload
+//! type rewritten between the legs. Only the first audio stream counts;
+//! other streams are refused in our answers (port 0), as RFC 3264 §6 asks.
+
+use std::net::{IpAddr, SocketAddr};
+
+use sdp_types::{Attribute, Connection, Media, Origin, Session};
+
+/// Why an SDP body cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SdpError {
+    /// The body is not SDP we can parse.
+    #[error("unparseable SDP: {0}")]
+    Unparseable(String),
+    /// There is no audio stream, or it was refused (port 0).
+    #[error("no audio stream")]
+    NoAudio,
+    /// The audio stream has no connection address.
+    #[error("the audio stream has no connection address")]
+    NoAddress,
+    /// The audio stream offers neither PCMU nor PCMA.
+    #[error("no common codec (PCMU or PCMA)")]
+    NoCommonCodec,
+}
+
+/// The G.711 codecs the relay bridges, by their static payload type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Codec {
+    /// G.711 µ-law, payload type 0.
+    Pcmu,
+    /// G.711 A-law, payload type 8.
+    Pcma,
+}
+
+impl Codec {
+    /// The static RTP payload type (RFC 3551).
+    pub fn payload_type(self) -> u8 {
+        match self {
+            Codec::Pcmu => 0,
+            Codec::Pcma => 8,
+        }
+    }
+
+    /// The rtpmap encoding name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::Pcmu => "PCMU",
+            Codec::Pcma => "PCMA",
+        }
+    }
+
+    fn from_format(format: &str, rtpmaps: &[(u8, String)]) -> Option<Codec> {
+        let pt: u8 = format.parse().ok()?;
+        let name = rtpmaps
+            .iter()
+            .find(|(p, _)| *p == pt)
+            .map(|(_, name)| name.to_ascii_uppercase());
+        match (pt, name.as_deref()) {
+            (0, None | Some("PCMU/8000" | "PCMU/8000/1")) => Some(Codec::Pcmu),
+            (8, None | Some("PCMA/8000" | "PCMA/8000/1")) => Some(Codec::Pcma),
+            _ => None,
+        }
+    }
+}
+
+/// Which way media flows, from the point of view of the party whose SDP
+/// says it (RFC 3264 §5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Both ways (the default).
+    SendRecv,
+    /// The party only sends (it put the other on hold).
+    SendOnly,
+    /// The party only receives.
+    RecvOnly,
+    /// Neither way (hold, both sides).
+    Inactive,
+}
+
+impl Direction {
+    /// Whether the party sends media.
+    pub fn sends(self) -> bool {
+        matches!(self, Direction::SendRecv | Direction::SendOnly)
+    }
+
+    /// Whether the party wants to receive media.
+    pub fn receives(self) -> bool {
+        matches!(self, Direction::SendRecv | Direction::RecvOnly)
+    }
+
+    /// The direction an answer gives to an offer with this one.
+    pub fn answer(self) -> Direction {
+        match self {
+            Direction::SendOnly => Direction::RecvOnly,
+            Direction::RecvOnly => Direction::SendOnly,
+            other => other,
+        }
+    }
+
+    fn attribute(self) -> &'static str {
+        match self {
+            Direction::SendRecv => "sendrecv",
+            Direction::SendOnly => "sendonly",
+            Direction::RecvOnly => "recvonly",
+            Direction::Inactive => "inactive",
+        }
+    }
+}
+
+/// The audio stream of one party's SDP, as far as the relay cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudioStream {
+    /// Where the party wants its RTP; `None` for a hold with `c=0.0.0.0`.
+    pub rtp: Option<SocketAddr>,
+    /// Where the party wants its RTCP (`a=rtcp`, else the RTP port + 1).
+    pub rtcp: Option<SocketAddr>,
+    /// The G.711 codecs offered, in the party's order of preference.
+    pub codecs: Vec<Codec>,
+    /// The telephone-event payload type the party receives DTMF on.
+    pub telephone_event: Option<u8>,
+    /// `a=ptime`, when given.
+    pub ptime: Option<u32>,
+    /// `a=sendrecv` and friends.
+    pub direction: Direction,
+}
+
+impl AudioStream {
+    /// Reads the first audio stream of an SDP body.
+    pub fn parse(body: &[u8]) -> Result<AudioStream, SdpError> {
+        let session = Session::parse(body).map_err(|e| SdpError::Unparseable(e.to_string()))?;
+        let media = session
+            .medias
+            .iter()
+            .find(|m| m.media == "audio" && m.port != 0)
+            .ok_or(SdpError::NoAudio)?;
+        let connection = media
+            .connections
+            .first()
+            .or(session.connection.as_ref())
+            .ok_or(SdpError::NoAddress)?;
+        let ip: IpAddr = connection
+            .connection_address
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .parse()
+            .map_err(|_| SdpError::NoAddress)?;
+        let rtpmaps: Vec<(u8, String)> = media
+            .attributes
+            .iter()
+            .filter(|a| a.attribute == "rtpmap")
+            .filter_map(|a| {
+                let (pt, name) = a.value.as_deref()?.split_once(' ')?;
+                Some((pt.trim().parse().ok()?, name.trim().to_owned()))
+            })
+            .collect();
+        let formats: Vec<&str> = media.fmt.split_whitespace().collect();
+        let mut codecs = Vec::new();
+        for format in &formats {
+            if let Some(codec) = Codec::from_format(format, &rtpmaps)
+                && !codecs.contains(&codec)
+            {
+                codecs.push(codec);
+            }
+        }
+        let telephone_event = rtpmaps
+            .iter()
+            .find(|(pt, name)| {
+                name.to_ascii_lowercase()
+                    .starts_with("telephone-event/8000")
+                    && formats.contains(&pt.to_string().as_str())
+            })
+            .map(|(pt, _)| *pt);
+        let attribute = |name: &str| {
+            media
+                .attributes
+                .iter()
+                .chain(session.attributes.iter())
+                .find(|a| a.attribute == name)
+        };
+        let direction = if ip.is_unspecified() || attribute("inactive").is_some() {
+            Direction::Inactive
+        } else if attribute("sendonly").is_some() {
+            Direction::SendOnly
+        } else if attribute("recvonly").is_some() {
+            Direction::RecvOnly
+        } else {
+            Direction::SendRecv
+        };
+        let ptime = attribute("ptime")
+            .and_then(|a| a.value.as_deref())
+            .and_then(|v| v.trim().parse().ok());
+        let rtcp_port = attribute("rtcp")
+            .and_then(|a| a.value.as_deref())
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|p| p.parse::<u16>().ok())
+            .or_else(|| media.port.checked_add(1));
+        let signalled = (!ip.is_unspecified()).then_some(ip);
+        Ok(AudioStream {
+            rtp: signalled.map(|ip| SocketAddr::new(ip, media.port)),
+            rtcp: signalled
+                .zip(rtcp_port)
+                .map(|(ip, p)| SocketAddr::new(ip, p)),
+            codecs,
+            telephone_event,
+            ptime,
+            direction,
+        })
+    }
+}
+
+/// What we write in one SDP body of ours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalStream {
+    /// Our relay port's address (public IP and the even RTP port).
+    pub address: SocketAddr,
+    /// Codecs, most preferred first.
+    pub codecs: Vec<Codec>,
+    /// telephone-event payload type, when DTMF is carried.
+    pub telephone_event: Option<u8>,
+    /// `a=ptime` to state, when the party stated one.
+    pub ptime: Option<u32>,
+    /// Our direction.
+    pub direction: Direction,
+}
+
+/// The payload type we offer telephone-event on when the caller gave none
+/// to copy (101 is what most phones use).
+pub const DEFAULT_TELEPHONE_EVENT: u8 = 101;
+
+/// Our offer to the callee for a caller who offered `caller`: the G.711
+/// codecs we share with the caller, in the caller's order, and DTMF when the
+/// caller can receive it.
+pub fn offer_for_callee(caller: &AudioStream, relay: SocketAddr) -> Result<LocalStream, SdpError> {
+    if caller.codecs.is_empty() {
+        return Err(SdpError::NoCommonCodec);
+    }
+    Ok(LocalStream {
+        address: relay,
+        codecs: caller.codecs.clone(),
+        telephone_event: caller.telephone_event,
+        ptime: caller.ptime,
+        direction: Direction::SendRecv,
+    })
+}
+
+/// The codec a party's answer picked from our offer.
+pub fn chosen_codec(offered: &LocalStream, answer: &AudioStream) -> Result<Codec, SdpError> {
+    answer
+        .codecs
+        .iter()
+        .copied()
+        .find(|codec| offered.codecs.contains(codec))
+        .ok_or(SdpError::NoCommonCodec)
+}
+
+/// Our answer to an offer, using `codec` (already agreed with the other
+/// leg) and carrying DTMF when both the offer and the other leg have it.
+pub fn answer_to(
+    offer: &AudioStream,
+    codec: Codec,
+    dtmf_on_other_leg: bool,
+    relay: SocketAddr,
+) -> Result<LocalStream, SdpError> {
+    if !offer.codecs.contains(&codec) {
+        return Err(SdpError::NoCommonCodec);
+    }
+    Ok(LocalStream {
+        address: relay,
+        codecs: vec![codec],
+        telephone_event: offer.telephone_event.filter(|_| dtmf_on_other_leg),
+        ptime: offer.ptime,
+        direction: offer.direction.answer(),
+    })
+}
+
+/// Renders SDP bodies for one leg: the origin's session id stays, its
+/// version goes up with each body (RFC 3264 §8).
+#[derive(Debug, Clone)]
+pub struct SdpWriter {
+    session_id: u64,
+    version: u64,
+}
+
+impl SdpWriter {
+    /// A writer with this session id (any number unique enough per leg).
+    pub fn new(session_id: u64) -> Self {
+        SdpWriter {
+            session_id,
+            version: 0,
+        }
+    }
+
+    /// The SDP body for `stream`.
+    pub fn render(&mut self, stream: &LocalStream) -> Vec<u8> {
+        self.version += 1;
+        let (addrtype, ip) = match stream.address.ip() {
+            IpAddr::V4(ip) => ("IP4", ip.to_string()),
+            IpAddr::V6(ip) => ("IP6", ip.to_string()),
+        };
+        let connection = Connection {
+            nettype: "IN".into(),
+            addrtype: addrtype.into(),
+            connection_address: ip.clone(),
+        };
+        let attribute = |name: &str, value: Option<String>| Attribute {
+            attribute: name.into(),
+            value,
+        };
+        let mut formats: Vec<String> = stream
+            .codecs
+            .iter()
+            .map(|c| c.payload_type().to_string())
+            .collect();
+        let mut attributes: Vec<Attribute> = stream
+            .codecs
+            .iter()
+            .map(|c| {
+                attribute(
+                    "rtpmap",
+                    Some(format!("{} {}/8000", c.payload_type(), c.name())),
+                )
+            })
+            .collect();
+        if let Some(pt) = stream.telephone_event {
+            formats.push(pt.to_string());
+            attributes.push(attribute(
+                "rtpmap",
+                Some(format!("{pt} telephone-event/8000")),
+            ));
+            attributes.push(attribute("fmtp", Some(format!("{pt} 0-16"))));
+        }
+        if let Some(ptime) = stream.ptime {
+            attributes.push(attribute("ptime", Some(ptime.to_string())));
+        }
+        attributes.push(attribute(stream.direction.attribute(), None));
+        let session = Session {
+            origin: Origin {
+                username: Some("tollbridge".into()),
+                sess_id: self.session_id.to_string(),
+                sess_version: self.version,
+                nettype: "IN".into(),
+                addrtype: addrtype.into(),
+                unicast_address: ip,
+            },
+            session_name: "tollbridge".into(),
+            session_description: None,
+            uri: None,
+            emails: Vec::new(),
+            phones: Vec::new(),
+            connection: Some(connection),
+            bandwidths: Vec::new(),
+            times: Vec::new(),
+            time_zones: Vec::new(),
+            key: None,
+            attributes: Vec::new(),
+            medias: vec![Media {
+                media: "audio".into(),
+                port: stream.address.port(),
+                num_ports: None,
+                proto: "RTP/AVP".into(),
+                fmt: formats.join(" "),
+                media_title: None,
+                connections: Vec::new(),
+                bandwidths: Vec::new(),
+                key: None,
+                attributes,
+            }],
+        };
+        let mut body = Vec::with_capacity(256);
+        // Writing into a Vec cannot fail.
+        let _ = session.write(&mut body);
+        body
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,157 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+
+const PHONE_OFFER: &str = "v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\n\
+m=audio 40000 RTP/AVP 8 0 18 96\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\n\
+a=rtpmap:18 G729/8000\r\na=rtpmap:96 telephone-event/8000\r\na=fmtp:96 0-16\r\na=ptime:20\r\n";
+
+#[test]
+fn a_phone_offer_is_read() {
+    let stream = AudioStream::parse(PHONE_OFFER.as_bytes()).unwrap();
+    assert_eq!(stream.rtp, Some("192.0.2.10:40000".parse().unwrap()));
+    assert_eq!(stream.rtcp, Some("192.0.2.10:40001".parse().unwrap()));
+    assert_eq!(stream.codecs, vec![Codec::Pcma, Codec::Pcmu]);
+    assert_eq!(stream.telephone_event, Some(96));
+    assert_eq!(stream.ptime, Some(20));
+    assert_eq!(stream.direction, Direction::SendRecv);
+}
+
+#[test]
+fn hold_forms_and_rtcp_attribute_are_read() {
+    let sendonly = PHONE_OFFER.replace(
+        "a=ptime:20\r\n",
+        "a=ptime:20\r\na=sendonly\r\na=rtcp:40011\r\n",
+    );
+    let stream = AudioStream::parse(sendonly.as_bytes()).unwrap();
+    assert_eq!(stream.direction, Direction::SendOnly);
+    assert_eq!(stream.rtcp, Some("192.0.2.10:40011".parse().unwrap()));
+    // RFC 2543 hold: c=0.0.0.0.
+    let old = PHONE_OFFER.replace("c=IN IP4 192.0.2.10", "c=IN IP4 0.0.0.0");
+    let stream = AudioStream::parse(old.as_bytes()).unwrap();
+    assert_eq!(stream.direction, Direction::Inactive);
+    assert_eq!(stream.rtp, None);
+}
+
+#[test]
+fn bad_bodies_are_refused_with_a_reason() {
+    let cases: &[(&str, SdpError)] = &[
+        (
+            "m=audio 1 RTP/AVP 0\r\n",
+            SdpError::Unparseable(String::new()),
+        ),
+        (
+            "v=0\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=video 5000 RTP/AVP 96\r\n",
+            SdpError::NoAudio,
+        ),
+        (
+            "v=0\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 0 RTP/AVP 0\r\n",
+            SdpError::NoAudio,
+        ),
+        (
+            "v=0\r\ns=-\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n",
+            SdpError::NoAddress,
+        ),
+        (
+            "v=0\r\ns=-\r\nc=IN IP4 nowhere\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n",
+            SdpError::NoAddress,
+        ),
+    ];
+    for (body, expected) in cases {
+        let got = AudioStream::parse(body.as_bytes()).unwrap_err();
+        match expected {
+            SdpError::Unparseable(_) => {
+                assert!(matches!(got, SdpError::Unparseable(_)), "{body}: {got:?}")
+            }
+            other => assert_eq!(&got, other, "{body}"),
+        }
+    }
+    // Garbage of any shape never panics.
+    for body in [
+        &b"\xff\xfe"[..],
+        b"",
+        b"v=0",
+        b"v=0\r\nm=audio x RTP/AVP 0\r\n",
+    ] {
+        assert!(AudioStream::parse(body).is_err());
+    }
+}
+
+#[test]
+fn an_offer_without_g711_has_no_common_codec() {
+    let g729 = PHONE_OFFER.replace("RTP/AVP 8 0 18 96", "RTP/AVP 18 96");
+    let stream = AudioStream::parse(g729.as_bytes()).unwrap();
+    assert!(stream.codecs.is_empty());
+    let relay = "203.0.113.5:20000".parse().unwrap();
+    assert_eq!(
+        offer_for_callee(&stream, relay),
+        Err(SdpError::NoCommonCodec)
+    );
+}
+
+#[test]
+fn offer_answer_round_trip_keeps_codec_dtmf_ptime_and_direction() {
+    let caller = AudioStream::parse(PHONE_OFFER.as_bytes()).unwrap();
+    let callee_relay = "203.0.113.5:20002".parse().unwrap();
+    let offer = offer_for_callee(&caller, callee_relay).unwrap();
+    let mut writer = SdpWriter::new(7);
+    let body = writer.render(&offer);
+    // What we wrote reads back as what we meant.
+    let read = AudioStream::parse(&body).unwrap();
+    assert_eq!(read.rtp, Some(callee_relay));
+    assert_eq!(read.codecs, vec![Codec::Pcma, Codec::Pcmu]);
+    assert_eq!(read.telephone_event, Some(96));
+    assert_eq!(read.ptime, Some(20));
+    // The callee answers PCMU and DTMF on 101.
+    let answer = AudioStream::parse(
+        b"v=0\r\no=- 2 2 IN IP4 198.51.100.7\r\ns=-\r\nc=IN IP4 198.51.100.7\r\nt=0 0\r\n\
+m=audio 30000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n",
+    )
+    .unwrap();
+    let codec = chosen_codec(&offer, &answer).unwrap();
+    assert_eq!(codec, Codec::Pcmu);
+    let caller_relay = "203.0.113.5:20000".parse().unwrap();
+    let ours = answer_to(
+        &caller,
+        codec,
+        answer.telephone_event.is_some(),
+        caller_relay,
+    )
+    .unwrap();
+    assert_eq!(ours.codecs, vec![Codec::Pcmu]);
+    assert_eq!(ours.telephone_event, Some(96), "the caller's own number");
+    let body = String::from_utf8(writer.render(&ours)).unwrap();
+    assert!(
+        body.contains("o=tollbridge 7 2 IN IP4 203.0.113.5"),
+        "{body}"
+    );
+    assert!(body.contains("m=audio 20000 RTP/AVP 0 96\r\n"), "{body}");
+    assert!(body.contains("a=sendrecv"), "{body}");
+    // A hold offer gets recvonly back.
+    let hold = AudioStream {
+        direction: Direction::SendOnly,
+        ..caller.clone()
+    };
+    let ours = answer_to(&hold, codec, true, caller_relay).unwrap();
+    assert_eq!(ours.direction, Direction::RecvOnly);
+    // A re-offer without the agreed codec is refused.
+    let pcma_only = AudioStream {
+        codecs: vec![Codec::Pcma],
+        ..caller
+    };
+    assert_eq!(
+        answer_to(&pcma_only, Codec::Pcmu, true, caller_relay),
+        Err(SdpError::NoCommonCodec)
+    );
+}
+
+#[test]
+fn an_answer_with_a_codec_we_did_not_offer_is_refused() {
+    let caller = AudioStream::parse(PHONE_OFFER.replace("8 0 18 96", "0 96").as_bytes()).unwrap();
+    let offer = offer_for_callee(&caller, "203.0.113.5:20002".parse().unwrap()).unwrap();
+    let answer = AudioStream::parse(
+        b"v=0\r\ns=-\r\nc=IN IP4 198.51.100.7\r\nt=0 0\r\nm=audio 30000 RTP/AVP 8\r\n",
+    )
+    .unwrap();
+    assert_eq!(chosen_codec(&offer, &answer), Err(SdpError::NoCommonCodec));
+}
