@@ -6,6 +6,7 @@
 //! binary's `main` only parses the command line and calls in here.
 
 pub mod bookings;
+pub mod calls;
 pub mod cli;
 pub mod edge;
 pub mod http;

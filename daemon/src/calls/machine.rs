@@ -1,0 +1,794 @@
+//! One bridged call as a sans-IO state machine (the B2BUA's brain).
+//!
+//! It owns the decisions for both legs: routing outcome in, outbound
+//! INVITE, ringing and early media relayed, the answer, hold re-INVITEs,
+//! who hangs up whom, and every status change for the record. It never
+//! touches a socket or reads the clock: [`Call::handle`] takes an [`Input`]
+//! and `now`, [`Call::poll`] hands out [`Command`]s, and
+//! [`Call::deadline`] says when to call [`Call::handle_timeout`] (quinn-proto's
+//! shape). The task in `calls::task` carries the commands out.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tollbridge_media::bridge::Side;
+use tollbridge_media::leg::Peer;
+use tollbridge_media::sdp::{self, AudioStream, Codec, LocalStream, SdpWriter};
+use tollbridge_sip::reject::RejectReason;
+
+use super::route::Route;
+
+/// How the call is set up (from the config, once per call).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long the callee may ring.
+    pub ring_timeout: Duration,
+    /// RTP inactivity that ends a connected call.
+    pub media_timeout: Duration,
+    /// How long a caller has for the first PIN digit.
+    pub pin_first_digit: Duration,
+    /// How long between PIN digits before the entry counts as complete.
+    pub pin_inter_digit: Duration,
+    /// PIN entries allowed.
+    pub pin_tries: u8,
+    /// Our relay addresses for the caller's and the callee's leg.
+    pub relay: [SocketAddr; 2],
+}
+
+/// The Twilio call-status vocabulary the record uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// The call arrived.
+    Queued,
+    /// We sent the INVITE to the callee.
+    Initiated,
+    /// The callee's phone rings.
+    Ringing,
+    /// The callee answered; talk time runs.
+    InProgress,
+    /// Both were connected and the call ended.
+    Completed,
+    /// The callee (or the booking) was busy.
+    Busy,
+    /// The call could not be connected.
+    Failed,
+    /// The callee did not answer in time.
+    NoAnswer,
+    /// The caller gave up before the callee answered.
+    Canceled,
+}
+
+impl Status {
+    /// The stored word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Initiated => "initiated",
+            Status::Ringing => "ringing",
+            Status::InProgress => "in-progress",
+            Status::Completed => "completed",
+            Status::Busy => "busy",
+            Status::Failed => "failed",
+            Status::NoAnswer => "no-answer",
+            Status::Canceled => "canceled",
+        }
+    }
+}
+
+/// Something that happened to the call.
+#[derive(Debug)]
+pub enum Input {
+    /// Routing (or a PIN check) decided; a booking is already claimed.
+    Routed(Route),
+    /// The caller ACKed our 200.
+    CallerConfirmed,
+    /// The caller sent CANCEL.
+    CallerCancelled,
+    /// The caller sent BYE.
+    CallerHungUp,
+    /// The caller's leg died (no ACK, transport failure).
+    CallerFailed(String),
+    /// The caller sent a re-INVITE with this offer.
+    CallerReoffer(Vec<u8>),
+    /// The outbound INVITE went out (its SIP Call-ID) or could not.
+    CalleePlaced(Result<String, String>),
+    /// 180, or 183 with SDP.
+    CalleeRinging(Option<Vec<u8>>),
+    /// The callee answered with this SDP.
+    CalleeAnswered(Vec<u8>),
+    /// The callee refused with this final code.
+    CalleeRefused(u16),
+    /// The callee sent BYE.
+    CalleeHungUp,
+    /// The callee's leg died.
+    CalleeFailed(String),
+    /// The callee sent a re-INVITE with this offer.
+    CalleeReoffer(Vec<u8>),
+    /// A DTMF key from the caller.
+    CallerKey(char),
+    /// A party's RTP stopped for the media timeout.
+    MediaInactive(Side),
+}
+
+/// What the call wants done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Answer the caller's INVITE with this failure.
+    RejectCaller {
+        /// The status code.
+        code: u16,
+    },
+    /// Send the caller 180, or 183 with this SDP.
+    RingCaller(Option<Vec<u8>>),
+    /// Send the caller 200 with this SDP.
+    AnswerCaller(Vec<u8>),
+    /// BYE the caller (603 if it was never answered).
+    HangUpCaller,
+    /// INVITE the booking's callee with this offer.
+    DialCallee(Vec<u8>),
+    /// CANCEL or BYE the callee, whichever fits (once it is placed).
+    HangUpCallee,
+    /// Answer a pending re-INVITE: 200 with SDP, or a failure code.
+    AnswerReoffer(Side, Result<Vec<u8>, u16>),
+    /// Tell the relay what a party's SDP said.
+    SetPeer(Side, Peer),
+    /// Arm the relay's inactivity watch.
+    WatchMedia(Duration),
+    /// Look the entered PIN up (answered with [`Input::Routed`]).
+    CheckPin(String),
+    /// Store that the call is routed to this booking.
+    RecordBooking(String),
+    /// Store the callee leg's SIP Call-ID.
+    RecordCalleeCallId(String),
+    /// Store a status change.
+    Record(Event),
+    /// Store the end of the call.
+    RecordEnd(End),
+    /// Nothing more will happen: release the call.
+    Finish,
+}
+
+/// One status change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// The new status.
+    pub status: Status,
+    /// The SIP code behind it, when there is one.
+    pub sip_code: Option<u16>,
+    /// A short explanation.
+    pub detail: Option<String>,
+}
+
+/// How the call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct End {
+    /// The final status.
+    pub status: Status,
+    /// A stable reason word (`caller-hangup`, `no-answer`, ...).
+    pub reason: &'static str,
+    /// The SIP code behind it, when there is one.
+    pub sip_code: Option<u16>,
+    /// Talk time (callee's 200 to the end).
+    pub talk: Duration,
+    /// Whether the parties were ever connected.
+    pub connected: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for routing.
+    Routing,
+    /// Collecting PIN digits.
+    Pin,
+    /// Waiting for a PIN lookup.
+    CheckingPin,
+    /// The callee is being dialled.
+    Dialing,
+    /// Both parties are connected.
+    Connected,
+    /// The call has ended.
+    Over,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CalleeLeg {
+    None,
+    Placing,
+    Placed,
+    Gone,
+}
+
+/// One call.
+#[derive(Debug)]
+pub struct Call {
+    settings: Settings,
+    phase: Phase,
+    commands: VecDeque<Command>,
+    caller_offer: Option<AudioStream>,
+    caller_answered: bool,
+    caller_gone: bool,
+    callee: CalleeLeg,
+    callee_offer: Option<LocalStream>,
+    codec: Option<Codec>,
+    callee_has_dtmf: bool,
+    caller_sdp: SdpWriter,
+    callee_sdp: SdpWriter,
+    caller_answer: Option<Vec<u8>>,
+    ringing_recorded: bool,
+    deadline: Option<Instant>,
+    pin: String,
+    pin_tries: u8,
+    answered_at: Option<Instant>,
+}
+
+impl Call {
+    /// A call offered with `offer` (the caller's SDP). `session_id` seeds our
+    /// SDP origin lines.
+    pub fn new(settings: Settings, offer: &[u8], session_id: u64) -> Call {
+        let mut call = Call {
+            settings,
+            phase: Phase::Routing,
+            commands: VecDeque::new(),
+            caller_offer: None,
+            caller_answered: false,
+            caller_gone: false,
+            callee: CalleeLeg::None,
+            callee_offer: None,
+            codec: None,
+            callee_has_dtmf: false,
+            caller_sdp: SdpWriter::new(session_id),
+            callee_sdp: SdpWriter::new(session_id.wrapping_add(1)),
+            caller_answer: None,
+            ringing_recorded: false,
+            deadline: None,
+            pin: String::new(),
+            pin_tries: 0,
+            answered_at: None,
+        };
+        call.record(Status::Queued, None, None);
+        match AudioStream::parse(offer) {
+            Ok(stream) if !stream.codecs.is_empty() => {
+                call.push(Command::SetPeer(Side::Caller, peer_of(&stream)));
+                call.caller_offer = Some(stream);
+            }
+            Ok(_) => call.refuse(
+                RejectReason::NoCommonCodec,
+                "no-common-codec",
+                "the offer has neither PCMU nor PCMA",
+            ),
+            Err(e) => call.refuse(
+                RejectReason::NoCommonCodec,
+                "no-common-codec",
+                &format!("unusable offer: {e}"),
+            ),
+        }
+        call
+    }
+
+    /// The next command, in order.
+    pub fn poll(&mut self) -> Option<Command> {
+        self.commands.pop_front()
+    }
+
+    /// When [`Call::handle_timeout`] is due.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Whether the call has ended.
+    pub fn is_over(&self) -> bool {
+        self.phase == Phase::Over
+    }
+
+    fn push(&mut self, command: Command) {
+        self.commands.push_back(command);
+    }
+
+    fn record(&mut self, status: Status, sip_code: Option<u16>, detail: Option<String>) {
+        self.push(Command::Record(Event {
+            status,
+            sip_code,
+            detail,
+        }));
+    }
+
+    /// Refuses the unanswered caller and ends the call.
+    fn refuse(&mut self, reason: RejectReason, word: &'static str, detail: &str) {
+        let (code, _) = reason.response();
+        let status = match reason {
+            RejectReason::BookingInCall | RejectReason::CalleeBusy => Status::Busy,
+            RejectReason::CalleeNoAnswer => Status::NoAnswer,
+            _ => Status::Failed,
+        };
+        self.end(status, word, Some(code), detail, Some(code));
+    }
+
+    /// Ends the call: the record first (its end time is now), then both
+    /// legs, whatever state each is in.
+    fn end(
+        &mut self,
+        status: Status,
+        reason: &'static str,
+        sip_code: Option<u16>,
+        detail: &str,
+        caller_code: Option<u16>,
+    ) {
+        if self.phase == Phase::Over {
+            return;
+        }
+        self.phase = Phase::Over;
+        self.deadline = None;
+        self.record(status, sip_code, Some(detail.to_owned()));
+        let now_talk = Duration::ZERO;
+        self.push(Command::RecordEnd(End {
+            status,
+            reason,
+            sip_code,
+            talk: now_talk,
+            connected: self.answered_at.is_some(),
+        }));
+        if !self.caller_gone {
+            self.caller_gone = true;
+            match caller_code {
+                Some(code) if !self.caller_answered => self.push(Command::RejectCaller { code }),
+                _ => self.push(Command::HangUpCaller),
+            }
+        }
+        if matches!(self.callee, CalleeLeg::Placing | CalleeLeg::Placed) {
+            self.callee = CalleeLeg::Gone;
+            self.push(Command::HangUpCallee);
+        }
+        self.push(Command::Finish);
+    }
+
+    /// Sets the talk time on the `RecordEnd` just queued.
+    fn stamp_talk(&mut self, now: Instant) {
+        let talk = self
+            .answered_at
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        for command in self.commands.iter_mut() {
+            if let Command::RecordEnd(end) = command {
+                end.talk = talk;
+            }
+        }
+    }
+
+    /// Feeds one input that happened at `now`.
+    pub fn handle(&mut self, input: Input, now: Instant) {
+        let was_over = self.is_over();
+        self.on_input(input, now);
+        if !was_over && self.is_over() {
+            self.stamp_talk(now);
+        }
+    }
+
+    /// The deadline passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let Some(deadline) = self.deadline else {
+            return;
+        };
+        if now < deadline {
+            return;
+        }
+        self.deadline = None;
+        match self.phase {
+            Phase::Dialing => {
+                self.end(
+                    Status::NoAnswer,
+                    "no-answer",
+                    None,
+                    "the callee did not answer within the ring timeout",
+                    Some(RejectReason::CalleeNoAnswer.response().0),
+                );
+            }
+            Phase::Pin => {
+                if self.pin.is_empty() {
+                    self.pin_failed(now);
+                } else {
+                    self.submit_pin();
+                }
+            }
+            _ => {}
+        }
+        if self.is_over() {
+            self.stamp_talk(now);
+        }
+    }
+
+    fn on_input(&mut self, input: Input, now: Instant) {
+        match input {
+            Input::Routed(route) => self.on_routed(route, now),
+            Input::CallerConfirmed => {}
+            Input::CallerCancelled => {
+                self.caller_gone = true;
+                self.end(
+                    Status::Canceled,
+                    "caller-cancel",
+                    Some(487),
+                    "the caller cancelled",
+                    None,
+                );
+            }
+            Input::CallerHungUp => {
+                self.caller_gone = true;
+                let status = if self.phase == Phase::Connected {
+                    Status::Completed
+                } else {
+                    Status::Canceled
+                };
+                self.end(status, "caller-hangup", None, "the caller hung up", None);
+            }
+            Input::CallerFailed(why) => {
+                self.caller_gone = true;
+                let status = if self.phase == Phase::Connected {
+                    Status::Completed
+                } else {
+                    Status::Failed
+                };
+                self.end(
+                    status,
+                    "caller-leg-failed",
+                    None,
+                    &format!("the caller's leg failed: {why}"),
+                    None,
+                );
+            }
+            Input::CallerReoffer(offer) => self.on_reoffer(Side::Caller, &offer),
+            Input::CalleeReoffer(offer) => self.on_reoffer(Side::Callee, &offer),
+            Input::CalleePlaced(result) => self.on_placed(result),
+            Input::CalleeRinging(early) => self.on_ringing(early),
+            Input::CalleeAnswered(answer) => self.on_answered(&answer, now),
+            Input::CalleeRefused(code) => self.on_refused(code),
+            Input::CalleeHungUp => {
+                self.callee = CalleeLeg::Gone;
+                let status = if self.phase == Phase::Connected {
+                    Status::Completed
+                } else {
+                    Status::Failed
+                };
+                self.end(
+                    status,
+                    "callee-hangup",
+                    None,
+                    "the callee hung up",
+                    Some(RejectReason::CalleeRejected.response().0),
+                );
+            }
+            Input::CalleeFailed(why) => {
+                self.callee = CalleeLeg::Gone;
+                let (status, reason) = if self.phase == Phase::Connected {
+                    (Status::Completed, "callee-leg-failed")
+                } else {
+                    (Status::Failed, "callee-unreachable")
+                };
+                self.end(
+                    status,
+                    reason,
+                    None,
+                    &format!("the callee's leg failed: {why}"),
+                    Some(RejectReason::CalleeRejected.response().0),
+                );
+            }
+            Input::CallerKey(key) => self.on_key(key, now),
+            Input::MediaInactive(side) => {
+                if self.phase == Phase::Connected {
+                    self.end(
+                        Status::Completed,
+                        "media-timeout",
+                        None,
+                        &format!(
+                            "no RTP from the {} for {:?}",
+                            side.as_str(),
+                            self.settings.media_timeout
+                        ),
+                        None,
+                    );
+                }
+            }
+        }
+    }
+
+    fn on_routed(&mut self, route: Route, now: Instant) {
+        let pin_phase = self.phase == Phase::CheckingPin;
+        if !matches!(self.phase, Phase::Routing | Phase::CheckingPin) {
+            return;
+        }
+        match route {
+            Route::Booking(id) => {
+                self.push(Command::RecordBooking(id));
+                self.dial(now);
+            }
+            Route::AskPin if pin_phase => {
+                self.pin_failed(now);
+            }
+            Route::AskPin => self.ask_pin(now),
+            Route::Refuse(reason) => {
+                let word = match reason {
+                    RejectReason::UnknownNumber => "unknown-number",
+                    RejectReason::OutsideWindow => "outside-window",
+                    RejectReason::BookingInCall => "booking-in-call",
+                    _ => "no-booking",
+                };
+                self.refuse(reason, word, &format!("routing: {word}"));
+            }
+        }
+    }
+
+    /// Answers the caller ourselves to collect a PIN by DTMF.
+    fn ask_pin(&mut self, now: Instant) {
+        let Some(offer) = self.caller_offer.clone() else {
+            return;
+        };
+        if offer.telephone_event.is_none() {
+            self.refuse(
+                RejectReason::NoBooking,
+                "no-booking",
+                "a PIN is needed but the caller cannot send DTMF (no telephone-event)",
+            );
+            return;
+        }
+        let codec = offer.codecs[0];
+        let Ok(answer) = sdp::answer_to(&offer, codec, true, self.settings.relay[0]) else {
+            return;
+        };
+        self.codec = Some(codec);
+        let body = self.caller_sdp.render(&answer);
+        self.caller_answer = Some(body.clone());
+        self.caller_answered = true;
+        self.push(Command::AnswerCaller(body));
+        self.record(
+            Status::Queued,
+            Some(200),
+            Some("answered to collect a PIN".into()),
+        );
+        self.phase = Phase::Pin;
+        self.pin.clear();
+        self.deadline = Some(now + self.settings.pin_first_digit);
+    }
+
+    fn on_key(&mut self, key: char, now: Instant) {
+        if self.phase != Phase::Pin {
+            return;
+        }
+        if key == '#' {
+            self.submit_pin();
+        } else if self.pin.len() < 16 {
+            self.pin.push(key);
+            self.deadline = Some(now + self.settings.pin_inter_digit);
+        }
+    }
+
+    fn submit_pin(&mut self) {
+        let pin = std::mem::take(&mut self.pin);
+        self.phase = Phase::CheckingPin;
+        self.deadline = None;
+        self.push(Command::CheckPin(pin));
+    }
+
+    fn pin_failed(&mut self, now: Instant) {
+        self.pin_tries += 1;
+        if self.pin_tries >= self.settings.pin_tries {
+            self.end(
+                Status::Failed,
+                "pin-failed",
+                None,
+                "no booking matched the PIN entries",
+                None,
+            );
+        } else {
+            self.record(
+                Status::Queued,
+                None,
+                Some(format!("PIN entry {} did not match", self.pin_tries)),
+            );
+            self.phase = Phase::Pin;
+            self.pin.clear();
+            self.deadline = Some(now + self.settings.pin_first_digit);
+        }
+    }
+
+    /// INVITEs the callee with an offer the caller can take.
+    fn dial(&mut self, now: Instant) {
+        let Some(caller) = self.caller_offer.clone() else {
+            return;
+        };
+        let Ok(mut offer) = sdp::offer_for_callee(&caller, self.settings.relay[1]) else {
+            return;
+        };
+        if let Some(codec) = self.codec {
+            // The caller already talks to us (PIN): keep its codec.
+            offer.codecs = vec![codec];
+        }
+        let body = self.callee_sdp.render(&offer);
+        self.callee_offer = Some(offer);
+        self.callee = CalleeLeg::Placing;
+        self.phase = Phase::Dialing;
+        self.deadline = Some(now + self.settings.ring_timeout);
+        self.push(Command::DialCallee(body));
+        self.record(Status::Initiated, None, None);
+    }
+
+    fn on_placed(&mut self, result: Result<String, String>) {
+        match result {
+            Ok(call_id) => {
+                self.push(Command::RecordCalleeCallId(call_id));
+                if self.callee == CalleeLeg::Placing {
+                    self.callee = CalleeLeg::Placed;
+                }
+            }
+            Err(why) => {
+                if self.callee == CalleeLeg::Placing {
+                    self.callee = CalleeLeg::None;
+                    self.end(
+                        Status::Failed,
+                        "callee-unreachable",
+                        None,
+                        &format!("cannot reach the callee: {why}"),
+                        Some(RejectReason::CalleeRejected.response().0),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Our answer to the caller for the codec the callee took, made once
+    /// and reused for 183 and 200 so the caller sees one answer.
+    fn caller_answer(&mut self, codec: Codec) -> Option<Vec<u8>> {
+        if self.codec == Some(codec)
+            && let Some(body) = &self.caller_answer
+        {
+            return Some(body.clone());
+        }
+        let offer = self.caller_offer.as_ref()?;
+        let answer =
+            sdp::answer_to(offer, codec, self.callee_has_dtmf, self.settings.relay[0]).ok()?;
+        let body = self.caller_sdp.render(&answer);
+        self.codec = Some(codec);
+        self.caller_answer = Some(body.clone());
+        Some(body)
+    }
+
+    /// Reads the callee's SDP: the codec it took, and its media address.
+    fn take_callee_sdp(&mut self, body: &[u8]) -> Result<Codec, String> {
+        let stream = AudioStream::parse(body).map_err(|e| e.to_string())?;
+        let offer = self.callee_offer.as_ref().ok_or("no offer was sent")?;
+        let codec = sdp::chosen_codec(offer, &stream).map_err(|e| e.to_string())?;
+        self.callee_has_dtmf = stream.telephone_event.is_some() && offer.telephone_event.is_some();
+        self.push(Command::SetPeer(Side::Callee, peer_of(&stream)));
+        Ok(codec)
+    }
+
+    fn on_ringing(&mut self, early: Option<Vec<u8>>) {
+        if self.phase != Phase::Dialing {
+            return;
+        }
+        let code = if early.is_some() { 183 } else { 180 };
+        if !self.ringing_recorded {
+            self.ringing_recorded = true;
+            self.record(Status::Ringing, Some(code), None);
+        }
+        let early_answer = match early {
+            Some(body) if !self.caller_answered => self
+                .take_callee_sdp(&body)
+                .ok()
+                .and_then(|codec| self.caller_answer(codec)),
+            Some(body) => {
+                let _ = self.take_callee_sdp(&body);
+                None
+            }
+            None => None,
+        };
+        if !self.caller_answered {
+            self.push(Command::RingCaller(early_answer));
+        }
+    }
+
+    fn on_answered(&mut self, answer: &[u8], now: Instant) {
+        if self.phase != Phase::Dialing {
+            return;
+        }
+        match self.take_callee_sdp(answer) {
+            Ok(codec) if !self.caller_answered || Some(codec) == self.codec => {
+                if !self.caller_answered {
+                    let Some(body) = self.caller_answer(codec) else {
+                        return;
+                    };
+                    self.caller_answered = true;
+                    self.push(Command::AnswerCaller(body));
+                }
+                self.phase = Phase::Connected;
+                self.deadline = None;
+                self.answered_at = Some(now);
+                self.record(Status::InProgress, Some(200), None);
+                self.push(Command::WatchMedia(self.settings.media_timeout));
+            }
+            Ok(_) | Err(_) => {
+                let (code, _) = RejectReason::NoCommonCodec.response();
+                self.end(
+                    Status::Failed,
+                    "no-common-codec",
+                    Some(code),
+                    "the callee's answer has no codec the caller offered",
+                    Some(code),
+                );
+            }
+        }
+    }
+
+    fn on_refused(&mut self, code: u16) {
+        if self.phase != Phase::Dialing {
+            return;
+        }
+        self.callee = CalleeLeg::Gone;
+        let (reason, word, status) = match code {
+            486 | 600 => (RejectReason::CalleeBusy, "callee-busy", Status::Busy),
+            408 | 480 | 487 => (RejectReason::CalleeNoAnswer, "no-answer", Status::NoAnswer),
+            488 | 606 => (
+                RejectReason::NoCommonCodec,
+                "no-common-codec",
+                Status::Failed,
+            ),
+            _ => (
+                RejectReason::CalleeRejected,
+                "callee-rejected",
+                Status::Failed,
+            ),
+        };
+        let (caller_code, _) = reason.response();
+        self.end(
+            status,
+            word,
+            Some(code),
+            &format!("the callee answered {code}"),
+            Some(caller_code),
+        );
+    }
+
+    fn on_reoffer(&mut self, side: Side, offer: &[u8]) {
+        let relay = match side {
+            Side::Caller => self.settings.relay[0],
+            Side::Callee => self.settings.relay[1],
+        };
+        let other_has_dtmf = match side {
+            Side::Caller => self.callee_has_dtmf,
+            Side::Callee => self
+                .caller_offer
+                .as_ref()
+                .is_some_and(|o| o.telephone_event.is_some()),
+        };
+        let answer = match (AudioStream::parse(offer), self.codec) {
+            (Ok(stream), Some(codec)) => sdp::answer_to(&stream, codec, other_has_dtmf, relay)
+                .ok()
+                .map(|answer| (stream, answer)),
+            _ => None,
+        };
+        let Some((stream, answer)) = answer else {
+            self.push(Command::AnswerReoffer(side, Err(488)));
+            return;
+        };
+        let body = match side {
+            Side::Caller => self.caller_sdp.render(&answer),
+            Side::Callee => self.callee_sdp.render(&answer),
+        };
+        self.push(Command::SetPeer(side, peer_of(&stream)));
+        self.push(Command::AnswerReoffer(side, Ok(body)));
+        if self.phase == Phase::Connected {
+            let detail = format!("{} re-INVITE: {:?}", side.as_str(), stream.direction);
+            self.record(Status::InProgress, Some(200), Some(detail));
+        }
+    }
+}
+
+/// The relay's view of a party's SDP.
+fn peer_of(stream: &AudioStream) -> Peer {
+    Peer {
+        rtp: stream.rtp,
+        rtcp: stream.rtcp,
+        direction: stream.direction,
+        telephone_event: stream.telephone_event,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,5 @@
+//! Call control: routing inbound calls to bookings and bridging them to
+//! the callee through the media relay.
+
+pub mod machine;
+pub mod route;
