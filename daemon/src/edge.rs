@@ -1,14 +1,11 @@
-//! The daemon's side of the SIP edge: the edge's settings from the config,
-//! and what happens to calls it hands over.
+//! The daemon's side of the SIP edge: the edge's settings from the config.
 
 use std::num::NonZeroU32;
 
-use tokio::sync::mpsc;
 use tollbridge_config::{Config, Transport as ConfigTransport, UnknownSource};
 use tollbridge_sip::acl::Acl;
-use tollbridge_sip::edge::{EdgeConfig, InboundCall, Listener, Transport};
+use tollbridge_sip::edge::{EdgeConfig, Listener, Transport};
 use tollbridge_sip::gate::{GateRules, UnknownSourcePolicy};
-use tollbridge_sip::reject::RejectReason;
 use tollbridge_sip::wire::Limits;
 
 /// Open SIP TCP connections allowed per source address. A trunk reuses a
@@ -59,27 +56,6 @@ pub fn gate_rules(config: &Config) -> GateRules {
             UnknownSource::Reject => UnknownSourcePolicy::Reject,
         },
         limits: Limits::default(),
-    }
-}
-
-/// Answers every call offered by the edge. This build has no call control
-/// yet (bookings and bridging come with it), so no number is bookable:
-/// each call gets 404, which Twilio does not fail over on.
-pub async fn answer_calls(mut calls: mpsc::Receiver<InboundCall>) {
-    while let Some(call) = calls.recv().await {
-        let (code, reason) = RejectReason::UnknownNumber.response();
-        tracing::info!(
-            call_id = %call.call_id,
-            trunk = %call.trunk,
-            called = call.called.as_deref().unwrap_or("-"),
-            code,
-            reason,
-            "call refused: no booking can match in this build"
-        );
-        let mut leg = call.leg;
-        if let Err(e) = leg.reject(code) {
-            tracing::warn!(error = %e, "cannot refuse a call");
-        }
     }
 }
 

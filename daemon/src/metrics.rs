@@ -41,6 +41,8 @@ pub struct Scrape<'a> {
     pub settlements: &'a [(String, u64)],
     /// The SIP edge's turned-away counters by reason (monotonic).
     pub sip_turned_away: &'a [(&'static str, u64)],
+    /// RTP/RTCP port pairs the relay holds (two per call in progress).
+    pub media_port_pairs_in_use: usize,
 }
 
 /// Every metric the daemon exports.
@@ -51,6 +53,7 @@ pub struct Metrics {
     calls_total: Family<Labels, Counter>,
     settlements: Family<Labels, Gauge>,
     sip_turned_away: Family<Labels, Counter>,
+    media_port_pairs: Gauge,
 }
 
 impl Metrics {
@@ -87,7 +90,14 @@ impl Metrics {
         for reason in SIP_TURNED_AWAY_REASONS {
             let _ = sip_turned_away.get_or_create(&vec![("reason", reason.to_owned())]);
         }
+        let media_port_pairs = Gauge::default();
+        registry.register(
+            "media_port_pairs_in_use",
+            "RTP/RTCP port pairs the relay holds (two per call in progress)",
+            media_port_pairs.clone(),
+        );
         Metrics {
+            media_port_pairs,
             registry,
             uptime_seconds,
             active_calls,
@@ -119,6 +129,8 @@ impl Metrics {
                 .get_or_create(&vec![("state", state.to_owned())])
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
         }
+        self.media_port_pairs
+            .set(i64::try_from(scrape.media_port_pairs_in_use).unwrap_or(i64::MAX));
         // The edge's counters only grow; carry the growth into ours.
         for (reason, total) in scrape.sip_turned_away {
             let counter = self
@@ -153,6 +165,7 @@ mod tests {
             active_calls: 3,
             settlements: &[("pending".to_owned(), 4)],
             sip_turned_away: &[("malformed", 7)],
+            media_port_pairs_in_use: 4,
         };
         // A second scrape with the same totals must not add them again.
         let _ = metrics.render(&scrape);
@@ -167,6 +180,7 @@ mod tests {
             "tollbridge_settlements{state=\"succeeded\"} 0",
             "tollbridge_sip_turned_away_total{reason=\"malformed\"} 7",
             "tollbridge_sip_turned_away_total{reason=\"rate-limited\"} 0",
+            "tollbridge_media_port_pairs_in_use 4",
             "# EOF",
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");

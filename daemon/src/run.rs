@@ -8,9 +8,12 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tollbridge_config::{Config, StripeMode};
+use tollbridge_media::ports::PortPool;
+use tollbridge_media::relay::Relay;
 use tollbridge_sip::edge::SipEdge;
 use tracing::{error, info, warn};
 
+use crate::calls::records;
 use crate::logging::LogHandle;
 use crate::reload;
 use crate::state::Shared;
@@ -38,13 +41,24 @@ pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow
         .context("database open task failed")??;
     info!(path = %store.path().display(), "database open");
 
+    let recovered = store
+        .call(|conn| records::recover_open_calls(conn, crate::calls::task::now_ms()))
+        .await
+        .context("cannot close the calls a previous run left open")?;
+    if recovered > 0 {
+        warn!(
+            calls = recovered,
+            "closed calls left open by a previous run (reason recovered)"
+        );
+    }
+    let relay = Arc::new(start_relay(&config)?);
+
     let (sip, calls) = SipEdge::start(crate::edge::edge_config(&config))
         .await
         .context("cannot start the SIP edge (sip.listen)")?;
     for listener in sip.listeners() {
         info!(transport = ?listener.transport, address = %listener.addr, "sip listening");
     }
-    tokio::spawn(crate::edge::answer_calls(calls));
     let sip = Arc::new(sip);
 
     let http_listener = TcpListener::bind(config.http.listen)
@@ -55,7 +69,18 @@ pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow
         .context("http listener has no address")?;
     log_modes(&config);
 
-    let shared = Shared::new(config, store.clone(), Some(sip.clone()));
+    let shared = Shared::new(
+        config,
+        store.clone(),
+        Some(sip.clone()),
+        Some(relay.clone()),
+    );
+    tokio::spawn(crate::calls::task::answer_calls(
+        shared.clone(),
+        sip.clone(),
+        relay.clone(),
+        calls,
+    ));
     let (stop_http, http_stopped) = watch::channel(false);
     let server = tokio::spawn(serve_http(http_listener, shared.clone(), http_stopped));
     info!(address = %http_address, "http listening");
@@ -87,6 +112,22 @@ pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow
     store.close().await;
     info!("stopped");
     Ok(())
+}
+
+/// Binds nothing yet: the relay's thread, and the port range it allocates
+/// from per call.
+fn start_relay(config: &Config) -> anyhow::Result<Relay> {
+    let media = &config.media;
+    let pool = PortPool::new(media.address, media.ports.first, media.ports.last);
+    let public_ip = media.public_address.unwrap_or(media.address);
+    let relay = Relay::start(
+        pool,
+        crate::calls::task::latch_policy(media.latch),
+        public_ip,
+    )
+    .context("cannot start the media relay thread")?;
+    info!(address = %media.address, public = %public_ip, ports = %media.ports, pairs = relay.capacity(), "media relay ready");
+    Ok(relay)
 }
 
 /// Says at start what the operator must know: how money is handled and

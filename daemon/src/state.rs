@@ -9,12 +9,13 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tollbridge_config::Config;
 
+use tollbridge_media::relay::Relay;
 use tollbridge_sip::edge::SipEdge;
 
 use crate::metrics::Metrics;
 use crate::store::Store;
 
-/// State shared by the HTTP API, the signal handler and (later) call control.
+/// State shared by the HTTP API, the signal handler and call control.
 pub struct Shared {
     /// The config in force. A reload swaps it; a call reads it once when it
     /// starts, a request once when it arrives.
@@ -25,6 +26,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// The SIP edge, once started (absent in tests of the HTTP surface).
     pub sip: Option<Arc<SipEdge>>,
+    /// The media relay (absent in tests of the HTTP surface).
+    pub relay: Option<Arc<Relay>>,
     /// When the daemon started, for uptime.
     pub started: Instant,
     draining: AtomicBool,
@@ -35,12 +38,18 @@ pub struct Shared {
 impl Shared {
     /// State for a daemon that has opened its database and not yet bound
     /// its listeners.
-    pub fn new(config: Config, store: Store, sip: Option<Arc<SipEdge>>) -> Arc<Shared> {
+    pub fn new(
+        config: Config,
+        store: Store,
+        sip: Option<Arc<SipEdge>>,
+        relay: Option<Arc<Relay>>,
+    ) -> Arc<Shared> {
         Arc::new(Shared {
             config: ArcSwap::from_pointee(config),
             store,
             metrics: Metrics::new(),
             sip,
+            relay,
             started: Instant::now(),
             draining: AtomicBool::new(false),
             listeners_bound: AtomicBool::new(false),

@@ -30,7 +30,7 @@ impl Api {
         let mut config = Config::load_with(&example, &HashMap::new()).unwrap();
         config.http.api_token = Some(Secret::inline(TOKEN));
         let store = Store::open(&dir.path().join("t.db")).unwrap();
-        let shared = Shared::new(config, store, None);
+        let shared = Shared::new(config, store, None, None);
         shared.mark_listeners_bound();
         Api { shared, _dir: dir }
     }
@@ -268,7 +268,7 @@ async fn call_records_are_shown_with_their_ordered_events() {
     let (status, call) = api.send("GET", "/v1/calls/call_1", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(call["amount"], 300);
-    assert_eq!(call["legs"]["inbound_call_id"], "sip-call-id-1");
+    assert_eq!(call["legs"]["caller"]["sip_call_id"], "sip-call-id-1");
     let statuses: Vec<&str> = call["events"]
         .as_array()
         .unwrap()

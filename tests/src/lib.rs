@@ -297,6 +297,21 @@ impl Daemon {
     pub fn get(&self, path: &str, token: Option<&str>) -> (u16, String) {
         http_get(self.http, path, token).expect("HTTP request to tollbridge")
     }
+
+    /// `method path` with a bearer token and an optional JSON body, the
+    /// answer parsed as JSON: (status, body).
+    pub fn api(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        json: Option<&str>,
+    ) -> (u16, serde_json::Value) {
+        let (status, body) = http_request(self.http, method, path, Some(token), json)
+            .expect("HTTP request to tollbridge");
+        let value = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
+        (status, value)
+    }
 }
 
 impl Drop for Daemon {
@@ -348,14 +363,34 @@ pub fn http_get(
     path: &str,
     token: Option<&str>,
 ) -> std::io::Result<(u16, String)> {
+    http_request(address, "GET", path, token, None)
+}
+
+/// A minimal HTTP/1.1 request with an optional JSON body: (status, body).
+pub fn http_request(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    json: Option<&str>,
+) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
+    let body = json.unwrap_or_default();
+    let content = json
+        .map(|b| {
+            format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                b.len()
+            )
+        })
+        .unwrap_or_default();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\n{auth}Connection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\n{auth}{content}Connection: close\r\n\r\n{body}"
     )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
@@ -408,14 +443,18 @@ impl SippProcess {
     /// Starts `sipp` with `args` for one call, a global `timeout`, and its
     /// error log and message trace kept for [`SippProcess::wait`].
     fn spawn(args: &[String], timeout: Duration) -> SippProcess {
+        SippProcess::spawn_calls(args, timeout, true)
+    }
+
+    /// [`SippProcess::spawn`], adding `-m 1` only when `one_call`.
+    fn spawn_calls(args: &[String], timeout: Duration, one_call: bool) -> SippProcess {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = std::fs::File::create(dir.path().join("output.log")).expect("sipp output file");
         let log_err = log.try_clone().expect("sipp output file");
         let child = Command::new("sipp")
             .args(args)
+            .args(if one_call { &["-m", "1"][..] } else { &[][..] })
             .args([
-                "-m",
-                "1",
                 "-nostdin",
                 "-timeout",
                 &format!("{}s", timeout.as_secs().max(1)),
@@ -563,4 +602,90 @@ pub fn run_sipp_over(
         transport.to_owned(),
     ];
     SippProcess::spawn(&args, timeout).wait(timeout + Duration::from_secs(5))
+}
+
+/// A SIPp instance (either role) running in the background with scenario
+/// keys (`-key name value`, used as `[name]` in the scenario), whose message
+/// trace can be read while it runs.
+pub struct SippPeer {
+    process: SippProcess,
+    /// Where it listens for SIP.
+    pub addr: SocketAddr,
+}
+
+impl SippPeer {
+    /// Starts SIPp on 127.0.0.1 and a free port with `scenario` from
+    /// `tests/sipp/`: a server when `remote` is `None`, else a client
+    /// calling `service` at `remote`. `extra` holds more SIPp arguments
+    /// (`-m`, `-r`, `-rtp_echo`...); without `-m`, one call.
+    pub fn start(
+        scenario: &str,
+        remote: Option<SocketAddr>,
+        service: &str,
+        keys: &[(&str, String)],
+        extra: &[&str],
+        timeout: Duration,
+    ) -> SippPeer {
+        let port = free_port("127.0.0.1");
+        let mut args: Vec<String> = remote.map(|r| r.to_string()).into_iter().collect();
+        args.extend(
+            [
+                "-sf",
+                &scenario_path(scenario),
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-s",
+                service,
+                "-t",
+                "u1",
+            ]
+            .map(str::to_owned),
+        );
+        for (key, value) in keys {
+            args.extend(["-key".to_owned(), (*key).to_owned(), value.clone()]);
+        }
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        let calls = extra.iter().position(|a| *a == "-m").is_some();
+        let process = SippProcess::spawn_calls(&args, timeout, !calls);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        if remote.is_none() {
+            thread::sleep(Duration::from_millis(300));
+        }
+        SippPeer { process, addr }
+    }
+
+    /// The message trace so far.
+    pub fn messages(&self) -> String {
+        std::fs::read_to_string(self.process.dir.path().join("messages.log")).unwrap_or_default()
+    }
+
+    /// SIPp's own output and error log so far (for a failing test).
+    pub fn output(&self) -> String {
+        let mut text =
+            std::fs::read_to_string(self.process.dir.path().join("output.log")).unwrap_or_default();
+        text.push_str(
+            &std::fs::read_to_string(self.process.dir.path().join("errors.log"))
+                .unwrap_or_default(),
+        );
+        text
+    }
+
+    /// Waits until the message trace matches `find`, up to `timeout`.
+    pub fn wait_for<T>(&self, timeout: Duration, find: impl Fn(&str) -> Option<T>) -> Option<T> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(found) = find(&self.messages()) {
+                return Some(found);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Waits for SIPp to finish and reports how it went.
+    pub fn wait(self, timeout: Duration) -> SippRun {
+        self.process.wait(timeout)
+    }
 }

@@ -278,7 +278,7 @@ fn the_daemon_answers_sip_options_from_an_allowed_source() {
 }
 
 #[test]
-fn until_call_control_exists_the_daemon_refuses_calls_with_100_then_404() {
+fn a_call_to_an_unbooked_number_gets_100_then_404() {
     let daemon = Daemon::start(&test_config("", ""));
     let sip = daemon
         .sip_udp()
@@ -291,7 +291,7 @@ fn until_call_control_exists_the_daemon_refuses_calls_with_100_then_404() {
         Duration::from_secs(10),
     );
     assert!(run.passed(), "{}", run.output);
-    assert!(daemon.wait_for_log("call refused", Duration::from_secs(5)));
+    assert!(daemon.wait_for_log("unknown-number", Duration::from_secs(5)));
 }
 
 #[test]

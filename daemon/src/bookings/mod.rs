@@ -7,7 +7,7 @@
 //!   their ordered events.
 
 pub mod model;
-mod rows;
+pub mod rows;
 
 use std::sync::Arc;
 
@@ -209,10 +209,10 @@ async fn list_calls(
     let calls = shared
         .store
         .call(move |conn| {
-            let ids = rows::call_ids_for_booking(conn, &query.booking)?;
+            let ids = crate::calls::records::call_ids_for_booking(conn, &query.booking)?;
             let mut calls = Vec::with_capacity(ids.len());
             for id in ids {
-                if let Some(call) = rows::call_json(conn, &id)? {
+                if let Some(call) = crate::calls::records::call_json(conn, &id)? {
                     calls.push(call);
                 }
             }
@@ -229,7 +229,7 @@ async fn show_call(
 ) -> Result<Json<Value>, ApiError> {
     let call = shared
         .store
-        .call(move |conn| rows::call_json(conn, &id))
+        .call(move |conn| crate::calls::records::call_json(conn, &id))
         .await
         .map_err(internal)?;
     call.map(Json).ok_or_else(ApiError::not_found)

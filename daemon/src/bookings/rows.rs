@@ -188,68 +188,12 @@ pub fn cancel(conn: &Connection, id: &str, now_ms: i64) -> Result<Option<Booking
     }
 }
 
-/// A call record with its ordered events, as JSON.
-pub fn call_json(conn: &Connection, id: &str) -> Result<Option<Value>, StoreError> {
-    let call = conn
-        .query_row(
-            "SELECT id, booking_id, inbound_call_id, outbound_call_id, twilio_call_sid, caller, called, status,
-                    created_ms, ringing_ms, answered_ms, ended_ms, talk_ms, billed_seconds, amount, currency, end_reason
-             FROM calls WHERE id = ?1",
-            [id],
-            |row| {
-                let time = |i: usize| -> rusqlite::Result<Option<String>> {
-                    Ok(row.get::<_, Option<i64>>(i)?.map(rfc3339))
-                };
-                Ok(json!({
-                    "id": row.get::<_, String>(0)?,
-                    "booking": row.get::<_, Option<String>>(1)?,
-                    "legs": {
-                        "inbound_call_id": row.get::<_, String>(2)?,
-                        "outbound_call_id": row.get::<_, Option<String>>(3)?,
-                    },
-                    "twilio_call_sid": row.get::<_, Option<String>>(4)?,
-                    "caller": row.get::<_, Option<String>>(5)?,
-                    "called": row.get::<_, Option<String>>(6)?,
-                    "status": row.get::<_, String>(7)?,
-                    "created_at": time(8)?,
-                    "ringing_at": time(9)?,
-                    "answered_at": time(10)?,
-                    "ended_at": time(11)?,
-                    "talk_ms": row.get::<_, Option<i64>>(12)?,
-                    "billed_seconds": row.get::<_, Option<i64>>(13)?,
-                    "amount": row.get::<_, Option<i64>>(14)?,
-                    "currency": row.get::<_, Option<String>>(15)?,
-                    "end_reason": row.get::<_, Option<String>>(16)?,
-                }))
-            },
-        )
+/// Who answers a booking's calls.
+pub fn callee_of(conn: &Connection, id: &str) -> Result<Option<Callee>, StoreError> {
+    let callee: Option<String> = conn
+        .query_row("SELECT callee FROM bookings WHERE id = ?1", [id], |row| {
+            row.get(0)
+        })
         .optional()?;
-    let Some(mut call) = call else {
-        return Ok(None);
-    };
-    let mut statement = conn.prepare_cached(
-        "SELECT seq, at_ms, status, sip_code, sip_reason, detail FROM call_events WHERE call_id = ?1 ORDER BY seq",
-    )?;
-    let events = statement
-        .query_map([id], |row| {
-            Ok(json!({
-                "seq": row.get::<_, i64>(0)?,
-                "at": rfc3339(row.get(1)?),
-                "status": row.get::<_, String>(2)?,
-                "sip_code": row.get::<_, Option<i64>>(3)?,
-                "sip_reason": row.get::<_, Option<String>>(4)?,
-                "detail": row.get::<_, Option<String>>(5)?,
-            }))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    call["events"] = Value::Array(events);
-    Ok(Some(call))
-}
-
-/// The ids of a booking's calls, oldest first.
-pub fn call_ids_for_booking(conn: &Connection, booking: &str) -> Result<Vec<String>, StoreError> {
-    let mut statement =
-        conn.prepare_cached("SELECT id FROM calls WHERE booking_id = ?1 ORDER BY created_ms, id")?;
-    let ids = statement.query_map([booking], |row| row.get(0))?;
-    Ok(ids.collect::<Result<_, _>>()?)
+    Ok(callee.and_then(|text| serde_json::from_str(&text).ok()))
 }

@@ -2,4 +2,6 @@
 //! the callee through the media relay.
 
 pub mod machine;
+pub mod records;
 pub mod route;
+pub mod task;

@@ -97,6 +97,10 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         active_calls: shared.active_calls(),
         settlements: &settlements,
         sip_turned_away: &sip_turned_away.unwrap_or_default(),
+        media_port_pairs_in_use: shared
+            .relay
+            .as_ref()
+            .map_or(0, |relay| relay.pairs_in_use()),
     });
     (
         [(
@@ -153,7 +157,7 @@ mod tests {
         let mut config = Config::defaults(&std::collections::HashMap::new());
         config.http.api_token = token.map(Secret::inline);
         let store = crate::store::Store::open(&dir.path().join("t.db")).unwrap();
-        let shared = Shared::new(config, store, None);
+        let shared = Shared::new(config, store, None, None);
         shared.mark_listeners_bound();
         Harness { shared, _dir: dir }
     }
@@ -220,6 +224,7 @@ mod tests {
         let shared = Shared::new(
             Config::defaults(&std::collections::HashMap::new()),
             store.clone(),
+            None,
             None,
         );
         let (status, body) = send(&shared, "GET", "/readyz", None).await;

@@ -265,6 +265,7 @@ mod tests {
             [
                 "bookings",
                 "call_events",
+                "call_legs",
                 "calls",
                 "settlements",
                 "stripe_events"

@@ -102,7 +102,26 @@ CREATE TABLE stripe_events (
 ) STRICT;
 "#;
 
-const MIGRATIONS_SLICE: &[M<'static>] = &[M::up(V1).foreign_key_check()];
+/// Schema v2: per-leg media statistics of a call.
+const V2: &str = r#"
+CREATE TABLE call_legs (
+    call_id           TEXT NOT NULL REFERENCES calls (id),
+    side              TEXT NOT NULL CHECK (side IN ('caller', 'callee')),
+    packets_received  INTEGER NOT NULL CHECK (packets_received >= 0),
+    bytes_received    INTEGER NOT NULL CHECK (bytes_received >= 0),
+    packets_sent      INTEGER NOT NULL CHECK (packets_sent >= 0),
+    bytes_sent        INTEGER NOT NULL CHECK (bytes_sent >= 0),
+    packets_lost      INTEGER NOT NULL CHECK (packets_lost >= 0),
+    jitter_ms         REAL NOT NULL CHECK (jitter_ms >= 0),
+    dropped_foreign   INTEGER NOT NULL CHECK (dropped_foreign >= 0),
+    dropped_malformed INTEGER NOT NULL CHECK (dropped_malformed >= 0),
+    rtcp_received     INTEGER NOT NULL CHECK (rtcp_received >= 0),
+    PRIMARY KEY (call_id, side)
+) STRICT, WITHOUT ROWID;
+"#;
+
+const MIGRATIONS_SLICE: &[M<'static>] =
+    &[M::up(V1).foreign_key_check(), M::up(V2).foreign_key_check()];
 
 /// Every migration, oldest first.
 pub(crate) const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATIONS_SLICE);

@@ -1,0 +1,388 @@
+//! Call records in the database: routing lookups that claim a booking in
+//! the same transaction, status events, the end of a call with its
+//! booking released, per-leg media statistics, start-up recovery, and the
+//! API's JSON view. Synchronous: these run on the database owner thread.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::{Value, json};
+use tollbridge_media::relay::CallStats;
+use tollbridge_sip::reject::RejectReason;
+
+use super::machine::{End, Event, Status};
+use super::route::{self, Candidate, Route};
+use crate::bookings::model::rfc3339;
+use crate::store::StoreError;
+
+/// What a new call row starts with.
+#[derive(Debug, Clone)]
+pub struct NewCall {
+    /// Our id (`call_...`).
+    pub id: String,
+    /// The caller leg's SIP Call-ID.
+    pub sip_call_id: String,
+    /// Twilio's CallSid, when the trunk sent one.
+    pub twilio_call_sid: Option<String>,
+    /// The caller ID as E.164, when it is one.
+    pub caller: Option<String>,
+    /// The dialled number as E.164, when it is one.
+    pub called: Option<String>,
+}
+
+/// Inserts the call row (status `queued`).
+pub fn insert_call(conn: &Connection, call: &NewCall, now_ms: i64) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO calls (id, inbound_call_id, twilio_call_sid, caller, called, status, created_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6)",
+        params![call.id, call.sip_call_id, call.twilio_call_sid, call.caller, call.called, now_ms],
+    )?;
+    Ok(())
+}
+
+/// The bookings on a number that routing may consider.
+fn candidates(conn: &Connection, called: &str) -> Result<Vec<Candidate>, StoreError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT id, callers, pin, window_start_ms, window_end_ms, state FROM bookings
+         WHERE called = ?1 AND state IN ('active', 'in-call') ORDER BY window_start_ms, id",
+    )?;
+    let rows = statement.query_map([called], |row| {
+        let callers: String = row.get(1)?;
+        Ok(Candidate {
+            id: row.get(0)?,
+            callers: serde_json::from_str(&callers).unwrap_or_default(),
+            pin: row.get(2)?,
+            window_start_ms: row.get(3)?,
+            window_end_ms: row.get(4)?,
+            in_call: row.get::<_, String>(5)? == "in-call",
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Claims a routed booking for `call_id` (active → in-call) in one
+/// transaction with the lookup, so two calls cannot both take it.
+fn claim(
+    conn: &mut Connection,
+    call_id: &str,
+    now_ms: i64,
+    decide: impl FnOnce(&[Candidate]) -> Route,
+    called: &str,
+) -> Result<Route, StoreError> {
+    let tx = conn.transaction()?;
+    let route = decide(&candidates(&tx, called)?);
+    let route = match route {
+        Route::Booking(id) => {
+            let claimed = tx.execute(
+                "UPDATE bookings SET state = 'in-call', updated_ms = ?2 WHERE id = ?1 AND state = 'active'",
+                params![id, now_ms],
+            )?;
+            if claimed == 1 {
+                tx.execute(
+                    "UPDATE calls SET booking_id = ?2 WHERE id = ?1",
+                    params![call_id, id],
+                )?;
+                Route::Booking(id)
+            } else {
+                Route::Refuse(RejectReason::BookingInCall)
+            }
+        }
+        other => other,
+    };
+    tx.commit()?;
+    Ok(route)
+}
+
+/// Routes a new call by caller ID and claims the booking it matched.
+pub fn route_call(
+    conn: &mut Connection,
+    call_id: &str,
+    called: Option<&str>,
+    caller_ids: &[String],
+    now_ms: i64,
+) -> Result<Route, StoreError> {
+    let Some(called) = called else {
+        return Ok(Route::Refuse(RejectReason::UnknownNumber));
+    };
+    claim(
+        conn,
+        call_id,
+        now_ms,
+        |c| route::route(c, caller_ids, now_ms),
+        called,
+    )
+}
+
+/// Routes by an entered PIN and claims the booking it matched.
+pub fn route_pin(
+    conn: &mut Connection,
+    call_id: &str,
+    called: Option<&str>,
+    pin: &str,
+    now_ms: i64,
+) -> Result<Route, StoreError> {
+    let Some(called) = called else {
+        return Ok(Route::Refuse(RejectReason::UnknownNumber));
+    };
+    claim(
+        conn,
+        call_id,
+        now_ms,
+        |c| route::route_by_pin(c, pin, now_ms),
+        called,
+    )
+}
+
+/// Appends a status event and moves the call's status (and its ringing or
+/// answer time) with it.
+pub fn record_event(
+    conn: &mut Connection,
+    call_id: &str,
+    event: &Event,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let tx = conn.transaction()?;
+    tx.execute(
+        "INSERT INTO call_events (call_id, seq, at_ms, status, sip_code, sip_reason, detail)
+         VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM call_events WHERE call_id = ?1), ?2, ?3, ?4, ?5, ?6)",
+        params![
+            call_id,
+            now_ms,
+            event.status.as_str(),
+            event.sip_code,
+            event.sip_code.map(reason_phrase),
+            event.detail
+        ],
+    )?;
+    tx.execute(
+        "UPDATE calls SET status = ?2,
+             ringing_ms = CASE WHEN ?2 = 'ringing' THEN COALESCE(ringing_ms, ?3) ELSE ringing_ms END,
+             answered_ms = CASE WHEN ?2 = 'in-progress' THEN COALESCE(answered_ms, ?3) ELSE answered_ms END
+         WHERE id = ?1",
+        params![call_id, event.status.as_str(), now_ms],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Stores the callee leg's SIP Call-ID.
+pub fn record_callee_call_id(
+    conn: &Connection,
+    call_id: &str,
+    sip_call_id: &str,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE calls SET outbound_call_id = ?2 WHERE id = ?1",
+        params![call_id, sip_call_id],
+    )?;
+    Ok(())
+}
+
+/// Closes the call record and releases its booking in one transaction: a
+/// booking whose call connected is completed, one whose call never did is
+/// active again (the caller may retry within the window).
+pub fn record_end(
+    conn: &mut Connection,
+    call_id: &str,
+    end: &End,
+    ended_ms: i64,
+) -> Result<(), StoreError> {
+    let tx = conn.transaction()?;
+    let talk_ms = i64::try_from(end.talk.as_millis()).unwrap_or(i64::MAX);
+    tx.execute(
+        "UPDATE calls SET status = ?2, ended_ms = ?3, talk_ms = ?4, end_reason = ?5 WHERE id = ?1 AND ended_ms IS NULL",
+        params![call_id, end.status.as_str(), ended_ms, talk_ms, end.reason],
+    )?;
+    release_booking(&tx, call_id, end.connected, ended_ms)?;
+    tx.commit()?;
+    Ok(())
+}
+
+fn release_booking(
+    conn: &Connection,
+    call_id: &str,
+    connected: bool,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE bookings SET state = ?2, updated_ms = ?3
+         WHERE state = 'in-call' AND id = (SELECT booking_id FROM calls WHERE id = ?1)",
+        params![
+            call_id,
+            if connected { "completed" } else { "active" },
+            now_ms
+        ],
+    )?;
+    Ok(())
+}
+
+/// Stores both legs' media counters.
+pub fn record_media(
+    conn: &mut Connection,
+    call_id: &str,
+    stats: &CallStats,
+) -> Result<(), StoreError> {
+    let tx = conn.transaction()?;
+    for (side, leg) in [("caller", &stats.caller), ("callee", &stats.callee)] {
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        tx.execute(
+            "INSERT OR REPLACE INTO call_legs (call_id, side, packets_received, bytes_received, packets_sent,
+                 bytes_sent, packets_lost, jitter_ms, dropped_foreign, dropped_malformed, rtcp_received)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                call_id,
+                side,
+                n(leg.packets_received),
+                n(leg.bytes_received),
+                n(leg.packets_sent),
+                n(leg.bytes_sent),
+                n(leg.lost),
+                leg.jitter_ms,
+                n(leg.dropped_foreign),
+                n(leg.dropped_malformed),
+                n(leg.rtcp_received)
+            ],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Closes every call a crash left open (reason `recovered`, ended at its
+/// last known time) and releases their bookings. Returns how many.
+pub fn recover_open_calls(conn: &mut Connection, now_ms: i64) -> Result<usize, StoreError> {
+    let tx = conn.transaction()?;
+    let open: Vec<(String, bool, i64)> = {
+        let mut statement = tx.prepare(
+            "SELECT id, answered_ms IS NOT NULL, MAX(created_ms, COALESCE(answered_ms, 0), COALESCE(checkpoint_ms, 0))
+             FROM calls WHERE ended_ms IS NULL",
+        )?;
+        let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    for (id, answered, last_known) in &open {
+        let status = if *answered {
+            Status::Completed
+        } else {
+            Status::Failed
+        };
+        tx.execute(
+            "UPDATE calls SET status = ?2, ended_ms = ?3, end_reason = 'recovered',
+                 talk_ms = CASE WHEN answered_ms IS NULL THEN 0 ELSE MAX(0, ?3 - answered_ms) END
+             WHERE id = ?1",
+            params![id, status.as_str(), last_known],
+        )?;
+        tx.execute(
+            "INSERT INTO call_events (call_id, seq, at_ms, status, detail)
+             VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM call_events WHERE call_id = ?1), ?2, ?3,
+                     'closed at start-up: the daemon stopped during the call')",
+            params![id, now_ms, status.as_str()],
+        )?;
+        release_booking(&tx, id, *answered, now_ms)?;
+    }
+    tx.commit()?;
+    Ok(open.len())
+}
+
+/// The reason phrase for a status code we record.
+fn reason_phrase(code: u16) -> &'static str {
+    match code {
+        180 => "Ringing",
+        183 => "Session Progress",
+        200 => "OK",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        480 => "Temporarily Unavailable",
+        486 => "Busy Here",
+        487 => "Request Terminated",
+        488 => "Not Acceptable Here",
+        600 => "Busy Everywhere",
+        603 => "Decline",
+        _ => "",
+    }
+}
+
+/// A call record with its legs, media statistics and ordered events, as JSON.
+pub fn call_json(conn: &Connection, id: &str) -> Result<Option<Value>, StoreError> {
+    let call = conn
+        .query_row(
+            "SELECT id, booking_id, inbound_call_id, outbound_call_id, twilio_call_sid, caller, called, status,
+                    created_ms, ringing_ms, answered_ms, ended_ms, talk_ms, billed_seconds, amount, currency, end_reason
+             FROM calls WHERE id = ?1",
+            [id],
+            |row| {
+                let time = |i: usize| -> rusqlite::Result<Option<String>> { Ok(row.get::<_, Option<i64>>(i)?.map(rfc3339)) };
+                Ok(json!({
+                    "id": row.get::<_, String>(0)?,
+                    "booking": row.get::<_, Option<String>>(1)?,
+                    "legs": {
+                        "caller": {"sip_call_id": row.get::<_, String>(2)?, "media": null},
+                        "callee": {"sip_call_id": row.get::<_, Option<String>>(3)?, "media": null},
+                    },
+                    "twilio_call_sid": row.get::<_, Option<String>>(4)?,
+                    "caller": row.get::<_, Option<String>>(5)?,
+                    "called": row.get::<_, Option<String>>(6)?,
+                    "status": row.get::<_, String>(7)?,
+                    "created_at": time(8)?,
+                    "ringing_at": time(9)?,
+                    "answered_at": time(10)?,
+                    "ended_at": time(11)?,
+                    "talk_ms": row.get::<_, Option<i64>>(12)?,
+                    "billed_seconds": row.get::<_, Option<i64>>(13)?,
+                    "amount": row.get::<_, Option<i64>>(14)?,
+                    "currency": row.get::<_, Option<String>>(15)?,
+                    "end_reason": row.get::<_, Option<String>>(16)?,
+                }))
+            },
+        )
+        .optional()?;
+    let Some(mut call) = call else {
+        return Ok(None);
+    };
+    let mut statement = conn.prepare_cached(
+        "SELECT side, packets_received, bytes_received, packets_sent, bytes_sent, packets_lost, jitter_ms,
+                dropped_foreign, dropped_malformed, rtcp_received FROM call_legs WHERE call_id = ?1",
+    )?;
+    let legs = statement.query_map([id], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            json!({
+                "packets_received": row.get::<_, i64>(1)?,
+                "bytes_received": row.get::<_, i64>(2)?,
+                "packets_sent": row.get::<_, i64>(3)?,
+                "bytes_sent": row.get::<_, i64>(4)?,
+                "packets_lost": row.get::<_, i64>(5)?,
+                "jitter_ms": row.get::<_, f64>(6)?,
+                "dropped_foreign": row.get::<_, i64>(7)?,
+                "dropped_malformed": row.get::<_, i64>(8)?,
+                "rtcp_received": row.get::<_, i64>(9)?,
+            }),
+        ))
+    })?;
+    for leg in legs {
+        let (side, media) = leg?;
+        call["legs"][side]["media"] = media;
+    }
+    let mut statement =
+        conn.prepare_cached("SELECT seq, at_ms, status, sip_code, sip_reason, detail FROM call_events WHERE call_id = ?1 ORDER BY seq")?;
+    let events = statement
+        .query_map([id], |row| {
+            Ok(json!({
+                "seq": row.get::<_, i64>(0)?,
+                "at": rfc3339(row.get(1)?),
+                "status": row.get::<_, String>(2)?,
+                "sip_code": row.get::<_, Option<i64>>(3)?,
+                "sip_reason": row.get::<_, Option<String>>(4)?,
+                "detail": row.get::<_, Option<String>>(5)?,
+            }))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    call["events"] = Value::Array(events);
+    Ok(Some(call))
+}
+
+/// The ids of a booking's calls, oldest first.
+pub fn call_ids_for_booking(conn: &Connection, booking: &str) -> Result<Vec<String>, StoreError> {
+    let mut statement =
+        conn.prepare_cached("SELECT id FROM calls WHERE booking_id = ?1 ORDER BY created_ms, id")?;
+    let ids = statement.query_map([booking], |row| row.get(0))?;
+    Ok(ids.collect::<Result<_, _>>()?)
+}

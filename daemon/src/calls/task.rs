@@ -1,0 +1,540 @@
+//! The thin async shell around [`Call`]: one task per call feeds it what
+//! the two SIP legs, the relay, the database and the clock report, and
+//! carries out the commands it returns. Ending a call hangs up both legs
+//! concurrently, so a peer that never answers its BYE (up to 32 s of
+//! retransmissions) does not delay the other.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tollbridge_config::{Config, Latch};
+use tollbridge_media::bridge::Side;
+use tollbridge_media::relay::{CallMedia, MediaEvent, Relay};
+use tollbridge_sip::edge::{
+    EdgeError, InboundCall, InboundLeg, LegEvent, OutboundEvent, OutboundLeg, OutboundRequest,
+    Reoffer, SipEdge,
+};
+use tollbridge_sip::reject::RejectReason;
+use tracing::Instrument;
+
+use super::machine::{Call, Command, End, Input, Settings, Status};
+use super::records::{self, NewCall};
+use super::route::{Route, e164};
+use crate::state::Shared;
+use crate::store::StoreError;
+
+/// How long a caller has for the first digit of a PIN.
+const PIN_FIRST_DIGIT: Duration = Duration::from_secs(10);
+/// How long between PIN digits before the entry counts as complete.
+const PIN_INTER_DIGIT: Duration = Duration::from_secs(5);
+/// PIN entries a caller gets.
+const PIN_TRIES: u8 = 3;
+/// The longest we wait for a BYE/CANCEL transaction at the end of a call
+/// (Timer F, 64 × T1, plus a margin).
+const HANG_UP_LIMIT: Duration = Duration::from_secs(35);
+
+/// The relay's latch policy from `media.latch`.
+pub fn latch_policy(latch: Latch) -> tollbridge_media::leg::LatchPolicy {
+    match latch {
+        Latch::SignalledIp => tollbridge_media::leg::LatchPolicy::SignalledIp,
+        Latch::Any => tollbridge_media::leg::LatchPolicy::Any,
+    }
+}
+
+/// Takes every call the SIP edge hands over, each in its own task.
+pub async fn answer_calls(
+    shared: Arc<Shared>,
+    edge: Arc<SipEdge>,
+    relay: Arc<Relay>,
+    mut calls: mpsc::Receiver<InboundCall>,
+) {
+    while let Some(call) = calls.recv().await {
+        let id = format!("call_{}", uuid::Uuid::now_v7().simple());
+        let span = tracing::info_span!("call", id = %id, sip_call_id = %call.call_id);
+        tokio::spawn(
+            run_call(shared.clone(), edge.clone(), relay.clone(), id, call).instrument(span),
+        );
+    }
+}
+
+/// Wall-clock milliseconds since the epoch, for records.
+pub fn now_ms() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
+}
+
+type Boxed<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// One call from its INVITE to its last record.
+async fn run_call(
+    shared: Arc<Shared>,
+    edge: Arc<SipEdge>,
+    relay: Arc<Relay>,
+    id: String,
+    call: InboundCall,
+) {
+    let _active = shared.call_started();
+    let config = shared.config.load_full();
+    let caller_ids: Vec<String> = [call.caller.as_deref(), call.asserted_identity.as_deref()]
+        .into_iter()
+        .flatten()
+        .filter_map(e164)
+        .collect();
+    let record = NewCall {
+        id: id.clone(),
+        sip_call_id: call.call_id.clone(),
+        twilio_call_sid: call.twilio_call_sid.clone(),
+        caller: caller_ids.first().cloned(),
+        called: call.called.as_deref().and_then(e164),
+    };
+    let mut leg = call.leg;
+    let inserted = {
+        let record = record.clone();
+        shared
+            .store
+            .call(move |conn| records::insert_call(conn, &record, now_ms()))
+            .await
+    };
+    if let Err(e) = inserted {
+        // Another host can take it: 503 makes the trunk fail over.
+        tracing::error!(error = %e, "cannot record a new call; refusing it with 503");
+        let _ = leg.reject(RejectReason::Overloaded.response().0);
+        return;
+    }
+    let media = match relay.open_call() {
+        Ok(media) => media,
+        Err(e) => {
+            tracing::error!(error = %e, "no media ports; refusing the call with 503");
+            let _ = leg.reject(RejectReason::Overloaded.response().0);
+            let end = End {
+                status: Status::Failed,
+                reason: "no-media-ports",
+                sip_code: Some(503),
+                talk: Duration::ZERO,
+                connected: false,
+            };
+            let _ = shared
+                .store
+                .call(move |conn| records::record_end(conn, &id, &end, now_ms()))
+                .await;
+            shared.metrics.call_ended(Status::Failed.as_str());
+            return;
+        }
+    };
+    let settings = Settings {
+        ring_timeout: config.calls.ring_timeout,
+        media_timeout: config.media.timeout,
+        pin_first_digit: PIN_FIRST_DIGIT,
+        pin_inter_digit: PIN_INTER_DIGIT,
+        pin_tries: PIN_TRIES,
+        relay: [media.address(Side::Caller), media.address(Side::Callee)],
+    };
+    let session_id = now_ms().unsigned_abs();
+    let machine = Call::new(settings, &call.offer, session_id);
+    tracing::info!(caller = ?record.caller, called = ?record.called, trunk = %call.trunk, "call offered");
+    let lookup: Boxed<Result<Route, StoreError>> = {
+        let (id, called) = (id.clone(), record.called.clone());
+        let store = shared.store.clone();
+        Box::pin(async move {
+            store
+                .call(move |conn| {
+                    records::route_call(conn, &id, called.as_deref(), &caller_ids, now_ms())
+                })
+                .await
+        })
+    };
+    let shell = Shell {
+        shared,
+        edge,
+        config,
+        id,
+        called: record.called,
+        caller_number: record.caller,
+        machine,
+        caller: leg,
+        caller_reoffer: None,
+        caller_open: true,
+        callee: None,
+        callee_reoffer: None,
+        placing: None,
+        lookup: Some(lookup),
+        booking: None,
+        media: Some(media),
+        hang_up_caller: false,
+        hang_up_callee: false,
+    };
+    shell.run().await;
+}
+
+struct Shell {
+    shared: Arc<Shared>,
+    edge: Arc<SipEdge>,
+    config: Arc<Config>,
+    id: String,
+    called: Option<String>,
+    caller_number: Option<String>,
+    machine: Call,
+    caller: InboundLeg,
+    caller_reoffer: Option<Reoffer>,
+    caller_open: bool,
+    callee: Option<OutboundLeg>,
+    callee_reoffer: Option<Reoffer>,
+    placing: Option<Boxed<Result<OutboundLeg, EdgeError>>>,
+    lookup: Option<Boxed<Result<Route, StoreError>>>,
+    booking: Option<String>,
+    media: Option<CallMedia>,
+    hang_up_caller: bool,
+    hang_up_callee: bool,
+}
+
+/// Waits on an optional future; never ready when there is none.
+async fn maybe<T>(future: &mut Option<Boxed<T>>) -> T {
+    match future {
+        Some(future) => future.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_callee_event(leg: &mut Option<OutboundLeg>) -> Option<OutboundEvent> {
+    match leg {
+        Some(leg) => leg.next_event().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_media_event(media: &mut Option<CallMedia>) -> Option<MediaEvent> {
+    match media {
+        Some(media) => media.next_event().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Shell {
+    async fn run(mut self) {
+        loop {
+            while let Some(command) = self.machine.poll() {
+                if command == Command::Finish {
+                    self.finish().await;
+                    return;
+                }
+                self.execute(command).await;
+            }
+            let deadline = self.machine.deadline();
+            let input = tokio::select! {
+                event = self.caller.next_event(), if self.caller_open => self.caller_input(event),
+                event = next_callee_event(&mut self.callee) => self.callee_input(event).await,
+                placed = maybe(&mut self.placing) => {
+                    self.placing = None;
+                    match placed {
+                        Ok(leg) => {
+                            let call_id = leg.call_id.clone();
+                            self.callee = Some(leg);
+                            Some(Input::CalleePlaced(Ok(call_id)))
+                        }
+                        Err(e) => Some(Input::CalleePlaced(Err(e.to_string()))),
+                    }
+                }
+                routed = maybe(&mut self.lookup) => {
+                    self.lookup = None;
+                    Some(Input::Routed(routed.unwrap_or_else(|e| {
+                        tracing::error!(error = %e, "routing lookup failed");
+                        Route::Refuse(RejectReason::Overloaded)
+                    })))
+                }
+                event = next_media_event(&mut self.media) => match event {
+                    Some(MediaEvent::Key(Side::Caller, key)) => Some(Input::CallerKey(key)),
+                    Some(MediaEvent::Key(Side::Callee, _)) => None,
+                    Some(MediaEvent::Inactive(side)) => Some(Input::MediaInactive(side)),
+                    None => {
+                        self.media = None;
+                        None
+                    }
+                },
+                () = sleep_until(deadline) => {
+                    self.machine.handle_timeout(std::time::Instant::now());
+                    None
+                }
+            };
+            if let Some(input) = input {
+                self.machine.handle(input, std::time::Instant::now());
+            }
+        }
+    }
+
+    fn caller_input(&mut self, event: Option<LegEvent>) -> Option<Input> {
+        Some(match event {
+            Some(LegEvent::Confirmed) => Input::CallerConfirmed,
+            Some(LegEvent::Cancelled) => Input::CallerCancelled,
+            Some(LegEvent::HungUp) => Input::CallerHungUp,
+            Some(LegEvent::Reoffer(reoffer)) => {
+                let offer = reoffer.offer.clone();
+                self.caller_reoffer = Some(reoffer);
+                Input::CallerReoffer(offer)
+            }
+            Some(LegEvent::Ended(why)) => {
+                self.caller_open = false;
+                Input::CallerFailed(why)
+            }
+            None => {
+                self.caller_open = false;
+                Input::CallerFailed("the leg ended".into())
+            }
+        })
+    }
+
+    async fn callee_input(&mut self, event: Option<OutboundEvent>) -> Option<Input> {
+        Some(match event {
+            Some(OutboundEvent::Ringing { early_media }) => Input::CalleeRinging(early_media),
+            Some(OutboundEvent::Answered { answer }) => Input::CalleeAnswered(answer),
+            Some(OutboundEvent::Failed { code }) => {
+                self.callee = None;
+                Input::CalleeRefused(code)
+            }
+            Some(OutboundEvent::HungUp) => {
+                self.callee = None;
+                Input::CalleeHungUp
+            }
+            Some(OutboundEvent::Reoffer(reoffer)) => {
+                let offer = reoffer.offer.clone();
+                self.callee_reoffer = Some(reoffer);
+                Input::CalleeReoffer(offer)
+            }
+            Some(OutboundEvent::Ended(why)) => {
+                self.callee = None;
+                Input::CalleeFailed(why)
+            }
+            None => {
+                self.callee = None;
+                Input::CalleeFailed("the leg ended".into())
+            }
+        })
+    }
+
+    async fn execute(&mut self, command: Command) {
+        match command {
+            Command::RejectCaller { code } => {
+                self.caller_open = false;
+                if let Err(e) = self.caller.reject(code) {
+                    tracing::warn!(error = %e, code, "cannot refuse the caller");
+                }
+            }
+            Command::RingCaller(early) => {
+                if let Err(e) = self.caller.ring(early) {
+                    tracing::warn!(error = %e, "cannot send ringing to the caller");
+                }
+            }
+            Command::AnswerCaller(sdp) => {
+                if let Err(e) = self.caller.answer(sdp) {
+                    tracing::warn!(error = %e, "cannot answer the caller");
+                }
+            }
+            Command::HangUpCaller => self.hang_up_caller = true,
+            Command::HangUpCallee => self.hang_up_callee = true,
+            Command::DialCallee(offer) => self.dial(offer),
+            Command::AnswerReoffer(side, answer) => {
+                let pending = match side {
+                    Side::Caller => self.caller_reoffer.take(),
+                    Side::Callee => self.callee_reoffer.take(),
+                };
+                if let Some(reoffer) = pending {
+                    let result = match answer {
+                        Ok(sdp) => reoffer.accept(sdp).await,
+                        Err(code) => reoffer.reject(code).await,
+                    };
+                    if let Err(e) = result {
+                        tracing::warn!(error = %e, side = side.as_str(), "cannot answer a re-INVITE");
+                    }
+                }
+            }
+            Command::SetPeer(side, peer) => {
+                if let Some(media) = &self.media {
+                    media.set_peer(side, peer);
+                }
+            }
+            Command::WatchMedia(timeout) => {
+                if let Some(media) = &self.media {
+                    media.watch(Some(timeout));
+                }
+            }
+            Command::CheckPin(pin) => {
+                let (id, called) = (self.id.clone(), self.called.clone());
+                let store = self.shared.store.clone();
+                self.lookup = Some(Box::pin(async move {
+                    store
+                        .call(move |conn| {
+                            records::route_pin(conn, &id, called.as_deref(), &pin, now_ms())
+                        })
+                        .await
+                }));
+            }
+            Command::RecordBooking(booking) => {
+                tracing::info!(booking = %booking, "routed");
+                self.booking = Some(booking);
+            }
+            Command::RecordCalleeCallId(sip_call_id) => {
+                let id = self.id.clone();
+                write(&self.shared.store, move |conn| {
+                    records::record_callee_call_id(conn, &id, &sip_call_id)
+                })
+                .await;
+            }
+            Command::Record(event) => {
+                tracing::info!(status = event.status.as_str(), code = ?event.sip_code, detail = ?event.detail, "call status");
+                let id = self.id.clone();
+                write(&self.shared.store, move |conn| {
+                    records::record_event(conn, &id, &event, now_ms())
+                })
+                .await;
+            }
+            Command::RecordEnd(end) => {
+                tracing::info!(
+                    status = end.status.as_str(),
+                    reason = end.reason,
+                    talk_ms = end.talk.as_millis() as u64,
+                    "call ended"
+                );
+                self.shared.metrics.call_ended(end.status.as_str());
+                let id = self.id.clone();
+                write(&self.shared.store, move |conn| {
+                    records::record_end(conn, &id, &end, now_ms())
+                })
+                .await;
+            }
+            Command::Finish => {}
+        }
+    }
+
+    /// Starts the outbound INVITE to the booking's callee.
+    fn dial(&mut self, offer: Vec<u8>) {
+        let Some(booking) = self.booking.clone() else {
+            return;
+        };
+        let store = self.shared.store.clone();
+        let edge = self.edge.clone();
+        let config = self.config.clone();
+        let from_user = self
+            .caller_number
+            .clone()
+            .unwrap_or_else(|| "tollbridge".into());
+        self.placing = Some(Box::pin(async move {
+            let callee = store
+                .call(move |conn| crate::bookings::rows::callee_of(conn, &booking))
+                .await
+                .map_err(|e| EdgeError::BadTarget(e.to_string()))?
+                .ok_or_else(|| EdgeError::BadTarget("the booking has no callee".into()))?;
+            let request = outbound_request(&config, &callee, from_user, offer)?;
+            edge.place_call(request).await
+        }));
+    }
+
+    /// Hangs up whatever the call asked for, concurrently, then closes the
+    /// relay and stores its counters.
+    async fn finish(mut self) {
+        let caller = async {
+            if self.hang_up_caller {
+                match tokio::time::timeout(HANG_UP_LIMIT, self.caller.hang_up()).await {
+                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot hang up the caller"),
+                    Err(_) => tracing::warn!("the caller did not answer our BYE"),
+                    Ok(Ok(())) => {}
+                }
+            }
+        };
+        let hang_up_callee = self.hang_up_callee;
+        let mut callee = self.callee.take();
+        let placing = self.placing.take();
+        let callee = async move {
+            if !hang_up_callee {
+                return;
+            }
+            if callee.is_none()
+                && let Some(placing) = placing
+            {
+                callee = placing.await.ok();
+            }
+            if let Some(leg) = callee.as_mut() {
+                match tokio::time::timeout(HANG_UP_LIMIT, leg.hang_up()).await {
+                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot hang up the callee"),
+                    Err(_) => tracing::warn!("the callee did not answer our BYE/CANCEL"),
+                    Ok(Ok(())) => {}
+                }
+            }
+        };
+        tokio::join!(caller, callee);
+        if let Some(media) = self.media.take()
+            && let Some(stats) = media.close().await
+        {
+            let id = self.id.clone();
+            write(&self.shared.store, move |conn| {
+                records::record_media(conn, &id, &stats)
+            })
+            .await;
+        }
+    }
+}
+
+/// Runs a record write; a failure is logged (the call goes on: the
+/// parties matter more than the row, and recovery closes it at start-up).
+async fn write(
+    store: &crate::store::Store,
+    job: impl FnOnce(&mut rusqlite::Connection) -> Result<(), StoreError> + Send + 'static,
+) {
+    if let Err(e) = store.call(job).await {
+        tracing::error!(error = %e, "cannot write the call record");
+    }
+}
+
+async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(Instant::from_std(deadline)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The INVITE for a booking's callee: a SIP URI as given, or a number
+/// through its trunk's termination (URI template, credentials, caller ID,
+/// calls-per-second limit).
+fn outbound_request(
+    config: &Config,
+    callee: &crate::bookings::model::Callee,
+    from_user: String,
+    offer: Vec<u8>,
+) -> Result<OutboundRequest, EdgeError> {
+    use crate::bookings::model::Callee;
+    match callee {
+        Callee::Uri { uri } => Ok(OutboundRequest {
+            request_uri: uri.clone(),
+            from_user,
+            offer,
+            credentials: None,
+            trunk: None,
+            transport: None,
+        }),
+        Callee::Number { number, trunk } => {
+            let termination = config
+                .trunks
+                .iter()
+                .find(|t| &t.name == trunk)
+                .and_then(|t| t.termination.as_ref())
+                .ok_or_else(|| EdgeError::BadTarget(format!("trunk {trunk} has no termination")))?;
+            let credentials = match (&termination.username, &termination.password) {
+                (Some(user), Some(password)) => Some((user.clone(), password.expose().to_owned())),
+                _ => None,
+            };
+            Ok(OutboundRequest {
+                request_uri: termination.uri.replace("{number}", number),
+                from_user: termination.caller_id.clone().unwrap_or(from_user),
+                offer,
+                credentials,
+                trunk: Some((
+                    trunk.clone(),
+                    std::num::NonZeroU32::new(termination.calls_per_second)
+                        .unwrap_or(std::num::NonZeroU32::MIN),
+                )),
+                transport: None,
+            })
+        }
+    }
+}

@@ -1,0 +1,628 @@
+//! Bridged calls end to end: the real daemon, SIPp as the caller (shaped
+//! like Twilio's trunk) and as the expert, and the test's own UDP sockets
+//! as both parties' media endpoints so every relayed packet can be counted
+//! and compared. Everything runs on 127.0.0.1 with ephemeral ports.
+
+// Test code: a failed setup step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tollbridge_e2e::{Daemon, SippPeer, test_config};
+
+const TOKEN: &str = "bridge-test-token-0123456789";
+const NUMBER: &str = "+81500000001";
+/// Callers are `CALLER_PREFIX` + SIPp's call number (1, 2, ...).
+const CALLER_PREFIX: &str = "+81900000";
+const SIPP_LIMIT: Duration = Duration::from_secs(60);
+
+/// A distinct media port range per daemon, so parallel tests do not
+/// compete for the same ports.
+fn port_range() -> String {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let first = 20000 + (std::process::id() % 20) as u16 * 2000 + (n % 10) * 200;
+    format!("{first}-{}", first + 199)
+}
+
+fn start_daemon(calls: &str) -> Daemon {
+    let sections = format!(
+        "[media]\naddress = \"127.0.0.1\"\nports = \"{}\"\ntimeout = \"30s\"\n\n[calls]\n{calls}\n",
+        port_range()
+    );
+    let daemon = Daemon::start(&test_config(&format!("api_token = \"{TOKEN}\""), &sections));
+    assert!(
+        daemon.wait_for_log("sip listening", Duration::from_secs(10)),
+        "{:?}",
+        daemon.logs()
+    );
+    daemon
+}
+
+fn rfc3339(offset: time::Duration) -> String {
+    (time::OffsetDateTime::now_utc() + offset)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+/// Creates a booking on [`NUMBER`] and returns its id.
+fn book(daemon: &Daemon, callers: &[String], pin: Option<&str>, expert: &str) -> String {
+    let mut booking = json!({
+        "called": NUMBER,
+        "callers": callers,
+        "callee": {"uri": expert},
+        "tariff": {"currency": "jpy", "price_per_minute": 100},
+        "cap_seconds": 600,
+        "window": {"start": rfc3339(time::Duration::minutes(-5)), "end": rfc3339(time::Duration::hours(1))},
+    });
+    if let Some(pin) = pin {
+        booking["pin"] = json!(pin);
+    }
+    let (status, body) = daemon.api("POST", "/v1/bookings", TOKEN, Some(&booking.to_string()));
+    assert_eq!(status, 201, "{body}");
+    body["id"].as_str().unwrap().to_owned()
+}
+
+fn caller_id(call_number: u32) -> String {
+    format!("{CALLER_PREFIX}{call_number}")
+}
+
+fn expert_uri(expert: &SippPeer) -> String {
+    format!("sip:expert@{}", expert.addr)
+}
+
+/// The relay port in the first SIP message of a trace that starts with
+/// `first_line` and carries our SDP.
+fn relay_port(trace: &str, first_line: &str) -> Option<u16> {
+    trace
+        .split("----------------------------------------------")
+        .filter(|message| message.contains(first_line) && message.contains("o=tollbridge"))
+        .find_map(|message| {
+            let line = message.lines().find(|l| l.starts_with("m=audio "))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+}
+
+fn wait_relay(peer: &SippPeer, first_line: &str) -> SocketAddr {
+    let port = peer
+        .wait_for(Duration::from_secs(15), |trace| {
+            relay_port(trace, first_line)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no {first_line} with our SDP in:\n{}\n{}",
+                peer.messages(),
+                peer.output()
+            )
+        });
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn media_socket() -> UdpSocket {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    socket
+}
+
+fn port_of(socket: &UdpSocket) -> String {
+    socket.local_addr().unwrap().port().to_string()
+}
+
+fn rtp(payload_type: u8, seq: u16, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+    let mut packet = vec![0x80, payload_type];
+    packet.extend_from_slice(&seq.to_be_bytes());
+    packet.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+    packet.extend_from_slice(&ssrc.to_be_bytes());
+    packet.extend_from_slice(payload);
+    packet
+}
+
+/// Sends one packet and returns what arrived at `to` (and from where), if
+/// anything did within half a second.
+fn relay_one(
+    from: &UdpSocket,
+    target: SocketAddr,
+    packet: &[u8],
+    to: &UdpSocket,
+) -> Option<(Vec<u8>, SocketAddr)> {
+    from.send_to(packet, target).unwrap();
+    let mut buf = [0u8; 2048];
+    to.recv_from(&mut buf)
+        .ok()
+        .map(|(n, source)| (buf[..n].to_vec(), source))
+}
+
+/// Polls the booking's calls until the first has ended.
+fn ended_call(daemon: &Daemon, booking: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, body) = daemon.api("GET", &format!("/v1/calls?booking={booking}"), TOKEN, None);
+        if let Some(call) = body["calls"].as_array().and_then(|c| c.first())
+            && !call["ended_at"].is_null()
+            && !call["legs"]["caller"]["media"].is_null()
+        {
+            return call.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no ended call for {booking}: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn statuses(call: &Value) -> Vec<String> {
+    call["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Reads `tollbridge_media_port_pairs_in_use` until it is zero (the relay
+/// releases a call's ports right after its last record).
+fn assert_no_ports_held(daemon: &Daemon) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, metrics) = daemon.get("/metrics", None);
+        let held = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("tollbridge_media_port_pairs_in_use "))
+            .unwrap_or("missing")
+            .to_owned();
+        if held == "0" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "relay ports still held: {held}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn assert_passed(name: &str, peer: SippPeer) -> String {
+    let run = peer.wait(SIPP_LIMIT);
+    assert!(run.passed(), "{name} failed:\n{}", run.output);
+    run.output
+}
+
+#[test]
+fn audio_and_dtmf_cross_the_relay_and_the_callers_bye_ends_the_expert() {
+    let daemon = start_daemon("ring_timeout = \"10s\"");
+    let (caller_media, expert_media, stranger) = (media_socket(), media_socket(), media_socket());
+    let expert = SippPeer::start(
+        "expert_answers.xml",
+        None,
+        "expert",
+        &[("rtp_port", port_of(&expert_media))],
+        &[],
+        SIPP_LIMIT,
+    );
+    let booking = book(&daemon, &[caller_id(1)], None, &expert_uri(&expert));
+    let caller = SippPeer::start(
+        "caller_hangs_up.xml",
+        daemon.sip_udp(),
+        NUMBER,
+        &[
+            ("caller_prefix", CALLER_PREFIX.into()),
+            ("rtp_port", port_of(&caller_media)),
+            ("formats", "0 8 96".into()),
+        ],
+        &["-d", "3000"],
+        SIPP_LIMIT,
+    );
+    let expert_relay = wait_relay(&expert, "INVITE sip:expert");
+    let caller_relay = wait_relay(&caller, "SIP/2.0 200 OK");
+    assert_ne!(caller_relay, expert_relay);
+
+    // Audio both ways, payloads intact, each party hearing only the relay.
+    for seq in 0..50u16 {
+        let to_expert = rtp(0, seq, 0x1111, &[seq as u8; 160]);
+        let (got, source) = relay_one(&caller_media, caller_relay, &to_expert, &expert_media)
+            .expect("caller audio reaches the expert");
+        assert_eq!(got, to_expert);
+        assert_eq!(
+            source, expert_relay,
+            "the expert hears the relay, not the caller"
+        );
+        let to_caller = rtp(0, seq, 0x2222, &[0xff - seq as u8; 160]);
+        let (got, source) = relay_one(&expert_media, expert_relay, &to_caller, &caller_media)
+            .expect("expert audio reaches the caller");
+        assert_eq!(got, to_caller);
+        assert_eq!(source, caller_relay);
+    }
+    // DTMF '5' from the caller on its payload type 96 reaches the expert on
+    // the expert's 101, marker bit kept.
+    for (i, end) in [(0u16, false), (1, true), (2, true), (3, true)] {
+        let flags = if end { 0x8a } else { 0x0a };
+        let event = rtp(
+            if i == 0 { 0x80 | 96 } else { 96 },
+            50 + i,
+            0x1111,
+            &[5, flags, 0x03, 0x20],
+        );
+        let (got, _) = relay_one(&caller_media, caller_relay, &event, &expert_media)
+            .expect("DTMF reaches the expert");
+        assert_eq!(
+            got[1] & 0x7f,
+            101,
+            "the expert's telephone-event payload type"
+        );
+        assert_eq!(got[1] & 0x80, if i == 0 { 0x80 } else { 0 });
+        assert_eq!(&got[12..], &event[12..]);
+    }
+    // Another source on the caller's IP, after latching: nothing bleeds through.
+    let foreign = rtp(0, 500, 0x6666, &[0x42; 160]);
+    assert_eq!(
+        relay_one(&stranger, caller_relay, &foreign, &expert_media),
+        None
+    );
+
+    assert_passed("caller", caller);
+    assert_passed("expert", expert);
+    let call = ended_call(&daemon, &booking);
+    assert_eq!(call["status"], "completed");
+    assert_eq!(call["end_reason"], "caller-hangup");
+    assert_eq!(
+        statuses(&call),
+        ["queued", "initiated", "ringing", "in-progress", "completed"]
+    );
+    assert_eq!(call["events"][2]["sip_code"], 183);
+    assert_eq!(call["caller"], caller_id(1));
+    assert_eq!(call["twilio_call_sid"], "CA1");
+    assert!(call["legs"]["callee"]["sip_call_id"].is_string());
+    let talk = call["talk_ms"].as_i64().unwrap();
+    assert!((2500..10_000).contains(&talk), "talk {talk} ms");
+    let caller_leg = &call["legs"]["caller"]["media"];
+    let expert_leg = &call["legs"]["callee"]["media"];
+    assert_eq!(caller_leg["packets_received"], 54);
+    assert_eq!(caller_leg["packets_sent"], 50);
+    assert_eq!(caller_leg["dropped_foreign"], 1);
+    assert_eq!(expert_leg["packets_received"], 50);
+    assert_eq!(expert_leg["packets_sent"], 54);
+    assert_eq!(caller_leg["packets_lost"], 0);
+    // The booking was used: a second call on it is refused.
+    let (_, booking_now) = daemon.api("GET", &format!("/v1/bookings/{booking}"), TOKEN, None);
+    assert_eq!(booking_now["state"], "completed");
+    assert_no_ports_held(&daemon);
+}
+
+#[test]
+fn the_experts_bye_reaches_the_caller_through_its_route_set_and_sipp_echo_hears_the_caller() {
+    let daemon = start_daemon("ring_timeout = \"10s\"");
+    let caller_media = media_socket();
+    let echo_port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let expert = SippPeer::start(
+        "expert_hangs_up.xml",
+        None,
+        "expert",
+        &[("rtp_port", echo_port.clone())],
+        &["-rtp_echo", "-mp", &echo_port, "-d", "2500"],
+        SIPP_LIMIT,
+    );
+    let booking = book(&daemon, &[caller_id(1)], None, &expert_uri(&expert));
+    let caller = SippPeer::start(
+        "caller_waits_bye.xml",
+        daemon.sip_udp(),
+        NUMBER,
+        &[
+            ("caller_prefix", CALLER_PREFIX.into()),
+            ("rtp_port", port_of(&caller_media)),
+            ("formats", "0 96".into()),
+        ],
+        &[],
+        SIPP_LIMIT,
+    );
+    let caller_relay = wait_relay(&caller, "SIP/2.0 200 OK");
+    // SIPp echoes what it hears: the caller's audio goes out through the
+    // relay to SIPp and comes back the same way.
+    let mut echoed = 0;
+    for seq in 0..20u16 {
+        let packet = rtp(0, seq, 0x3333, &[seq as u8; 160]);
+        if let Some((got, source)) = relay_one(&caller_media, caller_relay, &packet, &caller_media)
+        {
+            assert_eq!(got, packet);
+            assert_eq!(source, caller_relay);
+            echoed += 1;
+        }
+    }
+    assert!(
+        echoed >= 18,
+        "only {echoed} of 20 packets came back through SIPp's echo"
+    );
+    assert_passed("caller (BYE with Route)", caller);
+    assert_passed("expert", expert);
+    let call = ended_call(&daemon, &booking);
+    assert_eq!(call["end_reason"], "callee-hangup");
+    assert_eq!(call["status"], "completed");
+    assert_no_ports_held(&daemon);
+}
+
+/// Runs a caller scenario that expects a refusal and returns the code it got.
+fn refused_code(daemon: &Daemon, formats: &str, service: &str) -> u16 {
+    refused_code_from(daemon, CALLER_PREFIX, formats, service)
+}
+
+/// [`refused_code`] for callers with another prefix.
+fn refused_code_from(daemon: &Daemon, caller_prefix: &str, formats: &str, service: &str) -> u16 {
+    let caller = SippPeer::start(
+        "caller_refused.xml",
+        daemon.sip_udp(),
+        service,
+        &[
+            ("caller_prefix", caller_prefix.into()),
+            ("rtp_port", "40000".into()),
+            ("formats", formats.into()),
+        ],
+        &[],
+        SIPP_LIMIT,
+    );
+    let output = assert_passed("caller", caller);
+    [404u16, 486, 488, 603]
+        .into_iter()
+        .find(|code| output.contains(&format!("SIP/2.0 {code} ")))
+        .unwrap_or_else(|| panic!("no refusal code in:\n{output}"))
+}
+
+#[test]
+fn a_busy_expert_gives_the_caller_486() {
+    let daemon = start_daemon("ring_timeout = \"10s\"");
+    let expert = SippPeer::start("expert_busy.xml", None, "expert", &[], &[], SIPP_LIMIT);
+    let booking = book(&daemon, &[caller_id(1)], None, &expert_uri(&expert));
+    assert_eq!(refused_code(&daemon, "0 8 96", NUMBER), 486);
+    assert_passed("expert", expert);
+    let call = ended_call(&daemon, &booking);
+    assert_eq!(call["status"], "busy");
+    assert_eq!(call["end_reason"], "callee-busy");
+    assert_eq!(statuses(&call), ["queued", "initiated", "busy"]);
+    // A call that never connected gives the booking back.
+    let (_, booking_now) = daemon.api("GET", &format!("/v1/bookings/{booking}"), TOKEN, None);
+    assert_eq!(booking_now["state"], "active");
+    assert_no_ports_held(&daemon);
+}
+
+#[test]
+fn an_expert_who_never_answers_gives_the_caller_603_after_the_ring_timeout() {
+    let daemon = start_daemon("ring_timeout = \"2s\"");
+    let expert = SippPeer::start("expert_rings.xml", None, "expert", &[], &[], SIPP_LIMIT);
+    let booking = book(&daemon, &[caller_id(1)], None, &expert_uri(&expert));
+    let started = Instant::now();
+    assert_eq!(refused_code(&daemon, "0 8 96", NUMBER), 603);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1900),
+        "refused after {waited:?}, before the ring timeout"
+    );
+    assert_passed("expert (got CANCEL)", expert);
+    let call = ended_call(&daemon, &booking);
+    assert_eq!(call["status"], "no-answer");
+    assert_eq!(
+        statuses(&call),
+        ["queued", "initiated", "ringing", "no-answer"]
+    );
+    assert_no_ports_held(&daemon);
+}
+
+#[test]
+fn cancel_while_ringing_cancels_the_expert() {
+    let daemon = start_daemon("ring_timeout = \"10s\"");
+    let expert = SippPeer::start("expert_rings.xml", None, "expert", &[], &[], SIPP_LIMIT);
+    let booking = book(&daemon, &[caller_id(1)], None, &expert_uri(&expert));
+    let caller = SippPeer::start(
+        "caller_cancels.xml",
+        daemon.sip_udp(),
+        NUMBER,
+        &[
+            ("caller_prefix", CALLER_PREFIX.into()),
+            ("rtp_port", "40000".into()),
+            ("formats", "0 96".into()),
+        ],
+        &[],
+        SIPP_LIMIT,
+    );
+    assert_passed("caller", caller);
+    assert_passed("expert (got CANCEL)", expert);
+    let call = ended_call(&daemon, &booking);
+    assert_eq!(call["status"], "canceled");
+    assert_eq!(call["end_reason"], "caller-cancel");
+    assert_no_ports_held(&daemon);
+}
+
+#[test]
+fn refusals_before_any_dialling_use_non_failover_codes() {
+    let daemon = start_daemon("");
+    // Nothing booked on the number: 404.
+    assert_eq!(refused_code(&daemon, "0 8 96", "+81599999999"), 404);
+    // No common codec (G.729 only): 488 before routing, so the booking is
+    // neither claimed nor dialled.
+    let booking = book(&daemon, &[caller_id(1)], None, "sip:nobody@127.0.0.1:9");
+    assert_eq!(refused_code(&daemon, "18 96", NUMBER), 488);
+    let (_, booking_now) = daemon.api("GET", &format!("/v1/bookings/{booking}"), TOKEN, None);
+    assert_eq!(booking_now["state"], "active");
+    // A booked number, a stranger's phone, no PIN to ask for: 603.
+    assert_eq!(refused_code_from(&daemon, "+1555000", "0 96", NUMBER), 603);
+    let (_, metrics) = daemon.get("/metrics", None);
+    assert!(
+        metrics.contains("tollbridge_calls_total{status=\"failed\"} 3"),
+        "{metrics}"
+    );
+    assert_no_ports_held(&daemon);
+}
+
+#[test]
+fn a_hold_reinvite_round_trip_is_answered_by_the_relay() {
+    let daemon = start_daemon("ring_timeout = \"10s\"");
+    let expert = SippPeer::start(
+        "expert_answers.xml",
+        None,
+        "expert",
+        &[("rtp_port", "40002".into())],
+        &[],
+        SIPP_LIMIT,
+    );
+    let booking = book(&daemon, &[caller_id(1)], None, &expert_uri(&expert));
+    let caller = SippPeer::start(
+        "caller_hold.xml",
+        daemon.sip_udp(),
+        NUMBER,
+        &[
+            ("caller_prefix", CALLER_PREFIX.into()),
+            ("rtp_port", "40000".into()),
+            ("formats", "0 96".into()),
+        ],
+        &["-d", "300"],
+        SIPP_LIMIT,
+    );
+    assert_passed("caller (hold answered recvonly, unhold sendrecv)", caller);
+    assert_passed("expert", expert);
+    let call = ended_call(&daemon, &booking);
+    let details: Vec<&str> = call["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["detail"].as_str())
+        .collect();
+    assert!(
+        details.contains(&"caller re-INVITE: SendOnly"),
+        "{details:?}"
+    );
+    assert!(
+        details.contains(&"caller re-INVITE: SendRecv"),
+        "{details:?}"
+    );
+    assert_eq!(call["status"], "completed");
+}
+
+#[test]
+fn a_pin_entered_by_dtmf_selects_the_right_booking() {
+    let daemon = start_daemon("ring_timeout = \"10s\"");
+    let (caller_media, expert_media) = (media_socket(), media_socket());
+    let expert = SippPeer::start(
+        "expert_answers.xml",
+        None,
+        "expert",
+        &[("rtp_port", port_of(&expert_media))],
+        &[],
+        SIPP_LIMIT,
+    );
+    // Two PIN bookings on the number; the caller's phone is in neither.
+    let other = book(
+        &daemon,
+        &["+15550000001".into()],
+        Some("1357"),
+        "sip:nobody@127.0.0.1:9",
+    );
+    let mine = book(&daemon, &[], Some("2468"), &expert_uri(&expert));
+    let caller = SippPeer::start(
+        "caller_hangs_up.xml",
+        daemon.sip_udp(),
+        NUMBER,
+        &[
+            ("caller_prefix", CALLER_PREFIX.into()),
+            ("rtp_port", port_of(&caller_media)),
+            ("formats", "0 96".into()),
+        ],
+        &["-d", "5000"],
+        SIPP_LIMIT,
+    );
+    // Tollbridge answers to collect the PIN.
+    let caller_relay = wait_relay(&caller, "SIP/2.0 200 OK");
+    let mut seq = 0u16;
+    for (n, key) in [2u8, 4, 6, 8, 11].into_iter().enumerate() {
+        for end in [false, true, true, true] {
+            let flags = if end { 0x8a } else { 0x0a };
+            let mut packet = rtp(96, seq, 0x7777, &[key, flags, 0x03, 0x20]);
+            // One RTP timestamp per key press.
+            packet[4..8].copy_from_slice(&(n as u32 * 8000).to_be_bytes());
+            caller_media.send_to(&packet, caller_relay).unwrap();
+            seq += 1;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The right expert is dialled and answers; audio then flows.
+    let expert_relay = wait_relay(&expert, "INVITE sip:expert");
+    std::thread::sleep(Duration::from_millis(500));
+    let packet = rtp(0, 900, 0x7777, &[0x11; 160]);
+    let (got, _) = relay_one(&caller_media, caller_relay, &packet, &expert_media)
+        .expect("audio after the PIN");
+    assert_eq!(got, packet);
+    let _ = expert_relay;
+    assert_passed("caller", caller);
+    assert_passed("expert", expert);
+    let call = ended_call(&daemon, &mine);
+    assert_eq!(call["booking"], mine.as_str());
+    assert_eq!(call["status"], "completed");
+    let (_, others) = daemon.api("GET", &format!("/v1/calls?booking={other}"), TOKEN, None);
+    assert_eq!(others["calls"].as_array().unwrap().len(), 0);
+    assert_no_ports_held(&daemon);
+}
+
+#[test]
+fn two_hundred_calls_with_mixed_endings_leave_no_relay_port_allocated() {
+    let daemon = start_daemon("ring_timeout = \"10s\"");
+    let rounds: [(&str, &str, u32); 3] = [
+        ("expert_answers.xml", "caller_hangs_up.xml", 100),
+        ("expert_busy.xml", "caller_refused.xml", 50),
+        ("expert_rings.xml", "caller_cancels.xml", 50),
+    ];
+    let mut total = 0;
+    for (expert_scenario, caller_scenario, calls) in rounds {
+        let expert = SippPeer::start(
+            expert_scenario,
+            None,
+            "expert",
+            &[("rtp_port", "40002".into())],
+            &["-m", &calls.to_string()],
+            SIPP_LIMIT,
+        );
+        let prefix = format!("{CALLER_PREFIX}{total:03}");
+        for n in 1..=calls {
+            book(
+                &daemon,
+                &[format!("{prefix}{n}")],
+                None,
+                &expert_uri(&expert),
+            );
+        }
+        let caller = SippPeer::start(
+            caller_scenario,
+            daemon.sip_udp(),
+            NUMBER,
+            &[
+                ("caller_prefix", prefix.clone()),
+                ("rtp_port", "40000".into()),
+                ("formats", "0 96".into()),
+            ],
+            &[
+                "-m",
+                &calls.to_string(),
+                "-r",
+                "25",
+                "-l",
+                "30",
+                "-d",
+                "200",
+            ],
+            SIPP_LIMIT,
+        );
+        assert_passed(caller_scenario, caller);
+        assert_passed(expert_scenario, expert);
+        total += calls;
+    }
+    assert_eq!(total, 200);
+    assert_no_ports_held(&daemon);
+    let (_, metrics) = daemon.get("/metrics", None);
+    for (status, count) in [("completed", 100), ("busy", 50), ("canceled", 50)] {
+        let line = format!("tollbridge_calls_total{{status=\"{status}\"}} {count}");
+        assert!(metrics.contains(&line), "missing {line} in\n{metrics}");
+    }
+}
