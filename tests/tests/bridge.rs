@@ -626,3 +626,60 @@ fn two_hundred_calls_with_mixed_endings_leave_no_relay_port_allocated() {
         assert!(metrics.contains(&line), "missing {line} in\n{metrics}");
     }
 }
+
+#[test]
+fn the_two_minute_example_in_the_readme_makes_a_call() {
+    let daemon = start_daemon("ring_timeout = \"10s\"");
+    let free = || {
+        UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+            .to_string()
+    };
+    let (expert_media, caller_media) = (free(), free());
+    let expert = SippPeer::start(
+        "../../examples/sipp/expert.xml",
+        None,
+        "expert",
+        &[],
+        &["-mp", &expert_media, "-rtp_echo"],
+        SIPP_LIMIT,
+    );
+    // The README's booking, with the example's numbers.
+    let booking = {
+        let body = json!({
+            "called": "+815012345678",
+            "callers": ["+819012345678"],
+            "callee": {"uri": expert_uri(&expert)},
+            "tariff": {"currency": "jpy", "price_per_minute": 100},
+            "cap_seconds": 600,
+            "window": {"start": rfc3339(time::Duration::minutes(-5)), "end": rfc3339(time::Duration::hours(1))},
+        });
+        let (status, body) = daemon.api("POST", "/v1/bookings", TOKEN, Some(&body.to_string()));
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    };
+    let caller = SippPeer::start(
+        "../../examples/sipp/caller.xml",
+        daemon.sip_udp(),
+        "+815012345678",
+        &[],
+        &["-mp", &caller_media],
+        SIPP_LIMIT,
+    );
+    assert_passed("example caller", caller);
+    assert_passed("example expert", expert);
+    let call = ended_call(&daemon, &booking);
+    assert_eq!(call["status"], "completed");
+    // SIPp's DTMF pcap went through the relay to the expert and back.
+    let sent_to_expert = call["legs"]["callee"]["media"]["packets_sent"]
+        .as_i64()
+        .unwrap();
+    assert!(sent_to_expert > 0, "{call}");
+    assert_eq!(
+        call["legs"]["caller"]["media"]["packets_sent"],
+        call["legs"]["callee"]["media"]["packets_received"]
+    );
+}

@@ -1,0 +1,283 @@
+//! Benchmark of the media relay: N concurrent bridged G.711 calls, both
+//! directions, one 172-byte RTP packet per direction every 20 ms, through
+//! the relay (the daemon's own `Relay`: its thread, port pool and per-call
+//! tasks) and, as the baseline in the same run, directly between the same
+//! endpoints with no relay.
+//!
+//! `cargo run --release -p tollbridge-e2e --bin relay-bench -- [SECONDS] [CALLS...]`
+//! (defaults: 10 s at 50, 200 and 500 calls). Prints a Markdown table:
+//! relay CPU time per relayed packet (the `tb-media` thread's user+sys from
+//! /proc over the packets it forwarded), the load generator's own CPU per
+//! packet, loss, and one-way latency percentiles; "added" is the relay's
+//! median minus the direct run's median.
+
+// A benchmark tool: a failed setup step aborts it with a message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tollbridge_media::bridge::Side;
+use tollbridge_media::leg::{LatchPolicy, Peer};
+use tollbridge_media::ports::PortPool;
+use tollbridge_media::relay::{CallMedia, Relay};
+use tollbridge_media::sdp::Direction;
+
+const PACKET: usize = 172;
+const FRAME: Duration = Duration::from_millis(20);
+
+/// CPU ticks per second for /proc times (`getconf CLK_TCK`).
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// user+sys seconds of this process's threads, split into the relay
+/// thread (`tb-media`) and everything else.
+fn cpu_seconds(ticks: f64) -> (f64, f64) {
+    let mut relay = 0.0;
+    let mut rest = 0.0;
+    for entry in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = &stat[open + 1..close];
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let used =
+            (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) / ticks;
+        if name == "tb-media" {
+            relay += used;
+        } else {
+            rest += used;
+        }
+    }
+    (relay, rest)
+}
+
+struct Stats {
+    sent: AtomicU64,
+    received: AtomicU64,
+    latencies_ns: std::sync::Mutex<Vec<u64>>,
+}
+
+/// One party of one call: its socket and where it sends.
+struct Party {
+    socket: Arc<UdpSocket>,
+    target: SocketAddr,
+}
+
+async fn receive(socket: Arc<UdpSocket>, origin: Instant, stats: Arc<Stats>, stop: Instant) {
+    let mut buf = [0u8; 2048];
+    let mut latencies = Vec::with_capacity(1024);
+    while let Ok(Ok((n, _))) = tokio::time::timeout(
+        stop.saturating_duration_since(Instant::now()),
+        socket.recv_from(&mut buf),
+    )
+    .await
+    {
+        if n < 20 {
+            continue;
+        }
+        let sent_ns = u64::from_be_bytes(buf[12..20].try_into().unwrap());
+        let now_ns = origin.elapsed().as_nanos() as u64;
+        latencies.push(now_ns.saturating_sub(sent_ns));
+        stats.received.fetch_add(1, Ordering::Relaxed);
+    }
+    stats.latencies_ns.lock().unwrap().extend(latencies);
+}
+
+struct Outcome {
+    sent: u64,
+    received: u64,
+    p50_us: f64,
+    p99_us: f64,
+    max_us: f64,
+    relay_cpu: f64,
+    generator_cpu: f64,
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0
+}
+
+/// Runs `calls` calls for `seconds`, through `relay` or directly.
+async fn run(relay: Option<&Relay>, calls: usize, seconds: u64, ticks: f64) -> Outcome {
+    let mut parties: Vec<Party> = Vec::with_capacity(calls * 2);
+    let mut media: Vec<CallMedia> = Vec::new();
+    for _ in 0..calls {
+        let a = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let b = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        let peer = |rtp: SocketAddr| Peer {
+            rtp: Some(rtp),
+            rtcp: None,
+            direction: Direction::SendRecv,
+            telephone_event: Some(101),
+        };
+        match relay {
+            Some(relay) => {
+                let call = relay.open_call().unwrap();
+                call.set_peer(Side::Caller, peer(a_addr));
+                call.set_peer(Side::Callee, peer(b_addr));
+                call.stats().await.unwrap();
+                parties.push(Party {
+                    socket: a,
+                    target: call.address(Side::Caller),
+                });
+                parties.push(Party {
+                    socket: b,
+                    target: call.address(Side::Callee),
+                });
+                media.push(call);
+            }
+            None => {
+                parties.push(Party {
+                    socket: a,
+                    target: b_addr,
+                });
+                parties.push(Party {
+                    socket: b,
+                    target: a_addr,
+                });
+            }
+        }
+    }
+    let stats = Arc::new(Stats {
+        sent: AtomicU64::new(0),
+        received: AtomicU64::new(0),
+        latencies_ns: std::sync::Mutex::new(Vec::new()),
+    });
+    let origin = Instant::now();
+    let duration = Duration::from_secs(seconds);
+    let stop_receiving = origin + duration + Duration::from_millis(500);
+    let receivers: Vec<_> = parties
+        .iter()
+        .map(|p| {
+            tokio::spawn(receive(
+                p.socket.clone(),
+                origin,
+                stats.clone(),
+                stop_receiving,
+            ))
+        })
+        .collect();
+    let (relay_before, rest_before) = cpu_seconds(ticks);
+    // Each party sends every 20 ms, the parties spread evenly over the frame.
+    let mut packet = [0u8; PACKET];
+    packet[0] = 0x80;
+    let mut next = vec![Duration::ZERO; parties.len()];
+    for (i, slot) in next.iter_mut().enumerate() {
+        *slot = FRAME * i as u32 / parties.len() as u32;
+    }
+    let mut seq = vec![0u16; parties.len()];
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    while origin.elapsed() < duration {
+        tick.tick().await;
+        let now = origin.elapsed();
+        for (i, party) in parties.iter().enumerate() {
+            if next[i] > now {
+                continue;
+            }
+            next[i] += FRAME;
+            seq[i] = seq[i].wrapping_add(1);
+            packet[2..4].copy_from_slice(&seq[i].to_be_bytes());
+            packet[4..8].copy_from_slice(&(u32::from(seq[i]) * 160).to_be_bytes());
+            packet[8..12].copy_from_slice(&(i as u32).to_be_bytes());
+            // The send time rides where the relay never looks: the payload.
+            packet[12..20].copy_from_slice(&(origin.elapsed().as_nanos() as u64).to_be_bytes());
+            if party.socket.try_send_to(&packet, party.target).is_ok() {
+                stats.sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    for receiver in receivers {
+        receiver.await.unwrap();
+    }
+    let (relay_after, rest_after) = cpu_seconds(ticks);
+    for call in media {
+        call.close().await;
+    }
+    let mut latencies = std::mem::take(&mut *stats.latencies_ns.lock().unwrap());
+    latencies.sort_unstable();
+    let received = stats.received.load(Ordering::Relaxed);
+    Outcome {
+        sent: stats.sent.load(Ordering::Relaxed),
+        received,
+        p50_us: percentile(&latencies, 0.5),
+        p99_us: percentile(&latencies, 0.99),
+        max_us: latencies.last().map_or(f64::NAN, |v| *v as f64 / 1000.0),
+        relay_cpu: relay_after - relay_before,
+        generator_cpu: rest_after - rest_before,
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let seconds: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let mut sizes: Vec<usize> = args.filter_map(|s| s.parse().ok()).collect();
+    if sizes.is_empty() {
+        sizes = vec![50, 200, 500];
+    }
+    let ticks = clock_ticks();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let pool = PortPool::new("127.0.0.1".parse().unwrap(), 40000, 42999);
+    let relay = Relay::start(pool, LatchPolicy::SignalledIp, "127.0.0.1".parse().unwrap()).unwrap();
+    println!(
+        "| path | calls | packets sent | received | loss % | relay CPU µs/pkt | generator CPU µs/pkt | latency p50 µs | p99 µs | max µs | added p50 µs |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for calls in sizes {
+        let direct = runtime.block_on(run(None, calls, seconds, ticks));
+        let relayed = runtime.block_on(run(Some(&relay), calls, seconds, ticks));
+        for (name, outcome) in [("direct (baseline)", &direct), ("relay", &relayed)] {
+            let loss = 100.0 * (outcome.sent - outcome.received.min(outcome.sent)) as f64
+                / outcome.sent.max(1) as f64;
+            let relay_cpu = if name == "relay" {
+                format!(
+                    "{:.2}",
+                    outcome.relay_cpu * 1e6 / outcome.received.max(1) as f64
+                )
+            } else {
+                "-".into()
+            };
+            let added = if name == "relay" {
+                format!("{:.0}", relayed.p50_us - direct.p50_us)
+            } else {
+                "-".into()
+            };
+            println!(
+                "| {name} | {calls} | {} | {} | {loss:.3} | {relay_cpu} | {:.2} | {:.0} | {:.0} | {:.0} | {added} |",
+                outcome.sent,
+                outcome.received,
+                outcome.generator_cpu * 1e6 / outcome.sent.max(1) as f64,
+                outcome.p50_us,
+                outcome.p99_us,
+                outcome.max_us,
+            );
+        }
+    }
+    // A closed call's task drops its sockets right after its last reply.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while relay.pairs_in_use() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(relay.pairs_in_use(), 0, "the bench leaked relay ports");
+}
