@@ -29,8 +29,13 @@ fn port_range() -> String {
 }
 
 fn start_daemon(calls: &str) -> Daemon {
+    start_daemon_with(calls, "30s")
+}
+
+/// A daemon with `[calls]` keys and this `media.timeout`.
+fn start_daemon_with(calls: &str, media_timeout: &str) -> Daemon {
     let sections = format!(
-        "[media]\naddress = \"127.0.0.1\"\nports = \"{}\"\ntimeout = \"30s\"\n\n[calls]\n{calls}\n",
+        "[media]\naddress = \"127.0.0.1\"\nports = \"{}\"\ntimeout = \"{media_timeout}\"\n\n[calls]\n{calls}\n",
         port_range()
     );
     let daemon = Daemon::start(&test_config(&format!("api_token = \"{TOKEN}\""), &sections));
@@ -682,4 +687,42 @@ fn the_two_minute_example_in_the_readme_makes_a_call() {
         call["legs"]["caller"]["media"]["packets_sent"],
         call["legs"]["callee"]["media"]["packets_received"]
     );
+}
+
+#[test]
+fn a_call_whose_media_stops_is_ended_on_both_sides() {
+    let daemon = start_daemon_with("ring_timeout = \"10s\"", "2s");
+    let expert = SippPeer::start(
+        "expert_answers.xml",
+        None,
+        "expert",
+        &[("rtp_port", "40002".into())],
+        &[],
+        SIPP_LIMIT,
+    );
+    let booking = book(&daemon, &[caller_id(1)], None, &expert_uri(&expert));
+    let caller = SippPeer::start(
+        "caller_waits_bye.xml",
+        daemon.sip_udp(),
+        NUMBER,
+        &[
+            ("caller_prefix", CALLER_PREFIX.into()),
+            ("rtp_port", "40000".into()),
+            ("formats", "0 96".into()),
+        ],
+        &[],
+        SIPP_LIMIT,
+    );
+    // Neither phone sends RTP: both get BYE once media.timeout passes.
+    assert_passed("caller (got BYE)", caller);
+    assert_passed("expert (got BYE)", expert);
+    let call = ended_call(&daemon, &booking);
+    assert_eq!(call["end_reason"], "media-timeout");
+    assert_eq!(call["status"], "completed");
+    let talk = call["talk_ms"].as_i64().unwrap();
+    assert!(
+        (1900..4000).contains(&talk),
+        "ended after {talk} ms of silence"
+    );
+    assert_no_ports_held(&daemon);
 }

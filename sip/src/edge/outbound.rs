@@ -270,6 +270,8 @@ pub(crate) async fn place(
             contact: contact.clone(),
             credential: credential.clone(),
             headers: Some(vec![Header::MaxForwards(70.into())]),
+            // Our own host in the Call-ID, not the stack's default domain.
+            call_id: Some(format!("{}@{public_host}", uuid::Uuid::now_v7().simple())),
             ..Default::default()
         };
         let (states_tx, mut states) = dialogs.new_dialog_state_channel();
