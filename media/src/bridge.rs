@@ -1,13 +1,19 @@
 //! The two legs of a call and the forwarding decision between them,
 //! sans-IO: a datagram and `now` in, where to send it (if anywhere) out.
 //! The relay thread calls this per packet, so it neither allocates nor
-//! locks; the only per-packet write is the telephone-event payload type.
+//! locks; the only per-packet writes are the telephone-event payload type
+//! and, once a prompt has been played to a party, the header fields that
+//! keep that party's stream continuous ([`OutStream`]).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use crate::dtmf::KeyDetector;
 use crate::leg::{LatchPolicy, Leg, LegStats, Peer, RtpHeader};
+use crate::prompt::Prompt;
+use crate::stream::{OutStream, PROMPT_PACKET, PromptMode};
 
 /// Which party a leg belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -64,6 +70,8 @@ pub struct Bridge {
     legs: [Leg; 2],
     keys: [KeyDetector; 2],
     forwarding: bool,
+    forward_until: Option<Instant>,
+    streams: [OutStream; 2],
     origin: Instant,
     watch: Option<(Duration, Instant)>,
 }
@@ -75,6 +83,8 @@ impl Bridge {
             legs: [Leg::new(policy), Leg::new(policy)],
             keys: [KeyDetector::default(), KeyDetector::default()],
             forwarding: true,
+            forward_until: None,
+            streams: [OutStream::default(), OutStream::default()],
             origin,
             watch: None,
         }
@@ -94,6 +104,53 @@ impl Bridge {
     /// received and counted.
     pub fn set_forwarding(&mut self, forwarding: bool) {
         self.forwarding = forwarding;
+    }
+
+    /// Stops forwarding between the legs from `at` on, judged per packet
+    /// by the relay's own clock: the cut holds even if no message arrives
+    /// in time (or a BYE is lost). `None` lifts it.
+    pub fn forward_until(&mut self, at: Option<Instant>) {
+        self.forward_until = at;
+    }
+
+    /// Plays `prompt` to `side`'s party in its agreed codec; nothing when
+    /// no codec was agreed yet.
+    pub fn play(&mut self, side: Side, prompt: Arc<Prompt>, mode: PromptMode, now: Instant) {
+        if let Some(codec) = self.legs[side.index()].peer().codec {
+            self.streams[side.index()].play(prompt, mode, codec, now);
+        }
+    }
+
+    /// Stops a prompt playing to `side`.
+    pub fn stop_prompt(&mut self, side: Side) {
+        self.streams[side.index()].stop();
+    }
+
+    /// When the next prompt frame is due on either leg.
+    pub fn next_prompt_at(&self) -> Option<Instant> {
+        match (
+            self.streams[0].next_frame_at(),
+            self.streams[1].next_frame_at(),
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The prompt frame due at `now` for `side`, written into `out`: its
+    /// length and where to send it (from `side`'s own socket).
+    pub fn poll_prompt(
+        &mut self,
+        side: Side,
+        now: Instant,
+        out: &mut [u8; PROMPT_PACKET],
+    ) -> Option<(usize, SocketAddr)> {
+        let ssrc = 0x7b1d_0000 | side.index() as u32;
+        let len = self.streams[side.index()].poll_frame(now, out, ssrc)?;
+        let leg = &mut self.legs[side.index()];
+        let target = leg.rtp_target()?;
+        leg.on_sent(len);
+        Some((len, target))
     }
 
     /// Arms the inactivity watch: a leg that sends nothing for `timeout`
@@ -142,8 +199,10 @@ impl Bridge {
         } else {
             None
         };
-        let deliver =
-            self.forwarding && from.peer().direction.sends() && to.peer().direction.receives();
+        let deliver = self.forwarding
+            && self.forward_until.is_none_or(|until| now < until)
+            && from.peer().direction.sends()
+            && to.peer().direction.receives();
         let target = to.rtp_target().filter(|_| deliver);
         let send_to = match (target, is_event) {
             (Some(target), false) => Some(target),
@@ -160,6 +219,8 @@ impl Bridge {
             },
             (None, _) => None,
         };
+        let send_to = send_to
+            .filter(|_| self.streams[side.other().index()].forward(packet, header, !is_event, now));
         if send_to.is_some() {
             to.on_sent(packet.len());
         }
@@ -167,13 +228,14 @@ impl Bridge {
     }
 
     /// Decides about an RTCP datagram that arrived on `side`'s RTCP socket.
-    pub fn on_rtcp(&mut self, side: Side, source: SocketAddr) -> Option<SocketAddr> {
+    pub fn on_rtcp(&mut self, side: Side, source: SocketAddr, now: Instant) -> Option<SocketAddr> {
         let [caller, callee] = &mut self.legs;
         let (from, to) = match side {
             Side::Caller => (caller, callee),
             Side::Callee => (callee, caller),
         };
-        if !from.admit_rtcp(source) || !self.forwarding {
+        let cut = self.forward_until.is_some_and(|until| now >= until);
+        if !from.admit_rtcp(source) || !self.forwarding || cut {
             return None;
         }
         to.rtcp_target()

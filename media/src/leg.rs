@@ -29,6 +29,8 @@ pub struct Peer {
     pub direction: Direction,
     /// The payload type it takes telephone-events on.
     pub telephone_event: Option<u8>,
+    /// The G.711 codec agreed with it, once known (prompts use it).
+    pub codec: Option<crate::sdp::Codec>,
 }
 
 impl Peer {
@@ -38,6 +40,7 @@ impl Peer {
         rtcp: None,
         direction: Direction::SendRecv,
         telephone_event: None,
+        codec: None,
     };
 }
 

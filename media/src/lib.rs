@@ -13,7 +13,10 @@
 
 pub mod bridge;
 pub mod dtmf;
+pub mod g711;
 pub mod leg;
 pub mod ports;
+pub mod prompt;
 pub mod relay;
 pub mod sdp;
+pub mod stream;

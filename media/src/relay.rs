@@ -2,8 +2,9 @@
 //! single-threaded tokio runtime, one task per call owning that call's four
 //! sockets and its [`Bridge`]. The per-packet path is a `recv_from` into a
 //! buffer the task owns, the bridge's decision, and a non-blocking
-//! `send_to`: no allocation, no lock, no log line. The call's owner steers
-//! it with messages and hears back DTMF keys and inactivity.
+//! `send_to`: no allocation, no lock, no log line. Prompt frames go out on
+//! a 20 ms timer that runs only while a prompt plays. The call's owner
+//! steers it with messages and hears back DTMF keys and inactivity.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -15,6 +16,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::bridge::{Bridge, Side};
 use crate::leg::{LatchPolicy, LegStats, Peer};
 use crate::ports::{PairGuard, PortPair, PortPool};
+use crate::prompt::Prompt;
+use crate::stream::{PROMPT_PACKET, PromptMode};
 
 /// The largest datagram relayed; anything longer is truncated by the
 /// kernel and then fails the RTP length checks. G.711 at 20 ms is 172.
@@ -58,6 +61,9 @@ pub struct CallStats {
 enum Control {
     SetPeer(Side, Peer),
     Forwarding(bool),
+    ForwardUntil(Option<Instant>),
+    Play(Side, Arc<Prompt>, PromptMode),
+    StopPrompt(Side),
     Watch(Option<Duration>),
     Stats(oneshot::Sender<CallStats>),
     Close(oneshot::Sender<CallStats>),
@@ -188,6 +194,22 @@ impl CallMedia {
         let _ = self.control.send(Control::Forwarding(forwarding));
     }
 
+    /// Stops forwarding between the parties at `at` (by the relay's clock,
+    /// packet by packet), however late anything else is.
+    pub fn forward_until(&self, at: Option<Instant>) {
+        let _ = self.control.send(Control::ForwardUntil(at));
+    }
+
+    /// Plays a prompt to one party, replacing any prompt playing to it.
+    pub fn play(&self, side: Side, prompt: Arc<Prompt>, mode: PromptMode) {
+        let _ = self.control.send(Control::Play(side, prompt, mode));
+    }
+
+    /// Stops the prompt playing to one party.
+    pub fn stop_prompt(&self, side: Side) {
+        let _ = self.control.send(Control::StopPrompt(side));
+    }
+
     /// Arms (or with `None` disarms) the inactivity watch.
     pub fn watch(&self, timeout: Option<Duration>) {
         let _ = self.control.send(Control::Watch(timeout));
@@ -260,6 +282,7 @@ async fn relay_call(
     ] = &mut *buffers;
     let [caller_rtp, callee_rtp] = &sockets.rtp;
     let [caller_rtcp, callee_rtcp] = &sockets.rtcp;
+    let mut frame = [0u8; PROMPT_PACKET];
     let mut tick = tokio::time::interval(INACTIVITY_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -267,6 +290,9 @@ async fn relay_call(
             command = commands.recv() => match command {
                 Some(Control::SetPeer(side, peer)) => bridge.set_peer(side, peer),
                 Some(Control::Forwarding(on)) => bridge.set_forwarding(on),
+                Some(Control::ForwardUntil(at)) => bridge.forward_until(at),
+                Some(Control::Play(side, prompt, mode)) => bridge.play(side, prompt, mode, Instant::now()),
+                Some(Control::StopPrompt(side)) => bridge.stop_prompt(side),
                 Some(Control::Watch(timeout)) => bridge.watch(timeout, Instant::now()),
                 Some(Control::Stats(reply)) => {
                     let _ = reply.send(stats_of(&bridge));
@@ -289,16 +315,24 @@ async fn relay_call(
             }
             received = caller_rtcp.recv_from(caller_rtcp_buf) => {
                 if let Ok((len, source)) = received
-                    && let Some(target) = bridge.on_rtcp(Side::Caller, source)
+                    && let Some(target) = bridge.on_rtcp(Side::Caller, source, Instant::now())
                 {
                     let _ = callee_rtcp.try_send_to(&caller_rtcp_buf[..len], target);
                 }
             }
             received = callee_rtcp.recv_from(callee_rtcp_buf) => {
                 if let Ok((len, source)) = received
-                    && let Some(target) = bridge.on_rtcp(Side::Callee, source)
+                    && let Some(target) = bridge.on_rtcp(Side::Callee, source, Instant::now())
                 {
                     let _ = caller_rtcp.try_send_to(&callee_rtcp_buf[..len], target);
+                }
+            }
+            () = prompt_due(bridge.next_prompt_at()) => {
+                let now = Instant::now();
+                for (side, socket) in [(Side::Caller, caller_rtp), (Side::Callee, callee_rtp)] {
+                    while let Some((len, target)) = bridge.poll_prompt(side, now, &mut frame) {
+                        let _ = socket.try_send_to(&frame[..len], target);
+                    }
                 }
             }
             _ = tick.tick() => {
@@ -307,6 +341,14 @@ async fn relay_call(
                 }
             }
         }
+    }
+}
+
+/// Ready when the next prompt frame is due; never when none plays.
+async fn prompt_due(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
     }
 }
 

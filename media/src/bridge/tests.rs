@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::sdp::Direction;
+use crate::stream::{PROMPT_PACKET, PromptMode};
 
 const CALLER: &str = "192.0.2.10:4000";
 const CALLEE: &str = "198.51.100.20:6000";
@@ -17,6 +18,7 @@ fn peer(rtp: &str, telephone_event: Option<u8>) -> Peer {
         rtcp: Some(SocketAddr::new(rtp.ip(), rtp.port() + 1)),
         direction: Direction::SendRecv,
         telephone_event,
+        codec: Some(crate::sdp::Codec::Pcmu),
     }
 }
 
@@ -177,7 +179,10 @@ fn nothing_is_forwarded_when_forwarding_stops_or_before_the_other_party_is_known
             .send_to,
         None
     );
-    assert_eq!(bridge.on_rtcp(Side::Caller, addr("192.0.2.10:4001")), None);
+    assert_eq!(
+        bridge.on_rtcp(Side::Caller, addr("192.0.2.10:4001"), now),
+        None
+    );
     assert_eq!(
         bridge.stats(Side::Caller).packets_received,
         1,
@@ -190,10 +195,13 @@ fn rtcp_is_latched_and_forwarded_like_rtp() {
     let now = Instant::now();
     let mut bridge = bridge(now);
     assert_eq!(
-        bridge.on_rtcp(Side::Caller, addr("192.0.2.10:4001")),
+        bridge.on_rtcp(Side::Caller, addr("192.0.2.10:4001"), now),
         Some(addr("198.51.100.20:6001"))
     );
-    assert_eq!(bridge.on_rtcp(Side::Caller, addr("203.0.113.9:4001")), None);
+    assert_eq!(
+        bridge.on_rtcp(Side::Caller, addr("203.0.113.9:4001"), now),
+        None
+    );
     assert_eq!(bridge.stats(Side::Caller).dropped_foreign, 1);
 }
 
@@ -249,4 +257,92 @@ fn a_silent_leg_is_reported_once_and_hold_pauses_the_watch() {
     held.set_peer(Side::Callee, peer(CALLEE, Some(101)));
     assert_eq!(held.poll_inactivity(at(3629)), None);
     assert!(held.poll_inactivity(at(3630)).is_some());
+}
+
+#[test]
+fn forwarding_stops_at_the_cut_by_the_packets_own_time() {
+    let now = Instant::now();
+    let mut bridge = bridge(now);
+    let cut = now + Duration::from_secs(6);
+    bridge.forward_until(Some(cut));
+    let just_before = cut - Duration::from_millis(1);
+    assert!(
+        bridge
+            .on_rtp(
+                Side::Caller,
+                addr(CALLER),
+                &mut rtp(0, 1, &[0; 160]),
+                just_before
+            )
+            .send_to
+            .is_some()
+    );
+    assert_eq!(
+        bridge
+            .on_rtp(Side::Caller, addr(CALLER), &mut rtp(0, 2, &[0; 160]), cut)
+            .send_to,
+        None
+    );
+    assert_eq!(
+        bridge
+            .on_rtp(Side::Callee, addr(CALLEE), &mut rtp(0, 1, &[0; 160]), cut)
+            .send_to,
+        None
+    );
+    assert_eq!(
+        bridge.on_rtcp(Side::Caller, addr("192.0.2.10:4001"), cut),
+        None
+    );
+}
+
+#[test]
+fn a_prompt_goes_to_its_party_from_its_leg_and_replaces_the_other_party() {
+    let now = Instant::now();
+    let mut bridge = bridge(now);
+    let prompt = crate::prompt::Prompts::load(None)
+        .unwrap()
+        .get(crate::prompt::PromptName::TimeUp);
+    bridge.play(Side::Callee, prompt.clone(), PromptMode::Replace, now);
+    assert_eq!(bridge.next_prompt_at(), Some(now));
+    let mut out = [0u8; PROMPT_PACKET];
+    let (len, target) = bridge.poll_prompt(Side::Callee, now, &mut out).unwrap();
+    assert_eq!((len, target), (172, addr(CALLEE)));
+    assert_eq!(&out[12..], &prompt.encoded(crate::sdp::Codec::Pcmu)[..160]);
+    assert_eq!(
+        bridge.poll_prompt(Side::Caller, now, &mut out),
+        None,
+        "the caller hears no prompt"
+    );
+    // The caller's audio is not sent to the callee while it plays...
+    assert_eq!(
+        bridge
+            .on_rtp(Side::Caller, addr(CALLER), &mut rtp(0, 1, &[0; 160]), now)
+            .send_to,
+        None
+    );
+    // ...but the callee's still reaches the caller.
+    assert!(
+        bridge
+            .on_rtp(Side::Callee, addr(CALLEE), &mut rtp(0, 1, &[0; 160]), now)
+            .send_to
+            .is_some()
+    );
+    assert_eq!(
+        bridge.stats(Side::Callee).packets_sent,
+        1,
+        "the prompt frame counts as sent"
+    );
+    bridge.stop_prompt(Side::Callee);
+    assert_eq!(bridge.next_prompt_at(), None);
+    // A party with no agreed codec cannot be played to.
+    let mut early = Bridge::new(LatchPolicy::SignalledIp, now);
+    early.set_peer(
+        Side::Caller,
+        Peer {
+            codec: None,
+            ..peer(CALLER, None)
+        },
+    );
+    early.play(Side::Caller, prompt, PromptMode::Replace, now);
+    assert_eq!(early.next_prompt_at(), None);
 }

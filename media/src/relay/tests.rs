@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::sdp::Direction;
+use crate::stream::PromptMode;
 
 fn relay() -> Relay {
     // An ephemeral-looking range unlikely to collide; busy ports are skipped.
@@ -18,6 +19,7 @@ fn peer(socket: &std::net::UdpSocket) -> Peer {
         rtcp: None,
         direction: Direction::SendRecv,
         telephone_event: Some(101),
+        codec: Some(crate::sdp::Codec::Pcmu),
     }
 }
 
@@ -110,4 +112,46 @@ async fn a_dropped_call_releases_its_ports_and_silence_is_reported() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(relay.pairs_in_use(), 0);
+}
+
+#[tokio::test]
+async fn a_prompt_reaches_its_party_frame_by_frame_and_the_cut_holds() {
+    let relay = relay();
+    let call = relay.open_call().unwrap();
+    let (caller, callee) = (party(), party());
+    call.set_peer(Side::Caller, peer(&caller));
+    call.set_peer(Side::Callee, peer(&callee));
+    let prompt = crate::prompt::Prompts::load(None)
+        .unwrap()
+        .get(crate::prompt::PromptName::TimeUp);
+    call.play(Side::Caller, prompt.clone(), PromptMode::Replace);
+    let mut buf = [0u8; 2048];
+    let started = Instant::now();
+    for i in 0..prompt.frames() {
+        let (len, from) = caller.recv_from(&mut buf).unwrap();
+        assert_eq!(from, call.address(Side::Caller));
+        assert_eq!(len, 172);
+        assert_eq!(
+            &buf[12..len],
+            &prompt.encoded(crate::sdp::Codec::Pcmu)[i * 160..(i + 1) * 160],
+            "frame {i}"
+        );
+    }
+    // Paced in real time: the frames took about the prompt's length.
+    let took = started.elapsed();
+    assert!(
+        took + Duration::from_millis(100) >= prompt.duration(),
+        "{took:?}"
+    );
+    // Cut forwarding now: the callee's audio no longer reaches the caller.
+    call.forward_until(Some(Instant::now()));
+    call.stats().await.unwrap();
+    callee
+        .send_to(&rtp(0, 1, 0x55), call.address(Side::Callee))
+        .unwrap();
+    caller
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(caller.recv_from(&mut buf).is_err(), "nothing after the cut");
+    call.close().await.unwrap();
 }

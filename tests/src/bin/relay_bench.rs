@@ -127,6 +127,7 @@ async fn run(relay: Option<&Relay>, calls: usize, seconds: u64, ticks: f64) -> O
             rtcp: None,
             direction: Direction::SendRecv,
             telephone_event: Some(101),
+            codec: Some(tollbridge_media::sdp::Codec::Pcmu),
         };
         match relay {
             Some(relay) => {
