@@ -54,6 +54,8 @@ pub struct Metrics {
     settlements: Family<Labels, Gauge>,
     sip_turned_away: Family<Labels, Counter>,
     media_port_pairs: Gauge,
+    talk_seconds: Family<Labels, Counter>,
+    billed_amount: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -96,7 +98,21 @@ impl Metrics {
             "RTP/RTCP port pairs the relay holds (two per call in progress)",
             media_port_pairs.clone(),
         );
+        let talk_seconds = Family::<Labels, Counter>::default();
+        registry.register(
+            "talk_seconds",
+            "Talk seconds of rated calls (rounded up per call), by currency",
+            talk_seconds.clone(),
+        );
+        let billed_amount = Family::<Labels, Counter>::default();
+        registry.register(
+            "billed_amount",
+            "Amount rated for calls, in the currency's minor unit, by currency",
+            billed_amount.clone(),
+        );
         Metrics {
+            talk_seconds,
+            billed_amount,
             media_port_pairs,
             registry,
             uptime_seconds,
@@ -112,6 +128,17 @@ impl Metrics {
         self.calls_total
             .get_or_create(&vec![("status", status.to_owned())])
             .inc();
+    }
+
+    /// Counts a rated call's talk time and amount.
+    pub fn call_rated(&self, currency: &str, talk_seconds: u64, amount: i64) {
+        let labels = vec![("currency", currency.to_owned())];
+        self.talk_seconds
+            .get_or_create(&labels)
+            .inc_by(talk_seconds);
+        self.billed_amount
+            .get_or_create(&labels)
+            .inc_by(u64::try_from(amount).unwrap_or(0));
     }
 
     /// Renders the OpenMetrics text, after bringing the scraped values in.
@@ -160,6 +187,8 @@ mod tests {
         let metrics = Metrics::new();
         metrics.call_ended("busy");
         metrics.call_ended("busy");
+        metrics.call_rated("jpy", 61, 102);
+        metrics.call_rated("jpy", 6, 10);
         let scrape = Scrape {
             uptime_seconds: 12.5,
             active_calls: 3,
@@ -181,6 +210,8 @@ mod tests {
             "tollbridge_sip_turned_away_total{reason=\"malformed\"} 7",
             "tollbridge_sip_turned_away_total{reason=\"rate-limited\"} 0",
             "tollbridge_media_port_pairs_in_use 4",
+            "tollbridge_talk_seconds_total{currency=\"jpy\"} 67",
+            "tollbridge_billed_amount_total{currency=\"jpy\"} 112",
             "# EOF",
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");

@@ -4,7 +4,7 @@
 //! that need sockets or files reopened (listeners, our public SIP address,
 //! the INVITE rate, media ports, database, log format, Stripe keys) keep
 //! their running values, with a warning; everything else (API token,
-//! trunks and their ACLs, `sip.unknown_source`, timers, prompts, log level)
+//! trunks and their ACLs, `sip.unknown_source`, timers, `prompts.warning_before`, log level)
 //! applies to requests and calls that start after the reload.
 
 use std::sync::Arc;
@@ -78,6 +78,11 @@ fn keep_restart_only_keys(running: &Config, mut new: Config) -> Config {
     if new.database != running.database {
         restart_needed.push("database.path");
         new.database = running.database.clone();
+    }
+    if new.prompts.dir != running.prompts.dir {
+        // The WAVs are read and encoded once at start.
+        restart_needed.push("prompts.dir");
+        new.prompts.dir = running.prompts.dir.clone();
     }
     if new.stripe != running.stripe {
         restart_needed.push("stripe");

@@ -9,11 +9,14 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tollbridge_config::{Config, StripeMode};
 use tollbridge_media::ports::PortPool;
+use tollbridge_media::prompt::Prompts;
 use tollbridge_media::relay::Relay;
 use tollbridge_sip::edge::SipEdge;
 use tracing::{error, info, warn};
 
+use crate::calls::meter::Meters;
 use crate::calls::records;
+use crate::calls::task::CallControl;
 use crate::logging::LogHandle;
 use crate::reload;
 use crate::state::Shared;
@@ -52,6 +55,10 @@ pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow
         );
     }
     let relay = Arc::new(start_relay(&config)?);
+    let prompts = Arc::new(
+        Prompts::load(config.prompts.dir.as_deref())
+            .context("cannot load the prompts (prompts.dir)")?,
+    );
 
     let (sip, calls) = SipEdge::start(crate::edge::edge_config(&config))
         .await
@@ -75,12 +82,16 @@ pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow
         Some(sip.clone()),
         Some(relay.clone()),
     );
-    tokio::spawn(crate::calls::task::answer_calls(
-        shared.clone(),
-        sip.clone(),
-        relay.clone(),
-        calls,
-    ));
+    let meters = Arc::new(Meters::default());
+    let control = Arc::new(CallControl {
+        shared: shared.clone(),
+        edge: sip.clone(),
+        relay: relay.clone(),
+        prompts,
+        meters: meters.clone(),
+    });
+    tokio::spawn(crate::calls::task::answer_calls(control, calls));
+    tokio::spawn(crate::calls::meter::checkpoint_loop(shared.clone(), meters));
     let (stop_http, http_stopped) = watch::channel(false);
     let server = tokio::spawn(serve_http(http_listener, shared.clone(), http_stopped));
     info!(address = %http_address, "http listening");

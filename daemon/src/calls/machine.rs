@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use tollbridge_media::bridge::Side;
 use tollbridge_media::leg::Peer;
+use tollbridge_media::prompt::PromptName;
 use tollbridge_media::sdp::{self, AudioStream, Codec, LocalStream, SdpWriter};
+use tollbridge_media::stream::PromptMode;
 use tollbridge_sip::reject::RejectReason;
 
 use super::route::Route;
@@ -34,6 +36,20 @@ pub struct Settings {
     pub pin_tries: u8,
     /// Our relay addresses for the caller's and the callee's leg.
     pub relay: [SocketAddr; 2],
+    /// Both parties hear the warning this long before the cap (none when
+    /// the cap is shorter).
+    pub warning_before: Duration,
+    /// How long each prompt plays (the time-up prompt ends at the cap).
+    pub prompt_lengths: Vec<(PromptName, Duration)>,
+}
+
+impl Settings {
+    fn prompt_length(&self, name: PromptName) -> Duration {
+        self.prompt_lengths
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(Duration::ZERO, |(_, d)| *d)
+    }
 }
 
 /// The Twilio call-status vocabulary the record uses.
@@ -81,6 +97,9 @@ impl Status {
 pub enum Input {
     /// Routing (or a PIN check) decided; a booking is already claimed.
     Routed(Route),
+    /// The routed booking's cap: the longest the call may talk. Given
+    /// before the `Routed` it belongs to.
+    Cap(Duration),
     /// The caller ACKed our 200.
     CallerConfirmed,
     /// The caller sent CANCEL.
@@ -135,6 +154,10 @@ pub enum Command {
     SetPeer(Side, Peer),
     /// Arm the relay's inactivity watch.
     WatchMedia(Duration),
+    /// Tell the relay to stop forwarding at this instant (the cap).
+    ForwardUntil(Instant),
+    /// Play a prompt to a party.
+    Play(Side, PromptName, PromptMode),
     /// Look the entered PIN up (answered with [`Input::Routed`]).
     CheckPin(String),
     /// Store that the call is routed to this booking.
@@ -187,6 +210,9 @@ enum Phase {
     Dialing,
     /// Both parties are connected.
     Connected,
+    /// The call has ended; a farewell prompt plays to the caller before
+    /// the hang-up.
+    Closing,
     /// The call has ended.
     Over,
 }
@@ -220,6 +246,10 @@ pub struct Call {
     pin: String,
     pin_tries: u8,
     answered_at: Option<Instant>,
+    cap: Option<Duration>,
+    warning_at: Option<Instant>,
+    time_up_at: Option<Instant>,
+    cap_at: Option<Instant>,
 }
 
 impl Call {
@@ -245,11 +275,15 @@ impl Call {
             pin: String::new(),
             pin_tries: 0,
             answered_at: None,
+            cap: None,
+            warning_at: None,
+            time_up_at: None,
+            cap_at: None,
         };
         call.record(Status::Queued, None, None);
         match AudioStream::parse(offer) {
             Ok(stream) if !stream.codecs.is_empty() => {
-                call.push(Command::SetPeer(Side::Caller, peer_of(&stream)));
+                call.push(Command::SetPeer(Side::Caller, peer_of(&stream, None)));
                 call.caller_offer = Some(stream);
             }
             Ok(_) => call.refuse(
@@ -273,12 +307,15 @@ impl Call {
 
     /// When [`Call::handle_timeout`] is due.
     pub fn deadline(&self) -> Option<Instant> {
-        self.deadline
+        [self.deadline, self.warning_at, self.time_up_at, self.cap_at]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
-    /// Whether the call has ended.
+    /// Whether the call has ended (its record is closed).
     pub fn is_over(&self) -> bool {
-        self.phase == Phase::Over
+        matches!(self.phase, Phase::Over | Phase::Closing)
     }
 
     fn push(&mut self, command: Command) {
@@ -314,11 +351,28 @@ impl Call {
         detail: &str,
         caller_code: Option<u16>,
     ) {
-        if self.phase == Phase::Over {
+        self.end_with(status, reason, sip_code, detail, caller_code, None);
+    }
+
+    /// [`Call::end`], with a prompt the caller hears before the hang-up
+    /// when we had answered it (PIN entry) and it is still there.
+    fn end_with(
+        &mut self,
+        status: Status,
+        reason: &'static str,
+        sip_code: Option<u16>,
+        detail: &str,
+        caller_code: Option<u16>,
+        farewell: Option<(PromptName, Instant)>,
+    ) {
+        if self.is_over() {
             return;
         }
         self.phase = Phase::Over;
         self.deadline = None;
+        self.warning_at = None;
+        self.time_up_at = None;
+        self.cap_at = None;
         self.record(status, sip_code, Some(detail.to_owned()));
         let now_talk = Duration::ZERO;
         self.push(Command::RecordEnd(End {
@@ -328,6 +382,26 @@ impl Call {
             talk: now_talk,
             connected: self.answered_at.is_some(),
         }));
+        if matches!(self.callee, CalleeLeg::Placing | CalleeLeg::Placed) {
+            self.callee = CalleeLeg::Gone;
+            self.push(Command::HangUpCallee);
+        }
+        if let Some((prompt, now)) = farewell
+            && self.caller_answered
+            && !self.caller_gone
+        {
+            self.push(Command::Play(Side::Caller, prompt, PromptMode::Replace));
+            self.phase = Phase::Closing;
+            self.deadline = Some(now + self.settings.prompt_length(prompt));
+            return;
+        }
+        self.finish_now(caller_code);
+    }
+
+    /// Hangs up (or refuses) the caller if still there, and finishes.
+    fn finish_now(&mut self, caller_code: Option<u16>) {
+        self.phase = Phase::Over;
+        self.deadline = None;
         if !self.caller_gone {
             self.caller_gone = true;
             match caller_code {
@@ -335,18 +409,16 @@ impl Call {
                 _ => self.push(Command::HangUpCaller),
             }
         }
-        if matches!(self.callee, CalleeLeg::Placing | CalleeLeg::Placed) {
-            self.callee = CalleeLeg::Gone;
-            self.push(Command::HangUpCallee);
-        }
         self.push(Command::Finish);
     }
 
-    /// Sets the talk time on the `RecordEnd` just queued.
+    /// Sets the talk time on the `RecordEnd` just queued: from the
+    /// callee's answer to now, never beyond the cap.
     fn stamp_talk(&mut self, now: Instant) {
         let talk = self
             .answered_at
             .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        let talk = self.cap.map_or(talk, |cap| talk.min(cap));
         for command in self.commands.iter_mut() {
             if let Command::RecordEnd(end) = command {
                 end.talk = talk;
@@ -354,8 +426,15 @@ impl Call {
         }
     }
 
-    /// Feeds one input that happened at `now`.
+    /// Feeds one input that happened at `now`. Timers already due run
+    /// first: a hang-up in the same millisecond as the cap finds the call
+    /// ended at the cap.
     pub fn handle(&mut self, input: Input, now: Instant) {
+        self.handle_timeout(now);
+        if self.phase == Phase::Closing {
+            self.on_input_while_closing(input);
+            return;
+        }
         let was_over = self.is_over();
         self.on_input(input, now);
         if !was_over && self.is_over() {
@@ -363,8 +442,61 @@ impl Call {
         }
     }
 
-    /// The deadline passed.
+    /// While the farewell plays, only the caller leaving matters.
+    fn on_input_while_closing(&mut self, input: Input) {
+        match input {
+            Input::CallerHungUp | Input::CallerCancelled | Input::CallerFailed(_) => {
+                self.caller_gone = true;
+                self.finish_now(None);
+            }
+            Input::CalleePlaced(Ok(call_id)) => self.push(Command::RecordCalleeCallId(call_id)),
+            _ => {}
+        }
+    }
+
+    /// The meter's instants that have come: warning, time-up, cap.
+    fn run_meter(&mut self, now: Instant) {
+        if self.phase != Phase::Connected {
+            return;
+        }
+        if self.warning_at.is_some_and(|at| now >= at) {
+            self.warning_at = None;
+            self.play_both(
+                PromptName::Warning,
+                PromptMode::Mix,
+                "warning played to both parties",
+            );
+        }
+        if self.time_up_at.is_some_and(|at| now >= at) {
+            self.time_up_at = None;
+            self.play_both(
+                PromptName::TimeUp,
+                PromptMode::Replace,
+                "time-up played to both parties",
+            );
+        }
+        if self.cap_at.is_some_and(|at| now >= at) {
+            self.end(
+                Status::Completed,
+                "cap-reached",
+                None,
+                "the paid time ran out",
+                None,
+            );
+            self.stamp_talk(now);
+        }
+    }
+
+    fn play_both(&mut self, prompt: PromptName, mode: PromptMode, detail: &str) {
+        self.push(Command::Play(Side::Caller, prompt, mode));
+        self.push(Command::Play(Side::Callee, prompt, mode));
+        self.record(Status::InProgress, None, Some(detail.to_owned()));
+    }
+
+    /// Time has come for whatever [`Call::deadline`] said.
     pub fn handle_timeout(&mut self, now: Instant) {
+        let was_over = self.is_over();
+        self.run_meter(now);
         let Some(deadline) = self.deadline else {
             return;
         };
@@ -372,14 +504,26 @@ impl Call {
             return;
         }
         self.deadline = None;
+        if self.phase == Phase::Closing {
+            self.finish_now(None);
+            return;
+        }
+        self.on_deadline(now);
+        if !was_over && self.is_over() {
+            self.stamp_talk(now);
+        }
+    }
+
+    fn on_deadline(&mut self, now: Instant) {
         match self.phase {
             Phase::Dialing => {
-                self.end(
+                self.end_with(
                     Status::NoAnswer,
                     "no-answer",
                     None,
                     "the callee did not answer within the ring timeout",
                     Some(RejectReason::CalleeNoAnswer.response().0),
+                    Some((PromptName::CalleeUnavailable, now)),
                 );
             }
             Phase::Pin => {
@@ -391,14 +535,12 @@ impl Call {
             }
             _ => {}
         }
-        if self.is_over() {
-            self.stamp_talk(now);
-        }
     }
 
     fn on_input(&mut self, input: Input, now: Instant) {
         match input {
             Input::Routed(route) => self.on_routed(route, now),
+            Input::Cap(cap) => self.cap = Some(cap),
             Input::CallerConfirmed => {}
             Input::CallerCancelled => {
                 self.caller_gone = true;
@@ -436,10 +578,10 @@ impl Call {
             }
             Input::CallerReoffer(offer) => self.on_reoffer(Side::Caller, &offer),
             Input::CalleeReoffer(offer) => self.on_reoffer(Side::Callee, &offer),
-            Input::CalleePlaced(result) => self.on_placed(result),
+            Input::CalleePlaced(result) => self.on_placed(result, now),
             Input::CalleeRinging(early) => self.on_ringing(early),
             Input::CalleeAnswered(answer) => self.on_answered(&answer, now),
-            Input::CalleeRefused(code) => self.on_refused(code),
+            Input::CalleeRefused(code) => self.on_refused(code, now),
             Input::CalleeHungUp => {
                 self.callee = CalleeLeg::Gone;
                 let status = if self.phase == Phase::Connected {
@@ -537,6 +679,12 @@ impl Call {
         self.caller_answer = Some(body.clone());
         self.caller_answered = true;
         self.push(Command::AnswerCaller(body));
+        self.push(Command::SetPeer(Side::Caller, peer_of(&offer, Some(codec))));
+        self.push(Command::Play(
+            Side::Caller,
+            PromptName::Pin,
+            PromptMode::Replace,
+        ));
         self.record(
             Status::Queued,
             Some(200),
@@ -569,12 +717,13 @@ impl Call {
     fn pin_failed(&mut self, now: Instant) {
         self.pin_tries += 1;
         if self.pin_tries >= self.settings.pin_tries {
-            self.end(
+            self.end_with(
                 Status::Failed,
                 "pin-failed",
                 None,
                 "no booking matched the PIN entries",
                 None,
+                Some((PromptName::NoBooking, now)),
             );
         } else {
             self.record(
@@ -584,6 +733,11 @@ impl Call {
             );
             self.phase = Phase::Pin;
             self.pin.clear();
+            self.push(Command::Play(
+                Side::Caller,
+                PromptName::Pin,
+                PromptMode::Replace,
+            ));
             self.deadline = Some(now + self.settings.pin_first_digit);
         }
     }
@@ -609,7 +763,7 @@ impl Call {
         self.record(Status::Initiated, None, None);
     }
 
-    fn on_placed(&mut self, result: Result<String, String>) {
+    fn on_placed(&mut self, result: Result<String, String>, now: Instant) {
         match result {
             Ok(call_id) => {
                 self.push(Command::RecordCalleeCallId(call_id));
@@ -620,12 +774,13 @@ impl Call {
             Err(why) => {
                 if self.callee == CalleeLeg::Placing {
                     self.callee = CalleeLeg::None;
-                    self.end(
+                    self.end_with(
                         Status::Failed,
                         "callee-unreachable",
                         None,
                         &format!("cannot reach the callee: {why}"),
                         Some(RejectReason::CalleeRejected.response().0),
+                        Some((PromptName::CalleeUnavailable, now)),
                     );
                 }
             }
@@ -655,7 +810,10 @@ impl Call {
         let offer = self.callee_offer.as_ref().ok_or("no offer was sent")?;
         let codec = sdp::chosen_codec(offer, &stream).map_err(|e| e.to_string())?;
         self.callee_has_dtmf = stream.telephone_event.is_some() && offer.telephone_event.is_some();
-        self.push(Command::SetPeer(Side::Callee, peer_of(&stream)));
+        self.push(Command::SetPeer(
+            Side::Callee,
+            peer_of(&stream, Some(codec)),
+        ));
         Ok(codec)
     }
 
@@ -697,11 +855,15 @@ impl Call {
                     self.caller_answered = true;
                     self.push(Command::AnswerCaller(body));
                 }
+                if let Some(offer) = self.caller_offer.clone() {
+                    self.push(Command::SetPeer(Side::Caller, peer_of(&offer, Some(codec))));
+                }
                 self.phase = Phase::Connected;
                 self.deadline = None;
                 self.answered_at = Some(now);
                 self.record(Status::InProgress, Some(200), None);
                 self.push(Command::WatchMedia(self.settings.media_timeout));
+                self.start_meter(now);
             }
             Ok(_) | Err(_) => {
                 let (code, _) = RejectReason::NoCommonCodec.response();
@@ -716,7 +878,25 @@ impl Call {
         }
     }
 
-    fn on_refused(&mut self, code: u16) {
+    /// Sets the meter's instants from the answer: the cap, the time-up
+    /// prompt that ends at it, and the warning (skipped when the cap is
+    /// not longer than the warning's lead).
+    fn start_meter(&mut self, now: Instant) {
+        let Some(cap) = self.cap else {
+            return;
+        };
+        let cap_at = now + cap;
+        self.cap_at = Some(cap_at);
+        self.push(Command::ForwardUntil(cap_at));
+        let time_up = self.settings.prompt_length(PromptName::TimeUp);
+        self.time_up_at = Some(cap_at.checked_sub(time_up).unwrap_or(now).max(now));
+        let lead = self.settings.warning_before;
+        if !lead.is_zero() && cap > lead {
+            self.warning_at = Some(cap_at - lead);
+        }
+    }
+
+    fn on_refused(&mut self, code: u16, now: Instant) {
         if self.phase != Phase::Dialing {
             return;
         }
@@ -736,12 +916,13 @@ impl Call {
             ),
         };
         let (caller_code, _) = reason.response();
-        self.end(
+        self.end_with(
             status,
             word,
             Some(code),
             &format!("the callee answered {code}"),
             Some(caller_code),
+            Some((PromptName::CalleeUnavailable, now)),
         );
     }
 
@@ -771,7 +952,7 @@ impl Call {
             Side::Caller => self.caller_sdp.render(&answer),
             Side::Callee => self.callee_sdp.render(&answer),
         };
-        self.push(Command::SetPeer(side, peer_of(&stream)));
+        self.push(Command::SetPeer(side, peer_of(&stream, self.codec)));
         self.push(Command::AnswerReoffer(side, Ok(body)));
         if self.phase == Phase::Connected {
             let detail = format!("{} re-INVITE: {:?}", side.as_str(), stream.direction);
@@ -781,12 +962,13 @@ impl Call {
 }
 
 /// The relay's view of a party's SDP.
-fn peer_of(stream: &AudioStream) -> Peer {
+fn peer_of(stream: &AudioStream, codec: Option<Codec>) -> Peer {
     Peer {
         rtp: stream.rtp,
         rtcp: stream.rtcp,
         direction: stream.direction,
         telephone_event: stream.telephone_event,
+        codec,
     }
 }
 

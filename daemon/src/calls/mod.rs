@@ -2,6 +2,7 @@
 //! the callee through the media relay.
 
 pub mod machine;
+pub mod meter;
 pub mod records;
 pub mod route;
 pub mod task;

@@ -5,6 +5,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Value, json};
+use tollbridge_billing::rating::{Currency, Tariff};
 use tollbridge_media::relay::CallStats;
 use tollbridge_sip::reject::RejectReason;
 
@@ -58,6 +59,9 @@ fn candidates(conn: &Connection, called: &str) -> Result<Vec<Candidate>, StoreEr
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// What routing decided, with the routed booking's cap in seconds.
+pub type Routed = (Route, Option<i64>);
+
 /// Claims a routed booking for `call_id` (active → in-call) in one
 /// transaction with the lookup, so two calls cannot both take it.
 fn claim(
@@ -66,9 +70,10 @@ fn claim(
     now_ms: i64,
     decide: impl FnOnce(&[Candidate]) -> Route,
     called: &str,
-) -> Result<Route, StoreError> {
+) -> Result<Routed, StoreError> {
     let tx = conn.transaction()?;
     let route = decide(&candidates(&tx, called)?);
+    let mut cap = None;
     let route = match route {
         Route::Booking(id) => {
             let claimed = tx.execute(
@@ -80,6 +85,11 @@ fn claim(
                     "UPDATE calls SET booking_id = ?2 WHERE id = ?1",
                     params![call_id, id],
                 )?;
+                cap = Some(tx.query_row(
+                    "SELECT cap_seconds FROM bookings WHERE id = ?1",
+                    [&id],
+                    |row| row.get(0),
+                )?);
                 Route::Booking(id)
             } else {
                 Route::Refuse(RejectReason::BookingInCall)
@@ -88,7 +98,7 @@ fn claim(
         other => other,
     };
     tx.commit()?;
-    Ok(route)
+    Ok((route, cap))
 }
 
 /// Routes a new call by caller ID and claims the booking it matched.
@@ -98,9 +108,9 @@ pub fn route_call(
     called: Option<&str>,
     caller_ids: &[String],
     now_ms: i64,
-) -> Result<Route, StoreError> {
+) -> Result<Routed, StoreError> {
     let Some(called) = called else {
-        return Ok(Route::Refuse(RejectReason::UnknownNumber));
+        return Ok((Route::Refuse(RejectReason::UnknownNumber), None));
     };
     claim(
         conn,
@@ -118,9 +128,9 @@ pub fn route_pin(
     called: Option<&str>,
     pin: &str,
     now_ms: i64,
-) -> Result<Route, StoreError> {
+) -> Result<Routed, StoreError> {
     let Some(called) = called else {
-        return Ok(Route::Refuse(RejectReason::UnknownNumber));
+        return Ok((Route::Refuse(RejectReason::UnknownNumber), None));
     };
     claim(
         conn,
@@ -176,22 +186,124 @@ pub fn record_callee_call_id(
     Ok(())
 }
 
-/// Closes the call record and releases its booking in one transaction: a
-/// booking whose call connected is completed, one whose call never did is
-/// active again (the caller may retry within the window).
+/// A call's price as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Priced {
+    /// Talk seconds, rounded up to whole seconds.
+    pub talk_seconds: u64,
+    /// Seconds billed (increment and minimum applied).
+    pub billed_seconds: u64,
+    /// The amount in minor units.
+    pub amount: i64,
+    /// ISO currency code, lower case.
+    pub currency: &'static str,
+}
+
+/// The tariff of the booking a call belongs to.
+fn tariff_of_call(conn: &Connection, call_id: &str) -> Result<Option<Tariff>, StoreError> {
+    let row: Option<(String, i64, i64, i64)> = conn
+        .query_row(
+            "SELECT b.currency, b.price_per_minute, b.increment_seconds, b.minimum_seconds
+             FROM calls c JOIN bookings b ON b.id = c.booking_id WHERE c.id = ?1",
+            [call_id],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+        )
+        .optional()?;
+    Ok(row.and_then(|(currency, price, increment, minimum)| {
+        Some(Tariff {
+            currency: Currency::from_code(&currency)?,
+            price_per_minute: u64::try_from(price).ok()?,
+            increment_seconds: u32::try_from(increment).ok()?,
+            minimum_seconds: u32::try_from(minimum).ok()?,
+        })
+    }))
+}
+
+/// Rates `talk_ms` of talk under the call's tariff (a call that never
+/// connected costs nothing, not even the minimum) and stores the result.
+fn price_call(
+    conn: &Connection,
+    call_id: &str,
+    talk_ms: i64,
+    connected: bool,
+) -> Result<Option<Priced>, StoreError> {
+    let Some(tariff) = tariff_of_call(conn, call_id)? else {
+        return Ok(None);
+    };
+    let talk_seconds = u64::try_from(talk_ms).unwrap_or(0).div_ceil(1000);
+    let (billed_seconds, amount) = if connected {
+        match tariff.rate(talk_seconds) {
+            Ok(rating) => (rating.billed_seconds, rating.amount.minor),
+            Err(e) => {
+                tracing::error!(call = call_id, error = %e, "cannot rate the call; left unrated");
+                return Ok(None);
+            }
+        }
+    } else {
+        (0, 0)
+    };
+    let currency = tariff.currency.code();
+    conn.execute(
+        "UPDATE calls SET billed_seconds = ?2, amount = ?3, currency = ?4 WHERE id = ?1",
+        params![
+            call_id,
+            i64::try_from(billed_seconds).unwrap_or(i64::MAX),
+            amount,
+            currency
+        ],
+    )?;
+    Ok(Some(Priced {
+        talk_seconds,
+        billed_seconds,
+        amount,
+        currency,
+    }))
+}
+
+/// Closes the call record, rates it, and releases its booking in one
+/// transaction: a booking whose call connected is completed, one whose
+/// call never did is active again (the caller may retry within the
+/// window). Returns the price when the call belongs to a booking.
 pub fn record_end(
     conn: &mut Connection,
     call_id: &str,
     end: &End,
     ended_ms: i64,
-) -> Result<(), StoreError> {
+) -> Result<Option<Priced>, StoreError> {
     let tx = conn.transaction()?;
     let talk_ms = i64::try_from(end.talk.as_millis()).unwrap_or(i64::MAX);
-    tx.execute(
-        "UPDATE calls SET status = ?2, ended_ms = ?3, talk_ms = ?4, end_reason = ?5 WHERE id = ?1 AND ended_ms IS NULL",
+    let closed = tx.execute(
+        "UPDATE calls SET status = ?2, ended_ms = ?3, talk_ms = ?4, end_reason = ?5
+         WHERE id = ?1 AND ended_ms IS NULL",
         params![call_id, end.status.as_str(), ended_ms, talk_ms, end.reason],
     )?;
+    let priced = if closed == 1 {
+        price_call(&tx, call_id, talk_ms, end.connected)?
+    } else {
+        None
+    };
     release_booking(&tx, call_id, end.connected, ended_ms)?;
+    tx.commit()?;
+    Ok(priced)
+}
+
+/// Saves that these connected calls were still talking at `now_ms`, all
+/// in one transaction: after a crash each is billed up to its last
+/// checkpoint.
+pub fn checkpoint(
+    conn: &mut Connection,
+    call_ids: &[String],
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let tx = conn.transaction()?;
+    {
+        let mut statement = tx.prepare_cached(
+            "UPDATE calls SET checkpoint_ms = ?2 WHERE id = ?1 AND ended_ms IS NULL",
+        )?;
+        for id in call_ids {
+            statement.execute(params![id, now_ms])?;
+        }
+    }
     tx.commit()?;
     Ok(())
 }
@@ -250,26 +362,34 @@ pub fn record_media(
 /// last known time) and releases their bookings. Returns how many.
 pub fn recover_open_calls(conn: &mut Connection, now_ms: i64) -> Result<usize, StoreError> {
     let tx = conn.transaction()?;
-    let open: Vec<(String, bool, i64)> = {
+    // An answered call ends at its last checkpoint (or its answer, when it
+    // crashed before the first): under-billing by at most one interval,
+    // never over-billing.
+    let open: Vec<(String, bool, i64, i64)> = {
         let mut statement = tx.prepare(
-            "SELECT id, answered_ms IS NOT NULL, MAX(created_ms, COALESCE(answered_ms, 0), COALESCE(checkpoint_ms, 0))
+            "SELECT id, answered_ms IS NOT NULL,
+                    MAX(created_ms, COALESCE(answered_ms, 0), COALESCE(checkpoint_ms, 0)),
+                    CASE WHEN answered_ms IS NULL THEN 0
+                         ELSE MAX(0, COALESCE(checkpoint_ms, answered_ms) - answered_ms) END
              FROM calls WHERE ended_ms IS NULL",
         )?;
-        let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+        let rows = statement.query_map([], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })?;
         rows.collect::<Result<_, _>>()?
     };
-    for (id, answered, last_known) in &open {
+    for (id, answered, last_known, talk_ms) in &open {
         let status = if *answered {
             Status::Completed
         } else {
             Status::Failed
         };
         tx.execute(
-            "UPDATE calls SET status = ?2, ended_ms = ?3, end_reason = 'recovered',
-                 talk_ms = CASE WHEN answered_ms IS NULL THEN 0 ELSE MAX(0, ?3 - answered_ms) END
+            "UPDATE calls SET status = ?2, ended_ms = ?3, end_reason = 'recovered', talk_ms = ?4
              WHERE id = ?1",
-            params![id, status.as_str(), last_known],
+            params![id, status.as_str(), last_known, talk_ms],
         )?;
+        price_call(&tx, id, *talk_ms, *answered)?;
         tx.execute(
             "INSERT INTO call_events (call_id, seq, at_ms, status, detail)
              VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM call_events WHERE call_id = ?1), ?2, ?3,

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tollbridge_config::{Config, Latch};
 use tollbridge_media::bridge::Side;
+use tollbridge_media::prompt::{PromptName, Prompts};
 use tollbridge_media::relay::{CallMedia, MediaEvent, Relay};
 use tollbridge_sip::edge::{
     EdgeError, InboundCall, InboundLeg, LegEvent, OutboundEvent, OutboundLeg, OutboundRequest,
@@ -22,7 +23,8 @@ use tollbridge_sip::reject::RejectReason;
 use tracing::Instrument;
 
 use super::machine::{Call, Command, End, Input, Settings, Status};
-use super::records::{self, NewCall};
+use super::meter::Meters;
+use super::records::{self, NewCall, Routed};
 use super::route::{Route, e164};
 use crate::state::Shared;
 use crate::store::StoreError;
@@ -45,19 +47,26 @@ pub fn latch_policy(latch: Latch) -> tollbridge_media::leg::LatchPolicy {
     }
 }
 
+/// What every call task uses.
+pub struct CallControl {
+    /// Config, store, metrics.
+    pub shared: Arc<Shared>,
+    /// Places the calls to the experts.
+    pub edge: Arc<SipEdge>,
+    /// Moves the media.
+    pub relay: Arc<Relay>,
+    /// The prompts, read once at start.
+    pub prompts: Arc<Prompts>,
+    /// The talking calls, for checkpoints.
+    pub meters: Arc<Meters>,
+}
+
 /// Takes every call the SIP edge hands over, each in its own task.
-pub async fn answer_calls(
-    shared: Arc<Shared>,
-    edge: Arc<SipEdge>,
-    relay: Arc<Relay>,
-    mut calls: mpsc::Receiver<InboundCall>,
-) {
+pub async fn answer_calls(control: Arc<CallControl>, mut calls: mpsc::Receiver<InboundCall>) {
     while let Some(call) = calls.recv().await {
         let id = format!("call_{}", uuid::Uuid::now_v7().simple());
         let span = tracing::info_span!("call", id = %id, sip_call_id = %call.call_id);
-        tokio::spawn(
-            run_call(shared.clone(), edge.clone(), relay.clone(), id, call).instrument(span),
-        );
+        tokio::spawn(run_call(control.clone(), id, call).instrument(span));
     }
 }
 
@@ -69,13 +78,8 @@ pub fn now_ms() -> i64 {
 type Boxed<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// One call from its INVITE to its last record.
-async fn run_call(
-    shared: Arc<Shared>,
-    edge: Arc<SipEdge>,
-    relay: Arc<Relay>,
-    id: String,
-    call: InboundCall,
-) {
+async fn run_call(control: Arc<CallControl>, id: String, call: InboundCall) {
+    let shared = control.shared.clone();
     let _active = shared.call_started();
     let config = shared.config.load_full();
     let caller_ids: Vec<String> = [call.caller.as_deref(), call.asserted_identity.as_deref()]
@@ -104,7 +108,7 @@ async fn run_call(
         let _ = leg.reject(RejectReason::Overloaded.response().0);
         return;
     }
-    let media = match relay.open_call() {
+    let media = match control.relay.open_call() {
         Ok(media) => media,
         Err(e) => {
             tracing::error!(error = %e, "no media ports; refusing the call with 503");
@@ -131,11 +135,16 @@ async fn run_call(
         pin_inter_digit: PIN_INTER_DIGIT,
         pin_tries: PIN_TRIES,
         relay: [media.address(Side::Caller), media.address(Side::Callee)],
+        warning_before: config.prompts.warning_before,
+        prompt_lengths: PromptName::ALL
+            .iter()
+            .map(|name| (*name, control.prompts.get(*name).duration()))
+            .collect(),
     };
     let session_id = now_ms().unsigned_abs();
     let machine = Call::new(settings, &call.offer, session_id);
     tracing::info!(caller = ?record.caller, called = ?record.called, trunk = %call.trunk, "call offered");
-    let lookup: Boxed<Result<Route, StoreError>> = {
+    let lookup: Boxed<Result<Routed, StoreError>> = {
         let (id, called) = (id.clone(), record.called.clone());
         let store = shared.store.clone();
         Box::pin(async move {
@@ -147,8 +156,8 @@ async fn run_call(
         })
     };
     let shell = Shell {
+        control,
         shared,
-        edge,
         config,
         id,
         called: record.called,
@@ -164,14 +173,14 @@ async fn run_call(
         booking: None,
         media: Some(media),
         hang_up_caller: false,
-        hang_up_callee: false,
+        hanging_up_callee: None,
     };
     shell.run().await;
 }
 
 struct Shell {
+    control: Arc<CallControl>,
     shared: Arc<Shared>,
-    edge: Arc<SipEdge>,
     config: Arc<Config>,
     id: String,
     called: Option<String>,
@@ -183,11 +192,12 @@ struct Shell {
     callee: Option<OutboundLeg>,
     callee_reoffer: Option<Reoffer>,
     placing: Option<Boxed<Result<OutboundLeg, EdgeError>>>,
-    lookup: Option<Boxed<Result<Route, StoreError>>>,
+    lookup: Option<Boxed<Result<Routed, StoreError>>>,
     booking: Option<String>,
     media: Option<CallMedia>,
     hang_up_caller: bool,
-    hang_up_callee: bool,
+    /// The callee's hang-up, running on its own so a slow BYE holds nothing.
+    hanging_up_callee: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Waits on an optional future; never ready when there is none.
@@ -239,10 +249,15 @@ impl Shell {
                 }
                 routed = maybe(&mut self.lookup) => {
                     self.lookup = None;
-                    Some(Input::Routed(routed.unwrap_or_else(|e| {
+                    let (route, cap) = routed.unwrap_or_else(|e| {
                         tracing::error!(error = %e, "routing lookup failed");
-                        Route::Refuse(RejectReason::Overloaded)
-                    })))
+                        (Route::Refuse(RejectReason::Overloaded), None)
+                    });
+                    if let Some(cap) = cap {
+                        let cap = Duration::from_secs(cap.unsigned_abs());
+                        self.machine.handle(Input::Cap(cap), std::time::Instant::now());
+                    }
+                    Some(Input::Routed(route))
                 }
                 event = next_media_event(&mut self.media) => match event {
                     Some(MediaEvent::Key(Side::Caller, key)) => Some(Input::CallerKey(key)),
@@ -332,7 +347,7 @@ impl Shell {
                 }
             }
             Command::HangUpCaller => self.hang_up_caller = true,
-            Command::HangUpCallee => self.hang_up_callee = true,
+            Command::HangUpCallee => self.hang_up_callee(),
             Command::DialCallee(offer) => self.dial(offer),
             Command::AnswerReoffer(side, answer) => {
                 let pending = match side {
@@ -359,6 +374,16 @@ impl Shell {
                     media.watch(Some(timeout));
                 }
             }
+            Command::ForwardUntil(at) => {
+                if let Some(media) = &self.media {
+                    media.forward_until(Some(at));
+                }
+            }
+            Command::Play(side, prompt, mode) => {
+                if let Some(media) = &self.media {
+                    media.play(side, self.control.prompts.get(prompt), mode);
+                }
+            }
             Command::CheckPin(pin) => {
                 let (id, called) = (self.id.clone(), self.called.clone());
                 let store = self.shared.store.clone();
@@ -382,6 +407,9 @@ impl Shell {
                 .await;
             }
             Command::Record(event) => {
+                if event.status == Status::InProgress {
+                    self.control.meters.start(&self.id);
+                }
                 tracing::info!(status = event.status.as_str(), code = ?event.sip_code, detail = ?event.detail, "call status");
                 let id = self.id.clone();
                 write(&self.shared.store, move |conn| {
@@ -397,11 +425,30 @@ impl Shell {
                     "call ended"
                 );
                 self.shared.metrics.call_ended(end.status.as_str());
+                self.control.meters.stop(&self.id);
                 let id = self.id.clone();
-                write(&self.shared.store, move |conn| {
-                    records::record_end(conn, &id, &end, now_ms())
-                })
-                .await;
+                let priced = self
+                    .shared
+                    .store
+                    .call(move |conn| records::record_end(conn, &id, &end, now_ms()))
+                    .await;
+                match priced {
+                    Ok(Some(priced)) => {
+                        tracing::info!(
+                            billed_seconds = priced.billed_seconds,
+                            amount = priced.amount,
+                            currency = priced.currency,
+                            "call rated"
+                        );
+                        self.shared.metrics.call_rated(
+                            priced.currency,
+                            priced.talk_seconds,
+                            priced.amount,
+                        );
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::error!(error = %e, "cannot close the call record"),
+                }
             }
             Command::Finish => {}
         }
@@ -413,7 +460,7 @@ impl Shell {
             return;
         };
         let store = self.shared.store.clone();
-        let edge = self.edge.clone();
+        let edge = self.control.edge.clone();
         let config = self.config.clone();
         let from_user = self
             .caller_number
@@ -430,8 +477,33 @@ impl Shell {
         }));
     }
 
-    /// Hangs up whatever the call asked for, concurrently, then closes the
-    /// relay and stores its counters.
+    /// Ends the callee's leg in a task of its own (CANCEL while ringing,
+    /// BYE once answered; an INVITE still being placed is ended once it
+    /// exists), so a callee that never answers its BYE delays nothing.
+    fn hang_up_callee(&mut self) {
+        let mut callee = self.callee.take();
+        let placing = self.placing.take();
+        self.hanging_up_callee = Some(tokio::spawn(
+            async move {
+                if callee.is_none()
+                    && let Some(placing) = placing
+                {
+                    callee = placing.await.ok();
+                }
+                if let Some(leg) = callee.as_mut() {
+                    match tokio::time::timeout(HANG_UP_LIMIT, leg.hang_up()).await {
+                        Ok(Err(e)) => tracing::warn!(error = %e, "cannot hang up the callee"),
+                        Err(_) => tracing::warn!("the callee did not answer our BYE/CANCEL"),
+                        Ok(Ok(())) => {}
+                    }
+                }
+            }
+            .in_current_span(),
+        ));
+    }
+
+    /// Hangs up the caller if asked, waits for the callee's hang-up, then
+    /// closes the relay and stores its counters.
     async fn finish(mut self) {
         let caller = async {
             if self.hang_up_caller {
@@ -442,24 +514,9 @@ impl Shell {
                 }
             }
         };
-        let hang_up_callee = self.hang_up_callee;
-        let mut callee = self.callee.take();
-        let placing = self.placing.take();
-        let callee = async move {
-            if !hang_up_callee {
-                return;
-            }
-            if callee.is_none()
-                && let Some(placing) = placing
-            {
-                callee = placing.await.ok();
-            }
-            if let Some(leg) = callee.as_mut() {
-                match tokio::time::timeout(HANG_UP_LIMIT, leg.hang_up()).await {
-                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot hang up the callee"),
-                    Err(_) => tracing::warn!("the callee did not answer our BYE/CANCEL"),
-                    Ok(Ok(())) => {}
-                }
+        let callee = async {
+            if let Some(task) = self.hanging_up_callee.take() {
+                let _ = task.await;
             }
         };
         tokio::join!(caller, callee);

@@ -1,7 +1,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
+use tollbridge_media::prompt::PromptName;
 use tollbridge_media::sdp::Direction;
+use tollbridge_media::stream::PromptMode;
 
 const CALLER_OFFER: &str = "v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\n\
 m=audio 40000 RTP/AVP 0 8 96\r\na=rtpmap:96 telephone-event/8000\r\na=ptime:20\r\n";
@@ -24,6 +26,14 @@ fn settings() -> Settings {
         relay: [
             "203.0.113.1:20000".parse().unwrap(),
             "203.0.113.1:20002".parse().unwrap(),
+        ],
+        warning_before: Duration::from_secs(6),
+        prompt_lengths: vec![
+            (PromptName::Warning, Duration::from_secs(2)),
+            (PromptName::TimeUp, Duration::from_secs(2)),
+            (PromptName::Pin, Duration::from_secs(3)),
+            (PromptName::NoBooking, Duration::from_secs(3)),
+            (PromptName::CalleeUnavailable, Duration::from_secs(3)),
         ],
     }
 }
@@ -355,9 +365,20 @@ fn a_pin_is_collected_checked_and_retried_three_times() {
     let out = h.tick(7.0);
     assert!(has(&out, &Command::CheckPin("9".into())));
     h.feed(Input::Routed(Route::AskPin), 7.1);
-    // Third try: silence until the first-digit timeout counts as a failure.
+    // Third try: silence until the first-digit timeout counts as a failure;
+    // the caller hears why, then is hung up.
     let out = h.tick(17.1);
-    assert!(has(&out, &Command::HangUpCaller), "{out:?}");
+    assert!(
+        has(
+            &out,
+            &Command::Play(Side::Caller, PromptName::NoBooking, PromptMode::Replace)
+        ),
+        "{out:?}"
+    );
+    assert!(!has(&out, &Command::HangUpCaller));
+    assert_eq!(h.call.deadline(), Some(h.at(20.1)), "after the 3 s prompt");
+    let out = h.tick(20.1);
+    assert_eq!(out, vec![Command::HangUpCaller, Command::Finish]);
     assert_eq!(
         (h.end().status, h.end().reason),
         (Status::Failed, "pin-failed")
@@ -395,7 +416,18 @@ fn a_right_pin_dials_the_callee_with_the_codec_already_in_use() {
     h.feed(Input::CallerKey('#'), 1.0);
     h.feed(Input::Routed(Route::Booking("bk_2".into())), 1.1);
     let out = h.tick(31.1);
-    assert!(has(&out, &Command::HangUpCaller) && has(&out, &Command::HangUpCallee));
+    assert!(has(&out, &Command::HangUpCallee));
+    assert!(has(
+        &out,
+        &Command::Play(
+            Side::Caller,
+            PromptName::CalleeUnavailable,
+            PromptMode::Replace
+        )
+    ));
+    // A caller who hangs up during the farewell ends it at once.
+    let out = h.feed(Input::CallerHungUp, 32.0);
+    assert_eq!(out, vec![Command::Finish]);
 }
 
 #[test]
@@ -442,4 +474,144 @@ fn a_callee_placed_after_the_caller_left_is_hung_up() {
         h.feed(Input::CalleePlaced(Ok("out".into())), 2.0)
             .contains(&Command::RecordCalleeCallId("out".into()))
     );
+}
+
+/// A connected call with a cap: answered at 2 s.
+fn capped(cap_seconds: u64) -> Harness {
+    let mut h = Harness::new(CALLER_OFFER);
+    h.feed(Input::Cap(Duration::from_secs(cap_seconds)), 0.1);
+    h.feed(Input::Routed(Route::Booking("bk_1".into())), 0.1);
+    h.feed(Input::CalleePlaced(Ok("out-1".into())), 0.2);
+    h.feed(Input::CalleeAnswered(callee_answer("0 101")), 2.0);
+    h
+}
+
+fn plays(commands: &[Command]) -> Vec<(Side, PromptName, PromptMode)> {
+    commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::Play(side, name, mode) => Some((*side, *name, *mode)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_hour_long_call_under_a_two_hour_cap_is_metered_to_the_millisecond() {
+    let mut h = capped(7200);
+    assert!(h.log.contains(&Command::ForwardUntil(h.at(7202.0))));
+    // The first deadline is the warning, 6 s before the cap.
+    assert_eq!(h.call.deadline(), Some(h.at(7196.0)));
+    let out = h.feed(Input::CallerHungUp, 3602.25);
+    assert!(plays(&out).is_empty());
+    assert_eq!(h.end().talk, Duration::from_millis(3_600_250));
+    assert_eq!(h.end().reason, "caller-hangup");
+}
+
+#[test]
+fn at_the_cap_both_are_warned_told_and_hung_up() {
+    // Cap 10 s, warning 6 s before (at 4 s of talk), time-up 2 s long.
+    let mut h = capped(10);
+    let answered = 2.0;
+    assert_eq!(h.call.deadline(), Some(h.at(answered + 4.0)));
+    assert!(h.tick(answered + 3.999).is_empty());
+    let out = h.tick(answered + 4.0);
+    assert_eq!(
+        plays(&out),
+        [
+            (Side::Caller, PromptName::Warning, PromptMode::Mix),
+            (Side::Callee, PromptName::Warning, PromptMode::Mix)
+        ]
+    );
+    assert_eq!(
+        h.call.deadline(),
+        Some(h.at(answered + 8.0)),
+        "time-up ends at the cap"
+    );
+    let out = h.tick(answered + 8.0);
+    assert_eq!(
+        plays(&out),
+        [
+            (Side::Caller, PromptName::TimeUp, PromptMode::Replace),
+            (Side::Callee, PromptName::TimeUp, PromptMode::Replace)
+        ]
+    );
+    assert_eq!(h.call.deadline(), Some(h.at(answered + 10.0)));
+    // The timer fires 30 ms late: talk is still exactly the cap.
+    let out = h.tick(answered + 10.030);
+    assert!(has(&out, &Command::HangUpCaller) && has(&out, &Command::HangUpCallee));
+    assert_eq!(out.last(), Some(&Command::Finish));
+    let end = h.end();
+    assert_eq!(
+        (end.status, end.reason, end.talk),
+        (Status::Completed, "cap-reached", Duration::from_secs(10))
+    );
+    // A BYE lost on one leg (its transaction times out) changes nothing.
+    assert!(
+        h.feed(Input::CalleeFailed("Timeout".into()), answered + 42.0)
+            .is_empty()
+    );
+    assert_eq!(
+        h.log
+            .iter()
+            .filter(|c| matches!(c, Command::RecordEnd(_)))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn a_hang_up_in_the_same_millisecond_as_the_cap_bills_the_cap() {
+    let mut h = capped(10);
+    // The BYE is handled before the cap's timer: the due timer runs first.
+    let out = h.feed(Input::CallerHungUp, 12.0);
+    assert_eq!(h.end().reason, "cap-reached");
+    assert_eq!(h.end().talk, Duration::from_secs(10));
+    assert!(has(&out, &Command::HangUpCallee));
+    assert_eq!(
+        h.log
+            .iter()
+            .filter(|c| matches!(c, Command::RecordEnd(_)))
+            .count(),
+        1
+    );
+    // One millisecond earlier it is the caller's hang-up, one ms short.
+    let mut h = capped(10);
+    h.feed(Input::CallerHungUp, 11.999);
+    assert_eq!(
+        (h.end().reason, h.end().talk),
+        ("caller-hangup", Duration::from_millis(9999))
+    );
+}
+
+#[test]
+fn a_caller_hanging_up_during_the_warning_ends_the_call_there() {
+    let mut h = capped(10);
+    h.tick(6.0);
+    let out = h.feed(Input::CallerHungUp, 7.0);
+    assert!(plays(&out).is_empty(), "no time-up after the end");
+    assert!(has(&out, &Command::HangUpCallee));
+    assert_eq!(
+        (h.end().reason, h.end().talk),
+        ("caller-hangup", Duration::from_secs(5))
+    );
+    assert_eq!(h.call.deadline(), None);
+}
+
+#[test]
+fn a_cap_shorter_than_the_warning_lead_skips_the_warning() {
+    let mut h = capped(5);
+    assert_eq!(h.call.deadline(), Some(h.at(5.0)), "time-up at 3 s of talk");
+    let out = h.tick(5.0);
+    assert_eq!(plays(&out).len(), 2);
+    assert!(
+        plays(&out)
+            .iter()
+            .all(|(_, name, _)| *name == PromptName::TimeUp)
+    );
+    h.tick(7.0);
+    assert_eq!(h.end().talk, Duration::from_secs(5));
+    // A cap shorter than the time-up prompt plays it from the answer.
+    let h = capped(1);
+    assert_eq!(h.call.deadline(), Some(h.at(2.0)));
 }
