@@ -180,26 +180,19 @@ impl Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut command = match options.watchdog_usec {
             None => Command::new(binary()),
-            Some(usec) => {
+            Some(_) => {
                 let mut shell = Command::new("sh");
                 shell
                     .args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\""])
                     .arg(binary());
-                shell.env("WATCHDOG_USEC", usec.to_string());
                 shell
             }
         };
         command.arg("run").current_dir(dir.path());
-        command
-            .env_remove("TOLLBRIDGE_CONFIG")
-            .env_remove("NOTIFY_SOCKET");
-        if options.watchdog_usec.is_none() {
-            command.env_remove("WATCHDOG_USEC");
+        clean_environment(&mut command);
+        if let Some(usec) = options.watchdog_usec {
+            command.env("WATCHDOG_USEC", usec.to_string());
         }
-        command.env_remove("WATCHDOG_PID");
-        command
-            .env_remove("STATE_DIRECTORY")
-            .env_remove("CREDENTIALS_DIRECTORY");
         let config_path = options.config.map(|text| {
             let path = dir.path().join("tollbridge.toml");
             std::fs::write(&path, text).expect("write config");
@@ -209,6 +202,31 @@ impl Daemon {
         for (key, value) in &options.env {
             command.env(key, value);
         }
+        Daemon::launch(command, dir, config_path)
+    }
+
+    /// Kills the daemon with SIGKILL (no drain, no clean close: a crash) and
+    /// starts it again in the same directory with the same config file.
+    pub fn crash_and_restart(mut self) -> Daemon {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut command = Command::new(binary());
+        command.arg("run").current_dir(self.dir.path());
+        clean_environment(&mut command);
+        if let Some(path) = &self.config_path {
+            command.arg("--config").arg(path);
+        }
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
+        Daemon::launch(command, dir, self.config_path.take())
+    }
+
+    /// Runs `command` (a prepared `tollbridge run`) and waits until it says
+    /// where HTTP listens.
+    fn launch(
+        mut command: Command,
+        dir: tempfile::TempDir,
+        config_path: Option<PathBuf>,
+    ) -> Daemon {
         command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -353,6 +371,21 @@ fn http_address_in(line: &str) -> Option<SocketAddr> {
     line.split_whitespace()
         .find_map(|pair| pair.strip_prefix("address="))
         .and_then(|a| a.trim_matches('"').parse().ok())
+}
+
+/// Removes what the test's own environment could leak into the daemon
+/// (systemd's variables, a config path).
+fn clean_environment(command: &mut Command) {
+    for name in [
+        "TOLLBRIDGE_CONFIG",
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
+        "STATE_DIRECTORY",
+        "CREDENTIALS_DIRECTORY",
+    ] {
+        command.env_remove(name);
+    }
 }
 
 /// A minimal HTTP/1.1 GET over a fresh connection: (status, body). Enough

@@ -457,6 +457,24 @@ pub fn call_json(conn: &Connection, id: &str) -> Result<Option<Value>, StoreErro
     let Some(mut call) = call else {
         return Ok(None);
     };
+    // The rating inputs: the booking's tariff (bookings are never edited).
+    call["rating"] = conn
+        .query_row(
+            "SELECT b.currency, b.price_per_minute, b.increment_seconds, b.minimum_seconds, b.cap_seconds
+             FROM calls c JOIN bookings b ON b.id = c.booking_id WHERE c.id = ?1",
+            [id],
+            |row| {
+                Ok(json!({
+                    "currency": row.get::<_, String>(0)?,
+                    "price_per_minute": row.get::<_, i64>(1)?,
+                    "increment_seconds": row.get::<_, i64>(2)?,
+                    "minimum_seconds": row.get::<_, i64>(3)?,
+                    "cap_seconds": row.get::<_, i64>(4)?,
+                }))
+            },
+        )
+        .optional()?
+        .unwrap_or(Value::Null);
     let mut statement = conn.prepare_cached(
         "SELECT side, packets_received, bytes_received, packets_sent, bytes_sent, packets_lost, jitter_ms,
                 dropped_foreign, dropped_malformed, rtcp_received FROM call_legs WHERE call_id = ?1",

@@ -1,0 +1,211 @@
+//! What the call tests share: a daemon with a media range of its own,
+//! bookings, SIPp peers, and the test's own sockets as media endpoints.
+
+// Test code: a failed setup step is a failed test; not every test file
+// uses every helper.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+pub use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU16, Ordering};
+pub use std::time::{Duration, Instant};
+
+pub use serde_json::{Value, json};
+pub use tollbridge_e2e::{Daemon, SippPeer, test_config};
+
+pub const TOKEN: &str = "bridge-test-token-0123456789";
+pub const NUMBER: &str = "+81500000001";
+/// Callers are `CALLER_PREFIX` + SIPp's call number (1, 2, ...).
+pub const CALLER_PREFIX: &str = "+81900000";
+pub const SIPP_LIMIT: Duration = Duration::from_secs(60);
+
+/// A distinct media port range per daemon, so parallel tests do not
+/// compete for the same ports.
+pub fn port_range() -> String {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let first = 20000 + (std::process::id() % 20) as u16 * 2000 + (n % 10) * 200;
+    format!("{first}-{}", first + 199)
+}
+
+pub fn start_daemon(calls: &str) -> Daemon {
+    start_daemon_with(calls, "30s")
+}
+
+/// A daemon with `[calls]` keys and this `media.timeout`.
+pub fn start_daemon_with(calls: &str, media_timeout: &str) -> Daemon {
+    start_daemon_sections(calls, media_timeout, "")
+}
+
+/// A daemon with `[calls]` keys, this `media.timeout`, and more sections.
+pub fn start_daemon_sections(calls: &str, media_timeout: &str, more: &str) -> Daemon {
+    let sections = format!(
+        "[media]\naddress = \"127.0.0.1\"\nports = \"{}\"\ntimeout = \"{media_timeout}\"\n\n[calls]\n{calls}\n\n{more}\n",
+        port_range()
+    );
+    let daemon = Daemon::start(&test_config(&format!("api_token = \"{TOKEN}\""), &sections));
+    assert!(
+        daemon.wait_for_log("sip listening", Duration::from_secs(10)),
+        "{:?}",
+        daemon.logs()
+    );
+    daemon
+}
+
+pub fn rfc3339(offset: time::Duration) -> String {
+    (time::OffsetDateTime::now_utc() + offset)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+/// Creates a booking on [`NUMBER`] (cap 600 s) and returns its id.
+pub fn book(daemon: &Daemon, callers: &[String], pin: Option<&str>, expert: &str) -> String {
+    book_capped(daemon, callers, pin, expert, 600)
+}
+
+/// [`book`] with a cap in seconds.
+pub fn book_capped(
+    daemon: &Daemon,
+    callers: &[String],
+    pin: Option<&str>,
+    expert: &str,
+    cap_seconds: u32,
+) -> String {
+    let mut booking = json!({
+        "called": NUMBER,
+        "callers": callers,
+        "callee": {"uri": expert},
+        "tariff": {"currency": "jpy", "price_per_minute": 100},
+        "cap_seconds": cap_seconds,
+        "window": {"start": rfc3339(time::Duration::minutes(-5)), "end": rfc3339(time::Duration::hours(1))},
+    });
+    if let Some(pin) = pin {
+        booking["pin"] = json!(pin);
+    }
+    let (status, body) = daemon.api("POST", "/v1/bookings", TOKEN, Some(&booking.to_string()));
+    assert_eq!(status, 201, "{body}");
+    body["id"].as_str().unwrap().to_owned()
+}
+
+pub fn caller_id(call_number: u32) -> String {
+    format!("{CALLER_PREFIX}{call_number}")
+}
+
+pub fn expert_uri(expert: &SippPeer) -> String {
+    format!("sip:expert@{}", expert.addr)
+}
+
+/// The relay port in the first SIP message of a trace that starts with
+/// `first_line` and carries our SDP.
+pub fn relay_port(trace: &str, first_line: &str) -> Option<u16> {
+    trace
+        .split("----------------------------------------------")
+        .filter(|message| message.contains(first_line) && message.contains("o=tollbridge"))
+        .find_map(|message| {
+            let line = message.lines().find(|l| l.starts_with("m=audio "))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+}
+
+pub fn wait_relay(peer: &SippPeer, first_line: &str) -> SocketAddr {
+    let port = peer
+        .wait_for(Duration::from_secs(15), |trace| {
+            relay_port(trace, first_line)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no {first_line} with our SDP in:\n{}\n{}",
+                peer.messages(),
+                peer.output()
+            )
+        });
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+pub fn media_socket() -> UdpSocket {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    socket
+}
+
+pub fn port_of(socket: &UdpSocket) -> String {
+    socket.local_addr().unwrap().port().to_string()
+}
+
+pub fn rtp(payload_type: u8, seq: u16, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+    let mut packet = vec![0x80, payload_type];
+    packet.extend_from_slice(&seq.to_be_bytes());
+    packet.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+    packet.extend_from_slice(&ssrc.to_be_bytes());
+    packet.extend_from_slice(payload);
+    packet
+}
+
+/// Sends one packet and returns what arrived at `to` (and from where), if
+/// anything did within half a second.
+pub fn relay_one(
+    from: &UdpSocket,
+    target: SocketAddr,
+    packet: &[u8],
+    to: &UdpSocket,
+) -> Option<(Vec<u8>, SocketAddr)> {
+    from.send_to(packet, target).unwrap();
+    let mut buf = [0u8; 2048];
+    to.recv_from(&mut buf)
+        .ok()
+        .map(|(n, source)| (buf[..n].to_vec(), source))
+}
+
+/// Polls the booking's calls until the first has ended.
+pub fn ended_call(daemon: &Daemon, booking: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, body) = daemon.api("GET", &format!("/v1/calls?booking={booking}"), TOKEN, None);
+        if let Some(call) = body["calls"].as_array().and_then(|c| c.first())
+            && !call["ended_at"].is_null()
+            && !call["legs"]["caller"]["media"].is_null()
+        {
+            return call.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no ended call for {booking}: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn statuses(call: &Value) -> Vec<String> {
+    call["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Reads `tollbridge_media_port_pairs_in_use` until it is zero (the relay
+/// releases a call's ports right after its last record).
+pub fn assert_no_ports_held(daemon: &Daemon) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, metrics) = daemon.get("/metrics", None);
+        let held = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("tollbridge_media_port_pairs_in_use "))
+            .unwrap_or("missing")
+            .to_owned();
+        if held == "0" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "relay ports still held: {held}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn assert_passed(name: &str, peer: SippPeer) -> String {
+    let run = peer.wait(SIPP_LIMIT);
+    assert!(run.passed(), "{name} failed:\n{}", run.output);
+    run.output
+}

@@ -1,0 +1,340 @@
+//! The meter end to end: the cap that both parties hear, and a crash in
+//! the middle of a call. The daemon is real, SIPp does the signalling on
+//! both sides, and the test's own sockets are the parties' phones so every
+//! prompt frame can be compared with the encoded prompt.
+
+// Test code: a failed setup step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use common::*;
+use tollbridge_media::prompt::{PromptName, Prompts};
+use tollbridge_media::sdp::Codec;
+
+/// What one phone received: when (wall clock) and the datagram.
+type Heard = Arc<Mutex<Vec<(SystemTime, Vec<u8>)>>>;
+
+/// Records everything `socket` receives until `until`.
+fn listen(socket: &UdpSocket, until: Instant) -> (Heard, std::thread::JoinHandle<()>) {
+    let heard: Heard = Arc::default();
+    let socket = socket.try_clone().unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let sink = heard.clone();
+    let thread = std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while Instant::now() < until {
+            if let Ok((n, _)) = socket.recv_from(&mut buf) {
+                sink.lock()
+                    .unwrap()
+                    .push((SystemTime::now(), buf[..n].to_vec()));
+            }
+        }
+    });
+    (heard, thread)
+}
+
+/// Sends 20 ms PCMU frames filled with `fill` from `socket` to `target`
+/// for `duration`.
+fn talk(
+    socket: &UdpSocket,
+    target: SocketAddr,
+    fill: u8,
+    ssrc: u32,
+    first_seq: u16,
+    duration: Duration,
+) -> u16 {
+    let frames = (duration.as_millis() / 20) as u16;
+    for i in 0..frames {
+        socket
+            .send_to(&rtp(0, first_seq + i, ssrc, &[fill; 160]), target)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first_seq + frames
+}
+
+fn ms_since_epoch(time: SystemTime) -> i64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn parse_ms(rfc3339: &str) -> i64 {
+    let t = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .unwrap();
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// The offsets (ms after `answered`) at which `heard` got the frames of
+/// `prompt`, in order, with the index of each frame; other packets skipped.
+fn prompt_frames(
+    heard: &[(SystemTime, Vec<u8>)],
+    encoded: &[u8],
+    answered: i64,
+) -> Vec<(usize, i64)> {
+    heard
+        .iter()
+        .filter(|(_, p)| p.len() == 172)
+        .filter_map(|(at, packet)| {
+            let payload = &packet[12..];
+            let index = encoded.chunks(160).position(|frame| frame == payload)?;
+            Some((index, ms_since_epoch(*at) - answered))
+        })
+        .collect()
+}
+
+#[test]
+fn at_the_cap_both_parties_hear_the_prompts_get_bye_and_the_cap_is_billed() {
+    let daemon = start_daemon_sections(
+        "ring_timeout = \"10s\"",
+        "30s",
+        "[prompts]\nwarning_before = \"3s\"\n",
+    );
+    let prompts = Prompts::load(None).unwrap();
+    let warning = prompts.get(PromptName::Warning);
+    let time_up = prompts.get(PromptName::TimeUp);
+    let (caller_media, expert_media) = (media_socket(), media_socket());
+    let expert = SippPeer::start(
+        "expert_answers.xml",
+        None,
+        "expert",
+        &[("rtp_port", port_of(&expert_media))],
+        &[],
+        SIPP_LIMIT,
+    );
+    let booking = book_capped(&daemon, &[caller_id(1)], None, &expert_uri(&expert), 6);
+    let caller = SippPeer::start(
+        "caller_waits_bye.xml",
+        daemon.sip_udp(),
+        NUMBER,
+        &[
+            ("caller_prefix", CALLER_PREFIX.into()),
+            ("rtp_port", port_of(&caller_media)),
+            ("formats", "0 96".into()),
+        ],
+        &[],
+        SIPP_LIMIT,
+    );
+    let caller_relay = wait_relay(&caller, "SIP/2.0 200 OK");
+    let expert_relay = wait_relay(&expert, "INVITE sip:expert");
+    let until = Instant::now() + Duration::from_secs(9);
+    let (caller_heard, caller_thread) = listen(&caller_media, until);
+    let (expert_heard, expert_thread) = listen(&expert_media, until);
+    // Both talk for the first 1.5 s (latching, a stream each party hears),
+    // then stay quiet through the warning; the caller talks again from
+    // 5.5 s, across the cap.
+    let expert_talk = {
+        let expert_media = expert_media.try_clone().unwrap();
+        std::thread::spawn(move || {
+            talk(
+                &expert_media,
+                expert_relay,
+                0x22,
+                0x2222,
+                1,
+                Duration::from_millis(1500),
+            )
+        })
+    };
+    let next = talk(
+        &caller_media,
+        caller_relay,
+        0x11,
+        0x1111,
+        1,
+        Duration::from_millis(1500),
+    );
+    expert_talk.join().unwrap();
+    std::thread::sleep(Duration::from_millis(4000));
+    talk(
+        &caller_media,
+        caller_relay,
+        0x11,
+        0x1111,
+        next,
+        Duration::from_millis(2000),
+    );
+    caller_thread.join().unwrap();
+    expert_thread.join().unwrap();
+
+    assert_passed("caller (got BYE at the cap)", caller);
+    assert_passed("expert (got BYE at the cap)", expert);
+    let call = ended_call(&daemon, &booking);
+    assert_eq!(call["end_reason"], "cap-reached");
+    assert_eq!(call["talk_ms"], 6000);
+    assert_eq!(call["billed_seconds"], 6);
+    assert_eq!(call["amount"], 10, "ceil(6 s × ¥100 / 60 s)");
+    assert_eq!(call["currency"], "jpy");
+    assert_eq!(call["rating"]["price_per_minute"], 100);
+    let answered = parse_ms(call["answered_at"].as_str().unwrap());
+    let cap = answered + 6000;
+
+    for (who, heard) in [("caller", &caller_heard), ("expert", &expert_heard)] {
+        let heard = heard.lock().unwrap();
+        // The warning starts about 3 s after the answer, from its first
+        // frame, in order (the time-up prompt cuts it short).
+        let warned = prompt_frames(&heard, warning.encoded(Codec::Pcmu), answered);
+        assert!(
+            warned.len() >= 40,
+            "{who} heard {} warning frames",
+            warned.len()
+        );
+        assert_eq!(
+            warned[0].0, 0,
+            "{who}: the warning starts at its first frame"
+        );
+        assert!(
+            (2700..3400).contains(&warned[0].1),
+            "{who}: warning at {} ms",
+            warned[0].1
+        );
+        assert!(
+            warned.windows(2).all(|w| w[1].0 == w[0].0 + 1),
+            "{who}: warning frames in order"
+        );
+        // The whole time-up prompt, ending at the cap.
+        let told = prompt_frames(&heard, time_up.encoded(Codec::Pcmu), answered);
+        assert_eq!(
+            told.len(),
+            time_up.frames(),
+            "{who} heard every time-up frame"
+        );
+        assert!(
+            told.windows(2).all(|w| w[1].0 == w[0].0 + 1),
+            "{who}: time-up frames in order"
+        );
+        let last = told.last().unwrap().1;
+        assert!(
+            (5700..6400).contains(&last),
+            "{who}: time-up ended at {last} ms"
+        );
+        // One stream: the prompt continues the SSRC and sequence numbers
+        // the party was hearing.
+        let first_prompt = heard
+            .iter()
+            .position(|(_, p)| p.len() == 172 && p[12..] == warning.encoded(Codec::Pcmu)[..160])
+            .unwrap();
+        let before = &heard[first_prompt - 1].1;
+        let prompt = &heard[first_prompt].1;
+        assert_eq!(prompt[8..12], before[8..12], "{who}: same SSRC");
+        let seq = |p: &[u8]| u16::from_be_bytes([p[2], p[3]]);
+        assert_eq!(
+            seq(prompt),
+            seq(before).wrapping_add(1),
+            "{who}: next sequence number"
+        );
+        assert_eq!(
+            prompt[1] & 0x80,
+            0x80,
+            "{who}: marker on the first prompt frame"
+        );
+    }
+    // Nothing the caller said after the cap reached the expert.
+    let expert_heard = expert_heard.lock().unwrap();
+    let late: Vec<i64> = expert_heard
+        .iter()
+        .filter(|(_, p)| p.len() == 172 && p[12..].iter().all(|b| *b == 0x11))
+        .map(|(at, _)| ms_since_epoch(*at) - cap)
+        .filter(|after| *after > 15)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "caller audio forwarded after the cap: {late:?} ms"
+    );
+    let details: Vec<&str> = call["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["detail"].as_str())
+        .collect();
+    assert!(
+        details.contains(&"warning played to both parties"),
+        "{details:?}"
+    );
+    assert!(
+        details.contains(&"time-up played to both parties"),
+        "{details:?}"
+    );
+    let (_, metrics) = daemon.get("/metrics", None);
+    assert!(
+        metrics.contains("tollbridge_talk_seconds_total{currency=\"jpy\"} 6"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tollbridge_billed_amount_total{currency=\"jpy\"} 10"),
+        "{metrics}"
+    );
+    assert_no_ports_held(&daemon);
+}
+
+#[test]
+fn a_call_killed_mid_talk_is_closed_at_restart_billed_up_to_its_last_checkpoint() {
+    let daemon = start_daemon_sections(
+        "ring_timeout = \"10s\"",
+        "30s",
+        "[billing]\ncheckpoint_interval = \"500ms\"\n",
+    );
+    let expert = SippPeer::start(
+        "expert_answers.xml",
+        None,
+        "expert",
+        &[("rtp_port", "40002".into())],
+        &[],
+        SIPP_LIMIT,
+    );
+    let booking = book(&daemon, &[caller_id(1)], None, &expert_uri(&expert));
+    let caller = SippPeer::start(
+        "caller_waits_bye.xml",
+        daemon.sip_udp(),
+        NUMBER,
+        &[
+            ("caller_prefix", CALLER_PREFIX.into()),
+            ("rtp_port", "40000".into()),
+            ("formats", "0 96".into()),
+        ],
+        &[],
+        SIPP_LIMIT,
+    );
+    wait_relay(&caller, "SIP/2.0 200 OK");
+    std::thread::sleep(Duration::from_millis(3300));
+    let killed_at = ms_since_epoch(SystemTime::now());
+    let daemon = daemon.crash_and_restart();
+    drop((caller, expert));
+    let (status, body) = daemon.api("GET", &format!("/v1/calls?booking={booking}"), TOKEN, None);
+    assert_eq!(status, 200, "{body}");
+    let call = &body["calls"][0];
+    assert_eq!(call["end_reason"], "recovered", "{call}");
+    assert_eq!(call["status"], "completed");
+    let answered = parse_ms(call["answered_at"].as_str().unwrap());
+    let actual = killed_at - answered;
+    let billed_talk = call["talk_ms"].as_i64().unwrap();
+    assert!(
+        billed_talk <= actual,
+        "billed {billed_talk} ms of {actual} ms talked: over-billed"
+    );
+    assert!(
+        billed_talk >= actual - 500 - 250,
+        "billed {billed_talk} ms of {actual}: more than one interval lost"
+    );
+    let billed_seconds = call["billed_seconds"].as_i64().unwrap();
+    assert_eq!(billed_seconds, (billed_talk + 999) / 1000);
+    assert_eq!(call["amount"], (billed_seconds * 100 + 59) / 60);
+    assert!(
+        call["events"].as_array().unwrap().last().unwrap()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("start-up")
+    );
+    let (_, booking_now) = daemon.api("GET", &format!("/v1/bookings/{booking}"), TOKEN, None);
+    assert_eq!(booking_now["state"], "completed", "the booking is released");
+    assert!(daemon.wait_for_log(
+        "closed calls left open by a previous run",
+        Duration::from_secs(2)
+    ));
+}
