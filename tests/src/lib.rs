@@ -29,12 +29,15 @@ fn build_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("TOLLBRIDGE_BIN") {
         return PathBuf::from(path);
     }
-    // target/<profile>/deps/<this test> -> target/<profile>/tollbridge
+    // target/<profile>/deps/<this test> (or target/<profile>/<a bench
+    // binary>) -> target/<profile>/tollbridge
     let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test executable lives in target/<profile>/deps");
+    let parent = exe.parent().expect("executable has a directory");
+    let profile_dir = if parent.file_name().is_some_and(|n| n == "deps") {
+        parent.parent().expect("target/<profile>/deps has a parent")
+    } else {
+        parent
+    };
     let release = profile_dir.file_name().is_some_and(|n| n == "release");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");

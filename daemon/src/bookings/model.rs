@@ -5,9 +5,6 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-/// Currencies we rate in, with their minor-unit exponent (JPY has none).
-pub const CURRENCIES: [(&str, u32); 4] = [("jpy", 0), ("usd", 2), ("eur", 2), ("gbp", 2)];
-
 /// The body of `POST /v1/bookings`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -205,7 +202,7 @@ pub fn validate(booking: NewBooking, context: &Context) -> Result<ValidBooking, 
         }
     }
     let tariff = &booking.tariff;
-    if !CURRENCIES.iter().any(|(code, _)| *code == tariff.currency) {
+    if tollbridge_billing::rating::Currency::from_code(&tariff.currency).is_none() {
         fail("tariff.currency", "must be one of jpy, usd, eur, gbp");
     }
     if !(0..=1_000_000_000).contains(&tariff.price_per_minute) {

@@ -10,6 +10,10 @@
 //! /proc over the packets it forwarded), the load generator's own CPU per
 //! packet, loss, and one-way latency percentiles; "added" is the relay's
 //! median minus the direct run's median.
+//!
+//! `relay-bench prompts [FRAMES]` measures instead the CPU cost of one
+//! prompt frame played in `replace` and in `mix` mode (the other party's
+//! audio decoded, mixed under the prompt and re-encoded), side by side.
 
 // A benchmark tool: a failed setup step aborts it with a message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -21,10 +25,13 @@ use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 use tollbridge_media::bridge::Side;
+use tollbridge_media::leg::RtpHeader;
 use tollbridge_media::leg::{LatchPolicy, Peer};
 use tollbridge_media::ports::PortPool;
+use tollbridge_media::prompt::{PromptName, Prompts};
 use tollbridge_media::relay::{CallMedia, Relay};
-use tollbridge_media::sdp::Direction;
+use tollbridge_media::sdp::{Codec, Direction};
+use tollbridge_media::stream::{FRAME as PROMPT_FRAME, OutStream, PROMPT_PACKET, PromptMode};
 
 const PACKET: usize = 172;
 const FRAME: Duration = Duration::from_millis(20);
@@ -227,7 +234,48 @@ async fn run(relay: Option<&Relay>, calls: usize, seconds: u64, ticks: f64) -> O
     }
 }
 
+/// ns of CPU per prompt frame in each mode, the other party talking
+/// throughout (so mix has something to mix every frame).
+fn prompt_cost(frames: u32) {
+    let prompt = Prompts::load(None).unwrap().get(PromptName::Warning);
+    let mut costs = Vec::new();
+    for mode in [PromptMode::Replace, PromptMode::Mix] {
+        let mut stream = OutStream::default();
+        let mut out = [0u8; PROMPT_PACKET];
+        let mut packet = [0x33u8; PACKET];
+        packet[0] = 0x80;
+        packet[1] = 0;
+        let mut now = Instant::now();
+        let started = Instant::now();
+        for _ in 0..frames {
+            if !stream.is_playing() {
+                stream.play(prompt.clone(), mode, Codec::Pcmu, now);
+            }
+            let header = RtpHeader::read(&packet).unwrap();
+            std::hint::black_box(stream.forward(&mut packet, header, true, now));
+            std::hint::black_box(stream.poll_frame(now, &mut out, 1));
+            now += PROMPT_FRAME;
+        }
+        let ns = started.elapsed().as_nanos() as f64 / f64::from(frames);
+        costs.push((mode, ns));
+    }
+    println!("| mode | frames | ns per frame | relative to replace |");
+    println!("|---|---|---|---|");
+    let replace = costs[0].1;
+    for (mode, ns) in costs {
+        println!("| {mode:?} | {frames} | {ns:.0} | {:.1} × |", ns / replace);
+    }
+}
+
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("prompts") {
+        let frames = std::env::args()
+            .nth(2)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1_000_000);
+        prompt_cost(frames);
+        return;
+    }
     let mut args = std::env::args().skip(1);
     let seconds: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(10);
     let mut sizes: Vec<usize> = args.filter_map(|s| s.parse().ok()).collect();
