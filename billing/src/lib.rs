@@ -11,3 +11,4 @@
 //! and returns what to record and what to send; the daemon carries that out.
 
 pub mod rating;
+pub mod stripe;

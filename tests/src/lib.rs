@@ -9,6 +9,8 @@
 // crate panics with a message instead of returning errors.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+pub mod stripe_fake;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixDatagram;

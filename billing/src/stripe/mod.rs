@@ -1,0 +1,341 @@
+//! Stripe: the gateway call settlement uses, behind a trait so the
+//! settlement logic can be tested without HTTP.
+//!
+//! [`StripeGateway`] speaks to Stripe (or a compatible fake at
+//! `stripe.api_base`) with `async-stripe`'s request types, one attempt per
+//! try with our own idempotency key (`RequestStrategy::Idempotent`), in our
+//! own retry loop ([`retry`]): `async-stripe`'s retrying strategies invent a
+//! random key per call, which is useless across a restart. Its client does
+//! not expose response headers, so `Stripe-Should-Retry` cannot be read
+//! here; the loop follows the status codes the header stands for (409, 429
+//! and 5xx retried, other 4xx final). Each attempt has its own timeout.
+
+pub mod retry;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
+use stripe_core::payment_intent::{
+    CancelPaymentIntent, CancelPaymentIntentCancellationReason, CapturePaymentIntent,
+    CreatePaymentIntent, CreatePaymentIntentOffSession, ListPaymentIntent, RetrievePaymentIntent,
+};
+use stripe_core::{PaymentIntent, PaymentIntentCaptureMethod};
+
+use crate::rating::Currency;
+use retry::{Attempt, RetryPolicy};
+
+/// A hold to place: a manual-capture PaymentIntent confirmed off-session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldRequest {
+    /// Minor units to hold.
+    pub amount: i64,
+    /// Their currency.
+    pub currency: Currency,
+    /// Stripe customer (`cus_...`).
+    pub customer: String,
+    /// The saved card (`pm_...`).
+    pub payment_method: String,
+    /// Booking and call ids, so a hold whose id never came back can be
+    /// found by listing the customer's PaymentIntents.
+    pub metadata: Vec<(String, String)>,
+    /// Derived from the settlement row; never reused with other values.
+    pub idempotency_key: String,
+}
+
+/// What we read of a PaymentIntent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intent {
+    /// `pi_...`
+    pub id: String,
+    /// `requires_capture`, `succeeded`, `canceled`, ...
+    pub status: String,
+    /// The amount it was created for.
+    pub amount: i64,
+    /// What can still be captured.
+    pub amount_capturable: i64,
+    /// What was captured.
+    pub amount_received: i64,
+    /// Our metadata.
+    pub metadata: HashMap<String, String>,
+}
+
+impl Intent {
+    fn from_stripe(intent: PaymentIntent) -> Intent {
+        Intent {
+            id: intent.id.as_str().to_owned(),
+            status: intent.status.as_str().to_owned(),
+            amount: intent.amount,
+            amount_capturable: intent.amount_capturable,
+            amount_received: intent.amount_received,
+            metadata: intent.metadata,
+        }
+    }
+}
+
+/// Why a request did not give an answer we can use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayError {
+    /// The card was declined (402 `card_error`), including
+    /// `authentication_required`: final.
+    #[error("card declined: {code} ({message})")]
+    Declined {
+        /// `card_declined`, `authentication_required`, ...
+        code: String,
+        /// The bank's `decline_code`, when given.
+        decline_code: Option<String>,
+        /// Stripe's message.
+        message: String,
+    },
+    /// Any other final refusal (4xx), `idempotency_error` included.
+    #[error("stripe refused ({status} {kind}): {message}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// Stripe's error `type`.
+        kind: String,
+        /// Stripe's error `code`, when given.
+        code: Option<String>,
+        /// Stripe's message.
+        message: String,
+    },
+    /// Retries ran out without a definite answer: the outcome is unknown
+    /// until the object is read again.
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
+}
+
+impl GatewayError {
+    /// Whether the request may have taken effect (retry later with the
+    /// same key, or re-read the object).
+    pub fn is_unknown(&self) -> bool {
+        matches!(self, GatewayError::Unknown(_))
+    }
+}
+
+/// A boxed gateway future.
+pub type GatewayFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, GatewayError>> + Send + 'a>>;
+
+/// The Stripe operations settlement needs.
+pub trait Gateway: Send + Sync {
+    /// Places a hold (see [`HoldRequest`]).
+    fn hold(&self, hold: HoldRequest) -> GatewayFuture<'_, Intent>;
+    /// Captures `amount` of a hold, releasing the rest.
+    fn capture(&self, intent: String, amount: i64, key: String) -> GatewayFuture<'_, Intent>;
+    /// Releases a whole hold (`cancellation_reason=abandoned`).
+    fn cancel(&self, intent: String, key: String) -> GatewayFuture<'_, Intent>;
+    /// Reads a PaymentIntent.
+    fn retrieve(&self, intent: String) -> GatewayFuture<'_, Intent>;
+    /// Finds a customer's PaymentIntent whose metadata has `key` = `value`.
+    fn find(
+        &self,
+        customer: String,
+        key: String,
+        value: String,
+    ) -> GatewayFuture<'_, Option<Intent>>;
+}
+
+/// [`Gateway`] over Stripe's API with `async-stripe`.
+pub struct StripeGateway {
+    client: Client,
+    policy: RetryPolicy,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for StripeGateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StripeGateway")
+            .field("policy", &self.policy)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+fn jitter() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos()))
+}
+
+fn key(value: &str) -> Result<RequestStrategy, GatewayError> {
+    IdempotencyKey::new(value)
+        .map(RequestStrategy::Idempotent)
+        .map_err(|e| GatewayError::Refused {
+            status: 0,
+            kind: "invalid_idempotency_key".into(),
+            code: None,
+            message: e.to_string(),
+        })
+}
+
+impl StripeGateway {
+    /// A gateway with `secret_key` against `api_base`, each attempt limited
+    /// to `timeout`.
+    pub fn new(
+        secret_key: &str,
+        api_base: &str,
+        timeout: Duration,
+        policy: RetryPolicy,
+    ) -> Result<StripeGateway, GatewayError> {
+        let client = ClientBuilder::new(secret_key)
+            .url(api_base)
+            .build()
+            .map_err(|e| GatewayError::Unknown(format!("cannot build the Stripe client: {e}")))?;
+        Ok(StripeGateway {
+            client,
+            policy,
+            timeout,
+        })
+    }
+
+    /// Runs `attempt` until it answers, a final error, or the policy stops.
+    async fn with_retries<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T, GatewayError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StripeError>>,
+    {
+        let mut done = 0;
+        loop {
+            done += 1;
+            let (outcome, error) = match tokio::time::timeout(self.timeout, attempt()).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(StripeError::Stripe(errors, status))) => {
+                    let outcome = Attempt::Status {
+                        code: status,
+                        should_retry: None,
+                    };
+                    let kind = errors.type_.as_str().to_owned();
+                    let code = errors.code.as_ref().map(|c| c.as_str().to_owned());
+                    let message = errors.message.clone().unwrap_or_default();
+                    let error = if status == 402 && kind == "card_error" {
+                        GatewayError::Declined {
+                            code: code.unwrap_or_else(|| "card_declined".into()),
+                            decline_code: errors.decline_code.clone(),
+                            message,
+                        }
+                    } else if retry::retryable(outcome) {
+                        GatewayError::Unknown(format!("{status} {kind}: {message}"))
+                    } else {
+                        GatewayError::Refused {
+                            status,
+                            kind,
+                            code,
+                            message,
+                        }
+                    };
+                    (outcome, error)
+                }
+                Ok(Err(e)) => (Attempt::NoResponse, GatewayError::Unknown(e.to_string())),
+                Err(_) => (
+                    Attempt::NoResponse,
+                    GatewayError::Unknown(format!("no answer within {:?}", self.timeout)),
+                ),
+            };
+            match self.policy.next_delay(done, outcome, jitter()) {
+                Some(delay) => {
+                    tracing::warn!(request = what, attempt = done, error = %error, delay_ms = delay.as_millis() as u64, "stripe request will be retried");
+                    tokio::time::sleep(delay).await;
+                }
+                None => return Err(error),
+            }
+        }
+    }
+}
+
+impl Gateway for StripeGateway {
+    fn hold(&self, hold: HoldRequest) -> GatewayFuture<'_, Intent> {
+        Box::pin(async move {
+            let strategy = key(&hold.idempotency_key)?;
+            let currency: stripe_types::Currency = hold.currency.code().parse().map_err(|_| {
+                GatewayError::Unknown(format!(
+                    "currency {} unknown to the client",
+                    hold.currency.code()
+                ))
+            })?;
+            let metadata: HashMap<String, String> = hold.metadata.iter().cloned().collect();
+            let request = CreatePaymentIntent::new(hold.amount, currency)
+                .customer(hold.customer.clone())
+                .payment_method(hold.payment_method.clone())
+                .capture_method(PaymentIntentCaptureMethod::Manual)
+                .confirm(true)
+                .off_session(CreatePaymentIntentOffSession::Bool(true))
+                .error_on_requires_action(true)
+                .metadata(metadata);
+            let intent = self
+                .with_retries("hold", || {
+                    request
+                        .customize()
+                        .request_strategy(strategy.clone())
+                        .send(&self.client)
+                })
+                .await?;
+            Ok(Intent::from_stripe(intent))
+        })
+    }
+
+    fn capture(&self, intent: String, amount: i64, key_value: String) -> GatewayFuture<'_, Intent> {
+        Box::pin(async move {
+            let strategy = key(&key_value)?;
+            let request = CapturePaymentIntent::new(intent.as_str()).amount_to_capture(amount);
+            let intent = self
+                .with_retries("capture", || {
+                    request
+                        .customize()
+                        .request_strategy(strategy.clone())
+                        .send(&self.client)
+                })
+                .await?;
+            Ok(Intent::from_stripe(intent))
+        })
+    }
+
+    fn cancel(&self, intent: String, key_value: String) -> GatewayFuture<'_, Intent> {
+        Box::pin(async move {
+            let strategy = key(&key_value)?;
+            let request = CancelPaymentIntent::new(intent.as_str())
+                .cancellation_reason(CancelPaymentIntentCancellationReason::Abandoned);
+            let intent = self
+                .with_retries("cancel", || {
+                    request
+                        .customize()
+                        .request_strategy(strategy.clone())
+                        .send(&self.client)
+                })
+                .await?;
+            Ok(Intent::from_stripe(intent))
+        })
+    }
+
+    fn retrieve(&self, intent: String) -> GatewayFuture<'_, Intent> {
+        Box::pin(async move {
+            let request = RetrievePaymentIntent::new(intent.as_str());
+            let intent = self
+                .with_retries("retrieve", || request.customize().send(&self.client))
+                .await?;
+            Ok(Intent::from_stripe(intent))
+        })
+    }
+
+    fn find(
+        &self,
+        customer: String,
+        key_name: String,
+        value: String,
+    ) -> GatewayFuture<'_, Option<Intent>> {
+        Box::pin(async move {
+            let request = ListPaymentIntent::new()
+                .customer(customer.clone())
+                .limit(100);
+            let list = self
+                .with_retries("list", || request.customize().send(&self.client))
+                .await?;
+            Ok(list
+                .data
+                .into_iter()
+                .find(|intent| intent.metadata.get(&key_name) == Some(&value))
+                .map(Intent::from_stripe))
+        })
+    }
+}

@@ -1,0 +1,621 @@
+//! A stateful Stripe-compatible fake for the endpoints Tollbridge calls,
+//! on 127.0.0.1, behaving as `shared/STRIPE.md` says Stripe does:
+//!
+//! - PaymentIntents: create (manual capture, confirmed off-session),
+//!   capture (at most `amount_capturable`; the rest released), cancel,
+//!   retrieve, list by customer. Test cards: `pm_card_visa` holds,
+//!   `pm_card_chargeDeclined` is declined (402 `card_declined`),
+//!   `pm_card_authenticationRequired` needs authentication (402
+//!   `authentication_required`).
+//! - Idempotency: a POST's response is stored under its key once executed
+//!   and replayed for the same key, a 500 included; the same key with other
+//!   parameters or on another endpoint is 400 `idempotency_error`; the same
+//!   key while the first is in flight is 409. Validation failures and 429s
+//!   are not stored.
+//! - Faults, queued per endpoint kind: 500 after applying, the connection
+//!   dropped after applying, an answer slower than the client's timeout
+//!   (applied, stored), 429 (not applied).
+//! - Every request is recorded for assertions.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method};
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+/// What the fake does to the next request of a kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Apply it, store and answer 500.
+    ServerErrorAfterApplying,
+    /// Apply it, store the answer, and drop the connection instead.
+    DropAfterApplying,
+    /// Apply it, store the answer, and send it after this long.
+    SlowAnswer(Duration),
+    /// Answer 429 without applying or storing anything.
+    RateLimited,
+}
+
+/// Which endpoint a fault applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// `POST /v1/payment_intents`
+    Create,
+    /// `POST /v1/payment_intents/{id}/capture`
+    Capture,
+    /// `POST /v1/payment_intents/{id}/cancel`
+    Cancel,
+}
+
+/// One request as the fake received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// `GET` or `POST`.
+    pub method: String,
+    /// The path.
+    pub path: String,
+    /// `Idempotency-Key`, when sent.
+    pub idempotency_key: Option<String>,
+    /// Form parameters (POST) or the query (GET).
+    pub params: Vec<(String, String)>,
+    /// The status answered (0 when the connection was dropped).
+    pub status: u16,
+}
+
+#[derive(Debug, Clone)]
+struct Stored {
+    fingerprint: String,
+    answer: Option<(u16, Value)>,
+}
+
+#[derive(Default)]
+struct Inner {
+    intents: HashMap<String, Value>,
+    keys: HashMap<String, Stored>,
+    faults: HashMap<Endpoint, Vec<Fault>>,
+    requests: Vec<Recorded>,
+    next_id: u64,
+}
+
+/// A running fake; stops when dropped.
+pub struct StripeFake {
+    /// Where it listens: use `http://{addr}` as `stripe.api_base`.
+    pub addr: SocketAddr,
+    inner: Arc<Mutex<Inner>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StripeFake {
+    /// Starts the fake on 127.0.0.1 and a free port, on a thread and
+    /// runtime of its own (so it serves while a test blocks or awaits).
+    pub fn start() -> StripeFake {
+        let inner: Arc<Mutex<Inner>> = Arc::default();
+        let app = Router::new()
+            .route("/v1/payment_intents", post(create).get(list))
+            .route("/v1/payment_intents/{id}", get(retrieve))
+            .route("/v1/payment_intents/{id}/capture", post(capture))
+            .route("/v1/payment_intents/{id}/cancel", post(cancel))
+            .with_state(inner.clone());
+        let (address_tx, address_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("fake runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("fake listener");
+                let _ = address_tx.send(listener.local_addr().expect("fake address"));
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = stopped.await;
+                    })
+                    .await;
+            });
+        });
+        let addr = address_rx.recv().expect("the fake starts");
+        StripeFake {
+            addr,
+            inner,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// The base URL for `stripe.api_base`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Queues a fault for the next request to `endpoint`.
+    pub fn inject(&self, endpoint: Endpoint, fault: Fault) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.faults.entry(endpoint).or_default().push(fault);
+        }
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.inner
+            .lock()
+            .map(|i| i.requests.clone())
+            .unwrap_or_default()
+    }
+
+    /// Every PaymentIntent, as JSON.
+    pub fn intents(&self) -> Vec<Value> {
+        self.inner
+            .lock()
+            .map(|i| i.intents.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for StripeFake {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+type Shared = State<Arc<Mutex<Inner>>>;
+
+fn form(body: &Bytes) -> Vec<(String, String)> {
+    url_decode_pairs(&String::from_utf8_lossy(body))
+}
+
+fn url_decode_pairs(text: &str) -> Vec<(String, String)> {
+    text.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+fn decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                out.push(u8::from_str_radix(hex, 16).unwrap_or(b'?'));
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn error(status: u16, kind: &str, code: Option<&str>, message: &str) -> (u16, Value) {
+    let mut body = json!({"error": {"type": kind, "message": message}});
+    if let Some(code) = code {
+        body["error"]["code"] = json!(code);
+    }
+    (status, body)
+}
+
+fn json_response(status: u16, body: &Value) -> Response {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap_or_default()
+}
+
+/// Runs a POST with Stripe's idempotency rules and the queued faults.
+async fn idempotent(
+    inner: Arc<Mutex<Inner>>,
+    endpoint: Endpoint,
+    path: String,
+    headers: HeaderMap,
+    params: Vec<(String, String)>,
+    apply: impl FnOnce(&mut Inner) -> (u16, Value),
+) -> Response {
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut sorted = params.clone();
+    sorted.sort();
+    let fingerprint = format!("{path}?{sorted:?}");
+    let record = |inner: &mut Inner, status: u16| {
+        inner.requests.push(Recorded {
+            method: "POST".into(),
+            path: path.clone(),
+            idempotency_key: key.clone(),
+            params: params.clone(),
+            status,
+        });
+    };
+    let (fault, replay) = {
+        let Ok(mut guard) = inner.lock() else {
+            return json_response(500, &json!({}));
+        };
+        if let Some(key) = &key
+            && let Some(stored) = guard.keys.get(key).cloned()
+        {
+            let (status, body) = if stored.fingerprint != fingerprint {
+                error(
+                    400,
+                    "idempotency_error",
+                    None,
+                    "Keys for idempotent requests can only be used with the same parameters they were first used with.",
+                )
+            } else if let Some(answer) = stored.answer {
+                answer
+            } else {
+                error(
+                    409,
+                    "invalid_request_error",
+                    Some("idempotency_key_in_use"),
+                    "another request with this key is in flight",
+                )
+            };
+            record(&mut guard, status);
+            return json_response(status, &body);
+        }
+        let fault = guard
+            .faults
+            .get_mut(&endpoint)
+            .and_then(|q| (!q.is_empty()).then(|| q.remove(0)));
+        if fault == Some(Fault::RateLimited) {
+            record(&mut guard, 429);
+            let (status, body) = error(
+                429,
+                "invalid_request_error",
+                Some("rate_limit"),
+                "Too many requests",
+            );
+            return json_response(status, &body);
+        }
+        if let Some(key) = &key {
+            guard.keys.insert(
+                key.clone(),
+                Stored {
+                    fingerprint: fingerprint.clone(),
+                    answer: None,
+                },
+            );
+        }
+        let (status, body) = apply(&mut guard);
+        let stored = match fault {
+            Some(Fault::ServerErrorAfterApplying) => {
+                error(500, "api_error", None, "An unknown error occurred")
+            }
+            _ => (status, body),
+        };
+        // Requests that failed validation are not stored (STRIPE.md).
+        let keep = !(stored.0 == 400 && stored.1["error"]["type"] == "invalid_request_error");
+        if let Some(key) = &key {
+            if keep {
+                guard.keys.insert(
+                    key.clone(),
+                    Stored {
+                        fingerprint: fingerprint.clone(),
+                        answer: Some(stored.clone()),
+                    },
+                );
+            } else {
+                guard.keys.remove(key);
+            }
+        }
+        let shown = if fault == Some(Fault::DropAfterApplying) {
+            0
+        } else {
+            stored.0
+        };
+        record(&mut guard, shown);
+        (fault, stored)
+    };
+    match fault {
+        Some(Fault::DropAfterApplying) => {
+            let stream = futures_error_stream();
+            Response::builder()
+                .status(200)
+                .body(Body::from_stream(stream))
+                .unwrap_or_default()
+        }
+        Some(Fault::SlowAnswer(delay)) => {
+            tokio::time::sleep(delay).await;
+            json_response(replay.0, &replay.1)
+        }
+        _ => json_response(replay.0, &replay.1),
+    }
+}
+
+/// A body that fails at once: hyper aborts the connection mid-response.
+fn futures_error_stream() -> impl futures_core::Stream<Item = Result<Bytes, std::io::Error>> + Send
+{
+    struct Failing(bool);
+    impl futures_core::Stream for Failing {
+        type Item = Result<Bytes, std::io::Error>;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
+            if self.0 {
+                return std::task::Poll::Ready(None);
+            }
+            self.0 = true;
+            std::task::Poll::Ready(Some(Err(std::io::Error::other(
+                "connection dropped by the fake",
+            ))))
+        }
+    }
+    Failing(false)
+}
+
+fn intent_json(id: &str, params: &[(String, String)], status: &str, amount: i64) -> Value {
+    let metadata: serde_json::Map<String, Value> = params
+        .iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix("metadata[")
+                .and_then(|k| k.strip_suffix(']'))
+                .map(|k| (k.to_owned(), json!(v)))
+        })
+        .collect();
+    json!({
+        "id": id,
+        "object": "payment_intent",
+        "amount": amount,
+        "amount_capturable": if status == "requires_capture" { amount } else { 0 },
+        "amount_received": 0,
+        "capture_method": param(params, "capture_method").unwrap_or("automatic"),
+        "confirmation_method": "automatic",
+        "created": 1_795_600_000,
+        "currency": param(params, "currency").unwrap_or("jpy"),
+        "customer": param(params, "customer"),
+        "payment_method": param(params, "payment_method"),
+        "livemode": false,
+        "metadata": metadata,
+        "payment_method_types": ["card"],
+        "status": status,
+    })
+}
+
+async fn create(State(inner): Shared, headers: HeaderMap, body: Bytes) -> Response {
+    let params = form(&body);
+    let path = "/v1/payment_intents".to_owned();
+    idempotent(
+        inner,
+        Endpoint::Create,
+        path,
+        headers,
+        params.clone(),
+        move |inner| {
+            let Some(amount) = param(&params, "amount").and_then(|a| a.parse::<i64>().ok()) else {
+                return error(
+                    400,
+                    "invalid_request_error",
+                    Some("parameter_missing"),
+                    "Missing required param: amount.",
+                );
+            };
+            // ¥50 for JPY, $0.50 (50 cents) for USD: 50 minor units either way.
+            let minimum = 50;
+            if amount < minimum {
+                return error(
+                    400,
+                    "invalid_request_error",
+                    Some("amount_too_small"),
+                    "Amount must be at least the minimum charge",
+                );
+            }
+            inner.next_id += 1;
+            let id = format!("pi_fake{:06}", inner.next_id);
+            let card = param(&params, "payment_method").unwrap_or("");
+            let (status, failure) = match card {
+                "pm_card_chargeDeclined" => (
+                    "requires_payment_method",
+                    Some(("card_declined", "Your card was declined.")),
+                ),
+                "pm_card_authenticationRequired" => (
+                    "requires_payment_method",
+                    Some((
+                        "authentication_required",
+                        "Your card requires authentication.",
+                    )),
+                ),
+                _ => ("requires_capture", None),
+            };
+            let intent = intent_json(&id, &params, status, amount);
+            inner.intents.insert(id, intent.clone());
+            match failure {
+                Some((code, message)) => {
+                    let (status, mut body) = error(402, "card_error", Some(code), message);
+                    if code == "card_declined" {
+                        body["error"]["decline_code"] = json!("generic_decline");
+                    }
+                    body["error"]["payment_intent"] = Value::Null;
+                    (status, body)
+                }
+                None => (200, intent),
+            }
+        },
+    )
+    .await
+}
+
+async fn capture(
+    State(inner): Shared,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = form(&body);
+    let path = format!("/v1/payment_intents/{id}/capture");
+    idempotent(
+        inner,
+        Endpoint::Capture,
+        path,
+        headers,
+        params.clone(),
+        move |inner| {
+            let Some(intent) = inner.intents.get_mut(&id) else {
+                return error(
+                    404,
+                    "invalid_request_error",
+                    Some("resource_missing"),
+                    "No such payment_intent",
+                );
+            };
+            if intent["status"] != "requires_capture" {
+                return error(
+                    400,
+                    "invalid_request_error",
+                    Some("payment_intent_unexpected_state"),
+                    "This PaymentIntent could not be captured",
+                );
+            }
+            let capturable = intent["amount_capturable"].as_i64().unwrap_or(0);
+            let amount = param(&params, "amount_to_capture")
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(capturable);
+            if amount > capturable {
+                return error(
+                    400,
+                    "invalid_request_error",
+                    Some("amount_too_large"),
+                    "amount_to_capture is above amount_capturable",
+                );
+            }
+            intent["status"] = json!("succeeded");
+            intent["amount_received"] = json!(amount);
+            intent["amount_capturable"] = json!(0);
+            (200, intent.clone())
+        },
+    )
+    .await
+}
+
+async fn cancel(
+    State(inner): Shared,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = form(&body);
+    let path = format!("/v1/payment_intents/{id}/cancel");
+    idempotent(
+        inner,
+        Endpoint::Cancel,
+        path,
+        headers,
+        params.clone(),
+        move |inner| {
+            let Some(intent) = inner.intents.get_mut(&id) else {
+                return error(
+                    404,
+                    "invalid_request_error",
+                    Some("resource_missing"),
+                    "No such payment_intent",
+                );
+            };
+            if intent["status"] == "succeeded" || intent["status"] == "canceled" {
+                return error(
+                    400,
+                    "invalid_request_error",
+                    Some("payment_intent_unexpected_state"),
+                    "This PaymentIntent cannot be canceled",
+                );
+            }
+            intent["status"] = json!("canceled");
+            intent["amount_capturable"] = json!(0);
+            intent["cancellation_reason"] = json!(param(&params, "cancellation_reason"));
+            (200, intent.clone())
+        },
+    )
+    .await
+}
+
+async fn retrieve(State(inner): Shared, Path(id): Path<String>) -> Response {
+    let Ok(mut guard) = inner.lock() else {
+        return json_response(500, &json!({}));
+    };
+    let (status, body) = match guard.intents.get(&id) {
+        Some(intent) => (200, intent.clone()),
+        None => error(
+            404,
+            "invalid_request_error",
+            Some("resource_missing"),
+            "No such payment_intent",
+        ),
+    };
+    guard.requests.push(Recorded {
+        method: Method::GET.to_string(),
+        path: format!("/v1/payment_intents/{id}"),
+        idempotency_key: None,
+        params: Vec::new(),
+        status,
+    });
+    json_response(status, &body)
+}
+
+async fn list(State(inner): Shared, Query(query): Query<HashMap<String, String>>) -> Response {
+    let Ok(mut guard) = inner.lock() else {
+        return json_response(500, &json!({}));
+    };
+    let customer = query.get("customer").cloned();
+    let data: Vec<Value> = guard
+        .intents
+        .values()
+        .filter(|i| customer.as_deref().is_none_or(|c| i["customer"] == c))
+        .cloned()
+        .collect();
+    guard.requests.push(Recorded {
+        method: "GET".into(),
+        path: "/v1/payment_intents".into(),
+        idempotency_key: None,
+        params: query.into_iter().collect(),
+        status: 200,
+    });
+    json_response(
+        200,
+        &json!({"object": "list", "data": data, "has_more": false, "url": "/v1/payment_intents"}),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_bodies_decode() {
+        assert_eq!(
+            url_decode_pairs("amount=500&metadata%5Bcall%5D=call_1&x=a+b%2Fc"),
+            vec![
+                ("amount".to_owned(), "500".to_owned()),
+                ("metadata[call]".to_owned(), "call_1".to_owned()),
+                ("x".to_owned(), "a b/c".to_owned())
+            ]
+        );
+    }
+}

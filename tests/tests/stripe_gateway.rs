@@ -1,0 +1,194 @@
+//! The Stripe gateway against the Stripe fake: holds, captures, declines,
+//! and every injected fault ending in exactly one capture with no
+//! idempotency error.
+
+// Test code: a failed setup step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use tollbridge_billing::rating::Currency;
+use tollbridge_billing::stripe::retry::RetryPolicy;
+use tollbridge_billing::stripe::{Gateway, GatewayError, HoldRequest, StripeGateway};
+use tollbridge_e2e::stripe_fake::{Endpoint, Fault, StripeFake};
+
+fn gateway(fake: &StripeFake) -> StripeGateway {
+    let policy = RetryPolicy {
+        attempts: 4,
+        base: Duration::from_millis(20),
+        max: Duration::from_millis(100),
+    };
+    StripeGateway::new(
+        "sk_test_fake",
+        &fake.url(),
+        Duration::from_millis(500),
+        policy,
+    )
+    .unwrap()
+}
+
+fn hold(card: &str, key: &str) -> HoldRequest {
+    HoldRequest {
+        amount: 1000,
+        currency: Currency::Jpy,
+        customer: "cus_test".into(),
+        payment_method: card.into(),
+        metadata: vec![
+            ("call".into(), key.into()),
+            ("booking".into(), "bk_1".into()),
+        ],
+        idempotency_key: format!("tb:call:{key}:authorize:v1"),
+    }
+}
+
+#[tokio::test]
+async fn a_hold_is_placed_and_captured_with_the_rated_amount() {
+    let fake = StripeFake::start();
+    let stripe = gateway(&fake);
+    let intent = stripe.hold(hold("pm_card_visa", "call_1")).await.unwrap();
+    assert_eq!(
+        (intent.status.as_str(), intent.amount_capturable),
+        ("requires_capture", 1000)
+    );
+    assert_eq!(
+        intent.metadata.get("booking").map(String::as_str),
+        Some("bk_1")
+    );
+    let captured = stripe
+        .capture(intent.id.clone(), 300, "tb:call:call_1:capture:v1".into())
+        .await
+        .unwrap();
+    assert_eq!(
+        (captured.status.as_str(), captured.amount_received),
+        ("succeeded", 300)
+    );
+    let requests = fake.requests();
+    let create = &requests[0];
+    for (name, value) in [
+        ("capture_method", "manual"),
+        ("confirm", "true"),
+        ("off_session", "true"),
+        ("error_on_requires_action", "true"),
+        ("customer", "cus_test"),
+        ("payment_method", "pm_card_visa"),
+        ("amount", "1000"),
+        ("currency", "jpy"),
+        ("metadata[call]", "call_1"),
+    ] {
+        assert!(
+            create.params.iter().any(|(k, v)| k == name && v == value),
+            "{name}={value} missing in {:?}",
+            create.params
+        );
+    }
+    assert_eq!(
+        create.idempotency_key.as_deref(),
+        Some("tb:call:call_1:authorize:v1")
+    );
+    assert_eq!(
+        requests[1].params,
+        vec![("amount_to_capture".to_owned(), "300".to_owned())]
+    );
+    // Found again by its metadata when its id is lost.
+    let found = stripe
+        .find("cus_test".into(), "call".into(), "call_1".into())
+        .await
+        .unwrap();
+    assert_eq!(found.map(|i| i.id), Some(intent.id));
+    // Released holds: cancel.
+    let other = stripe.hold(hold("pm_card_visa", "call_2")).await.unwrap();
+    let canceled = stripe
+        .cancel(other.id, "tb:call:call_2:cancel:v1".into())
+        .await
+        .unwrap();
+    assert_eq!(canceled.status, "canceled");
+}
+
+#[tokio::test]
+async fn declines_and_authentication_are_final_and_not_retried() {
+    let fake = StripeFake::start();
+    let stripe = gateway(&fake);
+    for (card, code) in [
+        ("pm_card_chargeDeclined", "card_declined"),
+        ("pm_card_authenticationRequired", "authentication_required"),
+    ] {
+        let error = stripe.hold(hold(card, card)).await.unwrap_err();
+        assert!(
+            matches!(&error, GatewayError::Declined { code: c, .. } if c == code),
+            "{error:?}"
+        );
+    }
+    assert_eq!(fake.requests().len(), 2, "one request each, no retry");
+}
+
+#[tokio::test]
+async fn every_fault_ends_in_exactly_one_capture_and_no_idempotency_error() {
+    let faults = [
+        Fault::ServerErrorAfterApplying,
+        Fault::DropAfterApplying,
+        Fault::SlowAnswer(Duration::from_millis(800)),
+        Fault::RateLimited,
+    ];
+    for fault in faults {
+        let fake = StripeFake::start();
+        let stripe = gateway(&fake);
+        let intent = stripe.hold(hold("pm_card_visa", "call_f")).await.unwrap();
+        fake.inject(Endpoint::Capture, fault);
+        let result = stripe
+            .capture(intent.id.clone(), 400, "tb:call:call_f:capture:v1".into())
+            .await;
+        match fault {
+            // A stored 500 is replayed to every retry: the outcome stays
+            // unknown until the object is read again.
+            Fault::ServerErrorAfterApplying => assert!(
+                result.as_ref().is_err_and(GatewayError::is_unknown),
+                "{result:?}"
+            ),
+            _ => assert_eq!(
+                result.as_ref().map(|i| i.amount_received),
+                Ok(400),
+                "{fault:?}"
+            ),
+        }
+        let read = stripe.retrieve(intent.id.clone()).await.unwrap();
+        assert_eq!(
+            (read.status.as_str(), read.amount_received),
+            ("succeeded", 400),
+            "{fault:?}"
+        );
+        let requests = fake.requests();
+        let captures: Vec<_> = requests
+            .iter()
+            .filter(|r| r.path.ends_with("/capture"))
+            .collect();
+        assert!(
+            captures
+                .iter()
+                .all(|r| r.idempotency_key.as_deref() == Some("tb:call:call_f:capture:v1"))
+        );
+        assert!(
+            requests.iter().all(|r| r.status != 400),
+            "{fault:?}: an idempotency error: {requests:?}"
+        );
+        assert!(captures.len() >= 2, "{fault:?}: retried");
+    }
+}
+
+#[tokio::test]
+async fn the_fake_refuses_a_key_reused_with_other_parameters() {
+    let fake = StripeFake::start();
+    let stripe = gateway(&fake);
+    let intent = stripe.hold(hold("pm_card_visa", "call_k")).await.unwrap();
+    fake.inject(Endpoint::Capture, Fault::ServerErrorAfterApplying);
+    let _ = stripe
+        .capture(intent.id.clone(), 400, "tb:key".into())
+        .await;
+    let error = stripe
+        .capture(intent.id, 500, "tb:key".into())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, GatewayError::Refused { status: 400, kind, .. } if kind == "idempotency_error"),
+        "{error:?}"
+    );
+}
