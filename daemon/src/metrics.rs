@@ -20,8 +20,7 @@ type Labels = Vec<(&'static str, String)>;
 pub const END_STATUSES: [&str; 5] = ["completed", "busy", "failed", "no-answer", "canceled"];
 
 /// The states of a settlement row.
-pub const SETTLEMENT_STATES: [&str; 5] =
-    ["pending", "in-flight", "succeeded", "failed", "abandoned"];
+pub const SETTLEMENT_STATES: [&str; 5] = ["pending", "sent", "succeeded", "failed", "unknown"];
 
 /// Why the SIP edge turned traffic away (`reason` label).
 pub const SIP_TURNED_AWAY_REASONS: [&str; 4] = [

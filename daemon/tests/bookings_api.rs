@@ -88,7 +88,7 @@ async fn a_booking_is_created_read_listed_and_canceled() {
     assert!(created.get("pin").is_none(), "the PIN is never returned");
     assert_eq!(
         created["tariff"],
-        json!({"currency": "jpy", "price_per_minute": 300, "increment_seconds": 6, "minimum_seconds": 0})
+        json!({"currency": "jpy", "price_per_minute": 300, "increment_seconds": 6, "minimum_seconds": 0, "under_minimum": "cancel"})
     );
     assert_eq!(created["window"]["start"], "2030-01-01T01:00:00Z");
 

@@ -64,6 +64,14 @@ pub struct Tariff {
     /// Billed seconds at least.
     #[serde(default)]
     pub minimum_seconds: i64,
+    /// A call cheaper than the currency's minimum charge (¥50, $0.50):
+    /// `cancel` (charge nothing) or `charge-minimum`.
+    #[serde(default = "cancel")]
+    pub under_minimum: String,
+}
+
+fn cancel() -> String {
+    "cancel".to_owned()
 }
 
 fn one() -> i64 {
@@ -214,6 +222,9 @@ pub fn validate(booking: NewBooking, context: &Context) -> Result<ValidBooking, 
     if !(1..=3600).contains(&tariff.increment_seconds) {
         fail("tariff.increment_seconds", "must be 1 to 3600");
     }
+    if !matches!(tariff.under_minimum.as_str(), "cancel" | "charge-minimum") {
+        fail("tariff.under_minimum", "must be \"cancel\" or \"charge-minimum\"");
+    }
     if !(0..=86_400).contains(&tariff.minimum_seconds) {
         fail("tariff.minimum_seconds", "must be 0 to 86400");
     }
@@ -335,6 +346,7 @@ mod tests {
                 "callers[1]",
             ),
             ("/pin", serde_json::json!("12a4"), "pin"),
+            ("/tariff/under_minimum", serde_json::json!("sometimes"), "tariff.under_minimum"),
             ("/callers", serde_json::json!([]), "callers"),
             (
                 "/callee",

@@ -48,7 +48,7 @@ impl BookingRow {
 
 const BOOKING_COLUMNS: &str = "id, called, callers, pin IS NOT NULL, callee, currency, price_per_minute, \
      increment_seconds, minimum_seconds, cap_seconds, window_start_ms, window_end_ms, stripe_customer, \
-     stripe_payment_method, cancellation_fee, state, created_ms";
+     stripe_payment_method, cancellation_fee, state, created_ms, under_minimum";
 
 fn booking_from_row(row: &Row) -> rusqlite::Result<BookingRow> {
     let callers: String = row.get(2)?;
@@ -66,6 +66,7 @@ fn booking_from_row(row: &Row) -> rusqlite::Result<BookingRow> {
             price_per_minute: row.get(6)?,
             increment_seconds: row.get(7)?,
             minimum_seconds: row.get(8)?,
+            under_minimum: row.get(17)?,
         },
         cap_seconds: row.get(9)?,
         window_start_ms: row.get(10)?,
@@ -111,8 +112,8 @@ pub fn insert(
     let inserted = conn.execute(
         "INSERT INTO bookings (id, called, callers, pin, callee, currency, price_per_minute, increment_seconds,
              minimum_seconds, cap_seconds, window_start_ms, window_end_ms, stripe_customer, stripe_payment_method,
-             cancellation_fee, state, created_ms, updated_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 'active', ?16, ?16)",
+             cancellation_fee, state, created_ms, updated_ms, under_minimum)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 'active', ?16, ?16, ?17)",
         params![
             id,
             b.called,
@@ -130,6 +131,7 @@ pub fn insert(
             b.stripe.as_ref().map(|s| s.payment_method.clone()),
             b.cancellation_fee,
             now_ms,
+            b.tariff.under_minimum,
         ],
     );
     match inserted {

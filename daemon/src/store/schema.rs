@@ -120,8 +120,55 @@ CREATE TABLE call_legs (
 ) STRICT, WITHOUT ROWID;
 "#;
 
-const MIGRATIONS_SLICE: &[M<'static>] =
-    &[M::up(V1).foreign_key_check(), M::up(V2).foreign_key_check()];
+/// Schema v3: settlement rows in the states the settlement worker uses
+/// (pending → sent → succeeded | failed | unknown), the PaymentIntent they
+/// act on, how many times they were tried; the card hold on the call; a
+/// tariff's policy for calls cheaper than the currency's minimum charge.
+const V3: &str = r#"
+CREATE TABLE settlements_v3 (
+    id               TEXT PRIMARY KEY,
+    booking_id       TEXT REFERENCES bookings (id),
+    call_id          TEXT REFERENCES calls (id),
+    operation        TEXT NOT NULL CHECK (operation IN
+                     ('authorize', 'capture', 'cancel', 'cancellation-fee')),
+    attempt          INTEGER NOT NULL DEFAULT 1 CHECK (attempt > 0),
+    idempotency_key  TEXT NOT NULL UNIQUE,
+    amount           INTEGER NOT NULL CHECK (amount >= 0),
+    currency         TEXT NOT NULL,
+    state            TEXT NOT NULL DEFAULT 'pending' CHECK (state IN
+                     ('pending', 'sent', 'succeeded', 'failed', 'unknown')),
+    payment_intent   TEXT,
+    customer         TEXT,
+    payment_method   TEXT,
+    tries            INTEGER NOT NULL DEFAULT 0 CHECK (tries >= 0),
+    last_error       TEXT,
+    created_ms       INTEGER NOT NULL,
+    updated_ms       INTEGER NOT NULL,
+    next_attempt_ms  INTEGER
+) STRICT;
+INSERT INTO settlements_v3 (id, booking_id, call_id, operation, attempt, idempotency_key, amount, currency,
+                            state, payment_intent, last_error, created_ms, updated_ms, next_attempt_ms)
+    SELECT id, booking_id, call_id, operation, attempt, idempotency_key, amount, currency,
+           CASE state WHEN 'in-flight' THEN 'sent' WHEN 'abandoned' THEN 'failed' ELSE state END,
+           stripe_object_id, last_error, created_ms, updated_ms, next_attempt_ms
+    FROM settlements;
+DROP TABLE settlements;
+ALTER TABLE settlements_v3 RENAME TO settlements;
+CREATE INDEX settlements_open ON settlements (next_attempt_ms)
+    WHERE state IN ('pending', 'sent', 'unknown');
+CREATE INDEX settlements_by_call ON settlements (call_id);
+
+ALTER TABLE calls ADD COLUMN payment_intent TEXT;
+ALTER TABLE calls ADD COLUMN hold_amount INTEGER CHECK (hold_amount >= 0);
+ALTER TABLE bookings ADD COLUMN under_minimum TEXT NOT NULL DEFAULT 'cancel'
+    CHECK (under_minimum IN ('cancel', 'charge-minimum'));
+"#;
+
+const MIGRATIONS_SLICE: &[M<'static>] = &[
+    M::up(V1).foreign_key_check(),
+    M::up(V2).foreign_key_check(),
+    M::up(V3).foreign_key_check(),
+];
 
 /// Every migration, oldest first.
 pub(crate) const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATIONS_SLICE);
