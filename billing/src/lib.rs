@@ -11,4 +11,5 @@
 //! and returns what to record and what to send; the daemon carries that out.
 
 pub mod rating;
+pub mod settlement;
 pub mod stripe;

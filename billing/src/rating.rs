@@ -39,6 +39,15 @@ impl Currency {
         }
     }
 
+    /// Stripe's smallest charge in minor units (¥50, $0.50, €0.50,
+    /// £0.30); below it Stripe answers `amount_too_small`.
+    pub fn stripe_minimum(self) -> i64 {
+        match self {
+            Currency::Jpy | Currency::Usd | Currency::Eur => 50,
+            Currency::Gbp => 30,
+        }
+    }
+
     /// Decimal places of the minor unit.
     pub fn exponent(self) -> u32 {
         match self {

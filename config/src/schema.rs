@@ -143,6 +143,9 @@ pub struct StripeConfig {
     pub webhook_secret: Option<Secret>,
     /// `stripe.api_base`: Stripe's API, or a compatible fake in tests.
     pub api_base: String,
+    /// `stripe.request_timeout`: how long one attempt of a Stripe request
+    /// may take before it is retried (same idempotency key).
+    pub request_timeout: Duration,
 }
 
 /// Whether and how money is moved.
@@ -234,7 +237,12 @@ const TERMINATION_KEYS: [&str; 5] = [
 const MEDIA_KEYS: [&str; 5] = ["address", "public_address", "ports", "timeout", "latch"];
 const HTTP_KEYS: [&str; 2] = ["listen", "api_token"];
 const DATABASE_KEYS: [&str; 1] = ["path"];
-const STRIPE_KEYS: [&str; 3] = ["secret_key", "webhook_secret", "api_base"];
+const STRIPE_KEYS: [&str; 4] = [
+    "secret_key",
+    "webhook_secret",
+    "api_base",
+    "request_timeout",
+];
 const BILLING_KEYS: [&str; 1] = ["checkpoint_interval"];
 const PROMPTS_KEYS: [&str; 2] = ["dir", "warning_before"];
 const CALLS_KEYS: [&str; 2] = ["ring_timeout", "drain_timeout"];
@@ -322,6 +330,7 @@ impl Config {
                 secret_key: None,
                 webhook_secret: None,
                 api_base: "https://api.stripe.com".to_owned(),
+                request_timeout: Duration::from_secs(10),
             },
             billing: BillingConfig {
                 checkpoint_interval: Duration::from_secs(2),
@@ -765,11 +774,19 @@ fn read_stripe(mut t: TableReader, env: &dyn Environment, defaults: StripeConfig
             _ => Err("expected an http(s) URL such as \"https://api.stripe.com\"".to_owned()),
         })
         .unwrap_or(defaults.api_base);
+    let request_timeout = duration_in(
+        &mut t,
+        "request_timeout",
+        Duration::from_millis(100),
+        Duration::from_secs(60),
+    )
+    .unwrap_or(defaults.request_timeout);
     t.finish(&STRIPE_KEYS);
     StripeConfig {
         secret_key,
         webhook_secret,
         api_base,
+        request_timeout,
     }
 }
 

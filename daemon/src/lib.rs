@@ -14,6 +14,7 @@ pub mod logging;
 pub mod metrics;
 mod reload;
 pub mod run;
+pub mod settle;
 pub mod state;
 pub mod store;
 pub mod systemd;

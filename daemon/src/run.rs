@@ -19,9 +19,12 @@ use crate::calls::records;
 use crate::calls::task::CallControl;
 use crate::logging::LogHandle;
 use crate::reload;
+use crate::settle::Settler;
 use crate::state::Shared;
 use crate::store::Store;
 use crate::systemd;
+use tollbridge_billing::stripe::StripeGateway;
+use tollbridge_billing::stripe::retry::RetryPolicy;
 
 /// Where the config came from, so SIGHUP can read it again.
 #[derive(Debug, Clone)]
@@ -83,12 +86,14 @@ pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow
         Some(relay.clone()),
     );
     let meters = Arc::new(Meters::default());
+    let settler = start_settler(&shared)?;
     let control = Arc::new(CallControl {
         shared: shared.clone(),
         edge: sip.clone(),
         relay: relay.clone(),
         prompts,
         meters: meters.clone(),
+        settler,
     });
     tokio::spawn(crate::calls::task::answer_calls(control, calls));
     tokio::spawn(crate::calls::meter::checkpoint_loop(shared.clone(), meters));
@@ -139,6 +144,24 @@ fn start_relay(config: &Config) -> anyhow::Result<Relay> {
     .context("cannot start the media relay thread")?;
     info!(address = %media.address, public = %public_ip, ports = %media.ports, pairs = relay.capacity(), "media relay ready");
     Ok(relay)
+}
+
+/// The Stripe gateway and the settlement worker, unless ledger-only.
+fn start_settler(shared: &Arc<Shared>) -> anyhow::Result<Option<Arc<Settler>>> {
+    let config = shared.config.load();
+    let Some(key) = &config.stripe.secret_key else {
+        return Ok(None);
+    };
+    let gateway = StripeGateway::new(
+        key.expose(),
+        &config.stripe.api_base,
+        config.stripe.request_timeout,
+        RetryPolicy::default(),
+    )
+    .context("cannot set up the Stripe client (stripe.*)")?;
+    let settler = Settler::new(shared.store.clone(), Arc::new(gateway));
+    tokio::spawn(settler.clone().run());
+    Ok(Some(settler))
 }
 
 /// Says at start what the operator must know: how money is handled and

@@ -223,7 +223,10 @@ pub fn validate(booking: NewBooking, context: &Context) -> Result<ValidBooking, 
         fail("tariff.increment_seconds", "must be 1 to 3600");
     }
     if !matches!(tariff.under_minimum.as_str(), "cancel" | "charge-minimum") {
-        fail("tariff.under_minimum", "must be \"cancel\" or \"charge-minimum\"");
+        fail(
+            "tariff.under_minimum",
+            "must be \"cancel\" or \"charge-minimum\"",
+        );
     }
     if !(0..=86_400).contains(&tariff.minimum_seconds) {
         fail("tariff.minimum_seconds", "must be 0 to 86400");
@@ -346,7 +349,11 @@ mod tests {
                 "callers[1]",
             ),
             ("/pin", serde_json::json!("12a4"), "pin"),
-            ("/tariff/under_minimum", serde_json::json!("sometimes"), "tariff.under_minimum"),
+            (
+                "/tariff/under_minimum",
+                serde_json::json!("sometimes"),
+                "tariff.under_minimum",
+            ),
             ("/callers", serde_json::json!([]), "callers"),
             (
                 "/callee",

@@ -100,6 +100,14 @@ pub enum Input {
     /// The routed booking's cap: the longest the call may talk. Given
     /// before the `Routed` it belongs to.
     Cap(Duration),
+    /// A card hold is being placed for the routed booking: the parties
+    /// are not bridged until it succeeds. Given before the `Routed`.
+    HoldPending,
+    /// The hold succeeded; it covers this much talk time.
+    HoldApproved(Duration),
+    /// The hold was declined (or its outcome is unknown): nobody talks
+    /// unpaid.
+    HoldDeclined(String),
     /// The caller ACKed our 200.
     CallerConfirmed,
     /// The caller sent CANCEL.
@@ -208,6 +216,8 @@ enum Phase {
     CheckingPin,
     /// The callee is being dialled.
     Dialing,
+    /// The callee answered; the card hold has not succeeded yet.
+    AwaitingHold,
     /// Both parties are connected.
     Connected,
     /// The call has ended; a farewell prompt plays to the caller before
@@ -215,6 +225,17 @@ enum Phase {
     Closing,
     /// The call has ended.
     Over,
+}
+
+/// The card hold that gates the bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// Ledger-only, or no card on the booking.
+    NotNeeded,
+    /// Being placed.
+    Pending,
+    /// Placed.
+    Approved,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,7 +267,9 @@ pub struct Call {
     pin: String,
     pin_tries: u8,
     answered_at: Option<Instant>,
+    codec_awaiting_hold: Option<Codec>,
     cap: Option<Duration>,
+    hold: Hold,
     warning_at: Option<Instant>,
     time_up_at: Option<Instant>,
     cap_at: Option<Instant>,
@@ -275,7 +298,9 @@ impl Call {
             pin: String::new(),
             pin_tries: 0,
             answered_at: None,
+            codec_awaiting_hold: None,
             cap: None,
+            hold: Hold::NotNeeded,
             warning_at: None,
             time_up_at: None,
             cap_at: None,
@@ -541,6 +566,17 @@ impl Call {
         match input {
             Input::Routed(route) => self.on_routed(route, now),
             Input::Cap(cap) => self.cap = Some(cap),
+            Input::HoldPending => self.hold = Hold::Pending,
+            Input::HoldApproved(covers) => {
+                self.hold = Hold::Approved;
+                self.cap = Some(self.cap.map_or(covers, |cap| cap.min(covers)));
+                if self.phase == Phase::AwaitingHold
+                    && let Some(codec) = self.codec_awaiting_hold.take()
+                {
+                    self.connect(codec, now);
+                }
+            }
+            Input::HoldDeclined(why) => self.on_hold_declined(&why, now),
             Input::CallerConfirmed => {}
             Input::CallerCancelled => {
                 self.caller_gone = true;
@@ -847,23 +883,20 @@ impl Call {
             return;
         }
         match self.take_callee_sdp(answer) {
-            Ok(codec) if !self.caller_answered || Some(codec) == self.codec => {
-                if !self.caller_answered {
-                    let Some(body) = self.caller_answer(codec) else {
-                        return;
-                    };
-                    self.caller_answered = true;
-                    self.push(Command::AnswerCaller(body));
-                }
-                if let Some(offer) = self.caller_offer.clone() {
-                    self.push(Command::SetPeer(Side::Caller, peer_of(&offer, Some(codec))));
-                }
-                self.phase = Phase::Connected;
+            Ok(codec) if self.hold == Hold::Pending => {
+                // Nobody talks unpaid: the callee waits (in silence) for
+                // the hold, the caller keeps ringing.
+                self.phase = Phase::AwaitingHold;
                 self.deadline = None;
-                self.answered_at = Some(now);
-                self.record(Status::InProgress, Some(200), None);
-                self.push(Command::WatchMedia(self.settings.media_timeout));
-                self.start_meter(now);
+                self.codec_awaiting_hold = Some(codec);
+                self.record(
+                    Status::Ringing,
+                    Some(200),
+                    Some("the callee answered; waiting for the card hold".into()),
+                );
+            }
+            Ok(codec) if !self.caller_answered || Some(codec) == self.codec => {
+                self.connect(codec, now)
             }
             Ok(_) | Err(_) => {
                 let (code, _) = RejectReason::NoCommonCodec.response();
@@ -876,6 +909,54 @@ impl Call {
                 );
             }
         }
+    }
+
+    /// Bridges the parties: answers the caller (unless a PIN already did)
+    /// and starts the meter.
+    fn connect(&mut self, codec: Codec, now: Instant) {
+        if !self.caller_answered {
+            let Some(body) = self.caller_answer(codec) else {
+                return;
+            };
+            self.caller_answered = true;
+            self.push(Command::AnswerCaller(body));
+        }
+        if let Some(offer) = self.caller_offer.clone() {
+            self.push(Command::SetPeer(Side::Caller, peer_of(&offer, Some(codec))));
+        }
+        self.phase = Phase::Connected;
+        self.deadline = None;
+        self.answered_at = Some(now);
+        self.record(Status::InProgress, Some(200), None);
+        self.push(Command::WatchMedia(self.settings.media_timeout));
+        self.start_meter(now);
+    }
+
+    /// The hold failed: the callee's leg ends, the caller hears why
+    /// (answered for it when it was still ringing), and the call ends.
+    fn on_hold_declined(&mut self, why: &str, now: Instant) {
+        if self.is_over() {
+            return;
+        }
+        if !self.caller_answered
+            && let Some(offer) = self.caller_offer.clone()
+            && let Some(codec) = offer.codecs.first().copied()
+            && let Ok(answer) = sdp::answer_to(&offer, codec, false, self.settings.relay[0])
+        {
+            let body = self.caller_sdp.render(&answer);
+            self.caller_answered = true;
+            self.codec = Some(codec);
+            self.push(Command::AnswerCaller(body));
+            self.push(Command::SetPeer(Side::Caller, peer_of(&offer, Some(codec))));
+        }
+        self.end_with(
+            Status::Failed,
+            "payment-declined",
+            None,
+            &format!("the card hold failed: {why}"),
+            Some(RejectReason::PaymentDeclined.response().0),
+            Some((PromptName::PaymentDeclined, now)),
+        );
     }
 
     /// Sets the meter's instants from the answer: the cap, the time-up

@@ -59,8 +59,9 @@ fn candidates(conn: &Connection, called: &str) -> Result<Vec<Candidate>, StoreEr
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// What routing decided, with the routed booking's cap in seconds.
-pub type Routed = (Route, Option<i64>);
+/// What routing decided, with the routed booking's cap in seconds and
+/// whether it has a card to hold.
+pub type Routed = (Route, Option<i64>, bool);
 
 /// Claims a routed booking for `call_id` (active → in-call) in one
 /// transaction with the lookup, so two calls cannot both take it.
@@ -74,6 +75,7 @@ fn claim(
     let tx = conn.transaction()?;
     let route = decide(&candidates(&tx, called)?);
     let mut cap = None;
+    let mut card = false;
     let route = match route {
         Route::Booking(id) => {
             let claimed = tx.execute(
@@ -85,11 +87,14 @@ fn claim(
                     "UPDATE calls SET booking_id = ?2 WHERE id = ?1",
                     params![call_id, id],
                 )?;
-                cap = Some(tx.query_row(
-                    "SELECT cap_seconds FROM bookings WHERE id = ?1",
+                let (cap_seconds, has_card) = tx.query_row(
+                    "SELECT cap_seconds, stripe_customer IS NOT NULL AND stripe_payment_method IS NOT NULL
+                     FROM bookings WHERE id = ?1",
                     [&id],
-                    |row| row.get(0),
-                )?);
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )?;
+                cap = Some(cap_seconds);
+                card = has_card;
                 Route::Booking(id)
             } else {
                 Route::Refuse(RejectReason::BookingInCall)
@@ -98,7 +103,7 @@ fn claim(
         other => other,
     };
     tx.commit()?;
-    Ok((route, cap))
+    Ok((route, cap, card))
 }
 
 /// Routes a new call by caller ID and claims the booking it matched.
@@ -110,7 +115,7 @@ pub fn route_call(
     now_ms: i64,
 ) -> Result<Routed, StoreError> {
     let Some(called) = called else {
-        return Ok((Route::Refuse(RejectReason::UnknownNumber), None));
+        return Ok((Route::Refuse(RejectReason::UnknownNumber), None, false));
     };
     claim(
         conn,
@@ -130,7 +135,7 @@ pub fn route_pin(
     now_ms: i64,
 ) -> Result<Routed, StoreError> {
     let Some(called) = called else {
-        return Ok((Route::Refuse(RejectReason::UnknownNumber), None));
+        return Ok((Route::Refuse(RejectReason::UnknownNumber), None, false));
     };
     claim(
         conn,
@@ -278,7 +283,15 @@ pub fn record_end(
         params![call_id, end.status.as_str(), ended_ms, talk_ms, end.reason],
     )?;
     let priced = if closed == 1 {
-        price_call(&tx, call_id, talk_ms, end.connected)?
+        let priced = price_call(&tx, call_id, talk_ms, end.connected)?;
+        // The hold's capture or release, in the same transaction.
+        crate::settle::rows::after_call(
+            &tx,
+            call_id,
+            priced.as_ref().map_or(0, |p| p.amount),
+            ended_ms,
+        )?;
+        priced
     } else {
         None
     };
@@ -389,7 +402,8 @@ pub fn recover_open_calls(conn: &mut Connection, now_ms: i64) -> Result<usize, S
              WHERE id = ?1",
             params![id, status.as_str(), last_known, talk_ms],
         )?;
-        price_call(&tx, id, *talk_ms, *answered)?;
+        let priced = price_call(&tx, id, *talk_ms, *answered)?;
+        crate::settle::rows::after_call(&tx, id, priced.as_ref().map_or(0, |p| p.amount), now_ms)?;
         tx.execute(
             "INSERT INTO call_events (call_id, seq, at_ms, status, detail)
              VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM call_events WHERE call_id = ?1), ?2, ?3,
@@ -514,6 +528,14 @@ pub fn call_json(conn: &Connection, id: &str) -> Result<Option<Value>, StoreErro
         })?
         .collect::<Result<Vec<_>, _>>()?;
     call["events"] = Value::Array(events);
+    call["payment_intent"] = conn
+        .query_row(
+            "SELECT payment_intent FROM calls WHERE id = ?1",
+            [id],
+            |row| row.get::<_, Option<String>>(0),
+        )
+        .map(|v| v.map_or(Value::Null, Value::String))?;
+    call["settlements"] = Value::Array(crate::settle::rows::for_call(conn, id)?);
     Ok(Some(call))
 }
 

@@ -26,6 +26,7 @@ use super::machine::{Call, Command, End, Input, Settings, Status};
 use super::meter::Meters;
 use super::records::{self, NewCall, Routed};
 use super::route::{Route, e164};
+use crate::settle::{Held, Settler};
 use crate::state::Shared;
 use crate::store::StoreError;
 
@@ -59,6 +60,8 @@ pub struct CallControl {
     pub prompts: Arc<Prompts>,
     /// The talking calls, for checkpoints.
     pub meters: Arc<Meters>,
+    /// Holds and captures (absent in ledger-only mode).
+    pub settler: Option<Arc<Settler>>,
 }
 
 /// Takes every call the SIP edge hands over, each in its own task.
@@ -170,6 +173,7 @@ async fn run_call(control: Arc<CallControl>, id: String, call: InboundCall) {
         callee_reoffer: None,
         placing: None,
         lookup: Some(lookup),
+        holding: None,
         booking: None,
         media: Some(media),
         hang_up_caller: false,
@@ -193,6 +197,7 @@ struct Shell {
     callee_reoffer: Option<Reoffer>,
     placing: Option<Boxed<Result<OutboundLeg, EdgeError>>>,
     lookup: Option<Boxed<Result<Routed, StoreError>>>,
+    holding: Option<Boxed<Result<Held, String>>>,
     booking: Option<String>,
     media: Option<CallMedia>,
     hang_up_caller: bool,
@@ -249,15 +254,39 @@ impl Shell {
                 }
                 routed = maybe(&mut self.lookup) => {
                     self.lookup = None;
-                    let (route, cap) = routed.unwrap_or_else(|e| {
+                    let (route, cap, card) = routed.unwrap_or_else(|e| {
                         tracing::error!(error = %e, "routing lookup failed");
-                        (Route::Refuse(RejectReason::Overloaded), None)
+                        (Route::Refuse(RejectReason::Overloaded), None, false)
                     });
                     if let Some(cap) = cap {
                         let cap = Duration::from_secs(cap.unsigned_abs());
                         self.machine.handle(Input::Cap(cap), std::time::Instant::now());
                     }
+                    if let Route::Booking(booking) = &route
+                        && card
+                        && let Some(settler) = self.control.settler.clone()
+                    {
+                        // The hold runs while the expert's phone rings.
+                        self.machine.handle(Input::HoldPending, std::time::Instant::now());
+                        let (store, id, booking) = (self.shared.store.clone(), self.id.clone(), booking.clone());
+                        self.holding = Some(Box::pin(async move {
+                            crate::settle::place_hold(&store, settler.gateway(), &id, &booking).await
+                        }));
+                    }
                     Some(Input::Routed(route))
+                }
+                held = maybe(&mut self.holding) => {
+                    self.holding = None;
+                    Some(match held {
+                        Ok(held) => {
+                            tracing::info!(payment_intent = %held.payment_intent, amount = held.amount, covers_s = held.covers.as_secs(), "card hold placed");
+                            Input::HoldApproved(held.covers)
+                        }
+                        Err(why) => {
+                            tracing::warn!(reason = %why, "card hold failed");
+                            Input::HoldDeclined(why)
+                        }
+                    })
                 }
                 event = next_media_event(&mut self.media) => match event {
                     Some(MediaEvent::Key(Side::Caller, key)) => Some(Input::CallerKey(key)),
@@ -448,6 +477,9 @@ impl Shell {
                     }
                     Ok(None) => {}
                     Err(e) => tracing::error!(error = %e, "cannot close the call record"),
+                }
+                if let Some(settler) = &self.control.settler {
+                    settler.wake();
                 }
             }
             Command::Finish => {}

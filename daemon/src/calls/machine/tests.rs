@@ -615,3 +615,78 @@ fn a_cap_shorter_than_the_warning_lead_skips_the_warning() {
     let h = capped(1);
     assert_eq!(h.call.deadline(), Some(h.at(2.0)));
 }
+
+#[test]
+fn the_parties_are_bridged_only_once_the_hold_succeeds_and_its_cover_caps_the_call() {
+    let mut h = Harness::new(CALLER_OFFER);
+    h.feed(Input::Cap(Duration::from_secs(600)), 0.1);
+    h.feed(Input::HoldPending, 0.1);
+    h.feed(Input::Routed(Route::Booking("bk_1".into())), 0.1);
+    h.feed(Input::CalleePlaced(Ok("out-1".into())), 0.2);
+    // The expert answers first: the caller keeps ringing, nobody talks.
+    let out = h.feed(Input::CalleeAnswered(callee_answer("0 101")), 1.0);
+    assert!(
+        !out.iter()
+            .any(|c| matches!(c, Command::AnswerCaller(_) | Command::ForwardUntil(_))),
+        "{out:?}"
+    );
+    assert!(!h.statuses().contains(&"in-progress"));
+    // The hold covers 300 s: bridged now, capped at 300 s from now.
+    let out = h.feed(Input::HoldApproved(Duration::from_secs(300)), 2.5);
+    assert!(out.iter().any(|c| matches!(c, Command::AnswerCaller(_))));
+    assert!(has(&out, &Command::ForwardUntil(h.at(302.5))));
+    h.feed(Input::CallerHungUp, 12.5);
+    assert_eq!(
+        h.end().talk,
+        Duration::from_secs(10),
+        "talk starts at the bridge"
+    );
+}
+
+#[test]
+fn a_hold_approved_while_ringing_changes_nothing_but_the_cap() {
+    let mut h = Harness::new(CALLER_OFFER);
+    h.feed(Input::Cap(Duration::from_secs(60)), 0.1);
+    h.feed(Input::HoldPending, 0.1);
+    h.feed(Input::Routed(Route::Booking("bk_1".into())), 0.1);
+    h.feed(Input::HoldApproved(Duration::from_secs(600)), 0.5);
+    let out = h.feed(Input::CalleeAnswered(callee_answer("0 101")), 1.0);
+    assert!(out.iter().any(|c| matches!(c, Command::AnswerCaller(_))));
+    assert!(
+        has(&out, &Command::ForwardUntil(h.at(61.0))),
+        "the booking's cap is the smaller"
+    );
+}
+
+#[test]
+fn a_declined_hold_tells_the_caller_ends_the_expert_and_bridges_nobody() {
+    let mut h = Harness::new(CALLER_OFFER);
+    h.feed(Input::Cap(Duration::from_secs(600)), 0.1);
+    h.feed(Input::HoldPending, 0.1);
+    h.feed(Input::Routed(Route::Booking("bk_1".into())), 0.1);
+    h.feed(Input::CalleePlaced(Ok("out-1".into())), 0.2);
+    h.feed(Input::CalleeRinging(None), 0.3);
+    let out = h.feed(Input::HoldDeclined("card_declined".into()), 1.0);
+    assert!(
+        out.iter().any(|c| matches!(c, Command::AnswerCaller(_))),
+        "answered to hear why"
+    );
+    assert!(has(
+        &out,
+        &Command::Play(
+            Side::Caller,
+            PromptName::PaymentDeclined,
+            PromptMode::Replace
+        )
+    ));
+    assert!(has(&out, &Command::HangUpCallee));
+    assert!(!has(&out, &Command::HangUpCaller), "after the prompt");
+    let end = h.end();
+    assert_eq!(
+        (end.status, end.reason, end.connected),
+        (Status::Failed, "payment-declined", false)
+    );
+    assert!(!h.statuses().contains(&"in-progress"));
+    let out = h.tick(4.0);
+    assert_eq!(out, vec![Command::HangUpCaller, Command::Finish]);
+}

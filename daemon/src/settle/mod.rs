@@ -1,0 +1,450 @@
+//! Settling calls with Stripe: the card hold before the bridge, and the
+//! worker that captures (or releases) it after the call and reconciles
+//! whatever a crash or a lost answer left open.
+//!
+//! Every movement is a row committed before its request is sent
+//! ([`rows`]); its key and parameters never change. A request whose
+//! outcome is unknown is settled by reading the PaymentIntent back (at
+//! once, then after 5 min, 1 h, daily), never by sending something else
+//! under the same key.
+
+pub mod rows;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tollbridge_billing::rating::{Currency, Tariff};
+use tollbridge_billing::settlement::{self, Operation, Resolution};
+use tollbridge_billing::stripe::{Gateway, GatewayError, HoldRequest, Intent};
+
+use crate::calls::task::now_ms;
+use crate::store::{Store, StoreError};
+use rows::{NewRow, Row};
+
+/// How often the worker looks for due rows when nobody wakes it.
+const POLL: Duration = Duration::from_secs(1);
+
+/// A hold that succeeded: the PaymentIntent, and the talk time it covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// `pi_...`
+    pub payment_intent: String,
+    /// Minor units held.
+    pub amount: i64,
+    /// The cap it covers.
+    pub covers: Duration,
+}
+
+/// The booking facts a hold needs.
+struct HoldTerms {
+    tariff: Tariff,
+    cap_seconds: u64,
+    customer: String,
+    payment_method: String,
+}
+
+fn terms(conn: &rusqlite::Connection, booking: &str) -> Result<Option<HoldTerms>, StoreError> {
+    use rusqlite::OptionalExtension;
+    let terms = conn
+        .query_row(
+            "SELECT currency, price_per_minute, increment_seconds, minimum_seconds, cap_seconds,
+                    stripe_customer, stripe_payment_method FROM bookings WHERE id = ?1",
+            [booking],
+            |r| {
+                let currency: String = r.get(0)?;
+                let number = |i: usize| -> rusqlite::Result<u64> {
+                    Ok(u64::try_from(r.get::<_, i64>(i)?).unwrap_or(0))
+                };
+                let tariff = Currency::from_code(&currency).map(|currency| Tariff {
+                    currency,
+                    price_per_minute: number(1).unwrap_or(0),
+                    increment_seconds: u32::try_from(number(2).unwrap_or(1)).unwrap_or(1),
+                    minimum_seconds: u32::try_from(number(3).unwrap_or(0)).unwrap_or(0),
+                });
+                let customer: Option<String> = r.get(5)?;
+                let payment_method: Option<String> = r.get(6)?;
+                Ok(tariff.zip(customer).zip(payment_method).map(
+                    |((tariff, customer), payment_method)| HoldTerms {
+                        tariff,
+                        cap_seconds: number(4).unwrap_or(0),
+                        customer,
+                        payment_method,
+                    },
+                ))
+            },
+        )
+        .optional()?;
+    Ok(terms.flatten())
+}
+
+/// Places the card hold for a call routed to `booking`: the price of its
+/// cap, off-session, manual capture. The row is committed first; the
+/// answer is recorded on it and on the call. `Err` says why nobody may
+/// talk (declined, authentication required, or an outcome still unknown).
+pub async fn place_hold(
+    store: &Store,
+    gateway: &dyn Gateway,
+    call_id: &str,
+    booking: &str,
+) -> Result<Held, String> {
+    let (call, booking_id) = (call_id.to_owned(), booking.to_owned());
+    let prepared = store
+        .call(move |conn| {
+            let Some(terms) = terms(conn, &booking_id)? else {
+                return Ok(None);
+            };
+            let amount =
+                settlement::hold_amount(&terms.tariff, terms.cap_seconds).unwrap_or(i64::MAX);
+            let tx = conn.transaction()?;
+            let row = rows::insert(
+                &tx,
+                &NewRow {
+                    call_id: &call,
+                    booking_id: Some(&booking_id),
+                    operation: Operation::Authorize,
+                    amount,
+                    currency: terms.tariff.currency.code(),
+                    payment_intent: None,
+                    customer: Some(&terms.customer),
+                    payment_method: Some(&terms.payment_method),
+                },
+                now_ms(),
+            )?;
+            rows::mark_sent(&tx, &row.id, now_ms())?;
+            tx.commit()?;
+            Ok(Some((row, terms)))
+        })
+        .await
+        .map_err(|e| format!("cannot record the hold: {e}"))?;
+    let Some((row, terms)) = prepared else {
+        return Err("the booking has no card to hold".into());
+    };
+    let request = HoldRequest {
+        amount: row.amount,
+        currency: terms.tariff.currency,
+        customer: terms.customer.clone(),
+        payment_method: terms.payment_method.clone(),
+        metadata: vec![
+            ("call".into(), call_id.to_owned()),
+            ("booking".into(), booking.to_owned()),
+            ("attempt".into(), "1".into()),
+        ],
+        idempotency_key: row.key.clone(),
+    };
+    let started = std::time::Instant::now();
+    let answer = gateway.hold(request).await;
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        ok = answer.is_ok(),
+        "stripe hold answered"
+    );
+    let (state, intent_id, error, next) = match &answer {
+        Ok(intent) => {
+            match settlement::resolve(Operation::Authorize, &intent.status, 0, row.amount) {
+                Resolution::Succeeded => ("succeeded", Some(intent.id.clone()), None, None),
+                Resolution::Failed(why) => ("failed", Some(intent.id.clone()), Some(why), None),
+                Resolution::Resend => (
+                    "failed",
+                    Some(intent.id.clone()),
+                    Some(format!("the hold is {}", intent.status)),
+                    None,
+                ),
+            }
+        }
+        Err(GatewayError::Unknown(why)) => (
+            "unknown",
+            None,
+            Some(why.clone()),
+            Some(now_ms() + settlement::reconcile_after(1).as_millis() as i64),
+        ),
+        Err(e) => ("failed", None, Some(e.to_string()), None),
+    };
+    let (row_id, call) = (row.id.clone(), call_id.to_owned());
+    let (stored_intent, stored_error) = (intent_id.clone(), error.clone());
+    let amount = row.amount;
+    let _ = store
+        .call(move |conn| {
+            rows::conclude(
+                conn,
+                &row_id,
+                state,
+                stored_intent.as_deref(),
+                stored_error.as_deref(),
+                next,
+                now_ms(),
+            )?;
+            if state == "succeeded" {
+                conn.execute(
+                    "UPDATE calls SET payment_intent = ?2, hold_amount = ?3 WHERE id = ?1",
+                    rusqlite::params![call, stored_intent, amount],
+                )?;
+            }
+            Ok(())
+        })
+        .await;
+    match (state, intent_id) {
+        ("succeeded", Some(payment_intent)) => {
+            let covers = settlement::cap_for_hold(&terms.tariff, amount, terms.cap_seconds)
+                .unwrap_or(terms.cap_seconds);
+            Ok(Held {
+                payment_intent,
+                amount,
+                covers: Duration::from_secs(covers),
+            })
+        }
+        _ => Err(match answer {
+            Err(GatewayError::Declined { code, .. }) => code,
+            _ => error.unwrap_or_else(|| "the hold failed".into()),
+        }),
+    }
+}
+
+/// The settlement worker.
+pub struct Settler {
+    store: Store,
+    gateway: Arc<dyn Gateway>,
+    wake: Notify,
+}
+
+impl std::fmt::Debug for Settler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settler").finish()
+    }
+}
+
+impl Settler {
+    /// A worker over `store` sending through `gateway`.
+    pub fn new(store: Store, gateway: Arc<dyn Gateway>) -> Arc<Settler> {
+        Arc::new(Settler {
+            store,
+            gateway,
+            wake: Notify::new(),
+        })
+    }
+
+    /// The gateway, for holds.
+    pub fn gateway(&self) -> &dyn Gateway {
+        self.gateway.as_ref()
+    }
+
+    /// Asks the worker to look for due rows now (a call just ended).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Works until the daemon stops: first every open row (the start-up
+    /// reconciliation), then whatever becomes due.
+    pub async fn run(self: Arc<Self>) {
+        let mut all_open = true;
+        loop {
+            let due = self
+                .store
+                .call(move |conn| rows::due(conn, now_ms(), all_open))
+                .await;
+            match due {
+                Ok(due) => {
+                    if all_open && !due.is_empty() {
+                        tracing::info!(rows = due.len(), "reconciling open settlements");
+                    }
+                    for row in due {
+                        self.process(row).await;
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot read due settlements"),
+            }
+            all_open = false;
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(POLL) => {}
+            }
+        }
+    }
+
+    async fn record(
+        &self,
+        row: &Row,
+        state: &'static str,
+        intent: Option<String>,
+        error: Option<String>,
+        next: Option<i64>,
+    ) {
+        let id = row.id.clone();
+        let result = self
+            .store
+            .call(move |conn| {
+                rows::conclude(
+                    conn,
+                    &id,
+                    state,
+                    intent.as_deref(),
+                    error.as_deref(),
+                    next,
+                    now_ms(),
+                )
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, settlement = %row.id, "cannot record a settlement outcome");
+        }
+        tracing::info!(settlement = %row.id, operation = %row.operation, amount = row.amount, state, "settlement");
+    }
+
+    async fn process(&self, row: Row) {
+        let Some(operation) = Operation::parse(&row.operation) else {
+            return;
+        };
+        match operation {
+            Operation::Authorize => self.reconcile_hold(row).await,
+            Operation::Capture | Operation::Cancel => self.send(row, operation).await,
+        }
+    }
+
+    /// Sends a capture or cancel (again, with its own key and parameters).
+    async fn send(&self, row: Row, operation: Operation) {
+        let Some(intent) = row.payment_intent.clone() else {
+            self.record(
+                &row,
+                "failed",
+                None,
+                Some("no PaymentIntent to act on".into()),
+                None,
+            )
+            .await;
+            return;
+        };
+        // A row found sent or unknown may have taken effect: read first.
+        if row.state != "pending"
+            && let Ok(read) = self.gateway.retrieve(intent.clone()).await
+            && self.conclude_from(&row, operation, &read).await
+        {
+            return;
+        }
+        let id = row.id.clone();
+        if let Err(e) = self
+            .store
+            .call(move |conn| rows::mark_sent(conn, &id, now_ms()))
+            .await
+        {
+            tracing::error!(error = %e, "cannot mark a settlement sent; not sending it");
+            return;
+        }
+        let answer = match operation {
+            Operation::Capture => {
+                self.gateway
+                    .capture(intent.clone(), row.amount, row.key.clone())
+                    .await
+            }
+            _ => self.gateway.cancel(intent.clone(), row.key.clone()).await,
+        };
+        match answer {
+            Ok(read) => {
+                if !self.conclude_from(&row, operation, &read).await {
+                    self.later(&row, "the PaymentIntent did not change".into())
+                        .await;
+                }
+            }
+            Err(GatewayError::Unknown(why)) => match self.gateway.retrieve(intent).await {
+                Ok(read) if self.conclude_from(&row, operation, &read).await => {}
+                _ => self.later(&row, why).await,
+            },
+            Err(e) => {
+                self.record(&row, "failed", None, Some(e.to_string()), None)
+                    .await
+            }
+        }
+    }
+
+    /// Settles `row` from a PaymentIntent read back; false when it must
+    /// be sent (again).
+    async fn conclude_from(&self, row: &Row, operation: Operation, read: &Intent) -> bool {
+        match settlement::resolve(operation, &read.status, read.amount_received, row.amount) {
+            Resolution::Succeeded => {
+                self.record(row, "succeeded", Some(read.id.clone()), None, None)
+                    .await;
+                true
+            }
+            Resolution::Failed(why) => {
+                tracing::error!(settlement = %row.id, reason = %why, "settlement failed: needs a look");
+                self.record(row, "failed", Some(read.id.clone()), Some(why), None)
+                    .await;
+                true
+            }
+            Resolution::Resend => false,
+        }
+    }
+
+    /// Leaves the outcome unknown and looks again later.
+    async fn later(&self, row: &Row, why: String) {
+        let tries = u32::try_from(row.tries + 1).unwrap_or(u32::MAX);
+        let next = now_ms() + settlement::reconcile_after(tries).as_millis() as i64;
+        self.record(row, "unknown", None, Some(why), Some(next))
+            .await;
+    }
+
+    /// A hold whose answer was lost: find it by its metadata. Found and
+    /// held, it is recorded, and the call (over by now) gets its capture or
+    /// release; not found, it never happened.
+    async fn reconcile_hold(&self, row: Row) {
+        let (Some(customer), Some(call)) = (row.customer.clone(), row.call_id.clone()) else {
+            self.record(
+                &row,
+                "failed",
+                None,
+                Some("no customer or call to look up".into()),
+                None,
+            )
+            .await;
+            return;
+        };
+        match self
+            .gateway
+            .find(customer, "call".into(), call.clone())
+            .await
+        {
+            Ok(Some(intent)) if intent.status == "requires_capture" => {
+                self.record(&row, "succeeded", Some(intent.id.clone()), None, None)
+                    .await;
+                let result = self
+                    .store
+                    .call(move |conn| {
+                        let amount: Option<i64> = conn.query_row(
+                            "SELECT CASE WHEN ended_ms IS NULL THEN NULL ELSE COALESCE(amount, 0) END FROM calls WHERE id = ?1",
+                            [&call],
+                            |r| r.get(0),
+                        )?;
+                        match amount {
+                            Some(amount) => rows::after_call(conn, &call, amount, now_ms()).map(|_| ()),
+                            None => Ok(()),
+                        }
+                    })
+                    .await;
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "cannot plan a reconciled hold's settlement");
+                }
+                self.wake();
+            }
+            Ok(Some(intent)) => {
+                self.record(
+                    &row,
+                    "failed",
+                    Some(intent.id),
+                    Some(format!("the hold is {}", intent.status)),
+                    None,
+                )
+                .await
+            }
+            Ok(None) => {
+                self.record(
+                    &row,
+                    "failed",
+                    None,
+                    Some("no PaymentIntent was created".into()),
+                    None,
+                )
+                .await
+            }
+            Err(e) => self.later(&row, e.to_string()).await,
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Settlement rows: one per money movement, written (and committed)
+//! before anything is sent, with the idempotency key and parameters that
+//! never change. Synchronous: these run on the database owner thread.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::{Value, json};
+use tollbridge_billing::rating::Currency;
+use tollbridge_billing::settlement::{self, AfterCall, Operation, UnderMinimum};
+
+use crate::bookings::model::rfc3339;
+use crate::store::StoreError;
+
+/// A settlement row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// `st_...`
+    pub id: String,
+    /// The call it settles.
+    pub call_id: Option<String>,
+    /// The booking.
+    pub booking_id: Option<String>,
+    /// `authorize`, `capture` or `cancel`.
+    pub operation: String,
+    /// The idempotency key.
+    pub key: String,
+    /// Minor units.
+    pub amount: i64,
+    /// Lower-case ISO code.
+    pub currency: String,
+    /// `pending`, `sent`, `succeeded`, `failed`, `unknown`.
+    pub state: String,
+    /// The PaymentIntent acted on (or created).
+    pub payment_intent: Option<String>,
+    /// The Stripe customer.
+    pub customer: Option<String>,
+    /// The card.
+    pub payment_method: Option<String>,
+    /// Times sent.
+    pub tries: i64,
+}
+
+const COLUMNS: &str = "id, call_id, booking_id, operation, idempotency_key, amount, currency, state, \
+                       payment_intent, customer, payment_method, tries";
+
+fn row_from(row: &rusqlite::Row) -> rusqlite::Result<Row> {
+    Ok(Row {
+        id: row.get(0)?,
+        call_id: row.get(1)?,
+        booking_id: row.get(2)?,
+        operation: row.get(3)?,
+        key: row.get(4)?,
+        amount: row.get(5)?,
+        currency: row.get(6)?,
+        state: row.get(7)?,
+        payment_intent: row.get(8)?,
+        customer: row.get(9)?,
+        payment_method: row.get(10)?,
+        tries: row.get(11)?,
+    })
+}
+
+/// What a new row holds.
+#[derive(Debug, Clone)]
+pub struct NewRow<'a> {
+    /// The call.
+    pub call_id: &'a str,
+    /// The booking.
+    pub booking_id: Option<&'a str>,
+    /// What it does.
+    pub operation: Operation,
+    /// Minor units.
+    pub amount: i64,
+    /// Currency code.
+    pub currency: &'a str,
+    /// The PaymentIntent it acts on (capture, cancel).
+    pub payment_intent: Option<&'a str>,
+    /// Customer and card (authorize).
+    pub customer: Option<&'a str>,
+    /// The card.
+    pub payment_method: Option<&'a str>,
+}
+
+/// Inserts the row for a call's operation (its key derived from both);
+/// an existing row with that key is returned unchanged, never altered.
+pub fn insert(conn: &Connection, new: &NewRow, now_ms: i64) -> Result<Row, StoreError> {
+    let key = settlement::call_key(new.call_id, new.operation);
+    conn.execute(
+        "INSERT OR IGNORE INTO settlements (id, booking_id, call_id, operation, idempotency_key, amount, currency,
+             state, payment_intent, customer, payment_method, created_ms, updated_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?11)",
+        params![
+            format!("st_{}", uuid::Uuid::now_v7().simple()),
+            new.booking_id,
+            new.call_id,
+            new.operation.as_str(),
+            key,
+            new.amount,
+            new.currency,
+            new.payment_intent,
+            new.customer,
+            new.payment_method,
+            now_ms
+        ],
+    )?;
+    let sql = format!("SELECT {COLUMNS} FROM settlements WHERE idempotency_key = ?1");
+    Ok(conn.query_row(&sql, [&key], row_from)?)
+}
+
+/// Marks a row sent (committed before the request goes out).
+pub fn mark_sent(conn: &Connection, id: &str, now_ms: i64) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE settlements SET state = 'sent', tries = tries + 1, updated_ms = ?2 WHERE id = ?1",
+        params![id, now_ms],
+    )?;
+    Ok(())
+}
+
+/// Records an outcome: `succeeded`, `failed` or `unknown` (to look again
+/// at `next_attempt_ms`).
+pub fn conclude(
+    conn: &Connection,
+    id: &str,
+    state: &str,
+    payment_intent: Option<&str>,
+    error: Option<&str>,
+    next_attempt_ms: Option<i64>,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE settlements SET state = ?2, payment_intent = COALESCE(?3, payment_intent), last_error = ?4,
+             next_attempt_ms = ?5, updated_ms = ?6
+         WHERE id = ?1",
+        params![id, state, payment_intent, error, next_attempt_ms, now_ms],
+    )?;
+    Ok(())
+}
+
+/// Rows to work on now: every pending row, and sent or unknown rows whose
+/// time has come (at start-up, `all_open`: every one of them, since a
+/// crash may have cut them off).
+pub fn due(conn: &Connection, now_ms: i64, all_open: bool) -> Result<Vec<Row>, StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM settlements
+         WHERE state = 'pending'
+            OR (state IN ('sent', 'unknown') AND (?2 OR COALESCE(next_attempt_ms, 0) <= ?1))
+         ORDER BY created_ms LIMIT 100"
+    );
+    let mut statement = conn.prepare_cached(&sql)?;
+    let rows = statement.query_map(params![now_ms, all_open], row_from)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// After a call is rated (in the transaction that closes its record):
+/// the capture or cancel row for its hold, if it has one that succeeded
+/// and none yet. Returns the new row.
+pub fn after_call(
+    conn: &Connection,
+    call_id: &str,
+    amount: i64,
+    now_ms: i64,
+) -> Result<Option<Row>, StoreError> {
+    let hold: Option<(String, String, Option<String>, String)> = conn
+        .query_row(
+            "SELECT s.payment_intent, s.currency, s.booking_id, COALESCE(b.under_minimum, 'cancel')
+             FROM settlements s LEFT JOIN bookings b ON b.id = s.booking_id
+             WHERE s.call_id = ?1 AND s.operation = 'authorize' AND s.state = 'succeeded'
+               AND s.payment_intent IS NOT NULL",
+            [call_id],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+        )
+        .optional()?;
+    let Some((payment_intent, currency, booking_id, policy)) = hold else {
+        return Ok(None);
+    };
+    let done: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM settlements WHERE call_id = ?1 AND operation IN ('capture', 'cancel')",
+        [call_id],
+        |row| row.get(0),
+    )?;
+    if done > 0 {
+        return Ok(None);
+    }
+    let Some(code) = Currency::from_code(&currency) else {
+        return Ok(None);
+    };
+    let policy = UnderMinimum::parse(&policy).unwrap_or(UnderMinimum::Cancel);
+    let (operation, amount) = match settlement::after_call(amount, code, policy) {
+        AfterCall::Capture(amount) => (Operation::Capture, amount),
+        AfterCall::Cancel => (Operation::Cancel, 0),
+    };
+    let row = insert(
+        conn,
+        &NewRow {
+            call_id,
+            booking_id: booking_id.as_deref(),
+            operation,
+            amount,
+            currency: &currency,
+            payment_intent: Some(&payment_intent),
+            customer: None,
+            payment_method: None,
+        },
+        now_ms,
+    )?;
+    Ok(Some(row))
+}
+
+/// A call's settlement attempts, oldest first, as JSON.
+pub fn for_call(conn: &Connection, call_id: &str) -> Result<Vec<Value>, StoreError> {
+    list(conn, Some(call_id), None)
+}
+
+/// Settlement rows as JSON, for a call or in a state.
+pub fn list(
+    conn: &Connection,
+    call_id: Option<&str>,
+    state: Option<&str>,
+) -> Result<Vec<Value>, StoreError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT id, call_id, booking_id, operation, idempotency_key, amount, currency, state, payment_intent,
+                tries, last_error, created_ms, updated_ms, next_attempt_ms
+         FROM settlements WHERE (?1 IS NULL OR call_id = ?1) AND (?2 IS NULL OR state = ?2)
+         ORDER BY created_ms, id",
+    )?;
+    let rows = statement.query_map(params![call_id, state], |row| {
+        Ok(json!({
+            "id": row.get::<_, String>(0)?,
+            "call": row.get::<_, Option<String>>(1)?,
+            "booking": row.get::<_, Option<String>>(2)?,
+            "operation": row.get::<_, String>(3)?,
+            "idempotency_key": row.get::<_, String>(4)?,
+            "amount": row.get::<_, i64>(5)?,
+            "currency": row.get::<_, String>(6)?,
+            "state": row.get::<_, String>(7)?,
+            "payment_intent": row.get::<_, Option<String>>(8)?,
+            "tries": row.get::<_, i64>(9)?,
+            "last_error": row.get::<_, Option<String>>(10)?,
+            "created_at": rfc3339(row.get(11)?),
+            "updated_at": rfc3339(row.get(12)?),
+            "next_attempt_at": row.get::<_, Option<i64>>(13)?.map(rfc3339),
+        }))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

@@ -1,0 +1,394 @@
+//! Settlement end to end: the real daemon, SIPp on both sides, and the
+//! Stripe fake as Stripe. One hold before the bridge, one capture of
+//! exactly the rated amount after it, whatever faults Stripe (the fake)
+//! throws in, and across a daemon killed mid-request.
+
+// Test code: a failed setup step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use tollbridge_e2e::stripe_fake::{Endpoint, Fault, Recorded, StripeFake};
+
+/// ¥1,200 a minute: 3 s of talk costs ¥60, above Stripe's ¥50 minimum.
+const PRICE: i64 = 1200;
+
+fn start(fake: &StripeFake) -> Daemon {
+    start_daemon_sections(
+        "ring_timeout = \"10s\"",
+        "30s",
+        &format!(
+            "[stripe]\nsecret_key = \"sk_test_fake\"\napi_base = \"{}\"\nrequest_timeout = \"1s\"\n",
+            fake.url()
+        ),
+    )
+}
+
+/// A booking with a card, ¥1,200 a minute, 600 s cap.
+fn book_with_card(daemon: &Daemon, caller: &str, card: &str, expert: &str) -> String {
+    let booking = json!({
+        "called": NUMBER,
+        "callers": [caller],
+        "callee": {"uri": expert},
+        "tariff": {"currency": "jpy", "price_per_minute": PRICE},
+        "cap_seconds": 600,
+        "window": {"start": rfc3339(time::Duration::minutes(-5)), "end": rfc3339(time::Duration::hours(1))},
+        "stripe": {"customer": "cus_test", "payment_method": card},
+    });
+    let (status, body) = daemon.api("POST", "/v1/bookings", TOKEN, Some(&booking.to_string()));
+    assert_eq!(status, 201, "{body}");
+    body["id"].as_str().unwrap().to_owned()
+}
+
+fn rfc3339(offset: time::Duration) -> String {
+    (time::OffsetDateTime::now_utc() + offset)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+/// Runs one call of about `talk_ms` that the caller ends.
+fn call_and_hang_up(
+    daemon: &Daemon,
+    caller_prefix: &str,
+    calls: u32,
+    talk_ms: u32,
+    expert: &SippPeer,
+) -> String {
+    let _ = expert;
+    let caller = SippPeer::start(
+        "caller_hangs_up.xml",
+        daemon.sip_udp(),
+        NUMBER,
+        &[
+            ("caller_prefix", caller_prefix.into()),
+            ("rtp_port", "40000".into()),
+            ("formats", "0 96".into()),
+        ],
+        &[
+            "-d",
+            &talk_ms.to_string(),
+            "-m",
+            &calls.to_string(),
+            "-r",
+            "10",
+            "-l",
+            "20",
+        ],
+        SIPP_LIMIT,
+    );
+    assert_passed("caller", caller)
+}
+
+/// Waits until every settlement of `booking`'s calls is settled, then
+/// returns the calls.
+fn settled_calls(daemon: &Daemon, booking: &str) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, body) = daemon.api("GET", &format!("/v1/calls?booking={booking}"), TOKEN, None);
+        let calls = body["calls"].as_array().cloned().unwrap_or_default();
+        let open = calls.iter().any(|call| {
+            call["ended_at"].is_null()
+                || call["settlements"].as_array().is_none_or(|s| {
+                    s.iter()
+                        .any(|row| !matches!(row["state"].as_str(), Some("succeeded" | "failed")))
+                })
+        });
+        if !calls.is_empty() && !open {
+            return calls;
+        }
+        assert!(Instant::now() < deadline, "settlements still open: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn posts<'a>(requests: &'a [Recorded], suffix: &str) -> Vec<&'a Recorded> {
+    requests
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with(suffix))
+        .collect()
+}
+
+fn param<'a>(request: &'a Recorded, name: &str) -> Option<&'a str> {
+    request
+        .params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The settlement of one call: its hold, and one capture of exactly the
+/// rated amount; no request ever drew an idempotency error.
+fn assert_settled_once(fake: &StripeFake, call: &Value) {
+    let amount = call["amount"].as_i64().unwrap();
+    let intent_id = call["payment_intent"]
+        .as_str()
+        .expect("the call has a hold");
+    let intent = fake
+        .intents()
+        .into_iter()
+        .find(|i| i["id"] == intent_id)
+        .unwrap();
+    assert_eq!(intent["status"], "succeeded", "{intent}");
+    assert_eq!(
+        intent["amount_received"], amount,
+        "captured exactly the rated amount"
+    );
+    let rows = call["settlements"].as_array().unwrap();
+    let operations: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["operation"].as_str().unwrap(),
+                r["state"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        operations,
+        [("authorize", "succeeded"), ("capture", "succeeded")],
+        "{rows:?}"
+    );
+    let capture_key = format!("tb:call:{}:capture:v1", call["id"].as_str().unwrap());
+    assert_eq!(rows[1]["idempotency_key"], capture_key.as_str());
+    let requests = fake.requests();
+    assert!(
+        requests.iter().all(|r| r.status != 400),
+        "an idempotency (or other 400) error: {:?}",
+        requests
+            .iter()
+            .filter(|r| r.status == 400)
+            .collect::<Vec<_>>()
+    );
+    // Every capture request for it used its one key and one amount.
+    for capture in posts(&requests, &format!("{intent_id}/capture")) {
+        assert_eq!(
+            capture.idempotency_key.as_deref(),
+            Some(capture_key.as_str())
+        );
+        assert_eq!(
+            param(capture, "amount_to_capture"),
+            Some(amount.to_string().as_str())
+        );
+    }
+}
+
+#[test]
+fn a_call_is_held_before_the_bridge_and_captured_once_after_it() {
+    let fake = StripeFake::start();
+    let daemon = start(&fake);
+    let expert = SippPeer::start(
+        "expert_answers.xml",
+        None,
+        "expert",
+        &[("rtp_port", "40002".into())],
+        &[],
+        SIPP_LIMIT,
+    );
+    let booking = book_with_card(&daemon, &caller_id(1), "pm_card_visa", &expert_uri(&expert));
+    call_and_hang_up(&daemon, CALLER_PREFIX, 1, 3000, &expert);
+    assert_passed("expert", expert);
+    let calls = settled_calls(&daemon, &booking);
+    let call = &calls[0];
+    assert_eq!(call["status"], "completed");
+    assert_settled_once(&fake, call);
+    let requests = fake.requests();
+    let holds = posts(&requests, "/v1/payment_intents");
+    assert_eq!(holds.len(), 1, "one hold");
+    let hold = holds[0];
+    for (name, value) in [
+        ("amount", "12000"),
+        ("currency", "jpy"),
+        ("capture_method", "manual"),
+        ("confirm", "true"),
+        ("off_session", "true"),
+        ("error_on_requires_action", "true"),
+        ("customer", "cus_test"),
+        ("payment_method", "pm_card_visa"),
+        ("metadata[booking]", booking.as_str()),
+        ("metadata[call]", call["id"].as_str().unwrap()),
+    ] {
+        assert_eq!(
+            param(hold, name),
+            Some(value),
+            "{name} in {:?}",
+            hold.params
+        );
+    }
+    assert_eq!(posts(&requests, "/capture").len(), 1, "one capture");
+    let (_, metrics) = daemon.get("/metrics", None);
+    assert!(
+        metrics.contains("tollbridge_settlements{state=\"succeeded\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_declined_card_bridges_nobody_and_says_why() {
+    let fake = StripeFake::start();
+    let daemon = start(&fake);
+    let expert = SippPeer::start("expert_rings.xml", None, "expert", &[], &[], SIPP_LIMIT);
+    let booking = book_with_card(
+        &daemon,
+        &caller_id(1),
+        "pm_card_chargeDeclined",
+        &expert_uri(&expert),
+    );
+    let caller = SippPeer::start(
+        "caller_waits_bye.xml",
+        daemon.sip_udp(),
+        NUMBER,
+        &[
+            ("caller_prefix", CALLER_PREFIX.into()),
+            ("rtp_port", "40000".into()),
+            ("formats", "0 96".into()),
+        ],
+        &[],
+        SIPP_LIMIT,
+    );
+    assert_passed("caller (answered for the prompt, then BYE)", caller);
+    assert_passed("expert (CANCEL)", expert);
+    let call = ended_call(&daemon, &booking);
+    assert_eq!(call["end_reason"], "payment-declined");
+    assert_eq!(call["status"], "failed");
+    assert!(call["answered_at"].is_null(), "never bridged");
+    let details: Vec<&str> = call["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["detail"].as_str())
+        .collect();
+    assert!(
+        details.iter().any(|d| d.contains("card_declined")),
+        "{details:?}"
+    );
+    let rows = call["settlements"].as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0]["operation"].as_str(), rows[0]["state"].as_str()),
+        (Some("authorize"), Some("failed"))
+    );
+    assert!(posts(&fake.requests(), "/capture").is_empty());
+}
+
+#[test]
+fn each_injected_fault_still_ends_in_exactly_one_capture() {
+    let fake = StripeFake::start();
+    let daemon = start(&fake);
+    let faults = [
+        Fault::ServerErrorAfterApplying,
+        Fault::DropAfterApplying,
+        Fault::SlowAnswer(Duration::from_millis(1500)),
+        Fault::RateLimited,
+    ];
+    for (n, fault) in faults.into_iter().enumerate() {
+        let expert = SippPeer::start(
+            "expert_answers.xml",
+            None,
+            "expert",
+            &[("rtp_port", "40002".into())],
+            &[],
+            SIPP_LIMIT,
+        );
+        let prefix = format!("{CALLER_PREFIX}{n}");
+        let booking = book_with_card(
+            &daemon,
+            &format!("{prefix}1"),
+            "pm_card_visa",
+            &expert_uri(&expert),
+        );
+        fake.inject(Endpoint::Capture, fault);
+        call_and_hang_up(&daemon, &prefix, 1, 3000, &expert);
+        assert_passed("expert", expert);
+        let calls = settled_calls(&daemon, &booking);
+        assert_settled_once(&fake, &calls[0]);
+    }
+}
+
+#[test]
+fn a_daemon_killed_while_stripe_answers_captures_exactly_once_after_restart() {
+    let fake = StripeFake::start();
+    let daemon = start(&fake);
+    let expert = SippPeer::start(
+        "expert_answers.xml",
+        None,
+        "expert",
+        &[("rtp_port", "40002".into())],
+        &[],
+        SIPP_LIMIT,
+    );
+    let booking = book_with_card(&daemon, &caller_id(1), "pm_card_visa", &expert_uri(&expert));
+    // Stripe applies the capture and answers 5 s later: the daemon dies in
+    // between, after committing the row and sending the request.
+    fake.inject(Endpoint::Capture, Fault::SlowAnswer(Duration::from_secs(5)));
+    call_and_hang_up(&daemon, CALLER_PREFIX, 1, 3000, &expert);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while posts(&fake.requests(), "/capture").is_empty() {
+        assert!(Instant::now() < deadline, "no capture was sent");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let daemon = daemon.crash_and_restart();
+    let calls = settled_calls(&daemon, &booking);
+    assert_settled_once(&fake, &calls[0]);
+    assert_eq!(calls[0]["settlements"][1]["state"], "succeeded");
+    drop(expert);
+}
+
+#[test]
+fn many_calls_with_random_faults_are_each_captured_exactly_once() {
+    let fake = StripeFake::start();
+    let daemon = start(&fake);
+    let calls: u32 = 200;
+    let expert = SippPeer::start(
+        "expert_answers.xml",
+        None,
+        "expert",
+        &[("rtp_port", "40002".into())],
+        &["-m", &calls.to_string()],
+        Duration::from_secs(300),
+    );
+    let prefix = format!("{CALLER_PREFIX}9");
+    let bookings: Vec<String> = (1..=calls)
+        .map(|n| {
+            book_with_card(
+                &daemon,
+                &format!("{prefix}{n}"),
+                "pm_card_visa",
+                &expert_uri(&expert),
+            )
+        })
+        .collect();
+    // A fixed pseudo-random mix: about one capture in six meets a fault.
+    let mut state: u64 = 0x5eed;
+    for _ in 0..calls {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let fault = match (state >> 33) % 24 {
+            0 => Some(Fault::ServerErrorAfterApplying),
+            1 => Some(Fault::DropAfterApplying),
+            2 => Some(Fault::SlowAnswer(Duration::from_millis(1200))),
+            3 => Some(Fault::RateLimited),
+            _ => None,
+        };
+        if let Some(fault) = fault {
+            fake.inject(Endpoint::Capture, fault);
+        }
+    }
+    call_and_hang_up(&daemon, &prefix, calls, 3000, &expert);
+    assert_passed("expert", expert);
+    let mut captured = 0;
+    for booking in &bookings {
+        for call in settled_calls(&daemon, booking) {
+            assert_settled_once(&fake, &call);
+            captured += 1;
+        }
+    }
+    assert_eq!(captured, calls, "captures == calls");
+    let succeeded = fake
+        .intents()
+        .iter()
+        .filter(|i| i["status"] == "succeeded")
+        .count();
+    assert_eq!(succeeded, calls as usize, "no double capture, no lost one");
+}
