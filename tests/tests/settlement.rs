@@ -14,12 +14,14 @@ use tollbridge_e2e::stripe_fake::{Endpoint, Fault, Recorded, StripeFake};
 /// ¥1,200 a minute: 3 s of talk costs ¥60, above Stripe's ¥50 minimum.
 const PRICE: i64 = 1200;
 
+const WEBHOOK_SECRET: &str = "whsec_test_secret";
+
 fn start(fake: &StripeFake) -> Daemon {
     start_daemon_sections(
         "ring_timeout = \"10s\"",
         "30s",
         &format!(
-            "[stripe]\nsecret_key = \"sk_test_fake\"\napi_base = \"{}\"\nrequest_timeout = \"1s\"\n",
+            "[stripe]\nsecret_key = \"sk_test_fake\"\napi_base = \"{}\"\nrequest_timeout = \"1s\"\nwebhook_secret = \"{WEBHOOK_SECRET}\"\n",
             fake.url()
         ),
     )
@@ -391,4 +393,84 @@ fn many_calls_with_random_faults_are_each_captured_exactly_once() {
         .filter(|i| i["status"] == "succeeded")
         .count();
     assert_eq!(succeeded, calls as usize, "no double capture, no lost one");
+}
+
+/// Delivers a webhook signed with `secret`: (status, body).
+fn deliver(daemon: &Daemon, secret: &str, event: &Value) -> (u16, Value) {
+    use hmac::Mac;
+    let body = event.to_string();
+    let t = time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}.{body}").as_bytes());
+    let signature = format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()));
+    let (status, text) = tollbridge_e2e::http_request_with(
+        daemon.http,
+        "POST",
+        "/v1/stripe/webhook",
+        &[("Stripe-Signature", &signature)],
+        Some(&body),
+    )
+    .unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[test]
+fn webhooks_are_verified_and_applied_once() {
+    let fake = StripeFake::start();
+    let daemon = start(&fake);
+    let expert = SippPeer::start(
+        "expert_answers.xml",
+        None,
+        "expert",
+        &[("rtp_port", "40002".into())],
+        &[],
+        SIPP_LIMIT,
+    );
+    let booking = book_with_card(&daemon, &caller_id(1), "pm_card_visa", &expert_uri(&expert));
+    call_and_hang_up(&daemon, CALLER_PREFIX, 1, 3000, &expert);
+    let call = settled_calls(&daemon, &booking).remove(0);
+    let intent = call["payment_intent"].as_str().unwrap().to_owned();
+    let refunded = json!({
+        "id": "evt_refund_1",
+        "type": "charge.refunded",
+        "data": {"object": {"id": "ch_1", "object": "charge", "payment_intent": intent}},
+    });
+    let details = |daemon: &Daemon| -> Vec<String> {
+        let (_, call) = daemon.api(
+            "GET",
+            &format!("/v1/calls/{}", call["id"].as_str().unwrap()),
+            TOKEN,
+            None,
+        );
+        call["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["detail"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let before = details(&daemon);
+    // A bad signature: 400 and nothing changes.
+    let (status, body) = deliver(&daemon, "whsec_wrong", &refunded);
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "bad_signature");
+    assert_eq!(details(&daemon), before);
+    // Signed right: applied; delivered again: applied once.
+    let (status, body) = deliver(&daemon, WEBHOOK_SECRET, &refunded);
+    assert_eq!((status, &body["duplicate"]), (200, &json!(false)), "{body}");
+    let (status, body) = deliver(&daemon, WEBHOOK_SECRET, &refunded);
+    assert_eq!((status, &body["duplicate"]), (200, &json!(true)), "{body}");
+    let after = details(&daemon);
+    assert_eq!(
+        after.iter().filter(|d| d.contains("refunded")).count(),
+        1,
+        "{after:?}"
+    );
+    // Garbage that is signed is still refused with a JSON error.
+    let (status, body) = deliver(&daemon, WEBHOOK_SECRET, &json!("not an event"));
+    assert_eq!((status, &body["error"]["code"]), (400, &json!("bad_event")));
+    assert_passed("expert", expert);
 }

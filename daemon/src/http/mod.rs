@@ -30,7 +30,7 @@ const DATABASE_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The whole HTTP application.
 pub fn router(shared: Arc<Shared>) -> Router {
-    let v1 = Router::new()
+    let authenticated = Router::new()
         .route("/status", get(status))
         .merge(crate::bookings::routes())
         .fallback(not_found)
@@ -38,6 +38,13 @@ pub fn router(shared: Arc<Shared>) -> Router {
             shared.clone(),
             auth::require_token,
         ));
+    // Stripe signs its deliveries; it cannot send our bearer token.
+    let v1 = Router::new()
+        .route(
+            "/stripe/webhook",
+            axum::routing::post(crate::settle::webhook::receive),
+        )
+        .merge(authenticated);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
