@@ -1,4 +1,5 @@
-//! The command line: `tollbridge run`, `tollbridge check-config`.
+//! The command line: `tollbridge run`, `tollbridge check-config`,
+//! `tollbridge settlements`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -33,6 +34,70 @@ pub enum Command {
         #[arg(value_name = "PATH")]
         path: PathBuf,
     },
+    /// List settlements (holds, captures, releases) from the database,
+    /// e.g. `--state unknown` for what needs a look.
+    Settlements {
+        /// The config file (for `database.path`).
+        #[arg(long, short, env = "TOLLBRIDGE_CONFIG", value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Only this state: pending, sent, succeeded, failed or unknown.
+        #[arg(long, value_name = "STATE")]
+        state: Option<String>,
+    },
+}
+
+/// `tollbridge settlements [--state S]`: one line per row, oldest first,
+/// read from the database without writing to it (safe beside a running
+/// daemon).
+pub fn settlements(config: Option<PathBuf>, state: Option<String>) -> ExitCode {
+    if let Some(state) = &state
+        && !crate::metrics::SETTLEMENT_STATES.contains(&state.as_str())
+    {
+        eprintln!(
+            "tollbridge: --state {state}: not a settlement state (one of {})",
+            crate::metrics::SETTLEMENT_STATES.join(", ")
+        );
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    }
+    let (_, config) = match load_for_run(config) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let path = &config.database.path;
+    let flags =
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let rows = rusqlite::Connection::open_with_flags(path, flags)
+        .map_err(crate::store::StoreError::from)
+        .and_then(|conn| crate::settle::rows::list(&conn, None, state.as_deref()));
+    match rows {
+        Ok(rows) => {
+            println!(
+                "{:<36} {:<10} {:>10} {:<4} {:<10} {:>5}  {:<22} last_error / call",
+                "settlement", "operation", "amount", "cur", "state", "tries", "payment_intent"
+            );
+            for row in &rows {
+                let text = |key: &str| row[key].as_str().unwrap_or("-").to_owned();
+                println!(
+                    "{:<36} {:<10} {:>10} {:<4} {:<10} {:>5}  {:<22} {} / {}",
+                    text("id"),
+                    text("operation"),
+                    row["amount"],
+                    text("currency"),
+                    text("state"),
+                    row["tries"],
+                    text("payment_intent"),
+                    text("last_error"),
+                    text("call"),
+                );
+            }
+            eprintln!("{} settlement(s)", rows.len());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tollbridge: cannot read {}: {e}", path.display());
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Exit status for a config that is invalid or unreadable.

@@ -9,6 +9,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { path } => cli::check_config(&path),
+        Command::Settlements { config, state } => cli::settlements(config, state),
         Command::Run { config } => {
             let (source, config) = match cli::load_for_run(config) {
                 Ok(loaded) => loaded,

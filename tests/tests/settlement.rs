@@ -218,6 +218,37 @@ fn a_call_is_held_before_the_bridge_and_captured_once_after_it() {
         );
     }
     assert_eq!(posts(&requests, "/capture").len(), 1, "one capture");
+    // The operator's view: `tollbridge settlements --state ...`.
+    let cli = |state: &str| {
+        std::process::Command::new(tollbridge_e2e::binary())
+            .args(["settlements", "--state", state, "--config"])
+            .arg(daemon.config_path.as_ref().unwrap())
+            .current_dir(daemon.dir.path())
+            .env_remove("TOLLBRIDGE_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let listed = cli("succeeded");
+    assert!(listed.status.success());
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert_eq!(
+        text.lines().filter(|l| l.contains(" capture ")).count(),
+        1,
+        "{text}"
+    );
+    assert!(
+        text.contains(call["payment_intent"].as_str().unwrap()),
+        "{text}"
+    );
+    let none = cli("unknown");
+    assert_eq!(
+        String::from_utf8_lossy(&none.stdout).lines().count(),
+        1,
+        "only the header"
+    );
+    let bad = cli("bogus");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a settlement state"));
     let (_, metrics) = daemon.get("/metrics", None);
     assert!(
         metrics.contains("tollbridge_settlements{state=\"succeeded\"} 2"),
