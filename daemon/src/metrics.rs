@@ -10,6 +10,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
@@ -55,6 +56,16 @@ pub struct Metrics {
     media_port_pairs: Gauge,
     talk_seconds: Family<Labels, Counter>,
     billed_amount: Family<Labels, Counter>,
+    stripe_latency: StripeLatency,
+}
+
+/// Stripe request latency in seconds, by operation and outcome (`ok`,
+/// `declined`, `refused`, `unknown`), retries included.
+pub type StripeLatency = Family<Labels, Histogram, fn() -> Histogram>;
+
+fn stripe_histogram() -> Histogram {
+    // 25 ms to about 50 s.
+    Histogram::new(exponential_buckets(0.025, 2.0, 12))
 }
 
 impl Metrics {
@@ -109,7 +120,14 @@ impl Metrics {
             "Amount rated for calls, in the currency's minor unit, by currency",
             billed_amount.clone(),
         );
+        let stripe_latency: StripeLatency = Family::new_with_constructor(stripe_histogram);
+        registry.register(
+            "stripe_request_seconds",
+            "Stripe request latency including retries, by operation and outcome",
+            stripe_latency.clone(),
+        );
         Metrics {
+            stripe_latency,
             talk_seconds,
             billed_amount,
             media_port_pairs,
@@ -127,6 +145,11 @@ impl Metrics {
         self.calls_total
             .get_or_create(&vec![("status", status.to_owned())])
             .inc();
+    }
+
+    /// The Stripe latency histograms, for the gateway wrapper.
+    pub fn stripe_latency(&self) -> StripeLatency {
+        self.stripe_latency.clone()
     }
 
     /// Counts a rated call's talk time and amount.

@@ -20,6 +20,7 @@ use crate::calls::task::CallControl;
 use crate::logging::LogHandle;
 use crate::reload;
 use crate::settle::Settler;
+use crate::settle::timed::TimedGateway;
 use crate::state::Shared;
 use crate::store::Store;
 use crate::systemd;
@@ -159,6 +160,7 @@ fn start_settler(shared: &Arc<Shared>) -> anyhow::Result<Option<Arc<Settler>>> {
         RetryPolicy::default(),
     )
     .context("cannot set up the Stripe client (stripe.*)")?;
+    let gateway = TimedGateway::new(gateway, shared.metrics.stripe_latency());
     let settler = Settler::new(shared.store.clone(), Arc::new(gateway));
     tokio::spawn(settler.clone().run());
     Ok(Some(settler))

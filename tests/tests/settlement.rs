@@ -254,6 +254,12 @@ fn a_call_is_held_before_the_bridge_and_captured_once_after_it() {
         metrics.contains("tollbridge_settlements{state=\"succeeded\"} 2"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains(
+            "tollbridge_stripe_request_seconds_count{operation=\"capture\",outcome=\"ok\"} 1"
+        ),
+        "{metrics}"
+    );
 }
 
 #[test]

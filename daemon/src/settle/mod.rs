@@ -9,6 +9,7 @@
 //! under the same key.
 
 pub mod rows;
+pub mod timed;
 pub mod webhook;
 
 use std::sync::Arc;
