@@ -511,3 +511,73 @@ fn webhooks_are_verified_and_applied_once() {
     assert_eq!((status, &body["error"]["code"]), (400, &json!("bad_event")));
     assert_passed("expert", expert);
 }
+
+#[test]
+fn a_hold_whose_answer_was_lost_is_found_by_its_metadata_and_released() {
+    let fake = StripeFake::start();
+    let daemon = start(&fake);
+    let expert = SippPeer::start("expert_rings.xml", None, "expert", &[], &[], SIPP_LIMIT);
+    let booking = book_with_card(&daemon, &caller_id(1), "pm_card_visa", &expert_uri(&expert));
+    // Stripe places the hold but every answer is a (replayed) 500: the
+    // daemon never learns the PaymentIntent's id and nobody talks.
+    fake.inject(Endpoint::Create, Fault::ServerErrorAfterApplying);
+    let caller = SippPeer::start(
+        "caller_waits_bye.xml",
+        daemon.sip_udp(),
+        NUMBER,
+        &[
+            ("caller_prefix", CALLER_PREFIX.into()),
+            ("rtp_port", "40000".into()),
+            ("formats", "0 96".into()),
+        ],
+        &[],
+        SIPP_LIMIT,
+    );
+    assert_passed("caller (told, then BYE)", caller);
+    assert_passed("expert (CANCEL)", expert);
+    let call = ended_call(&daemon, &booking);
+    assert_eq!(call["end_reason"], "payment-declined");
+    assert_eq!(call["settlements"][0]["state"], "unknown");
+    let held = fake.intents();
+    assert_eq!(
+        (held.len(), held[0]["status"].as_str()),
+        (1, Some("requires_capture")),
+        "a hold exists at Stripe"
+    );
+    // At the next start the reconciler lists the customer's PaymentIntents,
+    // finds the hold by its call id, and releases it: nothing was owed.
+    let daemon = daemon.crash_and_restart();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fake.intents()[0]["status"] != "canceled" {
+        assert!(
+            Instant::now() < deadline,
+            "the lost hold was not released: {:?}",
+            fake.intents()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(fake.intents()[0]["cancellation_reason"], "abandoned");
+    let listed = fake
+        .requests()
+        .iter()
+        .any(|r| r.method == "GET" && r.path == "/v1/payment_intents");
+    assert!(listed, "found by listing, not by id");
+    let (_, call) = daemon.api(
+        "GET",
+        &format!("/v1/calls/{}", call["id"].as_str().unwrap()),
+        TOKEN,
+        None,
+    );
+    let rows: Vec<(&str, &str)> = call["settlements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["operation"].as_str().unwrap(),
+                r["state"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(rows, [("authorize", "succeeded"), ("cancel", "succeeded")]);
+}
