@@ -192,3 +192,58 @@ async fn the_fake_refuses_a_key_reused_with_other_parameters() {
         "{error:?}"
     );
 }
+
+/// The same requests against Stripe's own test mode, when the operator
+/// gives a test key, a customer and a card saved for off-session use
+/// (see docs/settlement.md); skipped otherwise.
+#[tokio::test]
+async fn against_stripe_test_mode_when_a_test_key_is_given() {
+    let (Ok(key), Ok(customer), Ok(card)) = (
+        std::env::var("STRIPE_TEST_KEY"),
+        std::env::var("STRIPE_TEST_CUSTOMER"),
+        std::env::var("STRIPE_TEST_PAYMENT_METHOD"),
+    ) else {
+        eprintln!(
+            "skipped: set STRIPE_TEST_KEY, STRIPE_TEST_CUSTOMER and STRIPE_TEST_PAYMENT_METHOD to run against Stripe test mode"
+        );
+        return;
+    };
+    assert!(
+        key.starts_with("sk_test_") || key.starts_with("rk_test_"),
+        "only a test-mode key"
+    );
+    let stripe = StripeGateway::new(
+        &key,
+        "https://api.stripe.com",
+        Duration::from_secs(20),
+        RetryPolicy::default(),
+    )
+    .unwrap();
+    let run = format!(
+        "{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    );
+    let call = format!("call_suite_{run}");
+    let mut request = hold(&card, &call);
+    request.customer = customer.clone();
+    let intent = stripe.hold(request).await.unwrap();
+    assert_eq!(intent.status, "requires_capture");
+    let read = stripe.retrieve(intent.id.clone()).await.unwrap();
+    assert_eq!(read.amount_capturable, 1000);
+    let found = stripe
+        .find(customer, "call".into(), call.clone())
+        .await
+        .unwrap();
+    assert_eq!(found.map(|i| i.id), Some(intent.id.clone()));
+    let captured = stripe
+        .capture(intent.id, 300, format!("tb:call:{call}:capture:v1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (captured.status.as_str(), captured.amount_received),
+        ("succeeded", 300)
+    );
+}
