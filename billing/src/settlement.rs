@@ -19,6 +19,8 @@ pub enum Operation {
     Capture,
     /// Releasing the whole hold (nothing owed).
     Cancel,
+    /// A booking's cancellation-fee hold.
+    CancellationFee,
 }
 
 impl Operation {
@@ -28,6 +30,7 @@ impl Operation {
             Operation::Authorize => "authorize",
             Operation::Capture => "capture",
             Operation::Cancel => "cancel",
+            Operation::CancellationFee => "cancellation-fee",
         }
     }
 
@@ -37,6 +40,7 @@ impl Operation {
             "authorize" => Some(Operation::Authorize),
             "capture" => Some(Operation::Capture),
             "cancel" => Some(Operation::Cancel),
+            "cancellation-fee" => Some(Operation::CancellationFee),
             _ => None,
         }
     }
@@ -45,6 +49,33 @@ impl Operation {
 /// The idempotency key of a call's operation, attempt 1.
 pub fn call_key(call_id: &str, operation: Operation) -> String {
     format!("tb:call:{call_id}:{}:v1", operation.as_str())
+}
+
+/// The idempotency key of a booking's cancellation-fee movement
+/// (`fee-hold`, `fee-capture`, `fee-release`), attempt 1.
+pub fn booking_key(booking_id: &str, movement: &str) -> String {
+    format!("tb:booking:{booking_id}:{movement}:v1")
+}
+
+/// How long a merchant-initiated card hold is sure to live: Visa's
+/// off-session holds last 4 days 18 hours, the shortest of the networks.
+pub const HOLD_LIFETIME: Duration = Duration::from_secs((4 * 24 + 18) * 3600);
+
+/// Margin kept before a hold's end.
+pub const HOLD_MARGIN: Duration = Duration::from_secs(6 * 3600);
+
+/// When to place a booking's cancellation-fee hold: now when the window
+/// opens within a hold's lifetime (less the margin), else that long
+/// before it opens.
+pub fn fee_hold_at(now_ms: i64, window_start_ms: i64) -> i64 {
+    let reach = (HOLD_LIFETIME - HOLD_MARGIN).as_millis() as i64;
+    now_ms.max(window_start_ms - reach)
+}
+
+/// Whether a cancellation at `now_ms` is late (the fee is due): less than
+/// `late` before the window opens, or after.
+pub fn is_late_cancellation(now_ms: i64, window_start_ms: i64, late: Duration) -> bool {
+    window_start_ms - now_ms <= late.as_millis() as i64
 }
 
 /// What a tariff does with a call cheaper than Stripe's minimum charge.
@@ -121,8 +152,12 @@ pub fn resolve(
     expected: i64,
 ) -> Resolution {
     match (operation, status) {
-        (Operation::Authorize, "requires_capture") => Resolution::Succeeded,
-        (Operation::Authorize, other) => Resolution::Failed(format!("the hold is {other}")),
+        (Operation::Authorize | Operation::CancellationFee, "requires_capture") => {
+            Resolution::Succeeded
+        }
+        (Operation::Authorize | Operation::CancellationFee, other) => {
+            Resolution::Failed(format!("the hold is {other}"))
+        }
         (Operation::Capture, "succeeded") if amount_received == expected => Resolution::Succeeded,
         (Operation::Capture, "succeeded") => {
             Resolution::Failed(format!("captured {amount_received}, expected {expected}"))
@@ -264,5 +299,30 @@ mod tests {
         assert_eq!(reconcile_after(1), Duration::from_secs(300));
         assert_eq!(reconcile_after(2), Duration::from_secs(3600));
         assert_eq!(reconcile_after(9), Duration::from_secs(86400));
+    }
+
+    #[test]
+    fn cancellation_fee_timing() {
+        let hour = 3_600_000i64;
+        let now = 1_000 * hour;
+        // The window opens in 2 days: hold now. In 10 days: hold 4 d 12 h
+        // before it opens.
+        assert_eq!(fee_hold_at(now, now + 48 * hour), now);
+        assert_eq!(
+            fee_hold_at(now, now + 240 * hour),
+            now + 240 * hour - 108 * hour
+        );
+        let day = Duration::from_secs(86_400);
+        assert!(is_late_cancellation(now, now + 23 * hour, day));
+        assert!(is_late_cancellation(now, now + 24 * hour, day));
+        assert!(!is_late_cancellation(now, now + 25 * hour, day));
+        assert!(
+            is_late_cancellation(now, now - hour, day),
+            "after the window opened"
+        );
+        assert_eq!(
+            booking_key("bk_1", "fee-hold"),
+            "tb:booking:bk_1:fee-hold:v1"
+        );
     }
 }

@@ -187,6 +187,9 @@ pub struct BillingConfig {
     /// `billing.checkpoint_interval`: how often running meters are saved; the
     /// most a crash can under-bill.
     pub checkpoint_interval: Duration,
+    /// `billing.late_cancellation`: a booking canceled less than this
+    /// before its window opens pays its cancellation fee.
+    pub late_cancellation: Duration,
 }
 
 /// `[prompts]`.
@@ -243,7 +246,7 @@ const STRIPE_KEYS: [&str; 4] = [
     "api_base",
     "request_timeout",
 ];
-const BILLING_KEYS: [&str; 1] = ["checkpoint_interval"];
+const BILLING_KEYS: [&str; 2] = ["checkpoint_interval", "late_cancellation"];
 const PROMPTS_KEYS: [&str; 2] = ["dir", "warning_before"];
 const CALLS_KEYS: [&str; 2] = ["ring_timeout", "drain_timeout"];
 const LOG_KEYS: [&str; 2] = ["level", "format"];
@@ -334,6 +337,7 @@ impl Config {
             },
             billing: BillingConfig {
                 checkpoint_interval: Duration::from_secs(2),
+                late_cancellation: Duration::from_secs(24 * 60 * 60),
             },
             prompts: PromptsConfig {
                 dir: None,
@@ -798,9 +802,17 @@ fn read_billing(mut t: TableReader, defaults: BillingConfig) -> BillingConfig {
         Duration::from_secs(60),
     )
     .unwrap_or(defaults.checkpoint_interval);
+    let late_cancellation = duration_in(
+        &mut t,
+        "late_cancellation",
+        Duration::ZERO,
+        Duration::from_secs(30 * 24 * 60 * 60),
+    )
+    .unwrap_or(defaults.late_cancellation);
     t.finish(&BILLING_KEYS);
     BillingConfig {
         checkpoint_interval,
+        late_cancellation,
     }
 }
 

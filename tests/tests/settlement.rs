@@ -581,3 +581,130 @@ fn a_hold_whose_answer_was_lost_is_found_by_its_metadata_and_released() {
         .collect();
     assert_eq!(rows, [("authorize", "succeeded"), ("cancel", "succeeded")]);
 }
+
+/// A booking with a card and a ¥500 cancellation fee, its window from
+/// `start` to `end` (offsets from now).
+fn book_with_fee(
+    daemon: &Daemon,
+    caller: &str,
+    expert: &str,
+    start: time::Duration,
+    end: time::Duration,
+) -> String {
+    let booking = json!({
+        "called": NUMBER,
+        "callers": [caller],
+        "callee": {"uri": expert},
+        "tariff": {"currency": "jpy", "price_per_minute": PRICE},
+        "cap_seconds": 600,
+        "window": {"start": rfc3339(start), "end": rfc3339(end)},
+        "stripe": {"customer": "cus_test", "payment_method": "pm_card_visa"},
+        "cancellation_fee": 500,
+    });
+    let (status, body) = daemon.api("POST", "/v1/bookings", TOKEN, Some(&booking.to_string()));
+    assert_eq!(status, 201, "{body}");
+    body["id"].as_str().unwrap().to_owned()
+}
+
+/// The fee hold of `booking` at the fake, once it is there.
+fn fee_intent(fake: &StripeFake, booking: &str, status: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let found = fake
+            .intents()
+            .into_iter()
+            .find(|i| i["metadata"]["fee_booking"] == booking && i["status"] == status);
+        if let Some(intent) = found {
+            return intent;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {status} fee hold for {booking}: {:?}",
+            fake.intents()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_cancellation_fee_is_held_then_captured_late_released_early_or_after_a_call() {
+    let fake = StripeFake::start();
+    let daemon = start(&fake);
+    let minutes = time::Duration::minutes;
+    // Held at once (the window has opened); a late cancellation captures it.
+    let late = book_with_fee(
+        &daemon,
+        "+15550000001",
+        "sip:nobody@127.0.0.1:9",
+        minutes(-5),
+        minutes(60),
+    );
+    let held = fee_intent(&fake, &late, "requires_capture");
+    assert_eq!(held["amount"], 500);
+    let (status, _) = daemon.api("DELETE", &format!("/v1/bookings/{late}"), TOKEN, None);
+    assert_eq!(status, 200);
+    let captured = fee_intent(&fake, &late, "succeeded");
+    assert_eq!(captured["amount_received"], 500);
+    // A window ten days away: no hold yet (it would expire first); canceled
+    // in time, nothing is ever sent.
+    let early = book_with_fee(
+        &daemon,
+        "+15550000002",
+        "sip:nobody@127.0.0.1:9",
+        time::Duration::days(10),
+        time::Duration::days(11),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !fake
+            .intents()
+            .iter()
+            .any(|i| i["metadata"]["fee_booking"] == early.as_str())
+    );
+    daemon.api("DELETE", &format!("/v1/bookings/{early}"), TOKEN, None);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !fake
+            .intents()
+            .iter()
+            .any(|i| i["metadata"]["fee_booking"] == early.as_str()),
+        "nothing sent"
+    );
+    // The call takes place: the fee is released.
+    let expert = SippPeer::start(
+        "expert_answers.xml",
+        None,
+        "expert",
+        &[("rtp_port", "40002".into())],
+        &[],
+        SIPP_LIMIT,
+    );
+    let kept = book_with_fee(
+        &daemon,
+        &caller_id(1),
+        &expert_uri(&expert),
+        minutes(-5),
+        minutes(60),
+    );
+    fee_intent(&fake, &kept, "requires_capture");
+    call_and_hang_up(&daemon, CALLER_PREFIX, 1, 3000, &expert);
+    assert_passed("expert", expert);
+    let released = fee_intent(&fake, &kept, "canceled");
+    assert_eq!(released["amount_received"], 0);
+    // A no-show: the window ends without a call, the fee is captured.
+    let missed = book_with_fee(
+        &daemon,
+        "+15550000003",
+        "sip:nobody@127.0.0.1:9",
+        minutes(-5),
+        time::Duration::seconds(3),
+    );
+    fee_intent(&fake, &missed, "requires_capture");
+    let charged = fee_intent(&fake, &missed, "succeeded");
+    assert_eq!(charged["amount_received"], 500);
+    assert!(
+        fake.requests().iter().all(|r| r.status != 400),
+        "{:?}",
+        fake.requests()
+    );
+}

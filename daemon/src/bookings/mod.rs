@@ -102,7 +102,16 @@ async fn create_booking(
     let created_ms = now_ms(now);
     let result = shared
         .store
-        .call(move |conn| Ok(rows::insert(conn, &id, &valid, created_ms)))
+        .call(move |conn| {
+            let tx = conn.transaction()?;
+            let inserted = rows::insert(&tx, &id, &valid, created_ms);
+            if inserted.is_ok() {
+                // Its cancellation-fee hold, if any, committed with it.
+                crate::settle::rows::plan_fee_hold(&tx, &id, created_ms)?;
+            }
+            tx.commit()?;
+            Ok(inserted)
+        })
         .await
         .map_err(internal)?;
     match result {
@@ -177,9 +186,28 @@ async fn cancel_booking(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let at = now_ms(OffsetDateTime::now_utc());
+    let late_cancellation = shared.config.load().billing.late_cancellation;
     let result = shared
         .store
-        .call(move |conn| Ok(rows::cancel(conn, &id, at)))
+        .call(move |conn| {
+            let tx = conn.transaction()?;
+            let canceled = rows::cancel(&tx, &id, at);
+            if let Ok(Some(booking)) = &canceled
+                && booking.state == "canceled"
+            {
+                // Late (within billing.late_cancellation of the window):
+                // the fee is captured; earlier: released.
+                let late = crate::settle::rows::is_late(&tx, &id, at, late_cancellation)?;
+                let reason = if late {
+                    "late cancellation"
+                } else {
+                    "canceled in time"
+                };
+                crate::settle::rows::settle_fee(&tx, &id, late, reason, at)?;
+            }
+            tx.commit()?;
+            Ok(canceled)
+        })
         .await
         .map_err(internal)?;
     match result {

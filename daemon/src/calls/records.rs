@@ -291,6 +291,16 @@ pub fn record_end(
             priced.as_ref().map_or(0, |p| p.amount),
             ended_ms,
         )?;
+        if end.connected
+            && let Some(booking) = tx.query_row(
+                "SELECT booking_id FROM calls WHERE id = ?1",
+                [call_id],
+                |row| row.get::<_, Option<String>>(0),
+            )?
+        {
+            // The call took place: the booking's cancellation fee is released.
+            crate::settle::rows::settle_fee(&tx, &booking, false, "the call took place", ended_ms)?;
+        }
         priced
     } else {
         None

@@ -256,6 +256,18 @@ impl Settler {
                 Err(e) => tracing::error!(error = %e, "cannot read due settlements"),
             }
             all_open = false;
+            match self
+                .store
+                .call(|conn| rows::fee_no_shows(conn, now_ms()))
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(bookings = n, "cancellation fees due: no call in the window");
+                    continue;
+                }
+                Err(e) => tracing::error!(error = %e, "cannot look for no-shows"),
+            }
             tokio::select! {
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(POLL) => {}
@@ -298,6 +310,7 @@ impl Settler {
         };
         match operation {
             Operation::Authorize => self.reconcile_hold(row).await,
+            Operation::CancellationFee => self.fee_hold(row).await,
             Operation::Capture | Operation::Cancel => self.send(row, operation).await,
         }
     }
@@ -382,6 +395,118 @@ impl Settler {
         let next = now_ms() + settlement::reconcile_after(tries).as_millis() as i64;
         self.record(row, "unknown", None, Some(why), Some(next))
             .await;
+    }
+
+    /// Places (or, after a lost answer, finds) a booking's
+    /// cancellation-fee hold.
+    async fn fee_hold(&self, row: Row) {
+        let (Some(customer), Some(payment_method), Some(booking)) = (
+            row.customer.clone(),
+            row.payment_method.clone(),
+            row.booking_id.clone(),
+        ) else {
+            self.record(
+                &row,
+                "failed",
+                None,
+                Some("no card or booking".into()),
+                None,
+            )
+            .await;
+            return;
+        };
+        if row.state != "pending" {
+            match self
+                .gateway
+                .find(customer.clone(), "fee_booking".into(), booking.clone())
+                .await
+            {
+                Ok(Some(intent)) => {
+                    match settlement::resolve(
+                        Operation::CancellationFee,
+                        &intent.status,
+                        0,
+                        row.amount,
+                    ) {
+                        Resolution::Succeeded => {
+                            self.record(&row, "succeeded", Some(intent.id), None, None)
+                                .await
+                        }
+                        Resolution::Failed(why) => {
+                            self.record(&row, "failed", Some(intent.id), Some(why), None)
+                                .await
+                        }
+                        Resolution::Resend => {
+                            let why = format!("the hold is {}", intent.status);
+                            self.record(&row, "failed", Some(intent.id), Some(why), None)
+                                .await;
+                        }
+                    }
+                    return;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.later(&row, e.to_string()).await;
+                    return;
+                }
+            }
+        }
+        let Some(currency) = Currency::from_code(&row.currency) else {
+            self.record(
+                &row,
+                "failed",
+                None,
+                Some(format!("unknown currency {}", row.currency)),
+                None,
+            )
+            .await;
+            return;
+        };
+        let id = row.id.clone();
+        if self
+            .store
+            .call(move |conn| rows::mark_sent(conn, &id, now_ms()))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let request = HoldRequest {
+            amount: row.amount,
+            currency,
+            customer,
+            payment_method,
+            metadata: vec![
+                ("fee_booking".into(), booking.clone()),
+                ("booking".into(), booking),
+            ],
+            idempotency_key: row.key.clone(),
+        };
+        match self.gateway.hold(request).await {
+            Ok(intent) => {
+                match settlement::resolve(Operation::CancellationFee, &intent.status, 0, row.amount)
+                {
+                    Resolution::Succeeded => {
+                        self.record(&row, "succeeded", Some(intent.id), None, None)
+                            .await
+                    }
+                    Resolution::Failed(why) => {
+                        self.record(&row, "failed", Some(intent.id), Some(why), None)
+                            .await
+                    }
+                    Resolution::Resend => {
+                        let why = format!("the hold is {}", intent.status);
+                        self.record(&row, "failed", Some(intent.id), Some(why), None)
+                            .await;
+                    }
+                }
+            }
+            Err(GatewayError::Unknown(why)) => self.later(&row, why).await,
+            Err(e) => {
+                self.record(&row, "failed", None, Some(e.to_string()), None)
+                    .await
+            }
+        }
     }
 
     /// A hold whose answer was lost: find it by its metadata. Found and

@@ -84,14 +84,27 @@ pub struct NewRow<'a> {
 /// an existing row with that key is returned unchanged, never altered.
 pub fn insert(conn: &Connection, new: &NewRow, now_ms: i64) -> Result<Row, StoreError> {
     let key = settlement::call_key(new.call_id, new.operation);
+    insert_keyed(conn, &key, Some(new.call_id), new, None, now_ms)
+}
+
+/// Inserts a row under `key`, due at `due_ms` (now when `None`); an
+/// existing row with that key is returned unchanged.
+fn insert_keyed(
+    conn: &Connection,
+    key: &str,
+    call_id: Option<&str>,
+    new: &NewRow,
+    due_ms: Option<i64>,
+    now_ms: i64,
+) -> Result<Row, StoreError> {
     conn.execute(
         "INSERT OR IGNORE INTO settlements (id, booking_id, call_id, operation, idempotency_key, amount, currency,
-             state, payment_intent, customer, payment_method, created_ms, updated_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?11)",
+             state, payment_intent, customer, payment_method, created_ms, updated_ms, next_attempt_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?11, ?12)",
         params![
             format!("st_{}", uuid::Uuid::now_v7().simple()),
             new.booking_id,
-            new.call_id,
+            call_id,
             new.operation.as_str(),
             key,
             new.amount,
@@ -99,7 +112,8 @@ pub fn insert(conn: &Connection, new: &NewRow, now_ms: i64) -> Result<Row, Store
             new.payment_intent,
             new.customer,
             new.payment_method,
-            now_ms
+            now_ms,
+            due_ms
         ],
     )?;
     let sql = format!("SELECT {COLUMNS} FROM settlements WHERE idempotency_key = ?1");
@@ -141,7 +155,7 @@ pub fn conclude(
 pub fn due(conn: &Connection, now_ms: i64, all_open: bool) -> Result<Vec<Row>, StoreError> {
     let sql = format!(
         "SELECT {COLUMNS} FROM settlements
-         WHERE state = 'pending'
+         WHERE (state = 'pending' AND COALESCE(next_attempt_ms, 0) <= ?1)
             OR (state IN ('sent', 'unknown') AND (?2 OR COALESCE(next_attempt_ms, 0) <= ?1))
          ORDER BY created_ms LIMIT 100"
     );
@@ -203,6 +217,150 @@ pub fn after_call(
         now_ms,
     )?;
     Ok(Some(row))
+}
+
+/// Plans a booking's cancellation-fee hold (when it has a fee and a
+/// card): due now, or a hold's lifetime before the window opens.
+pub fn plan_fee_hold(
+    conn: &Connection,
+    booking_id: &str,
+    now_ms: i64,
+) -> Result<Option<Row>, StoreError> {
+    /// Fee, currency, customer, card, window start.
+    type FeeTerms = (Option<i64>, String, Option<String>, Option<String>, i64);
+    let booking: Option<FeeTerms> = conn
+        .query_row(
+            "SELECT cancellation_fee, currency, stripe_customer, stripe_payment_method, window_start_ms
+             FROM bookings WHERE id = ?1",
+            [booking_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .optional()?;
+    let Some((Some(fee), currency, Some(customer), Some(payment_method), window_start_ms)) =
+        booking
+    else {
+        return Ok(None);
+    };
+    if fee <= 0 {
+        return Ok(None);
+    }
+    let key = settlement::booking_key(booking_id, "fee-hold");
+    let new = NewRow {
+        call_id: "",
+        booking_id: Some(booking_id),
+        operation: Operation::CancellationFee,
+        amount: fee,
+        currency: &currency,
+        payment_intent: None,
+        customer: Some(&customer),
+        payment_method: Some(&payment_method),
+    };
+    let due = settlement::fee_hold_at(now_ms, window_start_ms);
+    Ok(Some(insert_keyed(
+        conn,
+        &key,
+        None,
+        &new,
+        Some(due),
+        now_ms,
+    )?))
+}
+
+/// What becomes of a booking's cancellation fee: captured (a late
+/// cancellation, a no-show) or released (a completed call, an early
+/// cancellation). A hold not placed yet is dropped instead.
+pub fn settle_fee(
+    conn: &Connection,
+    booking_id: &str,
+    capture: bool,
+    reason: &str,
+    now_ms: i64,
+) -> Result<Option<Row>, StoreError> {
+    let key = settlement::booking_key(booking_id, "fee-hold");
+    let sql = format!("SELECT {COLUMNS} FROM settlements WHERE idempotency_key = ?1");
+    let Some(hold) = conn.query_row(&sql, [&key], row_from).optional()? else {
+        return Ok(None);
+    };
+    match (hold.state.as_str(), hold.payment_intent.as_deref()) {
+        ("pending", _) => {
+            conclude(
+                conn,
+                &hold.id,
+                "failed",
+                None,
+                Some(&format!("not needed: {reason}")),
+                None,
+                now_ms,
+            )?;
+            Ok(None)
+        }
+        ("succeeded", Some(payment_intent)) => {
+            let (operation, movement, amount) = if capture {
+                (Operation::Capture, "fee-capture", hold.amount)
+            } else {
+                (Operation::Cancel, "fee-release", 0)
+            };
+            let done: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM settlements WHERE idempotency_key IN (?1, ?2)",
+                params![
+                    settlement::booking_key(booking_id, "fee-capture"),
+                    settlement::booking_key(booking_id, "fee-release")
+                ],
+                |r| r.get(0),
+            )?;
+            if done > 0 {
+                return Ok(None);
+            }
+            let new = NewRow {
+                call_id: "",
+                booking_id: Some(booking_id),
+                operation,
+                amount,
+                currency: &hold.currency,
+                payment_intent: Some(payment_intent),
+                customer: None,
+                payment_method: None,
+            };
+            let key = settlement::booking_key(booking_id, movement);
+            Ok(Some(insert_keyed(conn, &key, None, &new, None, now_ms)?))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Whether canceling `booking` at `now_ms` is late (its fee is due).
+pub fn is_late(
+    conn: &Connection,
+    booking_id: &str,
+    now_ms: i64,
+    late: std::time::Duration,
+) -> Result<bool, StoreError> {
+    let start: i64 = conn.query_row(
+        "SELECT window_start_ms FROM bookings WHERE id = ?1",
+        [booking_id],
+        |r| r.get(0),
+    )?;
+    Ok(settlement::is_late_cancellation(now_ms, start, late))
+}
+
+/// Captures the fee of every booking whose window ended without a
+/// completed call.
+pub fn fee_no_shows(conn: &Connection, now_ms: i64) -> Result<usize, StoreError> {
+    let bookings: Vec<String> = {
+        let mut statement = conn.prepare_cached(
+            "SELECT b.id FROM bookings b JOIN settlements s ON s.booking_id = b.id
+             WHERE s.operation = 'cancellation-fee' AND s.state = 'succeeded'
+               AND b.state = 'active' AND b.window_end_ms <= ?1
+               AND NOT EXISTS (SELECT 1 FROM settlements f WHERE f.booking_id = b.id
+                               AND f.call_id IS NULL AND f.operation IN ('capture', 'cancel'))",
+        )?;
+        let rows = statement.query_map([now_ms], |r| r.get(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    for booking in &bookings {
+        settle_fee(conn, booking, true, "no call in the window", now_ms)?;
+    }
+    Ok(bookings.len())
 }
 
 /// A call's settlement attempts, oldest first, as JSON.
