@@ -708,3 +708,56 @@ fn a_cancellation_fee_is_held_then_captured_late_released_early_or_after_a_call(
         fake.requests()
     );
 }
+
+#[test]
+fn a_hold_that_lands_after_the_caller_gave_up_is_released() {
+    let fake = StripeFake::start();
+    let daemon = start(&fake);
+    let expert = SippPeer::start("expert_rings.xml", None, "expert", &[], &[], SIPP_LIMIT);
+    let booking = book_with_card(&daemon, &caller_id(1), "pm_card_visa", &expert_uri(&expert));
+    // Stripe is slow: the hold lands after the caller has cancelled.
+    fake.inject(
+        Endpoint::Create,
+        Fault::SlowAnswer(Duration::from_millis(1500)),
+    );
+    let caller = SippPeer::start(
+        "caller_cancels.xml",
+        daemon.sip_udp(),
+        NUMBER,
+        &[
+            ("caller_prefix", CALLER_PREFIX.into()),
+            ("rtp_port", "40000".into()),
+            ("formats", "0 96".into()),
+        ],
+        &[],
+        SIPP_LIMIT,
+    );
+    assert_passed("caller", caller);
+    assert_passed("expert (CANCEL)", expert);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let intents = fake.intents();
+        if intents.len() == 1 && intents[0]["status"] == "canceled" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the late hold was not released: {intents:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let calls = settled_calls(&daemon, &booking);
+    assert_eq!(calls[0]["end_reason"], "caller-cancel");
+    let rows: Vec<(&str, &str)> = calls[0]["settlements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["operation"].as_str().unwrap(),
+                r["state"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(rows, [("authorize", "succeeded"), ("cancel", "succeeded")]);
+}

@@ -537,6 +537,13 @@ impl Shell {
     /// Hangs up the caller if asked, waits for the callee's hang-up, then
     /// closes the relay and stores its counters.
     async fn finish(mut self) {
+        if let Some(holding) = self.holding.take() {
+            // A hold still on its way is seen through: once it lands it is
+            // released (the call is over), not left to the reconciler.
+            tokio::spawn(async move {
+                let _ = holding.await;
+            });
+        }
         let caller = async {
             if self.hang_up_caller {
                 match tokio::time::timeout(HANG_UP_LIMIT, self.caller.hang_up()).await {

@@ -96,8 +96,9 @@ pub async fn place_hold(
             let Some(terms) = terms(conn, &booking_id)? else {
                 return Ok(None);
             };
-            let amount =
-                settlement::hold_amount(&terms.tariff, terms.cap_seconds).unwrap_or(i64::MAX);
+            let Ok(amount) = settlement::hold_amount(&terms.tariff, terms.cap_seconds) else {
+                return Ok(None);
+            };
             let tx = conn.transaction()?;
             let row = rows::insert(
                 &tx,
@@ -120,7 +121,7 @@ pub async fn place_hold(
         .await
         .map_err(|e| format!("cannot record the hold: {e}"))?;
     let Some((row, terms)) = prepared else {
-        return Err("the booking has no card to hold".into());
+        return Err("the booking has no card to hold, or its cap's price does not fit".into());
     };
     let request = HoldRequest {
         amount: row.amount,
@@ -181,6 +182,16 @@ pub async fn place_hold(
                     "UPDATE calls SET payment_intent = ?2, hold_amount = ?3 WHERE id = ?1",
                     rusqlite::params![call, stored_intent, amount],
                 )?;
+                // The call may have ended while the hold was on its way
+                // (the caller hung up): settle it now.
+                let ended: Option<i64> = conn.query_row(
+                    "SELECT CASE WHEN ended_ms IS NULL THEN NULL ELSE COALESCE(amount, 0) END FROM calls WHERE id = ?1",
+                    [&call],
+                    |r| r.get(0),
+                )?;
+                if let Some(owed) = ended {
+                    rows::after_call(conn, &call, owed, now_ms())?;
+                }
             }
             Ok(())
         })

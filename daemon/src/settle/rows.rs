@@ -120,11 +120,14 @@ fn insert_keyed(
     Ok(conn.query_row(&sql, [&key], row_from)?)
 }
 
-/// Marks a row sent (committed before the request goes out).
+/// Marks a row sent (committed before the request goes out). Unless an
+/// outcome is recorded first, the reconciler reads it back after 5
+/// minutes (at once after a restart).
 pub fn mark_sent(conn: &Connection, id: &str, now_ms: i64) -> Result<(), StoreError> {
+    let look_again = now_ms + settlement::reconcile_after(1).as_millis() as i64;
     conn.execute(
-        "UPDATE settlements SET state = 'sent', tries = tries + 1, updated_ms = ?2 WHERE id = ?1",
-        params![id, now_ms],
+        "UPDATE settlements SET state = 'sent', tries = tries + 1, updated_ms = ?2, next_attempt_ms = ?3 WHERE id = ?1",
+        params![id, now_ms, look_again],
     )?;
     Ok(())
 }
