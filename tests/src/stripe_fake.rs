@@ -14,7 +14,8 @@
 //!   are not stored.
 //! - Faults, queued per endpoint kind: 500 after applying, the connection
 //!   dropped after applying, an answer slower than the client's timeout
-//!   (applied, stored), 429 (not applied).
+//!   (applied; 409 to the same key until answered, then stored), 429 (not
+//!   applied).
 //! - Every request is recorded for assertions.
 
 use std::collections::HashMap;
@@ -37,7 +38,8 @@ pub enum Fault {
     ServerErrorAfterApplying,
     /// Apply it, store the answer, and drop the connection instead.
     DropAfterApplying,
-    /// Apply it, store the answer, and send it after this long.
+    /// Apply it and send the answer after this long; until then the key
+    /// is in flight (409), then the answer is stored.
     SlowAnswer(Duration),
     /// Answer 429 without applying or storing anything.
     RateLimited,
@@ -314,7 +316,11 @@ async fn idempotent(
         };
         // Requests that failed validation are not stored (STRIPE.md).
         let keep = !(stored.0 == 400 && stored.1["error"]["type"] == "invalid_request_error");
-        if let Some(key) = &key {
+        // A slow answer stays in flight (409 to the same key) until sent.
+        let in_flight = matches!(fault, Some(Fault::SlowAnswer(_)));
+        if let Some(key) = &key
+            && !in_flight
+        {
             if keep {
                 guard.keys.insert(
                     key.clone(),
@@ -344,6 +350,23 @@ async fn idempotent(
                 .unwrap_or_default()
         }
         Some(Fault::SlowAnswer(delay)) => {
+            // Stored by a task of its own: a client that gives up drops
+            // this handler, and the request must still complete.
+            if let Some(key) = key.clone() {
+                let (inner, answer) = (inner.clone(), replay.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    if let Ok(mut guard) = inner.lock() {
+                        guard.keys.insert(
+                            key,
+                            Stored {
+                                fingerprint,
+                                answer: Some(answer),
+                            },
+                        );
+                    }
+                });
+            }
             tokio::time::sleep(delay).await;
             json_response(replay.0, &replay.1)
         }

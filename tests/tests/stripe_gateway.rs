@@ -14,9 +14,9 @@ use tollbridge_e2e::stripe_fake::{Endpoint, Fault, StripeFake};
 
 fn gateway(fake: &StripeFake) -> StripeGateway {
     let policy = RetryPolicy {
-        attempts: 4,
+        attempts: 8,
         base: Duration::from_millis(20),
-        max: Duration::from_millis(100),
+        max: Duration::from_millis(200),
     };
     StripeGateway::new(
         "sk_test_fake",
@@ -126,7 +126,7 @@ async fn every_fault_ends_in_exactly_one_capture_and_no_idempotency_error() {
     let faults = [
         Fault::ServerErrorAfterApplying,
         Fault::DropAfterApplying,
-        Fault::SlowAnswer(Duration::from_millis(800)),
+        Fault::SlowAnswer(Duration::from_millis(600)),
         Fault::RateLimited,
     ];
     for fault in faults {
@@ -171,6 +171,12 @@ async fn every_fault_ends_in_exactly_one_capture_and_no_idempotency_error() {
             "{fault:?}: an idempotency error: {requests:?}"
         );
         assert!(captures.len() >= 2, "{fault:?}: retried");
+        if let Fault::SlowAnswer(_) = fault {
+            assert!(
+                captures.iter().any(|r| r.status == 409),
+                "{fault:?}: the retry met the request in flight"
+            );
+        }
     }
 }
 
