@@ -319,8 +319,8 @@ fn a_call_killed_mid_talk_is_closed_at_restart_billed_up_to_its_last_checkpoint(
         "billed {billed_talk} ms of {actual} ms talked: over-billed"
     );
     assert!(
-        billed_talk >= actual - 500 - 250,
-        "billed {billed_talk} ms of {actual}: more than one interval lost"
+        billed_talk >= actual - 500 - 1000,
+        "billed {billed_talk} ms of {actual}: more than one interval (and 1 s of scheduling slack) lost"
     );
     let billed_seconds = call["billed_seconds"].as_i64().unwrap();
     assert_eq!(billed_seconds, (billed_talk + 999) / 1000);
