@@ -43,6 +43,8 @@ pub enum Fault {
     SlowAnswer(Duration),
     /// Answer 429 without applying or storing anything.
     RateLimited,
+    /// Apply it, store and answer 500 with `Stripe-Should-Retry: false`.
+    ServerErrorDoNotRetry,
 }
 
 /// Which endpoint a fault applies to.
@@ -225,9 +227,15 @@ fn error(status: u16, kind: &str, code: Option<&str>, message: &str) -> (u16, Va
 }
 
 fn json_response(status: u16, body: &Value) -> Response {
-    Response::builder()
+    let mut response = Response::builder()
         .status(status)
-        .header("content-type", "application/json")
+        .header("content-type", "application/json");
+    // Stripe's advice to clients: retry 409, 429 and 5xx; not 4xx.
+    if status >= 400 {
+        let retry = matches!(status, 409 | 429 | 500..=599) && body["error"]["code"] != "no_retry";
+        response = response.header("Stripe-Should-Retry", if retry { "true" } else { "false" });
+    }
+    response
         .body(Body::from(body.to_string()))
         .unwrap_or_default()
 }
@@ -312,6 +320,12 @@ async fn idempotent(
             Some(Fault::ServerErrorAfterApplying) => {
                 error(500, "api_error", None, "An unknown error occurred")
             }
+            Some(Fault::ServerErrorDoNotRetry) => error(
+                500,
+                "api_error",
+                Some("no_retry"),
+                "Do not retry this request",
+            ),
             _ => (status, body),
         };
         // Requests that failed validation are not stored (STRIPE.md).

@@ -181,6 +181,32 @@ async fn every_fault_ends_in_exactly_one_capture_and_no_idempotency_error() {
 }
 
 #[tokio::test]
+async fn stripe_should_retry_false_stops_the_retries() {
+    let fake = StripeFake::start();
+    let stripe = gateway(&fake);
+    let intent = stripe.hold(hold("pm_card_visa", "call_n")).await.unwrap();
+    fake.inject(Endpoint::Capture, Fault::ServerErrorDoNotRetry);
+    let result = stripe
+        .capture(intent.id.clone(), 400, "tb:call:call_n:capture:v1".into())
+        .await;
+    // Applied but answered 500 with "do not retry": one attempt, outcome
+    // unknown until read back.
+    assert!(
+        result.as_ref().is_err_and(GatewayError::is_unknown),
+        "{result:?}"
+    );
+    assert_eq!(
+        fake.requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/capture"))
+            .count(),
+        1
+    );
+    let read = stripe.retrieve(intent.id).await.unwrap();
+    assert_eq!(read.status, "succeeded");
+}
+
+#[tokio::test]
 async fn the_fake_refuses_a_key_reused_with_other_parameters() {
     let fake = StripeFake::start();
     let stripe = gateway(&fake);

@@ -3,13 +3,14 @@
 //!
 //! [`StripeGateway`] speaks to Stripe (or a compatible fake at
 //! `stripe.api_base`) with `async-stripe`'s request types, one attempt per
-//! try with our own idempotency key (`RequestStrategy::Idempotent`), in our
-//! own retry loop ([`retry`]): `async-stripe`'s retrying strategies invent a
-//! random key per call, which is useless across a restart. Its client does
-//! not expose response headers, so `Stripe-Should-Retry` cannot be read
-//! here; the loop follows the status codes the header stands for (409, 429
-//! and 5xx retried, other 4xx final). Each attempt has its own timeout.
+//! try with our own idempotency key, over our own HTTP client ([`http`]),
+//! in our own retry loop ([`retry`]) that reads the status and
+//! `Stripe-Should-Retry` of every answer: `async-stripe`'s retrying
+//! strategies invent a random key per call, which is useless across a
+//! restart, and its client hides the header. Each attempt has its own
+//! timeout.
 
+pub mod http;
 pub mod retry;
 
 use std::collections::HashMap;
@@ -17,7 +18,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
+use stripe_client_core::{IdempotencyKey, RequestStrategy, StripeRequest};
 use stripe_core::payment_intent::{
     CancelPaymentIntent, CancelPaymentIntentCancellationReason, CapturePaymentIntent,
     CreatePaymentIntent, CreatePaymentIntentOffSession, ListPaymentIntent, RetrievePaymentIntent,
@@ -25,6 +26,7 @@ use stripe_core::payment_intent::{
 use stripe_core::{PaymentIntent, PaymentIntentCaptureMethod};
 
 use crate::rating::Currency;
+use http::{HttpClient, HttpError};
 use retry::{Attempt, RetryPolicy};
 
 /// A hold to place: a manual-capture PaymentIntent confirmed off-session.
@@ -139,7 +141,7 @@ pub trait Gateway: Send + Sync {
 
 /// [`Gateway`] over Stripe's API with `async-stripe`.
 pub struct StripeGateway {
-    client: Client,
+    client: HttpClient,
     policy: RetryPolicy,
     timeout: Duration,
 }
@@ -179,9 +181,7 @@ impl StripeGateway {
         timeout: Duration,
         policy: RetryPolicy,
     ) -> Result<StripeGateway, GatewayError> {
-        let client = ClientBuilder::new(secret_key)
-            .url(api_base)
-            .build()
+        let client = HttpClient::new(secret_key, api_base)
             .map_err(|e| GatewayError::Unknown(format!("cannot build the Stripe client: {e}")))?;
         Ok(StripeGateway {
             client,
@@ -194,34 +194,37 @@ impl StripeGateway {
     async fn with_retries<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T, GatewayError>
     where
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, StripeError>>,
+        Fut: Future<Output = Result<T, HttpError>>,
     {
         let mut done = 0;
         loop {
             done += 1;
             let (outcome, error) = match tokio::time::timeout(self.timeout, attempt()).await {
                 Ok(Ok(value)) => return Ok(value),
-                Ok(Err(StripeError::Stripe(errors, status))) => {
-                    let outcome = Attempt::Status {
-                        code: status,
-                        should_retry: None,
-                    };
-                    let kind = errors.type_.as_str().to_owned();
-                    let code = errors.code.as_ref().map(|c| c.as_str().to_owned());
-                    let message = errors.message.clone().unwrap_or_default();
-                    let error = if status == 402 && kind == "card_error" {
+                Ok(Err(HttpError::Status {
+                    code,
+                    should_retry,
+                    kind,
+                    error_code,
+                    decline_code,
+                    message,
+                })) => {
+                    let outcome = Attempt::Status { code, should_retry };
+                    let error = if code == 402 && kind == "card_error" {
                         GatewayError::Declined {
-                            code: code.unwrap_or_else(|| "card_declined".into()),
-                            decline_code: errors.decline_code.clone(),
+                            code: error_code.unwrap_or_else(|| "card_declined".into()),
+                            decline_code,
                             message,
                         }
-                    } else if retry::retryable(outcome) {
-                        GatewayError::Unknown(format!("{status} {kind}: {message}"))
+                    } else if code >= 500 || code == 409 || code == 429 || retry::retryable(outcome)
+                    {
+                        // The request may have been applied: unknown.
+                        GatewayError::Unknown(format!("{code} {kind}: {message}"))
                     } else {
                         GatewayError::Refused {
-                            status,
+                            status: code,
                             kind,
-                            code,
+                            code: error_code,
                             message,
                         }
                     };
