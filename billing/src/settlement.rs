@@ -52,9 +52,10 @@ pub fn call_key(call_id: &str, operation: Operation) -> String {
 }
 
 /// The idempotency key of a booking's cancellation-fee movement
-/// (`fee-hold`, `fee-capture`, `fee-release`), attempt 1.
-pub fn booking_key(booking_id: &str, movement: &str) -> String {
-    format!("tb:booking:{booking_id}:{movement}:v1")
+/// (`fee-hold`, `fee-capture`, `fee-release`) for hold number `attempt`
+/// (a hold renewed before it lapses is a new attempt with new keys).
+pub fn booking_key(booking_id: &str, movement: &str, attempt: i64) -> String {
+    format!("tb:booking:{booking_id}:{movement}:v{attempt}")
 }
 
 /// How long a merchant-initiated card hold is sure to live: Visa's
@@ -321,7 +322,7 @@ mod tests {
             "after the window opened"
         );
         assert_eq!(
-            booking_key("bk_1", "fee-hold"),
+            booking_key("bk_1", "fee-hold", 1),
             "tb:booking:bk_1:fee-hold:v1"
         );
     }

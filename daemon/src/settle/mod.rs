@@ -269,6 +269,18 @@ impl Settler {
             all_open = false;
             match self
                 .store
+                .call(|conn| rows::renew_fee_holds(conn, now_ms()))
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    bookings = n,
+                    "cancellation-fee holds renewed before they lapse"
+                ),
+                Err(e) => tracing::error!(error = %e, "cannot renew fee holds"),
+            }
+            match self
+                .store
                 .call(|conn| rows::fee_no_shows(conn, now_ms()))
                 .await
             {
@@ -429,7 +441,7 @@ impl Settler {
         if row.state != "pending" {
             match self
                 .gateway
-                .find(customer.clone(), "fee_booking".into(), booking.clone())
+                .find(customer.clone(), "fee_hold".into(), row.key.clone())
                 .await
             {
                 Ok(Some(intent)) => {
@@ -489,6 +501,7 @@ impl Settler {
             payment_method,
             metadata: vec![
                 ("fee_booking".into(), booking.clone()),
+                ("fee_hold".into(), row.key.clone()),
                 ("booking".into(), booking),
             ],
             idempotency_key: row.key.clone(),

@@ -84,7 +84,7 @@ pub struct NewRow<'a> {
 /// an existing row with that key is returned unchanged, never altered.
 pub fn insert(conn: &Connection, new: &NewRow, now_ms: i64) -> Result<Row, StoreError> {
     let key = settlement::call_key(new.call_id, new.operation);
-    insert_keyed(conn, &key, Some(new.call_id), new, None, now_ms)
+    insert_keyed(conn, &key, Some(new.call_id), new, None, 1, now_ms)
 }
 
 /// Inserts a row under `key`, due at `due_ms` (now when `None`); an
@@ -95,12 +95,13 @@ fn insert_keyed(
     call_id: Option<&str>,
     new: &NewRow,
     due_ms: Option<i64>,
+    attempt: i64,
     now_ms: i64,
 ) -> Result<Row, StoreError> {
     conn.execute(
         "INSERT OR IGNORE INTO settlements (id, booking_id, call_id, operation, idempotency_key, amount, currency,
-             state, payment_intent, customer, payment_method, created_ms, updated_ms, next_attempt_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?11, ?12)",
+             state, payment_intent, customer, payment_method, created_ms, updated_ms, next_attempt_ms, attempt)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?11, ?12, ?13)",
         params![
             format!("st_{}", uuid::Uuid::now_v7().simple()),
             new.booking_id,
@@ -113,7 +114,8 @@ fn insert_keyed(
             new.customer,
             new.payment_method,
             now_ms,
-            due_ms
+            due_ms,
+            attempt
         ],
     )?;
     let sql = format!("SELECT {COLUMNS} FROM settlements WHERE idempotency_key = ?1");
@@ -247,7 +249,7 @@ pub fn plan_fee_hold(
     if fee <= 0 {
         return Ok(None);
     }
-    let key = settlement::booking_key(booking_id, "fee-hold");
+    let key = settlement::booking_key(booking_id, "fee-hold", 1);
     let new = NewRow {
         call_id: "",
         booking_id: Some(booking_id),
@@ -265,8 +267,63 @@ pub fn plan_fee_hold(
         None,
         &new,
         Some(due),
+        1,
         now_ms,
     )?))
+}
+
+/// A booking's latest cancellation-fee hold and its attempt number.
+fn current_fee_hold(conn: &Connection, booking_id: &str) -> Result<Option<(Row, i64)>, StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS}, attempt FROM settlements
+         WHERE booking_id = ?1 AND operation = 'cancellation-fee' ORDER BY attempt DESC LIMIT 1"
+    );
+    Ok(conn
+        .query_row(&sql, [booking_id], |r| {
+            Ok((row_from(r)?, r.get::<_, i64>(12)?))
+        })
+        .optional()?)
+}
+
+/// Renews the cancellation-fee holds about to lapse (placed a hold's safe
+/// lifetime ago) while their booking is still open: the old hold is
+/// released and a new one (the next attempt, new keys) is placed at once.
+/// Returns how many.
+pub fn renew_fee_holds(conn: &Connection, now_ms: i64) -> Result<usize, StoreError> {
+    let safe = (settlement::HOLD_LIFETIME - settlement::HOLD_MARGIN).as_millis() as i64;
+    let aging: Vec<String> = {
+        let mut statement = conn.prepare_cached(
+            "SELECT b.id FROM bookings b JOIN settlements s ON s.booking_id = b.id
+             WHERE s.operation = 'cancellation-fee' AND s.state = 'succeeded' AND s.updated_ms <= ?1
+               AND s.attempt = (SELECT MAX(attempt) FROM settlements
+                                WHERE booking_id = b.id AND operation = 'cancellation-fee')
+               AND b.state IN ('active', 'in-call') AND b.window_end_ms > ?2
+               AND NOT EXISTS (SELECT 1 FROM settlements f WHERE f.booking_id = b.id AND f.call_id IS NULL
+                               AND f.operation IN ('capture', 'cancel') AND f.attempt = s.attempt)",
+        )?;
+        let rows = statement.query_map(params![now_ms - safe, now_ms], |r| r.get(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    for booking in &aging {
+        let Some((hold, attempt)) = current_fee_hold(conn, booking)? else {
+            continue;
+        };
+        settle_fee(conn, booking, false, "renewed before it lapses", now_ms)?;
+        let next = attempt + 1;
+        let new = NewRow {
+            call_id: "",
+            booking_id: Some(booking),
+            operation: Operation::CancellationFee,
+            amount: hold.amount,
+            currency: &hold.currency,
+            payment_intent: None,
+            customer: hold.customer.as_deref(),
+            payment_method: hold.payment_method.as_deref(),
+        };
+        let key = settlement::booking_key(booking, "fee-hold", next);
+        insert_keyed(conn, &key, None, &new, None, next, now_ms)?;
+    }
+    Ok(aging.len())
 }
 
 /// What becomes of a booking's cancellation fee: captured (a late
@@ -279,9 +336,7 @@ pub fn settle_fee(
     reason: &str,
     now_ms: i64,
 ) -> Result<Option<Row>, StoreError> {
-    let key = settlement::booking_key(booking_id, "fee-hold");
-    let sql = format!("SELECT {COLUMNS} FROM settlements WHERE idempotency_key = ?1");
-    let Some(hold) = conn.query_row(&sql, [&key], row_from).optional()? else {
+    let Some((hold, attempt)) = current_fee_hold(conn, booking_id)? else {
         return Ok(None);
     };
     match (hold.state.as_str(), hold.payment_intent.as_deref()) {
@@ -306,8 +361,8 @@ pub fn settle_fee(
             let done: i64 = conn.query_row(
                 "SELECT COUNT(*) FROM settlements WHERE idempotency_key IN (?1, ?2)",
                 params![
-                    settlement::booking_key(booking_id, "fee-capture"),
-                    settlement::booking_key(booking_id, "fee-release")
+                    settlement::booking_key(booking_id, "fee-capture", attempt),
+                    settlement::booking_key(booking_id, "fee-release", attempt)
                 ],
                 |r| r.get(0),
             )?;
@@ -324,8 +379,10 @@ pub fn settle_fee(
                 customer: None,
                 payment_method: None,
             };
-            let key = settlement::booking_key(booking_id, movement);
-            Ok(Some(insert_keyed(conn, &key, None, &new, None, now_ms)?))
+            let key = settlement::booking_key(booking_id, movement, attempt);
+            Ok(Some(insert_keyed(
+                conn, &key, None, &new, None, attempt, now_ms,
+            )?))
         }
         _ => Ok(None),
     }
@@ -353,9 +410,12 @@ pub fn fee_no_shows(conn: &Connection, now_ms: i64) -> Result<usize, StoreError>
         let mut statement = conn.prepare_cached(
             "SELECT b.id FROM bookings b JOIN settlements s ON s.booking_id = b.id
              WHERE s.operation = 'cancellation-fee' AND s.state = 'succeeded'
+               AND s.attempt = (SELECT MAX(attempt) FROM settlements
+                                WHERE booking_id = b.id AND operation = 'cancellation-fee')
                AND b.state = 'active' AND b.window_end_ms <= ?1
                AND NOT EXISTS (SELECT 1 FROM settlements f WHERE f.booking_id = b.id
-                               AND f.call_id IS NULL AND f.operation IN ('capture', 'cancel'))",
+                               AND f.call_id IS NULL AND f.operation IN ('capture', 'cancel')
+                               AND f.attempt = s.attempt)",
         )?;
         let rows = statement.query_map([now_ms], |r| r.get(0))?;
         rows.collect::<Result<_, _>>()?
@@ -402,4 +462,126 @@ pub fn list(
         }))
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    const DAY_MS: i64 = 86_400_000;
+
+    /// A booking with a ¥500 fee whose window runs from day 10 to day 20,
+    /// and its first fee hold, placed on day `placed`.
+    fn booking_with_fee_hold(conn: &Connection, placed_ms: i64) {
+        conn.execute_batch(&format!(
+            "INSERT INTO bookings (id, called, callee, currency, price_per_minute, cap_seconds, window_start_ms,
+                 window_end_ms, stripe_customer, stripe_payment_method, cancellation_fee, created_ms, updated_ms)
+             VALUES ('bk_1', '+81500000001', '{{}}', 'jpy', 100, 600, {start}, {end}, 'cus_1', 'pm_1', 500, 0, 0);",
+            start = 10 * DAY_MS,
+            end = 20 * DAY_MS
+        ))
+        .unwrap();
+        let row = plan_fee_hold(conn, "bk_1", 0).unwrap().unwrap();
+        conclude(
+            conn,
+            &row.id,
+            "succeeded",
+            Some("pi_old"),
+            None,
+            None,
+            placed_ms,
+        )
+        .unwrap();
+    }
+
+    fn rows(conn: &Connection) -> Vec<(String, String, String)> {
+        let mut statement = conn
+            .prepare("SELECT idempotency_key, operation, state FROM settlements ORDER BY created_ms, attempt, idempotency_key")
+            .unwrap();
+        statement
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_fee_hold_about_to_lapse_is_released_and_placed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(&dir.path().join("t.db")).unwrap();
+        let result = store
+            .call(|conn| {
+                booking_with_fee_hold(conn, 6 * DAY_MS);
+                // Four days on, not yet near its end: nothing to do.
+                assert_eq!(renew_fee_holds(conn, 10 * DAY_MS).unwrap(), 0);
+                // 4 d 12 h after it was placed: released and renewed.
+                let aging = 6 * DAY_MS
+                    + (settlement::HOLD_LIFETIME - settlement::HOLD_MARGIN).as_millis() as i64;
+                assert_eq!(renew_fee_holds(conn, aging).unwrap(), 1);
+                assert_eq!(renew_fee_holds(conn, aging).unwrap(), 0, "once");
+                let listed = rows(conn);
+                // A late cancellation now captures the new hold, not the old.
+                let renewed = current_fee_hold(conn, "bk_1").unwrap().unwrap().0;
+                conclude(
+                    conn,
+                    &renewed.id,
+                    "succeeded",
+                    Some("pi_new"),
+                    None,
+                    None,
+                    aging + 1000,
+                )
+                .unwrap();
+                let capture = settle_fee(conn, "bk_1", true, "late", aging + 2000)
+                    .unwrap()
+                    .unwrap();
+                Ok((listed, capture))
+            })
+            .await
+            .unwrap();
+        let (listed, capture) = result;
+        let keys: Vec<(&str, &str, &str)> = listed
+            .iter()
+            .map(|(k, o, s)| (k.as_str(), o.as_str(), s.as_str()))
+            .collect();
+        assert!(
+            keys.contains(&("tb:booking:bk_1:fee-release:v1", "cancel", "pending")),
+            "{keys:?}"
+        );
+        assert!(
+            keys.contains(&("tb:booking:bk_1:fee-hold:v2", "cancellation-fee", "pending")),
+            "{keys:?}"
+        );
+        assert_eq!(capture.key, "tb:booking:bk_1:fee-capture:v2");
+        assert_eq!(
+            (capture.payment_intent.as_deref(), capture.amount),
+            (Some("pi_new"), 500)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_booking_whose_window_ended_is_not_renewed_but_charged_as_a_no_show() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(&dir.path().join("t.db")).unwrap();
+        let (renewed, charged, listed) = store
+            .call(|conn| {
+                booking_with_fee_hold(conn, 15 * DAY_MS);
+                let after = 21 * DAY_MS;
+                Ok((
+                    renew_fee_holds(conn, after).unwrap(),
+                    fee_no_shows(conn, after).unwrap(),
+                    rows(conn),
+                ))
+            })
+            .await
+            .unwrap();
+        assert_eq!((renewed, charged), (0, 1));
+        assert!(
+            listed
+                .iter()
+                .any(|(k, o, _)| k == "tb:booking:bk_1:fee-capture:v1" && o == "capture"),
+            "{listed:?}"
+        );
+    }
 }
