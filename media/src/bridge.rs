@@ -69,7 +69,6 @@ const DROP: Verdict = Verdict {
 pub struct Bridge {
     legs: [Leg; 2],
     keys: [KeyDetector; 2],
-    forwarding: bool,
     forward_until: Option<Instant>,
     streams: [OutStream; 2],
     origin: Instant,
@@ -82,7 +81,6 @@ impl Bridge {
         Bridge {
             legs: [Leg::new(policy), Leg::new(policy)],
             keys: [KeyDetector::default(), KeyDetector::default()],
-            forwarding: true,
             forward_until: None,
             streams: [OutStream::default(), OutStream::default()],
             origin,
@@ -100,12 +98,6 @@ impl Bridge {
         self.legs[side.index()].set_peer(peer);
     }
 
-    /// Stops (or resumes) forwarding between the legs; packets are still
-    /// received and counted.
-    pub fn set_forwarding(&mut self, forwarding: bool) {
-        self.forwarding = forwarding;
-    }
-
     /// Stops forwarding between the legs from `at` on, judged per packet
     /// by the relay's own clock: the cut holds even if no message arrives
     /// in time (or a BYE is lost). `None` lifts it.
@@ -119,11 +111,6 @@ impl Bridge {
         if let Some(codec) = self.legs[side.index()].peer().codec {
             self.streams[side.index()].play(prompt, mode, codec, now);
         }
-    }
-
-    /// Stops a prompt playing to `side`.
-    pub fn stop_prompt(&mut self, side: Side) {
-        self.streams[side.index()].stop();
     }
 
     /// When the next prompt frame is due on either leg.
@@ -199,8 +186,7 @@ impl Bridge {
         } else {
             None
         };
-        let deliver = self.forwarding
-            && self.forward_until.is_none_or(|until| now < until)
+        let deliver = self.forward_until.is_none_or(|until| now < until)
             && from.peer().direction.sends()
             && to.peer().direction.receives();
         let target = to.rtp_target().filter(|_| deliver);
@@ -235,7 +221,7 @@ impl Bridge {
             Side::Callee => (callee, caller),
         };
         let cut = self.forward_until.is_some_and(|until| now >= until);
-        if !from.admit_rtcp(source) || !self.forwarding || cut {
+        if !from.admit_rtcp(source) || cut {
             return None;
         }
         to.rtcp_target()

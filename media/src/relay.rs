@@ -60,10 +60,8 @@ pub struct CallStats {
 
 enum Control {
     SetPeer(Side, Peer),
-    Forwarding(bool),
     ForwardUntil(Option<Instant>),
     Play(Side, Arc<Prompt>, PromptMode),
-    StopPrompt(Side),
     Watch(Option<Duration>),
     Stats(oneshot::Sender<CallStats>),
     Close(oneshot::Sender<CallStats>),
@@ -189,11 +187,6 @@ impl CallMedia {
         let _ = self.control.send(Control::SetPeer(side, peer));
     }
 
-    /// Stops or resumes forwarding between the parties.
-    pub fn set_forwarding(&self, forwarding: bool) {
-        let _ = self.control.send(Control::Forwarding(forwarding));
-    }
-
     /// Stops forwarding between the parties at `at` (by the relay's clock,
     /// packet by packet), however late anything else is.
     pub fn forward_until(&self, at: Option<Instant>) {
@@ -203,11 +196,6 @@ impl CallMedia {
     /// Plays a prompt to one party, replacing any prompt playing to it.
     pub fn play(&self, side: Side, prompt: Arc<Prompt>, mode: PromptMode) {
         let _ = self.control.send(Control::Play(side, prompt, mode));
-    }
-
-    /// Stops the prompt playing to one party.
-    pub fn stop_prompt(&self, side: Side) {
-        let _ = self.control.send(Control::StopPrompt(side));
     }
 
     /// Arms (or with `None` disarms) the inactivity watch.
@@ -289,10 +277,8 @@ async fn relay_call(
         tokio::select! {
             command = commands.recv() => match command {
                 Some(Control::SetPeer(side, peer)) => bridge.set_peer(side, peer),
-                Some(Control::Forwarding(on)) => bridge.set_forwarding(on),
                 Some(Control::ForwardUntil(at)) => bridge.forward_until(at),
                 Some(Control::Play(side, prompt, mode)) => bridge.play(side, prompt, mode, Instant::now()),
-                Some(Control::StopPrompt(side)) => bridge.stop_prompt(side),
                 Some(Control::Watch(timeout)) => bridge.watch(timeout, Instant::now()),
                 Some(Control::Stats(reply)) => {
                     let _ = reply.send(stats_of(&bridge));

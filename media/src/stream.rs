@@ -110,11 +110,6 @@ impl OutStream {
         });
     }
 
-    /// Stops a playing prompt.
-    pub fn stop(&mut self) {
-        self.playing = None;
-    }
-
     /// Takes a packet forwarded from the other party, rewriting its header
     /// in place when the stream is being continued. Returns whether to send
     /// it now (false while a prompt plays: replaced, or held for mixing).

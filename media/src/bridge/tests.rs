@@ -172,7 +172,7 @@ fn nothing_is_forwarded_when_forwarding_stops_or_before_the_other_party_is_known
         None
     );
     let mut bridge = bridge(now);
-    bridge.set_forwarding(false);
+    bridge.forward_until(Some(now));
     assert_eq!(
         bridge
             .on_rtp(Side::Caller, addr(CALLER), &mut rtp(0, 1, &[0; 160]), now)
@@ -332,8 +332,6 @@ fn a_prompt_goes_to_its_party_from_its_leg_and_replaces_the_other_party() {
         1,
         "the prompt frame counts as sent"
     );
-    bridge.stop_prompt(Side::Callee);
-    assert_eq!(bridge.next_prompt_at(), None);
     // A party with no agreed codec cannot be played to.
     let mut early = Bridge::new(LatchPolicy::SignalledIp, now);
     early.set_peer(
