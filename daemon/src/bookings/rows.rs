@@ -199,3 +199,54 @@ pub fn callee_of(conn: &Connection, id: &str) -> Result<Option<Callee>, StoreErr
         .optional()?;
     Ok(callee.and_then(|text| serde_json::from_str(&text).ok()))
 }
+
+/// What rating and settlement read of a booking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Terms {
+    /// How talk time is priced.
+    pub tariff: tollbridge_billing::rating::Tariff,
+    /// The most talk time it buys.
+    pub cap_seconds: u64,
+    /// The Stripe customer and card, when it has them.
+    pub card: Option<(String, String)>,
+}
+
+/// A booking's terms; `None` when there is no such booking (or its stored
+/// tariff is one this build cannot rate).
+pub fn terms(conn: &Connection, id: &str) -> Result<Option<Terms>, StoreError> {
+    use tollbridge_billing::rating::{Currency, Tariff};
+    /// Currency, price, increment, minimum, cap, customer, card.
+    type Stored = (String, i64, i64, i64, i64, Option<String>, Option<String>);
+    let row: Option<Stored> = conn
+        .query_row(
+            "SELECT currency, price_per_minute, increment_seconds, minimum_seconds, cap_seconds,
+                    stripe_customer, stripe_payment_method FROM bookings WHERE id = ?1",
+            [id],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
+            },
+        )
+        .optional()?;
+    Ok(row.and_then(
+        |(currency, price, increment, minimum, cap, customer, payment_method)| {
+            Some(Terms {
+                tariff: Tariff {
+                    currency: Currency::from_code(&currency)?,
+                    price_per_minute: u64::try_from(price).ok()?,
+                    increment_seconds: u32::try_from(increment).ok()?,
+                    minimum_seconds: u32::try_from(minimum).ok()?,
+                },
+                cap_seconds: u64::try_from(cap).ok()?,
+                card: customer.zip(payment_method),
+            })
+        },
+    ))
+}

@@ -5,12 +5,12 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Value, json};
-use tollbridge_billing::rating::{Currency, Tariff};
+use tollbridge_billing::rating::Tariff;
 use tollbridge_media::relay::CallStats;
 use tollbridge_sip::reject::RejectReason;
 
 use super::machine::{End, Event, Status};
-use super::route::{self, Candidate, Route};
+use super::route::{Candidate, Route};
 use crate::bookings::model::rfc3339;
 use crate::store::StoreError;
 
@@ -63,15 +63,20 @@ fn candidates(conn: &Connection, called: &str) -> Result<Vec<Candidate>, StoreEr
 /// whether it has a card to hold.
 pub type Routed = (Route, Option<i64>, bool);
 
-/// Claims a routed booking for `call_id` (active → in-call) in one
-/// transaction with the lookup, so two calls cannot both take it.
-fn claim(
+/// Routes a call to the dialled number's bookings with `decide` (by
+/// caller ID, `route::route`, or by PIN, `route::route_by_pin`) and
+/// claims the booking it picks (active → in-call) in the same
+/// transaction, so two calls cannot both take it.
+pub fn route_and_claim(
     conn: &mut Connection,
     call_id: &str,
+    called: Option<&str>,
     now_ms: i64,
     decide: impl FnOnce(&[Candidate]) -> Route,
-    called: &str,
 ) -> Result<Routed, StoreError> {
+    let Some(called) = called else {
+        return Ok((Route::Refuse(RejectReason::UnknownNumber), None, false));
+    };
     let tx = conn.transaction()?;
     let route = decide(&candidates(&tx, called)?);
     let mut cap = None;
@@ -104,46 +109,6 @@ fn claim(
     };
     tx.commit()?;
     Ok((route, cap, card))
-}
-
-/// Routes a new call by caller ID and claims the booking it matched.
-pub fn route_call(
-    conn: &mut Connection,
-    call_id: &str,
-    called: Option<&str>,
-    caller_ids: &[String],
-    now_ms: i64,
-) -> Result<Routed, StoreError> {
-    let Some(called) = called else {
-        return Ok((Route::Refuse(RejectReason::UnknownNumber), None, false));
-    };
-    claim(
-        conn,
-        call_id,
-        now_ms,
-        |c| route::route(c, caller_ids, now_ms),
-        called,
-    )
-}
-
-/// Routes by an entered PIN and claims the booking it matched.
-pub fn route_pin(
-    conn: &mut Connection,
-    call_id: &str,
-    called: Option<&str>,
-    pin: &str,
-    now_ms: i64,
-) -> Result<Routed, StoreError> {
-    let Some(called) = called else {
-        return Ok((Route::Refuse(RejectReason::UnknownNumber), None, false));
-    };
-    claim(
-        conn,
-        call_id,
-        now_ms,
-        |c| route::route_by_pin(c, pin, now_ms),
-        called,
-    )
 }
 
 /// Appends a status event and moves the call's status (and its ringing or
@@ -206,22 +171,18 @@ pub struct Priced {
 
 /// The tariff of the booking a call belongs to.
 fn tariff_of_call(conn: &Connection, call_id: &str) -> Result<Option<Tariff>, StoreError> {
-    let row: Option<(String, i64, i64, i64)> = conn
+    let booking: Option<String> = conn
         .query_row(
-            "SELECT b.currency, b.price_per_minute, b.increment_seconds, b.minimum_seconds
-             FROM calls c JOIN bookings b ON b.id = c.booking_id WHERE c.id = ?1",
+            "SELECT booking_id FROM calls WHERE id = ?1",
             [call_id],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+            |row| row.get(0),
         )
-        .optional()?;
-    Ok(row.and_then(|(currency, price, increment, minimum)| {
-        Some(Tariff {
-            currency: Currency::from_code(&currency)?,
-            price_per_minute: u64::try_from(price).ok()?,
-            increment_seconds: u32::try_from(increment).ok()?,
-            minimum_seconds: u32::try_from(minimum).ok()?,
-        })
-    }))
+        .optional()?
+        .flatten();
+    let Some(booking) = booking else {
+        return Ok(None);
+    };
+    Ok(crate::bookings::rows::terms(conn, &booking)?.map(|terms| terms.tariff))
 }
 
 /// Rates `talk_ms` of talk under the call's tariff (a call that never

@@ -25,7 +25,7 @@ use tracing::Instrument;
 use super::machine::{Call, Command, End, Input, Settings, Status};
 use super::meter::Meters;
 use super::records::{self, NewCall, Routed};
-use super::route::{Route, e164};
+use super::route::{self, Route, e164};
 use crate::settle::{Held, Settler};
 use crate::state::Shared;
 use crate::store::StoreError;
@@ -153,7 +153,10 @@ async fn run_call(control: Arc<CallControl>, id: String, call: InboundCall) {
         Box::pin(async move {
             store
                 .call(move |conn| {
-                    records::route_call(conn, &id, called.as_deref(), &caller_ids, now_ms())
+                    let now = now_ms();
+                    records::route_and_claim(conn, &id, called.as_deref(), now, |bookings| {
+                        route::route(bookings, &caller_ids, now)
+                    })
                 })
                 .await
         })
@@ -419,7 +422,14 @@ impl Shell {
                 self.lookup = Some(Box::pin(async move {
                     store
                         .call(move |conn| {
-                            records::route_pin(conn, &id, called.as_deref(), &pin, now_ms())
+                            let now = now_ms();
+                            records::route_and_claim(
+                                conn,
+                                &id,
+                                called.as_deref(),
+                                now,
+                                |bookings| route::route_by_pin(bookings, &pin, now),
+                            )
                         })
                         .await
                 }));

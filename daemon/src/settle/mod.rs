@@ -38,7 +38,7 @@ pub struct Held {
     pub covers: Duration,
 }
 
-/// The booking facts a hold needs.
+/// The booking facts a hold needs: its tariff, cap and card.
 struct HoldTerms {
     tariff: Tariff,
     cap_seconds: u64,
@@ -47,37 +47,17 @@ struct HoldTerms {
 }
 
 fn terms(conn: &rusqlite::Connection, booking: &str) -> Result<Option<HoldTerms>, StoreError> {
-    use rusqlite::OptionalExtension;
-    let terms = conn
-        .query_row(
-            "SELECT currency, price_per_minute, increment_seconds, minimum_seconds, cap_seconds,
-                    stripe_customer, stripe_payment_method FROM bookings WHERE id = ?1",
-            [booking],
-            |r| {
-                let currency: String = r.get(0)?;
-                let number = |i: usize| -> rusqlite::Result<u64> {
-                    Ok(u64::try_from(r.get::<_, i64>(i)?).unwrap_or(0))
-                };
-                let tariff = Currency::from_code(&currency).map(|currency| Tariff {
-                    currency,
-                    price_per_minute: number(1).unwrap_or(0),
-                    increment_seconds: u32::try_from(number(2).unwrap_or(1)).unwrap_or(1),
-                    minimum_seconds: u32::try_from(number(3).unwrap_or(0)).unwrap_or(0),
-                });
-                let customer: Option<String> = r.get(5)?;
-                let payment_method: Option<String> = r.get(6)?;
-                Ok(tariff.zip(customer).zip(payment_method).map(
-                    |((tariff, customer), payment_method)| HoldTerms {
-                        tariff,
-                        cap_seconds: number(4).unwrap_or(0),
-                        customer,
-                        payment_method,
-                    },
-                ))
-            },
-        )
-        .optional()?;
-    Ok(terms.flatten())
+    Ok(
+        crate::bookings::rows::terms(conn, booking)?.and_then(|terms| {
+            let (customer, payment_method) = terms.card?;
+            Some(HoldTerms {
+                tariff: terms.tariff,
+                cap_seconds: terms.cap_seconds,
+                customer,
+                payment_method,
+            })
+        }),
+    )
 }
 
 /// Places the card hold for a call routed to `booking`: the price of its
