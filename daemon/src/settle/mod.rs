@@ -425,26 +425,8 @@ impl Settler {
                 .await
             {
                 Ok(Some(intent)) => {
-                    match settlement::resolve(
-                        Operation::CancellationFee,
-                        &intent.status,
-                        0,
-                        row.amount,
-                    ) {
-                        Resolution::Succeeded => {
-                            self.record(&row, "succeeded", Some(intent.id), None, None)
-                                .await
-                        }
-                        Resolution::Failed(why) => {
-                            self.record(&row, "failed", Some(intent.id), Some(why), None)
-                                .await
-                        }
-                        Resolution::Resend => {
-                            let why = format!("the hold is {}", intent.status);
-                            self.record(&row, "failed", Some(intent.id), Some(why), None)
-                                .await;
-                        }
-                    }
+                    self.conclude_from(&row, Operation::CancellationFee, &intent)
+                        .await;
                     return;
                 }
                 Ok(None) => {}
@@ -488,22 +470,9 @@ impl Settler {
         };
         match self.gateway.hold(request).await {
             Ok(intent) => {
-                match settlement::resolve(Operation::CancellationFee, &intent.status, 0, row.amount)
-                {
-                    Resolution::Succeeded => {
-                        self.record(&row, "succeeded", Some(intent.id), None, None)
-                            .await
-                    }
-                    Resolution::Failed(why) => {
-                        self.record(&row, "failed", Some(intent.id), Some(why), None)
-                            .await
-                    }
-                    Resolution::Resend => {
-                        let why = format!("the hold is {}", intent.status);
-                        self.record(&row, "failed", Some(intent.id), Some(why), None)
-                            .await;
-                    }
-                }
+                // A hold resolves to succeeded or failed, never to a resend.
+                self.conclude_from(&row, Operation::CancellationFee, &intent)
+                    .await;
             }
             Err(GatewayError::Unknown(why)) => self.later(&row, why).await,
             Err(e) => {
