@@ -190,6 +190,27 @@ impl StripeGateway {
         })
     }
 
+    /// Sends a PaymentIntent write under its idempotency key, with retries.
+    async fn send_keyed<R>(
+        &self,
+        what: &str,
+        request: &R,
+        strategy: RequestStrategy,
+    ) -> Result<Intent, GatewayError>
+    where
+        R: StripeRequest<Output = PaymentIntent>,
+    {
+        let intent = self
+            .with_retries(what, || {
+                request
+                    .customize()
+                    .request_strategy(strategy.clone())
+                    .send(&self.client)
+            })
+            .await?;
+        Ok(Intent::from_stripe(intent))
+    }
+
     /// Runs `attempt` until it answers, a final error, or the policy stops.
     async fn with_retries<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T, GatewayError>
     where
@@ -266,15 +287,7 @@ impl Gateway for StripeGateway {
                 .off_session(CreatePaymentIntentOffSession::Bool(true))
                 .error_on_requires_action(true)
                 .metadata(metadata);
-            let intent = self
-                .with_retries("hold", || {
-                    request
-                        .customize()
-                        .request_strategy(strategy.clone())
-                        .send(&self.client)
-                })
-                .await?;
-            Ok(Intent::from_stripe(intent))
+            self.send_keyed("hold", &request, strategy).await
         })
     }
 
@@ -282,15 +295,7 @@ impl Gateway for StripeGateway {
         Box::pin(async move {
             let strategy = key(&key_value)?;
             let request = CapturePaymentIntent::new(intent.as_str()).amount_to_capture(amount);
-            let intent = self
-                .with_retries("capture", || {
-                    request
-                        .customize()
-                        .request_strategy(strategy.clone())
-                        .send(&self.client)
-                })
-                .await?;
-            Ok(Intent::from_stripe(intent))
+            self.send_keyed("capture", &request, strategy).await
         })
     }
 
@@ -299,15 +304,7 @@ impl Gateway for StripeGateway {
             let strategy = key(&key_value)?;
             let request = CancelPaymentIntent::new(intent.as_str())
                 .cancellation_reason(CancelPaymentIntentCancellationReason::Abandoned);
-            let intent = self
-                .with_retries("cancel", || {
-                    request
-                        .customize()
-                        .request_strategy(strategy.clone())
-                        .send(&self.client)
-                })
-                .await?;
-            Ok(Intent::from_stripe(intent))
+            self.send_keyed("cancel", &request, strategy).await
         })
     }
 
