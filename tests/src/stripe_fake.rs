@@ -501,17 +501,22 @@ async fn create(State(inner): Shared, headers: HeaderMap, body: Bytes) -> Respon
     .await
 }
 
-async fn capture(
-    State(inner): Shared,
-    Path(id): Path<String>,
+/// A POST acting on one PaymentIntent, under the idempotency rules: 404
+/// when there is none; `change` refuses (an error answer) or changes it.
+async fn act_on_intent(
+    inner: Arc<Mutex<Inner>>,
+    endpoint: Endpoint,
+    id: String,
+    action: &str,
     headers: HeaderMap,
     body: Bytes,
+    change: impl FnOnce(&mut Value, &[(String, String)]) -> Option<(u16, Value)> + Send + 'static,
 ) -> Response {
     let params = form(&body);
-    let path = format!("/v1/payment_intents/{id}/capture");
+    let path = format!("/v1/payment_intents/{id}/{action}");
     idempotent(
         inner,
-        Endpoint::Capture,
+        endpoint,
         path,
         headers,
         params.clone(),
@@ -524,30 +529,53 @@ async fn capture(
                     "No such payment_intent",
                 );
             };
+            if let Some(refusal) = change(intent, &params) {
+                return refusal;
+            }
+            (200, intent.clone())
+        },
+    )
+    .await
+}
+
+async fn capture(
+    State(inner): Shared,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    act_on_intent(
+        inner,
+        Endpoint::Capture,
+        id,
+        "capture",
+        headers,
+        body,
+        |intent, params| {
             if intent["status"] != "requires_capture" {
-                return error(
+                return Some(error(
                     400,
                     "invalid_request_error",
                     Some("payment_intent_unexpected_state"),
                     "This PaymentIntent could not be captured",
-                );
+                ));
             }
             let capturable = intent["amount_capturable"].as_i64().unwrap_or(0);
-            let amount = param(&params, "amount_to_capture")
+            let amount = param(params, "amount_to_capture")
                 .and_then(|a| a.parse().ok())
                 .unwrap_or(capturable);
             if amount > capturable {
-                return error(
+                return Some(error(
                     400,
                     "invalid_request_error",
                     Some("amount_too_large"),
                     "amount_to_capture is above amount_capturable",
-                );
+                ));
             }
             intent["status"] = json!("succeeded");
             intent["amount_received"] = json!(amount);
             intent["amount_capturable"] = json!(0);
-            (200, intent.clone())
+            None
         },
     )
     .await
@@ -559,35 +587,26 @@ async fn cancel(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let params = form(&body);
-    let path = format!("/v1/payment_intents/{id}/cancel");
-    idempotent(
+    act_on_intent(
         inner,
         Endpoint::Cancel,
-        path,
+        id,
+        "cancel",
         headers,
-        params.clone(),
-        move |inner| {
-            let Some(intent) = inner.intents.get_mut(&id) else {
-                return error(
-                    404,
-                    "invalid_request_error",
-                    Some("resource_missing"),
-                    "No such payment_intent",
-                );
-            };
+        body,
+        |intent, params| {
             if intent["status"] == "succeeded" || intent["status"] == "canceled" {
-                return error(
+                return Some(error(
                     400,
                     "invalid_request_error",
                     Some("payment_intent_unexpected_state"),
                     "This PaymentIntent cannot be canceled",
-                );
+                ));
             }
             intent["status"] = json!("canceled");
             intent["amount_capturable"] = json!(0);
-            intent["cancellation_reason"] = json!(param(&params, "cancellation_reason"));
-            (200, intent.clone())
+            intent["cancellation_reason"] = json!(param(params, "cancellation_reason"));
+            None
         },
     )
     .await
