@@ -14,26 +14,15 @@ use common::*;
 fn audio_and_dtmf_cross_the_relay_and_the_callers_bye_ends_the_expert() {
     let daemon = start_daemon("ring_timeout = \"10s\"");
     let (caller_media, expert_media, stranger) = (media_socket(), media_socket(), media_socket());
-    let expert = SippPeer::start(
-        "expert_answers.xml",
-        None,
-        "expert",
-        &[("rtp_port", port_of(&expert_media))],
-        &[],
-        SIPP_LIMIT,
-    );
+    let expert = expert("expert_answers.xml", &port_of(&expert_media), &[]);
     let booking = book(&daemon, &[caller_id(1)], None, &expert_uri(&expert));
-    let caller = SippPeer::start(
+    let caller = caller(
+        &daemon,
         "caller_hangs_up.xml",
-        daemon.sip_udp(),
-        NUMBER,
-        &[
-            ("caller_prefix", CALLER_PREFIX.into()),
-            ("rtp_port", port_of(&caller_media)),
-            ("formats", "0 8 96".into()),
-        ],
+        CALLER_PREFIX,
+        &port_of(&caller_media),
+        "0 8 96",
         &["-d", "3000"],
-        SIPP_LIMIT,
     );
     let expert_relay = wait_relay(&expert, "INVITE sip:expert");
     let caller_relay = wait_relay(&caller, "SIP/2.0 200 OK");
@@ -121,26 +110,19 @@ fn the_experts_bye_reaches_the_caller_through_its_route_set_and_sipp_echo_hears_
         .unwrap()
         .port()
         .to_string();
-    let expert = SippPeer::start(
+    let expert = expert(
         "expert_hangs_up.xml",
-        None,
-        "expert",
-        &[("rtp_port", echo_port.clone())],
+        &echo_port,
         &["-rtp_echo", "-mp", &echo_port, "-d", "2500"],
-        SIPP_LIMIT,
     );
     let booking = book(&daemon, &[caller_id(1)], None, &expert_uri(&expert));
-    let caller = SippPeer::start(
+    let caller = caller(
+        &daemon,
         "caller_waits_bye.xml",
-        daemon.sip_udp(),
-        NUMBER,
-        &[
-            ("caller_prefix", CALLER_PREFIX.into()),
-            ("rtp_port", port_of(&caller_media)),
-            ("formats", "0 96".into()),
-        ],
+        CALLER_PREFIX,
+        &port_of(&caller_media),
+        "0 96",
         &[],
-        SIPP_LIMIT,
     );
     let caller_relay = wait_relay(&caller, "SIP/2.0 200 OK");
     // SIPp echoes what it hears: the caller's audio goes out through the
@@ -196,7 +178,7 @@ fn refused_code_from(daemon: &Daemon, caller_prefix: &str, formats: &str, servic
 #[test]
 fn a_busy_expert_gives_the_caller_486() {
     let daemon = start_daemon("ring_timeout = \"10s\"");
-    let expert = SippPeer::start("expert_busy.xml", None, "expert", &[], &[], SIPP_LIMIT);
+    let expert = expert("expert_busy.xml", "40002", &[]);
     let booking = book(&daemon, &[caller_id(1)], None, &expert_uri(&expert));
     assert_eq!(refused_code(&daemon, "0 8 96", NUMBER), 486);
     assert_passed("expert", expert);
@@ -213,7 +195,7 @@ fn a_busy_expert_gives_the_caller_486() {
 #[test]
 fn an_expert_who_never_answers_gives_the_caller_603_after_the_ring_timeout() {
     let daemon = start_daemon("ring_timeout = \"2s\"");
-    let expert = SippPeer::start("expert_rings.xml", None, "expert", &[], &[], SIPP_LIMIT);
+    let expert = expert("expert_rings.xml", "40002", &[]);
     let booking = book(&daemon, &[caller_id(1)], None, &expert_uri(&expert));
     let started = Instant::now();
     assert_eq!(refused_code(&daemon, "0 8 96", NUMBER), 603);
@@ -235,19 +217,15 @@ fn an_expert_who_never_answers_gives_the_caller_603_after_the_ring_timeout() {
 #[test]
 fn cancel_while_ringing_cancels_the_expert() {
     let daemon = start_daemon("ring_timeout = \"10s\"");
-    let expert = SippPeer::start("expert_rings.xml", None, "expert", &[], &[], SIPP_LIMIT);
+    let expert = expert("expert_rings.xml", "40002", &[]);
     let booking = book(&daemon, &[caller_id(1)], None, &expert_uri(&expert));
-    let caller = SippPeer::start(
+    let caller = caller(
+        &daemon,
         "caller_cancels.xml",
-        daemon.sip_udp(),
-        NUMBER,
-        &[
-            ("caller_prefix", CALLER_PREFIX.into()),
-            ("rtp_port", "40000".into()),
-            ("formats", "0 96".into()),
-        ],
+        CALLER_PREFIX,
+        "40000",
+        "0 96",
         &[],
-        SIPP_LIMIT,
     );
     assert_passed("caller", caller);
     assert_passed("expert (got CANCEL)", expert);
@@ -281,26 +259,15 @@ fn refusals_before_any_dialling_use_non_failover_codes() {
 #[test]
 fn a_hold_reinvite_round_trip_is_answered_by_the_relay() {
     let daemon = start_daemon("ring_timeout = \"10s\"");
-    let expert = SippPeer::start(
-        "expert_answers.xml",
-        None,
-        "expert",
-        &[("rtp_port", "40002".into())],
-        &[],
-        SIPP_LIMIT,
-    );
+    let expert = expert("expert_answers.xml", "40002", &[]);
     let booking = book(&daemon, &[caller_id(1)], None, &expert_uri(&expert));
-    let caller = SippPeer::start(
+    let caller = caller(
+        &daemon,
         "caller_hold.xml",
-        daemon.sip_udp(),
-        NUMBER,
-        &[
-            ("caller_prefix", CALLER_PREFIX.into()),
-            ("rtp_port", "40000".into()),
-            ("formats", "0 96".into()),
-        ],
+        CALLER_PREFIX,
+        "40000",
+        "0 96",
         &["-d", "300"],
-        SIPP_LIMIT,
     );
     assert_passed("caller (hold answered recvonly, unhold sendrecv)", caller);
     assert_passed("expert", expert);
@@ -326,14 +293,7 @@ fn a_hold_reinvite_round_trip_is_answered_by_the_relay() {
 fn a_pin_entered_by_dtmf_selects_the_right_booking() {
     let daemon = start_daemon("ring_timeout = \"10s\"");
     let (caller_media, expert_media) = (media_socket(), media_socket());
-    let expert = SippPeer::start(
-        "expert_answers.xml",
-        None,
-        "expert",
-        &[("rtp_port", port_of(&expert_media))],
-        &[],
-        SIPP_LIMIT,
-    );
+    let expert = expert("expert_answers.xml", &port_of(&expert_media), &[]);
     // Two PIN bookings on the number; the caller's phone is in neither.
     let other = book(
         &daemon,
@@ -342,17 +302,13 @@ fn a_pin_entered_by_dtmf_selects_the_right_booking() {
         "sip:nobody@127.0.0.1:9",
     );
     let mine = book(&daemon, &[], Some("2468"), &expert_uri(&expert));
-    let caller = SippPeer::start(
+    let caller = caller(
+        &daemon,
         "caller_hangs_up.xml",
-        daemon.sip_udp(),
-        NUMBER,
-        &[
-            ("caller_prefix", CALLER_PREFIX.into()),
-            ("rtp_port", port_of(&caller_media)),
-            ("formats", "0 96".into()),
-        ],
+        CALLER_PREFIX,
+        &port_of(&caller_media),
+        "0 96",
         &["-d", "5000"],
-        SIPP_LIMIT,
     );
     // Tollbridge answers to collect the PIN.
     let caller_relay = wait_relay(&caller, "SIP/2.0 200 OK");
@@ -396,14 +352,7 @@ fn two_hundred_calls_with_mixed_endings_leave_no_relay_port_allocated() {
     ];
     let mut total = 0;
     for (expert_scenario, caller_scenario, calls) in rounds {
-        let expert = SippPeer::start(
-            expert_scenario,
-            None,
-            "expert",
-            &[("rtp_port", "40002".into())],
-            &["-m", &calls.to_string()],
-            SIPP_LIMIT,
-        );
+        let expert = expert(expert_scenario, "40002", &["-m", &calls.to_string()]);
         let prefix = format!("{CALLER_PREFIX}{total:03}");
         for n in 1..=calls {
             book(
@@ -413,15 +362,12 @@ fn two_hundred_calls_with_mixed_endings_leave_no_relay_port_allocated() {
                 &expert_uri(&expert),
             );
         }
-        let caller = SippPeer::start(
+        let caller = caller(
+            &daemon,
             caller_scenario,
-            daemon.sip_udp(),
-            NUMBER,
-            &[
-                ("caller_prefix", prefix.clone()),
-                ("rtp_port", "40000".into()),
-                ("formats", "0 96".into()),
-            ],
+            &prefix,
+            "40000",
+            "0 96",
             &[
                 "-m",
                 &calls.to_string(),
@@ -432,7 +378,6 @@ fn two_hundred_calls_with_mixed_endings_leave_no_relay_port_allocated() {
                 "-d",
                 "200",
             ],
-            SIPP_LIMIT,
         );
         assert_passed(caller_scenario, caller);
         assert_passed(expert_scenario, expert);
@@ -469,17 +414,9 @@ fn the_two_minute_example_in_the_readme_makes_a_call() {
     );
     // The README's booking, with the example's numbers.
     let booking = {
-        let body = json!({
-            "called": "+815012345678",
-            "callers": ["+819012345678"],
-            "callee": {"uri": expert_uri(&expert)},
-            "tariff": {"currency": "jpy", "price_per_minute": 100},
-            "cap_seconds": 600,
-            "window": {"start": rfc3339(time::Duration::minutes(-5)), "end": rfc3339(time::Duration::hours(1))},
-        });
-        let (status, body) = daemon.api("POST", "/v1/bookings", TOKEN, Some(&body.to_string()));
-        assert_eq!(status, 201, "{body}");
-        body["id"].as_str().unwrap().to_owned()
+        let mut booking = booking_json(&["+819012345678".to_owned()], &expert_uri(&expert), 600);
+        booking["called"] = json!("+815012345678");
+        create_booking(&daemon, &booking)
     };
     let caller = SippPeer::start(
         "../../examples/sipp/caller.xml",
@@ -507,26 +444,15 @@ fn the_two_minute_example_in_the_readme_makes_a_call() {
 #[test]
 fn a_call_whose_media_stops_is_ended_on_both_sides() {
     let daemon = start_daemon_with("ring_timeout = \"10s\"", "2s");
-    let expert = SippPeer::start(
-        "expert_answers.xml",
-        None,
-        "expert",
-        &[("rtp_port", "40002".into())],
-        &[],
-        SIPP_LIMIT,
-    );
+    let expert = expert("expert_answers.xml", "40002", &[]);
     let booking = book(&daemon, &[caller_id(1)], None, &expert_uri(&expert));
-    let caller = SippPeer::start(
+    let caller = caller(
+        &daemon,
         "caller_waits_bye.xml",
-        daemon.sip_udp(),
-        NUMBER,
-        &[
-            ("caller_prefix", CALLER_PREFIX.into()),
-            ("rtp_port", "40000".into()),
-            ("formats", "0 96".into()),
-        ],
+        CALLER_PREFIX,
+        "40000",
+        "0 96",
         &[],
-        SIPP_LIMIT,
     );
     // Neither phone sends RTP: both get BYE once media.timeout passes.
     assert_passed("caller (got BYE)", caller);

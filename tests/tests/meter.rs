@@ -100,26 +100,15 @@ fn at_the_cap_both_parties_hear_the_prompts_get_bye_and_the_cap_is_billed() {
     let warning = prompts.get(PromptName::Warning);
     let time_up = prompts.get(PromptName::TimeUp);
     let (caller_media, expert_media) = (media_socket(), media_socket());
-    let expert = SippPeer::start(
-        "expert_answers.xml",
-        None,
-        "expert",
-        &[("rtp_port", port_of(&expert_media))],
-        &[],
-        SIPP_LIMIT,
-    );
+    let expert = expert("expert_answers.xml", &port_of(&expert_media), &[]);
     let booking = book_capped(&daemon, &[caller_id(1)], None, &expert_uri(&expert), 6);
-    let caller = SippPeer::start(
+    let caller = caller(
+        &daemon,
         "caller_waits_bye.xml",
-        daemon.sip_udp(),
-        NUMBER,
-        &[
-            ("caller_prefix", CALLER_PREFIX.into()),
-            ("rtp_port", port_of(&caller_media)),
-            ("formats", "0 96".into()),
-        ],
+        CALLER_PREFIX,
+        &port_of(&caller_media),
+        "0 96",
         &[],
-        SIPP_LIMIT,
     );
     let caller_relay = wait_relay(&caller, "SIP/2.0 200 OK");
     let expert_relay = wait_relay(&expert, "INVITE sip:expert");
@@ -280,26 +269,15 @@ fn a_call_killed_mid_talk_is_closed_at_restart_billed_up_to_its_last_checkpoint(
         "30s",
         "[billing]\ncheckpoint_interval = \"500ms\"\n",
     );
-    let expert = SippPeer::start(
-        "expert_answers.xml",
-        None,
-        "expert",
-        &[("rtp_port", "40002".into())],
-        &[],
-        SIPP_LIMIT,
-    );
+    let expert = expert("expert_answers.xml", "40002", &[]);
     let booking = book(&daemon, &[caller_id(1)], None, &expert_uri(&expert));
-    let caller = SippPeer::start(
+    let caller = caller(
+        &daemon,
         "caller_waits_bye.xml",
-        daemon.sip_udp(),
-        NUMBER,
-        &[
-            ("caller_prefix", CALLER_PREFIX.into()),
-            ("rtp_port", "40000".into()),
-            ("formats", "0 96".into()),
-        ],
+        CALLER_PREFIX,
+        "40000",
+        "0 96",
         &[],
-        SIPP_LIMIT,
     );
     wait_relay(&caller, "SIP/2.0 200 OK");
     std::thread::sleep(Duration::from_millis(3300));

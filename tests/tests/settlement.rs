@@ -29,44 +29,25 @@ fn start(fake: &StripeFake) -> Daemon {
 
 /// A booking with a card, ¥1,200 a minute, 600 s cap.
 fn book_with_card(daemon: &Daemon, caller: &str, card: &str, expert: &str) -> String {
-    let booking = json!({
-        "called": NUMBER,
-        "callers": [caller],
-        "callee": {"uri": expert},
-        "tariff": {"currency": "jpy", "price_per_minute": PRICE},
-        "cap_seconds": 600,
-        "window": {"start": rfc3339(time::Duration::minutes(-5)), "end": rfc3339(time::Duration::hours(1))},
-        "stripe": {"customer": "cus_test", "payment_method": card},
-    });
-    let (status, body) = daemon.api("POST", "/v1/bookings", TOKEN, Some(&booking.to_string()));
-    assert_eq!(status, 201, "{body}");
-    body["id"].as_str().unwrap().to_owned()
+    create_booking(daemon, &card_booking(caller, card, expert))
 }
 
-fn rfc3339(offset: time::Duration) -> String {
-    (time::OffsetDateTime::now_utc() + offset)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap()
+/// [`booking_json`] at [`PRICE`] with a card.
+fn card_booking(caller: &str, card: &str, expert: &str) -> Value {
+    let mut booking = booking_json(&[caller.to_owned()], expert, 600);
+    booking["tariff"]["price_per_minute"] = json!(PRICE);
+    booking["stripe"] = json!({"customer": "cus_test", "payment_method": card});
+    booking
 }
 
 /// Runs one call of about `talk_ms` that the caller ends.
-fn call_and_hang_up(
-    daemon: &Daemon,
-    caller_prefix: &str,
-    calls: u32,
-    talk_ms: u32,
-    expert: &SippPeer,
-) -> String {
-    let _ = expert;
-    let caller = SippPeer::start(
+fn call_and_hang_up(daemon: &Daemon, caller_prefix: &str, calls: u32, talk_ms: u32) -> String {
+    let caller = caller(
+        daemon,
         "caller_hangs_up.xml",
-        daemon.sip_udp(),
-        NUMBER,
-        &[
-            ("caller_prefix", caller_prefix.into()),
-            ("rtp_port", "40000".into()),
-            ("formats", "0 96".into()),
-        ],
+        caller_prefix,
+        "40000",
+        "0 96",
         &[
             "-d",
             &talk_ms.to_string(),
@@ -77,7 +58,6 @@ fn call_and_hang_up(
             "-l",
             "20",
         ],
-        SIPP_LIMIT,
     );
     assert_passed("caller", caller)
 }
@@ -179,16 +159,9 @@ fn assert_settled_once(fake: &StripeFake, call: &Value) {
 fn a_call_is_held_before_the_bridge_and_captured_once_after_it() {
     let fake = StripeFake::start();
     let daemon = start(&fake);
-    let expert = SippPeer::start(
-        "expert_answers.xml",
-        None,
-        "expert",
-        &[("rtp_port", "40002".into())],
-        &[],
-        SIPP_LIMIT,
-    );
+    let expert = expert("expert_answers.xml", "40002", &[]);
     let booking = book_with_card(&daemon, &caller_id(1), "pm_card_visa", &expert_uri(&expert));
-    call_and_hang_up(&daemon, CALLER_PREFIX, 1, 3000, &expert);
+    call_and_hang_up(&daemon, CALLER_PREFIX, 1, 3000);
     assert_passed("expert", expert);
     let calls = settled_calls(&daemon, &booking);
     let call = &calls[0];
@@ -266,24 +239,20 @@ fn a_call_is_held_before_the_bridge_and_captured_once_after_it() {
 fn a_declined_card_bridges_nobody_and_says_why() {
     let fake = StripeFake::start();
     let daemon = start(&fake);
-    let expert = SippPeer::start("expert_rings.xml", None, "expert", &[], &[], SIPP_LIMIT);
+    let expert = expert("expert_rings.xml", "40002", &[]);
     let booking = book_with_card(
         &daemon,
         &caller_id(1),
         "pm_card_chargeDeclined",
         &expert_uri(&expert),
     );
-    let caller = SippPeer::start(
+    let caller = caller(
+        &daemon,
         "caller_waits_bye.xml",
-        daemon.sip_udp(),
-        NUMBER,
-        &[
-            ("caller_prefix", CALLER_PREFIX.into()),
-            ("rtp_port", "40000".into()),
-            ("formats", "0 96".into()),
-        ],
+        CALLER_PREFIX,
+        "40000",
+        "0 96",
         &[],
-        SIPP_LIMIT,
     );
     assert_passed("caller (answered for the prompt, then BYE)", caller);
     assert_passed("expert (CANCEL)", expert);
@@ -321,14 +290,7 @@ fn each_injected_fault_still_ends_in_exactly_one_capture() {
         Fault::RateLimited,
     ];
     for (n, fault) in faults.into_iter().enumerate() {
-        let expert = SippPeer::start(
-            "expert_answers.xml",
-            None,
-            "expert",
-            &[("rtp_port", "40002".into())],
-            &[],
-            SIPP_LIMIT,
-        );
+        let expert = expert("expert_answers.xml", "40002", &[]);
         let prefix = format!("{CALLER_PREFIX}{n}");
         let booking = book_with_card(
             &daemon,
@@ -337,7 +299,7 @@ fn each_injected_fault_still_ends_in_exactly_one_capture() {
             &expert_uri(&expert),
         );
         fake.inject(Endpoint::Capture, fault);
-        call_and_hang_up(&daemon, &prefix, 1, 3000, &expert);
+        call_and_hang_up(&daemon, &prefix, 1, 3000);
         assert_passed("expert", expert);
         let calls = settled_calls(&daemon, &booking);
         assert_settled_once(&fake, &calls[0]);
@@ -348,19 +310,12 @@ fn each_injected_fault_still_ends_in_exactly_one_capture() {
 fn a_daemon_killed_while_stripe_answers_captures_exactly_once_after_restart() {
     let fake = StripeFake::start();
     let daemon = start(&fake);
-    let expert = SippPeer::start(
-        "expert_answers.xml",
-        None,
-        "expert",
-        &[("rtp_port", "40002".into())],
-        &[],
-        SIPP_LIMIT,
-    );
+    let expert = expert("expert_answers.xml", "40002", &[]);
     let booking = book_with_card(&daemon, &caller_id(1), "pm_card_visa", &expert_uri(&expert));
     // Stripe applies the capture and answers 5 s later: the daemon dies in
     // between, after committing the row and sending the request.
     fake.inject(Endpoint::Capture, Fault::SlowAnswer(Duration::from_secs(5)));
-    call_and_hang_up(&daemon, CALLER_PREFIX, 1, 3000, &expert);
+    call_and_hang_up(&daemon, CALLER_PREFIX, 1, 3000);
     let deadline = Instant::now() + Duration::from_secs(20);
     while posts(&fake.requests(), "/capture").is_empty() {
         assert!(Instant::now() < deadline, "no capture was sent");
@@ -414,7 +369,7 @@ fn many_calls_with_random_faults_are_each_captured_exactly_once() {
             fake.inject(Endpoint::Capture, fault);
         }
     }
-    call_and_hang_up(&daemon, &prefix, calls, 3000, &expert);
+    call_and_hang_up(&daemon, &prefix, calls, 3000);
     assert_passed("expert", expert);
     let mut captured = 0;
     for booking in &bookings {
@@ -458,16 +413,9 @@ fn deliver(daemon: &Daemon, secret: &str, event: &Value) -> (u16, Value) {
 fn webhooks_are_verified_and_applied_once() {
     let fake = StripeFake::start();
     let daemon = start(&fake);
-    let expert = SippPeer::start(
-        "expert_answers.xml",
-        None,
-        "expert",
-        &[("rtp_port", "40002".into())],
-        &[],
-        SIPP_LIMIT,
-    );
+    let expert = expert("expert_answers.xml", "40002", &[]);
     let booking = book_with_card(&daemon, &caller_id(1), "pm_card_visa", &expert_uri(&expert));
-    call_and_hang_up(&daemon, CALLER_PREFIX, 1, 3000, &expert);
+    call_and_hang_up(&daemon, CALLER_PREFIX, 1, 3000);
     let call = settled_calls(&daemon, &booking).remove(0);
     let intent = call["payment_intent"].as_str().unwrap().to_owned();
     let refunded = json!({
@@ -516,22 +464,18 @@ fn webhooks_are_verified_and_applied_once() {
 fn a_hold_whose_answer_was_lost_is_found_by_its_metadata_and_released() {
     let fake = StripeFake::start();
     let daemon = start(&fake);
-    let expert = SippPeer::start("expert_rings.xml", None, "expert", &[], &[], SIPP_LIMIT);
+    let expert = expert("expert_rings.xml", "40002", &[]);
     let booking = book_with_card(&daemon, &caller_id(1), "pm_card_visa", &expert_uri(&expert));
     // Stripe places the hold but every answer is a (replayed) 500: the
     // daemon never learns the PaymentIntent's id and nobody talks.
     fake.inject(Endpoint::Create, Fault::ServerErrorAfterApplying);
-    let caller = SippPeer::start(
+    let caller = caller(
+        &daemon,
         "caller_waits_bye.xml",
-        daemon.sip_udp(),
-        NUMBER,
-        &[
-            ("caller_prefix", CALLER_PREFIX.into()),
-            ("rtp_port", "40000".into()),
-            ("formats", "0 96".into()),
-        ],
+        CALLER_PREFIX,
+        "40000",
+        "0 96",
         &[],
-        SIPP_LIMIT,
     );
     assert_passed("caller (told, then BYE)", caller);
     assert_passed("expert (CANCEL)", expert);
@@ -591,19 +535,10 @@ fn book_with_fee(
     start: time::Duration,
     end: time::Duration,
 ) -> String {
-    let booking = json!({
-        "called": NUMBER,
-        "callers": [caller],
-        "callee": {"uri": expert},
-        "tariff": {"currency": "jpy", "price_per_minute": PRICE},
-        "cap_seconds": 600,
-        "window": {"start": rfc3339(start), "end": rfc3339(end)},
-        "stripe": {"customer": "cus_test", "payment_method": "pm_card_visa"},
-        "cancellation_fee": 500,
-    });
-    let (status, body) = daemon.api("POST", "/v1/bookings", TOKEN, Some(&booking.to_string()));
-    assert_eq!(status, 201, "{body}");
-    body["id"].as_str().unwrap().to_owned()
+    let mut booking = card_booking(caller, "pm_card_visa", expert);
+    booking["window"] = json!({"start": rfc3339(start), "end": rfc3339(end)});
+    booking["cancellation_fee"] = json!(500);
+    create_booking(daemon, &booking)
 }
 
 /// The fee hold of `booking` at the fake, once it is there.
@@ -671,14 +606,7 @@ fn a_cancellation_fee_is_held_then_captured_late_released_early_or_after_a_call(
         "nothing sent"
     );
     // The call takes place: the fee is released.
-    let expert = SippPeer::start(
-        "expert_answers.xml",
-        None,
-        "expert",
-        &[("rtp_port", "40002".into())],
-        &[],
-        SIPP_LIMIT,
-    );
+    let expert = expert("expert_answers.xml", "40002", &[]);
     let kept = book_with_fee(
         &daemon,
         &caller_id(1),
@@ -687,7 +615,7 @@ fn a_cancellation_fee_is_held_then_captured_late_released_early_or_after_a_call(
         minutes(60),
     );
     fee_intent(&fake, &kept, "requires_capture");
-    call_and_hang_up(&daemon, CALLER_PREFIX, 1, 3000, &expert);
+    call_and_hang_up(&daemon, CALLER_PREFIX, 1, 3000);
     assert_passed("expert", expert);
     let released = fee_intent(&fake, &kept, "canceled");
     assert_eq!(released["amount_received"], 0);
@@ -713,24 +641,20 @@ fn a_cancellation_fee_is_held_then_captured_late_released_early_or_after_a_call(
 fn a_hold_that_lands_after_the_caller_gave_up_is_released() {
     let fake = StripeFake::start();
     let daemon = start(&fake);
-    let expert = SippPeer::start("expert_rings.xml", None, "expert", &[], &[], SIPP_LIMIT);
+    let expert = expert("expert_rings.xml", "40002", &[]);
     let booking = book_with_card(&daemon, &caller_id(1), "pm_card_visa", &expert_uri(&expert));
     // Stripe is slow: the hold lands after the caller has cancelled.
     fake.inject(
         Endpoint::Create,
         Fault::SlowAnswer(Duration::from_millis(1500)),
     );
-    let caller = SippPeer::start(
+    let caller = caller(
+        &daemon,
         "caller_cancels.xml",
-        daemon.sip_udp(),
-        NUMBER,
-        &[
-            ("caller_prefix", CALLER_PREFIX.into()),
-            ("rtp_port", "40000".into()),
-            ("formats", "0 96".into()),
-        ],
+        CALLER_PREFIX,
+        "40000",
+        "0 96",
         &[],
-        SIPP_LIMIT,
     );
     assert_passed("caller", caller);
     assert_passed("expert (CANCEL)", expert);

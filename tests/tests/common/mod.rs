@@ -70,17 +70,28 @@ pub fn book_capped(
     expert: &str,
     cap_seconds: u32,
 ) -> String {
-    let mut booking = json!({
+    let mut booking = booking_json(callers, expert, cap_seconds);
+    if let Some(pin) = pin {
+        booking["pin"] = json!(pin);
+    }
+    create_booking(daemon, &booking)
+}
+
+/// A booking on [`NUMBER`]: ¥100 a minute, its window open from five
+/// minutes ago for an hour.
+pub fn booking_json(callers: &[String], expert: &str, cap_seconds: u32) -> Value {
+    json!({
         "called": NUMBER,
         "callers": callers,
         "callee": {"uri": expert},
         "tariff": {"currency": "jpy", "price_per_minute": 100},
         "cap_seconds": cap_seconds,
         "window": {"start": rfc3339(time::Duration::minutes(-5)), "end": rfc3339(time::Duration::hours(1))},
-    });
-    if let Some(pin) = pin {
-        booking["pin"] = json!(pin);
-    }
+    })
+}
+
+/// Creates `booking` through the API and returns its id.
+pub fn create_booking(daemon: &Daemon, booking: &Value) -> String {
     let (status, body) = daemon.api("POST", "/v1/bookings", TOKEN, Some(&booking.to_string()));
     assert_eq!(status, 201, "{body}");
     body["id"].as_str().unwrap().to_owned()
@@ -208,4 +219,42 @@ pub fn assert_passed(name: &str, peer: SippPeer) -> String {
     let run = peer.wait(SIPP_LIMIT);
     assert!(run.passed(), "{name} failed:\n{}", run.output);
     run.output
+}
+
+/// The expert's phone: SIPp running `scenario` (from `tests/sipp/`) as a
+/// server, taking media at `rtp_port`.
+pub fn expert(scenario: &str, rtp_port: &str, extra: &[&str]) -> SippPeer {
+    SippPeer::start(
+        scenario,
+        None,
+        "expert",
+        &[("rtp_port", rtp_port.to_owned())],
+        extra,
+        SIPP_LIMIT,
+    )
+}
+
+/// A customer calling [`NUMBER`] at `daemon`: SIPp running `scenario`, its
+/// caller IDs `caller_prefix` + SIPp's call number, offering `formats` with
+/// media at `rtp_port`.
+pub fn caller(
+    daemon: &Daemon,
+    scenario: &str,
+    caller_prefix: &str,
+    rtp_port: &str,
+    formats: &str,
+    extra: &[&str],
+) -> SippPeer {
+    SippPeer::start(
+        scenario,
+        daemon.sip_udp(),
+        NUMBER,
+        &[
+            ("caller_prefix", caller_prefix.to_owned()),
+            ("rtp_port", rtp_port.to_owned()),
+            ("formats", formats.to_owned()),
+        ],
+        extra,
+        SIPP_LIMIT,
+    )
 }
