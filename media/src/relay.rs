@@ -273,7 +273,21 @@ async fn relay_call(
     let mut frame = [0u8; PROMPT_PACKET];
     let mut tick = tokio::time::interval(INACTIVITY_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // One timer for prompt frames, moved only when the next frame's time
+    // changes: a packet arriving while a prompt plays costs no timer work.
+    let prompt_timer = tokio::time::sleep(INACTIVITY_TICK);
+    tokio::pin!(prompt_timer);
+    let mut prompt_armed: Option<Instant> = None;
     loop {
+        let next_prompt = bridge.next_prompt_at();
+        if next_prompt != prompt_armed {
+            if let Some(at) = next_prompt {
+                prompt_timer
+                    .as_mut()
+                    .reset(tokio::time::Instant::from_std(at));
+            }
+            prompt_armed = next_prompt;
+        }
         tokio::select! {
             command = commands.recv() => match command {
                 Some(Control::SetPeer(side, peer)) => bridge.set_peer(side, peer),
@@ -313,7 +327,8 @@ async fn relay_call(
                     let _ = caller_rtcp.try_send_to(&callee_rtcp_buf[..len], target);
                 }
             }
-            () = prompt_due(bridge.next_prompt_at()) => {
+            () = &mut prompt_timer, if prompt_armed.is_some() => {
+                prompt_armed = None;
                 let now = Instant::now();
                 for (side, socket) in [(Side::Caller, caller_rtp), (Side::Callee, callee_rtp)] {
                     while let Some((len, target)) = bridge.poll_prompt(side, now, &mut frame) {
@@ -327,14 +342,6 @@ async fn relay_call(
                 }
             }
         }
-    }
-}
-
-/// Ready when the next prompt frame is due; never when none plays.
-async fn prompt_due(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
-        None => std::future::pending().await,
     }
 }
 
