@@ -696,6 +696,11 @@ impl Call {
     /// Answers the caller ourselves to collect a PIN by DTMF.
     fn ask_pin(&mut self, now: Instant) {
         let Some(offer) = self.caller_offer.clone() else {
+            self.refuse(
+                RejectReason::NoCommonCodec,
+                "no-common-codec",
+                "the caller's offer cannot be answered",
+            );
             return;
         };
         if offer.telephone_event.is_none() {
@@ -706,8 +711,20 @@ impl Call {
             );
             return;
         }
-        let codec = offer.codecs[0];
+        let Some(codec) = offer.codecs.first().copied() else {
+            self.refuse(
+                RejectReason::NoCommonCodec,
+                "no-common-codec",
+                "the caller's offer cannot be answered",
+            );
+            return;
+        };
         let Ok(answer) = sdp::answer_to(&offer, codec, true, self.settings.relay[0]) else {
+            self.refuse(
+                RejectReason::NoCommonCodec,
+                "no-common-codec",
+                "the caller's offer cannot be answered",
+            );
             return;
         };
         self.codec = Some(codec);
@@ -780,10 +797,22 @@ impl Call {
 
     /// INVITEs the callee with an offer the caller can take.
     fn dial(&mut self, now: Instant) {
+        // `Call::new` keeps an offer only when it has a G.711 codec, so
+        // these hold; were they not to, the call ends instead of hanging.
         let Some(caller) = self.caller_offer.clone() else {
+            self.refuse(
+                RejectReason::NoCommonCodec,
+                "no-common-codec",
+                "the caller's offer cannot be answered",
+            );
             return;
         };
         let Ok(mut offer) = sdp::offer_for_callee(&caller, self.settings.relay[1]) else {
+            self.refuse(
+                RejectReason::NoCommonCodec,
+                "no-common-codec",
+                "the caller's offer cannot be answered",
+            );
             return;
         };
         if let Some(codec) = self.codec {
@@ -916,6 +945,14 @@ impl Call {
     fn connect(&mut self, codec: Codec, now: Instant) {
         if !self.caller_answered {
             let Some(body) = self.caller_answer(codec) else {
+                let (code, _) = RejectReason::NoCommonCodec.response();
+                self.end(
+                    Status::Failed,
+                    "no-common-codec",
+                    Some(code),
+                    "the caller's offer cannot be answered",
+                    Some(code),
+                );
                 return;
             };
             self.caller_answered = true;
