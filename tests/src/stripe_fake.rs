@@ -156,6 +156,31 @@ impl StripeFake {
             .unwrap_or_default()
     }
 
+    /// Delivers `event` to a webhook endpoint at `to` (`POST
+    /// /v1/stripe/webhook`) as Stripe does, signed with the endpoint's
+    /// `secret` (`Stripe-Signature: t=...,v1=HMAC-SHA256(secret, t.body)`):
+    /// (status, body).
+    pub fn deliver_webhook(&self, to: SocketAddr, secret: &str, event: &Value) -> (u16, String) {
+        use hmac::Mac;
+        let body = event.to_string();
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()) else {
+            return (0, "unusable secret".into());
+        };
+        mac.update(format!("{t}.{body}").as_bytes());
+        let signature = format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()));
+        crate::http_request_with(
+            to,
+            "POST",
+            "/v1/stripe/webhook",
+            &[("Stripe-Signature", &signature)],
+            Some(&body),
+        )
+        .unwrap_or_else(|e| (0, e.to_string()))
+    }
+
     /// Every PaymentIntent, as JSON.
     pub fn intents(&self) -> Vec<Value> {
         self.inner

@@ -387,22 +387,10 @@ fn many_calls_with_random_faults_are_each_captured_exactly_once() {
     assert_eq!(succeeded, calls as usize, "no double capture, no lost one");
 }
 
-/// Delivers a webhook signed with `secret`: (status, body).
-fn deliver(daemon: &Daemon, secret: &str, event: &Value) -> (u16, Value) {
-    use hmac::Mac;
-    let body = event.to_string();
-    let t = time::OffsetDateTime::now_utc().unix_timestamp();
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(format!("{t}.{body}").as_bytes());
-    let signature = format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()));
-    let (status, text) = tollbridge_e2e::http_request_with(
-        daemon.http,
-        "POST",
-        "/v1/stripe/webhook",
-        &[("Stripe-Signature", &signature)],
-        Some(&body),
-    )
-    .unwrap();
+/// The fake delivers a webhook to the daemon signed with `secret`:
+/// (status, body).
+fn deliver(fake: &StripeFake, daemon: &Daemon, secret: &str, event: &Value) -> (u16, Value) {
+    let (status, text) = fake.deliver_webhook(daemon.http, secret, event);
     (
         status,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
@@ -439,14 +427,14 @@ fn webhooks_are_verified_and_applied_once() {
     };
     let before = details(&daemon);
     // A bad signature: 400 and nothing changes.
-    let (status, body) = deliver(&daemon, "whsec_wrong", &refunded);
+    let (status, body) = deliver(&fake, &daemon, "whsec_wrong", &refunded);
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "bad_signature");
     assert_eq!(details(&daemon), before);
     // Signed right: applied; delivered again: applied once.
-    let (status, body) = deliver(&daemon, WEBHOOK_SECRET, &refunded);
+    let (status, body) = deliver(&fake, &daemon, WEBHOOK_SECRET, &refunded);
     assert_eq!((status, &body["duplicate"]), (200, &json!(false)), "{body}");
-    let (status, body) = deliver(&daemon, WEBHOOK_SECRET, &refunded);
+    let (status, body) = deliver(&fake, &daemon, WEBHOOK_SECRET, &refunded);
     assert_eq!((status, &body["duplicate"]), (200, &json!(true)), "{body}");
     let after = details(&daemon);
     assert_eq!(
@@ -455,7 +443,7 @@ fn webhooks_are_verified_and_applied_once() {
         "{after:?}"
     );
     // Garbage that is signed is still refused with a JSON error.
-    let (status, body) = deliver(&daemon, WEBHOOK_SECRET, &json!("not an event"));
+    let (status, body) = deliver(&fake, &daemon, WEBHOOK_SECRET, &json!("not an event"));
     assert_eq!((status, &body["error"]["code"]), (400, &json!("bad_event")));
     assert_passed("expert", expert);
 }
