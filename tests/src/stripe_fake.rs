@@ -16,6 +16,12 @@
 //!   dropped after applying, an answer slower than the client's timeout
 //!   (applied; 409 to the same key until answered, then stored), 429 (not
 //!   applied).
+//! - Holds end: each successful hold has a card charge whose
+//!   `payment_method_details.card.capture_before` is its creation plus the
+//!   hold lifetime (Visa's off-session 4 days 18 hours unless a test sets
+//!   another); a hold still uncaptured then is `canceled`. The charge is in
+//!   `latest_charge`, as an id or, with `expand[]=latest_charge`
+//!   (`data.latest_charge` on lists), whole.
 //! - Every request is recorded for assertions.
 
 use std::collections::HashMap;
@@ -79,13 +85,70 @@ struct Stored {
     answer: Option<(u16, Value)>,
 }
 
-#[derive(Default)]
 struct Inner {
+    /// PaymentIntents, each with its charge whole in `latest_charge`.
     intents: HashMap<String, Value>,
     keys: HashMap<String, Stored>,
     faults: HashMap<Endpoint, Vec<Fault>>,
     requests: Vec<Recorded>,
     next_id: u64,
+    hold_lifetime: Duration,
+}
+
+impl Default for Inner {
+    fn default() -> Inner {
+        Inner {
+            intents: HashMap::new(),
+            keys: HashMap::new(),
+            faults: HashMap::new(),
+            requests: Vec::new(),
+            next_id: 0,
+            hold_lifetime: VISA_OFF_SESSION_HOLD,
+        }
+    }
+}
+
+/// How long a Visa merchant-initiated hold lives (STRIPE.md).
+const VISA_OFF_SESSION_HOLD: Duration = Duration::from_secs((4 * 24 + 18) * 3600);
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl Inner {
+    /// Cancels every hold whose `capture_before` has passed, as the card
+    /// networks do.
+    fn expire_holds(&mut self) {
+        let now = unix_now();
+        for intent in self.intents.values_mut() {
+            let ends = intent["latest_charge"]["payment_method_details"]["card"]["capture_before"]
+                .as_i64();
+            if intent["status"] == "requires_capture" && ends.is_some_and(|end| now >= end) {
+                intent["status"] = json!("canceled");
+                intent["amount_capturable"] = json!(0);
+                intent["cancellation_reason"] = json!("automatic");
+            }
+        }
+    }
+}
+
+/// A PaymentIntent as answered: its charge whole when `expanded`, else
+/// its id.
+fn shown(intent: &Value, expanded: bool) -> Value {
+    let mut intent = intent.clone();
+    if !expanded && let Some(id) = intent["latest_charge"].get("id").cloned() {
+        intent["latest_charge"] = id;
+    }
+    intent
+}
+
+/// Whether the request asks for `field` whole (`expand[0]=field`).
+fn expands(params: &[(String, String)], field: &str) -> bool {
+    params
+        .iter()
+        .any(|(k, v)| k.starts_with("expand[") && v == field)
 }
 
 /// A running fake; stops when dropped.
@@ -141,6 +204,14 @@ impl StripeFake {
         format!("http://{}", self.addr)
     }
 
+    /// Makes the holds placed from now on end after `lifetime` (their
+    /// `capture_before`), instead of Visa's 4 days 18 hours.
+    pub fn set_hold_lifetime(&self, lifetime: Duration) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.hold_lifetime = lifetime;
+        }
+    }
+
     /// Queues a fault for the next request to `endpoint`.
     pub fn inject(&self, endpoint: Endpoint, fault: Fault) {
         if let Ok(mut inner) = self.inner.lock() {
@@ -181,11 +252,14 @@ impl StripeFake {
         .unwrap_or_else(|e| (0, e.to_string()))
     }
 
-    /// Every PaymentIntent, as JSON.
+    /// Every PaymentIntent, as JSON, its charge whole.
     pub fn intents(&self) -> Vec<Value> {
         self.inner
             .lock()
-            .map(|i| i.intents.values().cloned().collect())
+            .map(|mut i| {
+                i.expire_holds();
+                i.intents.values().cloned().collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -340,6 +414,7 @@ async fn idempotent(
                 },
             );
         }
+        guard.expire_holds();
         let (status, body) = apply(&mut guard);
         let stored = match fault {
             Some(Fault::ServerErrorAfterApplying) => {
@@ -435,6 +510,48 @@ fn futures_error_stream() -> impl futures_core::Stream<Item = Result<Bytes, std:
     Failing(false)
 }
 
+/// A card charge authorized for `amount`, capturable until `capture_before`.
+fn charge_json(
+    id: &str,
+    intent: &str,
+    params: &[(String, String)],
+    amount: i64,
+    capture_before: i64,
+) -> Value {
+    json!({
+        "id": id,
+        "object": "charge",
+        "amount": amount,
+        "amount_captured": 0,
+        "amount_refunded": 0,
+        "billing_details": {"address": null, "email": null, "name": null, "phone": null},
+        "captured": false,
+        "created": unix_now(),
+        "currency": param(params, "currency").unwrap_or("jpy"),
+        "customer": param(params, "customer"),
+        "disputed": false,
+        "livemode": false,
+        "metadata": {},
+        "paid": true,
+        "payment_intent": intent,
+        "payment_method": param(params, "payment_method"),
+        "payment_method_details": {
+            "type": "card",
+            "card": {
+                "brand": "visa",
+                "capture_before": capture_before,
+                "country": "JP",
+                "exp_month": 12,
+                "exp_year": 2034,
+                "funding": "credit",
+                "last4": "4242",
+            },
+        },
+        "refunded": false,
+        "status": "succeeded",
+    })
+}
+
 fn intent_json(id: &str, params: &[(String, String)], status: &str, amount: i64) -> Value {
     let metadata: serde_json::Map<String, Value> = params
         .iter()
@@ -508,8 +625,15 @@ async fn create(State(inner): Shared, headers: HeaderMap, body: Bytes) -> Respon
                 ),
                 _ => ("requires_capture", None),
             };
-            let intent = intent_json(&id, &params, status, amount);
+            let mut intent = intent_json(&id, &params, status, amount);
+            if failure.is_none() {
+                let charge = format!("ch_fake{:06}", inner.next_id);
+                let capture_before = unix_now() + inner.hold_lifetime.as_secs() as i64;
+                intent["latest_charge"] =
+                    charge_json(&charge, &id, &params, amount, capture_before);
+            }
             inner.intents.insert(id, intent.clone());
+            let intent = shown(&intent, expands(&params, "latest_charge"));
             match failure {
                 Some((code, message)) => {
                     let (status, mut body) = error(402, "card_error", Some(code), message);
@@ -557,7 +681,7 @@ async fn act_on_intent(
             if let Some(refusal) = change(intent, &params) {
                 return refusal;
             }
-            (200, intent.clone())
+            (200, shown(intent, expands(&params, "latest_charge")))
         },
     )
     .await
@@ -600,6 +724,10 @@ async fn capture(
             intent["status"] = json!("succeeded");
             intent["amount_received"] = json!(amount);
             intent["amount_capturable"] = json!(0);
+            if let Some(charge) = intent["latest_charge"].as_object_mut() {
+                charge.insert("captured".into(), json!(true));
+                charge.insert("amount_captured".into(), json!(amount));
+            }
             None
         },
     )
@@ -637,12 +765,17 @@ async fn cancel(
     .await
 }
 
-async fn retrieve(State(inner): Shared, Path(id): Path<String>) -> Response {
+async fn retrieve(
+    State(inner): Shared,
+    Path(id): Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Response {
     let Ok(mut guard) = inner.lock() else {
         return json_response(500, &json!({}));
     };
+    guard.expire_holds();
     let (status, body) = match guard.intents.get(&id) {
-        Some(intent) => (200, intent.clone()),
+        Some(intent) => (200, shown(intent, expands(&query, "latest_charge"))),
         None => error(
             404,
             "invalid_request_error",
@@ -654,28 +787,30 @@ async fn retrieve(State(inner): Shared, Path(id): Path<String>) -> Response {
         method: Method::GET.to_string(),
         path: format!("/v1/payment_intents/{id}"),
         idempotency_key: None,
-        params: Vec::new(),
+        params: query,
         status,
     });
     json_response(status, &body)
 }
 
-async fn list(State(inner): Shared, Query(query): Query<HashMap<String, String>>) -> Response {
+async fn list(State(inner): Shared, Query(query): Query<Vec<(String, String)>>) -> Response {
     let Ok(mut guard) = inner.lock() else {
         return json_response(500, &json!({}));
     };
-    let customer = query.get("customer").cloned();
+    guard.expire_holds();
+    let customer = param(&query, "customer").map(str::to_owned);
+    let expanded = expands(&query, "data.latest_charge");
     let data: Vec<Value> = guard
         .intents
         .values()
         .filter(|i| customer.as_deref().is_none_or(|c| i["customer"] == c))
-        .cloned()
+        .map(|i| shown(i, expanded))
         .collect();
     guard.requests.push(Recorded {
         method: "GET".into(),
         path: "/v1/payment_intents".into(),
         idempotency_key: None,
-        params: query.into_iter().collect(),
+        params: query,
         status: 200,
     });
     json_response(

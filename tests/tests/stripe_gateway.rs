@@ -54,6 +54,19 @@ async fn a_hold_is_placed_and_captured_with_the_rated_amount() {
         intent.metadata.get("booking").map(String::as_str),
         Some("bk_1")
     );
+    // Until when it can be captured, as the card charge says: Visa's
+    // off-session 4 days 18 hours from now.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let capture_before = intent.capture_before.expect("the hold's capture_before");
+    assert!(
+        (capture_before - (now + 114 * 3600)).abs() <= 5,
+        "capture_before {capture_before}, now {now}"
+    );
+    let read = stripe.retrieve(intent.id.clone()).await.unwrap();
+    assert_eq!(read.capture_before, Some(capture_before), "read back");
     let captured = stripe
         .capture(intent.id.clone(), 300, "tb:call:call_1:capture:v1".into())
         .await
@@ -74,6 +87,7 @@ async fn a_hold_is_placed_and_captured_with_the_rated_amount() {
         ("amount", "1000"),
         ("currency", "jpy"),
         ("metadata[call]", "call_1"),
+        ("expand[0]", "latest_charge"),
     ] {
         assert!(
             create.params.iter().any(|(k, v)| k == name && v == value),
@@ -85,8 +99,14 @@ async fn a_hold_is_placed_and_captured_with_the_rated_amount() {
         create.idempotency_key.as_deref(),
         Some("tb:call:call_1:authorize:v1")
     );
+    let expand = vec![("expand[0]".to_owned(), "latest_charge".to_owned())];
     assert_eq!(
-        requests[1].params,
+        (requests[1].method.as_str(), &requests[1].params),
+        ("GET", &expand),
+        "read back with its charge"
+    );
+    assert_eq!(
+        requests[2].params,
         vec![("amount_to_capture".to_owned(), "300".to_owned())]
     );
     // Found again by its metadata when its id is lost.
@@ -94,7 +114,11 @@ async fn a_hold_is_placed_and_captured_with_the_rated_amount() {
         .find("cus_test".into(), "call".into(), "call_1".into())
         .await
         .unwrap();
-    assert_eq!(found.map(|i| i.id), Some(intent.id));
+    assert_eq!(
+        found.map(|i| (i.id, i.capture_before)),
+        Some((intent.id, Some(capture_before))),
+        "found with its charge"
+    );
     // Released holds: cancel.
     let other = stripe.hold(hold("pm_card_visa", "call_2")).await.unwrap();
     let canceled = stripe
@@ -102,6 +126,30 @@ async fn a_hold_is_placed_and_captured_with_the_rated_amount() {
         .await
         .unwrap();
     assert_eq!(canceled.status, "canceled");
+}
+
+#[tokio::test]
+async fn a_hold_left_past_its_capture_before_is_gone() {
+    let fake = StripeFake::start();
+    fake.set_hold_lifetime(Duration::from_secs(1));
+    let stripe = gateway(&fake);
+    let intent = stripe.hold(hold("pm_card_visa", "call_x")).await.unwrap();
+    let capture_before = intent.capture_before.expect("capture_before");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let read = stripe.retrieve(intent.id.clone()).await.unwrap();
+    assert_eq!(
+        (read.status.as_str(), read.amount_capturable),
+        ("canceled", 0)
+    );
+    let error = stripe
+        .capture(intent.id, 500, "tb:call:call_x:capture:v1".into())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, GatewayError::Refused { status: 400, .. }),
+        "{error:?}"
+    );
+    assert!(capture_before > 0);
 }
 
 #[tokio::test]
@@ -264,8 +312,13 @@ async fn against_stripe_test_mode_when_a_test_key_is_given() {
     request.customer = customer.clone();
     let intent = stripe.hold(request).await.unwrap();
     assert_eq!(intent.status, "requires_capture");
+    assert!(
+        intent.capture_before.is_some(),
+        "the card charge says until when the hold can be captured"
+    );
     let read = stripe.retrieve(intent.id.clone()).await.unwrap();
     assert_eq!(read.amount_capturable, 1000);
+    assert_eq!(read.capture_before, intent.capture_before);
     let found = stripe
         .find(customer, "call".into(), call.clone())
         .await

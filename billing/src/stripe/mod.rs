@@ -24,6 +24,7 @@ use stripe_core::payment_intent::{
     CreatePaymentIntent, CreatePaymentIntentOffSession, ListPaymentIntent, RetrievePaymentIntent,
 };
 use stripe_core::{PaymentIntent, PaymentIntentCaptureMethod};
+use stripe_types::Expandable;
 
 use crate::rating::Currency;
 use http::{HttpClient, HttpError};
@@ -62,10 +63,22 @@ pub struct Intent {
     pub amount_received: i64,
     /// Our metadata.
     pub metadata: HashMap<String, String>,
+    /// Until when the hold can be captured (unix seconds), from the card
+    /// charge (`latest_charge.payment_method_details.card.capture_before`)
+    /// when Stripe gave it.
+    pub capture_before: Option<i64>,
 }
 
 impl Intent {
     fn from_stripe(intent: PaymentIntent) -> Intent {
+        let capture_before = match &intent.latest_charge {
+            Some(Expandable::Object(charge)) => charge
+                .payment_method_details
+                .as_ref()
+                .and_then(|details| details.card.as_ref())
+                .and_then(|card| card.capture_before),
+            _ => None,
+        };
         Intent {
             id: intent.id.as_str().to_owned(),
             status: intent.status.as_str().to_owned(),
@@ -73,9 +86,14 @@ impl Intent {
             amount_capturable: intent.amount_capturable,
             amount_received: intent.amount_received,
             metadata: intent.metadata,
+            capture_before,
         }
     }
 }
+
+/// Expanded in every answer that creates, reads or finds a hold: the
+/// charge says until when it can be captured.
+const LATEST_CHARGE: &str = "latest_charge";
 
 /// Why a request did not give an answer we can use.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -286,7 +304,8 @@ impl Gateway for StripeGateway {
                 .confirm(true)
                 .off_session(CreatePaymentIntentOffSession::Bool(true))
                 .error_on_requires_action(true)
-                .metadata(metadata);
+                .metadata(metadata)
+                .expand([LATEST_CHARGE.to_owned()]);
             self.send_keyed("hold", &request, strategy).await
         })
     }
@@ -310,7 +329,8 @@ impl Gateway for StripeGateway {
 
     fn retrieve(&self, intent: String) -> GatewayFuture<'_, Intent> {
         Box::pin(async move {
-            let request = RetrievePaymentIntent::new(intent.as_str());
+            let request =
+                RetrievePaymentIntent::new(intent.as_str()).expand([LATEST_CHARGE.to_owned()]);
             let intent = self
                 .with_retries("retrieve", || request.customize().send(&self.client))
                 .await?;
@@ -327,7 +347,8 @@ impl Gateway for StripeGateway {
         Box::pin(async move {
             let request = ListPaymentIntent::new()
                 .customer(customer.clone())
-                .limit(100);
+                .limit(100)
+                .expand([format!("data.{LATEST_CHARGE}")]);
             let list = self
                 .with_retries("list", || request.customize().send(&self.client))
                 .await?;
