@@ -626,6 +626,57 @@ fn a_cancellation_fee_is_held_then_captured_late_released_early_or_after_a_call(
 }
 
 #[test]
+fn a_fee_hold_is_renewed_before_the_capture_before_stripe_gave() {
+    let fake = StripeFake::start();
+    // Holds that end 8 s after they are placed, as the card charge says:
+    // Tollbridge must act on what Stripe says, not on the 4 d 18 h it
+    // would otherwise assume.
+    fake.set_hold_lifetime(Duration::from_secs(8));
+    let daemon = start(&fake);
+    let booking = book_with_fee(
+        &daemon,
+        "+15550000004",
+        "sip:nobody@127.0.0.1:9",
+        time::Duration::minutes(-5),
+        time::Duration::minutes(60),
+    );
+    let first = fee_intent(&fake, &booking, "requires_capture");
+    // Released by Tollbridge before it lapsed, and held again.
+    let released = fee_intent(&fake, &booking, "canceled");
+    assert_eq!(released["id"], first["id"]);
+    assert_eq!(
+        released["cancellation_reason"], "abandoned",
+        "released by Tollbridge, not expired: {released}"
+    );
+    let renewed = fee_intent(&fake, &booking, "requires_capture");
+    assert_ne!(renewed["id"], first["id"]);
+    assert_eq!(
+        renewed["metadata"]["fee_hold"],
+        format!("tb:booking:{booking}:fee-hold:v2")
+    );
+    // A late cancellation captures the live hold.
+    let (status, _) = daemon.api("DELETE", &format!("/v1/bookings/{booking}"), TOKEN, None);
+    assert_eq!(status, 200);
+    let captured = fee_intent(&fake, &booking, "succeeded");
+    assert_eq!(
+        (captured["id"].clone(), captured["amount_received"].clone()),
+        (renewed["id"].clone(), json!(500))
+    );
+    assert!(
+        fake.intents()
+            .iter()
+            .all(|i| i["cancellation_reason"] != "automatic"),
+        "no hold lapsed: {:?}",
+        fake.intents()
+    );
+    assert!(
+        fake.requests().iter().all(|r| r.status != 400),
+        "{:?}",
+        fake.requests()
+    );
+}
+
+#[test]
 fn a_hold_that_lands_after_the_caller_gave_up_is_released() {
     let fake = StripeFake::start();
     let daemon = start(&fake);

@@ -91,6 +91,7 @@ pub async fn place_hold(
                     payment_intent: None,
                     customer: Some(&terms.customer),
                     payment_method: Some(&terms.payment_method),
+                    act_by_ms: None,
                 },
                 now_ms(),
             )?;
@@ -145,6 +146,10 @@ pub async fn place_hold(
     };
     let (row_id, call) = (row.id.clone(), call_id.to_owned());
     let (stored_intent, stored_error) = (intent_id.clone(), error.clone());
+    let capture_before = answer
+        .as_ref()
+        .ok()
+        .and_then(|intent| intent.capture_before);
     let amount = row.amount;
     let _ = store
         .call(move |conn| {
@@ -158,6 +163,7 @@ pub async fn place_hold(
                 now_ms(),
             )?;
             if state == "succeeded" {
+                rows::held_until(conn, &row_id, capture_before)?;
                 conn.execute(
                     "UPDATE calls SET payment_intent = ?2, hold_amount = ?3 WHERE id = ?1",
                     rusqlite::params![call, stored_intent, amount],
@@ -373,10 +379,35 @@ impl Settler {
         }
     }
 
+    /// Records a hold that succeeded, with until when it can be captured.
+    async fn record_held(&self, row: &Row, read: &Intent) {
+        let (id, intent, capture_before) = (row.id.clone(), read.id.clone(), read.capture_before);
+        let result = self
+            .store
+            .call(move |conn| {
+                let tx = conn.transaction()?;
+                rows::conclude(&tx, &id, "succeeded", Some(&intent), None, None, now_ms())?;
+                rows::held_until(&tx, &id, capture_before)?;
+                tx.commit()?;
+                Ok(())
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, settlement = %row.id, "cannot record a hold");
+        }
+        tracing::info!(settlement = %row.id, operation = %row.operation, amount = row.amount, capture_before = ?read.capture_before, "hold placed");
+    }
+
     /// Settles `row` from a PaymentIntent read back; false when it must
     /// be sent (again).
     async fn conclude_from(&self, row: &Row, operation: Operation, read: &Intent) -> bool {
         match settlement::resolve(operation, &read.status, read.amount_received, row.amount) {
+            Resolution::Succeeded
+                if matches!(operation, Operation::Authorize | Operation::CancellationFee) =>
+            {
+                self.record_held(row, read).await;
+                true
+            }
             Resolution::Succeeded => {
                 self.record(row, "succeeded", Some(read.id.clone()), None, None)
                     .await;
@@ -503,8 +534,7 @@ impl Settler {
             .await
         {
             Ok(Some(intent)) if intent.status == "requires_capture" => {
-                self.record(&row, "succeeded", Some(intent.id.clone()), None, None)
-                    .await;
+                self.record_held(&row, &intent).await;
                 let result = self
                     .store
                     .call(move |conn| {

@@ -37,10 +37,13 @@ pub struct Row {
     pub payment_method: Option<String>,
     /// Times sent.
     pub tries: i64,
+    /// When the hold this row places or acts on must be acted on at the
+    /// latest (see [`settlement::act_by`]), once known.
+    pub act_by_ms: Option<i64>,
 }
 
 const COLUMNS: &str = "id, call_id, booking_id, operation, idempotency_key, amount, currency, state, \
-                       payment_intent, customer, payment_method, tries";
+                       payment_intent, customer, payment_method, tries, act_by_ms";
 
 fn row_from(row: &rusqlite::Row) -> rusqlite::Result<Row> {
     Ok(Row {
@@ -56,6 +59,7 @@ fn row_from(row: &rusqlite::Row) -> rusqlite::Result<Row> {
         customer: row.get(9)?,
         payment_method: row.get(10)?,
         tries: row.get(11)?,
+        act_by_ms: row.get(12)?,
     })
 }
 
@@ -78,6 +82,8 @@ pub struct NewRow<'a> {
     pub customer: Option<&'a str>,
     /// The card.
     pub payment_method: Option<&'a str>,
+    /// The act-by time of the hold a capture or cancel acts on.
+    pub act_by_ms: Option<i64>,
 }
 
 /// Inserts the row for a call's operation (its key derived from both);
@@ -100,8 +106,9 @@ fn insert_keyed(
 ) -> Result<Row, StoreError> {
     conn.execute(
         "INSERT OR IGNORE INTO settlements (id, booking_id, call_id, operation, idempotency_key, amount, currency,
-             state, payment_intent, customer, payment_method, created_ms, updated_ms, next_attempt_ms, attempt)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?11, ?12, ?13)",
+             state, payment_intent, customer, payment_method, created_ms, updated_ms, next_attempt_ms, attempt,
+             act_by_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14)",
         params![
             format!("st_{}", uuid::Uuid::now_v7().simple()),
             new.booking_id,
@@ -115,7 +122,8 @@ fn insert_keyed(
             new.payment_method,
             now_ms,
             due_ms,
-            attempt
+            attempt,
+            new.act_by_ms
         ],
     )?;
     let sql = format!("SELECT {COLUMNS} FROM settlements WHERE idempotency_key = ?1");
@@ -135,7 +143,8 @@ pub fn mark_sent(conn: &Connection, id: &str, now_ms: i64) -> Result<(), StoreEr
 }
 
 /// Records an outcome: `succeeded`, `failed` or `unknown` (to look again
-/// at `next_attempt_ms`).
+/// at `next_attempt_ms`, or sooner when the hold it acts on must be acted
+/// on before then).
 pub fn conclude(
     conn: &Connection,
     id: &str,
@@ -145,11 +154,51 @@ pub fn conclude(
     next_attempt_ms: Option<i64>,
     now_ms: i64,
 ) -> Result<(), StoreError> {
+    let act_by: Option<i64> = conn
+        .query_row(
+            "SELECT act_by_ms FROM settlements WHERE id = ?1",
+            [id],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten();
+    let next_attempt_ms =
+        next_attempt_ms.map(|next| settlement::look_again_at(now_ms, next, act_by));
     conn.execute(
         "UPDATE settlements SET state = ?2, payment_intent = COALESCE(?3, payment_intent), last_error = ?4,
              next_attempt_ms = ?5, updated_ms = ?6
          WHERE id = ?1",
         params![id, state, payment_intent, error, next_attempt_ms, now_ms],
+    )?;
+    Ok(())
+}
+
+/// Records until when a hold that succeeded can be captured (Stripe's
+/// `capture_before`, unix seconds, when it said) and so when it must be
+/// captured, released or renewed at the latest.
+pub fn held_until(
+    conn: &Connection,
+    id: &str,
+    capture_before: Option<i64>,
+) -> Result<(), StoreError> {
+    let capture_before_ms = capture_before.map(|s| s.saturating_mul(1000));
+    let held_ms: Option<i64> = conn
+        .query_row(
+            "SELECT created_ms FROM settlements WHERE id = ?1",
+            [id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(held_ms) = held_ms else {
+        return Ok(());
+    };
+    conn.execute(
+        "UPDATE settlements SET capture_before_ms = ?2, act_by_ms = ?3 WHERE id = ?1",
+        params![
+            id,
+            capture_before_ms,
+            settlement::act_by(held_ms, capture_before_ms)
+        ],
     )?;
     Ok(())
 }
@@ -178,17 +227,27 @@ pub fn after_call(
     amount: i64,
     now_ms: i64,
 ) -> Result<Option<Row>, StoreError> {
-    let hold: Option<(String, String, Option<String>, String)> = conn
+    /// The PaymentIntent, currency, booking, under-minimum policy, act-by.
+    type Hold = (String, String, Option<String>, String, Option<i64>);
+    let hold: Option<Hold> = conn
         .query_row(
-            "SELECT s.payment_intent, s.currency, s.booking_id, COALESCE(b.under_minimum, 'cancel')
+            "SELECT s.payment_intent, s.currency, s.booking_id, COALESCE(b.under_minimum, 'cancel'), s.act_by_ms
              FROM settlements s LEFT JOIN bookings b ON b.id = s.booking_id
              WHERE s.call_id = ?1 AND s.operation = 'authorize' AND s.state = 'succeeded'
                AND s.payment_intent IS NOT NULL",
             [call_id],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+            |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
+            },
         )
         .optional()?;
-    let Some((payment_intent, currency, booking_id, policy)) = hold else {
+    let Some((payment_intent, currency, booking_id, policy, act_by_ms)) = hold else {
         return Ok(None);
     };
     let done: i64 = conn.query_row(
@@ -218,6 +277,7 @@ pub fn after_call(
             payment_intent: Some(&payment_intent),
             customer: None,
             payment_method: None,
+            act_by_ms,
         },
         now_ms,
     )?;
@@ -259,6 +319,7 @@ pub fn plan_fee_hold(
         payment_intent: None,
         customer: Some(&customer),
         payment_method: Some(&payment_method),
+        act_by_ms: None,
     };
     let due = settlement::fee_hold_at(now_ms, window_start_ms);
     Ok(Some(insert_keyed(
@@ -280,28 +341,30 @@ fn current_fee_hold(conn: &Connection, booking_id: &str) -> Result<Option<(Row, 
     );
     Ok(conn
         .query_row(&sql, [booking_id], |r| {
-            Ok((row_from(r)?, r.get::<_, i64>(12)?))
+            Ok((row_from(r)?, r.get::<_, i64>(13)?))
         })
         .optional()?)
 }
 
-/// Renews the cancellation-fee holds about to lapse (placed a hold's safe
-/// lifetime ago) while their booking is still open: the old hold is
-/// released and a new one (the next attempt, new keys) is placed at once.
-/// Returns how many.
+/// Renews the cancellation-fee holds about to lapse (their act-by time
+/// from Stripe's `capture_before` has come; a hold's safe lifetime after
+/// it was placed when that was never read) while their booking is still
+/// open: the old hold is released and a new one (the next attempt, new
+/// keys) is placed at once. Returns how many.
 pub fn renew_fee_holds(conn: &Connection, now_ms: i64) -> Result<usize, StoreError> {
     let safe = (settlement::HOLD_LIFETIME - settlement::HOLD_MARGIN).as_millis() as i64;
     let aging: Vec<String> = {
         let mut statement = conn.prepare_cached(
             "SELECT b.id FROM bookings b JOIN settlements s ON s.booking_id = b.id
-             WHERE s.operation = 'cancellation-fee' AND s.state = 'succeeded' AND s.updated_ms <= ?1
+             WHERE s.operation = 'cancellation-fee' AND s.state = 'succeeded'
+               AND COALESCE(s.act_by_ms, s.updated_ms + ?3) <= ?1
                AND s.attempt = (SELECT MAX(attempt) FROM settlements
                                 WHERE booking_id = b.id AND operation = 'cancellation-fee')
                AND b.state IN ('active', 'in-call') AND b.window_end_ms > ?2
                AND NOT EXISTS (SELECT 1 FROM settlements f WHERE f.booking_id = b.id AND f.call_id IS NULL
                                AND f.operation IN ('capture', 'cancel') AND f.attempt = s.attempt)",
         )?;
-        let rows = statement.query_map(params![now_ms - safe, now_ms], |r| r.get(0))?;
+        let rows = statement.query_map(params![now_ms, now_ms, safe], |r| r.get(0))?;
         rows.collect::<Result<_, _>>()?
     };
     for booking in &aging {
@@ -319,6 +382,7 @@ pub fn renew_fee_holds(conn: &Connection, now_ms: i64) -> Result<usize, StoreErr
             payment_intent: None,
             customer: hold.customer.as_deref(),
             payment_method: hold.payment_method.as_deref(),
+            act_by_ms: None,
         };
         let key = settlement::booking_key(booking, "fee-hold", next);
         insert_keyed(conn, &key, None, &new, None, next, now_ms)?;
@@ -378,6 +442,7 @@ pub fn settle_fee(
                 payment_intent: Some(payment_intent),
                 customer: None,
                 payment_method: None,
+                act_by_ms: hold.act_by_ms,
             };
             let key = settlement::booking_key(booking_id, movement, attempt);
             Ok(Some(insert_keyed(
@@ -439,7 +504,7 @@ pub fn list(
 ) -> Result<Vec<Value>, StoreError> {
     let mut statement = conn.prepare_cached(
         "SELECT id, call_id, booking_id, operation, idempotency_key, amount, currency, state, payment_intent,
-                tries, last_error, created_ms, updated_ms, next_attempt_ms
+                tries, last_error, created_ms, updated_ms, next_attempt_ms, capture_before_ms
          FROM settlements WHERE (?1 IS NULL OR call_id = ?1) AND (?2 IS NULL OR state = ?2)
          ORDER BY created_ms, id",
     )?;
@@ -459,6 +524,7 @@ pub fn list(
             "created_at": rfc3339(row.get(11)?),
             "updated_at": rfc3339(row.get(12)?),
             "next_attempt_at": row.get::<_, Option<i64>>(13)?.map(rfc3339),
+            "capture_before": row.get::<_, Option<i64>>(14)?.map(rfc3339),
         }))
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -583,5 +649,89 @@ mod tests {
                 .any(|(k, o, _)| k == "tb:booking:bk_1:fee-capture:v1" && o == "capture"),
             "{listed:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn stripes_capture_before_sets_when_a_hold_is_renewed_or_looked_at_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(&dir.path().join("t.db")).unwrap();
+        let hour = DAY_MS / 24;
+        let placed = 6 * DAY_MS;
+        // Stripe says the hold ends 2 days after it was placed, sooner
+        // than the 4 d 18 h Tollbridge would assume.
+        let ends = placed + 2 * DAY_MS;
+        let act_by = ends - 6 * hour;
+        let (early, on_time, capture, next_look) = store
+            .call(move |conn| {
+                booking_with_fee_hold(conn, placed);
+                let hold = current_fee_hold(conn, "bk_1").unwrap().unwrap().0;
+                conn.execute(
+                    "UPDATE settlements SET created_ms = ?2 WHERE id = ?1",
+                    params![hold.id, placed],
+                )
+                .unwrap();
+                held_until(conn, &hold.id, Some(ends / 1000)).unwrap();
+                let early = renew_fee_holds(conn, act_by - 1).unwrap();
+                // A late cancellation now: the capture acts on that hold
+                // and, when its outcome is unknown, is looked at again by
+                // the act-by time, not a day later.
+                let capture = settle_fee(conn, "bk_1", true, "late", act_by - 2 * hour)
+                    .unwrap()
+                    .unwrap();
+                let now = act_by - 2 * hour;
+                conclude(
+                    conn,
+                    &capture.id,
+                    "unknown",
+                    None,
+                    Some("timeout"),
+                    Some(now + DAY_MS),
+                    now,
+                )
+                .unwrap();
+                let next_look: i64 = conn
+                    .query_row(
+                        "SELECT next_attempt_ms FROM settlements WHERE id = ?1",
+                        [&capture.id],
+                        |r| r.get(0),
+                    )
+                    .unwrap();
+                // Already captured (or being captured): not renewed.
+                let on_time = renew_fee_holds(conn, act_by).unwrap();
+                Ok((early, on_time, capture, next_look))
+            })
+            .await
+            .unwrap();
+        assert_eq!(early, 0, "not before its act-by time");
+        assert_eq!(
+            capture.act_by_ms,
+            Some(act_by),
+            "the capture knows the hold's end"
+        );
+        assert_eq!(next_look, act_by);
+        assert_eq!(on_time, 0, "a hold being captured is not renewed");
+
+        // Without the cancellation, the same hold is renewed at its
+        // act-by time.
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(&dir.path().join("t.db")).unwrap();
+        let (early, on_time) = store
+            .call(move |conn| {
+                booking_with_fee_hold(conn, placed);
+                let hold = current_fee_hold(conn, "bk_1").unwrap().unwrap().0;
+                conn.execute(
+                    "UPDATE settlements SET created_ms = ?2 WHERE id = ?1",
+                    params![hold.id, placed],
+                )
+                .unwrap();
+                held_until(conn, &hold.id, Some(ends / 1000)).unwrap();
+                Ok((
+                    renew_fee_holds(conn, act_by - 1).unwrap(),
+                    renew_fee_holds(conn, act_by).unwrap(),
+                ))
+            })
+            .await
+            .unwrap();
+        assert_eq!((early, on_time), (0, 1));
     }
 }

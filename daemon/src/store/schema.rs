@@ -122,7 +122,9 @@ CREATE TABLE call_legs (
 
 /// Schema v3: settlement rows in the states the settlement worker uses
 /// (pending → sent → succeeded | failed | unknown), the PaymentIntent they
-/// act on, how many times they were tried; the card hold on the call; a
+/// act on, how many times they were tried, until when a hold can be
+/// captured (Stripe's `capture_before`) and when to act on it at the
+/// latest; the card hold on the call; a
 /// tariff's policy for calls cheaper than the currency's minimum charge.
 const V3: &str = r#"
 CREATE TABLE settlements_v3 (
@@ -144,7 +146,9 @@ CREATE TABLE settlements_v3 (
     last_error       TEXT,
     created_ms       INTEGER NOT NULL,
     updated_ms       INTEGER NOT NULL,
-    next_attempt_ms  INTEGER
+    next_attempt_ms  INTEGER,
+    capture_before_ms INTEGER,
+    act_by_ms        INTEGER
 ) STRICT;
 INSERT INTO settlements_v3 (id, booking_id, call_id, operation, attempt, idempotency_key, amount, currency,
                             state, payment_intent, last_error, created_ms, updated_ms, next_attempt_ms)
