@@ -56,6 +56,7 @@ pub struct Metrics {
     media_port_pairs: Gauge,
     talk_seconds: Family<Labels, Counter>,
     billed_amount: Family<Labels, Counter>,
+    callee_refusals: Family<Labels, Counter>,
     stripe_latency: StripeLatency,
 }
 
@@ -120,6 +121,12 @@ impl Metrics {
             "Amount rated for calls, in the currency's minor unit, by currency",
             billed_amount.clone(),
         );
+        let callee_refusals = Family::<Labels, Counter>::default();
+        registry.register(
+            "callee_refusals",
+            "Final refusals of the callee's leg, by SIP code and Twilio error code (empty when none)",
+            callee_refusals.clone(),
+        );
         let stripe_latency: StripeLatency = Family::new_with_constructor(stripe_histogram);
         registry.register(
             "stripe_request_seconds",
@@ -127,6 +134,7 @@ impl Metrics {
             stripe_latency.clone(),
         );
         Metrics {
+            callee_refusals,
             stripe_latency,
             talk_seconds,
             billed_amount,
@@ -144,6 +152,17 @@ impl Metrics {
     pub fn call_ended(&self, status: &str) {
         self.calls_total
             .get_or_create(&vec![("status", status.to_owned())])
+            .inc();
+    }
+
+    /// Counts a refusal of the callee's leg (`twilio_error`: Twilio's
+    /// `X-Twilio-Error`, which tells a trunk problem from a busy phone).
+    pub fn callee_refused(&self, code: u16, twilio_error: Option<&str>) {
+        self.callee_refusals
+            .get_or_create(&vec![
+                ("code", code.to_string()),
+                ("twilio_error", twilio_error.unwrap_or_default().to_owned()),
+            ])
             .inc();
     }
 

@@ -193,6 +193,32 @@ fn a_busy_expert_gives_the_caller_486() {
 }
 
 #[test]
+fn a_trunk_refusal_with_a_twilio_error_is_recorded_and_counted_for_the_operator() {
+    let daemon = start_daemon("ring_timeout = \"10s\"");
+    let expert = expert("expert_account_inactive.xml", "40002", &[]);
+    let booking = book(&daemon, &[caller_id(1)], None, &expert_uri(&expert));
+    assert_eq!(refused_code(&daemon, "0 8 96", NUMBER), 603);
+    assert_passed("expert", expert);
+    let call = ended_call(&daemon, &booking);
+    assert_eq!(
+        (call["status"].as_str(), call["end_reason"].as_str()),
+        (Some("failed"), Some("callee-rejected"))
+    );
+    let last = call["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (last["sip_code"].as_u64(), last["detail"].as_str()),
+        (
+            Some(603),
+            Some("the callee answered 603 (Twilio error 10001)")
+        ),
+        "{call}"
+    );
+    let (_, metrics) = daemon.get("/metrics", None);
+    let line = "tollbridge_callee_refusals_total{code=\"603\",twilio_error=\"10001\"} 1";
+    assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+}
+
+#[test]
 fn an_expert_who_never_answers_gives_the_caller_603_after_the_ring_timeout() {
     let daemon = start_daemon("ring_timeout = \"2s\"");
     let expert = expert("expert_rings.xml", "40002", &[]);

@@ -124,8 +124,13 @@ pub enum Input {
     CalleeRinging(Option<Vec<u8>>),
     /// The callee answered with this SDP.
     CalleeAnswered(Vec<u8>),
-    /// The callee refused with this final code.
-    CalleeRefused(u16),
+    /// The callee (or the trunk on its way) refused with this final code.
+    CalleeRefused {
+        /// The SIP status code.
+        code: u16,
+        /// Twilio's `X-Twilio-Error` code on the refusal, when present.
+        twilio_error: Option<String>,
+    },
     /// The callee sent BYE.
     CalleeHungUp,
     /// The callee's leg died.
@@ -617,7 +622,9 @@ impl Call {
             Input::CalleePlaced(result) => self.on_placed(result, now),
             Input::CalleeRinging(early) => self.on_ringing(early),
             Input::CalleeAnswered(answer) => self.on_answered(&answer, now),
-            Input::CalleeRefused(code) => self.on_refused(code, now),
+            Input::CalleeRefused { code, twilio_error } => {
+                self.on_refused(code, twilio_error.as_deref(), now)
+            }
             Input::CalleeHungUp => {
                 self.callee = CalleeLeg::Gone;
                 let status = if self.phase == Phase::Connected {
@@ -1014,7 +1021,7 @@ impl Call {
         }
     }
 
-    fn on_refused(&mut self, code: u16, now: Instant) {
+    fn on_refused(&mut self, code: u16, twilio_error: Option<&str>, now: Instant) {
         if self.phase != Phase::Dialing {
             return;
         }
@@ -1034,11 +1041,15 @@ impl Call {
             ),
         };
         let (caller_code, _) = reason.response();
+        let detail = match twilio_error {
+            Some(error) => format!("the callee answered {code} (Twilio error {error})"),
+            None => format!("the callee answered {code}"),
+        };
         self.end_with(
             status,
             word,
             Some(code),
-            &format!("the callee answered {code}"),
+            &detail,
             Some(caller_code),
             Some((PromptName::CalleeUnavailable, now)),
         );

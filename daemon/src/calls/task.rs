@@ -17,7 +17,7 @@ use tollbridge_media::prompt::{PromptName, Prompts};
 use tollbridge_media::relay::{CallMedia, MediaEvent, Relay};
 use tollbridge_sip::edge::{
     EdgeError, InboundCall, InboundLeg, LegEvent, OutboundEvent, OutboundLeg, OutboundRequest,
-    Reoffer, SipEdge,
+    Reoffer, SipEdge, twilio_error_for_operator,
 };
 use tollbridge_sip::reject::RejectReason;
 use tracing::Instrument;
@@ -336,9 +336,15 @@ impl Shell {
         Some(match event {
             Some(OutboundEvent::Ringing { early_media }) => Input::CalleeRinging(early_media),
             Some(OutboundEvent::Answered { answer }) => Input::CalleeAnswered(answer),
-            Some(OutboundEvent::Failed { code }) => {
+            Some(OutboundEvent::Failed { code, twilio_error }) => {
                 self.callee = None;
-                Input::CalleeRefused(code)
+                self.shared
+                    .metrics
+                    .callee_refused(code, twilio_error.as_deref());
+                if let Some(alert) = twilio_error.as_deref().and_then(twilio_error_for_operator) {
+                    tracing::error!(code, "{alert}");
+                }
+                Input::CalleeRefused { code, twilio_error }
             }
             Some(OutboundEvent::HungUp) => {
                 self.callee = None;

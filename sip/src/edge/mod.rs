@@ -34,7 +34,7 @@ use rsipstack::transport::udp::UdpConnection;
 use tokio::sync::mpsc;
 
 pub use inbound::{InboundCall, InboundLeg, LegEvent, Reoffer};
-pub use outbound::{OutboundEvent, OutboundLeg, OutboundRequest};
+pub use outbound::{OutboundEvent, OutboundLeg, OutboundRequest, twilio_error_for_operator};
 
 use crate::gate::{Gate, GateRules};
 
@@ -522,9 +522,10 @@ fn user_part(value: &str) -> Option<String> {
     (!user.is_empty()).then(|| user.to_owned())
 }
 
-/// A header's value by name (case-insensitive), from its wire form.
-fn header_value(request: &rsipstack::sip::Request, name: &str) -> Option<String> {
-    request.headers.iter().find_map(|header| {
+/// The value of the first header called `name` (any case), from its
+/// wire form.
+pub(crate) fn header_value(headers: &rsipstack::sip::Headers, name: &str) -> Option<String> {
+    headers.iter().find_map(|header| {
         let text = header.to_string();
         let (key, value) = text.split_once(':')?;
         key.trim()
@@ -572,13 +573,15 @@ fn describe(tx: &Transaction) -> CallDetails {
     CallDetails {
         trunk: String::new(),
         source,
-        call_id: header_value(request, "Call-ID").unwrap_or_default(),
+        call_id: header_value(&request.headers, "Call-ID").unwrap_or_default(),
         called: request.uri.user().map(str::to_owned),
-        caller: header_value(request, "From").as_deref().and_then(user_part),
-        asserted_identity: header_value(request, "P-Asserted-Identity")
+        caller: header_value(&request.headers, "From")
             .as_deref()
             .and_then(user_part),
-        twilio_call_sid: header_value(request, "X-Twilio-CallSid"),
+        asserted_identity: header_value(&request.headers, "P-Asserted-Identity")
+            .as_deref()
+            .and_then(user_part),
+        twilio_call_sid: header_value(&request.headers, "X-Twilio-CallSid"),
         offer: request.body.clone(),
     }
 }

@@ -19,7 +19,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rsipstack::dialog::authenticate::Credential;
 use rsipstack::dialog::dialog::{DialogState, TerminatedReason};
 use rsipstack::dialog::dialog_layer::DialogLayer;
-use rsipstack::dialog::invitation::InviteOption;
+use rsipstack::dialog::invitation::{InviteAsyncResult, InviteOption};
 use rsipstack::sip::Header;
 use rsipstack::transport::SipAddr;
 
@@ -74,6 +74,10 @@ pub enum OutboundEvent {
     Failed {
         /// The status code.
         code: u16,
+        /// Twilio's `X-Twilio-Error` on it, when present: the reason of a
+        /// refusal by the trunk itself (10001: the account is inactive;
+        /// 32204: the From number is not allowed), which wants an operator.
+        twilio_error: Option<String>,
     },
     /// The callee hung up (BYE).
     HungUp,
@@ -81,6 +85,32 @@ pub enum OutboundEvent {
     Reoffer(Reoffer),
     /// The leg ended for another reason (timeout, cancel, transport).
     Ended(String),
+}
+
+/// What an `X-Twilio-Error` code on a refused INVITE means when it is the
+/// operator's to fix, not the callee's: the account is inactive (10001),
+/// or our From is not a number Twilio lets this account use (32204).
+pub fn twilio_error_for_operator(code: &str) -> Option<&'static str> {
+    match code {
+        "10001" => Some(
+            "Twilio refused the call: the account is inactive (Twilio error 10001); no expert can be reached through this trunk until it is reactivated",
+        ),
+        "32204" => Some(
+            "Twilio refused our caller ID (Twilio error 32204): the From number must be a Twilio number or a verified caller ID of the account",
+        ),
+        _ => None,
+    }
+}
+
+/// The numeric code an `X-Twilio-Error` value starts with (at most 8
+/// digits), so nothing else from the wire reaches records or metrics.
+fn twilio_error_code(value: &str) -> Option<String> {
+    let digits: String = value
+        .trim()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    (!digits.is_empty() && digits.len() <= 8).then_some(digits)
 }
 
 /// Per-trunk calls-per-second limiters.
@@ -122,9 +152,15 @@ impl CpsLimiters {
     }
 }
 
+/// How long to wait for the INVITE transaction's result (its final
+/// response) once the dialog has reported the failure it ended in.
+const FINAL_RESPONSE_WAIT: Duration = Duration::from_millis(500);
+
 /// Control of one outbound leg.
 pub struct OutboundLeg {
     leg: Leg,
+    /// The INVITE transaction, resolving to its final response.
+    invite: Option<rsipstack::platform::JoinHandle<InviteAsyncResult>>,
     /// The SIP Call-ID, for the call record.
     pub call_id: String,
 }
@@ -151,20 +187,40 @@ impl OutboundLeg {
                 DialogState::Updated(_, request, handle) => {
                     OutboundEvent::Reoffer(Reoffer::new(request.body, handle))
                 }
-                DialogState::Terminated(_, reason) => match reason {
-                    TerminatedReason::UasBye => OutboundEvent::HungUp,
-                    TerminatedReason::UasBusy => OutboundEvent::Failed { code: 486 },
-                    TerminatedReason::UasDecline => OutboundEvent::Failed { code: 603 },
-                    TerminatedReason::UasOther(code) | TerminatedReason::ProxyError(code) => {
-                        OutboundEvent::Failed { code: code.code() }
-                    }
-                    TerminatedReason::ProxyAuthRequired => OutboundEvent::Failed { code: 407 },
-                    other => OutboundEvent::Ended(format!("{other:?}")),
-                },
+                DialogState::Terminated(_, reason) => {
+                    let code = match reason {
+                        TerminatedReason::UasBye => return Some(OutboundEvent::HungUp),
+                        TerminatedReason::UasBusy => 486,
+                        TerminatedReason::UasDecline => 603,
+                        TerminatedReason::UasOther(code) | TerminatedReason::ProxyError(code) => {
+                            code.code()
+                        }
+                        TerminatedReason::ProxyAuthRequired => 407,
+                        other => return Some(OutboundEvent::Ended(format!("{other:?}"))),
+                    };
+                    let twilio_error = self
+                        .final_response_header("X-Twilio-Error")
+                        .await
+                        .and_then(|value| twilio_error_code(&value));
+                    OutboundEvent::Failed { code, twilio_error }
+                }
                 _ => continue,
             };
             return Some(event);
         }
+    }
+
+    /// A header of the INVITE's final response, once the transaction has
+    /// ended (briefly awaited: it ends with the response that ended the
+    /// dialog).
+    async fn final_response_header(&mut self, name: &str) -> Option<String> {
+        let invite = self.invite.take()?;
+        let (_, response) = tokio::time::timeout(FINAL_RESPONSE_WAIT, invite)
+            .await
+            .ok()?
+            .ok()?
+            .ok()?;
+        super::header_value(&response?.headers, name)
     }
 
     /// Ends the leg: CANCEL while it rings, BYE once answered.
@@ -275,7 +331,7 @@ pub(crate) async fn place(
             ..Default::default()
         };
         let (states_tx, mut states) = dialogs.new_dialog_state_channel();
-        let (dialog, _running) = dialogs
+        let (dialog, invite) = dialogs
             .do_invite_async(option, states_tx)
             .map_err(|e| EdgeError::Dialog(e.to_string()))?;
         let id = dialog.id();
@@ -298,6 +354,7 @@ pub(crate) async fn place(
             Ok(Some(state)) => {
                 return Ok(OutboundLeg {
                     leg: Leg::new(dialog, states, Some(state), dialogs.clone()),
+                    invite: Some(invite),
                     call_id,
                 });
             }
@@ -319,6 +376,26 @@ pub(crate) async fn place(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn twilio_errors_the_operator_must_fix_are_told_apart() {
+        assert!(twilio_error_for_operator("10001").is_some_and(|m| m.contains("inactive")));
+        assert!(twilio_error_for_operator("32204").is_some_and(|m| m.contains("caller ID")));
+        assert_eq!(twilio_error_for_operator("13227"), None);
+        assert_eq!(twilio_error_for_operator(""), None);
+        // Only the code is kept of what the wire says.
+        let table = [
+            ("10001", Some("10001")),
+            (" 32204 Caller ID not allowed", Some("32204")),
+            ("10001;x=y", Some("10001")),
+            ("abc", None),
+            ("", None),
+            ("123456789", None),
+        ];
+        for (value, expected) in table {
+            assert_eq!(twilio_error_code(value).as_deref(), expected, "{value:?}");
+        }
+    }
 
     #[tokio::test]
     async fn a_full_cps_queue_refuses_instead_of_sending() {

@@ -253,7 +253,13 @@ fn callee_refusals_reach_the_caller_as_486_or_603_never_a_failover_code() {
         let mut h = Harness::new(CALLER_OFFER);
         h.feed(Input::Routed(Route::Booking("bk_1".into())), 0.1);
         h.feed(Input::CalleePlaced(Ok("out-1".into())), 0.2);
-        let out = h.feed(Input::CalleeRefused(code), 1.0);
+        let out = h.feed(
+            Input::CalleeRefused {
+                code,
+                twilio_error: None,
+            },
+            1.0,
+        );
         let to_caller = out.iter().find_map(|c| match c {
             Command::RejectCaller { code } => Some(*code),
             _ => None,
@@ -268,15 +274,43 @@ fn callee_refusals_reach_the_caller_as_486_or_603_never_a_failover_code() {
     }
     let mut h = Harness::new(CALLER_OFFER);
     h.feed(Input::Routed(Route::Booking("bk_1".into())), 0.1);
-    h.feed(Input::CalleeRefused(486), 1.0);
+    h.feed(
+        Input::CalleeRefused {
+            code: 486,
+            twilio_error: None,
+        },
+        1.0,
+    );
     assert_eq!(
         (h.end().status, h.end().reason, h.end().sip_code),
         (Status::Busy, "callee-busy", Some(486))
     );
     let mut h = Harness::new(CALLER_OFFER);
     h.feed(Input::Routed(Route::Booking("bk_1".into())), 0.1);
-    h.feed(Input::CalleeRefused(480), 1.0);
+    h.feed(
+        Input::CalleeRefused {
+            code: 480,
+            twilio_error: None,
+        },
+        1.0,
+    );
     assert_eq!(h.end().status, Status::NoAnswer);
+    // The trunk's own reason goes to the record.
+    let mut h = Harness::new(CALLER_OFFER);
+    h.feed(Input::Routed(Route::Booking("bk_1".into())), 0.1);
+    let out = h.feed(
+        Input::CalleeRefused {
+            code: 603,
+            twilio_error: Some("10001".into()),
+        },
+        1.0,
+    );
+    assert!(has(&out, &Command::RejectCaller { code: 603 }));
+    assert!(
+        out.iter().any(|c| matches!(c, Command::Record(event)
+            if event.detail.as_deref() == Some("the callee answered 603 (Twilio error 10001)"))),
+        "{out:?}"
+    );
 }
 
 #[test]
