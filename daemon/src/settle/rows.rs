@@ -651,6 +651,19 @@ mod tests {
         );
     }
 
+    /// [`booking_with_fee_hold`] placed at `placed_ms`, whose charge
+    /// Stripe says can be captured until `ends_ms`.
+    fn fee_hold_ending(conn: &Connection, placed_ms: i64, ends_ms: i64) {
+        booking_with_fee_hold(conn, placed_ms);
+        let hold = current_fee_hold(conn, "bk_1").unwrap().unwrap().0;
+        conn.execute(
+            "UPDATE settlements SET created_ms = ?2 WHERE id = ?1",
+            params![hold.id, placed_ms],
+        )
+        .unwrap();
+        held_until(conn, &hold.id, Some(ends_ms / 1000)).unwrap();
+    }
+
     #[tokio::test]
     async fn stripes_capture_before_sets_when_a_hold_is_renewed_or_looked_at_again() {
         let dir = tempfile::tempdir().unwrap();
@@ -663,14 +676,7 @@ mod tests {
         let act_by = ends - 6 * hour;
         let (early, on_time, capture, next_look) = store
             .call(move |conn| {
-                booking_with_fee_hold(conn, placed);
-                let hold = current_fee_hold(conn, "bk_1").unwrap().unwrap().0;
-                conn.execute(
-                    "UPDATE settlements SET created_ms = ?2 WHERE id = ?1",
-                    params![hold.id, placed],
-                )
-                .unwrap();
-                held_until(conn, &hold.id, Some(ends / 1000)).unwrap();
+                fee_hold_ending(conn, placed, ends);
                 let early = renew_fee_holds(conn, act_by - 1).unwrap();
                 // A late cancellation now: the capture acts on that hold
                 // and, when its outcome is unknown, is looked at again by
@@ -717,14 +723,7 @@ mod tests {
         let store = crate::store::Store::open(&dir.path().join("t.db")).unwrap();
         let (early, on_time) = store
             .call(move |conn| {
-                booking_with_fee_hold(conn, placed);
-                let hold = current_fee_hold(conn, "bk_1").unwrap().unwrap().0;
-                conn.execute(
-                    "UPDATE settlements SET created_ms = ?2 WHERE id = ?1",
-                    params![hold.id, placed],
-                )
-                .unwrap();
-                held_until(conn, &hold.id, Some(ends / 1000)).unwrap();
+                fee_hold_ending(conn, placed, ends);
                 Ok((
                     renew_fee_holds(conn, act_by - 1).unwrap(),
                     renew_fee_holds(conn, act_by).unwrap(),
