@@ -144,44 +144,39 @@ pub async fn place_hold(
         ),
         Err(e) => ("failed", None, Some(e.to_string()), None),
     };
-    let (row_id, call) = (row.id.clone(), call_id.to_owned());
+    let row_id = row.id.clone();
     let (stored_intent, stored_error) = (intent_id.clone(), error.clone());
     let capture_before = answer
         .as_ref()
         .ok()
         .and_then(|intent| intent.capture_before);
     let amount = row.amount;
-    let _ = store
+    // All or nothing: should this fail, the row stays `sent` and the
+    // reconciler finds the hold by its metadata.
+    let recorded = store
         .call(move |conn| {
-            rows::conclude(
-                conn,
-                &row_id,
-                state,
-                stored_intent.as_deref(),
-                stored_error.as_deref(),
-                next,
-                now_ms(),
-            )?;
-            if state == "succeeded" {
-                rows::held_until(conn, &row_id, capture_before)?;
-                conn.execute(
-                    "UPDATE calls SET payment_intent = ?2, hold_amount = ?3 WHERE id = ?1",
-                    rusqlite::params![call, stored_intent, amount],
-                )?;
-                // The call may have ended while the hold was on its way
-                // (the caller hung up): settle it now.
-                let ended: Option<i64> = conn.query_row(
-                    "SELECT CASE WHEN ended_ms IS NULL THEN NULL ELSE COALESCE(amount, 0) END FROM calls WHERE id = ?1",
-                    [&call],
-                    |r| r.get(0),
-                )?;
-                if let Some(owed) = ended {
-                    rows::after_call(conn, &call, owed, now_ms())?;
+            let tx = conn.transaction()?;
+            match (state, stored_intent.as_deref()) {
+                ("succeeded", Some(intent)) => {
+                    rows::hold_succeeded(&tx, &row_id, intent, capture_before, now_ms())?
                 }
+                _ => rows::conclude(
+                    &tx,
+                    &row_id,
+                    state,
+                    stored_intent.as_deref(),
+                    stored_error.as_deref(),
+                    next,
+                    now_ms(),
+                )?,
             }
+            tx.commit()?;
             Ok(())
         })
         .await;
+    if let Err(e) = recorded {
+        tracing::error!(error = %e, settlement = %row.id, "cannot record the hold's answer; the reconciler will read it back");
+    }
     match (state, intent_id) {
         ("succeeded", Some(payment_intent)) => {
             let covers = settlement::cap_for_hold(&terms.tariff, amount, terms.cap_seconds)
@@ -379,15 +374,14 @@ impl Settler {
         }
     }
 
-    /// Records a hold that succeeded, with until when it can be captured.
+    /// Records a hold that succeeded (see [`rows::hold_succeeded`]).
     async fn record_held(&self, row: &Row, read: &Intent) {
         let (id, intent, capture_before) = (row.id.clone(), read.id.clone(), read.capture_before);
         let result = self
             .store
             .call(move |conn| {
                 let tx = conn.transaction()?;
-                rows::conclude(&tx, &id, "succeeded", Some(&intent), None, None, now_ms())?;
-                rows::held_until(&tx, &id, capture_before)?;
+                rows::hold_succeeded(&tx, &id, &intent, capture_before, now_ms())?;
                 tx.commit()?;
                 Ok(())
             })
@@ -528,30 +522,11 @@ impl Settler {
             .await;
             return;
         };
-        match self
-            .gateway
-            .find(customer, "call".into(), call.clone())
-            .await
-        {
+        match self.gateway.find(customer, "call".into(), call).await {
             Ok(Some(intent)) if intent.status == "requires_capture" => {
+                // The call (over by now) gets its capture or release in
+                // the same transaction.
                 self.record_held(&row, &intent).await;
-                let result = self
-                    .store
-                    .call(move |conn| {
-                        let amount: Option<i64> = conn.query_row(
-                            "SELECT CASE WHEN ended_ms IS NULL THEN NULL ELSE COALESCE(amount, 0) END FROM calls WHERE id = ?1",
-                            [&call],
-                            |r| r.get(0),
-                        )?;
-                        match amount {
-                            Some(amount) => rows::after_call(conn, &call, amount, now_ms()).map(|_| ()),
-                            None => Ok(()),
-                        }
-                    })
-                    .await;
-                if let Err(e) = result {
-                    tracing::error!(error = %e, "cannot plan a reconciled hold's settlement");
-                }
                 self.wake();
             }
             Ok(Some(intent)) => {

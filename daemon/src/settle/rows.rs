@@ -173,14 +173,63 @@ pub fn conclude(
     Ok(())
 }
 
+/// Records a hold that succeeded (run it inside a transaction): its
+/// PaymentIntent and until when it can be captured; for a call's hold, the
+/// call's PaymentIntent and, when the call has ended meanwhile (the caller
+/// hung up while the hold was on its way, or a crash cut the answer off),
+/// the capture or release that follows, so no hold is left behind.
+pub fn hold_succeeded(
+    conn: &Connection,
+    id: &str,
+    payment_intent: &str,
+    capture_before: Option<i64>,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    conclude(
+        conn,
+        id,
+        "succeeded",
+        Some(payment_intent),
+        None,
+        None,
+        now_ms,
+    )?;
+    held_until(conn, id, capture_before)?;
+    let hold: Option<(Option<String>, String, i64)> = conn
+        .query_row(
+            "SELECT call_id, operation, amount FROM settlements WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let Some((Some(call), operation, amount)) = hold else {
+        return Ok(());
+    };
+    if operation != Operation::Authorize.as_str() {
+        return Ok(());
+    }
+    conn.execute(
+        "UPDATE calls SET payment_intent = ?2, hold_amount = ?3 WHERE id = ?1",
+        params![call, payment_intent, amount],
+    )?;
+    let owed: Option<i64> = conn
+        .query_row(
+            "SELECT CASE WHEN ended_ms IS NULL THEN NULL ELSE COALESCE(amount, 0) END FROM calls WHERE id = ?1",
+            [&call],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten();
+    if let Some(owed) = owed {
+        after_call(conn, &call, owed, now_ms)?;
+    }
+    Ok(())
+}
+
 /// Records until when a hold that succeeded can be captured (Stripe's
 /// `capture_before`, unix seconds, when it said) and so when it must be
 /// captured, released or renewed at the latest.
-pub fn held_until(
-    conn: &Connection,
-    id: &str,
-    capture_before: Option<i64>,
-) -> Result<(), StoreError> {
+fn held_until(conn: &Connection, id: &str, capture_before: Option<i64>) -> Result<(), StoreError> {
     let capture_before_ms = capture_before.map(|s| s.saturating_mul(1000));
     let held_ms: Option<i64> = conn
         .query_row(
