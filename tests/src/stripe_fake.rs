@@ -111,7 +111,8 @@ impl Default for Inner {
 /// How long a Visa merchant-initiated hold lives (STRIPE.md).
 const VISA_OFF_SESSION_HOLD: Duration = Duration::from_secs((4 * 24 + 18) * 3600);
 
-fn unix_now() -> i64 {
+/// Wall-clock unix seconds, the unit of Stripe's timestamps.
+pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
@@ -234,9 +235,7 @@ impl StripeFake {
     pub fn deliver_webhook(&self, to: SocketAddr, secret: &str, event: &Value) -> (u16, String) {
         use hmac::Mac;
         let body = event.to_string();
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let t = unix_now();
         let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()) else {
             return (0, "unusable secret".into());
         };

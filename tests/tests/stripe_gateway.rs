@@ -10,7 +10,7 @@ use std::time::Duration;
 use tollbridge_billing::rating::Currency;
 use tollbridge_billing::stripe::retry::RetryPolicy;
 use tollbridge_billing::stripe::{Gateway, GatewayError, HoldRequest, StripeGateway};
-use tollbridge_e2e::stripe_fake::{Endpoint, Fault, StripeFake};
+use tollbridge_e2e::stripe_fake::{Endpoint, Fault, StripeFake, unix_now};
 
 fn gateway(fake: &StripeFake) -> StripeGateway {
     let policy = RetryPolicy {
@@ -56,10 +56,7 @@ async fn a_hold_is_placed_and_captured_with_the_rated_amount() {
     );
     // Until when it can be captured, as the card charge says: Visa's
     // off-session 4 days 18 hours from now.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = unix_now();
     let capture_before = intent.capture_before.expect("the hold's capture_before");
     assert!(
         (capture_before - (now + 114 * 3600)).abs() <= 5,
