@@ -84,6 +84,10 @@ impl Drop for Leg {
     /// or talking to nobody, by a forgotten leg.
     fn drop(&mut self) {
         if self.ended {
+            // rsipstack keeps every dialog it registered until it is told
+            // to forget it: one never removed holds its channels and
+            // transaction state for the life of the process.
+            self.dialogs.remove_dialog(&self.id);
             return;
         }
         let dialog = self.dialog.clone();
