@@ -24,11 +24,12 @@ pub const END_STATUSES: [&str; 5] = ["completed", "busy", "failed", "no-answer",
 pub const SETTLEMENT_STATES: [&str; 5] = ["pending", "sent", "succeeded", "failed", "unknown"];
 
 /// Why the SIP edge turned traffic away (`reason` label).
-pub const SIP_TURNED_AWAY_REASONS: [&str; 4] = [
+pub const SIP_TURNED_AWAY_REASONS: [&str; 5] = [
     "unknown-source",
     "malformed",
     "rate-limited",
     "connection-limit",
+    "unknown-method",
 ];
 
 /// Values read from elsewhere at scrape time.

@@ -70,6 +70,8 @@ pub enum DropReason {
     /// The source opened transactions (INVITE, OPTIONS, ...) faster than
     /// its quota.
     RateLimited,
+    /// A request whose method we do not know (answered 405 with `Allow`).
+    UnknownMethod,
 }
 
 /// Counters of what the gate turned away, for metrics.
@@ -83,6 +85,8 @@ pub struct GateStats {
     pub rate_limited: AtomicU64,
     /// TCP connections over the per-source limit.
     pub connection_limit: AtomicU64,
+    /// Requests with a method we do not know.
+    pub unknown_method: AtomicU64,
 }
 
 type Limiter<C> =
@@ -95,6 +99,17 @@ pub struct Gate<C: Clock = DefaultClock> {
     clock: C,
     /// What it turned away.
     pub stats: GateStats,
+}
+
+/// The methods we handle, for `Allow` (in 405s and OPTIONS answers).
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS";
+
+/// Whether the SIP stack knows `method` (a method it does not know makes
+/// its parser refuse the whole message).
+fn is_known_method(method: &str) -> bool {
+    rsipstack::sip::Method::all()
+        .iter()
+        .any(|known| known.to_string().eq_ignore_ascii_case(method))
 }
 
 impl Gate<DefaultClock> {
@@ -188,6 +203,20 @@ impl<C: Clock + Clone> Gate<C> {
         // would still refuse (an empty host in a URI, ...) is answered here
         // with a 400 instead of vanishing inside the stack.
         let Ok(parsed) = rsipstack::sip::SipMessage::try_from(datagram) else {
+            // A method the stack has never heard of is not malformed: it
+            // gets 405 with what we do allow (RFC 3261 §8.2.1).
+            if let Kind::Request(method) = &checked.kind
+                && !is_known_method(method)
+                && let Some(bytes) =
+                    wire::reply_to(datagram, 405, "Method Not Allowed", &[("Allow", ALLOW)])
+            {
+                self.stats.unknown_method.fetch_add(1, Ordering::Relaxed);
+                return Err(Verdict::Reply {
+                    bytes,
+                    target: checked.top_via.response_target(source),
+                    reason: DropReason::UnknownMethod,
+                });
+            }
             self.stats.malformed.fetch_add(1, Ordering::Relaxed);
             let reason = DropReason::Malformed("Unparseable Message");
             return Err(

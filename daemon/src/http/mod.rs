@@ -97,6 +97,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
             ("malformed", read(&stats.malformed)),
             ("rate-limited", read(&stats.rate_limited)),
             ("connection-limit", read(&stats.connection_limit)),
+            ("unknown-method", read(&stats.unknown_method)),
         ]
     });
     let text = shared.metrics.render(&crate::metrics::Scrape {

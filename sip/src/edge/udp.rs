@@ -43,6 +43,7 @@ fn log_turned_away(gate: &Gate, reason: DropReason, source: SocketAddr) {
         DropReason::UnknownSource => &gate.stats.unknown_source,
         DropReason::Malformed(_) => &gate.stats.malformed,
         DropReason::RateLimited => &gate.stats.rate_limited,
+        DropReason::UnknownMethod => &gate.stats.unknown_method,
     };
     let seen = counter.load(Ordering::Relaxed);
     if seen.is_power_of_two() {

@@ -198,3 +198,33 @@ fn what_the_stack_cannot_parse_gets_400_from_the_gate() {
     let verdict = gate.inspect(message.as_bytes(), CALLER.parse().unwrap());
     assert_eq!(status_line(&verdict), "SIP/2.0 400 Unparseable Message");
 }
+
+#[test]
+fn an_unknown_method_gets_405_with_allow_not_400() {
+    let (gate, _) = gate(UnknownSourcePolicy::Drop, 10);
+    let request = String::from_utf8(options("m"))
+        .unwrap()
+        .replace("OPTIONS", "FROBNICATE");
+    let verdict = gate.inspect(request.as_bytes(), CALLER.parse().unwrap());
+    assert_eq!(status_line(&verdict), "SIP/2.0 405 Method Not Allowed");
+    let Verdict::Reply { bytes, reason, .. } = verdict else {
+        panic!("no reply");
+    };
+    assert_eq!(reason, DropReason::UnknownMethod);
+    assert!(
+        String::from_utf8_lossy(&bytes).contains(&format!("Allow: {ALLOW}\r\n")),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    assert_eq!(gate.stats.unknown_method.load(Ordering::Relaxed), 1);
+    assert_eq!(gate.stats.malformed.load(Ordering::Relaxed), 0);
+    // A known method with a broken URI is still malformed, not 405.
+    let broken = String::from_utf8(options("n"))
+        .unwrap()
+        .replace("OPTIONS sip:x@127.0.0.1", "OPTIONS sip:@");
+    let verdict = gate.inspect(broken.as_bytes(), CALLER.parse().unwrap());
+    assert!(
+        status_line(&verdict).starts_with("SIP/2.0 400"),
+        "{verdict:?}"
+    );
+}
