@@ -311,6 +311,24 @@ async fn while_draining_new_invites_get_503() {
         .unwrap_or_default()
         .to_owned();
     assert_eq!(first, "SIP/2.0 503 Service Unavailable");
+    // A dispatcher's OPTIONS probe gets 503 too, so it stops sending here.
+    let run = sipp("options_draining.xml", h.udp, "127.0.0.1", "tollbridge").await;
+    assert!(run.passed(), "{}", run.output);
+    h.edge.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_method_gets_405_with_allow() {
+    let h = start_edge(UnknownSourcePolicy::Drop).await;
+    let run = sipp("unknown_method.xml", h.udp, "127.0.0.1", "tollbridge").await;
+    assert!(run.passed(), "{}", run.output);
+    assert_eq!(
+        h.edge
+            .gate_stats()
+            .unknown_method
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
     h.edge.stop();
 }
 
@@ -318,6 +336,16 @@ async fn while_draining_new_invites_get_503() {
 /// challenges with 407, checks our digest answer, rings with early media,
 /// answers; we hang up.
 async fn outbound_with_digest(transport: Transport, sipp_transport: &'static str) {
+    outbound_with_digest_to("+81312345678", Some(transport), sipp_transport).await;
+}
+
+/// [`outbound_with_digest`] to `user` at the SIPp UAS, over the transport
+/// the edge picks when `transport` is `None`; returns SIPp's output.
+async fn outbound_with_digest_to(
+    user: &str,
+    transport: Option<Transport>,
+    sipp_transport: &'static str,
+) -> String {
     let h = start_edge(UnknownSourcePolicy::Drop).await;
     let server = tokio::task::spawn_blocking(move || {
         SippServer::start("uas_digest.xml", sipp_transport, Duration::from_secs(15))
@@ -325,12 +353,12 @@ async fn outbound_with_digest(transport: Transport, sipp_transport: &'static str
     .await
     .unwrap();
     let request = OutboundRequest {
-        request_uri: format!("sip:+81312345678@localhost:{}", server.addr.port()),
+        request_uri: format!("sip:{user}@localhost:{}", server.addr.port()),
         from_user: "+815012345678".into(),
         offer: SDP_ANSWER.as_bytes().to_vec(),
         credentials: Some(("tollbridge".into(), "trunk-secret".into())),
         trunk: Some(("twilio".into(), NonZeroU32::new(1).unwrap())),
-        transport: Some(transport),
+        transport,
     };
     let placed = tokio::time::timeout(Duration::from_secs(10), h.edge.place_call(request))
         .await
@@ -381,6 +409,7 @@ async fn outbound_with_digest(transport: Transport, sipp_transport: &'static str
     assert!(run.passed(), "{}", run.output);
     assert_digest_is_right(&run.output, "tollbridge", "trunk-secret");
     h.edge.stop();
+    run.output
 }
 
 /// Finds the Proxy-Authorization SIPp received and checks its RFC 2617
@@ -441,6 +470,26 @@ async fn outbound_answers_a_407_challenge_over_udp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbound_answers_a_407_challenge_over_tcp() {
     outbound_with_digest(Transport::Tcp, "t1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invite_too_large_for_a_datagram_once_challenged_goes_over_tcp() {
+    // A ~700-character callee: the INVITE with its digest answer is well
+    // over 1,300 bytes, so it must not go out over UDP (RFC 3261 §18.1.1).
+    // SIPp listens on TCP only: a UDP INVITE would never be answered.
+    let user = format!("+81312345678{}", "9".repeat(690));
+    let output = outbound_with_digest_to(&user, None, "t1").await;
+    let challenged = output
+        .split("----------------------------------------------")
+        .find(|message| message.contains("Proxy-Authorization: Digest"))
+        .expect("the challenged INVITE in SIPp's trace");
+    let start = challenged.find("INVITE sip:").expect("its request line");
+    assert!(
+        challenged[start..].trim_end().len() > 1300,
+        "the test's INVITE must be over the UDP limit: {} bytes",
+        challenged[start..].trim_end().len()
+    );
+    assert!(challenged.contains("SIP/2.0/TCP"), "{challenged}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,8 @@
 //! [`InboundCall`]s for the daemon.
 //!
 //! What the edge answers by itself, without the daemon:
-//! - `OPTIONS` → 200 with `Allow` and `Accept: application/sdp`;
+//! - `OPTIONS` → 200 with `Allow` and `Accept: application/sdp`, or 503
+//!   while draining (so a dispatcher's probe takes the node out of rotation);
 //! - `INVITE` → `100 Trying` at once (before the daemon looks anything up),
 //!   or 503 while draining;
 //! - ACK, CANCEL, BYE and re-INVITEs of known dialogs → the dialog layer;
@@ -36,10 +37,7 @@ use tokio::sync::mpsc;
 pub use inbound::{InboundCall, InboundLeg, LegEvent, Reoffer};
 pub use outbound::{OutboundEvent, OutboundLeg, OutboundRequest, twilio_error_for_operator};
 
-use crate::gate::{Gate, GateRules};
-
-/// The methods we handle, for `Allow`.
-const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS";
+use crate::gate::{ALLOW, Gate, GateRules};
 
 /// How many new calls may wait for the daemon before the edge answers 503.
 const PENDING_CALLS: usize = 256;
@@ -281,9 +279,19 @@ impl SipEdge {
     /// resolves to; returns once one of them has answered anything, with the
     /// leg to follow it.
     pub async fn place_call(&self, request: OutboundRequest) -> Result<OutboundLeg, EdgeError> {
-        let transport = outbound::transport_for(&request);
+        let transport = self.transport_for(&request)?;
         let addresses = outbound::resolve(&request, transport, &self.bound).await?;
-        self.place_call_to(request, addresses).await
+        self.place_on(request, transport, addresses).await
+    }
+
+    /// UDP, or a stream when the INVITE would not fit a datagram.
+    fn transport_for(&self, request: &OutboundRequest) -> Result<Transport, EdgeError> {
+        outbound::transport_for(
+            &self.dialogs,
+            self.contacts.for_transport(Transport::Udp),
+            &self.public_host,
+            request,
+        )
     }
 
     /// Places a call to these addresses in this order, keeping the
@@ -293,7 +301,16 @@ impl SipEdge {
         request: OutboundRequest,
         addresses: Vec<SocketAddr>,
     ) -> Result<OutboundLeg, EdgeError> {
-        let transport = outbound::transport_for(&request);
+        let transport = self.transport_for(&request)?;
+        self.place_on(request, transport, addresses).await
+    }
+
+    async fn place_on(
+        &self,
+        request: OutboundRequest,
+        transport: Transport,
+        addresses: Vec<SocketAddr>,
+    ) -> Result<OutboundLeg, EdgeError> {
         outbound::place(
             &self.dialogs,
             self.contacts.for_transport(transport),
@@ -406,6 +423,11 @@ impl Dispatcher {
             }
             match tx.original.method {
                 Method::Invite => self.new_call(tx),
+                // A dispatcher (Kamailio) probes with OPTIONS: while
+                // draining we must drop out of its rotation, as for INVITE.
+                Method::Options if self.draining.load(Ordering::SeqCst) => {
+                    tokio::spawn(async move { tx.reply(StatusCode::ServiceUnavailable).await });
+                }
                 Method::Options => {
                     let headers = vec![
                         Header::Other("Allow".into(), ALLOW.into()),

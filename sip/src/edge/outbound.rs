@@ -38,6 +38,12 @@ pub const CPS_QUEUE_LIMIT: Duration = Duration::from_secs(5);
 /// §18.1.1 uses the path MTU minus 200; 1,300 is its usual value).
 pub const UDP_REQUEST_LIMIT: usize = 1300;
 
+/// What a digest answer adds to a challenged INVITE besides the
+/// Request-URI and user name it repeats: the header name, realm, nonce,
+/// opaque, cnonce, response and the fixed parameters (Twilio's realm and
+/// nonce are well under 64 bytes each; this leaves room to spare).
+const DIGEST_OVERHEAD: usize = 400;
+
 /// What [`SipEdge::place_call`](super::SipEdge::place_call) should dial.
 #[derive(Debug, Clone)]
 pub struct OutboundRequest {
@@ -241,15 +247,80 @@ fn uri_target(uri: &rsipstack::sip::Uri) -> (String, u16) {
 }
 
 /// The transport a request goes over: as asked, else UDP unless the
-/// request would be too large for one datagram.
-pub(crate) fn transport_for(request: &OutboundRequest) -> Transport {
-    request
-        .transport
-        .unwrap_or(if request.offer.len() + 900 > UDP_REQUEST_LIMIT {
-            Transport::Tcp
-        } else {
-            Transport::Udp
-        })
+/// INVITE as the stack renders it (plus the digest answer a challenge
+/// would add) is too large for one datagram.
+pub(crate) fn transport_for(
+    dialogs: &DialogLayer,
+    contact: &rsipstack::sip::Uri,
+    public_host: &str,
+    request: &OutboundRequest,
+) -> Result<Transport, EdgeError> {
+    if let Some(transport) = request.transport {
+        return Ok(transport);
+    }
+    let option = invite_option(request, contact, public_host, Transport::Udp, None)?;
+    let rendered = dialogs
+        .make_invite_request(&option)
+        .map_err(|e| EdgeError::BadTarget(format!("{}: {e}", request.request_uri)))?
+        .to_string()
+        .len();
+    Ok(if fits_a_datagram(rendered, request) {
+        Transport::Udp
+    } else {
+        Transport::Tcp
+    })
+}
+
+/// Whether an INVITE rendered in `rendered` bytes stays within
+/// [`UDP_REQUEST_LIMIT`] even once a digest answer is added to it.
+fn fits_a_datagram(rendered: usize, request: &OutboundRequest) -> bool {
+    let digest = request.credentials.as_ref().map_or(0, |(user, _)| {
+        DIGEST_OVERHEAD + user.len() + request.request_uri.len()
+    });
+    rendered + digest <= UDP_REQUEST_LIMIT
+}
+
+/// The INVITE for `request` over `transport` (to `address`, once known).
+fn invite_option(
+    request: &OutboundRequest,
+    contact: &rsipstack::sip::Uri,
+    public_host: &str,
+    transport: Transport,
+    address: Option<SocketAddr>,
+) -> Result<InviteOption, EdgeError> {
+    let callee = rsipstack::sip::Uri::try_from(request.request_uri.as_str())
+        .map_err(|e| EdgeError::BadTarget(format!("{}: {e}", request.request_uri)))?;
+    let caller =
+        rsipstack::sip::Uri::try_from(format!("sip:{}@{public_host}", request.from_user).as_str())
+            .map_err(|e| EdgeError::BadTarget(format!("caller {}: {e}", request.from_user)))?;
+    let credential = request
+        .credentials
+        .as_ref()
+        .map(|(username, password)| Credential {
+            username: username.clone(),
+            password: password.clone(),
+            realm: None,
+            auth_username: None,
+        });
+    Ok(InviteOption {
+        caller,
+        callee,
+        destination: address.map(|address| SipAddr {
+            r#type: Some(match transport {
+                Transport::Udp => rsipstack::sip::transport::Transport::Udp,
+                Transport::Tcp => rsipstack::sip::transport::Transport::Tcp,
+            }),
+            addr: address.into(),
+        }),
+        content_type: Some("application/sdp".to_owned()),
+        offer: Some(request.offer.clone()),
+        contact: contact.clone(),
+        credential,
+        headers: Some(vec![Header::MaxForwards(70.into())]),
+        // Our own host in the Call-ID, not the stack's default domain.
+        call_id: Some(format!("{}@{public_host}", uuid::Uuid::now_v7().simple())),
+        ..Default::default()
+    })
 }
 
 /// Resolves the Request-URI's host to the addresses we can reach with
@@ -295,41 +366,9 @@ pub(crate) async fn place(
     if let Some((trunk, cps)) = &request.trunk {
         cps_limiters.acquire(trunk, *cps).await?;
     }
-    let callee = rsipstack::sip::Uri::try_from(request.request_uri.as_str())
-        .map_err(|e| EdgeError::BadTarget(format!("{}: {e}", request.request_uri)))?;
-    let caller =
-        rsipstack::sip::Uri::try_from(format!("sip:{}@{public_host}", request.from_user).as_str())
-            .map_err(|e| EdgeError::BadTarget(format!("caller {}: {e}", request.from_user)))?;
-    let credential = request
-        .credentials
-        .as_ref()
-        .map(|(username, password)| Credential {
-            username: username.clone(),
-            password: password.clone(),
-            realm: None,
-            auth_username: None,
-        });
     let mut last_error = String::new();
     for address in addresses {
-        let option = InviteOption {
-            caller: caller.clone(),
-            callee: callee.clone(),
-            destination: Some(SipAddr {
-                r#type: Some(match transport {
-                    Transport::Udp => rsipstack::sip::transport::Transport::Udp,
-                    Transport::Tcp => rsipstack::sip::transport::Transport::Tcp,
-                }),
-                addr: address.into(),
-            }),
-            content_type: Some("application/sdp".to_owned()),
-            offer: Some(request.offer.clone()),
-            contact: contact.clone(),
-            credential: credential.clone(),
-            headers: Some(vec![Header::MaxForwards(70.into())]),
-            // Our own host in the Call-ID, not the stack's default domain.
-            call_id: Some(format!("{}@{public_host}", uuid::Uuid::now_v7().simple())),
-            ..Default::default()
-        };
+        let option = invite_option(&request, contact, public_host, transport, Some(address))?;
         let (states_tx, mut states) = dialogs.new_dialog_state_channel();
         let (dialog, invite) = dialogs
             .do_invite_async(option, states_tx)
@@ -410,20 +449,21 @@ mod tests {
     }
 
     #[test]
-    fn large_offers_go_over_tcp() {
-        let request = |offer_len: usize, transport| OutboundRequest {
-            request_uri: "sip:+1@x".into(),
+    fn what_does_not_fit_a_datagram_once_challenged_goes_over_a_stream() {
+        let request = |uri_len: usize, credentials: bool| OutboundRequest {
+            request_uri: format!("sip:+{}@x", "1".repeat(uri_len)),
             from_user: "+2".into(),
-            offer: vec![b'a'; offer_len],
-            credentials: None,
+            offer: Vec::new(),
+            credentials: credentials.then(|| ("user".to_owned(), "secret".to_owned())),
             trunk: None,
-            transport,
+            transport: None,
         };
-        assert_eq!(transport_for(&request(300, None)), Transport::Udp);
-        assert_eq!(transport_for(&request(600, None)), Transport::Tcp);
-        assert_eq!(
-            transport_for(&request(600, Some(Transport::Udp))),
-            Transport::Udp
-        );
+        // Without credentials, the rendered size alone decides.
+        assert!(fits_a_datagram(1300, &request(10, false)));
+        assert!(!fits_a_datagram(1301, &request(10, false)));
+        // With them, the digest answer (which repeats the URI) counts too.
+        assert!(fits_a_datagram(800, &request(10, true)));
+        assert!(!fits_a_datagram(800, &request(200, true)));
+        assert!(!fits_a_datagram(1000, &request(10, true)));
     }
 }
