@@ -493,3 +493,30 @@ fn a_call_whose_media_stops_is_ended_on_both_sides() {
     );
     assert_no_ports_held(&daemon);
 }
+
+#[test]
+fn in_dialog_requests_keep_the_remote_targets_uri_parameters() {
+    // Both parties' Contacts carry `;transport=udp;x-tb=1`; the cap ends
+    // the call, so we send the expert an ACK and a BYE and the caller a
+    // BYE. Each scenario checks its Request-URI is that Contact exactly.
+    let daemon = start_daemon("ring_timeout = \"10s\"");
+    let (caller_media, expert_media) = (media_socket(), media_socket());
+    let expert = expert(
+        "expert_answers_uri_params.xml",
+        &port_of(&expert_media),
+        &[],
+    );
+    let booking = book_capped(&daemon, &[caller_id(1)], None, &expert_uri(&expert), 2);
+    let caller = caller(
+        &daemon,
+        "caller_waits_bye_uri_params.xml",
+        CALLER_PREFIX,
+        &port_of(&caller_media),
+        "0 96",
+        &[],
+    );
+    assert_passed("the caller", caller);
+    assert_passed("the expert", expert);
+    let call = ended_call(&daemon, &booking);
+    assert_eq!(call["end_reason"], "cap-reached", "{call}");
+}
