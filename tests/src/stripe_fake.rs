@@ -607,6 +607,24 @@ async fn create(State(inner): Shared, headers: HeaderMap, body: Bytes) -> Respon
                     "Amount must be at least the minimum charge",
                 );
             }
+            // A server-side confirm must rule out redirects: with automatic
+            // payment methods and redirects allowed (the default on recent
+            // API versions) Stripe may refuse it for want of a return_url.
+            let pinned = params.iter().any(|(k, _)| k.starts_with("payment_method_types["))
+                || (param(&params, "automatic_payment_methods[enabled]") == Some("true")
+                    && param(&params, "automatic_payment_methods[allow_redirects]")
+                        == Some("never"));
+            if param(&params, "confirm") == Some("true")
+                && param(&params, "return_url").is_none()
+                && !pinned
+            {
+                return error(
+                    400,
+                    "invalid_request_error",
+                    None,
+                    "This PaymentIntent is configured to accept payment methods enabled in your Dashboard, because some of these payment methods might redirect your customer off of your page, you must provide a `return_url`. If you don't want to accept redirect-based payment methods, set `automatic_payment_methods[enabled]` to `true` and `automatic_payment_methods[allow_redirects]` to `never` when creating Setup Intents and Payment Intents.",
+                );
+            }
             inner.next_id += 1;
             let id = format!("pi_fake{:06}", inner.next_id);
             let card = param(&params, "payment_method").unwrap_or("");

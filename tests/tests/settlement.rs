@@ -178,6 +178,8 @@ fn a_call_is_held_before_the_bridge_and_captured_once_after_it() {
         ("confirm", "true"),
         ("off_session", "true"),
         ("error_on_requires_action", "true"),
+        ("automatic_payment_methods[enabled]", "true"),
+        ("automatic_payment_methods[allow_redirects]", "never"),
         ("customer", "cus_test"),
         ("payment_method", "pm_card_visa"),
         ("metadata[booking]", booking.as_str()),

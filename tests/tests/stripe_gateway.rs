@@ -79,6 +79,8 @@ async fn a_hold_is_placed_and_captured_with_the_rated_amount() {
         ("confirm", "true"),
         ("off_session", "true"),
         ("error_on_requires_action", "true"),
+        ("automatic_payment_methods[enabled]", "true"),
+        ("automatic_payment_methods[allow_redirects]", "never"),
         ("customer", "cus_test"),
         ("payment_method", "pm_card_visa"),
         ("amount", "1000"),
@@ -332,4 +334,44 @@ async fn against_stripe_test_mode_when_a_test_key_is_given() {
         (captured.status.as_str(), captured.amount_received),
         ("succeeded", 300)
     );
+}
+
+#[tokio::test]
+async fn the_fake_refuses_a_confirm_that_may_redirect_as_stripe_may() {
+    // Stripe may refuse a server-side confirm that neither rules out
+    // redirect-based methods nor gives a return_url; the fake does, so a
+    // hold that forgets it fails here as it could in production.
+    let fake = StripeFake::start();
+    let form = "amount=1000&currency=jpy&capture_method=manual&confirm=true&off_session=true\
+                &customer=cus_test&payment_method=pm_card_visa";
+    let address: std::net::SocketAddr = fake
+        .url()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let post = |body: String| {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        write!(
+            stream,
+            "POST /v1/payment_intents HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer sk_test_fake\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    };
+    let refused = post(form.to_owned());
+    assert!(refused.starts_with("HTTP/1.1 400"), "{refused}");
+    assert!(refused.contains("return_url"), "{refused}");
+    let pinned = post(format!(
+        "{form}&automatic_payment_methods[enabled]=true&automatic_payment_methods[allow_redirects]=never"
+    ));
+    assert!(pinned.starts_with("HTTP/1.1 200"), "{pinned}");
+    // Our gateway's holds pass.
+    let stripe = gateway(&fake);
+    stripe.hold(hold("pm_card_visa", "call_r")).await.unwrap();
 }

@@ -21,7 +21,9 @@ use std::time::Duration;
 use stripe_client_core::{IdempotencyKey, RequestStrategy, StripeRequest};
 use stripe_core::payment_intent::{
     CancelPaymentIntent, CancelPaymentIntentCancellationReason, CapturePaymentIntent,
-    CreatePaymentIntent, CreatePaymentIntentOffSession, ListPaymentIntent, RetrievePaymentIntent,
+    CreatePaymentIntent, CreatePaymentIntentAutomaticPaymentMethods,
+    CreatePaymentIntentAutomaticPaymentMethodsAllowRedirects, CreatePaymentIntentOffSession,
+    ListPaymentIntent, RetrievePaymentIntent,
 };
 use stripe_core::{PaymentIntent, PaymentIntentCaptureMethod};
 use stripe_types::Expandable;
@@ -304,6 +306,15 @@ impl Gateway for StripeGateway {
                 .confirm(true)
                 .off_session(CreatePaymentIntentOffSession::Bool(true))
                 .error_on_requires_action(true)
+                // Server-side confirmation has no return_url: with
+                // redirect-based methods allowed (the default on recent
+                // API versions) Stripe may refuse it, declining every call.
+                .automatic_payment_methods(CreatePaymentIntentAutomaticPaymentMethods {
+                    enabled: true,
+                    allow_redirects: Some(
+                        CreatePaymentIntentAutomaticPaymentMethodsAllowRedirects::Never,
+                    ),
+                })
                 .metadata(metadata)
                 .expand([LATEST_CHARGE.to_owned()]);
             self.send_keyed("hold", &request, strategy).await
