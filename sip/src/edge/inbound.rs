@@ -139,6 +139,12 @@ impl InboundLeg {
         self.leg.end().await
     }
 
+    /// What it takes to end this leg's dialog after a restart; meaningful
+    /// once [`InboundLeg::answer`] has been called.
+    pub fn dialog_record(&self) -> super::DialogRecord {
+        self.leg.record()
+    }
+
     /// The next event, or `None` once the leg is over and nothing more
     /// will happen.
     pub async fn next_event(&mut self) -> Option<LegEvent> {

@@ -19,6 +19,7 @@ pub(crate) struct Leg {
     pending: Option<DialogState>,
     dialogs: Arc<DialogLayer>,
     id: DialogId,
+    transport: super::Transport,
     ended: bool,
 }
 
@@ -28,6 +29,7 @@ impl Leg {
         states: DialogStateReceiver,
         pending: Option<DialogState>,
         dialogs: Arc<DialogLayer>,
+        transport: super::Transport,
     ) -> Self {
         let id = dialog.id();
         Leg {
@@ -36,8 +38,14 @@ impl Leg {
             pending,
             dialogs,
             id,
+            transport,
             ended: false,
         }
+    }
+
+    /// What it takes to end this dialog after a restart.
+    pub(crate) fn record(&self) -> super::DialogRecord {
+        super::DialogRecord::of(&self.dialog, self.transport)
     }
 
     /// The dialog's id, for `Debug`.

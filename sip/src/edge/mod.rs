@@ -11,6 +11,7 @@
 //!   BYE/CANCEL for unknown dialogs → 481;
 //! - anything else → 405 with `Allow`.
 
+mod dialog_record;
 mod inbound;
 mod leg;
 mod outbound;
@@ -34,6 +35,7 @@ use rsipstack::transport::TransportLayer;
 use rsipstack::transport::udp::UdpConnection;
 use tokio::sync::mpsc;
 
+pub use dialog_record::{ByeOutcome, DialogRecord, DialogRole};
 pub use inbound::{InboundCall, InboundLeg, LegEvent, Reoffer};
 pub use outbound::{OutboundEvent, OutboundLeg, OutboundRequest, twilio_error_for_operator};
 
@@ -43,7 +45,8 @@ use crate::gate::{ALLOW, Gate, GateRules};
 const PENDING_CALLS: usize = 256;
 
 /// A SIP transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Transport {
     /// UDP.
     Udp,
@@ -323,6 +326,31 @@ impl SipEdge {
         .await
     }
 
+    /// Ends a dialog stored by a process that is gone: BYE to its remote
+    /// target through its route set, as the live leg would have sent it.
+    /// The dialog is registered only while the BYE is under way.
+    pub async fn end_recorded(&self, record: &DialogRecord) -> Result<ByeOutcome, EdgeError> {
+        let snapshot = record.snapshot()?;
+        let id = snapshot.id.clone();
+        let (states, _receiver) = self.dialogs.new_dialog_state_channel();
+        self.dialogs
+            .restore_from_snapshot(snapshot, states)
+            .map_err(|e| EdgeError::Dialog(e.to_string()))?;
+        let outcome = match self.dialogs.get_dialog(&id) {
+            Some(rsipstack::dialog::dialog::Dialog::Invite(dialog)) => {
+                match dialog.request(Method::Bye, None, None).await {
+                    Ok(Some(response)) => ByeOutcome::Answered(response.status_code.code()),
+                    Ok(None) => ByeOutcome::Unanswered("no final response".into()),
+                    Err(e) => ByeOutcome::Unanswered(e.to_string()),
+                }
+            }
+            // Already known: a live leg of this process owns it.
+            _ => ByeOutcome::Unanswered("the dialog is live in this process".into()),
+        };
+        self.dialogs.remove_dialog(&id);
+        Ok(outcome)
+    }
+
     /// The listeners as bound (real ports when 0 was asked for).
     pub fn listeners(&self) -> &[Listener] {
         &self.bound
@@ -492,6 +520,11 @@ impl Dispatcher {
             }
         };
         let dialog_for_leg = dialog.clone();
+        let transport = if tx.connection.as_ref().is_some_and(|c| c.is_reliable()) {
+            Transport::Tcp
+        } else {
+            Transport::Udp
+        };
         let mut details = describe(&tx);
         details.trunk = self.gate.trunk_for(details.source.ip()).unwrap_or_default();
         // The dialog task sends 100 Trying first, then runs the transaction.
@@ -519,7 +552,13 @@ impl Dispatcher {
                     None
                 }
             };
-            let leg = InboundLeg::new(leg::Leg::new(dialog_for_leg, receiver, pending, dialogs));
+            let leg = InboundLeg::new(leg::Leg::new(
+                dialog_for_leg,
+                receiver,
+                pending,
+                dialogs,
+                transport,
+            ));
             let call = details.into_call(leg);
             if let Err(
                 mpsc::error::TrySendError::Full(call) | mpsc::error::TrySendError::Closed(call),

@@ -229,6 +229,12 @@ impl OutboundLeg {
         super::header_value(&response?.headers, name)
     }
 
+    /// What it takes to end this leg's dialog after a restart; meaningful
+    /// once it is answered.
+    pub fn dialog_record(&self) -> super::DialogRecord {
+        self.leg.record()
+    }
+
     /// Ends the leg: CANCEL while it rings, BYE once answered.
     pub async fn hang_up(&mut self) -> Result<(), EdgeError> {
         self.leg.end().await
@@ -392,7 +398,7 @@ pub(crate) async fn place(
             }
             Ok(Some(state)) => {
                 return Ok(OutboundLeg {
-                    leg: Leg::new(dialog, states, Some(state), dialogs.clone()),
+                    leg: Leg::new(dialog, states, Some(state), dialogs.clone(), transport),
                     invite: Some(invite),
                     call_id,
                 });
