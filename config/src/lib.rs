@@ -20,6 +20,6 @@ pub use schema::{
 };
 pub use secret::{Environment, ProcessEnvironment, Secret, SecretSource};
 pub use values::{
-    Latch, ListenAddr, LogFormat, PortRange, PublicAddress, TWILIO_SIGNALLING_RANGES, Transport,
-    TrunkProfile, UnknownSource, parse_duration,
+    Latch, ListenAddr, LogFormat, PortRange, PublicAddress, TWILIO_MEDIA_RANGE,
+    TWILIO_SIGNALLING_RANGES, Transport, TrunkProfile, UnknownSource, parse_duration,
 };

@@ -68,6 +68,9 @@ pub struct TrunkConfig {
     pub allow: Vec<IpNet>,
     /// `trunk.termination`: how to place calls to phone numbers through it.
     pub termination: Option<Termination>,
+    /// `trunk.media_allow`: when not empty, the only networks RTP of this
+    /// trunk's legs may come from (Twilio: 168.86.128.0/18).
+    pub media_allow: Vec<IpNet>,
 }
 
 impl TrunkConfig {
@@ -115,6 +118,10 @@ pub struct MediaConfig {
     pub timeout: Duration,
     /// `media.latch`: which sources RTP may be latched to.
     pub latch: Latch,
+    /// `media.port_quarantine`: how long a released port pair (and the
+    /// ports of calls a crash left open, once their parties are hung up)
+    /// stays out of use, so late packets never reach another call.
+    pub port_quarantine: Duration,
 }
 
 /// `[http]`.
@@ -229,7 +236,7 @@ const SIP_KEYS: [&str; 4] = [
     "unknown_source",
     "invites_per_second",
 ];
-const TRUNK_KEYS: [&str; 4] = ["name", "profile", "allow", "termination"];
+const TRUNK_KEYS: [&str; 5] = ["name", "profile", "allow", "termination", "media_allow"];
 const TERMINATION_KEYS: [&str; 5] = [
     "uri",
     "username",
@@ -237,7 +244,14 @@ const TERMINATION_KEYS: [&str; 5] = [
     "caller_id",
     "calls_per_second",
 ];
-const MEDIA_KEYS: [&str; 5] = ["address", "public_address", "ports", "timeout", "latch"];
+const MEDIA_KEYS: [&str; 6] = [
+    "address",
+    "public_address",
+    "ports",
+    "timeout",
+    "latch",
+    "port_quarantine",
+];
 const HTTP_KEYS: [&str; 2] = ["listen", "api_token"];
 const DATABASE_KEYS: [&str; 1] = ["path"];
 const STRIPE_KEYS: [&str; 4] = [
@@ -282,6 +296,7 @@ fn loopback_trunk() -> TrunkConfig {
             .filter_map(|r| r.parse().ok())
             .collect(),
         termination: None,
+        media_allow: Vec::new(),
     }
 }
 
@@ -320,7 +335,8 @@ impl Config {
                     last: 20999,
                 },
                 timeout: Duration::from_secs(30),
-                latch: Latch::SignalledIp,
+                latch: Latch::Learn,
+                port_quarantine: Duration::from_secs(60),
             },
             http: HttpConfig {
                 listen: SocketAddr::new(loopback, 8080),
@@ -604,6 +620,7 @@ fn read_trunks(
                 "with profile = \"none\" the trunk needs at least one allowed source CIDR",
             );
         }
+        let media_allow = t.list::<IpNet>("media_allow").unwrap_or_default();
         let termination = t.take("termination").map(|item| {
             read_termination(
                 TableReader::new(&t.key("termination"), Some(item), diagnostics),
@@ -616,6 +633,7 @@ fn read_trunks(
             profile,
             allow,
             termination: termination.flatten(),
+            media_allow,
         });
     }
     trunks
@@ -717,6 +735,13 @@ fn read_media(mut t: TableReader, defaults: MediaConfig) -> MediaConfig {
         )
         .unwrap_or(defaults.timeout),
         latch: t.get("latch").unwrap_or(defaults.latch),
+        port_quarantine: duration_in(
+            &mut t,
+            "port_quarantine",
+            Duration::ZERO,
+            Duration::from_secs(3600),
+        )
+        .unwrap_or(defaults.port_quarantine),
     };
     t.finish(&MEDIA_KEYS);
     media

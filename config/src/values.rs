@@ -345,9 +345,13 @@ keyword_enum! {
 keyword_enum! {
     /// Which source a call leg's RTP may be latched to.
     Latch {
+        /// The first source, then for a few seconds a closer one (same IP,
+        /// then the exact SDP address and port, which always wins), then
+        /// locked: works behind NATs and keeps strangers out (the default).
+        Learn = "learn",
         /// Only the IP address signalled in that leg's SDP (any port).
         SignalledIp = "signalled-ip",
-        /// The first source that sends (behind NATs that rewrite addresses).
+        /// The first source that sends, for the whole call.
         Any = "any",
     }
 }
@@ -388,6 +392,10 @@ pub const TWILIO_SIGNALLING_RANGES: [&str; 8] = [
     "54.252.254.64/30",
     "177.71.206.192/30",
 ];
+
+/// Twilio's media source range (all regions), from `shared/TWILIO.md`:
+/// what `trunk.media_allow` may be set to for a Twilio trunk.
+pub const TWILIO_MEDIA_RANGE: &str = "168.86.128.0/18";
 
 /// Checks a `tracing` filter directive list such as `"info"` or
 /// `"info,tollbridge=debug"` without depending on the logging crate.

@@ -61,7 +61,8 @@ fn an_empty_file_runs_on_loopback_in_ledger_only_mode() {
         (20000, 20999)
     );
     assert_eq!(config.media.timeout, Duration::from_secs(30));
-    assert_eq!(config.media.latch, Latch::SignalledIp);
+    assert_eq!(config.media.latch, Latch::Learn);
+    assert_eq!(config.media.port_quarantine, Duration::from_secs(60));
     assert_eq!(config.database.path, PathBuf::from("./tollbridge.db"));
     assert_eq!(config.stripe.mode(), StripeMode::LedgerOnly);
     assert_eq!(config.billing.checkpoint_interval, Duration::from_secs(2));
@@ -142,6 +143,7 @@ unknown_source = "reject"
 [[trunk]]
 name = "twilio-jp"
 allow = ["192.0.2.0/24", "198.51.100.7"]
+media_allow = ["168.86.128.0/18"]
 termination = {{ uri = "sip:{{number}}@acme.pstn.tokyo.twilio.com", username = "u", password = "env:TRUNK_PW", caller_id = "+815012345678" }}
 
 [[trunk]]
@@ -155,6 +157,7 @@ public_address = "203.0.113.7"
 ports = "30000-30099"
 timeout = "1m"
 latch = "any"
+port_quarantine = "90s"
 
 [http]
 listen = "[::1]:9000"
@@ -199,6 +202,12 @@ format = "json"
     assert_eq!(termination.caller_id.as_deref(), Some("+815012345678"));
     assert_eq!(termination.calls_per_second, 1);
     assert_eq!(config.media.latch, Latch::Any);
+    assert_eq!(config.media.port_quarantine, Duration::from_secs(90));
+    assert_eq!(
+        config.trunks[0].media_allow,
+        vec!["168.86.128.0/18".parse::<ipnet::IpNet>().unwrap()]
+    );
+    assert!(config.trunks[1].media_allow.is_empty());
     assert_eq!(config.media.timeout, Duration::from_secs(60));
     assert_eq!(config.stripe.mode(), StripeMode::Test);
     assert_eq!(config.stripe.api_base, "http://127.0.0.1:12111");
@@ -333,7 +342,17 @@ fn every_validation_rule_names_its_key() {
             "media.timeout",
             "between 1s and 3600s",
         ),
-        ("[media]\nlatch = \"first\"", "media.latch", "signalled-ip"),
+        ("[media]\nlatch = \"first\"", "media.latch", "\"learn\""),
+        (
+            "[media]\nport_quarantine = \"2h\"",
+            "media.port_quarantine",
+            "between",
+        ),
+        (
+            "[[trunk]]\nname = \"t\"\nmedia_allow = [\"168.86.128.0/33\"]",
+            "trunk[0].media_allow[0]",
+            "CIDR",
+        ),
         ("[http]\nlisten = \"8080\"", "http.listen", "port"),
         (
             "[http]\napi_token = \"short\"",

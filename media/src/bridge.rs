@@ -64,6 +64,19 @@ const DROP: Verdict = Verdict {
     key: None,
 };
 
+/// A party that went quiet for the armed timeout, with what the relay
+/// knows of why: when its RTP last arrived, and how many packets from
+/// other sources were dropped meanwhile (a NAT the latch did not take).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inactivity {
+    /// The quiet party.
+    pub side: Side,
+    /// When its last RTP packet arrived; `None` if none ever did.
+    pub last_received: Option<Instant>,
+    /// Packets dropped as foreign on its leg since the call started.
+    pub dropped_foreign: u64,
+}
+
 /// Both legs of one call.
 #[derive(Debug, Clone)]
 pub struct Bridge {
@@ -73,6 +86,10 @@ pub struct Bridge {
     streams: [OutStream; 2],
     origin: Instant,
     watch: Option<(Duration, Instant)>,
+    /// Per side, the RTP timestamp of a telephone-event that was not
+    /// forwarded when it started (PIN entry, before the other party was
+    /// there): its later packets stay with us too.
+    withheld_event: [Option<u32>; 2],
 }
 
 impl Bridge {
@@ -85,6 +102,7 @@ impl Bridge {
             streams: [OutStream::default(), OutStream::default()],
             origin,
             watch: None,
+            withheld_event: [None, None],
         }
     }
 
@@ -96,6 +114,11 @@ impl Bridge {
     /// Sets what a party's SDP said.
     pub fn set_peer(&mut self, side: Side, peer: Peer) {
         self.legs[side.index()].set_peer(peer);
+    }
+
+    /// Admits `side`'s media only from these networks (none: anywhere).
+    pub fn restrict_sources(&mut self, side: Side, allowed: Vec<ipnet::IpNet>) {
+        self.legs[side.index()].restrict_sources(allowed);
     }
 
     /// Stops forwarding between the legs from `at` on, judged per packet
@@ -170,7 +193,7 @@ impl Bridge {
             from.on_malformed();
             return DROP;
         };
-        if !from.admit_rtp(source) {
+        if !from.admit_rtp(source, now) {
             return DROP;
         }
         let event_type = from.peer().telephone_event;
@@ -205,6 +228,17 @@ impl Bridge {
             },
             (None, _) => None,
         };
+        // An event is forwarded whole or not at all: the end packets of a
+        // `#` that ended a PIN must not reach an expert who just answered.
+        let withheld = &mut self.withheld_event[side.index()];
+        let send_to = match (is_event, send_to) {
+            (true, _) if *withheld == Some(header.timestamp) => None,
+            (true, None) => {
+                *withheld = Some(header.timestamp);
+                None
+            }
+            (_, send_to) => send_to,
+        };
         let send_to = send_to
             .filter(|_| self.streams[side.other().index()].forward(packet, header, !is_event, now));
         if send_to.is_some() {
@@ -221,7 +255,7 @@ impl Bridge {
             Side::Callee => (callee, caller),
         };
         let cut = self.forward_until.is_some_and(|until| now >= until);
-        if !from.admit_rtcp(source) || cut {
+        if !from.admit_rtcp(source, now) || cut {
             return None;
         }
         to.rtcp_target()
@@ -229,7 +263,7 @@ impl Bridge {
 
     /// The leg that went quiet for the armed timeout, reported once; the
     /// watch pauses while either party's direction is not sendrecv (hold).
-    pub fn poll_inactivity(&mut self, now: Instant) -> Option<Side> {
+    pub fn poll_inactivity(&mut self, now: Instant) -> Option<Inactivity> {
         let (timeout, armed) = self.watch?;
         let on_hold = self
             .legs
@@ -247,7 +281,12 @@ impl Bridge {
                 .map_or(armed, |t| t.max(armed));
             if now.saturating_duration_since(last) >= timeout {
                 self.watch = None;
-                return Some(side);
+                let leg = self.leg(side);
+                return Some(Inactivity {
+                    side,
+                    last_received: leg.last_received(),
+                    dropped_foreign: leg.stats().dropped_foreign,
+                });
             }
         }
         None

@@ -2,20 +2,101 @@
 //! latched), what it receives (direction, telephone-event payload type),
 //! and what arrived from it (RFC 3550 loss and jitter, foreign sources).
 
-use std::net::SocketAddr;
-use std::time::Instant;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
 
 use crate::sdp::Direction;
+
+/// How long a `learn` leg keeps looking for a better source after its
+/// first packet before it locks (rtpengine's learning phase is alike).
+pub const LEARNING_WINDOW: Duration = Duration::from_secs(3);
 
 /// Which sources a leg may latch to (`media.latch`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LatchPolicy {
+    /// The default, as rtpengine does it: the first source is taken (a
+    /// phone behind a NAT sends from an address its SDP does not name);
+    /// for [`LEARNING_WINDOW`] after that a source closer to the SDP
+    /// (same IP, then the exact address and port) takes over; then the
+    /// leg locks. The exact signalled address and port is taken whenever
+    /// it shows up, so a stranger who sent first never keeps the leg once
+    /// the party itself sends.
+    Learn,
     /// Only a source on the IP address the party's SDP gave (its port may
-    /// differ, as behind a NAT).
+    /// differ, as behind a NAT); a party behind a NAT that rewrites its
+    /// address gets one-way audio.
     SignalledIp,
-    /// The first source at all (symmetric RTP for any NAT; open to RTP
-    /// injection by whoever sends first).
+    /// The first source at all, for the whole call (symmetric RTP for any
+    /// NAT; open to RTP injection by whoever sends first).
     Any,
+}
+
+/// How well a source matches what the party's SDP said.
+fn closeness(signalled: Option<SocketAddr>, source: SocketAddr) -> u8 {
+    match signalled {
+        Some(s) if s == source => 2,
+        Some(s) if s.ip() == source.ip() => 1,
+        _ => 0,
+    }
+}
+
+/// One latch (RTP or RTCP) of a leg: where the party's packets come from.
+#[derive(Debug, Clone, Default)]
+struct Latch {
+    source: Option<SocketAddr>,
+    /// Until when a closer source may still take over (`learn`).
+    learning_until: Option<Instant>,
+}
+
+impl Latch {
+    /// Whether a packet from `source` is the party's, latching (or moving
+    /// the latch) as `policy` allows.
+    fn admit(
+        &mut self,
+        policy: LatchPolicy,
+        signalled: Option<SocketAddr>,
+        source: SocketAddr,
+        now: Instant,
+    ) -> bool {
+        if self.source == Some(source) {
+            return true;
+        }
+        match policy {
+            LatchPolicy::Any => {
+                if self.source.is_none() {
+                    self.source = Some(source);
+                }
+                self.source == Some(source)
+            }
+            LatchPolicy::SignalledIp => {
+                let allowed =
+                    self.source.is_none() && signalled.is_some_and(|s| s.ip() == source.ip());
+                if allowed {
+                    self.source = Some(source);
+                }
+                allowed
+            }
+            LatchPolicy::Learn => {
+                let take = match self.source {
+                    None => true,
+                    Some(current) => {
+                        let closer = closeness(signalled, source) > closeness(signalled, current);
+                        let exact = signalled == Some(source);
+                        exact || (closer && self.learning_until.is_some_and(|t| now < t))
+                    }
+                };
+                if take {
+                    if self.source.is_none() {
+                        self.learning_until = now.checked_add(LEARNING_WINDOW);
+                    }
+                    self.source = Some(source);
+                }
+                take
+            }
+        }
+    }
 }
 
 /// What a party's SDP said about where and how it takes media.
@@ -130,8 +211,11 @@ impl Reception {
 pub struct Leg {
     peer: Peer,
     policy: LatchPolicy,
-    rtp_latched: Option<SocketAddr>,
-    rtcp_latched: Option<SocketAddr>,
+    /// When not empty, the only networks the party's media may come from
+    /// (a trunk's media range, e.g. Twilio's 168.86.128.0/18).
+    allowed: Vec<IpNet>,
+    rtp_latch: Latch,
+    rtcp_latch: Latch,
     reception: Reception,
     stats: LegStats,
     last_received: Option<Instant>,
@@ -143,24 +227,32 @@ impl Leg {
         Leg {
             peer: Peer::UNKNOWN,
             policy,
-            rtp_latched: None,
-            rtcp_latched: None,
+            allowed: Vec::new(),
+            rtp_latch: Latch::default(),
+            rtcp_latch: Latch::default(),
             reception: Reception::default(),
             stats: LegStats::default(),
             last_received: None,
         }
     }
 
+    /// Admits media only from these networks (none: from anywhere).
+    pub fn restrict_sources(&mut self, allowed: Vec<IpNet>) {
+        self.allowed = allowed;
+    }
+
     /// What the party's latest SDP said. A new address drops the latch,
     /// so media follows a re-INVITE that moved it.
     pub fn set_peer(&mut self, peer: Peer) {
-        if peer.rtp.map(|a| a.ip()) != self.peer.rtp.map(|a| a.ip())
-            || peer.rtp.map(|a| a.port()) != self.peer.rtp.map(|a| a.port())
-        {
-            self.rtp_latched = None;
-            self.rtcp_latched = None;
+        if peer.rtp != self.peer.rtp {
+            self.rtp_latch = Latch::default();
+            self.rtcp_latch = Latch::default();
         }
         self.peer = peer;
+    }
+
+    fn source_allowed(&self, ip: IpAddr) -> bool {
+        self.allowed.is_empty() || self.allowed.iter().any(|net| net.contains(&ip))
     }
 
     /// The party's SDP as last set.
@@ -182,31 +274,13 @@ impl Leg {
         self.last_received
     }
 
-    fn admit(
-        latched: &mut Option<SocketAddr>,
-        signalled: Option<SocketAddr>,
-        policy: LatchPolicy,
-        source: SocketAddr,
-    ) -> bool {
-        match *latched {
-            Some(latched) => latched == source,
-            None => {
-                let allowed = match policy {
-                    LatchPolicy::Any => true,
-                    LatchPolicy::SignalledIp => signalled.is_some_and(|s| s.ip() == source.ip()),
-                };
-                if allowed {
-                    *latched = Some(source);
-                }
-                allowed
-            }
-        }
-    }
-
     /// Whether an RTP packet from `source` comes from this leg's party,
-    /// latching to it when it is the first; a foreign one is counted.
-    pub fn admit_rtp(&mut self, source: SocketAddr) -> bool {
-        let admitted = Leg::admit(&mut self.rtp_latched, self.peer.rtp, self.policy, source);
+    /// latching to it as the policy allows; a foreign one is counted.
+    pub fn admit_rtp(&mut self, source: SocketAddr, now: Instant) -> bool {
+        let admitted = self.source_allowed(source.ip())
+            && self
+                .rtp_latch
+                .admit(self.policy, self.peer.rtp, source, now);
         if !admitted {
             self.stats.dropped_foreign += 1;
         }
@@ -214,9 +288,10 @@ impl Leg {
     }
 
     /// The same for RTCP (latched separately: its port is its own).
-    pub fn admit_rtcp(&mut self, source: SocketAddr) -> bool {
+    pub fn admit_rtcp(&mut self, source: SocketAddr, now: Instant) -> bool {
         let signalled = self.peer.rtcp.or(self.peer.rtp);
-        let admitted = Leg::admit(&mut self.rtcp_latched, signalled, self.policy, source);
+        let admitted = self.source_allowed(source.ip())
+            && self.rtcp_latch.admit(self.policy, signalled, source, now);
         if admitted {
             self.stats.rtcp_received += 1;
         } else {
@@ -256,12 +331,12 @@ impl Leg {
     /// Where RTP for the party goes: the latched source, else the signalled
     /// address.
     pub fn rtp_target(&self) -> Option<SocketAddr> {
-        self.rtp_latched.or(self.peer.rtp)
+        self.rtp_latch.source.or(self.peer.rtp)
     }
 
     /// Where RTCP for the party goes.
     pub fn rtcp_target(&self) -> Option<SocketAddr> {
-        self.rtcp_latched.or(self.peer.rtcp)
+        self.rtcp_latch.source.or(self.peer.rtcp)
     }
 
     /// Counts a packet sent to the party.
@@ -323,35 +398,123 @@ mod tests {
         }
     }
 
+    fn at(now: Instant, ms: u64) -> Instant {
+        now + Duration::from_millis(ms)
+    }
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
     #[test]
     fn latching_to_the_signalled_ip_only() {
+        let now = Instant::now();
         let mut leg = Leg::new(LatchPolicy::SignalledIp);
         leg.set_peer(peer("192.0.2.10:4000"));
-        assert_eq!(leg.rtp_target(), Some("192.0.2.10:4000".parse().unwrap()));
+        assert_eq!(leg.rtp_target(), Some(addr("192.0.2.10:4000")));
         // Another IP first: refused and counted, no latch.
-        assert!(!leg.admit_rtp("198.51.100.1:4000".parse().unwrap()));
+        assert!(!leg.admit_rtp(addr("198.51.100.1:4000"), now));
         // The signalled IP from another port (a NAT): latched.
-        assert!(leg.admit_rtp("192.0.2.10:5555".parse().unwrap()));
-        assert_eq!(leg.rtp_target(), Some("192.0.2.10:5555".parse().unwrap()));
+        assert!(leg.admit_rtp(addr("192.0.2.10:5555"), now));
+        assert_eq!(leg.rtp_target(), Some(addr("192.0.2.10:5555")));
         // After latching, even the signalled port is foreign.
-        assert!(!leg.admit_rtp("192.0.2.10:4000".parse().unwrap()));
+        assert!(!leg.admit_rtp(addr("192.0.2.10:4000"), now));
         assert_eq!(leg.stats().dropped_foreign, 2);
         // A re-INVITE to a new address drops the latch.
         leg.set_peer(peer("192.0.2.20:4000"));
-        assert_eq!(leg.rtp_target(), Some("192.0.2.20:4000".parse().unwrap()));
-        assert!(leg.admit_rtp("192.0.2.20:4000".parse().unwrap()));
+        assert_eq!(leg.rtp_target(), Some(addr("192.0.2.20:4000")));
+        assert!(leg.admit_rtp(addr("192.0.2.20:4000"), now));
     }
 
     #[test]
     fn latching_to_any_source_takes_the_first() {
+        let now = Instant::now();
         let mut leg = Leg::new(LatchPolicy::Any);
         leg.set_peer(peer("192.0.2.10:4000"));
-        assert!(leg.admit_rtp("198.51.100.1:9".parse().unwrap()));
-        assert!(!leg.admit_rtp("192.0.2.10:4000".parse().unwrap()));
+        assert!(leg.admit_rtp(addr("198.51.100.1:9"), now));
+        assert!(!leg.admit_rtp(addr("192.0.2.10:4000"), now));
         // Nothing signalled and the policy is strict: nothing admitted.
         let mut strict = Leg::new(LatchPolicy::SignalledIp);
-        assert!(!strict.admit_rtp("192.0.2.10:4000".parse().unwrap()));
+        assert!(!strict.admit_rtp(addr("192.0.2.10:4000"), now));
         assert_eq!(strict.rtp_target(), None);
+    }
+
+    #[test]
+    fn learning_takes_a_natted_party_that_never_sends_from_its_sdp_address() {
+        // Linphone behind a NAT: SDP says its LAN address, packets come
+        // from the router's public one. Both ways work.
+        let now = Instant::now();
+        let mut leg = Leg::new(LatchPolicy::Learn);
+        leg.set_peer(peer("192.168.1.5:7078"));
+        assert!(leg.admit_rtp(addr("203.0.113.7:40000"), now));
+        assert_eq!(leg.rtp_target(), Some(addr("203.0.113.7:40000")));
+        assert!(leg.admit_rtp(addr("203.0.113.7:40000"), at(now, 20_000)));
+        assert_eq!(leg.stats().dropped_foreign, 0);
+    }
+
+    #[test]
+    fn learning_prefers_the_signalled_port_whenever_it_shows_up() {
+        let now = Instant::now();
+        let mut leg = Leg::new(LatchPolicy::Learn);
+        leg.set_peer(peer("192.0.2.10:4000"));
+        // Another port on the signalled IP sends first and is taken ...
+        assert!(leg.admit_rtp(addr("192.0.2.10:5555"), now));
+        // ... until the exact signalled address sends, even after the
+        // window: it keeps the leg from then on.
+        assert!(leg.admit_rtp(addr("192.0.2.10:4000"), at(now, 10_000)));
+        assert_eq!(leg.rtp_target(), Some(addr("192.0.2.10:4000")));
+        assert!(!leg.admit_rtp(addr("192.0.2.10:5555"), at(now, 10_020)));
+    }
+
+    #[test]
+    fn learning_moves_to_a_closer_source_only_within_the_window_then_locks() {
+        let now = Instant::now();
+        let mut leg = Leg::new(LatchPolicy::Learn);
+        leg.set_peer(peer("192.0.2.10:4000"));
+        // A stranger first; the signalled IP (another port) wins within
+        // the window.
+        assert!(leg.admit_rtp(addr("198.51.100.1:9"), now));
+        assert!(leg.admit_rtp(addr("192.0.2.10:6000"), at(now, 1_000)));
+        assert!(!leg.admit_rtp(addr("198.51.100.1:9"), at(now, 1_020)));
+        // Locked once the window is over: a stranger, or another port on
+        // the same IP, never takes it.
+        let mut locked = Leg::new(LatchPolicy::Learn);
+        locked.set_peer(peer("192.0.2.10:4000"));
+        assert!(locked.admit_rtp(addr("198.51.100.1:9"), now));
+        assert!(!locked.admit_rtp(addr("192.0.2.10:6000"), at(now, 3_001)));
+        assert!(!locked.admit_rtp(addr("198.51.100.2:9"), at(now, 3_001)));
+        assert_eq!(locked.rtp_target(), Some(addr("198.51.100.1:9")));
+    }
+
+    #[test]
+    fn an_intruder_never_takes_a_leg_from_its_party() {
+        let now = Instant::now();
+        let mut leg = Leg::new(LatchPolicy::Learn);
+        leg.set_peer(peer("192.0.2.10:4000"));
+        for i in 0..500u64 {
+            // The party sends every 20 ms from its signalled address; an
+            // intruder sprays packets in between, inside and after the
+            // learning window.
+            assert!(leg.admit_rtp(addr("192.0.2.10:4000"), at(now, i * 20)));
+            assert!(!leg.admit_rtp(addr("198.51.100.66:4000"), at(now, i * 20 + 10)));
+            assert!(!leg.admit_rtp(addr("192.0.2.10:4002"), at(now, i * 20 + 15)));
+        }
+        assert_eq!(leg.rtp_target(), Some(addr("192.0.2.10:4000")));
+        assert_eq!(leg.stats().dropped_foreign, 1000);
+    }
+
+    #[test]
+    fn a_trunk_media_range_is_the_only_source_allowed() {
+        let now = Instant::now();
+        let mut leg = Leg::new(LatchPolicy::Learn);
+        leg.restrict_sources(vec!["168.86.128.0/18".parse().unwrap()]);
+        leg.set_peer(peer("168.86.140.1:12000"));
+        // Outside Twilio's range: refused even as the first source.
+        assert!(!leg.admit_rtp(addr("198.51.100.1:12000"), now));
+        assert!(leg.admit_rtp(addr("168.86.140.9:13000"), now));
+        assert!(leg.admit_rtcp(addr("168.86.140.9:13001"), now));
+        assert!(!leg.admit_rtcp(addr("198.51.100.1:12001"), now));
+        assert_eq!(leg.stats().dropped_foreign, 2);
     }
 
     #[test]

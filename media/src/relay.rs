@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::bridge::{Bridge, Side};
+use crate::bridge::{Bridge, Inactivity, Side};
 use crate::leg::{LatchPolicy, LegStats, Peer};
 use crate::ports::{PairGuard, PortPair, PortPool};
 use crate::prompt::Prompt;
@@ -46,7 +46,7 @@ pub enum MediaEvent {
     /// A party pressed a DTMF key (RFC 4733).
     Key(Side, char),
     /// A party sent no RTP for the armed timeout.
-    Inactive(Side),
+    Inactive(Inactivity),
 }
 
 /// Final or running counters of both legs.
@@ -60,6 +60,7 @@ pub struct CallStats {
 
 enum Control {
     SetPeer(Side, Peer),
+    RestrictSources(Side, Vec<ipnet::IpNet>),
     ForwardUntil(Option<Instant>),
     Play(Side, Arc<Prompt>, PromptMode),
     Watch(Option<Duration>),
@@ -126,12 +127,20 @@ impl Relay {
         self.pool.capacity()
     }
 
+    /// Keeps these RTP ports (and their RTCP ports) from new calls until
+    /// `until`: ports of calls a crash left open, whose parties may still
+    /// be sending.
+    pub fn hold_back(&self, rtp_ports: &[u16], until: Instant) {
+        self.pool.hold_back(rtp_ports, until);
+    }
+
     /// Opens a call: two port pairs and the task that relays between them.
     /// The ports return to the pool when the [`CallMedia`] is closed or
     /// dropped.
     pub fn open_call(&self) -> Result<CallMedia, RelayError> {
-        let caller = self.pool.allocate()?;
-        let callee = self.pool.allocate()?;
+        let now = Instant::now();
+        let caller = self.pool.allocate(now)?;
+        let callee = self.pool.allocate(now)?;
         let addresses = [
             SocketAddr::new(self.public_ip, caller.rtp_addr()?.port()),
             SocketAddr::new(self.public_ip, callee.rtp_addr()?.port()),
@@ -174,6 +183,12 @@ pub struct CallMedia {
 }
 
 impl CallMedia {
+    /// Both legs' RTP ports (caller, callee), stored with the call so a
+    /// restart after a crash can keep them from new calls.
+    pub fn rtp_ports(&self) -> [u16; 2] {
+        [self.addresses[0].port(), self.addresses[1].port()]
+    }
+
     /// The address our SDP gives a party: its leg's RTP port.
     pub fn address(&self, side: Side) -> SocketAddr {
         match side {
@@ -185,6 +200,12 @@ impl CallMedia {
     /// Sets what a party's SDP said (again after a re-INVITE).
     pub fn set_peer(&self, side: Side, peer: Peer) {
         let _ = self.control.send(Control::SetPeer(side, peer));
+    }
+
+    /// Admits a party's media only from these networks (a trunk's media
+    /// range); none admits any source.
+    pub fn restrict_sources(&self, side: Side, allowed: Vec<ipnet::IpNet>) {
+        let _ = self.control.send(Control::RestrictSources(side, allowed));
     }
 
     /// Stops forwarding between the parties at `at` (by the relay's clock,
@@ -291,6 +312,7 @@ async fn relay_call(
         tokio::select! {
             command = commands.recv() => match command {
                 Some(Control::SetPeer(side, peer)) => bridge.set_peer(side, peer),
+                Some(Control::RestrictSources(side, allowed)) => bridge.restrict_sources(side, allowed),
                 Some(Control::ForwardUntil(at)) => bridge.forward_until(at),
                 Some(Control::Play(side, prompt, mode)) => bridge.play(side, prompt, mode, Instant::now()),
                 Some(Control::Watch(timeout)) => bridge.watch(timeout, Instant::now()),
@@ -337,8 +359,8 @@ async fn relay_call(
                 }
             }
             _ = tick.tick() => {
-                if let Some(side) = bridge.poll_inactivity(Instant::now()) {
-                    let _ = events.send(MediaEvent::Inactive(side));
+                if let Some(inactivity) = bridge.poll_inactivity(Instant::now()) {
+                    let _ = events.send(MediaEvent::Inactive(inactivity));
                 }
             }
         }

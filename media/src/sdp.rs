@@ -3,8 +3,12 @@
 //! The relay never transcodes: both legs must agree on one G.711 codec
 //! (PCMU or PCMA, static payload types 0 and 8), and telephone-event
 //! (RFC 4733) is carried when both sides offer it, with its dynamic payload
-//! type rewritten between the legs. Only the first audio stream counts;
-//! other streams are refused in our answers (port 0), as RFC 3264 §6 asks.
+//! type rewritten between the legs. Only the first plain `RTP/AVP` audio
+//! stream counts; every other m-line of an offer is refused in our answer
+//! with port 0, in its place, as RFC 3264 §6 asks. An offer we cannot
+//! honour (only SRTP or another profile, a multicast or broadcast address,
+//! an address whose family its `c=` line does not state) is an error, so
+//! the call gets 488 instead of an answer that would not work.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -25,6 +29,60 @@ pub enum SdpError {
     /// The audio stream offers neither PCMU nor PCMA.
     #[error("no common codec (PCMU or PCMA)")]
     NoCommonCodec,
+    /// Audio is offered only over a profile the relay does not speak.
+    #[error("audio is offered only as {0} (plain RTP/AVP is required; SRTP is not supported)")]
+    Profile(String),
+    /// The connection address is not one we can send unicast RTP to.
+    #[error("unusable connection address: {0}")]
+    BadAddress(String),
+}
+
+/// One m-line of an offer, as an answer must repeat it when refusing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfferedMedia {
+    /// `audio`, `video`, ...
+    pub media: String,
+    /// The transport profile (`RTP/AVP`, `RTP/SAVP`, ...).
+    pub proto: String,
+    /// The first offered format.
+    pub format: String,
+}
+
+/// The unicast address a `c=` line names, refusing what we cannot send
+/// RTP to (multicast, broadcast, a family the line does not state).
+fn unicast_address(connection: &Connection) -> Result<IpAddr, SdpError> {
+    let text = connection.connection_address.as_str();
+    if !connection.nettype.eq_ignore_ascii_case("IN") {
+        return Err(SdpError::BadAddress(format!(
+            "network type {:?} is not IN",
+            connection.nettype
+        )));
+    }
+    if text.contains('/') {
+        return Err(SdpError::BadAddress(format!(
+            "{text} is a multicast group (TTL or count given)"
+        )));
+    }
+    let ip: IpAddr = text.parse().map_err(|_| SdpError::NoAddress)?;
+    let family_matches = match ip {
+        IpAddr::V4(_) => connection.addrtype.eq_ignore_ascii_case("IP4"),
+        IpAddr::V6(_) => connection.addrtype.eq_ignore_ascii_case("IP6"),
+    };
+    if !family_matches {
+        return Err(SdpError::BadAddress(format!(
+            "{ip} is not an {} address",
+            connection.addrtype
+        )));
+    }
+    if ip.is_multicast() {
+        return Err(SdpError::BadAddress(format!("{ip} is a multicast group")));
+    }
+    if matches!(ip, IpAddr::V4(v4) if v4.is_broadcast()) {
+        return Err(SdpError::BadAddress(format!(
+            "{ip} is the broadcast address"
+        )));
+    }
+    Ok(ip)
 }
 
 /// The G.711 codecs the relay bridges, by their static payload type.
@@ -126,29 +184,45 @@ pub struct AudioStream {
     pub ptime: Option<u32>,
     /// `a=sendrecv` and friends.
     pub direction: Direction,
+    /// Every m-line of the body, in order, and which one this stream is:
+    /// an answer repeats them all, refusing the others.
+    pub medias: Vec<OfferedMedia>,
+    /// This stream's place among [`AudioStream::medias`].
+    pub index: usize,
 }
 
 impl AudioStream {
-    /// Reads the first audio stream of an SDP body.
+    /// Reads the first plain RTP audio stream of an SDP body.
     pub fn parse(body: &[u8]) -> Result<AudioStream, SdpError> {
         let session = Session::parse(body).map_err(|e| SdpError::Unparseable(e.to_string()))?;
-        let media = session
+        let medias: Vec<OfferedMedia> = session
             .medias
             .iter()
-            .find(|m| m.media == "audio" && m.port != 0)
+            .map(|m| OfferedMedia {
+                media: m.media.clone(),
+                proto: m.proto.clone(),
+                format: m.fmt.split_whitespace().next().unwrap_or("0").to_owned(),
+            })
+            .collect();
+        let mut audio = session
+            .medias
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.media == "audio" && m.port != 0)
+            .peekable();
+        let first_proto = audio
+            .peek()
+            .map(|(_, m)| m.proto.clone())
             .ok_or(SdpError::NoAudio)?;
+        let (index, media) = audio
+            .find(|(_, m)| m.proto.eq_ignore_ascii_case("RTP/AVP"))
+            .ok_or(SdpError::Profile(first_proto))?;
         let connection = media
             .connections
             .first()
             .or(session.connection.as_ref())
             .ok_or(SdpError::NoAddress)?;
-        let ip: IpAddr = connection
-            .connection_address
-            .split('/')
-            .next()
-            .unwrap_or_default()
-            .parse()
-            .map_err(|_| SdpError::NoAddress)?;
+        let ip = unicast_address(connection)?;
         let rtpmaps: Vec<(u8, String)> = media
             .attributes
             .iter()
@@ -209,7 +283,24 @@ impl AudioStream {
             telephone_event,
             ptime,
             direction,
+            medias,
+            index,
         })
+    }
+}
+
+impl AudioStream {
+    /// Refuses a stream the relay at `relay` cannot send to: an address of
+    /// the other IP family.
+    pub fn reachable_from(&self, relay: SocketAddr) -> Result<(), SdpError> {
+        match self.rtp {
+            Some(rtp) if rtp.is_ipv4() != relay.is_ipv4() => Err(SdpError::BadAddress(format!(
+                "{} is not reachable from the relay's address {}",
+                rtp.ip(),
+                relay.ip()
+            ))),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -226,6 +317,9 @@ pub struct LocalStream {
     pub ptime: Option<u32>,
     /// Our direction.
     pub direction: Direction,
+    /// For an answer: the offer's m-lines and our stream's place among
+    /// them (the others are refused with port 0). `None` for an offer.
+    pub mirror: Option<(usize, Vec<OfferedMedia>)>,
 }
 
 /// The payload type we offer telephone-event on when the caller gave none
@@ -245,6 +339,7 @@ pub fn offer_for_callee(caller: &AudioStream, relay: SocketAddr) -> Result<Local
         telephone_event: caller.telephone_event,
         ptime: caller.ptime,
         direction: Direction::SendRecv,
+        mirror: None,
     })
 }
 
@@ -275,6 +370,7 @@ pub fn answer_to(
         telephone_event: offer.telephone_event.filter(|_| dtmf_on_other_leg),
         ptime: offer.ptime,
         direction: offer.direction.answer(),
+        mirror: Some((offer.index, offer.medias.clone())),
     })
 }
 
@@ -358,19 +454,46 @@ impl SdpWriter {
             time_zones: Vec::new(),
             key: None,
             attributes: Vec::new(),
-            medias: vec![Media {
-                media: "audio".into(),
-                port: stream.address.port(),
-                num_ports: None,
-                proto: "RTP/AVP".into(),
-                fmt: formats.join(" "),
-                media_title: None,
-                connections: Vec::new(),
-                bandwidths: Vec::new(),
-                key: None,
-                attributes,
-            }],
+            medias: Vec::new(),
         };
+        let audio = Media {
+            media: "audio".into(),
+            port: stream.address.port(),
+            num_ports: None,
+            proto: "RTP/AVP".into(),
+            fmt: formats.join(" "),
+            media_title: None,
+            connections: Vec::new(),
+            bandwidths: Vec::new(),
+            key: None,
+            attributes,
+        };
+        let medias = match &stream.mirror {
+            None => vec![audio],
+            Some((ours, offered)) => {
+                let mut audio = Some(audio);
+                offered
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| match audio.take_if(|_| i == *ours) {
+                        Some(audio) => audio,
+                        None => Media {
+                            media: m.media.clone(),
+                            port: 0,
+                            num_ports: None,
+                            proto: m.proto.clone(),
+                            fmt: m.format.clone(),
+                            media_title: None,
+                            connections: Vec::new(),
+                            bandwidths: Vec::new(),
+                            key: None,
+                            attributes: Vec::new(),
+                        },
+                    })
+                    .collect()
+            }
+        };
+        let session = Session { medias, ..session };
         let mut body = Vec::with_capacity(256);
         // Writing into a Vec cannot fail.
         let _ = session.write(&mut body);

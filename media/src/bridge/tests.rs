@@ -239,8 +239,22 @@ fn a_silent_leg_is_reported_once_and_hold_pauses_the_watch() {
         &mut rtp(0, 1, &[0; 160]),
         at(10),
     );
+    // A stranger's packets on the callee's leg are dropped and counted.
+    bridge.on_rtp(
+        Side::Callee,
+        addr("203.0.113.9:6000"),
+        &mut rtp(0, 2, &[0; 160]),
+        at(20),
+    );
     assert_eq!(bridge.poll_inactivity(at(39)), None);
-    assert_eq!(bridge.poll_inactivity(at(40)), Some(Side::Callee));
+    assert_eq!(
+        bridge.poll_inactivity(at(40)),
+        Some(Inactivity {
+            side: Side::Callee,
+            last_received: Some(at(10)),
+            dropped_foreign: 1,
+        })
+    );
     assert_eq!(bridge.poll_inactivity(at(41)), None, "reported once");
     // On hold nothing is reported, however long.
     let mut held = self::bridge(start);
@@ -343,4 +357,39 @@ fn a_prompt_goes_to_its_party_from_its_leg_and_replaces_the_other_party() {
     );
     early.play(Side::Caller, prompt, PromptMode::Replace, now);
     assert_eq!(early.next_prompt_at(), None);
+}
+
+#[test]
+fn a_key_pressed_before_the_other_party_was_there_is_never_forwarded() {
+    let now = Instant::now();
+    let mut bridge = Bridge::new(LatchPolicy::Learn, now);
+    bridge.set_peer(Side::Caller, peer(CALLER, Some(96)));
+    // `#` ends a PIN while nobody is on the callee's side.
+    let event = |seq: u16, timestamp: u32, end: bool| {
+        let mut packet = rtp(96, seq, &[11, if end { 0x8a } else { 0x0a }, 0x03, 0x20]);
+        packet[4..8].copy_from_slice(&timestamp.to_be_bytes());
+        packet
+    };
+    let start = bridge.on_rtp(Side::Caller, addr(CALLER), &mut event(1, 8000, false), now);
+    let end = bridge.on_rtp(Side::Caller, addr(CALLER), &mut event(2, 8000, true), now);
+    assert_eq!(
+        (start.send_to, end.send_to, end.key),
+        (None, None, Some('#'))
+    );
+    // The expert answers; the retransmitted end packets of that `#` are
+    // still ours: not forwarded, not reported again.
+    bridge.set_peer(Side::Callee, peer(CALLEE, Some(101)));
+    for seq in 3..5 {
+        let verdict = bridge.on_rtp(Side::Caller, addr(CALLER), &mut event(seq, 8000, true), now);
+        assert_eq!((verdict.send_to, verdict.key), (None, None));
+    }
+    // A key pressed now is the expert's to hear.
+    let verdict = bridge.on_rtp(Side::Caller, addr(CALLER), &mut event(5, 9600, true), now);
+    assert_eq!(
+        (verdict.send_to, verdict.key),
+        (Some(addr(CALLEE)), Some('#'))
+    );
+    // Audio was never held back.
+    let audio = bridge.on_rtp(Side::Caller, addr(CALLER), &mut rtp(0, 6, &[0; 160]), now);
+    assert_eq!(audio.send_to, Some(addr(CALLEE)));
 }

@@ -155,3 +155,83 @@ fn an_answer_with_a_codec_we_did_not_offer_is_refused() {
     .unwrap();
     assert_eq!(chosen_codec(&offer, &answer), Err(SdpError::NoCommonCodec));
 }
+
+#[test]
+fn offers_we_cannot_honour_are_refused_naming_why() {
+    let cases: &[(&str, &str)] = &[
+        // Only SRTP, or only WebRTC's profile: no plain-RTP answer works.
+        (
+            "m=audio 40000 RTP/AVP 8 0 18 96",
+            "audio is offered only as RTP/SAVP",
+        ),
+        (
+            "m=audio 40000 RTP/AVP 8 0 18 96",
+            "audio is offered only as UDP/TLS/RTP/SAVPF",
+        ),
+        ("c=IN IP4 192.0.2.10", "224.0.0.1 is a multicast group"),
+        (
+            "c=IN IP4 192.0.2.10",
+            "a multicast group (TTL or count given)",
+        ),
+        (
+            "c=IN IP4 192.0.2.10",
+            "255.255.255.255 is the broadcast address",
+        ),
+        ("c=IN IP4 192.0.2.10", "2001:db8::1 is not an IP4 address"),
+        ("c=IN IP4 192.0.2.10", "192.0.2.10 is not an IP6 address"),
+        ("c=IN IP4 192.0.2.10", "network type \"ATM\" is not IN"),
+    ];
+    let replacements = [
+        "m=audio 40000 RTP/SAVP 8 0 18 96",
+        "m=audio 40000 UDP/TLS/RTP/SAVPF 8 0 18 96",
+        "c=IN IP4 224.0.0.1",
+        "c=IN IP4 224.2.1.1/127",
+        "c=IN IP4 255.255.255.255",
+        "c=IN IP4 2001:db8::1",
+        "c=IN IP6 192.0.2.10",
+        "c=ATM IP4 192.0.2.10",
+    ];
+    for ((original, reason), replacement) in cases.iter().zip(replacements) {
+        let body = PHONE_OFFER.replacen(original, replacement, 2);
+        let error = AudioStream::parse(body.as_bytes()).unwrap_err();
+        assert!(
+            matches!(error, SdpError::Profile(_) | SdpError::BadAddress(_)),
+            "{replacement}: {error:?}"
+        );
+        assert!(error.to_string().contains(reason), "{replacement}: {error}");
+    }
+    // An SRTP line next to a plain one (best-effort offers): the plain one.
+    let both = PHONE_OFFER.replace(
+        "m=audio 40000 RTP/AVP 8 0 18 96\r\n",
+        "m=audio 40002 RTP/SAVP 0\r\nm=audio 40000 RTP/AVP 8 0 18 96\r\n",
+    );
+    let stream = AudioStream::parse(both.as_bytes()).unwrap();
+    assert_eq!((stream.index, stream.rtp.unwrap().port()), (1, 40000));
+}
+
+#[test]
+fn every_offered_m_line_is_answered_in_place_the_extra_ones_refused() {
+    // Video first, then audio: the answer has both, video with port 0.
+    let offer = PHONE_OFFER.replace(
+        "m=audio 40000",
+        "m=video 40010 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\nm=audio 40000",
+    );
+    let caller = AudioStream::parse(offer.as_bytes()).unwrap();
+    assert_eq!(caller.index, 1);
+    let relay = "203.0.113.5:20000".parse().unwrap();
+    let ours = answer_to(&caller, Codec::Pcma, true, relay).unwrap();
+    let body = String::from_utf8(SdpWriter::new(1).render(&ours)).unwrap();
+    let m_lines: Vec<&str> = body.lines().filter(|l| l.starts_with("m=")).collect();
+    assert_eq!(
+        m_lines,
+        ["m=video 0 RTP/AVP 96", "m=audio 20000 RTP/AVP 8 96"],
+        "{body}"
+    );
+    // Our answer reads back as the audio stream it answers.
+    let read = AudioStream::parse(body.as_bytes()).unwrap();
+    assert_eq!(read.rtp, Some(relay));
+    // Our own offer to the callee has just the one audio line.
+    let offer = offer_for_callee(&caller, relay).unwrap();
+    let body = String::from_utf8(SdpWriter::new(2).render(&offer)).unwrap();
+    assert_eq!(body.matches("m=").count(), 1, "{body}");
+}

@@ -287,7 +287,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let pool = PortPool::new("127.0.0.1".parse().unwrap(), 40000, 42999);
+    let pool = PortPool::new("127.0.0.1".parse().unwrap(), 40000, 42999, Duration::ZERO);
     let relay = Relay::start(pool, LatchPolicy::SignalledIp, "127.0.0.1".parse().unwrap()).unwrap();
     println!(
         "| path | calls | packets sent | received | loss % | relay CPU µs/pkt | generator CPU µs/pkt | latency p50 µs | p99 µs | max µs | added p50 µs |"
