@@ -15,6 +15,7 @@ pub mod metrics;
 mod reload;
 pub mod run;
 pub mod settle;
+pub mod shutdown;
 pub mod state;
 pub mod store;
 pub mod systemd;

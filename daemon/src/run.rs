@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -15,12 +16,13 @@ use tollbridge_sip::edge::SipEdge;
 use tracing::{error, info, warn};
 
 use crate::calls::meter::Meters;
-use crate::calls::records;
 use crate::calls::task::CallControl;
+use crate::calls::{records, recovery};
 use crate::logging::LogHandle;
 use crate::reload;
 use crate::settle::Settler;
 use crate::settle::timed::TimedGateway;
+use crate::shutdown::Background;
 use crate::state::Shared;
 use crate::store::Store;
 use crate::systemd;
@@ -58,7 +60,28 @@ pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow
             "closed calls left open by a previous run (reason recovered)"
         );
     }
+    let quarantine = config.media.port_quarantine;
+    let started_ms = crate::calls::task::now_ms();
+    let since_ms = started_ms.saturating_sub(i64::try_from(quarantine.as_millis()).unwrap_or(0));
+    let (unfinished, recently_released) = store
+        .call(move |conn| {
+            Ok((
+                recovery::unfinished(conn)?,
+                recovery::recently_released_ports(conn, since_ms)?,
+            ))
+        })
+        .await
+        .context("cannot read the calls a previous run left to hang up")?;
     let relay = Arc::new(start_relay(&config)?);
+    // Before the SIP edge takes a call: no new call may get a port whose
+    // old parties may still be sending.
+    recovery::hold_back_ports(
+        &relay,
+        &unfinished,
+        &recently_released,
+        quarantine,
+        started_ms,
+    );
     let prompts = Arc::new(
         Prompts::load(config.prompts.dir.as_deref())
             .context("cannot load the prompts (prompts.dir)")?,
@@ -86,8 +109,22 @@ pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow
         Some(sip.clone()),
         Some(relay.clone()),
     );
+    let mut background = Background::default();
+    if !unfinished.is_empty() {
+        warn!(
+            calls = unfinished.len(),
+            "hanging up the parties of calls a previous run left open"
+        );
+        let hangups = Arc::new(recovery::Hangups {
+            store: store.clone(),
+            edge: sip.clone(),
+            relay: relay.clone(),
+            quarantine,
+        });
+        background.spawn("recovery hang-ups", recovery::hang_up(hangups, unfinished));
+    }
     let meters = Arc::new(Meters::default());
-    let settler = start_settler(&shared)?;
+    let settler = start_settler(&shared, &mut background)?;
     let control = Arc::new(CallControl {
         shared: shared.clone(),
         edge: sip.clone(),
@@ -97,20 +134,29 @@ pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow
         settler,
     });
     tokio::spawn(crate::calls::task::answer_calls(control, calls));
-    tokio::spawn(crate::calls::meter::checkpoint_loop(shared.clone(), meters));
+    background.spawn(
+        "checkpoints",
+        crate::calls::meter::checkpoint_loop(shared.clone(), meters, background.signal()),
+    );
     let (stop_http, http_stopped) = watch::channel(false);
     let server = tokio::spawn(serve_http(http_listener, shared.clone(), http_stopped));
     info!(address = %http_address, "http listening");
     shared.mark_listeners_bound();
 
     systemd::ready("ready; 0 active call(s)");
-    tokio::spawn(systemd::report_status(shared.clone()));
+    background.spawn(
+        "systemd status",
+        systemd::report_status(shared.clone(), background.signal()),
+    );
     if let Some(interval) = systemd::watchdog_interval() {
         info!(
             interval_ms = interval.as_millis() as u64,
             "systemd watchdog enabled"
         );
-        tokio::spawn(systemd::run_watchdog(shared.clone(), interval));
+        background.spawn(
+            "systemd watchdog",
+            systemd::run_watchdog(shared.clone(), interval, background.signal()),
+        );
     }
 
     wait_for_stop_signal(&mut signals, &shared, &source, &log).await;
@@ -124,6 +170,8 @@ pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow
         Ok(Err(e)) => warn!(error = %e, "http server ended with an error"),
         Err(e) => warn!(error = %e, "http server task failed"),
     }
+    // Every loop that writes to the store is done before it closes.
+    background.stop(BACKGROUND_STOP_LIMIT).await;
     sip.stop();
     drop(shared);
     store.close().await;
@@ -135,7 +183,12 @@ pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow
 /// from per call.
 fn start_relay(config: &Config) -> anyhow::Result<Relay> {
     let media = &config.media;
-    let pool = PortPool::new(media.address, media.ports.first, media.ports.last);
+    let pool = PortPool::new(
+        media.address,
+        media.ports.first,
+        media.ports.last,
+        media.port_quarantine,
+    );
     let public_ip = media.public_address.unwrap_or(media.address);
     let relay = Relay::start(
         pool,
@@ -148,7 +201,10 @@ fn start_relay(config: &Config) -> anyhow::Result<Relay> {
 }
 
 /// The Stripe gateway and the settlement worker, unless ledger-only.
-fn start_settler(shared: &Arc<Shared>) -> anyhow::Result<Option<Arc<Settler>>> {
+fn start_settler(
+    shared: &Arc<Shared>,
+    background: &mut Background,
+) -> anyhow::Result<Option<Arc<Settler>>> {
     let config = shared.config.load();
     let Some(key) = &config.stripe.secret_key else {
         return Ok(None);
@@ -162,7 +218,7 @@ fn start_settler(shared: &Arc<Shared>) -> anyhow::Result<Option<Arc<Settler>>> {
     .context("cannot set up the Stripe client (stripe.*)")?;
     let gateway = TimedGateway::new(gateway, shared.metrics.stripe_latency());
     let settler = Settler::new(shared.store.clone(), Arc::new(gateway));
-    tokio::spawn(settler.clone().run());
+    background.spawn("settlement", settler.clone().run(background.signal()));
     Ok(Some(settler))
 }
 
@@ -234,8 +290,18 @@ async fn wait_for_stop_signal(
     }
 }
 
+/// The longest the background loops get to finish their work in hand
+/// (a Stripe request with its retries) once the daemon stops.
+const BACKGROUND_STOP_LIMIT: Duration = Duration::from_secs(60);
+
+/// After the drain time, how long the calls still up get to end: the
+/// time-up prompt, then BYE transactions (Timer F, 32 s) on both legs.
+const DRAIN_HANG_UP_LIMIT: Duration = Duration::from_secs(45);
+
 /// Refuses new calls and waits for calls in progress to end, up to
-/// `calls.drain_timeout`; a second SIGTERM/SIGINT cuts the wait short.
+/// `calls.drain_timeout`; then ends those still up (the time-up prompt to
+/// both parties, BYE, recorded `drained` and settled) and waits for that.
+/// A second SIGTERM/SIGINT cuts either wait short.
 async fn drain(signals: &mut Signals, shared: &Arc<Shared>) {
     shared.start_draining();
     let timeout = shared.config.load().calls.drain_timeout;
@@ -246,14 +312,53 @@ async fn drain(signals: &mut Signals, shared: &Arc<Shared>) {
         "draining: new calls are refused"
     );
     systemd::status(&format!("draining; {active} active call(s)"));
+    match wait_for_calls(signals, shared, timeout).await {
+        Wait::NoCalls => {
+            info!("drained: no calls in progress");
+            return;
+        }
+        Wait::Interrupted => return,
+        Wait::TimedOut => {}
+    }
+    warn!(
+        active_calls = shared.active_calls(),
+        "drain timeout reached: ending the calls still in progress (reason drained)"
+    );
+    shared.end_drain();
+    match wait_for_calls(signals, shared, DRAIN_HANG_UP_LIMIT).await {
+        Wait::NoCalls => info!("drained: the remaining calls were ended"),
+        Wait::Interrupted => {}
+        Wait::TimedOut => error!(
+            active_calls = shared.active_calls(),
+            "calls still up after ending them; stopping anyway"
+        ),
+    }
+}
 
+/// How a wait for the calls to end came out.
+enum Wait {
+    NoCalls,
+    TimedOut,
+    /// A second SIGTERM/SIGINT: stop without waiting any longer.
+    Interrupted,
+}
+
+/// Waits until no call is in progress, `limit` passes, or a second stop
+/// signal arrives.
+async fn wait_for_calls(signals: &mut Signals, shared: &Arc<Shared>, limit: Duration) -> Wait {
     let mut calls = shared.watch_active_calls();
     tokio::select! {
-        result = tokio::time::timeout(timeout, calls.wait_for(|n| *n == 0)) => match result {
-            Ok(_) => info!("drained: no calls in progress"),
-            Err(_) => error!(active_calls = shared.active_calls(), "drain timeout reached with calls in progress"),
+        result = tokio::time::timeout(limit, calls.wait_for(|n| *n == 0)) => match result {
+            Ok(_) => Wait::NoCalls,
+            Err(_) => Wait::TimedOut,
         },
-        _ = signals.terminate.recv() => warn!(active_calls = shared.active_calls(), "second SIGTERM: stopping without waiting"),
-        _ = signals.interrupt.recv() => warn!(active_calls = shared.active_calls(), "second SIGINT: stopping without waiting"),
+        _ = signals.terminate.recv() => {
+            warn!(active_calls = shared.active_calls(), "second SIGTERM: stopping without waiting");
+            Wait::Interrupted
+        }
+        _ = signals.interrupt.recv() => {
+            warn!(active_calls = shared.active_calls(), "second SIGINT: stopping without waiting");
+            Wait::Interrupted
+        }
     }
 }

@@ -33,6 +33,7 @@ pub struct Shared {
     draining: AtomicBool,
     listeners_bound: AtomicBool,
     active_calls: watch::Sender<usize>,
+    drain_over: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -54,6 +55,7 @@ impl Shared {
             draining: AtomicBool::new(false),
             listeners_bound: AtomicBool::new(false),
             active_calls: watch::Sender::new(0),
+            drain_over: watch::Sender::new(false),
         })
     }
 
@@ -69,6 +71,17 @@ impl Shared {
         if let Some(sip) = &self.sip {
             sip.start_draining();
         }
+    }
+
+    /// The drain time is over: every call still in progress ends now
+    /// (talking ones after the time-up prompt), recorded `drained`.
+    pub fn end_drain(&self) {
+        self.drain_over.send_replace(true);
+    }
+
+    /// Turns true when the drain time is over ([`Shared::end_drain`]).
+    pub fn watch_drain_deadline(&self) -> watch::Receiver<bool> {
+        self.drain_over.subscribe()
     }
 
     /// True once every configured listener is bound.

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 
+use crate::shutdown::Shutdown;
 use crate::state::Shared;
 
 fn notify(states: &[NotifyState]) {
@@ -46,11 +47,14 @@ pub fn watchdog_interval() -> Option<Duration> {
 /// Pings the watchdog every `interval`, but only while the daemon is really
 /// alive: the database thread must answer within the interval. A stuck
 /// database thread therefore gets the service restarted by systemd.
-pub async fn run_watchdog(shared: Arc<Shared>, interval: Duration) {
+pub async fn run_watchdog(shared: Arc<Shared>, interval: Duration, mut shutdown: Shutdown) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticks.tick().await;
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = shutdown.requested() => return,
+        }
         match tokio::time::timeout(interval, shared.store.ping()).await {
             Ok(Ok(())) => notify(&[NotifyState::Watchdog]),
             Ok(Err(e)) => {
@@ -64,7 +68,7 @@ pub async fn run_watchdog(shared: Arc<Shared>, interval: Duration) {
 }
 
 /// Keeps `STATUS=` in step with the number of calls in progress.
-pub async fn report_status(shared: Arc<Shared>) {
+pub async fn report_status(shared: Arc<Shared>, mut shutdown: Shutdown) {
     let mut calls = shared.watch_active_calls();
     loop {
         let active = *calls.borrow_and_update();
@@ -74,8 +78,9 @@ pub async fn report_status(shared: Arc<Shared>) {
             format!("ready; {active} active call(s)")
         };
         status(&line);
-        if calls.changed().await.is_err() {
-            return;
+        tokio::select! {
+            changed = calls.changed() => if changed.is_err() { return },
+            () = shutdown.requested() => return,
         }
     }
 }

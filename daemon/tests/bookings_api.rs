@@ -287,3 +287,111 @@ async fn call_records_are_shown_with_their_ordered_events() {
     let (status, _) = api.send("GET", "/v1/calls/call_missing", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn the_bearer_scheme_is_read_in_any_case() {
+    let api = Api::new();
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let request = Request::builder()
+            .uri("/v1/bookings")
+            .header("authorization", format!("{scheme} {TOKEN}"))
+            .body(Body::empty())
+            .unwrap();
+        let response = tollbridge_daemon::http::router(api.shared.clone())
+            .oneshot(request)
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{scheme}");
+    }
+    let request = Request::builder()
+        .uri("/v1/bookings")
+        .header("authorization", format!("Basic {TOKEN}"))
+        .body(Body::empty())
+        .unwrap();
+    let response = tollbridge_daemon::http::router(api.shared.clone())
+        .oneshot(request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_gets_413_and_stores_nothing() {
+    let api = Api::new();
+    let mut big = booking();
+    big["callers"] = json!(vec!["+819012345678"; 6000]);
+    let body = big.to_string();
+    assert!(body.len() > tollbridge_daemon::http::BODY_LIMIT);
+    let (status, answer) = api.send("POST", "/v1/bookings", Some(&body)).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("body_too_large"))
+    );
+    let (_, list) = api.send("GET", "/v1/bookings", None).await;
+    assert_eq!(list["bookings"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn a_value_of_the_wrong_type_is_named_in_field() {
+    let api = Api::new();
+    let cases = [
+        ("cap_seconds", json!("1800"), "cap_seconds"),
+        ("callers", json!(["+819012345678", 7]), "callers[1]"),
+    ];
+    for (key, value, field) in cases {
+        let mut wrong = booking();
+        wrong[key] = value;
+        let (status, body) = api.create(wrong).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["error"]["fields"][0]["field"], field, "{body}");
+    }
+    let mut wrong = booking();
+    wrong["tariff"]["price_per_minute"] = json!(-5.5);
+    let (_, body) = api.create(wrong).await;
+    assert_eq!(
+        body["error"]["fields"][0]["field"], "tariff.price_per_minute",
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn calls_are_found_by_the_number_dialled_with_the_bookings_they_could_have_been() {
+    let api = Api::new();
+    let (_, created) = api.create(booking()).await;
+    let booking_id = created["id"].as_str().unwrap().to_owned();
+    let candidates = json!([booking_id]).to_string();
+    api.shared
+        .store
+        .call(move |conn| {
+            conn.execute(
+                "INSERT INTO calls (id, inbound_call_id, called, status, created_ms, ended_ms, end_reason, candidates)
+                 VALUES ('call_pin', 'sip-1', '+81312345678', 'failed', 1767225600000, 1767225660000, 'pin-failed', ?1)",
+                [&candidates],
+            )?;
+            conn.execute(
+                "INSERT INTO calls (id, inbound_call_id, called, status, created_ms)
+                 VALUES ('call_other', 'sip-2', '+81399999999', 'queued', 1767225600000)",
+                [],
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let (status, calls) = api
+        .send("GET", "/v1/calls?called=%2B81312345678", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{calls}");
+    let calls = calls["calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["id"], "call_pin");
+    assert_eq!(calls[0]["candidates"], json!([created["id"]]));
+    let (status, body) = api.send("GET", "/v1/calls?called=81312345678", None).await;
+    assert_eq!(
+        (status, body["error"]["fields"][0]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("called"))
+    );
+    let (status, _) = api
+        .send("GET", "/v1/calls?called=%2B81312345678&limit=0", None)
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+}

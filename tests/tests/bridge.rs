@@ -468,29 +468,68 @@ fn the_two_minute_example_in_the_readme_makes_a_call() {
 }
 
 #[test]
-fn a_call_whose_media_stops_is_ended_on_both_sides() {
+fn a_party_that_vanishes_is_billed_to_its_last_packet_and_both_are_hung_up() {
     let daemon = start_daemon_with("ring_timeout = \"10s\"", "2s");
-    let expert = expert("expert_answers.xml", "40002", &[]);
+    let (caller_media, expert_media) = (media_socket(), media_socket());
+    let expert = expert("expert_answers.xml", &port_of(&expert_media), &[]);
     let booking = book(&daemon, &[caller_id(1)], None, &expert_uri(&expert));
     let caller = caller(
         &daemon,
         "caller_waits_bye.xml",
         CALLER_PREFIX,
-        "40000",
+        &port_of(&caller_media),
         "0 96",
         &[],
     );
-    // Neither phone sends RTP: both get BYE once media.timeout passes.
+    let expert_relay = wait_relay(&expert, "INVITE sip:expert");
+    let caller_relay = wait_relay(&caller, "SIP/2.0 200 OK");
+    // Both talk for 1.5 s; then the caller vanishes (no RTP, no BYE)
+    // while the expert goes on talking into the void.
+    let talking = Instant::now();
+    let mut seq = 0u16;
+    while talking.elapsed() < Duration::from_millis(1500) {
+        caller_media
+            .send_to(&rtp(0, seq, 0x1111, &[0; 160]), caller_relay)
+            .unwrap();
+        expert_media
+            .send_to(&rtp(0, seq, 0x2222, &[0; 160]), expert_relay)
+            .unwrap();
+        seq = seq.wrapping_add(1);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let expert_talks_on = std::thread::spawn(move || {
+        let until = Instant::now() + Duration::from_secs(6);
+        while Instant::now() < until {
+            let _ = expert_media.send_to(&rtp(0, seq, 0x2222, &[0; 160]), expert_relay);
+            seq = seq.wrapping_add(1);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    // media.timeout (2 s) later both get BYE.
     assert_passed("caller (got BYE)", caller);
     assert_passed("expert (got BYE)", expert);
     let call = ended_call(&daemon, &booking);
     assert_eq!(call["end_reason"], "media-timeout");
     assert_eq!(call["status"], "completed");
+    // Billed to the caller's last packet, not to the timeout 2 s later.
     let talk = call["talk_ms"].as_i64().unwrap();
     assert!(
-        (1900..4000).contains(&talk),
-        "ended after {talk} ms of silence"
+        (1400..2400).contains(&talk),
+        "billed {talk} ms for 1.5 s of talk and 2 s of silence"
     );
+    let detail = call["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find_map(|e| e["detail"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        detail.contains("no RTP from the caller") && detail.contains("billed to its last packet"),
+        "{detail}"
+    );
+    expert_talks_on.join().unwrap();
     assert_no_ports_held(&daemon);
 }
 

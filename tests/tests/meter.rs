@@ -164,23 +164,29 @@ fn at_the_cap_both_parties_hear_the_prompts_get_bye_and_the_cap_is_billed() {
     let answered = parse_ms(call["answered_at"].as_str().unwrap());
     let cap = answered + 6000;
 
+    // warning_before = 3 s would start the warning at 3 s, inside the
+    // time-up prompt's slot: it moves earlier so each is heard whole.
+    let time_up_ms = time_up.duration().as_millis() as i64;
+    let warning_ms = warning.duration().as_millis() as i64;
+    let warning_at = (6000 - time_up_ms - warning_ms).min(3000);
+    assert!(warning_at < 3000, "the prompts are long enough to overlap");
     for (who, heard) in [("caller", &caller_heard), ("expert", &expert_heard)] {
         let heard = heard.lock().unwrap();
-        // The warning starts about 3 s after the answer, from its first
-        // frame, in order (the time-up prompt cuts it short).
+        // The whole warning, from its first frame, in order, ending before
+        // the time-up prompt begins.
         let warned = prompt_frames(&heard, warning.encoded(Codec::Pcmu), answered);
-        assert!(
-            warned.len() >= 40,
-            "{who} heard {} warning frames",
-            warned.len()
+        assert_eq!(
+            warned.len(),
+            warning.frames(),
+            "{who} heard every warning frame"
         );
         assert_eq!(
             warned[0].0, 0,
             "{who}: the warning starts at its first frame"
         );
         assert!(
-            (2700..3400).contains(&warned[0].1),
-            "{who}: warning at {} ms",
+            (warning_at - 300..warning_at + 400).contains(&warned[0].1),
+            "{who}: warning at {} ms, expected {warning_at}",
             warned[0].1
         );
         assert!(
@@ -197,6 +203,10 @@ fn at_the_cap_both_parties_hear_the_prompts_get_bye_and_the_cap_is_billed() {
         assert!(
             told.windows(2).all(|w| w[1].0 == w[0].0 + 1),
             "{who}: time-up frames in order"
+        );
+        assert!(
+            warned.last().unwrap().1 < told[0].1,
+            "{who}: the warning ended before the time-up began"
         );
         let last = told.last().unwrap().1;
         assert!(

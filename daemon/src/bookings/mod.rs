@@ -49,21 +49,6 @@ fn internal(error: impl std::fmt::Display) -> ApiError {
     )
 }
 
-fn body_error(rejection: JsonRejection) -> ApiError {
-    match rejection {
-        JsonRejection::JsonDataError(e) => ApiError::validation(vec![FieldError {
-            field: String::new(),
-            message: e.body_text(),
-        }]),
-        JsonRejection::MissingJsonContentType(_) => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send the body as Content-Type: application/json",
-        ),
-        other => ApiError::new(StatusCode::BAD_REQUEST, "bad_json", other.body_text()),
-    }
-}
-
 /// 422 for a query string that does not fit, naming `field`.
 fn query_error(field: &str, rejection: &axum::extract::rejection::QueryRejection) -> ApiError {
     ApiError::validation(vec![FieldError {
@@ -76,7 +61,7 @@ async fn create_booking(
     State(shared): State<Arc<Shared>>,
     body: Result<Json<NewBooking>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let Json(booking) = body.map_err(body_error)?;
+    let Json(booking) = body.map_err(ApiError::from_json_rejection)?;
     let config = shared.config.load();
     let trunks: Vec<String> = config
         .trunks
@@ -222,22 +207,54 @@ async fn cancel_booking(
     }
 }
 
-/// Query of `GET /v1/calls`.
+/// Query of `GET /v1/calls`: a booking, a dialled number, or both.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CallQuery {
-    booking: String,
+    booking: Option<String>,
+    called: Option<String>,
+    limit: Option<i64>,
 }
 
 async fn list_calls(
     State(shared): State<Arc<Shared>>,
     query: Result<Query<CallQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(query) = query.map_err(|e| query_error("booking", &e))?;
+    let Query(query) = query.map_err(|e| query_error("query", &e))?;
+    let mut errors = Vec::new();
+    if query.booking.is_none() && query.called.is_none() {
+        errors.push(FieldError {
+            field: "booking".into(),
+            message: "give booking=ID or called=+E164 (or both)".into(),
+        });
+    }
+    if let Some(called) = &query.called
+        && !model::is_e164(called)
+    {
+        errors.push(FieldError {
+            field: "called".into(),
+            message: "must be an E.164 number such as +815012345678".into(),
+        });
+    }
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        errors.push(FieldError {
+            field: "limit".into(),
+            message: "must be 1 to 500".into(),
+        });
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
     let calls = shared
         .store
         .call(move |conn| {
-            let ids = crate::calls::records::call_ids_for_booking(conn, &query.booking)?;
+            let ids = crate::calls::records::call_ids(
+                conn,
+                query.booking.as_deref(),
+                query.called.as_deref(),
+                limit,
+            )?;
             let mut calls = Vec::with_capacity(ids.len());
             for id in ids {
                 if let Some(call) = crate::calls::records::call_json(conn, &id)? {

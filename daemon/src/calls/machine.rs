@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tollbridge_media::bridge::Side;
+use tollbridge_media::bridge::{Inactivity, Side};
 use tollbridge_media::leg::Peer;
 use tollbridge_media::prompt::PromptName;
 use tollbridge_media::sdp::{self, AudioStream, Codec, LocalStream, SdpWriter};
@@ -140,7 +140,10 @@ pub enum Input {
     /// A DTMF key from the caller.
     CallerKey(char),
     /// A party's RTP stopped for the media timeout.
-    MediaInactive(Side),
+    MediaInactive(Inactivity),
+    /// The daemon is stopping and its drain time is over: a talking call
+    /// hears the time-up prompt and ends (`drained`), any other ends now.
+    Drain,
 }
 
 /// What the call wants done.
@@ -278,6 +281,11 @@ pub struct Call {
     warning_at: Option<Instant>,
     time_up_at: Option<Instant>,
     cap_at: Option<Instant>,
+    /// The reason recorded when `cap_at` comes (`cap-reached`, `drained`).
+    cap_reason: &'static str,
+    /// Talk is billed up to here rather than to the end (the quiet party's
+    /// last RTP when the media timeout ends the call).
+    talk_until: Option<Instant>,
 }
 
 impl Call {
@@ -309,9 +317,12 @@ impl Call {
             warning_at: None,
             time_up_at: None,
             cap_at: None,
+            cap_reason: "cap-reached",
+            talk_until: None,
         };
         call.record(Status::Queued, None, None);
-        match AudioStream::parse(offer) {
+        let relay = call.settings.relay[0];
+        match AudioStream::parse(offer).and_then(|s| s.reachable_from(relay).map(|()| s)) {
             Ok(stream) if !stream.codecs.is_empty() => {
                 call.push(Command::SetPeer(Side::Caller, peer_of(&stream, None)));
                 call.caller_offer = Some(stream);
@@ -323,7 +334,7 @@ impl Call {
             ),
             Err(e) => call.refuse(
                 RejectReason::NoCommonCodec,
-                "no-common-codec",
+                "offer-not-acceptable",
                 &format!("unusable offer: {e}"),
             ),
         }
@@ -443,11 +454,12 @@ impl Call {
     }
 
     /// Sets the talk time on the `RecordEnd` just queued: from the
-    /// callee's answer to now, never beyond the cap.
+    /// callee's answer to now (or to `talk_until`), never beyond the cap.
     fn stamp_talk(&mut self, now: Instant) {
+        let until = self.talk_until.map_or(now, |t| t.min(now));
         let talk = self
             .answered_at
-            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+            .map_or(Duration::ZERO, |t| until.saturating_duration_since(t));
         let talk = self.cap.map_or(talk, |cap| talk.min(cap));
         for command in self.commands.iter_mut() {
             if let Command::RecordEnd(end) = command {
@@ -506,13 +518,14 @@ impl Call {
             );
         }
         if self.cap_at.is_some_and(|at| now >= at) {
-            self.end(
-                Status::Completed,
-                "cap-reached",
-                None,
-                "the paid time ran out",
-                None,
-            );
+            let (reason, detail) = match self.cap_reason {
+                "drained" => (
+                    "drained",
+                    "the daemon stopped: its drain time ran out during the call",
+                ),
+                _ => ("cap-reached", "the paid time ran out"),
+            };
+            self.end(Status::Completed, reason, None, detail, None);
             self.stamp_talk(now);
         }
     }
@@ -656,22 +669,70 @@ impl Call {
                 );
             }
             Input::CallerKey(key) => self.on_key(key, now),
-            Input::MediaInactive(side) => {
-                if self.phase == Phase::Connected {
-                    self.end(
-                        Status::Completed,
-                        "media-timeout",
-                        None,
-                        &format!(
-                            "no RTP from the {} for {:?}",
-                            side.as_str(),
-                            self.settings.media_timeout
-                        ),
-                        None,
-                    );
-                }
-            }
+            Input::MediaInactive(quiet) => self.on_media_inactive(quiet),
+            Input::Drain => self.on_drain(now),
         }
+    }
+
+    /// A party went quiet: the call ends, billed only up to the last RTP
+    /// that party sent (never for the silent tail), and the record says
+    /// what the relay saw.
+    fn on_media_inactive(&mut self, quiet: Inactivity) {
+        if self.phase != Phase::Connected {
+            return;
+        }
+        let side = quiet.side.as_str();
+        let answered = self.answered_at;
+        let foreign = match quiet.dropped_foreign {
+            0 => String::new(),
+            n => format!(
+                "; {n} packets from another source were dropped as foreign on its leg (a NAT the latch did not take? see media.latch)"
+            ),
+        };
+        let detail = match (quiet.last_received, answered) {
+            (Some(last), Some(answered)) => format!(
+                "no RTP from the {side} for {:?}; talk billed to its last packet, {} s into the call{foreign}",
+                self.settings.media_timeout,
+                last.saturating_duration_since(answered).as_secs()
+            ),
+            _ => format!("no RTP ever arrived from the {side}; no talk time billed{foreign}"),
+        };
+        self.talk_until = quiet.last_received.or(answered);
+        self.end(Status::Completed, "media-timeout", None, &detail, None);
+    }
+
+    /// The drain time is over: a talking call hears the time-up prompt and
+    /// ends as it finishes; anything else ends now, an unanswered caller
+    /// with 503 so the trunk can try another host.
+    fn on_drain(&mut self, now: Instant) {
+        if self.is_over() {
+            return;
+        }
+        if self.phase == Phase::Connected {
+            let ends = now + self.settings.prompt_length(PromptName::TimeUp);
+            if self.cap_at.is_some_and(|cap| cap <= ends) {
+                return;
+            }
+            self.warning_at = None;
+            self.time_up_at = Some(now);
+            self.cap_at = Some(ends);
+            self.cap_reason = "drained";
+            self.push(Command::ForwardUntil(ends));
+            self.run_meter(now);
+            return;
+        }
+        let status = if self.caller_answered {
+            Status::Failed
+        } else {
+            Status::Canceled
+        };
+        self.end(
+            status,
+            "drained",
+            None,
+            "the daemon stopped before the call was connected",
+            Some(RejectReason::Draining.response().0),
+        );
     }
 
     fn on_routed(&mut self, route: Route, now: Instant) {
@@ -879,6 +940,9 @@ impl Call {
     /// Reads the callee's SDP: the codec it took, and its media address.
     fn take_callee_sdp(&mut self, body: &[u8]) -> Result<Codec, String> {
         let stream = AudioStream::parse(body).map_err(|e| e.to_string())?;
+        stream
+            .reachable_from(self.settings.relay[1])
+            .map_err(|e| e.to_string())?;
         let offer = self.callee_offer.as_ref().ok_or("no offer was sent")?;
         let codec = sdp::chosen_codec(offer, &stream).map_err(|e| e.to_string())?;
         self.callee_has_dtmf = stream.telephone_event.is_some() && offer.telephone_event.is_some();
@@ -1004,8 +1068,10 @@ impl Call {
     }
 
     /// Sets the meter's instants from the answer: the cap, the time-up
-    /// prompt that ends at it, and the warning (skipped when the cap is
-    /// not longer than the warning's lead).
+    /// prompt that ends at it, and the warning before it. Each prompt is
+    /// heard whole: the warning starts early enough to end before the
+    /// time-up begins, and is skipped when there is no room for it (or
+    /// the cap is not longer than its lead).
     fn start_meter(&mut self, now: Instant) {
         let Some(cap) = self.cap else {
             return;
@@ -1014,10 +1080,15 @@ impl Call {
         self.cap_at = Some(cap_at);
         self.push(Command::ForwardUntil(cap_at));
         let time_up = self.settings.prompt_length(PromptName::TimeUp);
-        self.time_up_at = Some(cap_at.checked_sub(time_up).unwrap_or(now).max(now));
+        let time_up_at = cap_at.checked_sub(time_up).unwrap_or(now).max(now);
+        self.time_up_at = Some(time_up_at);
         let lead = self.settings.warning_before;
+        let warning = self.settings.prompt_length(PromptName::Warning);
         if !lead.is_zero() && cap > lead {
-            self.warning_at = Some(cap_at - lead);
+            let latest = time_up_at.checked_sub(warning);
+            self.warning_at = latest
+                .map(|latest| (cap_at - lead).min(latest))
+                .filter(|at| *at >= now);
         }
     }
 
@@ -1067,7 +1138,8 @@ impl Call {
                 .as_ref()
                 .is_some_and(|o| o.telephone_event.is_some()),
         };
-        let answer = match (AudioStream::parse(offer), self.codec) {
+        let parsed = AudioStream::parse(offer).and_then(|s| s.reachable_from(relay).map(|()| s));
+        let answer = match (parsed, self.codec) {
             (Ok(stream), Some(codec)) => sdp::answer_to(&stream, codec, other_has_dtmf, relay)
                 .ok()
                 .map(|answer| (stream, answer)),

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use super::records;
 use super::task::now_ms;
+use crate::shutdown::Shutdown;
 use crate::state::Shared;
 
 /// The calls whose meter runs.
@@ -46,10 +47,13 @@ impl Meters {
 
 /// Saves every talking call's checkpoint, every interval, until the
 /// daemon stops.
-pub async fn checkpoint_loop(shared: Arc<Shared>, meters: Arc<Meters>) {
+pub async fn checkpoint_loop(shared: Arc<Shared>, meters: Arc<Meters>, mut shutdown: Shutdown) {
     loop {
         let interval = shared.config.load().billing.checkpoint_interval;
-        tokio::time::sleep(interval).await;
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = shutdown.requested() => return,
+        }
         let talking = meters.talking();
         if talking.is_empty() {
             continue;

@@ -27,15 +27,49 @@ pub struct NewCall {
     pub caller: Option<String>,
     /// The dialled number as E.164, when it is one.
     pub called: Option<String>,
+    /// The relay's RTP ports for the caller's and the callee's leg, kept
+    /// so a restart after a crash holds them back from new calls.
+    pub rtp_ports: Option<[u16; 2]>,
 }
 
 /// Inserts the call row (status `queued`).
 pub fn insert_call(conn: &Connection, call: &NewCall, now_ms: i64) -> Result<(), StoreError> {
+    let [caller_port, callee_port] = call.rtp_ports.map_or([None, None], |p| p.map(Some));
     conn.execute(
-        "INSERT INTO calls (id, inbound_call_id, twilio_call_sid, caller, called, status, created_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6)",
-        params![call.id, call.sip_call_id, call.twilio_call_sid, call.caller, call.called, now_ms],
+        "INSERT INTO calls (id, inbound_call_id, twilio_call_sid, caller, called, status, created_ms,
+                            caller_rtp_port, callee_rtp_port)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8)",
+        params![
+            call.id,
+            call.sip_call_id,
+            call.twilio_call_sid,
+            call.caller,
+            call.called,
+            now_ms,
+            caller_port,
+            callee_port
+        ],
     )?;
+    Ok(())
+}
+
+/// Stores what it takes to end a leg's dialog after a restart (JSON of
+/// `tollbridge_sip::edge::DialogRecord`), once the leg is established.
+pub fn record_dialog(
+    conn: &Connection,
+    call_id: &str,
+    side: tollbridge_media::bridge::Side,
+    dialog: &str,
+) -> Result<(), StoreError> {
+    let sql = match side {
+        tollbridge_media::bridge::Side::Caller => {
+            "UPDATE calls SET caller_dialog = ?2 WHERE id = ?1"
+        }
+        tollbridge_media::bridge::Side::Callee => {
+            "UPDATE calls SET callee_dialog = ?2 WHERE id = ?1"
+        }
+    };
+    conn.execute(sql, params![call_id, dialog])?;
     Ok(())
 }
 
@@ -78,7 +112,17 @@ pub fn route_and_claim(
         return Ok((Route::Refuse(RejectReason::UnknownNumber), None, false));
     };
     let tx = conn.transaction()?;
-    let route = decide(&candidates(&tx, called)?);
+    let found = candidates(&tx, called)?;
+    let route = decide(&found);
+    if !matches!(route, Route::Booking(_)) {
+        // A call that found no booking keeps the ones it could have been,
+        // so a failed PIN or caller ID can be looked into.
+        let ids: Vec<&str> = found.iter().map(|c| c.id.as_str()).collect();
+        tx.execute(
+            "UPDATE calls SET candidates = ?2 WHERE id = ?1",
+            params![call_id, serde_json::to_string(&ids).unwrap_or_default()],
+        )?;
+    }
     let mut cap = None;
     let mut card = false;
     let route = match route {
@@ -368,8 +412,11 @@ pub fn recover_open_calls(conn: &mut Connection, now_ms: i64) -> Result<usize, S
         } else {
             Status::Failed
         };
+        // Its parties may still be connected: a BYE to each is owed, and
+        // its ports stay out of use until then (`calls::recovery`).
         tx.execute(
-            "UPDATE calls SET status = ?2, ended_ms = ?3, end_reason = 'recovered', talk_ms = ?4
+            "UPDATE calls SET status = ?2, ended_ms = ?3, end_reason = 'recovered', talk_ms = ?4,
+                 hangup_pending = (caller_dialog IS NOT NULL OR callee_dialog IS NOT NULL)
              WHERE id = ?1",
             params![id, status.as_str(), last_known, talk_ms],
         )?;
@@ -410,7 +457,8 @@ pub fn call_json(conn: &Connection, id: &str) -> Result<Option<Value>, StoreErro
     let call = conn
         .query_row(
             "SELECT id, booking_id, inbound_call_id, outbound_call_id, twilio_call_sid, caller, called, status,
-                    created_ms, ringing_ms, answered_ms, ended_ms, talk_ms, billed_seconds, amount, currency, end_reason
+                    created_ms, ringing_ms, answered_ms, ended_ms, talk_ms, billed_seconds, amount, currency, end_reason,
+                    caller_rtp_port, callee_rtp_port
              FROM calls WHERE id = ?1",
             [id],
             |row| {
@@ -419,8 +467,16 @@ pub fn call_json(conn: &Connection, id: &str) -> Result<Option<Value>, StoreErro
                     "id": row.get::<_, String>(0)?,
                     "booking": row.get::<_, Option<String>>(1)?,
                     "legs": {
-                        "caller": {"sip_call_id": row.get::<_, String>(2)?, "media": null},
-                        "callee": {"sip_call_id": row.get::<_, Option<String>>(3)?, "media": null},
+                        "caller": {
+                            "sip_call_id": row.get::<_, String>(2)?,
+                            "relay_port": row.get::<_, Option<i64>>(17)?,
+                            "media": null,
+                        },
+                        "callee": {
+                            "sip_call_id": row.get::<_, Option<String>>(3)?,
+                            "relay_port": row.get::<_, Option<i64>>(18)?,
+                            "media": null,
+                        },
                     },
                     "twilio_call_sid": row.get::<_, Option<String>>(4)?,
                     "caller": row.get::<_, Option<String>>(5)?,
@@ -507,13 +563,28 @@ pub fn call_json(conn: &Connection, id: &str) -> Result<Option<Value>, StoreErro
         )
         .map(|v| v.map_or(Value::Null, Value::String))?;
     call["settlements"] = Value::Array(crate::settle::rows::for_call(conn, id)?);
+    call["candidates"] = conn
+        .query_row("SELECT candidates FROM calls WHERE id = ?1", [id], |row| {
+            row.get::<_, Option<String>>(0)
+        })?
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or(Value::Null);
     Ok(Some(call))
 }
 
-/// The ids of a booking's calls, oldest first.
-pub fn call_ids_for_booking(conn: &Connection, booking: &str) -> Result<Vec<String>, StoreError> {
-    let mut statement =
-        conn.prepare_cached("SELECT id FROM calls WHERE booking_id = ?1 ORDER BY created_ms, id")?;
-    let ids = statement.query_map([booking], |row| row.get(0))?;
+/// The ids of calls to a booking and/or a dialled number, oldest first,
+/// at most `limit`.
+pub fn call_ids(
+    conn: &Connection,
+    booking: Option<&str>,
+    called: Option<&str>,
+    limit: i64,
+) -> Result<Vec<String>, StoreError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT id FROM calls
+         WHERE (?1 IS NULL OR booking_id = ?1) AND (?2 IS NULL OR called = ?2)
+         ORDER BY created_ms, id LIMIT ?3",
+    )?;
+    let ids = statement.query_map(params![booking, called, limit], |row| row.get(0))?;
     Ok(ids.collect::<Result<_, _>>()?)
 }

@@ -43,6 +43,7 @@ const HANG_UP_LIMIT: Duration = Duration::from_secs(35);
 /// The relay's latch policy from `media.latch`.
 pub fn latch_policy(latch: Latch) -> tollbridge_media::leg::LatchPolicy {
     match latch {
+        Latch::Learn => tollbridge_media::leg::LatchPolicy::Learn,
         Latch::SignalledIp => tollbridge_media::leg::LatchPolicy::SignalledIp,
         Latch::Any => tollbridge_media::leg::LatchPolicy::Any,
     }
@@ -90,12 +91,17 @@ async fn run_call(control: Arc<CallControl>, id: String, call: InboundCall) {
         .flatten()
         .filter_map(e164)
         .collect();
+    // The relay's ports first: they are stored with the call, so a
+    // restart after a crash keeps them from new calls while this call's
+    // parties may still be sending.
+    let media = control.relay.open_call();
     let record = NewCall {
         id: id.clone(),
         sip_call_id: call.call_id.clone(),
         twilio_call_sid: call.twilio_call_sid.clone(),
         caller: caller_ids.first().cloned(),
         called: call.called.as_deref().and_then(e164),
+        rtp_ports: media.as_ref().ok().map(CallMedia::rtp_ports),
     };
     let mut leg = call.leg;
     let inserted = {
@@ -111,7 +117,7 @@ async fn run_call(control: Arc<CallControl>, id: String, call: InboundCall) {
         let _ = leg.reject(RejectReason::Overloaded.response().0);
         return;
     }
-    let media = match control.relay.open_call() {
+    let media = match media {
         Ok(media) => media,
         Err(e) => {
             tracing::error!(error = %e, "no media ports; refusing the call with 503");
@@ -144,6 +150,7 @@ async fn run_call(control: Arc<CallControl>, id: String, call: InboundCall) {
             .map(|name| (*name, control.prompts.get(*name).duration()))
             .collect(),
     };
+    media.restrict_sources(Side::Caller, media_allowed(&config, &call.trunk));
     let session_id = now_ms().unsigned_abs();
     let machine = Call::new(settings, &call.offer, session_id);
     tracing::info!(caller = ?record.caller, called = ?record.called, trunk = %call.trunk, "call offered");
@@ -161,9 +168,11 @@ async fn run_call(control: Arc<CallControl>, id: String, call: InboundCall) {
                 .await
         })
     };
+    let drain = shared.watch_drain_deadline();
     let shell = Shell {
         control,
         shared,
+        drain,
         config,
         id,
         called: record.called,
@@ -185,9 +194,24 @@ async fn run_call(control: Arc<CallControl>, id: String, call: InboundCall) {
     shell.run().await;
 }
 
+/// The networks a trunk's media may come from (none: anywhere).
+fn media_allowed(config: &Config, trunk: &str) -> Vec<ipnet::IpNet> {
+    config
+        .trunks
+        .iter()
+        .find(|t| t.name == trunk)
+        .map(|t| t.media_allow.clone())
+        .unwrap_or_default()
+}
+
+/// An outbound leg placed, with the networks its media may come from.
+type Placed = (OutboundLeg, Vec<ipnet::IpNet>);
+
 struct Shell {
     control: Arc<CallControl>,
     shared: Arc<Shared>,
+    /// Turns true when the daemon's drain time is over.
+    drain: tokio::sync::watch::Receiver<bool>,
     config: Arc<Config>,
     id: String,
     called: Option<String>,
@@ -198,7 +222,7 @@ struct Shell {
     caller_open: bool,
     callee: Option<OutboundLeg>,
     callee_reoffer: Option<Reoffer>,
-    placing: Option<Boxed<Result<OutboundLeg, EdgeError>>>,
+    placing: Option<Boxed<Result<Placed, EdgeError>>>,
     lookup: Option<Boxed<Result<Routed, StoreError>>>,
     holding: Option<Boxed<Result<Held, String>>>,
     booking: Option<String>,
@@ -247,14 +271,18 @@ impl Shell {
                 placed = maybe(&mut self.placing) => {
                     self.placing = None;
                     match placed {
-                        Ok(leg) => {
+                        Ok((leg, allowed)) => {
                             let call_id = leg.call_id.clone();
                             self.callee = Some(leg);
+                            if let Some(media) = &self.media {
+                                media.restrict_sources(Side::Callee, allowed);
+                            }
                             Some(Input::CalleePlaced(Ok(call_id)))
                         }
                         Err(e) => Some(Input::CalleePlaced(Err(e.to_string()))),
                     }
                 }
+                Ok(()) = self.drain.changed() => self.drain.borrow().then_some(Input::Drain),
                 routed = maybe(&mut self.lookup) => {
                     self.lookup = None;
                     let (route, cap, card) = routed.unwrap_or_else(|e| {
@@ -335,7 +363,13 @@ impl Shell {
     async fn callee_input(&mut self, event: Option<OutboundEvent>) -> Option<Input> {
         Some(match event {
             Some(OutboundEvent::Ringing { early_media }) => Input::CalleeRinging(early_media),
-            Some(OutboundEvent::Answered { answer }) => Input::CalleeAnswered(answer),
+            Some(OutboundEvent::Answered { answer }) => {
+                if let Some(leg) = &self.callee {
+                    let record = leg.dialog_record();
+                    self.store_dialog(Side::Callee, &record).await;
+                }
+                Input::CalleeAnswered(answer)
+            }
             Some(OutboundEvent::Failed { code, twilio_error }) => {
                 self.callee = None;
                 self.shared
@@ -379,11 +413,13 @@ impl Shell {
                     tracing::warn!(error = %e, "cannot send ringing to the caller");
                 }
             }
-            Command::AnswerCaller(sdp) => {
-                if let Err(e) = self.caller.answer(sdp) {
-                    tracing::warn!(error = %e, "cannot answer the caller");
+            Command::AnswerCaller(sdp) => match self.caller.answer(sdp) {
+                Ok(()) => {
+                    let record = self.caller.dialog_record();
+                    self.store_dialog(Side::Caller, &record).await;
                 }
-            }
+                Err(e) => tracing::warn!(error = %e, "cannot answer the caller"),
+            },
             Command::HangUpCaller => self.hang_up_caller = true,
             Command::HangUpCallee => self.hang_up_callee(),
             Command::DialCallee(offer) => self.dial(offer),
@@ -502,6 +538,24 @@ impl Shell {
         }
     }
 
+    /// Stores what it takes to end a leg's dialog after a crash.
+    fn store_dialog(
+        &self,
+        side: Side,
+        record: &tollbridge_sip::edge::DialogRecord,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let json = serde_json::to_string(record).ok();
+        let (store, id) = (self.shared.store.clone(), self.id.clone());
+        async move {
+            if let Some(json) = json {
+                write(&store, move |conn| {
+                    records::record_dialog(conn, &id, side, &json)
+                })
+                .await;
+            }
+        }
+    }
+
     /// Starts the outbound INVITE to the booking's callee.
     fn dial(&mut self, offer: Vec<u8>) {
         let Some(booking) = self.booking.clone() else {
@@ -520,8 +574,14 @@ impl Shell {
                 .await
                 .map_err(|e| EdgeError::BadTarget(e.to_string()))?
                 .ok_or_else(|| EdgeError::BadTarget("the booking has no callee".into()))?;
+            let allowed = match &callee {
+                crate::bookings::model::Callee::Number { trunk, .. } => {
+                    media_allowed(&config, trunk)
+                }
+                crate::bookings::model::Callee::Uri { .. } => Vec::new(),
+            };
             let request = outbound_request(&config, &callee, from_user, offer)?;
-            edge.place_call(request).await
+            Ok((edge.place_call(request).await?, allowed))
         }));
     }
 
@@ -536,7 +596,7 @@ impl Shell {
                 if callee.is_none()
                     && let Some(placing) = placing
                 {
-                    callee = placing.await.ok();
+                    callee = placing.await.ok().map(|(leg, _)| leg);
                 }
                 if let Some(leg) = callee.as_mut() {
                     match tokio::time::timeout(HANG_UP_LIMIT, leg.hang_up()).await {

@@ -30,7 +30,7 @@ pub async fn require_token(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
+        .and_then(bearer_token);
     match presented {
         None => Err(ApiError::unauthorized(
             "missing Authorization: Bearer <token> header",
@@ -42,6 +42,16 @@ pub async fn require_token(
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` value; the scheme is
+/// matched in any case (RFC 9110 §11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|token| !token.is_empty())
+}
+
 /// Compares two byte strings in time that depends only on their lengths, so
 /// the token cannot be guessed byte by byte from response times. Written
 /// here because it is four lines and the only constant-time need we have.
@@ -51,7 +61,17 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use super::{bearer_token, constant_time_eq};
+
+    #[test]
+    fn the_scheme_is_read_in_any_case() {
+        for value in ["Bearer abc", "bearer abc", "BEARER abc", "  Bearer   abc  "] {
+            assert_eq!(bearer_token(value), Some("abc"), "{value:?}");
+        }
+        for value in ["Basic abc", "Bearer", "Bearer ", "Bearerabc", ""] {
+            assert_eq!(bearer_token(value), None, "{value:?}");
+        }
+    }
 
     #[test]
     fn compares_whole_strings() {

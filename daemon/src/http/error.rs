@@ -4,6 +4,7 @@
 //! change wording. Validation failures add `fields`: `[{"field", "message"}]`.
 
 use axum::Json;
+use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -63,6 +64,50 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         self.code
     }
+
+    /// The answer to a JSON body that could not be taken: 413 over the
+    /// size limit, 415 without `Content-Type: application/json`, 422 for a
+    /// value of the wrong type (naming its field in `field`), 400 for a
+    /// body that is not JSON at all.
+    pub fn from_json_rejection(rejection: JsonRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the body is over the limit of {} bytes", super::BODY_LIMIT),
+            );
+        }
+        match rejection {
+            JsonRejection::JsonDataError(e) => {
+                let field = field_of(&e).unwrap_or_default();
+                ApiError::validation(vec![crate::bookings::model::FieldError {
+                    field,
+                    message: e.body_text(),
+                }])
+            }
+            JsonRejection::MissingJsonContentType(_) => ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as Content-Type: application/json",
+            ),
+            other => ApiError::new(StatusCode::BAD_REQUEST, "bad_json", other.body_text()),
+        }
+    }
+}
+
+/// The dotted path of the value a JSON body failed on (`tariff.currency`,
+/// `callers[1]`), read from the error chain axum builds with
+/// `serde_path_to_error`; `None` for the body as a whole.
+fn field_of(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if let Some(found) = error.downcast_ref::<serde_path_to_error::Error<serde_json::Error>>() {
+            let path = found.path().to_string();
+            return (path != ".").then_some(path);
+        }
+        current = error.source();
+    }
+    None
 }
 
 impl IntoResponse for ApiError {

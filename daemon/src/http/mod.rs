@@ -25,6 +25,13 @@ pub use error::ApiError;
 
 use crate::state::Shared;
 
+/// The largest request body the API takes (a booking is about 1 KiB).
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// The largest Stripe webhook delivery taken (events with expanded
+/// objects run to tens of KiB).
+const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
+
 /// How long readiness waits for the database before calling it down.
 const DATABASE_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -42,7 +49,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
     let v1 = Router::new()
         .route(
             "/stripe/webhook",
-            axum::routing::post(crate::settle::webhook::receive),
+            axum::routing::post(crate::settle::webhook::receive)
+                .layer(axum::extract::DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT)),
         )
         .merge(authenticated);
     Router::new()
@@ -52,6 +60,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .nest("/v1", v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(shared)
 }
 

@@ -21,6 +21,7 @@ use tollbridge_billing::settlement::{self, Operation, Resolution};
 use tollbridge_billing::stripe::{Gateway, GatewayError, HoldRequest, Intent};
 
 use crate::calls::task::now_ms;
+use crate::shutdown::Shutdown;
 use crate::store::{Store, StoreError};
 use rows::{NewRow, Row};
 
@@ -228,10 +229,14 @@ impl Settler {
     }
 
     /// Works until the daemon stops: first every open row (the start-up
-    /// reconciliation), then whatever becomes due.
-    pub async fn run(self: Arc<Self>) {
+    /// reconciliation), then whatever becomes due. A row in hand when the
+    /// stop comes is finished (its request answered and recorded) first.
+    pub async fn run(self: Arc<Self>, mut shutdown: Shutdown) {
         let mut all_open = true;
         loop {
+            if shutdown.is_requested() {
+                return;
+            }
             let due = self
                 .store
                 .call(move |conn| rows::due(conn, now_ms(), all_open))
@@ -242,6 +247,9 @@ impl Settler {
                         tracing::info!(rows = due.len(), "reconciling open settlements");
                     }
                     for row in due {
+                        if shutdown.is_requested() {
+                            break;
+                        }
                         self.process(row).await;
                     }
                 }
@@ -275,6 +283,7 @@ impl Settler {
             tokio::select! {
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(POLL) => {}
+                () = shutdown.requested() => return,
             }
         }
     }

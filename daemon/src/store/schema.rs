@@ -168,10 +168,28 @@ ALTER TABLE bookings ADD COLUMN under_minimum TEXT NOT NULL DEFAULT 'cancel'
     CHECK (under_minimum IN ('cancel', 'charge-minimum'));
 "#;
 
+/// Schema v4: what a restart needs to finish a call a crash left open —
+/// both legs' relay ports (held back from new calls until the parties are
+/// hung up) and dialogs (to send them BYE), and whether that is still to
+/// do; and the bookings a call that found none could have meant.
+const V4: &str = r#"
+ALTER TABLE calls ADD COLUMN caller_rtp_port INTEGER CHECK (caller_rtp_port BETWEEN 1 AND 65535);
+ALTER TABLE calls ADD COLUMN callee_rtp_port INTEGER CHECK (callee_rtp_port BETWEEN 1 AND 65535);
+ALTER TABLE calls ADD COLUMN caller_dialog TEXT;  -- JSON (tollbridge_sip::edge::DialogRecord)
+ALTER TABLE calls ADD COLUMN callee_dialog TEXT;
+ALTER TABLE calls ADD COLUMN hangup_pending INTEGER NOT NULL DEFAULT 0
+    CHECK (hangup_pending IN (0, 1));
+ALTER TABLE calls ADD COLUMN candidates TEXT;     -- JSON array of booking ids
+CREATE INDEX calls_by_called ON calls (called, created_ms);
+CREATE INDEX calls_hangup_pending ON calls (id) WHERE hangup_pending = 1;
+CREATE INDEX calls_by_ended ON calls (ended_ms) WHERE ended_ms IS NOT NULL;
+"#;
+
 const MIGRATIONS_SLICE: &[M<'static>] = &[
     M::up(V1).foreign_key_check(),
     M::up(V2).foreign_key_check(),
     M::up(V3).foreign_key_check(),
+    M::up(V4).foreign_key_check(),
 ];
 
 /// Every migration, oldest first.

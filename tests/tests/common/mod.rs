@@ -27,6 +27,10 @@ pub fn port_range() -> String {
     format!("{first}-{}", first + 199)
 }
 
+/// `media.port_quarantine` for test daemons: their ranges hold 100 pairs
+/// and some tests place hundreds of calls in a row.
+pub const PORT_QUARANTINE: &str = "1s";
+
 pub fn start_daemon(calls: &str) -> Daemon {
     start_daemon_with(calls, "30s")
 }
@@ -39,7 +43,7 @@ pub fn start_daemon_with(calls: &str, media_timeout: &str) -> Daemon {
 /// A daemon with `[calls]` keys, this `media.timeout`, and more sections.
 pub fn start_daemon_sections(calls: &str, media_timeout: &str, more: &str) -> Daemon {
     let sections = format!(
-        "[media]\naddress = \"127.0.0.1\"\nports = \"{}\"\ntimeout = \"{media_timeout}\"\n\n[calls]\n{calls}\n\n{more}\n",
+        "[media]\naddress = \"127.0.0.1\"\nports = \"{}\"\ntimeout = \"{media_timeout}\"\nport_quarantine = \"{PORT_QUARANTINE}\"\n\n[calls]\n{calls}\n\n{more}\n",
         port_range()
     );
     let daemon = Daemon::start(&test_config(&format!("api_token = \"{TOKEN}\""), &sections));

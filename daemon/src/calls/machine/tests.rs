@@ -111,6 +111,15 @@ impl Harness {
     }
 }
 
+/// A party gone quiet, its last RTP at `last` seconds (none if `None`).
+fn quiet(side: Side, last: Option<Instant>) -> Inactivity {
+    Inactivity {
+        side,
+        last_received: last,
+        dropped_foreign: 0,
+    }
+}
+
 fn has(commands: &[Command], wanted: &Command) -> bool {
     commands.contains(wanted)
 }
@@ -208,7 +217,7 @@ fn a_leg_that_dies_still_ends_the_other() {
             "callee-leg-failed",
         ),
         (
-            Input::MediaInactive(Side::Callee),
+            Input::MediaInactive(quiet(Side::Callee, None)),
             Command::HangUpCaller,
             "media-timeout",
         ),
@@ -221,7 +230,7 @@ fn a_leg_that_dies_still_ends_the_other() {
     }
     // Media inactivity hangs up both.
     let mut h = Harness::connected();
-    let out = h.feed(Input::MediaInactive(Side::Caller), 40.0);
+    let out = h.feed(Input::MediaInactive(quiet(Side::Caller, None)), 40.0);
     assert!(has(&out, &Command::HangUpCaller) && has(&out, &Command::HangUpCallee));
 }
 
@@ -723,4 +732,181 @@ fn a_declined_hold_tells_the_caller_ends_the_expert_and_bridges_nobody() {
     assert!(!h.statuses().contains(&"in-progress"));
     let out = h.tick(4.0);
     assert_eq!(out, vec![Command::HangUpCaller, Command::Finish]);
+}
+
+#[test]
+fn a_party_that_vanishes_is_billed_to_its_last_packet_not_the_timeout() {
+    // Answered at 2 s; the caller's RTP stops at 14.5 s (no BYE); the
+    // relay reports it 30 s later.
+    let mut h = Harness::connected();
+    let last = h.at(14.5);
+    let out = h.feed(Input::MediaInactive(quiet(Side::Caller, Some(last))), 44.5);
+    assert!(has(&out, &Command::HangUpCaller) && has(&out, &Command::HangUpCallee));
+    let end = h.end();
+    assert_eq!(
+        (end.status, end.reason, end.talk),
+        (
+            Status::Completed,
+            "media-timeout",
+            Duration::from_millis(12_500)
+        )
+    );
+    let detail = last_detail(&h);
+    assert!(detail.contains("no RTP from the caller"), "{detail}");
+    assert!(
+        detail.contains("billed to its last packet, 12 s into the call"),
+        "{detail}"
+    );
+    // A party never heard from at all: nothing billed, and the record
+    // says its packets were dropped as foreign, not that none came.
+    let mut h = Harness::connected();
+    let foreign = Inactivity {
+        side: Side::Callee,
+        last_received: None,
+        dropped_foreign: 1542,
+    };
+    h.feed(Input::MediaInactive(foreign), 32.0);
+    assert_eq!(h.end().talk, Duration::ZERO);
+    let detail = last_detail(&h);
+    assert!(
+        detail.contains("no RTP ever arrived from the callee"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("1542 packets from another source were dropped as foreign"),
+        "{detail}"
+    );
+}
+
+fn last_detail(h: &Harness) -> String {
+    h.log
+        .iter()
+        .rev()
+        .find_map(|c| match c {
+            Command::Record(event) => event.detail.clone(),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_warning_ends_before_the_time_up_begins_whatever_the_lead() {
+    // warning_before = 3 s with two 2 s prompts: the warning would start at
+    // cap - 3 and the time-up at cap - 2. The warning moves to cap - 4.
+    let mut s = settings();
+    s.warning_before = Duration::from_secs(3);
+    let mut h = Harness {
+        call: Call::new(s, CALLER_OFFER.as_bytes(), 42),
+        start: Instant::now(),
+        log: Vec::new(),
+    };
+    h.feed(Input::Cap(Duration::from_secs(20)), 0.0);
+    h.feed(Input::Routed(Route::Booking("bk_1".into())), 0.1);
+    h.feed(Input::CalleePlaced(Ok("out-1".into())), 0.2);
+    h.feed(Input::CalleeAnswered(callee_answer("0 101")), 2.0);
+    // Cap at 22 s: time-up 20–22 s, warning 18–20 s.
+    assert_eq!(h.call.deadline(), Some(h.at(18.0)));
+    let warning = plays(&h.tick(18.0));
+    assert!(
+        warning
+            .iter()
+            .all(|(_, name, _)| *name == PromptName::Warning)
+    );
+    assert_eq!(h.call.deadline(), Some(h.at(20.0)));
+    let time_up = plays(&h.tick(20.0));
+    assert!(
+        time_up
+            .iter()
+            .all(|(_, name, _)| *name == PromptName::TimeUp)
+    );
+    // With no room for both (cap 3 s), the warning is left out.
+    let mut s = settings();
+    s.warning_before = Duration::from_secs(3);
+    let mut h = Harness {
+        call: Call::new(s, CALLER_OFFER.as_bytes(), 42),
+        start: Instant::now(),
+        log: Vec::new(),
+    };
+    h.feed(Input::Cap(Duration::from_secs(3)), 0.0);
+    h.feed(Input::Routed(Route::Booking("bk_1".into())), 0.1);
+    h.feed(Input::CalleeAnswered(callee_answer("0 101")), 2.0);
+    h.tick(5.5);
+    assert!(
+        !plays(&h.log)
+            .iter()
+            .any(|(_, name, _)| *name == PromptName::Warning)
+    );
+}
+
+#[test]
+fn at_the_drain_deadline_a_talking_call_hears_time_up_and_ends_drained() {
+    let mut h = capped(600);
+    let out = h.feed(Input::Drain, 30.0);
+    assert_eq!(
+        plays(&out),
+        [
+            (Side::Caller, PromptName::TimeUp, PromptMode::Replace),
+            (Side::Callee, PromptName::TimeUp, PromptMode::Replace)
+        ]
+    );
+    assert!(has(&out, &Command::ForwardUntil(h.at(32.0))));
+    let out = h.tick(32.0);
+    assert!(has(&out, &Command::HangUpCaller) && has(&out, &Command::HangUpCallee));
+    let end = h.end();
+    assert_eq!(
+        (end.status, end.reason, end.talk),
+        (Status::Completed, "drained", Duration::from_secs(30))
+    );
+    // A call still ringing ends at once; the caller gets 503 so the trunk
+    // can take it to another host.
+    let mut h = Harness::new(CALLER_OFFER);
+    h.feed(Input::Routed(Route::Booking("bk_1".into())), 0.1);
+    h.feed(Input::CalleePlaced(Ok("out-1".into())), 0.2);
+    let out = h.feed(Input::Drain, 1.0);
+    assert!(has(&out, &Command::RejectCaller { code: 503 }));
+    assert!(has(&out, &Command::HangUpCallee));
+    assert_eq!((h.end().reason, h.end().connected), ("drained", false));
+}
+
+#[test]
+fn offers_we_cannot_honour_get_488() {
+    for offer in [
+        CALLER_OFFER.replace("RTP/AVP", "RTP/SAVP"),
+        CALLER_OFFER.replace("RTP/AVP", "UDP/TLS/RTP/SAVPF"),
+        CALLER_OFFER.replace("c=IN IP4 192.0.2.10", "c=IN IP4 224.0.0.1"),
+        CALLER_OFFER.replace("c=IN IP4 192.0.2.10", "c=IN IP6 192.0.2.10"),
+        // An IPv6 party while the relay has only IPv4.
+        CALLER_OFFER.replace("c=IN IP4 192.0.2.10", "c=IN IP6 2001:db8::10"),
+    ] {
+        let h = Harness::new(&offer);
+        assert!(
+            h.log.contains(&Command::RejectCaller { code: 488 }),
+            "{offer}: {:?}",
+            h.log
+        );
+        assert!(
+            !h.log.iter().any(|c| matches!(c, Command::SetPeer(..))),
+            "nothing sent to such a party: {offer}"
+        );
+    }
+}
+
+#[test]
+fn a_second_m_line_is_refused_with_port_zero_in_the_answer() {
+    let offer = CALLER_OFFER.replace("m=audio 40000", "m=video 40010 RTP/AVP 96\r\nm=audio 40000");
+    let mut h = Harness::new(&offer);
+    h.feed(Input::Routed(Route::Booking("bk_1".into())), 0.1);
+    h.feed(Input::CalleePlaced(Ok("out-1".into())), 0.2);
+    let out = h.feed(Input::CalleeAnswered(callee_answer("0 101")), 2.0);
+    let answer = sdp_of(&out, |c| match c {
+        Command::AnswerCaller(body) => Some(body),
+        _ => None,
+    });
+    let m_lines: Vec<&str> = answer.lines().filter(|l| l.starts_with("m=")).collect();
+    assert_eq!(m_lines.len(), 2, "{answer}");
+    assert!(m_lines[0].starts_with("m=video 0 RTP/AVP"), "{answer}");
+    assert!(
+        m_lines[1].starts_with("m=audio 20000 RTP/AVP 0"),
+        "{answer}"
+    );
 }
