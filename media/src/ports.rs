@@ -81,6 +81,17 @@ impl PortPair {
 pub struct PairGuard {
     shared: Arc<Shared>,
     index: usize,
+    quarantine: bool,
+}
+
+impl PairGuard {
+    /// The pair goes back to the pool without the quarantine: for a pair
+    /// whose address no party was ever given (a call refused before any
+    /// SDP went out), so nobody can be sending to it. Without this a flood
+    /// of refused INVITEs would hold the whole range.
+    pub fn release_at_once(&mut self) {
+        self.quarantine = false;
+    }
 }
 
 impl Drop for PairGuard {
@@ -88,7 +99,7 @@ impl Drop for PairGuard {
         let quarantine = self.shared.quarantine;
         if let Ok(mut state) = self.shared.state.lock() {
             state.in_use[self.index] = false;
-            state.not_before[self.index] = if quarantine.is_zero() {
+            state.not_before[self.index] = if quarantine.is_zero() || !self.quarantine {
                 None
             } else {
                 Instant::now().checked_add(quarantine)
@@ -192,6 +203,7 @@ impl PortPool {
                 guard: PairGuard {
                     shared: self.shared.clone(),
                     index: slot,
+                    quarantine: true,
                 },
             });
         }
@@ -291,6 +303,13 @@ mod tests {
         // Sixty seconds after its release the first pair is back.
         let again = pool.allocate(start + Duration::from_secs(61)).unwrap();
         assert_eq!(again.rtp_addr().unwrap().port(), a_port);
+        // A pair nobody was told of comes back at once.
+        let mut b = b;
+        let b_port = b.rtp_addr().unwrap().port();
+        b.guard.release_at_once();
+        drop(b);
+        let next = pool.allocate(start + Duration::from_secs(61)).unwrap();
+        assert_eq!(next.rtp_addr().unwrap().port(), b_port);
     }
 
     #[test]

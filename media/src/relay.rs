@@ -8,6 +8,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
@@ -148,8 +149,10 @@ impl Relay {
         let (control, commands) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::unbounded_channel();
         let policy = self.policy;
+        let announced = Arc::new(AtomicBool::new(false));
+        let sockets_announced = announced.clone();
         let task = self.runtime.spawn(async move {
-            match CallSockets::new(caller, callee) {
+            match CallSockets::new(caller, callee, sockets_announced) {
                 Ok(sockets) => relay_call(sockets, policy, commands, events_tx).await,
                 Err(e) => tracing::error!(error = %e, "cannot register media sockets"),
             }
@@ -159,6 +162,7 @@ impl Relay {
             control,
             events,
             addresses,
+            announced,
         })
     }
 }
@@ -180,9 +184,17 @@ pub struct CallMedia {
     control: mpsc::UnboundedSender<Control>,
     events: mpsc::UnboundedReceiver<MediaEvent>,
     addresses: [SocketAddr; 2],
+    announced: Arc<AtomicBool>,
 }
 
 impl CallMedia {
+    /// Records that our SDP with these ports is going out to a party: from
+    /// now on they wait out the quarantine when the call ends. Ports never
+    /// announced return to the pool at once.
+    pub fn announce(&self) {
+        self.announced.store(true, Ordering::Relaxed);
+    }
+
     /// Both legs' RTP ports (caller, callee), stored with the call so a
     /// restart after a crash can keep them from new calls.
     pub fn rtp_ports(&self) -> [u16; 2] {
@@ -248,11 +260,16 @@ impl CallMedia {
 struct CallSockets {
     rtp: [UdpSocket; 2],
     rtcp: [UdpSocket; 2],
-    _guards: [PairGuard; 2],
+    guards: [PairGuard; 2],
+    announced: Arc<AtomicBool>,
 }
 
 impl CallSockets {
-    fn new(caller: PortPair, callee: PortPair) -> std::io::Result<Self> {
+    fn new(
+        caller: PortPair,
+        callee: PortPair,
+        announced: Arc<AtomicBool>,
+    ) -> std::io::Result<Self> {
         Ok(CallSockets {
             rtp: [
                 UdpSocket::from_std(caller.rtp)?,
@@ -262,8 +279,20 @@ impl CallSockets {
                 UdpSocket::from_std(caller.rtcp)?,
                 UdpSocket::from_std(callee.rtcp)?,
             ],
-            _guards: [caller.guard, callee.guard],
+            guards: [caller.guard, callee.guard],
+            announced,
         })
+    }
+}
+
+impl Drop for CallSockets {
+    /// Ports no party was told of need no quarantine.
+    fn drop(&mut self) {
+        if !self.announced.load(Ordering::Relaxed) {
+            for guard in &mut self.guards {
+                guard.release_at_once();
+            }
+        }
     }
 }
 
@@ -278,9 +307,25 @@ fn stats_of(bridge: &Bridge) -> CallStats {
 async fn relay_call(
     sockets: CallSockets,
     policy: LatchPolicy,
-    mut commands: mpsc::UnboundedReceiver<Control>,
+    commands: mpsc::UnboundedReceiver<Control>,
     events: mpsc::UnboundedSender<MediaEvent>,
 ) {
+    let closed = relay_loop(&sockets, policy, commands, events).await;
+    // The ports are back in the pool before the owner hears it is closed.
+    drop(sockets);
+    if let Some((reply, stats)) = closed {
+        let _ = reply.send(stats);
+    }
+}
+
+/// The call's packet loop; returns who asked to close it and the final
+/// counters, or `None` when its owner went away.
+async fn relay_loop(
+    sockets: &CallSockets,
+    policy: LatchPolicy,
+    mut commands: mpsc::UnboundedReceiver<Control>,
+    events: mpsc::UnboundedSender<MediaEvent>,
+) -> Option<(oneshot::Sender<CallStats>, CallStats)> {
     let mut bridge = Bridge::new(policy, Instant::now());
     let mut buffers = Box::new([[0u8; DATAGRAM]; 4]);
     let [
@@ -319,11 +364,8 @@ async fn relay_call(
                 Some(Control::Stats(reply)) => {
                     let _ = reply.send(stats_of(&bridge));
                 }
-                Some(Control::Close(reply)) => {
-                    let _ = reply.send(stats_of(&bridge));
-                    return;
-                }
-                None => return,
+                Some(Control::Close(reply)) => return Some((reply, stats_of(&bridge))),
+                None => return None,
             },
             received = caller_rtp.recv_from(caller_rtp_buf) => {
                 if let Ok((len, source)) = received {

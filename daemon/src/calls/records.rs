@@ -27,28 +27,29 @@ pub struct NewCall {
     pub caller: Option<String>,
     /// The dialled number as E.164, when it is one.
     pub called: Option<String>,
-    /// The relay's RTP ports for the caller's and the callee's leg, kept
-    /// so a restart after a crash holds them back from new calls.
-    pub rtp_ports: Option<[u16; 2]>,
 }
 
 /// Inserts the call row (status `queued`).
 pub fn insert_call(conn: &Connection, call: &NewCall, now_ms: i64) -> Result<(), StoreError> {
-    let [caller_port, callee_port] = call.rtp_ports.map_or([None, None], |p| p.map(Some));
     conn.execute(
-        "INSERT INTO calls (id, inbound_call_id, twilio_call_sid, caller, called, status, created_ms,
-                            caller_rtp_port, callee_rtp_port)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8)",
-        params![
-            call.id,
-            call.sip_call_id,
-            call.twilio_call_sid,
-            call.caller,
-            call.called,
-            now_ms,
-            caller_port,
-            callee_port
-        ],
+        "INSERT INTO calls (id, inbound_call_id, twilio_call_sid, caller, called, status, created_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6)",
+        params![call.id, call.sip_call_id, call.twilio_call_sid, call.caller, call.called, now_ms],
+    )?;
+    Ok(())
+}
+
+/// Stores the relay's RTP ports for the caller's and the callee's leg,
+/// before our SDP first gives them to a party: a restart after a crash
+/// keeps them from new calls while this call's parties may be sending.
+pub fn record_rtp_ports(
+    conn: &Connection,
+    call_id: &str,
+    ports: [u16; 2],
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE calls SET caller_rtp_port = ?2, callee_rtp_port = ?3 WHERE id = ?1",
+        params![call_id, ports[0], ports[1]],
     )?;
     Ok(())
 }
@@ -412,11 +413,14 @@ pub fn recover_open_calls(conn: &mut Connection, now_ms: i64) -> Result<usize, S
         } else {
             Status::Failed
         };
-        // Its parties may still be connected: a BYE to each is owed, and
-        // its ports stay out of use until then (`calls::recovery`).
+        // Its parties may still be connected (or an expert still sending
+        // early media): a BYE to each established leg is owed, and its
+        // ports stay out of use until then and a quarantine after
+        // (`calls::recovery`).
         tx.execute(
             "UPDATE calls SET status = ?2, ended_ms = ?3, end_reason = 'recovered', talk_ms = ?4,
-                 hangup_pending = (caller_dialog IS NOT NULL OR callee_dialog IS NOT NULL)
+                 hangup_pending = (caller_dialog IS NOT NULL OR callee_dialog IS NOT NULL
+                                   OR caller_rtp_port IS NOT NULL)
              WHERE id = ?1",
             params![id, status.as_str(), last_known, talk_ms],
         )?;

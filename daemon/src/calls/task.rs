@@ -91,17 +91,12 @@ async fn run_call(control: Arc<CallControl>, id: String, call: InboundCall) {
         .flatten()
         .filter_map(e164)
         .collect();
-    // The relay's ports first: they are stored with the call, so a
-    // restart after a crash keeps them from new calls while this call's
-    // parties may still be sending.
-    let media = control.relay.open_call();
     let record = NewCall {
         id: id.clone(),
         sip_call_id: call.call_id.clone(),
         twilio_call_sid: call.twilio_call_sid.clone(),
         caller: caller_ids.first().cloned(),
         called: call.called.as_deref().and_then(e164),
-        rtp_ports: media.as_ref().ok().map(CallMedia::rtp_ports),
     };
     let mut leg = call.leg;
     let inserted = {
@@ -117,7 +112,7 @@ async fn run_call(control: Arc<CallControl>, id: String, call: InboundCall) {
         let _ = leg.reject(RejectReason::Overloaded.response().0);
         return;
     }
-    let media = match media {
+    let media = match control.relay.open_call() {
         Ok(media) => media,
         Err(e) => {
             tracing::error!(error = %e, "no media ports; refusing the call with 503");
@@ -190,6 +185,7 @@ async fn run_call(control: Arc<CallControl>, id: String, call: InboundCall) {
         media: Some(media),
         hang_up_caller: false,
         hanging_up_callee: None,
+        announced: false,
     };
     shell.run().await;
 }
@@ -230,6 +226,8 @@ struct Shell {
     hang_up_caller: bool,
     /// The callee's hang-up, running on its own so a slow BYE holds nothing.
     hanging_up_callee: Option<tokio::task::JoinHandle<()>>,
+    /// Whether our SDP (the relay's ports) has gone out to a party.
+    announced: bool,
 }
 
 /// Waits on an optional future; never ready when there is none.
@@ -401,6 +399,16 @@ impl Shell {
     }
 
     async fn execute(&mut self, command: Command) {
+        let gives_our_sdp = matches!(
+            &command,
+            Command::RingCaller(Some(_))
+                | Command::AnswerCaller(_)
+                | Command::DialCallee(_)
+                | Command::AnswerReoffer(_, Ok(_))
+        );
+        if gives_our_sdp {
+            self.announce().await;
+        }
         match command {
             Command::RejectCaller { code } => {
                 self.caller_open = false;
@@ -435,6 +443,15 @@ impl Shell {
                     };
                     if let Err(e) = result {
                         tracing::warn!(error = %e, side = side.as_str(), "cannot answer a re-INVITE");
+                    }
+                    // A re-INVITE may move the remote target (RFC 3261
+                    // §12.2.2): the stored dialog follows it.
+                    let record = match side {
+                        Side::Caller => Some(self.caller.dialog_record()),
+                        Side::Callee => self.callee.as_ref().map(OutboundLeg::dialog_record),
+                    };
+                    if let Some(record) = record {
+                        self.store_dialog(side, &record).await;
                     }
                 }
             }
@@ -536,6 +553,26 @@ impl Shell {
             }
             Command::Finish => {}
         }
+    }
+
+    /// Before our SDP first names the relay's ports to a party: they are
+    /// stored with the call (a restart after a crash holds them back) and
+    /// will wait out the quarantine when the call ends. Ports of a call
+    /// refused before this return to the pool at once.
+    async fn announce(&mut self) {
+        if self.announced {
+            return;
+        }
+        self.announced = true;
+        let Some(media) = &self.media else {
+            return;
+        };
+        media.announce();
+        let (id, ports) = (self.id.clone(), media.rtp_ports());
+        write(&self.shared.store, move |conn| {
+            records::record_rtp_ports(conn, &id, ports)
+        })
+        .await;
     }
 
     /// Stores what it takes to end a leg's dialog after a crash.

@@ -169,3 +169,30 @@ async fn a_prompt_reaches_its_party_frame_by_frame_and_the_cut_holds() {
     assert!(caller.recv_from(&mut buf).is_err(), "nothing after the cut");
     call.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn only_ports_given_to_a_party_wait_out_the_quarantine() {
+    // Two pairs: one call's worth.
+    let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let base = (probe.local_addr().unwrap().port() & !1).clamp(20000, 60000);
+    drop(probe);
+    let pool = PortPool::new(
+        "127.0.0.1".parse().unwrap(),
+        base,
+        base + 3,
+        Duration::from_secs(60),
+    );
+    let relay = Relay::start(pool, LatchPolicy::Learn, "127.0.0.1".parse().unwrap()).unwrap();
+    // Refused before any SDP went out: the ports come back at once.
+    let refused = relay.open_call().unwrap();
+    refused.close().await;
+    let answered = relay.open_call().expect("unannounced ports are reused");
+    // Announced in SDP: held back after the call.
+    answered.announce();
+    answered.close().await;
+    assert_eq!(relay.pairs_in_use(), 0, "closed means released");
+    assert!(
+        matches!(relay.open_call(), Err(RelayError::Exhausted(_))),
+        "announced ports are quarantined"
+    );
+}
