@@ -291,7 +291,14 @@ async fn call_records_are_shown_with_their_ordered_events() {
 #[tokio::test]
 async fn the_bearer_scheme_is_read_in_any_case() {
     let api = Api::new();
-    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+    let cases = [
+        ("Bearer", StatusCode::OK),
+        ("bearer", StatusCode::OK),
+        ("BEARER", StatusCode::OK),
+        ("bEaReR", StatusCode::OK),
+        ("Basic", StatusCode::UNAUTHORIZED),
+    ];
+    for (scheme, expected) in cases {
         let request = Request::builder()
             .uri("/v1/bookings")
             .header("authorization", format!("{scheme} {TOKEN}"))
@@ -301,18 +308,8 @@ async fn the_bearer_scheme_is_read_in_any_case() {
             .oneshot(request)
             .await
             .unwrap();
-        assert_eq!(response.status(), StatusCode::OK, "{scheme}");
+        assert_eq!(response.status(), expected, "{scheme}");
     }
-    let request = Request::builder()
-        .uri("/v1/bookings")
-        .header("authorization", format!("Basic {TOKEN}"))
-        .body(Body::empty())
-        .unwrap();
-    let response = tollbridge_daemon::http::router(api.shared.clone())
-        .oneshot(request)
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]

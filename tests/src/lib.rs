@@ -565,7 +565,8 @@ impl Drop for SippProcess {
     }
 }
 
-fn scenario_path(scenario: &str) -> String {
+/// The path of a SIPp scenario in `tests/sipp/`.
+pub fn scenario_path(scenario: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("sipp")
         .join(scenario)
@@ -573,13 +574,19 @@ fn scenario_path(scenario: &str) -> String {
         .to_string()
 }
 
-/// A free port on `ip`. SIPp's own "random" port still writes 5060 into
-/// its messages, so tests pick one and hand it over.
-fn free_port(ip: &str) -> u16 {
-    std::net::TcpListener::bind((ip, 0))
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("a free port for sipp")
+/// A port free on `ip` for both UDP and TCP (SIPp binds the one its
+/// transport needs; a relay's media sockets in another test are UDP).
+/// SIPp's own "random" port still writes 5060 into its messages, so tests
+/// pick one and hand it over.
+pub fn free_port(ip: &str) -> u16 {
+    for _ in 0..100 {
+        let udp = std::net::UdpSocket::bind((ip, 0)).expect("a UDP socket for a free port");
+        let port = udp.local_addr().map(|a| a.port()).unwrap_or(0);
+        if port != 0 && std::net::TcpListener::bind((ip, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free for both UDP and TCP on {ip}");
 }
 
 /// A SIPp instance running a server (UAS) scenario in the background.

@@ -350,9 +350,21 @@ fn a_pin_entered_by_dtmf_selects_the_right_booking() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    // The right expert is dialled and answers; audio then flows.
+    // The right expert is dialled and answers. The '#' that ended the PIN
+    // is ours: its late end packets (same RTP timestamp) never reach the
+    // expert, who could read them as a key press.
     let expert_relay = wait_relay(&expert, "INVITE sip:expert");
     std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..3 {
+        let mut late_end = rtp(96, seq, 0x7777, &[11, 0x8a, 0x03, 0x20]);
+        late_end[4..8].copy_from_slice(&(4 * 8000u32).to_be_bytes());
+        assert_eq!(
+            relay_one(&caller_media, caller_relay, &late_end, &expert_media),
+            None,
+            "a packet of the PIN's '#' reached the expert"
+        );
+        seq += 1;
+    }
     let packet = rtp(0, 900, 0x7777, &[0x11; 160]);
     let (got, _) = relay_one(&caller_media, caller_relay, &packet, &expert_media)
         .expect("audio after the PIN");
@@ -470,19 +482,15 @@ fn the_two_minute_example_in_the_readme_makes_a_call() {
 #[test]
 fn a_party_that_vanishes_is_billed_to_its_last_packet_and_both_are_hung_up() {
     let daemon = start_daemon_with("ring_timeout = \"10s\"", "2s");
-    let (caller_media, expert_media) = (media_socket(), media_socket());
-    let expert = expert("expert_answers.xml", &port_of(&expert_media), &[]);
-    let booking = book(&daemon, &[caller_id(1)], None, &expert_uri(&expert));
-    let caller = caller(
-        &daemon,
-        "caller_waits_bye.xml",
-        CALLER_PREFIX,
-        &port_of(&caller_media),
-        "0 96",
-        &[],
-    );
-    let expert_relay = wait_relay(&expert, "INVITE sip:expert");
-    let caller_relay = wait_relay(&caller, "SIP/2.0 200 OK");
+    let Bridged {
+        caller,
+        expert,
+        booking,
+        caller_media,
+        expert_media,
+        caller_relay,
+        expert_relay,
+    } = bridged(&daemon, "caller_waits_bye.xml", &[]);
     // Both talk for 1.5 s; then the caller vanishes (no RTP, no BYE)
     // while the expert goes on talking into the void.
     let talking = Instant::now();
@@ -517,14 +525,7 @@ fn a_party_that_vanishes_is_billed_to_its_last_packet_and_both_are_hung_up() {
         (1400..2400).contains(&talk),
         "billed {talk} ms for 1.5 s of talk and 2 s of silence"
     );
-    let detail = call["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .rev()
-        .find_map(|e| e["detail"].as_str())
-        .unwrap_or_default()
-        .to_owned();
+    let detail = details(&call).pop().unwrap_or_default();
     assert!(
         detail.contains("no RTP from the caller") && detail.contains("billed to its last packet"),
         "{detail}"
@@ -558,4 +559,69 @@ fn in_dialog_requests_keep_the_remote_targets_uri_parameters() {
     assert_passed("the expert", expert);
     let call = ended_call(&daemon, &booking);
     assert_eq!(call["end_reason"], "cap-reached", "{call}");
+}
+
+#[test]
+fn a_failed_pin_is_found_by_the_number_dialled_with_every_booking_it_could_have_been() {
+    let daemon = start_daemon("ring_timeout = \"10s\"");
+    let caller_media = media_socket();
+    let first = book(&daemon, &[], Some("1357"), "sip:nobody@127.0.0.1:9");
+    let second = book(&daemon, &[], Some("2468"), "sip:nobody@127.0.0.1:9");
+    let caller = caller(
+        &daemon,
+        "caller_waits_bye.xml",
+        CALLER_PREFIX,
+        &port_of(&caller_media),
+        "0 96",
+        &[],
+    );
+    let caller_relay = wait_relay(&caller, "SIP/2.0 200 OK");
+    // Three wrong PINs; then the farewell prompt and our BYE.
+    let mut seq = 0u16;
+    for attempt in 0..3u32 {
+        for (n, key) in [9u8, 9, 9, 9, 11].into_iter().enumerate() {
+            for end in [false, true, true, true] {
+                let flags = if end { 0x8a } else { 0x0a };
+                let mut packet = rtp(96, seq, 0x7777, &[key, flags, 0x03, 0x20]);
+                let timestamp = (attempt * 10 + n as u32) * 8000;
+                packet[4..8].copy_from_slice(&timestamp.to_be_bytes());
+                caller_media.send_to(&packet, caller_relay).unwrap();
+                seq += 1;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    assert_passed("caller (got BYE)", caller);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let call = loop {
+        let (status, body) = daemon.api(
+            "GET",
+            &format!("/v1/calls?called=%2B{}", &NUMBER[1..]),
+            TOKEN,
+            None,
+        );
+        assert_eq!(status, 200, "{body}");
+        if let Some(call) = body["calls"].as_array().and_then(|c| c.first())
+            && !call["ended_at"].is_null()
+        {
+            break call.clone();
+        }
+        assert!(Instant::now() < deadline, "no ended call: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(call["end_reason"], "pin-failed", "{call}");
+    assert_eq!(call["called"], NUMBER);
+    assert!(call["booking"].is_null());
+    let mut candidates: Vec<&str> = call["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    candidates.sort_unstable();
+    let mut expected = [first.as_str(), second.as_str()];
+    expected.sort_unstable();
+    assert_eq!(candidates, expected);
+    assert_no_ports_held(&daemon);
 }

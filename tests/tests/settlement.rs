@@ -262,12 +262,7 @@ fn a_declined_card_bridges_nobody_and_says_why() {
     assert_eq!(call["end_reason"], "payment-declined");
     assert_eq!(call["status"], "failed");
     assert!(call["answered_at"].is_null(), "never bridged");
-    let details: Vec<&str> = call["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["detail"].as_str())
-        .collect();
+    let details = details(&call);
     assert!(
         details.iter().any(|d| d.contains("card_declined")),
         "{details:?}"

@@ -49,6 +49,19 @@ fn internal(error: impl std::fmt::Display) -> ApiError {
     )
 }
 
+/// A list's `limit`: `default` when absent; outside 1–500 an error on
+/// `limit` is added to `errors`.
+fn checked_limit(limit: Option<i64>, default: i64, errors: &mut Vec<FieldError>) -> i64 {
+    let limit = limit.unwrap_or(default);
+    if !(1..=500).contains(&limit) {
+        errors.push(FieldError {
+            field: "limit".into(),
+            message: "must be 1 to 500".into(),
+        });
+    }
+    limit
+}
+
 /// 422 for a query string that does not fit, naming `field`.
 fn query_error(field: &str, rejection: &axum::extract::rejection::QueryRejection) -> ApiError {
     ApiError::validation(vec![FieldError {
@@ -146,13 +159,7 @@ async fn list_bookings(
             message: format!("must be one of {}", BOOKING_STATES.join(", ")),
         });
     }
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        errors.push(FieldError {
-            field: "limit".into(),
-            message: "must be 1 to 500".into(),
-        });
-    }
+    let limit = checked_limit(query.limit, 50, &mut errors);
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
@@ -236,13 +243,7 @@ async fn list_calls(
             message: "must be an E.164 number such as +815012345678".into(),
         });
     }
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=500).contains(&limit) {
-        errors.push(FieldError {
-            field: "limit".into(),
-            message: "must be 1 to 500".into(),
-        });
-    }
+    let limit = checked_limit(query.limit, 100, &mut errors);
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }

@@ -34,7 +34,9 @@ use crate::store::{Store, StoreError};
 /// 32 s, so this only matters if the task itself is lost.
 const UNTIL_HUNG_UP: Duration = Duration::from_secs(24 * 3600);
 
-/// A call closed by recovery whose parties are still to be hung up.
+/// A call closed by recovery whose parties are still to be hung up (and
+/// whose ports are still to be released: a call that was only ringing
+/// has no dialog to end, but its expert may still send early media).
 #[derive(Debug, Clone)]
 pub struct Unfinished {
     /// Our id (`call_...`).

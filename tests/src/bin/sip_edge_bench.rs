@@ -13,7 +13,6 @@
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -44,17 +43,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn scenario(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("sipp")
-        .join(name)
+    tollbridge_e2e::free_port("127.0.0.1")
 }
 
 /// Runs SIPp's UAC with the bench scenario against `target`.
@@ -64,7 +53,7 @@ fn run_uac(target: SocketAddr, calls: u64, rate: u64) -> Outcome {
     let output = Command::new("sipp")
         .arg(target.to_string())
         .arg("-sf")
-        .arg(scenario("bench_call.xml"))
+        .arg(tollbridge_e2e::scenario_path("bench_call.xml"))
         .args([
             "-i",
             "127.0.0.1",

@@ -19,11 +19,12 @@ pub const CALLER_PREFIX: &str = "+81900000";
 pub const SIPP_LIMIT: Duration = Duration::from_secs(60);
 
 /// A distinct media port range per daemon, so parallel tests do not
-/// compete for the same ports.
+/// compete for the same ports; all below 32768, out of the kernel's
+/// ephemeral range, where SIPp's and the tests' own sockets get theirs.
 pub fn port_range() -> String {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let first = 20000 + (std::process::id() % 20) as u16 * 2000 + (n % 10) * 200;
+    let first = 20000 + (std::process::id() % 6) as u16 * 2000 + (n % 10) * 200;
     format!("{first}-{}", first + 199)
 }
 
@@ -261,4 +262,57 @@ pub fn caller(
         extra,
         SIPP_LIMIT,
     )
+}
+
+/// The details of a call record's events, in order.
+pub fn details(call: &Value) -> Vec<String> {
+    call["events"]
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .filter_map(|e| e["detail"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A call bridged through a daemon: SIPp as both phones, the test's own
+/// sockets as their media, and the relay's address for each.
+pub struct Bridged {
+    pub caller: SippPeer,
+    pub expert: SippPeer,
+    pub booking: String,
+    pub caller_media: UdpSocket,
+    pub expert_media: UdpSocket,
+    pub caller_relay: SocketAddr,
+    pub expert_relay: SocketAddr,
+}
+
+/// Books caller 1 to an expert answering with `expert_answers.xml`, has
+/// it call with `caller_scenario` (offering PCMU and DTMF on 96, SIPp's
+/// `caller_extra` arguments) and waits until both have our SDP.
+pub fn bridged(daemon: &Daemon, caller_scenario: &str, caller_extra: &[&str]) -> Bridged {
+    let (caller_media, expert_media) = (media_socket(), media_socket());
+    let expert = expert("expert_answers.xml", &port_of(&expert_media), &[]);
+    let booking = book(daemon, &[caller_id(1)], None, &expert_uri(&expert));
+    let caller = caller(
+        daemon,
+        caller_scenario,
+        CALLER_PREFIX,
+        &port_of(&caller_media),
+        "0 96",
+        caller_extra,
+    );
+    let caller_relay = wait_relay(&caller, "SIP/2.0 200 OK");
+    let expert_relay = wait_relay(&expert, "INVITE sip:expert");
+    Bridged {
+        caller,
+        expert,
+        booking,
+        caller_media,
+        expert_media,
+        caller_relay,
+        expert_relay,
+    }
 }

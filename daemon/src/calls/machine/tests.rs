@@ -793,13 +793,16 @@ fn last_detail(h: &Harness) -> String {
 fn the_warning_ends_before_the_time_up_begins_whatever_the_lead() {
     // warning_before = 3 s with two 2 s prompts: the warning would start at
     // cap - 3 and the time-up at cap - 2. The warning moves to cap - 4.
-    let mut s = settings();
-    s.warning_before = Duration::from_secs(3);
-    let mut h = Harness {
-        call: Call::new(s, CALLER_OFFER.as_bytes(), 42),
-        start: Instant::now(),
-        log: Vec::new(),
+    let short_lead = || {
+        let mut s = settings();
+        s.warning_before = Duration::from_secs(3);
+        Harness {
+            call: Call::new(s, CALLER_OFFER.as_bytes(), 42),
+            start: Instant::now(),
+            log: Vec::new(),
+        }
     };
+    let mut h = short_lead();
     h.feed(Input::Cap(Duration::from_secs(20)), 0.0);
     h.feed(Input::Routed(Route::Booking("bk_1".into())), 0.1);
     h.feed(Input::CalleePlaced(Ok("out-1".into())), 0.2);
@@ -820,13 +823,7 @@ fn the_warning_ends_before_the_time_up_begins_whatever_the_lead() {
             .all(|(_, name, _)| *name == PromptName::TimeUp)
     );
     // With no room for both (cap 3 s), the warning is left out.
-    let mut s = settings();
-    s.warning_before = Duration::from_secs(3);
-    let mut h = Harness {
-        call: Call::new(s, CALLER_OFFER.as_bytes(), 42),
-        start: Instant::now(),
-        log: Vec::new(),
-    };
+    let mut h = short_lead();
     h.feed(Input::Cap(Duration::from_secs(3)), 0.0);
     h.feed(Input::Routed(Route::Booking("bk_1".into())), 0.1);
     h.feed(Input::CalleeAnswered(callee_answer("0 101")), 2.0);
