@@ -44,6 +44,8 @@ pub struct Scrape<'a> {
     pub sip_turned_away: &'a [(&'static str, u64)],
     /// RTP/RTCP port pairs the relay holds (two per call in progress).
     pub media_port_pairs_in_use: usize,
+    /// SIP dialogs the edge keeps (two per call in progress).
+    pub sip_dialogs: usize,
 }
 
 /// Every metric the daemon exports.
@@ -55,6 +57,7 @@ pub struct Metrics {
     settlements: Family<Labels, Gauge>,
     sip_turned_away: Family<Labels, Counter>,
     media_port_pairs: Gauge,
+    sip_dialogs: Gauge,
     talk_seconds: Family<Labels, Counter>,
     billed_amount: Family<Labels, Counter>,
     callee_refusals: Family<Labels, Counter>,
@@ -110,6 +113,12 @@ impl Metrics {
             "RTP/RTCP port pairs the relay holds (two per call in progress)",
             media_port_pairs.clone(),
         );
+        let sip_dialogs = Gauge::default();
+        registry.register(
+            "sip_dialogs",
+            "SIP dialogs the edge keeps (two per call in progress; zero when idle)",
+            sip_dialogs.clone(),
+        );
         let talk_seconds = Family::<Labels, Counter>::default();
         registry.register(
             "talk_seconds",
@@ -140,6 +149,7 @@ impl Metrics {
             talk_seconds,
             billed_amount,
             media_port_pairs,
+            sip_dialogs,
             registry,
             uptime_seconds,
             active_calls,
@@ -200,6 +210,8 @@ impl Metrics {
         }
         self.media_port_pairs
             .set(i64::try_from(scrape.media_port_pairs_in_use).unwrap_or(i64::MAX));
+        self.sip_dialogs
+            .set(i64::try_from(scrape.sip_dialogs).unwrap_or(i64::MAX));
         // The edge's counters only grow; carry the growth into ours.
         for (reason, total) in scrape.sip_turned_away {
             let counter = self
@@ -237,6 +249,7 @@ mod tests {
             settlements: &[("pending".to_owned(), 4)],
             sip_turned_away: &[("malformed", 7)],
             media_port_pairs_in_use: 4,
+            sip_dialogs: 2,
         };
         // A second scrape with the same totals must not add them again.
         let _ = metrics.render(&scrape);
@@ -252,6 +265,7 @@ mod tests {
             "tollbridge_sip_turned_away_total{reason=\"malformed\"} 7",
             "tollbridge_sip_turned_away_total{reason=\"rate-limited\"} 0",
             "tollbridge_media_port_pairs_in_use 4",
+            "tollbridge_sip_dialogs 2",
             "tollbridge_talk_seconds_total{currency=\"jpy\"} 67",
             "tollbridge_billed_amount_total{currency=\"jpy\"} 112",
             "# EOF",

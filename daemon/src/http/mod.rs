@@ -114,6 +114,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         active_calls: shared.active_calls(),
         settlements: &settlements,
         sip_turned_away: &sip_turned_away.unwrap_or_default(),
+        sip_dialogs: shared.sip.as_ref().map_or(0, |sip| sip.dialogs()),
         media_port_pairs_in_use: shared
             .relay
             .as_ref()

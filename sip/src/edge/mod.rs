@@ -351,6 +351,12 @@ impl SipEdge {
         Ok(outcome)
     }
 
+    /// Dialogs the stack keeps: two per call in progress, zero when idle
+    /// (one that stays is memory that never comes back).
+    pub fn dialogs(&self) -> usize {
+        self.dialogs.len()
+    }
+
     /// The listeners as bound (real ports when 0 was asked for).
     pub fn listeners(&self) -> &[Listener] {
         &self.bound

@@ -201,21 +201,29 @@ pub fn statuses(call: &Value) -> Vec<String> {
         .collect()
 }
 
-/// Reads `tollbridge_media_port_pairs_in_use` until it is zero (the relay
-/// releases a call's ports right after its last record).
+/// Reads `tollbridge_media_port_pairs_in_use` and `tollbridge_sip_dialogs`
+/// until both are zero (a call's ports and dialogs are released right
+/// after its last record; one kept would be memory never given back).
 pub fn assert_no_ports_held(daemon: &Daemon) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (_, metrics) = daemon.get("/metrics", None);
-        let held = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("tollbridge_media_port_pairs_in_use "))
-            .unwrap_or("missing")
-            .to_owned();
-        if held == "0" {
+        let gauge = |name: &str| {
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap_or("missing")
+                .to_owned()
+        };
+        let held = gauge("tollbridge_media_port_pairs_in_use ");
+        let dialogs = gauge("tollbridge_sip_dialogs ");
+        if held == "0" && dialogs == "0" {
             return;
         }
-        assert!(Instant::now() < deadline, "relay ports still held: {held}");
+        assert!(
+            Instant::now() < deadline,
+            "relay ports still held: {held}, SIP dialogs kept: {dialogs}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
