@@ -50,25 +50,36 @@ pub enum Command {
 /// read from the database without writing to it (safe beside a running
 /// daemon).
 pub fn settlements(config: Option<PathBuf>, state: Option<String>) -> ExitCode {
-    if let Some(state) = &state
-        && !crate::metrics::SETTLEMENT_STATES.contains(&state.as_str())
-    {
-        eprintln!(
-            "tollbridge: --state {state}: not a settlement state (one of {})",
-            crate::metrics::SETTLEMENT_STATES.join(", ")
-        );
-        return ExitCode::from(EXIT_BAD_CONFIG);
-    }
+    use crate::ledger::SettlementState;
+    let state = match state.as_deref().map(SettlementState::parse) {
+        Some(None) => {
+            let words: Vec<&str> = SettlementState::ALL.iter().map(|s| s.as_str()).collect();
+            eprintln!(
+                "tollbridge: --state {}: not a settlement state (one of {})",
+                state.unwrap_or_default(),
+                words.join(", ")
+            );
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+        Some(state) => state,
+        None => None,
+    };
     let (_, config) = match load_for_run(config) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
-    let path = &config.database.path;
-    let flags =
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let rows = rusqlite::Connection::open_with_flags(path, flags)
-        .map_err(crate::store::StoreError::from)
-        .and_then(|conn| crate::settle::rows::list(&conn, None, state.as_deref()));
+    let path = config.database.path.clone();
+    let rows = (|| {
+        let ledger = crate::ledger::Ledger::open_sqlite_read_only(&path)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(|e| crate::ledger::LedgerError::Query(e.to_string()))?;
+        runtime.block_on(async {
+            let rows = ledger.settlements(state).await;
+            ledger.close().await;
+            rows
+        })
+    })();
     match rows {
         Ok(rows) => {
             println!(
@@ -76,18 +87,18 @@ pub fn settlements(config: Option<PathBuf>, state: Option<String>) -> ExitCode {
                 "settlement", "operation", "amount", "cur", "state", "tries", "payment_intent"
             );
             for row in &rows {
-                let text = |key: &str| row[key].as_str().unwrap_or("-").to_owned();
+                let or_dash = |text: &Option<String>| text.clone().unwrap_or_else(|| "-".into());
                 println!(
                     "{:<36} {:<10} {:>10} {:<4} {:<10} {:>5}  {:<22} {} / {}",
-                    text("id"),
-                    text("operation"),
-                    row["amount"],
-                    text("currency"),
-                    text("state"),
-                    row["tries"],
-                    text("payment_intent"),
-                    text("last_error"),
-                    text("call"),
+                    row.id,
+                    row.operation,
+                    row.amount,
+                    row.currency,
+                    row.state,
+                    row.tries,
+                    or_dash(&row.payment_intent),
+                    or_dash(&row.last_error),
+                    or_dash(&row.call),
                 );
             }
             eprintln!("{} settlement(s)", rows.len());

@@ -8,8 +8,10 @@
 pub mod bookings;
 pub mod calls;
 pub mod cli;
+pub mod clock;
 pub mod edge;
 pub mod http;
+pub mod ledger;
 pub mod logging;
 pub mod metrics;
 mod reload;
@@ -17,5 +19,4 @@ pub mod run;
 pub mod settle;
 pub mod shutdown;
 pub mod state;
-pub mod store;
 pub mod systemd;

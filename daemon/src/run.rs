@@ -16,15 +16,16 @@ use tollbridge_sip::edge::SipEdge;
 use tracing::{error, info, warn};
 
 use crate::calls::meter::Meters;
+use crate::calls::recovery;
 use crate::calls::task::CallControl;
-use crate::calls::{records, recovery};
+use crate::clock::now_ms;
+use crate::ledger::Ledger;
 use crate::logging::LogHandle;
 use crate::reload;
 use crate::settle::Settler;
 use crate::settle::timed::TimedGateway;
 use crate::shutdown::Background;
 use crate::state::Shared;
-use crate::store::Store;
 use crate::systemd;
 use tollbridge_billing::stripe::StripeGateway;
 use tollbridge_billing::stripe::retry::RetryPolicy;
@@ -45,13 +46,13 @@ pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow
     // READY=1 and the handler would otherwise kill the process (its default).
     let mut signals = Signals::install()?;
     let database = config.database.path.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&database))
+    let ledger = tokio::task::spawn_blocking(move || Ledger::open_sqlite(&database))
         .await
         .context("database open task failed")??;
-    info!(path = %store.path().display(), "database open");
+    info!(database = %ledger.describe(), "database open");
 
-    let recovered = store
-        .call(|conn| records::recover_open_calls(conn, crate::calls::task::now_ms()))
+    let recovered = ledger
+        .recover_open_calls(now_ms())
         .await
         .context("cannot close the calls a previous run left open")?;
     if recovered > 0 {
@@ -61,17 +62,16 @@ pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow
         );
     }
     let quarantine = config.media.port_quarantine;
-    let started_ms = crate::calls::task::now_ms();
+    let started_ms = now_ms();
     let since_ms = started_ms.saturating_sub(i64::try_from(quarantine.as_millis()).unwrap_or(0));
-    let (unfinished, recently_released) = store
-        .call(move |conn| {
-            Ok((
-                recovery::unfinished(conn)?,
-                recovery::recently_released_ports(conn, since_ms)?,
-            ))
-        })
+    let unfinished = ledger
+        .unfinished_calls()
         .await
         .context("cannot read the calls a previous run left to hang up")?;
+    let recently_released = ledger
+        .recently_released_ports(since_ms)
+        .await
+        .context("cannot read the ports of recently ended calls")?;
     let relay = Arc::new(start_relay(&config)?);
     // Before the SIP edge takes a call: no new call may get a port whose
     // old parties may still be sending.
@@ -105,7 +105,7 @@ pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow
 
     let shared = Shared::new(
         config,
-        store.clone(),
+        ledger.clone(),
         Some(sip.clone()),
         Some(relay.clone()),
     );
@@ -116,7 +116,7 @@ pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow
             "hanging up the parties of calls a previous run left open"
         );
         let hangups = Arc::new(recovery::Hangups {
-            store: store.clone(),
+            ledger: ledger.clone(),
             edge: sip.clone(),
             relay: relay.clone(),
             quarantine,
@@ -174,7 +174,7 @@ pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow
     background.stop(BACKGROUND_STOP_LIMIT).await;
     sip.stop();
     drop(shared);
-    store.close().await;
+    ledger.close().await;
     info!("stopped");
     Ok(())
 }
@@ -217,7 +217,7 @@ fn start_settler(
     )
     .context("cannot set up the Stripe client (stripe.*)")?;
     let gateway = TimedGateway::new(gateway, shared.metrics.stripe_latency());
-    let settler = Settler::new(shared.store.clone(), Arc::new(gateway));
+    let settler = Settler::new(shared.ledger.clone(), Arc::new(gateway));
     background.spawn("settlement", settler.clone().run(background.signal()));
     Ok(Some(settler))
 }

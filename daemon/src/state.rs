@@ -12,8 +12,8 @@ use tollbridge_config::Config;
 use tollbridge_media::relay::Relay;
 use tollbridge_sip::edge::SipEdge;
 
+use crate::ledger::Ledger;
 use crate::metrics::Metrics;
-use crate::store::Store;
 
 /// State shared by the HTTP API, the signal handler and call control.
 pub struct Shared {
@@ -21,7 +21,7 @@ pub struct Shared {
     /// starts, a request once when it arrives.
     pub config: ArcSwap<Config>,
     /// The ledger.
-    pub store: Store,
+    pub ledger: Ledger,
     /// Exported metrics.
     pub metrics: Metrics,
     /// The SIP edge, once started (absent in tests of the HTTP surface).
@@ -41,13 +41,13 @@ impl Shared {
     /// its listeners.
     pub fn new(
         config: Config,
-        store: Store,
+        ledger: Ledger,
         sip: Option<Arc<SipEdge>>,
         relay: Option<Arc<Relay>>,
     ) -> Arc<Shared> {
         Arc::new(Shared {
             config: ArcSwap::from_pointee(config),
-            store,
+            ledger,
             metrics: Metrics::new(),
             sip,
             relay,

@@ -55,7 +55,7 @@ pub async fn run_watchdog(shared: Arc<Shared>, interval: Duration, mut shutdown:
             _ = ticks.tick() => {}
             () = shutdown.requested() => return,
         }
-        match tokio::time::timeout(interval, shared.store.ping()).await {
+        match tokio::time::timeout(interval, shared.ledger.ping()).await {
             Ok(Ok(())) => notify(&[NotifyState::Watchdog]),
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "watchdog: database is not answering; not pinging systemd")

@@ -11,8 +11,9 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tollbridge_config::{Config, Secret};
+use tollbridge_daemon::args;
+use tollbridge_daemon::ledger::Ledger;
 use tollbridge_daemon::state::Shared;
-use tollbridge_daemon::store::Store;
 use tower::ServiceExt;
 
 const TOKEN: &str = "bookings-test-token-01234";
@@ -29,7 +30,7 @@ impl Api {
             .join("../config/tollbridge.example.toml");
         let mut config = Config::load_with(&example, &HashMap::new()).unwrap();
         config.http.api_token = Some(Secret::inline(TOKEN));
-        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let store = Ledger::open_sqlite(&dir.path().join("t.db")).unwrap();
         let shared = Shared::new(config, store, None, None);
         shared.mark_listeners_bound();
         Api { shared, _dir: dir }
@@ -223,11 +224,11 @@ async fn a_booking_in_a_call_cannot_be_canceled() {
     let id = created["id"].as_str().unwrap().to_owned();
     let in_call = id.clone();
     api.shared
-        .store
-        .call(move |conn| {
-            conn.execute(
+        .ledger
+        .run(move |db| {
+            db.execute(
                 "UPDATE bookings SET state = 'in-call' WHERE id = ?1",
-                [&in_call],
+                args![in_call],
             )?;
             Ok(())
         })
@@ -249,18 +250,20 @@ async fn call_records_are_shown_with_their_ordered_events() {
     let booking_id = created["id"].as_str().unwrap().to_owned();
     let for_call = booking_id.clone();
     api.shared
-        .store
-        .call(move |conn| {
-            conn.execute(
+        .ledger
+        .run(move |db| {
+            db.execute(
                 "INSERT INTO calls (id, booking_id, inbound_call_id, twilio_call_sid, status, created_ms, ended_ms, billed_seconds, amount, currency, end_reason)
                  VALUES ('call_1', ?1, 'sip-call-id-1', 'CA1', 'completed', 1767225600000, 1767225660000, 60, 300, 'jpy', 'caller-hung-up')",
-                [&for_call],
+                args![for_call],
             )?;
-            conn.execute_batch(
-                "INSERT INTO call_events VALUES ('call_1', 2, 1767225601000, 'ringing', 180, 'Ringing', NULL);
-                 INSERT INTO call_events VALUES ('call_1', 1, 1767225600000, 'queued', NULL, NULL, NULL);
-                 INSERT INTO call_events VALUES ('call_1', 3, 1767225660000, 'completed', NULL, NULL, 'caller hung up');",
-            )?;
+            for event in [
+                "INSERT INTO call_events VALUES ('call_1', 2, 1767225601000, 'ringing', 180, 'Ringing', NULL)",
+                "INSERT INTO call_events VALUES ('call_1', 1, 1767225600000, 'queued', NULL, NULL, NULL)",
+                "INSERT INTO call_events VALUES ('call_1', 3, 1767225660000, 'completed', NULL, NULL, 'caller hung up')",
+            ] {
+                db.execute(event, &[])?;
+            }
             Ok(())
         })
         .await
@@ -358,17 +361,17 @@ async fn calls_are_found_by_the_number_dialled_with_the_bookings_they_could_have
     let booking_id = created["id"].as_str().unwrap().to_owned();
     let candidates = json!([booking_id]).to_string();
     api.shared
-        .store
-        .call(move |conn| {
-            conn.execute(
+        .ledger
+        .run(move |db| {
+            db.execute(
                 "INSERT INTO calls (id, inbound_call_id, called, status, created_ms, ended_ms, end_reason, candidates)
                  VALUES ('call_pin', 'sip-1', '+81312345678', 'failed', 1767225600000, 1767225660000, 'pin-failed', ?1)",
-                [&candidates],
+                args![candidates],
             )?;
-            conn.execute(
+            db.execute(
                 "INSERT INTO calls (id, inbound_call_id, called, status, created_ms)
                  VALUES ('call_other', 'sip-2', '+81399999999', 'queued', 1767225600000)",
-                [],
+                &[],
             )?;
             Ok(())
         })

@@ -148,10 +148,6 @@ fn parse_time(text: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(text, &Rfc3339).ok()
 }
 
-fn unix_ms(time: OffsetDateTime) -> i64 {
-    i64::try_from(time.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
-}
-
 /// Checks every rule and lists every failure.
 pub fn validate(booking: NewBooking, context: &Context) -> Result<ValidBooking, Vec<FieldError>> {
     let mut errors = Vec::new();
@@ -280,20 +276,12 @@ pub fn validate(booking: NewBooking, context: &Context) -> Result<ValidBooking, 
     }
     match (errors.is_empty(), start, end) {
         (true, Some(start), Some(end)) => Ok(ValidBooking {
-            window_start_ms: unix_ms(start),
-            window_end_ms: unix_ms(end),
+            window_start_ms: crate::clock::ms_of(start),
+            window_end_ms: crate::clock::ms_of(end),
             booking,
         }),
         _ => Err(errors),
     }
-}
-
-/// Formats Unix ms as RFC 3339 UTC for the API.
-pub fn rfc3339(ms: i64) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -334,7 +322,10 @@ mod tests {
         assert_eq!(valid.booking.tariff.increment_seconds, 1);
         assert_eq!(valid.booking.tariff.minimum_seconds, 0);
         assert_eq!(valid.window_end_ms - valid.window_start_ms, 3_600_000);
-        assert_eq!(rfc3339(valid.window_start_ms), "2026-12-01T01:00:00Z");
+        assert_eq!(
+            crate::clock::rfc3339(valid.window_start_ms),
+            "2026-12-01T01:00:00Z"
+        );
     }
 
     #[test]

@@ -52,45 +52,8 @@ impl Settings {
     }
 }
 
-/// The Twilio call-status vocabulary the record uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    /// The call arrived.
-    Queued,
-    /// We sent the INVITE to the callee.
-    Initiated,
-    /// The callee's phone rings.
-    Ringing,
-    /// The callee answered; talk time runs.
-    InProgress,
-    /// Both were connected and the call ended.
-    Completed,
-    /// The callee (or the booking) was busy.
-    Busy,
-    /// The call could not be connected.
-    Failed,
-    /// The callee did not answer in time.
-    NoAnswer,
-    /// The caller gave up before the callee answered.
-    Canceled,
-}
-
-impl Status {
-    /// The stored word.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Queued => "queued",
-            Status::Initiated => "initiated",
-            Status::Ringing => "ringing",
-            Status::InProgress => "in-progress",
-            Status::Completed => "completed",
-            Status::Busy => "busy",
-            Status::Failed => "failed",
-            Status::NoAnswer => "no-answer",
-            Status::Canceled => "canceled",
-        }
-    }
-}
+/// The Twilio call-status vocabulary the record uses (the ledger's type).
+pub use crate::ledger::CallStatus as Status;
 
 /// Something that happened to the call.
 #[derive(Debug)]

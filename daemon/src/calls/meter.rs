@@ -4,14 +4,13 @@
 //! monotonic clock; what survives a crash is the last checkpoint, written
 //! every `billing.checkpoint_interval` for every talking call in one
 //! transaction. At start-up a call left open ends at its checkpoint
-//! (`records::recover_open_calls`): under-billed by at most one interval,
+//! (`Ledger::recover_open_calls`): under-billed by at most one interval,
 //! never over-billed.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use super::records;
-use super::task::now_ms;
+use crate::clock::now_ms;
 use crate::shutdown::Shutdown;
 use crate::state::Shared;
 
@@ -59,10 +58,7 @@ pub async fn checkpoint_loop(shared: Arc<Shared>, meters: Arc<Meters>, mut shutd
             continue;
         }
         let count = talking.len();
-        let saved = shared
-            .store
-            .call(move |conn| records::checkpoint(conn, &talking, now_ms()))
-            .await;
+        let saved = shared.ledger.checkpoint(talking, now_ms()).await;
         if let Err(e) = saved {
             tracing::error!(error = %e, calls = count, "cannot checkpoint running meters");
         }

@@ -3,7 +3,6 @@
 
 pub mod machine;
 pub mod meter;
-pub mod records;
 pub mod recovery;
 pub mod route;
 pub mod task;

@@ -1,6 +1,6 @@
 //! Finishing what a crash left behind, at start-up.
 //!
-//! `records::recover_open_calls` closes the records of calls that were
+//! `Ledger::recover_open_calls` closes the records of calls that were
 //! open when the daemon died (at their last checkpoint, settled like any
 //! call). Their parties may still be connected and sending RTP, so this
 //! module does the rest, as Kamailio's dialog module does from its
@@ -21,114 +21,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, params};
-use tollbridge_media::bridge::Side;
 use tollbridge_media::relay::Relay;
 use tollbridge_sip::edge::{ByeOutcome, DialogRecord, SipEdge};
 use tracing::Instrument;
 
-use crate::store::{Store, StoreError};
+use crate::ledger::{Ledger, Unfinished};
 
 /// How long the ports of calls still being hung up are held back: until
 /// their BYEs are done, which replaces this; a BYE transaction ends in
 /// 32 s, so this only matters if the task itself is lost.
 const UNTIL_HUNG_UP: Duration = Duration::from_secs(24 * 3600);
-
-/// A call closed by recovery whose parties are still to be hung up (and
-/// whose ports are still to be released: a call that was only ringing
-/// has no dialog to end, but its expert may still send early media).
-#[derive(Debug, Clone)]
-pub struct Unfinished {
-    /// Our id (`call_...`).
-    pub call_id: String,
-    /// Its final status, which its outcome events carry.
-    pub status: String,
-    /// The relay's RTP ports it held.
-    pub rtp_ports: Vec<u16>,
-    /// Each established leg's stored dialog (JSON).
-    pub dialogs: Vec<(Side, String)>,
-}
-
-/// The calls whose parties are owed a BYE.
-pub fn unfinished(conn: &Connection) -> Result<Vec<Unfinished>, StoreError> {
-    let mut statement = conn.prepare(
-        "SELECT id, status, caller_rtp_port, callee_rtp_port, caller_dialog, callee_dialog
-         FROM calls WHERE hangup_pending = 1 ORDER BY created_ms, id",
-    )?;
-    let rows = statement.query_map([], |row| {
-        let ports: [Option<i64>; 2] = [row.get(2)?, row.get(3)?];
-        let dialogs: [(Side, Option<String>); 2] =
-            [(Side::Caller, row.get(4)?), (Side::Callee, row.get(5)?)];
-        Ok(Unfinished {
-            call_id: row.get(0)?,
-            status: row.get(1)?,
-            rtp_ports: ports
-                .into_iter()
-                .flatten()
-                .filter_map(|port| u16::try_from(port).ok())
-                .collect(),
-            dialogs: dialogs
-                .into_iter()
-                .filter_map(|(side, dialog)| Some((side, dialog?)))
-                .collect(),
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
-/// RTP ports of calls that ended at or after `since_ms`, with when each
-/// ended: their parties may still send for a while.
-pub fn recently_released_ports(
-    conn: &Connection,
-    since_ms: i64,
-) -> Result<Vec<(u16, i64)>, StoreError> {
-    let mut statement = conn.prepare(
-        "SELECT caller_rtp_port, callee_rtp_port, ended_ms FROM calls
-         WHERE ended_ms >= ?1 AND hangup_pending = 0",
-    )?;
-    let rows = statement.query_map([since_ms], |row| {
-        Ok((
-            row.get::<_, Option<i64>>(0)?,
-            row.get::<_, Option<i64>>(1)?,
-            row.get::<_, i64>(2)?,
-        ))
-    })?;
-    let mut ports = Vec::new();
-    for row in rows {
-        let (caller, callee, ended) = row?;
-        for port in [caller, callee].into_iter().flatten() {
-            if let Ok(port) = u16::try_from(port) {
-                ports.push((port, ended));
-            }
-        }
-    }
-    Ok(ports)
-}
-
-/// Appends an event saying what became of a recovered call's party.
-fn record_outcome(
-    conn: &Connection,
-    call_id: &str,
-    status: &str,
-    detail: &str,
-    now_ms: i64,
-) -> Result<(), StoreError> {
-    conn.execute(
-        "INSERT INTO call_events (call_id, seq, at_ms, status, detail)
-         VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM call_events WHERE call_id = ?1), ?2, ?3, ?4)",
-        params![call_id, now_ms, status, detail],
-    )?;
-    Ok(())
-}
-
-/// Marks a recovered call's parties as dealt with.
-fn hangups_done(conn: &Connection, call_id: &str) -> Result<(), StoreError> {
-    conn.execute(
-        "UPDATE calls SET hangup_pending = 0 WHERE id = ?1",
-        [call_id],
-    )?;
-    Ok(())
-}
 
 /// Holds back the ports of `unfinished` calls until they are hung up, and
 /// the ports released within `quarantine` before `now_ms` until that much
@@ -162,7 +64,7 @@ pub fn hold_back_ports(
 /// What the hang-ups need.
 pub struct Hangups {
     /// The ledger.
-    pub store: Store,
+    pub ledger: Ledger,
     /// Sends the BYEs.
     pub edge: Arc<SipEdge>,
     /// Gets the ports back.
@@ -211,23 +113,20 @@ async fn hang_up_call(hangups: Arc<Hangups>, call: Unfinished) {
                 tracing::warn!(side = side.as_str(), %outcome, "recovered call: BYE not answered")
             }
         }
-        let (id, status) = (call.call_id.clone(), call.status.clone());
         let written = hangups
-            .store
-            .call(move |conn| {
-                record_outcome(conn, &id, &status, &detail, crate::calls::task::now_ms())
-            })
+            .ledger
+            .record_hangup_outcome(
+                call.call_id.clone(),
+                call.status,
+                detail,
+                crate::clock::now_ms(),
+            )
             .await;
         if let Err(e) = written {
             tracing::error!(error = %e, "cannot record a recovered call's hang-up");
         }
     }
-    let id = call.call_id.clone();
-    if let Err(e) = hangups
-        .store
-        .call(move |conn| hangups_done(conn, &id))
-        .await
-    {
+    if let Err(e) = hangups.ledger.hangups_done(call.call_id.clone()).await {
         tracing::error!(error = %e, "cannot mark a recovered call hung up; a restart will try again");
     }
     hangups

@@ -22,13 +22,12 @@ use tollbridge_sip::edge::{
 use tollbridge_sip::reject::RejectReason;
 use tracing::Instrument;
 
-use super::machine::{Call, Command, End, Input, Settings, Status};
+use super::machine::{Call, Command, Input, Settings, Status};
 use super::meter::Meters;
-use super::records::{self, NewCall, Routed};
 use super::route::{self, Route, e164};
+use crate::ledger::{CallEnd, LedgerError, NewCall, Routed};
 use crate::settle::{Held, Settler};
 use crate::state::Shared;
-use crate::store::StoreError;
 
 /// How long a caller has for the first digit of a PIN.
 const PIN_FIRST_DIGIT: Duration = Duration::from_secs(10);
@@ -74,10 +73,7 @@ pub async fn answer_calls(control: Arc<CallControl>, mut calls: mpsc::Receiver<I
     }
 }
 
-/// Wall-clock milliseconds since the epoch, for records.
-pub fn now_ms() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
-}
+pub use crate::clock::now_ms;
 
 type Boxed<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -99,13 +95,7 @@ async fn run_call(control: Arc<CallControl>, id: String, call: InboundCall) {
         called: call.called.as_deref().and_then(e164),
     };
     let mut leg = call.leg;
-    let inserted = {
-        let record = record.clone();
-        shared
-            .store
-            .call(move |conn| records::insert_call(conn, &record, now_ms()))
-            .await
-    };
+    let inserted = shared.ledger.begin_call(record.clone(), now_ms()).await;
     if let Err(e) = inserted {
         // Another host can take it: 503 makes the trunk fail over.
         tracing::error!(error = %e, "cannot record a new call; refusing it with 503");
@@ -117,17 +107,13 @@ async fn run_call(control: Arc<CallControl>, id: String, call: InboundCall) {
         Err(e) => {
             tracing::error!(error = %e, "no media ports; refusing the call with 503");
             let _ = leg.reject(RejectReason::Overloaded.response().0);
-            let end = End {
+            let end = CallEnd {
                 status: Status::Failed,
-                reason: "no-media-ports",
-                sip_code: Some(503),
-                talk: Duration::ZERO,
+                reason: "no-media-ports".to_owned(),
+                talk_ms: 0,
                 connected: false,
             };
-            let _ = shared
-                .store
-                .call(move |conn| records::record_end(conn, &id, &end, now_ms()))
-                .await;
+            let _ = shared.ledger.close_call(id, end, now_ms()).await;
             shared.metrics.call_ended(Status::Failed.as_str());
             return;
         }
@@ -149,16 +135,14 @@ async fn run_call(control: Arc<CallControl>, id: String, call: InboundCall) {
     let session_id = now_ms().unsigned_abs();
     let machine = Call::new(settings, &call.offer, session_id);
     tracing::info!(caller = ?record.caller, called = ?record.called, trunk = %call.trunk, "call offered");
-    let lookup: Boxed<Result<Routed, StoreError>> = {
+    let lookup: Boxed<Result<Routed, LedgerError>> = {
         let (id, called) = (id.clone(), record.called.clone());
-        let store = shared.store.clone();
+        let ledger = shared.ledger.clone();
+        let now = now_ms();
         Box::pin(async move {
-            store
-                .call(move |conn| {
-                    let now = now_ms();
-                    records::route_and_claim(conn, &id, called.as_deref(), now, |bookings| {
-                        route::route(bookings, &caller_ids, now)
-                    })
+            ledger
+                .route_and_claim(id, called, now, move |bookings| {
+                    route::route(bookings, &caller_ids, now)
                 })
                 .await
         })
@@ -219,7 +203,7 @@ struct Shell {
     callee: Option<OutboundLeg>,
     callee_reoffer: Option<Reoffer>,
     placing: Option<Boxed<Result<Placed, EdgeError>>>,
-    lookup: Option<Boxed<Result<Routed, StoreError>>>,
+    lookup: Option<Boxed<Result<Routed, LedgerError>>>,
     holding: Option<Boxed<Result<Held, String>>>,
     booking: Option<String>,
     media: Option<CallMedia>,
@@ -297,9 +281,9 @@ impl Shell {
                     {
                         // The hold runs while the expert's phone rings.
                         self.machine.handle(Input::HoldPending, std::time::Instant::now());
-                        let (store, id, booking) = (self.shared.store.clone(), self.id.clone(), booking.clone());
+                        let (ledger, id, booking) = (self.shared.ledger.clone(), self.id.clone(), booking.clone());
                         self.holding = Some(Box::pin(async move {
-                            crate::settle::place_hold(&store, settler.gateway(), &id, &booking).await
+                            crate::settle::place_hold(&ledger, settler.gateway(), &id, &booking).await
                         }));
                     }
                     Some(Input::Routed(route))
@@ -477,18 +461,12 @@ impl Shell {
             }
             Command::CheckPin(pin) => {
                 let (id, called) = (self.id.clone(), self.called.clone());
-                let store = self.shared.store.clone();
+                let ledger = self.shared.ledger.clone();
+                let now = now_ms();
                 self.lookup = Some(Box::pin(async move {
-                    store
-                        .call(move |conn| {
-                            let now = now_ms();
-                            records::route_and_claim(
-                                conn,
-                                &id,
-                                called.as_deref(),
-                                now,
-                                |bookings| route::route_by_pin(bookings, &pin, now),
-                            )
+                    ledger
+                        .route_and_claim(id, called, now, move |bookings| {
+                            route::route_by_pin(bookings, &pin, now)
                         })
                         .await
                 }));
@@ -498,22 +476,30 @@ impl Shell {
                 self.booking = Some(booking);
             }
             Command::RecordCalleeCallId(sip_call_id) => {
-                let id = self.id.clone();
-                write(&self.shared.store, move |conn| {
-                    records::record_callee_call_id(conn, &id, &sip_call_id)
-                })
-                .await;
+                let written = self
+                    .shared
+                    .ledger
+                    .record_callee_call_id(self.id.clone(), sip_call_id)
+                    .await;
+                logged(written);
             }
             Command::Record(event) => {
                 if event.status == Status::InProgress {
                     self.control.meters.start(&self.id);
                 }
                 tracing::info!(status = event.status.as_str(), code = ?event.sip_code, detail = ?event.detail, "call status");
-                let id = self.id.clone();
-                write(&self.shared.store, move |conn| {
-                    records::record_event(conn, &id, &event, now_ms())
-                })
-                .await;
+                let written = self
+                    .shared
+                    .ledger
+                    .record_event(
+                        self.id.clone(),
+                        event.status,
+                        event.sip_code,
+                        event.detail,
+                        now_ms(),
+                    )
+                    .await;
+                logged(written);
             }
             Command::RecordEnd(end) => {
                 tracing::info!(
@@ -524,11 +510,16 @@ impl Shell {
                 );
                 self.shared.metrics.call_ended(end.status.as_str());
                 self.control.meters.stop(&self.id);
-                let id = self.id.clone();
+                let end = CallEnd {
+                    status: end.status,
+                    reason: end.reason.to_owned(),
+                    talk_ms: i64::try_from(end.talk.as_millis()).unwrap_or(i64::MAX),
+                    connected: end.connected,
+                };
                 let priced = self
                     .shared
-                    .store
-                    .call(move |conn| records::record_end(conn, &id, &end, now_ms()))
+                    .ledger
+                    .close_call(self.id.clone(), end, now_ms())
                     .await;
                 match priced {
                     Ok(Some(priced)) => {
@@ -568,11 +559,12 @@ impl Shell {
             return;
         };
         media.announce();
-        let (id, ports) = (self.id.clone(), media.rtp_ports());
-        write(&self.shared.store, move |conn| {
-            records::record_rtp_ports(conn, &id, ports)
-        })
-        .await;
+        let written = self
+            .shared
+            .ledger
+            .record_rtp_ports(self.id.clone(), media.rtp_ports())
+            .await;
+        logged(written);
     }
 
     /// Stores what it takes to end a leg's dialog after a crash.
@@ -582,13 +574,10 @@ impl Shell {
         record: &tollbridge_sip::edge::DialogRecord,
     ) -> impl Future<Output = ()> + Send + 'static {
         let json = serde_json::to_string(record).ok();
-        let (store, id) = (self.shared.store.clone(), self.id.clone());
+        let (ledger, id) = (self.shared.ledger.clone(), self.id.clone());
         async move {
             if let Some(json) = json {
-                write(&store, move |conn| {
-                    records::record_dialog(conn, &id, side, &json)
-                })
-                .await;
+                logged(ledger.record_dialog(id, side, json).await);
             }
         }
     }
@@ -598,7 +587,7 @@ impl Shell {
         let Some(booking) = self.booking.clone() else {
             return;
         };
-        let store = self.shared.store.clone();
+        let ledger = self.shared.ledger.clone();
         let edge = self.control.edge.clone();
         let config = self.config.clone();
         let from_user = self
@@ -606,8 +595,8 @@ impl Shell {
             .clone()
             .unwrap_or_else(|| "tollbridge".into());
         self.placing = Some(Box::pin(async move {
-            let callee = store
-                .call(move |conn| crate::bookings::rows::callee_of(conn, &booking))
+            let callee = ledger
+                .callee_of(booking)
                 .await
                 .map_err(|e| EdgeError::BadTarget(e.to_string()))?
                 .ok_or_else(|| EdgeError::BadTarget("the booking has no callee".into()))?;
@@ -675,22 +664,20 @@ impl Shell {
         if let Some(media) = self.media.take()
             && let Some(stats) = media.close().await
         {
-            let id = self.id.clone();
-            write(&self.shared.store, move |conn| {
-                records::record_media(conn, &id, &stats)
-            })
-            .await;
+            logged(
+                self.shared
+                    .ledger
+                    .record_media(self.id.clone(), stats)
+                    .await,
+            );
         }
     }
 }
 
-/// Runs a record write; a failure is logged (the call goes on: the
-/// parties matter more than the row, and recovery closes it at start-up).
-async fn write(
-    store: &crate::store::Store,
-    job: impl FnOnce(&mut rusqlite::Connection) -> Result<(), StoreError> + Send + 'static,
-) {
-    if let Err(e) = store.call(job).await {
+/// Logs a record write that failed (the call goes on: the parties matter
+/// more than the row, and recovery closes it at start-up).
+fn logged(written: Result<(), LedgerError>) {
+    if let Err(e) = written {
         tracing::error!(error = %e, "cannot write the call record");
     }
 }

@@ -9,7 +9,10 @@
 //!   JSON with a stable code ([`ApiError`]).
 
 mod auth;
+mod bookings;
 mod error;
+mod stripe;
+pub mod views;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,7 +42,7 @@ const DATABASE_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 pub fn router(shared: Arc<Shared>) -> Router {
     let authenticated = Router::new()
         .route("/status", get(status))
-        .merge(crate::bookings::routes())
+        .merge(bookings::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             shared.clone(),
@@ -49,7 +52,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
     let v1 = Router::new()
         .route(
             "/stripe/webhook",
-            axum::routing::post(crate::settle::webhook::receive)
+            axum::routing::post(stripe::receive)
                 .layer(axum::extract::DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT)),
         )
         .merge(authenticated);
@@ -76,7 +79,7 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     if !shared.listeners_bound() {
         reasons.push("listeners not bound".to_owned());
     }
-    match tokio::time::timeout(DATABASE_PROBE_TIMEOUT, shared.store.ping()).await {
+    match tokio::time::timeout(DATABASE_PROBE_TIMEOUT, shared.ledger.ping()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => reasons.push(format!("database: {e}")),
         Err(_) => reasons.push("database: no answer within 1s".to_owned()),
@@ -95,7 +98,14 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     // A scrape still answers when the database does not; the settlement
     // gauges then read zero and readyz says why.
-    let settlements = shared.store.settlement_counts().await.unwrap_or_default();
+    let settlements: Vec<(String, u64)> = shared
+        .ledger
+        .settlement_counts()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(state, n)| (state.as_str().to_owned(), n))
+        .collect();
     let sip_turned_away = shared.sip.as_ref().map(|sip| {
         let stats = sip.gate_stats();
         let read = |counter: &std::sync::atomic::AtomicU64| {
@@ -174,7 +184,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::defaults(&std::collections::HashMap::new());
         config.http.api_token = token.map(Secret::inline);
-        let store = crate::store::Store::open(&dir.path().join("t.db")).unwrap();
+        let store = crate::ledger::Ledger::open_sqlite(&dir.path().join("t.db")).unwrap();
         let shared = Shared::new(config, store, None, None);
         shared.mark_listeners_bound();
         Harness { shared, _dir: dir }
@@ -238,7 +248,7 @@ mod tests {
     #[tokio::test]
     async fn readyz_is_503_before_listeners_bind_and_after_the_database_closes() {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::Store::open(&dir.path().join("t.db")).unwrap();
+        let store = crate::ledger::Ledger::open_sqlite(&dir.path().join("t.db")).unwrap();
         let shared = Shared::new(
             Config::defaults(&std::collections::HashMap::new()),
             store.clone(),

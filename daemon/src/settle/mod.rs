@@ -2,13 +2,12 @@
 //! worker that captures (or releases) it after the call and reconciles
 //! whatever a crash or a lost answer left open.
 //!
-//! Every movement is a row committed before its request is sent
-//! ([`rows`]); its key and parameters never change. A request whose
+//! Every movement is a row committed before its request is sent (the
+//! ledger's settlement rows); its key and parameters never change. A request whose
 //! outcome is unknown is settled by reading the PaymentIntent back (at
 //! once, then after 5 min, 1 h, daily), never by sending something else
 //! under the same key.
 
-pub mod rows;
 pub mod timed;
 pub mod webhook;
 
@@ -16,14 +15,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
-use tollbridge_billing::rating::{Currency, Tariff};
+use tollbridge_billing::rating::Currency;
 use tollbridge_billing::settlement::{self, Operation, Resolution};
 use tollbridge_billing::stripe::{Gateway, GatewayError, HoldRequest, Intent};
 
-use crate::calls::task::now_ms;
+use crate::clock::now_ms;
+use crate::ledger::{Ledger, Settlement as Row, SettlementState};
 use crate::shutdown::Shutdown;
-use crate::store::{Store, StoreError};
-use rows::{NewRow, Row};
 
 /// How often the worker looks for due rows when nobody wakes it.
 const POLL: Duration = Duration::from_secs(1);
@@ -39,67 +37,18 @@ pub struct Held {
     pub covers: Duration,
 }
 
-/// The booking facts a hold needs: its tariff, cap and card.
-struct HoldTerms {
-    tariff: Tariff,
-    cap_seconds: u64,
-    customer: String,
-    payment_method: String,
-}
-
-fn terms(conn: &rusqlite::Connection, booking: &str) -> Result<Option<HoldTerms>, StoreError> {
-    Ok(
-        crate::bookings::rows::terms(conn, booking)?.and_then(|terms| {
-            let (customer, payment_method) = terms.card?;
-            Some(HoldTerms {
-                tariff: terms.tariff,
-                cap_seconds: terms.cap_seconds,
-                customer,
-                payment_method,
-            })
-        }),
-    )
-}
-
 /// Places the card hold for a call routed to `booking`: the price of its
 /// cap, off-session, manual capture. The row is committed first; the
 /// answer is recorded on it and on the call. `Err` says why nobody may
 /// talk (declined, authentication required, or an outcome still unknown).
 pub async fn place_hold(
-    store: &Store,
+    ledger: &Ledger,
     gateway: &dyn Gateway,
     call_id: &str,
     booking: &str,
 ) -> Result<Held, String> {
-    let (call, booking_id) = (call_id.to_owned(), booking.to_owned());
-    let prepared = store
-        .call(move |conn| {
-            let Some(terms) = terms(conn, &booking_id)? else {
-                return Ok(None);
-            };
-            let Ok(amount) = settlement::hold_amount(&terms.tariff, terms.cap_seconds) else {
-                return Ok(None);
-            };
-            let tx = conn.transaction()?;
-            let row = rows::insert(
-                &tx,
-                &NewRow {
-                    call_id: &call,
-                    booking_id: Some(&booking_id),
-                    operation: Operation::Authorize,
-                    amount,
-                    currency: terms.tariff.currency.code(),
-                    payment_intent: None,
-                    customer: Some(&terms.customer),
-                    payment_method: Some(&terms.payment_method),
-                    act_by_ms: None,
-                },
-                now_ms(),
-            )?;
-            rows::mark_sent(&tx, &row.id, now_ms())?;
-            tx.commit()?;
-            Ok(Some((row, terms)))
-        })
+    let prepared = ledger
+        .begin_hold(call_id.to_owned(), booking.to_owned(), now_ms())
         .await
         .map_err(|e| format!("cannot record the hold: {e}"))?;
     let Some((row, terms)) = prepared else {
@@ -127,10 +76,20 @@ pub async fn place_hold(
     let (state, intent_id, error, next) = match &answer {
         Ok(intent) => {
             match settlement::resolve(Operation::Authorize, &intent.status, 0, row.amount) {
-                Resolution::Succeeded => ("succeeded", Some(intent.id.clone()), None, None),
-                Resolution::Failed(why) => ("failed", Some(intent.id.clone()), Some(why), None),
+                Resolution::Succeeded => (
+                    SettlementState::Succeeded,
+                    Some(intent.id.clone()),
+                    None,
+                    None,
+                ),
+                Resolution::Failed(why) => (
+                    SettlementState::Failed,
+                    Some(intent.id.clone()),
+                    Some(why),
+                    None,
+                ),
                 Resolution::Resend => (
-                    "failed",
+                    SettlementState::Failed,
                     Some(intent.id.clone()),
                     Some(format!("the hold is {}", intent.status)),
                     None,
@@ -138,15 +97,13 @@ pub async fn place_hold(
             }
         }
         Err(GatewayError::Unknown(why)) => (
-            "unknown",
+            SettlementState::Unknown,
             None,
             Some(why.clone()),
             Some(now_ms() + settlement::reconcile_after(1).as_millis() as i64),
         ),
-        Err(e) => ("failed", None, Some(e.to_string()), None),
+        Err(e) => (SettlementState::Failed, None, Some(e.to_string()), None),
     };
-    let row_id = row.id.clone();
-    let (stored_intent, stored_error) = (intent_id.clone(), error.clone());
     let capture_before = answer
         .as_ref()
         .ok()
@@ -154,32 +111,30 @@ pub async fn place_hold(
     let amount = row.amount;
     // All or nothing: should this fail, the row stays `sent` and the
     // reconciler finds the hold by its metadata.
-    let recorded = store
-        .call(move |conn| {
-            let tx = conn.transaction()?;
-            match (state, stored_intent.as_deref()) {
-                ("succeeded", Some(intent)) => {
-                    rows::hold_succeeded(&tx, &row_id, intent, capture_before, now_ms())?
-                }
-                _ => rows::conclude(
-                    &tx,
-                    &row_id,
+    let recorded = match (state, intent_id.clone()) {
+        (SettlementState::Succeeded, Some(intent)) => {
+            ledger
+                .hold_succeeded(row.id.clone(), intent, capture_before, now_ms())
+                .await
+        }
+        _ => {
+            ledger
+                .conclude_settlement(
+                    row.id.clone(),
                     state,
-                    stored_intent.as_deref(),
-                    stored_error.as_deref(),
+                    intent_id.clone(),
+                    error.clone(),
                     next,
                     now_ms(),
-                )?,
-            }
-            tx.commit()?;
-            Ok(())
-        })
-        .await;
+                )
+                .await
+        }
+    };
     if let Err(e) = recorded {
         tracing::error!(error = %e, settlement = %row.id, "cannot record the hold's answer; the reconciler will read it back");
     }
     match (state, intent_id) {
-        ("succeeded", Some(payment_intent)) => {
+        (SettlementState::Succeeded, Some(payment_intent)) => {
             let covers = settlement::cap_for_hold(&terms.tariff, amount, terms.cap_seconds)
                 .unwrap_or(terms.cap_seconds);
             Ok(Held {
@@ -197,7 +152,7 @@ pub async fn place_hold(
 
 /// The settlement worker.
 pub struct Settler {
-    store: Store,
+    ledger: Ledger,
     gateway: Arc<dyn Gateway>,
     wake: Notify,
 }
@@ -209,10 +164,10 @@ impl std::fmt::Debug for Settler {
 }
 
 impl Settler {
-    /// A worker over `store` sending through `gateway`.
-    pub fn new(store: Store, gateway: Arc<dyn Gateway>) -> Arc<Settler> {
+    /// A worker over `ledger` sending through `gateway`.
+    pub fn new(ledger: Ledger, gateway: Arc<dyn Gateway>) -> Arc<Settler> {
         Arc::new(Settler {
-            store,
+            ledger,
             gateway,
             wake: Notify::new(),
         })
@@ -237,10 +192,7 @@ impl Settler {
             if shutdown.is_requested() {
                 return;
             }
-            let due = self
-                .store
-                .call(move |conn| rows::due(conn, now_ms(), all_open))
-                .await;
+            let due = self.ledger.due_settlements(now_ms(), all_open).await;
             match due {
                 Ok(due) => {
                     if all_open && !due.is_empty() {
@@ -256,11 +208,7 @@ impl Settler {
                 Err(e) => tracing::error!(error = %e, "cannot read due settlements"),
             }
             all_open = false;
-            match self
-                .store
-                .call(|conn| rows::renew_fee_holds(conn, now_ms()))
-                .await
-            {
+            match self.ledger.renew_fee_holds(now_ms()).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(
                     bookings = n,
@@ -268,11 +216,7 @@ impl Settler {
                 ),
                 Err(e) => tracing::error!(error = %e, "cannot renew fee holds"),
             }
-            match self
-                .store
-                .call(|conn| rows::fee_no_shows(conn, now_ms()))
-                .await
-            {
+            match self.ledger.fee_no_shows(now_ms()).await {
                 Ok(0) => {}
                 Ok(n) => {
                     tracing::info!(bookings = n, "cancellation fees due: no call in the window");
@@ -291,40 +235,26 @@ impl Settler {
     async fn record(
         &self,
         row: &Row,
-        state: &'static str,
+        state: SettlementState,
         intent: Option<String>,
         error: Option<String>,
         next: Option<i64>,
     ) {
-        let id = row.id.clone();
         let result = self
-            .store
-            .call(move |conn| {
-                rows::conclude(
-                    conn,
-                    &id,
-                    state,
-                    intent.as_deref(),
-                    error.as_deref(),
-                    next,
-                    now_ms(),
-                )
-            })
+            .ledger
+            .conclude_settlement(row.id.clone(), state, intent, error, next, now_ms())
             .await;
         if let Err(e) = result {
             tracing::error!(error = %e, settlement = %row.id, "cannot record a settlement outcome");
         }
-        tracing::info!(settlement = %row.id, operation = %row.operation, amount = row.amount, state, "settlement");
+        tracing::info!(settlement = %row.id, operation = %row.operation.as_str(), amount = row.amount, state = %state, "settlement");
     }
 
     async fn process(&self, row: Row) {
-        let Some(operation) = Operation::parse(&row.operation) else {
-            return;
-        };
-        match operation {
+        match row.operation {
             Operation::Authorize => self.reconcile_hold(row).await,
             Operation::CancellationFee => self.fee_hold(row).await,
-            Operation::Capture | Operation::Cancel => self.send(row, operation).await,
+            operation @ (Operation::Capture | Operation::Cancel) => self.send(row, operation).await,
         }
     }
 
@@ -333,7 +263,7 @@ impl Settler {
         let Some(intent) = row.payment_intent.clone() else {
             self.record(
                 &row,
-                "failed",
+                SettlementState::Failed,
                 None,
                 Some("no PaymentIntent to act on".into()),
                 None,
@@ -342,18 +272,13 @@ impl Settler {
             return;
         };
         // A row found sent or unknown may have taken effect: read first.
-        if row.state != "pending"
+        if row.state != SettlementState::Pending
             && let Ok(read) = self.gateway.retrieve(intent.clone()).await
             && self.conclude_from(&row, operation, &read).await
         {
             return;
         }
-        let id = row.id.clone();
-        if let Err(e) = self
-            .store
-            .call(move |conn| rows::mark_sent(conn, &id, now_ms()))
-            .await
-        {
+        if let Err(e) = self.ledger.mark_sent(row.id.clone(), now_ms()).await {
             tracing::error!(error = %e, "cannot mark a settlement sent; not sending it");
             return;
         }
@@ -377,28 +302,33 @@ impl Settler {
                 _ => self.later(&row, why).await,
             },
             Err(e) => {
-                self.record(&row, "failed", None, Some(e.to_string()), None)
-                    .await
+                self.record(
+                    &row,
+                    SettlementState::Failed,
+                    None,
+                    Some(e.to_string()),
+                    None,
+                )
+                .await
             }
         }
     }
 
-    /// Records a hold that succeeded (see [`rows::hold_succeeded`]).
+    /// Records a hold that succeeded and what follows from it.
     async fn record_held(&self, row: &Row, read: &Intent) {
-        let (id, intent, capture_before) = (row.id.clone(), read.id.clone(), read.capture_before);
         let result = self
-            .store
-            .call(move |conn| {
-                let tx = conn.transaction()?;
-                rows::hold_succeeded(&tx, &id, &intent, capture_before, now_ms())?;
-                tx.commit()?;
-                Ok(())
-            })
+            .ledger
+            .hold_succeeded(
+                row.id.clone(),
+                read.id.clone(),
+                read.capture_before,
+                now_ms(),
+            )
             .await;
         if let Err(e) = result {
             tracing::error!(error = %e, settlement = %row.id, "cannot record a hold");
         }
-        tracing::info!(settlement = %row.id, operation = %row.operation, amount = row.amount, capture_before = ?read.capture_before, "hold placed");
+        tracing::info!(settlement = %row.id, operation = %row.operation.as_str(), amount = row.amount, capture_before = ?read.capture_before, "hold placed");
     }
 
     /// Settles `row` from a PaymentIntent read back; false when it must
@@ -412,14 +342,26 @@ impl Settler {
                 true
             }
             Resolution::Succeeded => {
-                self.record(row, "succeeded", Some(read.id.clone()), None, None)
-                    .await;
+                self.record(
+                    row,
+                    SettlementState::Succeeded,
+                    Some(read.id.clone()),
+                    None,
+                    None,
+                )
+                .await;
                 true
             }
             Resolution::Failed(why) => {
                 tracing::error!(settlement = %row.id, reason = %why, "settlement failed: needs a look");
-                self.record(row, "failed", Some(read.id.clone()), Some(why), None)
-                    .await;
+                self.record(
+                    row,
+                    SettlementState::Failed,
+                    Some(read.id.clone()),
+                    Some(why),
+                    None,
+                )
+                .await;
                 true
             }
             Resolution::Resend => false,
@@ -430,7 +372,7 @@ impl Settler {
     async fn later(&self, row: &Row, why: String) {
         let tries = u32::try_from(row.tries + 1).unwrap_or(u32::MAX);
         let next = now_ms() + settlement::reconcile_after(tries).as_millis() as i64;
-        self.record(row, "unknown", None, Some(why), Some(next))
+        self.record(row, SettlementState::Unknown, None, Some(why), Some(next))
             .await;
     }
 
@@ -444,7 +386,7 @@ impl Settler {
         ) else {
             self.record(
                 &row,
-                "failed",
+                SettlementState::Failed,
                 None,
                 Some("no card or booking".into()),
                 None,
@@ -452,7 +394,7 @@ impl Settler {
             .await;
             return;
         };
-        if row.state != "pending" {
+        if row.state != SettlementState::Pending {
             match self
                 .gateway
                 .find(customer.clone(), "fee_hold".into(), row.key.clone())
@@ -473,7 +415,7 @@ impl Settler {
         let Some(currency) = Currency::from_code(&row.currency) else {
             self.record(
                 &row,
-                "failed",
+                SettlementState::Failed,
                 None,
                 Some(format!("unknown currency {}", row.currency)),
                 None,
@@ -481,10 +423,9 @@ impl Settler {
             .await;
             return;
         };
-        let id = row.id.clone();
         if self
-            .store
-            .call(move |conn| rows::mark_sent(conn, &id, now_ms()))
+            .ledger
+            .mark_sent(row.id.clone(), now_ms())
             .await
             .is_err()
         {
@@ -510,8 +451,14 @@ impl Settler {
             }
             Err(GatewayError::Unknown(why)) => self.later(&row, why).await,
             Err(e) => {
-                self.record(&row, "failed", None, Some(e.to_string()), None)
-                    .await
+                self.record(
+                    &row,
+                    SettlementState::Failed,
+                    None,
+                    Some(e.to_string()),
+                    None,
+                )
+                .await
             }
         }
     }
@@ -523,7 +470,7 @@ impl Settler {
         let (Some(customer), Some(call)) = (row.customer.clone(), row.call_id.clone()) else {
             self.record(
                 &row,
-                "failed",
+                SettlementState::Failed,
                 None,
                 Some("no customer or call to look up".into()),
                 None,
@@ -541,7 +488,7 @@ impl Settler {
             Ok(Some(intent)) => {
                 self.record(
                     &row,
-                    "failed",
+                    SettlementState::Failed,
                     Some(intent.id),
                     Some(format!("the hold is {}", intent.status)),
                     None,
@@ -551,7 +498,7 @@ impl Settler {
             Ok(None) => {
                 self.record(
                     &row,
-                    "failed",
+                    SettlementState::Failed,
                     None,
                     Some("no PaymentIntent was created".into()),
                     None,

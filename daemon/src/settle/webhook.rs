@@ -1,28 +1,15 @@
-//! `POST /v1/stripe/webhook`: Stripe's events, verified, de-duplicated,
-//! and applied to settlements and call records. Webhooks only speed
-//! things up: the worker's read-back remains the truth, so an event lost,
-//! late or out of order changes nothing that matters.
+//! Stripe's webhook signatures. Deliveries come in at `http::stripe`, are
+//! verified here, and are recorded and applied by the ledger. Webhooks
+//! only speed things up: the worker's read-back remains the truth, so an
+//! event lost, late or out of order changes nothing that matters.
 //!
 //! Verification is by hand (HMAC-SHA256 over `"{t}.{body}"` with the
 //! endpoint secret, `hmac` + `sha2`, compared in constant time, 300 s
 //! tolerance): `async-stripe-webhook` would also parse the whole typed
 //! event, and we need only its id, type and object ids.
 
-use std::sync::Arc;
-
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, Mac};
-use rusqlite::{Connection, params};
-use serde_json::{Value, json};
 use sha2::Sha256;
-
-use crate::calls::task::now_ms;
-use crate::http::ApiError;
-use crate::state::Shared;
-use crate::store::StoreError;
 
 /// How far a signature's timestamp may be from now.
 pub const TOLERANCE_SECONDS: i64 = 300;
@@ -80,154 +67,6 @@ pub fn verify(
     } else {
         Err(SignatureError::Mismatch)
     }
-}
-
-/// Receives one delivery.
-pub async fn receive(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let Some(secret) = shared.config.load().stripe.webhook_secret.clone() else {
-        return ApiError::new(
-            StatusCode::NOT_FOUND,
-            "webhooks_disabled",
-            "stripe.webhook_secret is not set",
-        )
-        .into_response();
-    };
-    let header = headers
-        .get("stripe-signature")
-        .and_then(|v| v.to_str().ok());
-    let now = now_ms() / 1000;
-    if let Err(e) = verify(header, &body, secret.expose(), now) {
-        tracing::warn!(reason = ?e, "stripe webhook refused: bad signature");
-        return ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_signature",
-            format!("Stripe-Signature does not verify ({e:?})"),
-        )
-        .into_response();
-    }
-    let Ok(event) = serde_json::from_slice::<Value>(&body) else {
-        return ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_event",
-            "the body is not a JSON event",
-        )
-        .into_response();
-    };
-    let (Some(id), Some(kind)) = (event["id"].as_str(), event["type"].as_str()) else {
-        return ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_event",
-            "the event has no id or type",
-        )
-        .into_response();
-    };
-    let (id, kind) = (id.to_owned(), kind.to_owned());
-    let object = event["data"]["object"].clone();
-    let applied = shared
-        .store
-        .call(move |conn| apply(conn, &id, &kind, &object))
-        .await;
-    match applied {
-        Ok(fresh) => (
-            StatusCode::OK,
-            axum::Json(json!({"received": true, "duplicate": !fresh})),
-        )
-            .into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot apply a stripe webhook");
-            // Stripe retries a non-2xx delivery.
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                "try again",
-            )
-            .into_response()
-        }
-    }
-}
-
-/// Records the event once (by id) and applies it; false for a duplicate.
-pub fn apply(
-    conn: &mut Connection,
-    id: &str,
-    kind: &str,
-    object: &Value,
-) -> Result<bool, StoreError> {
-    let tx = conn.transaction()?;
-    let fresh = tx.execute(
-        "INSERT OR IGNORE INTO stripe_events (id, type, received_ms) VALUES (?1, ?2, ?3)",
-        params![id, kind, now_ms()],
-    )? == 1;
-    if fresh {
-        let intent = match object["object"].as_str() {
-            Some("payment_intent") => object["id"].as_str(),
-            _ => object["payment_intent"].as_str(),
-        };
-        if let Some(intent) = intent {
-            apply_to(&tx, kind, intent, object)?;
-        }
-        tx.execute(
-            "UPDATE stripe_events SET processed_ms = ?2 WHERE id = ?1",
-            params![id, now_ms()],
-        )?;
-    }
-    tx.commit()?;
-    Ok(fresh)
-}
-
-fn apply_to(conn: &Connection, kind: &str, intent: &str, object: &Value) -> Result<(), StoreError> {
-    let now = now_ms();
-    let settle = |operation: &str, state: &str, error: Option<&str>| -> Result<usize, StoreError> {
-        Ok(conn.execute(
-            "UPDATE settlements SET state = ?3, last_error = COALESCE(?4, last_error), next_attempt_ms = NULL, updated_ms = ?5
-             WHERE payment_intent = ?1 AND operation = ?2 AND state IN ('pending', 'sent', 'unknown')",
-            params![intent, operation, state, error, now],
-        )?)
-    };
-    match kind {
-        "payment_intent.succeeded" => {
-            let received = object["amount_received"].as_i64().unwrap_or(-1);
-            conn.execute(
-                "UPDATE settlements SET state = 'succeeded', next_attempt_ms = NULL, updated_ms = ?3
-                 WHERE payment_intent = ?1 AND operation = 'capture' AND amount = ?2
-                   AND state IN ('pending', 'sent', 'unknown')",
-                params![intent, received, now],
-            )?;
-        }
-        "payment_intent.canceled" => {
-            settle("cancel", "succeeded", None)?;
-            settle(
-                "capture",
-                "failed",
-                Some("the hold was canceled or expired before capture"),
-            )?;
-        }
-        "payment_intent.amount_capturable_updated" => {
-            settle("authorize", "succeeded", None)?;
-        }
-        "payment_intent.payment_failed" => {
-            settle("authorize", "failed", Some("payment_failed"))?;
-        }
-        "charge.refunded" | "charge.dispute.created" | "charge.expired" => {
-            let detail = match kind {
-                "charge.refunded" => "stripe: the charge was refunded",
-                "charge.dispute.created" => "stripe: the customer disputed the charge",
-                _ => "stripe: the uncaptured charge expired",
-            };
-            conn.execute(
-                "INSERT INTO call_events (call_id, seq, at_ms, status, detail)
-                 SELECT id, (SELECT COALESCE(MAX(seq), 0) + 1 FROM call_events WHERE call_id = calls.id), ?2, status, ?3
-                 FROM calls WHERE payment_intent = ?1",
-                params![intent, now, detail],
-            )?;
-        }
-        _ => {}
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,230 @@
+//! `/v1/bookings` and `/v1/calls`: bookings created, read, listed and
+//! canceled; call records read by id, booking or dialled number. The
+//! rules a booking must meet are `bookings::model`'s; the storing is the
+//! ledger's.
+//!
+//! - `POST /v1/bookings` creates one (422 listing every invalid field);
+//! - `GET /v1/bookings/{id}`, `GET /v1/bookings?called=&state=&limit=`;
+//! - `DELETE /v1/bookings/{id}` cancels (409 while it is in a call);
+//! - `GET /v1/calls?booking=ID&called=+E164&limit=N`, `GET /v1/calls/{id}`:
+//!   call records with their ordered events.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use super::{ApiError, views};
+use crate::bookings::model::{self, Context, FieldError, NewBooking};
+use crate::ledger::{BookingState, BookingWrite};
+use crate::state::Shared;
+
+/// The routes, to be nested under `/v1` behind the token check.
+pub fn routes() -> axum::Router<Arc<Shared>> {
+    axum::Router::new()
+        .route("/bookings", get(list_bookings).post(create_booking))
+        .route("/bookings/{id}", get(show_booking).delete(cancel_booking))
+        .route("/calls", get(list_calls))
+        .route("/calls/{id}", get(show_call))
+}
+
+fn internal(error: impl std::fmt::Display) -> ApiError {
+    tracing::error!(error = %error, "api request failed on the database");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error; see the daemon log",
+    )
+}
+
+/// A list's `limit`: `default` when absent; outside 1–500 an error on
+/// `limit` is added to `errors`.
+fn checked_limit(limit: Option<i64>, default: i64, errors: &mut Vec<FieldError>) -> i64 {
+    let limit = limit.unwrap_or(default);
+    if !(1..=500).contains(&limit) {
+        errors.push(FieldError {
+            field: "limit".into(),
+            message: "must be 1 to 500".into(),
+        });
+    }
+    limit
+}
+
+/// 422 for a query string that does not fit, naming `field`.
+fn query_error(field: &str, rejection: &axum::extract::rejection::QueryRejection) -> ApiError {
+    ApiError::validation(vec![FieldError {
+        field: field.into(),
+        message: rejection.body_text(),
+    }])
+}
+
+async fn create_booking(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Json<NewBooking>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Json(booking) = body.map_err(ApiError::from_json_rejection)?;
+    let config = shared.config.load();
+    let trunks: Vec<String> = config
+        .trunks
+        .iter()
+        .filter(|t| t.termination.is_some())
+        .map(|t| t.name.clone())
+        .collect();
+    let now = OffsetDateTime::now_utc();
+    let valid = model::validate(
+        booking,
+        &Context {
+            now,
+            trunks_with_termination: &trunks,
+            charges: config.stripe.mode() != tollbridge_config::StripeMode::LedgerOnly,
+        },
+    )
+    .map_err(ApiError::validation)?;
+    let id = valid
+        .booking
+        .id
+        .clone()
+        .unwrap_or_else(|| format!("bk_{}", uuid::Uuid::now_v7().simple()));
+    match shared
+        .ledger
+        .create_booking(id, valid, crate::clock::ms_of(now))
+        .await
+    {
+        Ok(row) => Ok((StatusCode::CREATED, Json(views::booking(&row)))),
+        Err(BookingWrite::Exists) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "booking_exists",
+            "a booking with this id already exists",
+        )),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+async fn show_booking(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let row = shared.ledger.booking(id).await.map_err(internal)?;
+    row.map(|row| Json(views::booking(&row)))
+        .ok_or_else(ApiError::not_found)
+}
+
+/// Query of `GET /v1/bookings`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BookingQuery {
+    called: Option<String>,
+    state: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn list_bookings(
+    State(shared): State<Arc<Shared>>,
+    query: Result<Query<BookingQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|e| query_error("query", &e))?;
+    let mut errors = Vec::new();
+    let state = match query.state.as_deref().map(BookingState::parse) {
+        Some(None) => {
+            let words: Vec<&str> = BookingState::ALL.iter().map(|s| s.as_str()).collect();
+            errors.push(FieldError {
+                field: "state".into(),
+                message: format!("must be one of {}", words.join(", ")),
+            });
+            None
+        }
+        Some(state) => state,
+        None => None,
+    };
+    let limit = checked_limit(query.limit, 50, &mut errors);
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let found = shared
+        .ledger
+        .bookings(query.called, state, limit)
+        .await
+        .map_err(internal)?;
+    Ok(Json(
+        json!({"bookings": found.iter().map(views::booking).collect::<Vec<_>>()}),
+    ))
+}
+
+async fn cancel_booking(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let late_cancellation = shared.config.load().billing.late_cancellation;
+    let result = shared
+        .ledger
+        .cancel_booking(id, crate::clock::now_ms(), late_cancellation)
+        .await;
+    match result {
+        Ok(Some(row)) => Ok(Json(views::booking(&row))),
+        Ok(None) => Err(ApiError::not_found()),
+        Err(BookingWrite::InCall) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "booking_in_call",
+            "the booking is in a call; cancel it after the call ends",
+        )),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+/// Query of `GET /v1/calls`: a booking, a dialled number, or both.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallQuery {
+    booking: Option<String>,
+    called: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn list_calls(
+    State(shared): State<Arc<Shared>>,
+    query: Result<Query<CallQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|e| query_error("query", &e))?;
+    let mut errors = Vec::new();
+    if query.booking.is_none() && query.called.is_none() {
+        errors.push(FieldError {
+            field: "booking".into(),
+            message: "give booking=ID or called=+E164 (or both)".into(),
+        });
+    }
+    if let Some(called) = &query.called
+        && !model::is_e164(called)
+    {
+        errors.push(FieldError {
+            field: "called".into(),
+            message: "must be an E.164 number such as +815012345678".into(),
+        });
+    }
+    let limit = checked_limit(query.limit, 100, &mut errors);
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let calls = shared
+        .ledger
+        .calls(query.booking, query.called, limit)
+        .await
+        .map_err(internal)?;
+    Ok(Json(
+        json!({"calls": calls.iter().map(views::call).collect::<Vec<_>>()}),
+    ))
+}
+
+async fn show_call(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let call = shared.ledger.call(id).await.map_err(internal)?;
+    call.map(|call| Json(views::call(&call)))
+        .ok_or_else(ApiError::not_found)
+}

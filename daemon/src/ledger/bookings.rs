@@ -1,0 +1,286 @@
+//! Bookings: created (with their cancellation-fee hold planned in the
+//! same transaction), read, listed, canceled (their fee captured or
+//! released in the same transaction), and the terms calls are rated by.
+
+use tollbridge_billing::rating::{Currency, Tariff as RatingTariff};
+
+use super::db::{Db, Row};
+use super::states::BookingState;
+use super::{Ledger, LedgerError, settlements};
+use crate::args;
+use crate::bookings::model::{Callee, StripeCard, Tariff, ValidBooking};
+
+/// A booking as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BookingRecord {
+    /// `bk_...`
+    pub id: String,
+    /// The dialled number, E.164.
+    pub called: String,
+    /// Caller IDs that select it, E.164.
+    pub callers: Vec<String>,
+    /// Whether it has a PIN (the PIN itself is never read back).
+    pub has_pin: bool,
+    /// Who answers.
+    pub callee: Option<Callee>,
+    /// How talk is priced.
+    pub tariff: Tariff,
+    /// The most talk time it buys.
+    pub cap_seconds: i64,
+    /// Window start, Unix ms.
+    pub window_start_ms: i64,
+    /// Window end, Unix ms.
+    pub window_end_ms: i64,
+    /// The card, when it has one.
+    pub stripe: Option<StripeCard>,
+    /// The cancellation fee, minor units.
+    pub cancellation_fee: Option<i64>,
+    /// Where it stands.
+    pub state: BookingState,
+    /// When it was created, Unix ms.
+    pub created_ms: i64,
+}
+
+const COLUMNS: &str = "id, called, callers, pin IS NOT NULL, callee, currency, price_per_minute, \
+     increment_seconds, minimum_seconds, cap_seconds, window_start_ms, window_end_ms, stripe_customer, \
+     stripe_payment_method, cancellation_fee, state, created_ms, under_minimum";
+
+fn record_from(row: &Row) -> Result<BookingRecord, LedgerError> {
+    let state = row.text(15)?;
+    Ok(BookingRecord {
+        id: row.text(0)?,
+        called: row.text(1)?,
+        callers: serde_json::from_str(&row.text(2)?).unwrap_or_default(),
+        has_pin: row.flag(3)?,
+        callee: serde_json::from_str(&row.text(4)?).ok(),
+        tariff: Tariff {
+            currency: row.text(5)?,
+            price_per_minute: row.int(6)?,
+            increment_seconds: row.int(7)?,
+            minimum_seconds: row.int(8)?,
+            under_minimum: row.text(17)?,
+        },
+        cap_seconds: row.int(9)?,
+        window_start_ms: row.int(10)?,
+        window_end_ms: row.int(11)?,
+        stripe: row
+            .opt_text(12)?
+            .zip(row.opt_text(13)?)
+            .map(|(customer, payment_method)| StripeCard {
+                customer,
+                payment_method,
+            }),
+        cancellation_fee: row.opt_int(14)?,
+        state: BookingState::parse(&state)
+            .ok_or_else(|| LedgerError::Decode(format!("booking state {state:?}")))?,
+        created_ms: row.int(16)?,
+    })
+}
+
+/// Why a booking could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum BookingWrite {
+    /// The id is taken.
+    #[error("a booking with this id exists")]
+    Exists,
+    /// The booking is in a call and cannot be canceled now.
+    #[error("the booking is in a call")]
+    InCall,
+    /// The database failed.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+/// One booking by id.
+pub(super) fn get(db: &mut dyn Db, id: &str) -> Result<Option<BookingRecord>, LedgerError> {
+    let sql = format!("SELECT {COLUMNS} FROM bookings WHERE id = ?1");
+    db.query_opt(&sql, args![id])?
+        .map(|row| record_from(&row))
+        .transpose()
+}
+
+/// What rating and settlement read of a booking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Terms {
+    /// How talk time is priced.
+    pub tariff: RatingTariff,
+    /// The most talk time it buys.
+    pub cap_seconds: u64,
+    /// The Stripe customer and card, when it has them.
+    pub card: Option<(String, String)>,
+}
+
+/// A booking's terms; `None` when there is no such booking (or its stored
+/// tariff is one this build cannot rate).
+pub(super) fn terms(db: &mut dyn Db, id: &str) -> Result<Option<Terms>, LedgerError> {
+    let Some(row) = db.query_opt(
+        "SELECT currency, price_per_minute, increment_seconds, minimum_seconds, cap_seconds,
+                stripe_customer, stripe_payment_method FROM bookings WHERE id = ?1",
+        args![id],
+    )?
+    else {
+        return Ok(None);
+    };
+    let (currency, price, increment, minimum, cap) = (
+        row.text(0)?,
+        row.int(1)?,
+        row.int(2)?,
+        row.int(3)?,
+        row.int(4)?,
+    );
+    let card = row.opt_text(5)?.zip(row.opt_text(6)?);
+    Ok((|| {
+        Some(Terms {
+            tariff: RatingTariff {
+                currency: Currency::from_code(&currency)?,
+                price_per_minute: u64::try_from(price).ok()?,
+                increment_seconds: u32::try_from(increment).ok()?,
+                minimum_seconds: u32::try_from(minimum).ok()?,
+            },
+            cap_seconds: u64::try_from(cap).ok()?,
+            card,
+        })
+    })())
+}
+
+impl Ledger {
+    /// Stores a validated booking under `id`, with its cancellation-fee
+    /// hold (if it has a fee and a card) planned in the same transaction.
+    pub async fn create_booking(
+        &self,
+        id: String,
+        valid: ValidBooking,
+        now_ms: i64,
+    ) -> Result<BookingRecord, BookingWrite> {
+        let created = self
+            .run(move |db| {
+                let b = &valid.booking;
+                let callee = match &b.callee {
+                    Callee::Uri { uri } => serde_json::json!({"uri": uri}),
+                    Callee::Number { number, trunk } => {
+                        serde_json::json!({"number": number, "trunk": trunk})
+                    }
+                };
+                let inserted = db.execute(
+                    "INSERT INTO bookings (id, called, callers, pin, callee, currency, price_per_minute,
+                         increment_seconds, minimum_seconds, cap_seconds, window_start_ms, window_end_ms,
+                         stripe_customer, stripe_payment_method, cancellation_fee, state, created_ms,
+                         updated_ms, under_minimum)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 'active',
+                             ?16, ?16, ?17)",
+                    args![
+                        id.as_str(),
+                        b.called.as_str(),
+                        serde_json::to_string(&b.callers).unwrap_or_else(|_| "[]".to_owned()),
+                        b.pin.clone(),
+                        callee.to_string(),
+                        b.tariff.currency.as_str(),
+                        b.tariff.price_per_minute,
+                        b.tariff.increment_seconds,
+                        b.tariff.minimum_seconds,
+                        b.cap_seconds,
+                        valid.window_start_ms,
+                        valid.window_end_ms,
+                        b.stripe.as_ref().map(|s| s.customer.clone()),
+                        b.stripe.as_ref().map(|s| s.payment_method.clone()),
+                        b.cancellation_fee,
+                        now_ms,
+                        b.tariff.under_minimum.as_str(),
+                    ],
+                );
+                match inserted {
+                    Ok(_) => {}
+                    Err(LedgerError::UniqueViolation(_)) => return Ok(None),
+                    Err(e) => return Err(e),
+                }
+                settlements::plan_fee_hold(db, &id, now_ms)?;
+                get(db, &id)
+            })
+            .await?;
+        created.ok_or(BookingWrite::Exists)
+    }
+
+    /// One booking by id.
+    pub async fn booking(&self, id: String) -> Result<Option<BookingRecord>, LedgerError> {
+        self.run(move |db| get(db, &id)).await
+    }
+
+    /// Bookings, newest first, optionally for one dialled number and state.
+    pub async fn bookings(
+        &self,
+        called: Option<String>,
+        state: Option<BookingState>,
+        limit: i64,
+    ) -> Result<Vec<BookingRecord>, LedgerError> {
+        self.run(move |db| {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM bookings
+                 WHERE (?1 IS NULL OR called = ?1) AND (?2 IS NULL OR state = ?2)
+                 ORDER BY created_ms DESC, id DESC LIMIT ?3"
+            );
+            db.query(&sql, args![called, state.map(BookingState::as_str), limit])?
+                .iter()
+                .map(record_from)
+                .collect()
+        })
+        .await
+    }
+
+    /// Cancels an active booking (a no-op for one already canceled); its
+    /// cancellation fee is captured when `late` says the cancellation is
+    /// late at `now_ms`, released otherwise, in the same transaction.
+    pub async fn cancel_booking(
+        &self,
+        id: String,
+        now_ms: i64,
+        late_cancellation: std::time::Duration,
+    ) -> Result<Option<BookingRecord>, BookingWrite> {
+        self.run(move |db| {
+            let Some(booking) = get(db, &id)? else {
+                return Ok(Ok(None));
+            };
+            match booking.state {
+                BookingState::InCall => return Ok(Err(BookingWrite::InCall)),
+                BookingState::Active => {}
+                _ => return Ok(Ok(Some(booking))),
+            }
+            db.execute(
+                "UPDATE bookings SET state = 'canceled', updated_ms = ?2
+                     WHERE id = ?1 AND state = 'active'",
+                args![id.as_str(), now_ms],
+            )?;
+            // Late (within billing.late_cancellation of the window):
+            // the fee is captured; earlier: released.
+            let late = tollbridge_billing::settlement::is_late_cancellation(
+                now_ms,
+                booking.window_start_ms,
+                late_cancellation,
+            );
+            let reason = if late {
+                "late cancellation"
+            } else {
+                "canceled in time"
+            };
+            settlements::settle_fee(db, &id, late, reason, now_ms)?;
+            Ok(Ok(get(db, &id)?))
+        })
+        .await?
+    }
+
+    /// Who answers a booking's calls.
+    pub async fn callee_of(&self, id: String) -> Result<Option<Callee>, LedgerError> {
+        self.run(move |db| {
+            Ok(db
+                .query_opt("SELECT callee FROM bookings WHERE id = ?1", args![id])?
+                .map(|row| row.text(0))
+                .transpose()?
+                .and_then(|text| serde_json::from_str(&text).ok()))
+        })
+        .await
+    }
+
+    /// A booking's terms (see [`Terms`]).
+    pub async fn terms(&self, id: String) -> Result<Option<Terms>, LedgerError> {
+        self.run(move |db| terms(db, &id)).await
+    }
+}

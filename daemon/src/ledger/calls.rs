@@ -1,0 +1,775 @@
+//! Call records: a call begun, routed to a booking it claims in the same
+//! transaction, its status events, the callee leg, the legs' dialogs and
+//! relay ports (kept for a restart), checkpoints of the running meter, and
+//! its close: rated, its booking released and its settlement rows written
+//! in one transaction. And the record as the API shows it.
+
+use tollbridge_billing::rating::Tariff;
+use tollbridge_media::bridge::Side;
+use tollbridge_media::relay::CallStats;
+use tollbridge_sip::reject::RejectReason;
+
+use super::db::{Db, Row};
+use super::states::CallStatus;
+use super::{Ledger, LedgerError, SettlementView, bookings, settlements};
+use crate::args;
+use crate::calls::route::{Candidate, Route};
+
+/// What a new call row starts with.
+#[derive(Debug, Clone)]
+pub struct NewCall {
+    /// Our id (`call_...`).
+    pub id: String,
+    /// The caller leg's SIP Call-ID.
+    pub sip_call_id: String,
+    /// Twilio's CallSid, when the trunk sent one.
+    pub twilio_call_sid: Option<String>,
+    /// The caller ID as E.164, when it is one.
+    pub caller: Option<String>,
+    /// The dialled number as E.164, when it is one.
+    pub called: Option<String>,
+}
+
+/// What routing decided, with the routed booking's cap in seconds and
+/// whether it has a card to hold.
+pub type Routed = (Route, Option<i64>, bool);
+
+/// A call's price as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Priced {
+    /// Talk seconds, rounded up to whole seconds.
+    pub talk_seconds: u64,
+    /// Seconds billed (increment and minimum applied).
+    pub billed_seconds: u64,
+    /// The amount in minor units.
+    pub amount: i64,
+    /// ISO currency code, lower case.
+    pub currency: &'static str,
+}
+
+/// How a call ended, as the record keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallEnd {
+    /// The final status.
+    pub status: CallStatus,
+    /// A stable reason word (`caller-hangup`, `no-answer`, ...).
+    pub reason: String,
+    /// Talk time in ms (the callee's answer to the end, or less).
+    pub talk_ms: i64,
+    /// Whether the parties were ever connected.
+    pub connected: bool,
+}
+
+/// The bookings on a number that routing may consider.
+fn candidates(db: &mut dyn Db, called: &str) -> Result<Vec<Candidate>, LedgerError> {
+    db.query(
+        "SELECT id, callers, pin, window_start_ms, window_end_ms, state FROM bookings
+         WHERE called = ?1 AND state IN ('active', 'in-call') ORDER BY window_start_ms, id",
+        args![called],
+    )?
+    .iter()
+    .map(|row| {
+        Ok(Candidate {
+            id: row.text(0)?,
+            callers: serde_json::from_str(&row.text(1)?).unwrap_or_default(),
+            pin: row.opt_text(2)?,
+            window_start_ms: row.int(3)?,
+            window_end_ms: row.int(4)?,
+            in_call: row.text(5)? == "in-call",
+        })
+    })
+    .collect()
+}
+
+/// Appends an event to a call.
+pub(super) fn add_event(
+    db: &mut dyn Db,
+    call_id: &str,
+    status: CallStatus,
+    sip_code: Option<u16>,
+    detail: Option<&str>,
+    now_ms: i64,
+) -> Result<(), LedgerError> {
+    db.execute(
+        "INSERT INTO call_events (call_id, seq, at_ms, status, sip_code, sip_reason, detail)
+         VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM call_events WHERE call_id = ?1), ?2, ?3, ?4, ?5, ?6)",
+        args![
+            call_id,
+            now_ms,
+            status.as_str(),
+            sip_code,
+            sip_code.map(reason_phrase),
+            detail
+        ],
+    )?;
+    Ok(())
+}
+
+/// The tariff of the booking a call belongs to.
+fn tariff_of_call(db: &mut dyn Db, call_id: &str) -> Result<Option<Tariff>, LedgerError> {
+    let booking = db
+        .query_opt("SELECT booking_id FROM calls WHERE id = ?1", args![call_id])?
+        .map(|row| row.opt_text(0))
+        .transpose()?
+        .flatten();
+    let Some(booking) = booking else {
+        return Ok(None);
+    };
+    Ok(bookings::terms(db, &booking)?.map(|terms| terms.tariff))
+}
+
+/// Rates `talk_ms` of talk under the call's tariff (a call that never
+/// connected costs nothing, not even the minimum) and stores the result.
+fn price_call(
+    db: &mut dyn Db,
+    call_id: &str,
+    talk_ms: i64,
+    connected: bool,
+) -> Result<Option<Priced>, LedgerError> {
+    let Some(tariff) = tariff_of_call(db, call_id)? else {
+        return Ok(None);
+    };
+    let talk_seconds = u64::try_from(talk_ms).unwrap_or(0).div_ceil(1000);
+    let (billed_seconds, amount) = if connected {
+        match tariff.rate(talk_seconds) {
+            Ok(rating) => (rating.billed_seconds, rating.amount.minor),
+            Err(e) => {
+                tracing::error!(call = call_id, error = %e, "cannot rate the call; left unrated");
+                return Ok(None);
+            }
+        }
+    } else {
+        (0, 0)
+    };
+    let currency = tariff.currency.code();
+    db.execute(
+        "UPDATE calls SET billed_seconds = ?2, amount = ?3, currency = ?4 WHERE id = ?1",
+        args![call_id, billed_seconds, amount, currency],
+    )?;
+    Ok(Some(Priced {
+        talk_seconds,
+        billed_seconds,
+        amount,
+        currency,
+    }))
+}
+
+/// A booking whose call ended: completed when the parties were connected,
+/// active again (the caller may retry within the window) when not.
+fn release_booking(
+    db: &mut dyn Db,
+    call_id: &str,
+    connected: bool,
+    now_ms: i64,
+) -> Result<(), LedgerError> {
+    db.execute(
+        "UPDATE bookings SET state = ?2, updated_ms = ?3
+         WHERE state = 'in-call' AND id = (SELECT booking_id FROM calls WHERE id = ?1)",
+        args![
+            call_id,
+            if connected { "completed" } else { "active" },
+            now_ms
+        ],
+    )?;
+    Ok(())
+}
+
+/// Closes a call's record (unless already closed), rates it, writes the
+/// hold's capture or release and settles the booking's fee when the call
+/// took place, and releases the booking.
+pub(super) fn close(
+    db: &mut dyn Db,
+    call_id: &str,
+    end: &CallEnd,
+    ended_ms: i64,
+    settle_at_ms: i64,
+) -> Result<Option<Priced>, LedgerError> {
+    let closed = db.execute(
+        "UPDATE calls SET status = ?2, ended_ms = ?3, talk_ms = ?4, end_reason = ?5
+         WHERE id = ?1 AND ended_ms IS NULL",
+        args![
+            call_id,
+            end.status.as_str(),
+            ended_ms,
+            end.talk_ms,
+            end.reason.as_str()
+        ],
+    )?;
+    let priced = if closed == 1 {
+        let priced = price_call(db, call_id, end.talk_ms, end.connected)?;
+        // The hold's capture or release, in the same transaction.
+        settlements::after_call(
+            db,
+            call_id,
+            priced.as_ref().map_or(0, |p| p.amount),
+            settle_at_ms,
+        )?;
+        if end.connected {
+            let booking = db
+                .query_opt("SELECT booking_id FROM calls WHERE id = ?1", args![call_id])?
+                .map(|row| row.opt_text(0))
+                .transpose()?
+                .flatten();
+            if let Some(booking) = booking {
+                // The call took place: the booking's cancellation fee is released.
+                settlements::settle_fee(db, &booking, false, "the call took place", settle_at_ms)?;
+            }
+        }
+        priced
+    } else {
+        None
+    };
+    release_booking(db, call_id, end.connected, settle_at_ms)?;
+    Ok(priced)
+}
+
+/// One leg of a call record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallLeg {
+    /// The leg's SIP Call-ID.
+    pub sip_call_id: Option<String>,
+    /// The relay's RTP port on this leg.
+    pub relay_port: Option<i64>,
+    /// The relay's counters, once the call has ended.
+    pub media: Option<LegMedia>,
+}
+
+/// A leg's media counters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LegMedia {
+    /// RTP packets received from the party.
+    pub packets_received: i64,
+    /// Their bytes.
+    pub bytes_received: i64,
+    /// RTP packets sent to the party.
+    pub packets_sent: i64,
+    /// Their bytes.
+    pub bytes_sent: i64,
+    /// Lost on the way from the party.
+    pub packets_lost: i64,
+    /// Interarrival jitter, ms.
+    pub jitter_ms: f64,
+    /// Dropped: from a foreign source.
+    pub dropped_foreign: i64,
+    /// Dropped: not RTP.
+    pub dropped_malformed: i64,
+    /// RTCP packets received.
+    pub rtcp_received: i64,
+}
+
+/// One status change of a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallEvent {
+    /// Its order on the call, from 1.
+    pub seq: i64,
+    /// When, Unix ms.
+    pub at_ms: i64,
+    /// The status.
+    pub status: CallStatus,
+    /// The SIP code behind it.
+    pub sip_code: Option<i64>,
+    /// Its reason phrase.
+    pub sip_reason: Option<String>,
+    /// What happened.
+    pub detail: Option<String>,
+}
+
+/// The tariff a call was rated with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rating {
+    /// ISO code, lower case.
+    pub currency: String,
+    /// Minor units a minute.
+    pub price_per_minute: i64,
+    /// Billing increment, seconds.
+    pub increment_seconds: i64,
+    /// Billed at least, seconds.
+    pub minimum_seconds: i64,
+    /// The booking's cap, seconds.
+    pub cap_seconds: i64,
+}
+
+/// A call record with everything the API shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallRecord {
+    /// `call_...`
+    pub id: String,
+    /// The booking it was routed to.
+    pub booking: Option<String>,
+    /// The caller's leg.
+    pub caller_leg: CallLeg,
+    /// The callee's leg.
+    pub callee_leg: CallLeg,
+    /// Twilio's CallSid.
+    pub twilio_call_sid: Option<String>,
+    /// The caller ID, E.164.
+    pub caller: Option<String>,
+    /// The dialled number, E.164.
+    pub called: Option<String>,
+    /// Where it stands.
+    pub status: CallStatus,
+    /// When each thing happened, Unix ms.
+    pub created_ms: i64,
+    /// The callee's first 180/183.
+    pub ringing_ms: Option<i64>,
+    /// The callee's answer.
+    pub answered_ms: Option<i64>,
+    /// The end.
+    pub ended_ms: Option<i64>,
+    /// Talk, ms.
+    pub talk_ms: Option<i64>,
+    /// Billed seconds.
+    pub billed_seconds: Option<i64>,
+    /// Amount, minor units.
+    pub amount: Option<i64>,
+    /// Its currency.
+    pub currency: Option<String>,
+    /// Why it ended.
+    pub end_reason: Option<String>,
+    /// The tariff it was rated with.
+    pub rating: Option<Rating>,
+    /// Its events, in order.
+    pub events: Vec<CallEvent>,
+    /// The card hold's PaymentIntent.
+    pub payment_intent: Option<String>,
+    /// Every settlement attempt for it.
+    pub settlements: Vec<SettlementView>,
+    /// For a call that found no booking: the bookings it could have been.
+    pub candidates: Option<Vec<String>>,
+}
+
+fn leg_media(row: &Row) -> Result<LegMedia, LedgerError> {
+    Ok(LegMedia {
+        packets_received: row.int(1)?,
+        bytes_received: row.int(2)?,
+        packets_sent: row.int(3)?,
+        bytes_sent: row.int(4)?,
+        packets_lost: row.int(5)?,
+        jitter_ms: row.real(6)?,
+        dropped_foreign: row.int(7)?,
+        dropped_malformed: row.int(8)?,
+        rtcp_received: row.int(9)?,
+    })
+}
+
+/// One call record, or `None`.
+fn record(db: &mut dyn Db, id: &str) -> Result<Option<CallRecord>, LedgerError> {
+    let Some(row) = db.query_opt(
+        "SELECT id, booking_id, inbound_call_id, outbound_call_id, twilio_call_sid, caller, called, status,
+                created_ms, ringing_ms, answered_ms, ended_ms, talk_ms, billed_seconds, amount, currency, end_reason,
+                caller_rtp_port, callee_rtp_port, payment_intent, candidates
+         FROM calls WHERE id = ?1",
+        args![id],
+    )?
+    else {
+        return Ok(None);
+    };
+    let status_word = row.text(7)?;
+    let mut call = CallRecord {
+        id: row.text(0)?,
+        booking: row.opt_text(1)?,
+        caller_leg: CallLeg {
+            sip_call_id: row.opt_text(2)?,
+            relay_port: row.opt_int(17)?,
+            media: None,
+        },
+        callee_leg: CallLeg {
+            sip_call_id: row.opt_text(3)?,
+            relay_port: row.opt_int(18)?,
+            media: None,
+        },
+        twilio_call_sid: row.opt_text(4)?,
+        caller: row.opt_text(5)?,
+        called: row.opt_text(6)?,
+        status: CallStatus::parse(&status_word)
+            .ok_or_else(|| LedgerError::Decode(format!("call status {status_word:?}")))?,
+        created_ms: row.int(8)?,
+        ringing_ms: row.opt_int(9)?,
+        answered_ms: row.opt_int(10)?,
+        ended_ms: row.opt_int(11)?,
+        talk_ms: row.opt_int(12)?,
+        billed_seconds: row.opt_int(13)?,
+        amount: row.opt_int(14)?,
+        currency: row.opt_text(15)?,
+        end_reason: row.opt_text(16)?,
+        rating: None,
+        events: Vec::new(),
+        payment_intent: row.opt_text(19)?,
+        settlements: Vec::new(),
+        candidates: row
+            .opt_text(20)?
+            .and_then(|text| serde_json::from_str(&text).ok()),
+    };
+    // The rating inputs: the booking's tariff.
+    call.rating = db
+        .query_opt(
+            "SELECT b.currency, b.price_per_minute, b.increment_seconds, b.minimum_seconds, b.cap_seconds
+             FROM calls c JOIN bookings b ON b.id = c.booking_id WHERE c.id = ?1",
+            args![id],
+        )?
+        .map(|row| -> Result<Rating, LedgerError> {
+            Ok(Rating {
+                currency: row.text(0)?,
+                price_per_minute: row.int(1)?,
+                increment_seconds: row.int(2)?,
+                minimum_seconds: row.int(3)?,
+                cap_seconds: row.int(4)?,
+            })
+        })
+        .transpose()?;
+    for row in db.query(
+        "SELECT side, packets_received, bytes_received, packets_sent, bytes_sent, packets_lost, jitter_ms,
+                dropped_foreign, dropped_malformed, rtcp_received FROM call_legs WHERE call_id = ?1",
+        args![id],
+    )? {
+        let media = Some(leg_media(&row)?);
+        match row.text(0)?.as_str() {
+            "caller" => call.caller_leg.media = media,
+            _ => call.callee_leg.media = media,
+        }
+    }
+    call.events = db
+        .query(
+            "SELECT seq, at_ms, status, sip_code, sip_reason, detail FROM call_events
+             WHERE call_id = ?1 ORDER BY seq",
+            args![id],
+        )?
+        .iter()
+        .map(|row| {
+            let status = row.text(2)?;
+            Ok(CallEvent {
+                seq: row.int(0)?,
+                at_ms: row.int(1)?,
+                status: CallStatus::parse(&status)
+                    .ok_or_else(|| LedgerError::Decode(format!("event status {status:?}")))?,
+                sip_code: row.opt_int(3)?,
+                sip_reason: row.opt_text(4)?,
+                detail: row.opt_text(5)?,
+            })
+        })
+        .collect::<Result<_, LedgerError>>()?;
+    call.settlements = settlements::views(db, Some(id), None)?;
+    Ok(Some(call))
+}
+
+impl Ledger {
+    /// Records a new call (status `queued`).
+    pub async fn begin_call(&self, call: NewCall, now_ms: i64) -> Result<(), LedgerError> {
+        self.run(move |db| {
+            db.execute(
+                "INSERT INTO calls (id, inbound_call_id, twilio_call_sid, caller, called, status, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6)",
+                args![
+                    call.id,
+                    call.sip_call_id,
+                    call.twilio_call_sid,
+                    call.caller,
+                    call.called,
+                    now_ms
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Routes a call to the dialled number's bookings with `decide` (by
+    /// caller ID or by PIN) and claims the booking it picks (active →
+    /// in-call) in the same transaction, so two calls cannot both take it
+    /// (on any node: the claim is the row's). A call that finds no booking
+    /// keeps the ones it could have meant, for looking into later.
+    pub async fn route_and_claim<F>(
+        &self,
+        call_id: String,
+        called: Option<String>,
+        now_ms: i64,
+        decide: F,
+    ) -> Result<Routed, LedgerError>
+    where
+        F: FnOnce(&[Candidate]) -> Route + Send + 'static,
+    {
+        self.run(move |db| {
+            let Some(called) = called else {
+                return Ok((Route::Refuse(RejectReason::UnknownNumber), None, false));
+            };
+            let found = candidates(db, &called)?;
+            let route = decide(&found);
+            if !matches!(route, Route::Booking(_)) {
+                let ids: Vec<&str> = found.iter().map(|c| c.id.as_str()).collect();
+                db.execute(
+                    "UPDATE calls SET candidates = ?2 WHERE id = ?1",
+                    args![call_id.as_str(), serde_json::to_string(&ids).unwrap_or_default()],
+                )?;
+            }
+            let Route::Booking(id) = route else {
+                return Ok((route, None, false));
+            };
+            let claimed = db.execute(
+                "UPDATE bookings SET state = 'in-call', updated_ms = ?2 WHERE id = ?1 AND state = 'active'",
+                args![id.as_str(), now_ms],
+            )?;
+            if claimed != 1 {
+                return Ok((Route::Refuse(RejectReason::BookingInCall), None, false));
+            }
+            db.execute(
+                "UPDATE calls SET booking_id = ?2 WHERE id = ?1",
+                args![call_id.as_str(), id.as_str()],
+            )?;
+            let terms = db.query_one(
+                "SELECT cap_seconds, CASE WHEN stripe_customer IS NOT NULL AND stripe_payment_method IS NOT NULL
+                                          THEN 1 ELSE 0 END
+                 FROM bookings WHERE id = ?1",
+                args![id.as_str()],
+            )?;
+            Ok((Route::Booking(id), Some(terms.int(0)?), terms.flag(1)?))
+        })
+        .await
+    }
+
+    /// Appends a status event and moves the call's status (and its ringing
+    /// or answer time) with it.
+    pub async fn record_event(
+        &self,
+        call_id: String,
+        status: CallStatus,
+        sip_code: Option<u16>,
+        detail: Option<String>,
+        now_ms: i64,
+    ) -> Result<(), LedgerError> {
+        self.run(move |db| {
+            add_event(db, &call_id, status, sip_code, detail.as_deref(), now_ms)?;
+            db.execute(
+                "UPDATE calls SET status = ?2,
+                     ringing_ms = CASE WHEN ?2 = 'ringing' THEN COALESCE(ringing_ms, ?3) ELSE ringing_ms END,
+                     answered_ms = CASE WHEN ?2 = 'in-progress' THEN COALESCE(answered_ms, ?3) ELSE answered_ms END
+                 WHERE id = ?1",
+                args![call_id, status.as_str(), now_ms],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Stores the callee leg's SIP Call-ID.
+    pub async fn record_callee_call_id(
+        &self,
+        call_id: String,
+        sip_call_id: String,
+    ) -> Result<(), LedgerError> {
+        self.run(move |db| {
+            db.execute(
+                "UPDATE calls SET outbound_call_id = ?2 WHERE id = ?1",
+                args![call_id, sip_call_id],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Stores what it takes to end a leg's dialog after a restart (JSON of
+    /// `tollbridge_sip::edge::DialogRecord`), once the leg is established.
+    pub async fn record_dialog(
+        &self,
+        call_id: String,
+        side: Side,
+        dialog: String,
+    ) -> Result<(), LedgerError> {
+        self.run(move |db| {
+            let sql = match side {
+                Side::Caller => "UPDATE calls SET caller_dialog = ?2 WHERE id = ?1",
+                Side::Callee => "UPDATE calls SET callee_dialog = ?2 WHERE id = ?1",
+            };
+            db.execute(sql, args![call_id, dialog])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Stores the relay's RTP ports of both legs, before our SDP first
+    /// names them: a restart after a crash keeps them from new calls.
+    pub async fn record_rtp_ports(
+        &self,
+        call_id: String,
+        ports: [u16; 2],
+    ) -> Result<(), LedgerError> {
+        self.run(move |db| {
+            db.execute(
+                "UPDATE calls SET caller_rtp_port = ?2, callee_rtp_port = ?3 WHERE id = ?1",
+                args![call_id, ports[0], ports[1]],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Closes the call record, rates it, writes its settlement rows and
+    /// releases its booking, in one transaction. Returns the price when the
+    /// call belongs to a booking.
+    pub async fn close_call(
+        &self,
+        call_id: String,
+        end: CallEnd,
+        ended_ms: i64,
+    ) -> Result<Option<Priced>, LedgerError> {
+        self.run(move |db| close(db, &call_id, &end, ended_ms, ended_ms))
+            .await
+    }
+
+    /// Saves that these connected calls were still talking at `now_ms`,
+    /// all in one transaction: after a crash each is billed up to its last
+    /// checkpoint.
+    pub async fn checkpoint(&self, call_ids: Vec<String>, now_ms: i64) -> Result<(), LedgerError> {
+        self.run(move |db| {
+            for id in &call_ids {
+                db.execute(
+                    "UPDATE calls SET checkpoint_ms = ?2 WHERE id = ?1 AND ended_ms IS NULL",
+                    args![id.as_str(), now_ms],
+                )?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Stores both legs' media counters.
+    pub async fn record_media(&self, call_id: String, stats: CallStats) -> Result<(), LedgerError> {
+        self.run(move |db| {
+            for (side, leg) in [("caller", &stats.caller), ("callee", &stats.callee)] {
+                db.execute(
+                    "INSERT INTO call_legs (call_id, side, packets_received, bytes_received, packets_sent,
+                         bytes_sent, packets_lost, jitter_ms, dropped_foreign, dropped_malformed, rtcp_received)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                     ON CONFLICT (call_id, side) DO UPDATE SET
+                         packets_received = excluded.packets_received, bytes_received = excluded.bytes_received,
+                         packets_sent = excluded.packets_sent, bytes_sent = excluded.bytes_sent,
+                         packets_lost = excluded.packets_lost, jitter_ms = excluded.jitter_ms,
+                         dropped_foreign = excluded.dropped_foreign,
+                         dropped_malformed = excluded.dropped_malformed, rtcp_received = excluded.rtcp_received",
+                    args![
+                        call_id.as_str(),
+                        side,
+                        leg.packets_received,
+                        leg.bytes_received,
+                        leg.packets_sent,
+                        leg.bytes_sent,
+                        leg.lost,
+                        leg.jitter_ms,
+                        leg.dropped_foreign,
+                        leg.dropped_malformed,
+                        leg.rtcp_received
+                    ],
+                )?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Closes every call a crash left open (reason `recovered`, ended at
+    /// its last checkpoint: under-billed by at most one interval, never
+    /// over-billed), settles it, releases its booking, and marks its
+    /// parties as owed a BYE. Returns how many.
+    pub async fn recover_open_calls(&self, now_ms: i64) -> Result<usize, LedgerError> {
+        self.run(move |db| recover_open(db, now_ms)).await
+    }
+
+    /// One call record.
+    pub async fn call(&self, id: String) -> Result<Option<CallRecord>, LedgerError> {
+        self.run(move |db| record(db, &id)).await
+    }
+
+    /// Calls to a booking and/or a dialled number, oldest first, at most
+    /// `limit`.
+    pub async fn calls(
+        &self,
+        booking: Option<String>,
+        called: Option<String>,
+        limit: i64,
+    ) -> Result<Vec<CallRecord>, LedgerError> {
+        self.run(move |db| {
+            let ids: Vec<String> = db
+                .query(
+                    "SELECT id FROM calls
+                     WHERE (?1 IS NULL OR booking_id = ?1) AND (?2 IS NULL OR called = ?2)
+                     ORDER BY created_ms, id LIMIT ?3",
+                    args![booking, called, limit],
+                )?
+                .iter()
+                .map(|row| row.text(0))
+                .collect::<Result<_, _>>()?;
+            let mut calls = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(call) = record(db, &id)? {
+                    calls.push(call);
+                }
+            }
+            Ok(calls)
+        })
+        .await
+    }
+}
+
+/// See [`Ledger::recover_open_calls`].
+pub(super) fn recover_open(db: &mut dyn Db, now_ms: i64) -> Result<usize, LedgerError> {
+    let greatest = db.dialect().greatest();
+    let sql = format!(
+        "SELECT id, answered_ms IS NOT NULL,
+                {greatest}(created_ms, COALESCE(answered_ms, 0), COALESCE(checkpoint_ms, 0)),
+                CASE WHEN answered_ms IS NULL THEN 0
+                     ELSE {greatest}(0, COALESCE(checkpoint_ms, answered_ms) - answered_ms) END
+         FROM calls WHERE ended_ms IS NULL"
+    );
+    let open = db.query(&sql, &[])?;
+    for row in &open {
+        let (id, answered, last_known, talk_ms) =
+            (row.text(0)?, row.flag(1)?, row.int(2)?, row.int(3)?);
+        let status = if answered {
+            CallStatus::Completed
+        } else {
+            CallStatus::Failed
+        };
+        let end = CallEnd {
+            status,
+            reason: "recovered".to_owned(),
+            talk_ms,
+            connected: answered,
+        };
+        close(db, &id, &end, last_known, now_ms)?;
+        // Its parties may still be connected (or an expert still sending
+        // early media): a BYE to each established leg is owed, and its
+        // ports stay out of use until then (`calls::recovery`).
+        db.execute(
+            "UPDATE calls SET hangup_pending = CASE WHEN caller_dialog IS NOT NULL
+                 OR callee_dialog IS NOT NULL OR caller_rtp_port IS NOT NULL THEN 1 ELSE 0 END
+             WHERE id = ?1",
+            args![id.as_str()],
+        )?;
+        add_event(
+            db,
+            &id,
+            status,
+            None,
+            Some("closed at start-up: the daemon stopped during the call"),
+            now_ms,
+        )?;
+    }
+    Ok(open.len())
+}
+
+/// The reason phrase for a status code we record.
+fn reason_phrase(code: u16) -> &'static str {
+    match code {
+        180 => "Ringing",
+        183 => "Session Progress",
+        200 => "OK",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        480 => "Temporarily Unavailable",
+        486 => "Busy Here",
+        487 => "Request Terminated",
+        488 => "Not Acceptable Here",
+        600 => "Busy Everywhere",
+        603 => "Decline",
+        _ => "",
+    }
+}

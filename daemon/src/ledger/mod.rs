@@ -1,0 +1,184 @@
+//! The ledger: bookings, call records (with what a restart or another node
+//! needs to finish them), settlement rows, Stripe events. This module owns
+//! every SQL statement the daemon runs; the rest of the daemon asks it for
+//! operations in its own words ([`Ledger::create_booking`],
+//! [`Ledger::route_and_claim`], [`Ledger::close_call`], ...) and gets typed
+//! values back (states are enums, [`states`]).
+//!
+//! Two backends sit behind it: SQLite (embedded, the default: one file,
+//! one owner thread, WAL) and PostgreSQL (shared by several nodes). Every
+//! operation is a synchronous function over [`db::Db`] run as one
+//! transaction on a database thread, so each is written once for both
+//! (model: mini-redis's `db.rs` under its `cmd/`).
+
+pub mod db;
+pub mod states;
+
+mod bookings;
+mod calls;
+mod recovery;
+mod settlements;
+mod sqlite;
+mod sqlite_schema;
+mod webhooks;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+pub use bookings::{BookingRecord, BookingWrite, Terms};
+pub use calls::{
+    CallEnd, CallEvent, CallLeg, CallRecord, LegMedia, NewCall, Priced, Rating, Routed,
+};
+pub use recovery::Unfinished;
+pub use settlements::{HoldTerms, NewSettlement, Settlement, SettlementView};
+pub use states::{BookingState, CallStatus, SettlementState};
+
+use db::Db;
+
+/// Why a ledger operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The database could not be opened or reached at start.
+    #[error("cannot open database {what}: {reason}")]
+    Open {
+        /// The file or server.
+        what: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The schema could not be brought up to date.
+    #[error("cannot migrate database {what}: {reason}")]
+    Migrate {
+        /// The file or server.
+        what: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The database was written by a newer Tollbridge.
+    #[error(
+        "database {what} has schema version {found}, newer than this build's {supported}; upgrade Tollbridge"
+    )]
+    TooNew {
+        /// The file or server.
+        what: String,
+        /// Version found.
+        found: usize,
+        /// Newest version this build knows.
+        supported: usize,
+    },
+    /// A statement failed.
+    #[error("database error: {0}")]
+    Query(String),
+    /// A unique key (an id, an idempotency key) is taken.
+    #[error("database conflict: {0}")]
+    UniqueViolation(String),
+    /// A row did not hold what the operation expected.
+    #[error("unexpected database content: {0}")]
+    Decode(String),
+    /// The database cannot be reached now (a server restarting, the
+    /// network); the operation may succeed when it is back.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The ledger was closed.
+    #[error("the database has been closed")]
+    Closed,
+}
+
+/// What a job hands back to its database thread: whether to commit, and
+/// how to deliver the result once the commit's outcome is known.
+pub(crate) struct Finish {
+    commit: bool,
+    deliver: Box<dyn FnOnce(Result<(), LedgerError>) + Send>,
+}
+
+/// One operation for a database thread: it runs inside a transaction.
+pub(crate) type Job = Box<dyn FnOnce(&mut dyn Db) -> Finish + Send>;
+
+enum Backend {
+    Sqlite(sqlite::SqliteBackend),
+}
+
+/// A handle to the ledger; cheap to clone.
+#[derive(Clone)]
+pub struct Ledger {
+    backend: Arc<Backend>,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("database", &self.describe())
+            .finish()
+    }
+}
+
+impl Ledger {
+    /// Opens (creating and migrating) the SQLite file at `path`. Blocking:
+    /// call it before serving, or from `spawn_blocking`.
+    pub fn open_sqlite(path: &Path) -> Result<Ledger, LedgerError> {
+        Ok(Ledger {
+            backend: Arc::new(Backend::Sqlite(sqlite::SqliteBackend::open(path, false)?)),
+        })
+    }
+
+    /// Opens the SQLite file at `path` to read only, beside a running
+    /// daemon (the CLI): never created, never migrated. Blocking.
+    pub fn open_sqlite_read_only(path: &Path) -> Result<Ledger, LedgerError> {
+        Ok(Ledger {
+            backend: Arc::new(Backend::Sqlite(sqlite::SqliteBackend::open(path, true)?)),
+        })
+    }
+
+    /// The database, for logs: the file, or the server and database name.
+    pub fn describe(&self) -> String {
+        match self.backend.as_ref() {
+            Backend::Sqlite(sqlite) => sqlite.path().display().to_string(),
+        }
+    }
+
+    /// Runs `f` as one transaction on a database thread: committed when it
+    /// returns `Ok`, rolled back otherwise. For the ledger's operations and
+    /// for tests; the rest of the daemon calls the named operations.
+    pub async fn run<T, F>(&self, f: F) -> Result<T, LedgerError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut dyn Db) -> Result<T, LedgerError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |db| {
+            let result = f(db);
+            Finish {
+                commit: result.is_ok(),
+                deliver: Box::new(move |committed| {
+                    // The caller may have given up waiting; nothing to do then.
+                    let _ = reply.send(committed.and(result));
+                }),
+            }
+        });
+        match self.backend.as_ref() {
+            Backend::Sqlite(sqlite) => sqlite.submit(job)?,
+        }
+        answer.await.map_err(|_| LedgerError::Closed)?
+    }
+
+    /// Proves a database thread is alive and the database answers.
+    pub async fn ping(&self) -> Result<(), LedgerError> {
+        self.run(|db| db.query_one("SELECT 1", &[]).map(|_| ()))
+            .await
+    }
+
+    /// Finishes the queued operations and closes the database; every handle
+    /// answers [`LedgerError::Closed`] afterwards.
+    pub async fn close(&self) {
+        let backend = self.backend.clone();
+        let _ = tokio::task::spawn_blocking(move || match backend.as_ref() {
+            Backend::Sqlite(sqlite) => sqlite.close(),
+        })
+        .await;
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,113 @@
+//! What finishing a crash's calls reads and writes: the calls whose
+//! parties are owed a BYE, the ports of recently ended calls, each
+//! hang-up's outcome, and the mark that they are done.
+
+use tollbridge_media::bridge::Side;
+
+use super::calls::add_event;
+use super::db::Db;
+use super::states::CallStatus;
+use super::{Ledger, LedgerError};
+use crate::args;
+
+/// A call closed by recovery whose parties are still to be hung up (and
+/// whose ports are still to be released: a call that was only ringing
+/// has no dialog to end, but its expert may still send early media).
+#[derive(Debug, Clone)]
+pub struct Unfinished {
+    /// Our id (`call_...`).
+    pub call_id: String,
+    /// Its final status, which its outcome events carry.
+    pub status: CallStatus,
+    /// The relay's RTP ports it held.
+    pub rtp_ports: Vec<u16>,
+    /// Each established leg's stored dialog (JSON).
+    pub dialogs: Vec<(Side, String)>,
+}
+
+fn unfinished(db: &mut dyn Db) -> Result<Vec<Unfinished>, LedgerError> {
+    db.query(
+        "SELECT id, status, caller_rtp_port, callee_rtp_port, caller_dialog, callee_dialog
+         FROM calls WHERE hangup_pending = 1 ORDER BY created_ms, id",
+        &[],
+    )?
+    .iter()
+    .map(|row| {
+        let status = row.text(1)?;
+        let dialogs = [
+            (Side::Caller, row.opt_text(4)?),
+            (Side::Callee, row.opt_text(5)?),
+        ];
+        Ok(Unfinished {
+            call_id: row.text(0)?,
+            status: CallStatus::parse(&status)
+                .ok_or_else(|| LedgerError::Decode(format!("call status {status:?}")))?,
+            rtp_ports: [row.opt_int(2)?, row.opt_int(3)?]
+                .into_iter()
+                .flatten()
+                .filter_map(|port| u16::try_from(port).ok())
+                .collect(),
+            dialogs: dialogs
+                .into_iter()
+                .filter_map(|(side, dialog)| Some((side, dialog?)))
+                .collect(),
+        })
+    })
+    .collect()
+}
+
+impl Ledger {
+    /// The calls whose parties are owed a BYE.
+    pub async fn unfinished_calls(&self) -> Result<Vec<Unfinished>, LedgerError> {
+        self.run(unfinished).await
+    }
+
+    /// RTP ports of calls that ended at or after `since_ms`, with when each
+    /// ended: their parties may still send for a while.
+    pub async fn recently_released_ports(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<(u16, i64)>, LedgerError> {
+        self.run(move |db| {
+            let mut ports = Vec::new();
+            for row in db.query(
+                "SELECT caller_rtp_port, callee_rtp_port, ended_ms FROM calls
+                 WHERE ended_ms >= ?1 AND hangup_pending = 0",
+                args![since_ms],
+            )? {
+                let ended = row.int(2)?;
+                for port in [row.opt_int(0)?, row.opt_int(1)?].into_iter().flatten() {
+                    if let Ok(port) = u16::try_from(port) {
+                        ports.push((port, ended));
+                    }
+                }
+            }
+            Ok(ports)
+        })
+        .await
+    }
+
+    /// Appends an event saying what became of a recovered call's party.
+    pub async fn record_hangup_outcome(
+        &self,
+        call_id: String,
+        status: CallStatus,
+        detail: String,
+        now_ms: i64,
+    ) -> Result<(), LedgerError> {
+        self.run(move |db| add_event(db, &call_id, status, None, Some(&detail), now_ms))
+            .await
+    }
+
+    /// Marks a recovered call's parties as dealt with.
+    pub async fn hangups_done(&self, call_id: String) -> Result<(), LedgerError> {
+        self.run(move |db| {
+            db.execute(
+                "UPDATE calls SET hangup_pending = 0 WHERE id = ?1",
+                args![call_id],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+}

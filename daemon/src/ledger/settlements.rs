@@ -1,0 +1,768 @@
+//! Settlement rows: one per money movement, written (and committed)
+//! before anything is sent, with the idempotency key and parameters that
+//! never change; their outcomes; the rows due for the worker; and the
+//! cancellation fees' holds, renewals, captures and releases.
+
+use tollbridge_billing::rating::Currency;
+use tollbridge_billing::settlement::{self, AfterCall, Operation, UnderMinimum};
+
+use super::db::{Db, Row};
+use super::states::SettlementState;
+use super::{Ledger, LedgerError, bookings};
+use crate::args;
+
+/// A settlement row, as the worker acts on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    /// `st_...`
+    pub id: String,
+    /// The call it settles.
+    pub call_id: Option<String>,
+    /// The booking.
+    pub booking_id: Option<String>,
+    /// What it does.
+    pub operation: Operation,
+    /// The idempotency key.
+    pub key: String,
+    /// Minor units.
+    pub amount: i64,
+    /// Lower-case ISO code.
+    pub currency: String,
+    /// Where it stands.
+    pub state: SettlementState,
+    /// The PaymentIntent acted on (or created).
+    pub payment_intent: Option<String>,
+    /// The Stripe customer.
+    pub customer: Option<String>,
+    /// The card.
+    pub payment_method: Option<String>,
+    /// Times sent.
+    pub tries: i64,
+    /// When the hold this row places or acts on must be acted on at the
+    /// latest (see [`settlement::act_by`]), once known.
+    pub act_by_ms: Option<i64>,
+}
+
+const COLUMNS: &str = "id, call_id, booking_id, operation, idempotency_key, amount, currency, state, \
+                       payment_intent, customer, payment_method, tries, act_by_ms";
+
+fn settlement_from(row: &Row) -> Result<Settlement, LedgerError> {
+    let operation = row.text(3)?;
+    let state = row.text(7)?;
+    Ok(Settlement {
+        id: row.text(0)?,
+        call_id: row.opt_text(1)?,
+        booking_id: row.opt_text(2)?,
+        operation: Operation::parse(&operation)
+            .ok_or_else(|| LedgerError::Decode(format!("operation {operation:?}")))?,
+        key: row.text(4)?,
+        amount: row.int(5)?,
+        currency: row.text(6)?,
+        state: SettlementState::parse(&state)
+            .ok_or_else(|| LedgerError::Decode(format!("settlement state {state:?}")))?,
+        payment_intent: row.opt_text(8)?,
+        customer: row.opt_text(9)?,
+        payment_method: row.opt_text(10)?,
+        tries: row.int(11)?,
+        act_by_ms: row.opt_int(12)?,
+    })
+}
+
+/// What a new row holds.
+#[derive(Debug, Clone)]
+pub struct NewSettlement<'a> {
+    /// The call.
+    pub call_id: &'a str,
+    /// The booking.
+    pub booking_id: Option<&'a str>,
+    /// What it does.
+    pub operation: Operation,
+    /// Minor units.
+    pub amount: i64,
+    /// Currency code.
+    pub currency: &'a str,
+    /// The PaymentIntent it acts on (capture, cancel).
+    pub payment_intent: Option<&'a str>,
+    /// Customer and card (authorize).
+    pub customer: Option<&'a str>,
+    /// The card.
+    pub payment_method: Option<&'a str>,
+    /// The act-by time of the hold a capture or cancel acts on.
+    pub act_by_ms: Option<i64>,
+}
+
+/// Inserts the row for a call's operation (its key derived from both);
+/// an existing row with that key is returned unchanged, never altered.
+pub(super) fn insert(
+    db: &mut dyn Db,
+    new: &NewSettlement,
+    now_ms: i64,
+) -> Result<Settlement, LedgerError> {
+    let key = settlement::call_key(new.call_id, new.operation);
+    insert_keyed(db, &key, Some(new.call_id), new, None, 1, now_ms)
+}
+
+/// Inserts a row under `key`, due at `due_ms` (now when `None`); an
+/// existing row with that key is returned unchanged.
+fn insert_keyed(
+    db: &mut dyn Db,
+    key: &str,
+    call_id: Option<&str>,
+    new: &NewSettlement,
+    due_ms: Option<i64>,
+    attempt: i64,
+    now_ms: i64,
+) -> Result<Settlement, LedgerError> {
+    db.execute(
+        "INSERT INTO settlements (id, booking_id, call_id, operation, idempotency_key, amount, currency,
+             state, payment_intent, customer, payment_method, created_ms, updated_ms, next_attempt_ms, attempt,
+             act_by_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14)
+         ON CONFLICT (idempotency_key) DO NOTHING",
+        args![
+            format!("st_{}", uuid::Uuid::now_v7().simple()),
+            new.booking_id,
+            call_id,
+            new.operation.as_str(),
+            key,
+            new.amount,
+            new.currency,
+            new.payment_intent,
+            new.customer,
+            new.payment_method,
+            now_ms,
+            due_ms,
+            attempt,
+            new.act_by_ms
+        ],
+    )?;
+    let sql = format!("SELECT {COLUMNS} FROM settlements WHERE idempotency_key = ?1");
+    settlement_from(&db.query_one(&sql, args![key])?)
+}
+
+/// Marks a row sent (committed before the request goes out). Unless an
+/// outcome is recorded first, the reconciler reads it back after 5
+/// minutes (at once after a restart).
+pub(super) fn mark_sent(db: &mut dyn Db, id: &str, now_ms: i64) -> Result<(), LedgerError> {
+    let look_again = now_ms + settlement::reconcile_after(1).as_millis() as i64;
+    db.execute(
+        "UPDATE settlements SET state = 'sent', tries = tries + 1, updated_ms = ?2, next_attempt_ms = ?3
+         WHERE id = ?1",
+        args![id, now_ms, look_again],
+    )?;
+    Ok(())
+}
+
+/// Records an outcome: `succeeded`, `failed` or `unknown` (to look again
+/// at `next_attempt_ms`, or sooner when the hold it acts on must be acted
+/// on before then).
+pub(super) fn conclude(
+    db: &mut dyn Db,
+    id: &str,
+    state: SettlementState,
+    payment_intent: Option<&str>,
+    error: Option<&str>,
+    next_attempt_ms: Option<i64>,
+    now_ms: i64,
+) -> Result<(), LedgerError> {
+    let act_by = db
+        .query_opt("SELECT act_by_ms FROM settlements WHERE id = ?1", args![id])?
+        .map(|row| row.opt_int(0))
+        .transpose()?
+        .flatten();
+    let next_attempt_ms =
+        next_attempt_ms.map(|next| settlement::look_again_at(now_ms, next, act_by));
+    db.execute(
+        "UPDATE settlements SET state = ?2, payment_intent = COALESCE(?3, payment_intent), last_error = ?4,
+             next_attempt_ms = ?5, updated_ms = ?6
+         WHERE id = ?1",
+        args![id, state.as_str(), payment_intent, error, next_attempt_ms, now_ms],
+    )?;
+    Ok(())
+}
+
+/// Records a hold that succeeded: its PaymentIntent and until when it can
+/// be captured; for a call's hold, the call's PaymentIntent and, when the
+/// call has ended meanwhile (the caller hung up while the hold was on its
+/// way, or a crash cut the answer off), the capture or release that
+/// follows, so no hold is left behind.
+pub(super) fn hold_succeeded(
+    db: &mut dyn Db,
+    id: &str,
+    payment_intent: &str,
+    capture_before: Option<i64>,
+    now_ms: i64,
+) -> Result<(), LedgerError> {
+    conclude(
+        db,
+        id,
+        SettlementState::Succeeded,
+        Some(payment_intent),
+        None,
+        None,
+        now_ms,
+    )?;
+    held_until(db, id, capture_before)?;
+    let Some(hold) = db.query_opt(
+        "SELECT call_id, operation, amount FROM settlements WHERE id = ?1",
+        args![id],
+    )?
+    else {
+        return Ok(());
+    };
+    let (Some(call), operation, amount) = (hold.opt_text(0)?, hold.text(1)?, hold.int(2)?) else {
+        return Ok(());
+    };
+    if operation != Operation::Authorize.as_str() {
+        return Ok(());
+    }
+    db.execute(
+        "UPDATE calls SET payment_intent = ?2, hold_amount = ?3 WHERE id = ?1",
+        args![call.as_str(), payment_intent, amount],
+    )?;
+    let owed = db
+        .query_opt(
+            "SELECT CASE WHEN ended_ms IS NULL THEN NULL ELSE COALESCE(amount, 0) END FROM calls WHERE id = ?1",
+            args![call.as_str()],
+        )?
+        .map(|row| row.opt_int(0))
+        .transpose()?
+        .flatten();
+    if let Some(owed) = owed {
+        after_call(db, &call, owed, now_ms)?;
+    }
+    Ok(())
+}
+
+/// Records until when a hold that succeeded can be captured (Stripe's
+/// `capture_before`, unix seconds, when it said) and so when it must be
+/// captured, released or renewed at the latest.
+pub(super) fn held_until(
+    db: &mut dyn Db,
+    id: &str,
+    capture_before: Option<i64>,
+) -> Result<(), LedgerError> {
+    let capture_before_ms = capture_before.map(|s| s.saturating_mul(1000));
+    let Some(held) = db.query_opt(
+        "SELECT created_ms FROM settlements WHERE id = ?1",
+        args![id],
+    )?
+    else {
+        return Ok(());
+    };
+    let held_ms = held.int(0)?;
+    db.execute(
+        "UPDATE settlements SET capture_before_ms = ?2, act_by_ms = ?3 WHERE id = ?1",
+        args![
+            id,
+            capture_before_ms,
+            settlement::act_by(held_ms, capture_before_ms)
+        ],
+    )?;
+    Ok(())
+}
+
+/// After a call is rated (in the transaction that closes its record):
+/// the capture or cancel row for its hold, if it has one that succeeded
+/// and none yet. Returns the new row.
+pub(super) fn after_call(
+    db: &mut dyn Db,
+    call_id: &str,
+    amount: i64,
+    now_ms: i64,
+) -> Result<Option<Settlement>, LedgerError> {
+    let Some(hold) = db.query_opt(
+        "SELECT s.payment_intent, s.currency, s.booking_id, COALESCE(b.under_minimum, 'cancel'), s.act_by_ms
+         FROM settlements s LEFT JOIN bookings b ON b.id = s.booking_id
+         WHERE s.call_id = ?1 AND s.operation = 'authorize' AND s.state = 'succeeded'
+           AND s.payment_intent IS NOT NULL",
+        args![call_id],
+    )?
+    else {
+        return Ok(None);
+    };
+    let (payment_intent, currency, booking_id, policy, act_by_ms) = (
+        hold.text(0)?,
+        hold.text(1)?,
+        hold.opt_text(2)?,
+        hold.text(3)?,
+        hold.opt_int(4)?,
+    );
+    let done = db
+        .query_one(
+            "SELECT COUNT(*) FROM settlements WHERE call_id = ?1 AND operation IN ('capture', 'cancel')",
+            args![call_id],
+        )?
+        .int(0)?;
+    if done > 0 {
+        return Ok(None);
+    }
+    let Some(code) = Currency::from_code(&currency) else {
+        return Ok(None);
+    };
+    let policy = UnderMinimum::parse(&policy).unwrap_or(UnderMinimum::Cancel);
+    let (operation, amount) = match settlement::after_call(amount, code, policy) {
+        AfterCall::Capture(amount) => (Operation::Capture, amount),
+        AfterCall::Cancel => (Operation::Cancel, 0),
+    };
+    let row = insert(
+        db,
+        &NewSettlement {
+            call_id,
+            booking_id: booking_id.as_deref(),
+            operation,
+            amount,
+            currency: &currency,
+            payment_intent: Some(&payment_intent),
+            customer: None,
+            payment_method: None,
+            act_by_ms,
+        },
+        now_ms,
+    )?;
+    Ok(Some(row))
+}
+
+/// Plans a booking's cancellation-fee hold (when it has a fee and a
+/// card): due now, or a hold's lifetime before the window opens.
+pub(super) fn plan_fee_hold(
+    db: &mut dyn Db,
+    booking_id: &str,
+    now_ms: i64,
+) -> Result<Option<Settlement>, LedgerError> {
+    let Some(booking) = db.query_opt(
+        "SELECT cancellation_fee, currency, stripe_customer, stripe_payment_method, window_start_ms
+         FROM bookings WHERE id = ?1",
+        args![booking_id],
+    )?
+    else {
+        return Ok(None);
+    };
+    let (Some(fee), currency, Some(customer), Some(payment_method), window_start_ms) = (
+        booking.opt_int(0)?,
+        booking.text(1)?,
+        booking.opt_text(2)?,
+        booking.opt_text(3)?,
+        booking.int(4)?,
+    ) else {
+        return Ok(None);
+    };
+    if fee <= 0 {
+        return Ok(None);
+    }
+    let key = settlement::booking_key(booking_id, "fee-hold", 1);
+    let new = NewSettlement {
+        call_id: "",
+        booking_id: Some(booking_id),
+        operation: Operation::CancellationFee,
+        amount: fee,
+        currency: &currency,
+        payment_intent: None,
+        customer: Some(&customer),
+        payment_method: Some(&payment_method),
+        act_by_ms: None,
+    };
+    let due = settlement::fee_hold_at(now_ms, window_start_ms);
+    Ok(Some(insert_keyed(
+        db,
+        &key,
+        None,
+        &new,
+        Some(due),
+        1,
+        now_ms,
+    )?))
+}
+
+/// A booking's latest cancellation-fee hold and its attempt number.
+pub(super) fn current_fee_hold(
+    db: &mut dyn Db,
+    booking_id: &str,
+) -> Result<Option<(Settlement, i64)>, LedgerError> {
+    let sql = format!(
+        "SELECT {COLUMNS}, attempt FROM settlements
+         WHERE booking_id = ?1 AND operation = 'cancellation-fee' ORDER BY attempt DESC LIMIT 1"
+    );
+    db.query_opt(&sql, args![booking_id])?
+        .map(|row| Ok((settlement_from(&row)?, row.int(13)?)))
+        .transpose()
+}
+
+/// Renews the cancellation-fee holds about to lapse (see
+/// [`Ledger::renew_fee_holds`]). Returns how many.
+pub(super) fn renew_fee_holds(db: &mut dyn Db, now_ms: i64) -> Result<usize, LedgerError> {
+    let safe = (settlement::HOLD_LIFETIME - settlement::HOLD_MARGIN).as_millis() as i64;
+    let aging: Vec<String> = db
+        .query(
+            "SELECT b.id FROM bookings b JOIN settlements s ON s.booking_id = b.id
+             WHERE s.operation = 'cancellation-fee' AND s.state = 'succeeded'
+               AND COALESCE(s.act_by_ms, s.updated_ms + ?3) <= ?1
+               AND s.attempt = (SELECT MAX(attempt) FROM settlements
+                                WHERE booking_id = b.id AND operation = 'cancellation-fee')
+               AND b.state IN ('active', 'in-call') AND b.window_end_ms > ?2
+               AND NOT EXISTS (SELECT 1 FROM settlements f WHERE f.booking_id = b.id AND f.call_id IS NULL
+                               AND f.operation IN ('capture', 'cancel') AND f.attempt = s.attempt)",
+            args![now_ms, now_ms, safe],
+        )?
+        .iter()
+        .map(|row| row.text(0))
+        .collect::<Result<_, _>>()?;
+    for booking in &aging {
+        let Some((hold, attempt)) = current_fee_hold(db, booking)? else {
+            continue;
+        };
+        settle_fee(db, booking, false, "renewed before it lapses", now_ms)?;
+        let next = attempt + 1;
+        let new = NewSettlement {
+            call_id: "",
+            booking_id: Some(booking),
+            operation: Operation::CancellationFee,
+            amount: hold.amount,
+            currency: &hold.currency,
+            payment_intent: None,
+            customer: hold.customer.as_deref(),
+            payment_method: hold.payment_method.as_deref(),
+            act_by_ms: None,
+        };
+        let key = settlement::booking_key(booking, "fee-hold", next);
+        insert_keyed(db, &key, None, &new, None, next, now_ms)?;
+    }
+    Ok(aging.len())
+}
+
+/// What becomes of a booking's cancellation fee: captured (a late
+/// cancellation, a no-show) or released (a completed call, an early
+/// cancellation). A hold not placed yet is dropped instead.
+pub(super) fn settle_fee(
+    db: &mut dyn Db,
+    booking_id: &str,
+    capture: bool,
+    reason: &str,
+    now_ms: i64,
+) -> Result<Option<Settlement>, LedgerError> {
+    let Some((hold, attempt)) = current_fee_hold(db, booking_id)? else {
+        return Ok(None);
+    };
+    match (hold.state, hold.payment_intent.as_deref()) {
+        (SettlementState::Pending, _) => {
+            conclude(
+                db,
+                &hold.id,
+                SettlementState::Failed,
+                None,
+                Some(&format!("not needed: {reason}")),
+                None,
+                now_ms,
+            )?;
+            Ok(None)
+        }
+        (SettlementState::Succeeded, Some(payment_intent)) => {
+            let (operation, movement, amount) = if capture {
+                (Operation::Capture, "fee-capture", hold.amount)
+            } else {
+                (Operation::Cancel, "fee-release", 0)
+            };
+            let done = db
+                .query_one(
+                    "SELECT COUNT(*) FROM settlements WHERE idempotency_key IN (?1, ?2)",
+                    args![
+                        settlement::booking_key(booking_id, "fee-capture", attempt),
+                        settlement::booking_key(booking_id, "fee-release", attempt)
+                    ],
+                )?
+                .int(0)?;
+            if done > 0 {
+                return Ok(None);
+            }
+            let new = NewSettlement {
+                call_id: "",
+                booking_id: Some(booking_id),
+                operation,
+                amount,
+                currency: &hold.currency,
+                payment_intent: Some(payment_intent),
+                customer: None,
+                payment_method: None,
+                act_by_ms: hold.act_by_ms,
+            };
+            let key = settlement::booking_key(booking_id, movement, attempt);
+            Ok(Some(insert_keyed(
+                db, &key, None, &new, None, attempt, now_ms,
+            )?))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Captures the fee of every booking whose window ended without a
+/// completed call. Returns how many.
+pub(super) fn fee_no_shows(db: &mut dyn Db, now_ms: i64) -> Result<usize, LedgerError> {
+    let bookings: Vec<String> = db
+        .query(
+            "SELECT b.id FROM bookings b JOIN settlements s ON s.booking_id = b.id
+             WHERE s.operation = 'cancellation-fee' AND s.state = 'succeeded'
+               AND s.attempt = (SELECT MAX(attempt) FROM settlements
+                                WHERE booking_id = b.id AND operation = 'cancellation-fee')
+               AND b.state = 'active' AND b.window_end_ms <= ?1
+               AND NOT EXISTS (SELECT 1 FROM settlements f WHERE f.booking_id = b.id
+                               AND f.call_id IS NULL AND f.operation IN ('capture', 'cancel')
+                               AND f.attempt = s.attempt)",
+            args![now_ms],
+        )?
+        .iter()
+        .map(|row| row.text(0))
+        .collect::<Result<_, _>>()?;
+    for booking in &bookings {
+        settle_fee(db, booking, true, "no call in the window", now_ms)?;
+    }
+    Ok(bookings.len())
+}
+
+/// A settlement attempt as the API and the CLI show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettlementView {
+    /// `st_...`
+    pub id: String,
+    /// The call.
+    pub call: Option<String>,
+    /// The booking.
+    pub booking: Option<String>,
+    /// What it does.
+    pub operation: String,
+    /// Its idempotency key.
+    pub idempotency_key: String,
+    /// Minor units.
+    pub amount: i64,
+    /// ISO code.
+    pub currency: String,
+    /// Where it stands.
+    pub state: String,
+    /// The PaymentIntent.
+    pub payment_intent: Option<String>,
+    /// Times sent.
+    pub tries: i64,
+    /// The last error.
+    pub last_error: Option<String>,
+    /// Created, Unix ms.
+    pub created_ms: i64,
+    /// Last changed, Unix ms.
+    pub updated_ms: i64,
+    /// When it is looked at next, Unix ms.
+    pub next_attempt_ms: Option<i64>,
+    /// Until when a hold can be captured (Stripe's word), Unix ms.
+    pub capture_before_ms: Option<i64>,
+}
+
+/// Settlement attempts, oldest first, for a call and/or in a state.
+pub(super) fn views(
+    db: &mut dyn Db,
+    call_id: Option<&str>,
+    state: Option<&str>,
+) -> Result<Vec<SettlementView>, LedgerError> {
+    db.query(
+        "SELECT id, call_id, booking_id, operation, idempotency_key, amount, currency, state, payment_intent,
+                tries, last_error, created_ms, updated_ms, next_attempt_ms, capture_before_ms
+         FROM settlements WHERE (?1 IS NULL OR call_id = ?1) AND (?2 IS NULL OR state = ?2)
+         ORDER BY created_ms, id",
+        args![call_id, state],
+    )?
+    .iter()
+    .map(|row| {
+        Ok(SettlementView {
+            id: row.text(0)?,
+            call: row.opt_text(1)?,
+            booking: row.opt_text(2)?,
+            operation: row.text(3)?,
+            idempotency_key: row.text(4)?,
+            amount: row.int(5)?,
+            currency: row.text(6)?,
+            state: row.text(7)?,
+            payment_intent: row.opt_text(8)?,
+            tries: row.int(9)?,
+            last_error: row.opt_text(10)?,
+            created_ms: row.int(11)?,
+            updated_ms: row.int(12)?,
+            next_attempt_ms: row.opt_int(13)?,
+            capture_before_ms: row.opt_int(14)?,
+        })
+    })
+    .collect()
+}
+
+/// What a call's card hold needs of its booking.
+#[derive(Debug, Clone)]
+pub struct HoldTerms {
+    /// The booking's tariff.
+    pub tariff: tollbridge_billing::rating::Tariff,
+    /// Its cap.
+    pub cap_seconds: u64,
+    /// The Stripe customer.
+    pub customer: String,
+    /// The card.
+    pub payment_method: String,
+}
+
+impl Ledger {
+    /// Writes and marks sent the card hold for a call routed to `booking`
+    /// (the price of its cap), committed before the request goes out.
+    /// `None` when the booking has no card, or its cap's price does not
+    /// fit a hold.
+    pub async fn begin_hold(
+        &self,
+        call_id: String,
+        booking_id: String,
+        now_ms: i64,
+    ) -> Result<Option<(Settlement, HoldTerms)>, LedgerError> {
+        self.run(move |db| {
+            let Some(terms) = bookings::terms(db, &booking_id)? else {
+                return Ok(None);
+            };
+            let Some((customer, payment_method)) = terms.card else {
+                return Ok(None);
+            };
+            let Ok(amount) = settlement::hold_amount(&terms.tariff, terms.cap_seconds) else {
+                return Ok(None);
+            };
+            let row = insert(
+                db,
+                &NewSettlement {
+                    call_id: &call_id,
+                    booking_id: Some(&booking_id),
+                    operation: Operation::Authorize,
+                    amount,
+                    currency: terms.tariff.currency.code(),
+                    payment_intent: None,
+                    customer: Some(&customer),
+                    payment_method: Some(&payment_method),
+                    act_by_ms: None,
+                },
+                now_ms,
+            )?;
+            mark_sent(db, &row.id, now_ms)?;
+            let row = Settlement {
+                state: SettlementState::Sent,
+                tries: row.tries + 1,
+                ..row
+            };
+            Ok(Some((
+                row,
+                HoldTerms {
+                    tariff: terms.tariff,
+                    cap_seconds: terms.cap_seconds,
+                    customer,
+                    payment_method,
+                },
+            )))
+        })
+        .await
+    }
+
+    /// Marks a row sent, committed before its request goes out.
+    pub async fn mark_sent(&self, id: String, now_ms: i64) -> Result<(), LedgerError> {
+        self.run(move |db| mark_sent(db, &id, now_ms)).await
+    }
+
+    /// Records a row's outcome (see [`conclude`]).
+    pub async fn conclude_settlement(
+        &self,
+        id: String,
+        state: SettlementState,
+        payment_intent: Option<String>,
+        error: Option<String>,
+        next_attempt_ms: Option<i64>,
+        now_ms: i64,
+    ) -> Result<(), LedgerError> {
+        self.run(move |db| {
+            conclude(
+                db,
+                &id,
+                state,
+                payment_intent.as_deref(),
+                error.as_deref(),
+                next_attempt_ms,
+                now_ms,
+            )
+        })
+        .await
+    }
+
+    /// Records a hold that succeeded and what follows from it, all in one
+    /// transaction (see [`hold_succeeded`]).
+    pub async fn hold_succeeded(
+        &self,
+        id: String,
+        payment_intent: String,
+        capture_before: Option<i64>,
+        now_ms: i64,
+    ) -> Result<(), LedgerError> {
+        self.run(move |db| hold_succeeded(db, &id, &payment_intent, capture_before, now_ms))
+            .await
+    }
+
+    /// Rows to work on now: every pending row, and sent or unknown rows
+    /// whose time has come (at start-up, `all_open`: every one of them,
+    /// since a crash may have cut them off).
+    pub async fn due_settlements(
+        &self,
+        now_ms: i64,
+        all_open: bool,
+    ) -> Result<Vec<Settlement>, LedgerError> {
+        self.run(move |db| {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM settlements
+                 WHERE (state = 'pending' AND COALESCE(next_attempt_ms, 0) <= ?1)
+                    OR (state IN ('sent', 'unknown') AND (?2 = 1 OR COALESCE(next_attempt_ms, 0) <= ?1))
+                 ORDER BY created_ms LIMIT 100"
+            );
+            db.query(&sql, args![now_ms, all_open])?
+                .iter()
+                .map(settlement_from)
+                .collect()
+        })
+        .await
+    }
+
+    /// Renews the cancellation-fee holds about to lapse (their act-by time
+    /// from Stripe's `capture_before` has come; a hold's safe lifetime
+    /// after it was placed when that was never read) while their booking
+    /// is still open: the old hold is released and a new one (the next
+    /// attempt, new keys) is placed at once. Returns how many.
+    pub async fn renew_fee_holds(&self, now_ms: i64) -> Result<usize, LedgerError> {
+        self.run(move |db| renew_fee_holds(db, now_ms)).await
+    }
+
+    /// Captures the fee of every booking whose window ended without a
+    /// completed call. Returns how many.
+    pub async fn fee_no_shows(&self, now_ms: i64) -> Result<usize, LedgerError> {
+        self.run(move |db| fee_no_shows(db, now_ms)).await
+    }
+
+    /// How many settlement rows are in each state.
+    pub async fn settlement_counts(&self) -> Result<Vec<(SettlementState, u64)>, LedgerError> {
+        self.run(|db| {
+            db.query(
+                "SELECT state, COUNT(*) FROM settlements GROUP BY state ORDER BY state",
+                &[],
+            )?
+            .iter()
+            .filter_map(|row| {
+                let state = row.text(0).ok().and_then(|s| SettlementState::parse(&s))?;
+                Some(row.int(1).map(|n| (state, u64::try_from(n).unwrap_or(0))))
+            })
+            .collect()
+        })
+        .await
+    }
+
+    /// Settlement attempts in a state (all when `None`), oldest first.
+    pub async fn settlements(
+        &self,
+        state: Option<SettlementState>,
+    ) -> Result<Vec<SettlementView>, LedgerError> {
+        self.run(move |db| views(db, None, state.map(SettlementState::as_str)))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests;

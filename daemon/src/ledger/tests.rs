@@ -1,0 +1,156 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use crate::args;
+
+fn open(dir: &tempfile::TempDir) -> Ledger {
+    Ledger::open_sqlite(&dir.path().join("t.db")).unwrap()
+}
+
+#[test]
+fn migrations_are_valid() {
+    sqlite_schema::MIGRATIONS.validate().unwrap();
+}
+
+#[tokio::test]
+async fn an_empty_file_is_migrated_to_the_latest_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(&dir);
+    let (version, tables, journal, synchronous, foreign_keys) = ledger
+        .run(|db| {
+            let tables: Vec<String> = db
+                .query(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name",
+                    &[],
+                )?
+                .iter()
+                .map(|row| row.text(0))
+                .collect::<Result<_, _>>()?;
+            let pragma =
+                |db: &mut dyn db::Db, name: &str| db.query_one(&format!("PRAGMA {name}"), &[]);
+            Ok((
+                pragma(db, "user_version")?.int(0)? as usize,
+                tables,
+                pragma(db, "journal_mode")?.text(0)?,
+                pragma(db, "synchronous")?.int(0)?,
+                pragma(db, "foreign_keys")?.int(0)?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(version, sqlite_schema::LATEST_VERSION);
+    assert_eq!(
+        tables,
+        [
+            "bookings",
+            "call_events",
+            "call_legs",
+            "calls",
+            "settlements",
+            "stripe_events"
+        ]
+    );
+    assert_eq!(journal, "wal");
+    assert_eq!(synchronous, 2, "synchronous=FULL");
+    assert_eq!(foreign_keys, 1);
+    ledger.close().await;
+
+    // Opening again finds the schema current and changes nothing.
+    let again = open(&dir);
+    again.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_schema_enforces_its_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(&dir);
+    let attempts: [&[&str]; 5] = [
+        // An event for a call that does not exist: foreign key.
+        &["INSERT INTO call_events VALUES ('call_x', 1, 0, 'queued', NULL, NULL, NULL)"],
+        // A status outside Twilio's vocabulary.
+        &["INSERT INTO calls (id, inbound_call_id, status, created_ms) VALUES ('c1', 'x', 'answered', 0)"],
+        // A valid call and event.
+        &[
+            "INSERT INTO calls (id, inbound_call_id, created_ms) VALUES ('c2', 'x', 0)",
+            "INSERT INTO call_events VALUES ('c2', 1, 0, 'queued', NULL, NULL, NULL)",
+        ],
+        // A negative amount.
+        &["INSERT INTO settlements (id, operation, idempotency_key, amount, currency, created_ms, updated_ms)
+           VALUES ('s1', 'capture', 'k1', -5, 'jpy', 0, 0)"],
+        // A reused idempotency key.
+        &[
+            "INSERT INTO settlements (id, operation, idempotency_key, amount, currency, created_ms, updated_ms)
+             VALUES ('s2', 'capture', 'k2', 5, 'jpy', 0, 0)",
+            "INSERT INTO settlements (id, operation, idempotency_key, amount, currency, created_ms, updated_ms)
+             VALUES ('s3', 'capture', 'k2', 5, 'jpy', 0, 0)",
+        ],
+    ];
+    let mut results = Vec::new();
+    for statements in attempts {
+        let statements: Vec<String> = statements.iter().map(|s| (*s).to_owned()).collect();
+        let ran = ledger
+            .run(move |db| {
+                for sql in &statements {
+                    db.execute(sql, &[])?;
+                }
+                Ok(())
+            })
+            .await;
+        results.push(ran.is_ok());
+    }
+    assert_eq!(results, [false, false, true, false, false]);
+    // A failed transaction leaves nothing: not even the first insert of k2.
+    let counts = ledger.settlement_counts().await.unwrap();
+    assert_eq!(counts, []);
+    let reused = ledger
+        .run(|db| {
+            db.execute(
+                "INSERT INTO settlements (id, operation, idempotency_key, amount, currency, created_ms, updated_ms)
+                 VALUES (?1, 'capture', 'k3', 5, 'jpy', 0, 0)",
+                args!["s4"],
+            )?;
+            db.execute(
+                "INSERT INTO settlements (id, operation, idempotency_key, amount, currency, created_ms, updated_ms)
+                 VALUES (?1, 'capture', 'k3', 5, 'jpy', 0, 0)",
+                args!["s5"],
+            )
+        })
+        .await;
+    assert!(
+        matches!(reused, Err(LedgerError::UniqueViolation(_))),
+        "{reused:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_database_from_a_newer_build_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(&format!(
+        "PRAGMA user_version = {}",
+        sqlite_schema::LATEST_VERSION + 1
+    ))
+    .unwrap();
+    drop(conn);
+    let error = Ledger::open_sqlite(&path).unwrap_err();
+    assert!(matches!(error, LedgerError::TooNew { .. }), "{error}");
+}
+
+#[tokio::test]
+async fn an_unopenable_path_names_the_file() {
+    let error = Ledger::open_sqlite(Path::new("/nonexistent/dir/t.db")).unwrap_err();
+    assert!(
+        error.to_string().contains("/nonexistent/dir/t.db"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_closed_ledger_answers_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(&dir);
+    let other = ledger.clone();
+    ledger.close().await;
+    assert!(matches!(other.ping().await, Err(LedgerError::Closed)));
+}
