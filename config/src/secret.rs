@@ -16,6 +16,19 @@ use std::path::{Path, PathBuf};
 pub trait Environment {
     /// The value of variable `name`, if set and valid UTF-8.
     fn var(&self, name: &str) -> Option<String>;
+
+    /// The machine's host name (the default node name).
+    fn host_name(&self) -> Option<String> {
+        system_host_name()
+    }
+}
+
+/// The kernel's host name, as `hostname` prints it.
+fn system_host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
 }
 
 /// The real process environment.
@@ -31,6 +44,11 @@ impl Environment for ProcessEnvironment {
 impl<S: std::hash::BuildHasher> Environment for std::collections::HashMap<String, String, S> {
     fn var(&self, name: &str) -> Option<String> {
         self.get(name).cloned()
+    }
+
+    /// `HOSTNAME` in the map, else the machine's.
+    fn host_name(&self) -> Option<String> {
+        self.get("HOSTNAME").cloned().or_else(system_host_name)
     }
 }
 

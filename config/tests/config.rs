@@ -81,6 +81,55 @@ fn an_empty_file_runs_on_loopback_in_ledger_only_mode() {
 }
 
 #[test]
+fn a_cluster_node_shares_a_postgresql_ledger() {
+    let src = r#"
+[database]
+url = "postgres://tollbridge@db1.example.net:5433/tollbridge?sslmode=disable"
+password = "env:TB_DB_PASSWORD"
+pool_size = 8
+outage_buffer = 500
+
+[node]
+name = "tb-2.tokyo"
+
+[cluster]
+node_timeout = "15s"
+"#;
+    let config = Config::from_toml(src, &env(&[("TB_DB_PASSWORD", "s3cret")])).unwrap();
+    assert_eq!(
+        config.database.url.as_deref(),
+        Some("postgres://tollbridge@db1.example.net:5433/tollbridge?sslmode=disable")
+    );
+    let password = config.database.password.as_ref().unwrap();
+    assert_eq!(password.expose(), "s3cret");
+    assert!(!format!("{config:?}").contains("s3cret"));
+    assert_eq!(config.database.pool_size, 8);
+    assert_eq!(config.database.outage_buffer, 500);
+    assert_eq!(config.node.name, "tb-2.tokyo");
+    assert_eq!(config.cluster.node_timeout, Duration::from_secs(15));
+
+    // A Unix socket directory instead of a host.
+    let socket = Config::from_toml(
+        "[database]\nurl = \"postgresql:///tollbridge?host=/run/postgresql\"",
+        &env(&[]),
+    )
+    .unwrap();
+    assert!(socket.database.url.is_some());
+}
+
+#[test]
+fn the_node_is_named_after_the_host_unless_told() {
+    let config = Config::from_toml("", &env(&[("HOSTNAME", "tb1.example.net")])).unwrap();
+    assert_eq!(config.node.name, "tb1.example.net");
+    assert_eq!(config.cluster.node_timeout, Duration::from_secs(10));
+    let odd = Config::from_toml("", &env(&[("HOSTNAME", "tb 1/x")])).unwrap();
+    assert_eq!(odd.node.name, "tb-1-x");
+    assert_eq!(config.database.url, None);
+    assert_eq!(config.database.pool_size, 4);
+    assert_eq!(config.database.outage_buffer, 10_000);
+}
+
+#[test]
 fn under_systemd_the_database_goes_to_the_state_directory() {
     let e = env(&[("STATE_DIRECTORY", "/var/lib/tollbridge:/var/lib/other")]);
     let config = Config::from_toml("", &e).unwrap();
@@ -365,6 +414,56 @@ fn every_validation_rule_names_its_key() {
             "NOT_SET_ANYWHERE is not set",
         ),
         ("[database]\npath = \"\"", "database.path", "file path"),
+        (
+            "[database]\nurl = \"mysql://db/x\"",
+            "database.url",
+            "postgres://",
+        ),
+        (
+            "[database]\nurl = \"postgres://tb:hunter2@db/tb\"",
+            "database.url",
+            "database.password",
+        ),
+        (
+            "[database]\nurl = \"postgres://db/tb?password=hunter2\"",
+            "database.url",
+            "database.password",
+        ),
+        (
+            "[database]\nurl = \"postgres:///tb\"",
+            "database.url",
+            "no host",
+        ),
+        (
+            "[database]\npath = \"/tmp/x.db\"\nurl = \"postgres://db/tb\"",
+            "database.url",
+            "both set",
+        ),
+        (
+            "[database]\npassword = \"pw\"",
+            "database.password",
+            "only used with database.url",
+        ),
+        (
+            "[database]\nurl = \"postgres://db/tb\"\npassword = \"env:NOT_SET_ANYWHERE\"",
+            "database.password",
+            "NOT_SET_ANYWHERE is not set",
+        ),
+        ("[database]\npool_size = 0", "database.pool_size", "1 to 64"),
+        (
+            "[database]\noutage_buffer = 5",
+            "database.outage_buffer",
+            "100 to 1000000",
+        ),
+        ("[node]\nname = \"a b\"", "node.name", "letters, digits"),
+        ("[node]\nname = \"\"", "node.name", "letters, digits"),
+        ("[node]\nname = 7", "node.name", "letters, digits"),
+        (
+            "[cluster]\nnode_timeout = \"1s\"",
+            "cluster.node_timeout",
+            "between 2s and 600s",
+        ),
+        ("[cluster]\nheartbeat = \"1s\"", "cluster.heartbeat", "unknown key"),
         (
             "[stripe]\nsecret_key = \"pk_test_123\"",
             "stripe.secret_key",

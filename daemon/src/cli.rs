@@ -68,9 +68,8 @@ pub fn settlements(config: Option<PathBuf>, state: Option<String>) -> ExitCode {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
-    let path = config.database.path.clone();
     let rows = (|| {
-        let ledger = crate::ledger::Ledger::open_sqlite_read_only(&path)?;
+        let ledger = crate::ledger::Ledger::open_read_only(&config.database)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .map_err(|e| crate::ledger::LedgerError::Query(e.to_string()))?;
@@ -105,7 +104,7 @@ pub fn settlements(config: Option<PathBuf>, state: Option<String>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("tollbridge: cannot read {}: {e}", path.display());
+            eprintln!("tollbridge: cannot read the ledger: {e}");
             ExitCode::FAILURE
         }
     }

@@ -45,8 +45,8 @@ pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow
     // Before anything announces readiness: a SIGHUP that arrived between
     // READY=1 and the handler would otherwise kill the process (its default).
     let mut signals = Signals::install()?;
-    let database = config.database.path.clone();
-    let ledger = tokio::task::spawn_blocking(move || Ledger::open_sqlite(&database))
+    let database = config.database.clone();
+    let ledger = tokio::task::spawn_blocking(move || Ledger::open(&database))
         .await
         .context("database open task failed")??;
     info!(database = %ledger.describe(), "database open");

@@ -12,28 +12,33 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tollbridge_config::{Config, Secret};
 use tollbridge_daemon::args;
-use tollbridge_daemon::ledger::Ledger;
 use tollbridge_daemon::state::Shared;
 use tower::ServiceExt;
+
+#[macro_use]
+mod support;
+use support::Backend;
 
 const TOKEN: &str = "bookings-test-token-01234";
 
 struct Api {
     shared: Arc<Shared>,
-    _dir: tempfile::TempDir,
+    _ledger: support::TestLedger,
 }
 
 impl Api {
-    fn new() -> Api {
-        let dir = tempfile::tempdir().unwrap();
+    async fn new(backend: Backend) -> Api {
         let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../config/tollbridge.example.toml");
         let mut config = Config::load_with(&example, &HashMap::new()).unwrap();
         config.http.api_token = Some(Secret::inline(TOKEN));
-        let store = Ledger::open_sqlite(&dir.path().join("t.db")).unwrap();
-        let shared = Shared::new(config, store, None, None);
+        let ledger = support::open(backend).await;
+        let shared = Shared::new(config, ledger.ledger.clone(), None, None);
         shared.mark_listeners_bound();
-        Api { shared, _dir: dir }
+        Api {
+            shared,
+            _ledger: ledger,
+        }
     }
 
     async fn send(&self, method: &str, uri: &str, body: Option<&str>) -> (StatusCode, Value) {
@@ -77,9 +82,8 @@ fn booking() -> Value {
     })
 }
 
-#[tokio::test]
-async fn a_booking_is_created_read_listed_and_canceled() {
-    let api = Api::new();
+async fn a_booking_is_created_read_listed_and_canceled(backend: Backend) {
+    let api = Api::new(backend).await;
     let (status, created) = api.create(booking()).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let id = created["id"].as_str().unwrap().to_owned();
@@ -129,9 +133,8 @@ async fn a_booking_is_created_read_listed_and_canceled() {
     assert_eq!(active["bookings"].as_array().unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn invalid_bookings_get_422_listing_each_field_and_store_nothing() {
-    let api = Api::new();
+async fn invalid_bookings_get_422_listing_each_field_and_store_nothing(backend: Backend) {
+    let api = Api::new(backend).await;
     let mut bad = booking();
     bad["called"] = json!("03-1234-5678");
     bad["tariff"]["currency"] = json!("yen");
@@ -150,9 +153,8 @@ async fn invalid_bookings_get_422_listing_each_field_and_store_nothing() {
     assert_eq!(listed["bookings"], json!([]));
 }
 
-#[tokio::test]
-async fn malformed_requests_get_json_errors_with_stable_codes() {
-    let api = Api::new();
+async fn malformed_requests_get_json_errors_with_stable_codes(backend: Backend) {
+    let api = Api::new(backend).await;
     let (status, body) = api.send("POST", "/v1/bookings", Some("{not json")).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
@@ -200,9 +202,8 @@ async fn malformed_requests_get_json_errors_with_stable_codes() {
     );
 }
 
-#[tokio::test]
-async fn a_given_id_is_kept_and_cannot_be_reused() {
-    let api = Api::new();
+async fn a_given_id_is_kept_and_cannot_be_reused(backend: Backend) {
+    let api = Api::new(backend).await;
     let mut first = booking();
     first["id"] = json!("bk_order-1042");
     let (status, created) = api.create(first.clone()).await;
@@ -217,9 +218,8 @@ async fn a_given_id_is_kept_and_cannot_be_reused() {
     );
 }
 
-#[tokio::test]
-async fn a_booking_in_a_call_cannot_be_canceled() {
-    let api = Api::new();
+async fn a_booking_in_a_call_cannot_be_canceled(backend: Backend) {
+    let api = Api::new(backend).await;
     let (_, created) = api.create(booking()).await;
     let id = created["id"].as_str().unwrap().to_owned();
     let in_call = id.clone();
@@ -243,9 +243,8 @@ async fn a_booking_in_a_call_cannot_be_canceled() {
     );
 }
 
-#[tokio::test]
-async fn call_records_are_shown_with_their_ordered_events() {
-    let api = Api::new();
+async fn call_records_are_shown_with_their_ordered_events(backend: Backend) {
+    let api = Api::new(backend).await;
     let (_, created) = api.create(booking()).await;
     let booking_id = created["id"].as_str().unwrap().to_owned();
     let for_call = booking_id.clone();
@@ -291,9 +290,8 @@ async fn call_records_are_shown_with_their_ordered_events() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
-#[tokio::test]
-async fn the_bearer_scheme_is_read_in_any_case() {
-    let api = Api::new();
+async fn the_bearer_scheme_is_read_in_any_case(backend: Backend) {
+    let api = Api::new(backend).await;
     let cases = [
         ("Bearer", StatusCode::OK),
         ("bearer", StatusCode::OK),
@@ -315,9 +313,8 @@ async fn the_bearer_scheme_is_read_in_any_case() {
     }
 }
 
-#[tokio::test]
-async fn a_body_over_the_limit_gets_413_and_stores_nothing() {
-    let api = Api::new();
+async fn a_body_over_the_limit_gets_413_and_stores_nothing(backend: Backend) {
+    let api = Api::new(backend).await;
     let mut big = booking();
     big["callers"] = json!(vec!["+819012345678"; 6000]);
     let body = big.to_string();
@@ -331,9 +328,8 @@ async fn a_body_over_the_limit_gets_413_and_stores_nothing() {
     assert_eq!(list["bookings"].as_array().unwrap().len(), 0);
 }
 
-#[tokio::test]
-async fn a_value_of_the_wrong_type_is_named_in_field() {
-    let api = Api::new();
+async fn a_value_of_the_wrong_type_is_named_in_field(backend: Backend) {
+    let api = Api::new(backend).await;
     let cases = [
         ("cap_seconds", json!("1800"), "cap_seconds"),
         ("callers", json!(["+819012345678", 7]), "callers[1]"),
@@ -354,9 +350,8 @@ async fn a_value_of_the_wrong_type_is_named_in_field() {
     );
 }
 
-#[tokio::test]
-async fn calls_are_found_by_the_number_dialled_with_the_bookings_they_could_have_been() {
-    let api = Api::new();
+async fn calls_are_found_by_the_number_dialled_with_the_bookings_they_could_have_been(backend: Backend) {
+    let api = Api::new(backend).await;
     let (_, created) = api.create(booking()).await;
     let booking_id = created["id"].as_str().unwrap().to_owned();
     let candidates = json!([booking_id]).to_string();
@@ -395,3 +390,16 @@ async fn calls_are_found_by_the_number_dialled_with_the_bookings_they_could_have
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+on_both_backends!(
+    a_booking_is_created_read_listed_and_canceled,
+    invalid_bookings_get_422_listing_each_field_and_store_nothing,
+    malformed_requests_get_json_errors_with_stable_codes,
+    a_given_id_is_kept_and_cannot_be_reused,
+    a_booking_in_a_call_cannot_be_canceled,
+    call_records_are_shown_with_their_ordered_events,
+    the_bearer_scheme_is_read_in_any_case,
+    a_body_over_the_limit_gets_413_and_stores_nothing,
+    a_value_of_the_wrong_type_is_named_in_field,
+    calls_are_found_by_the_number_dialled_with_the_bookings_they_could_have_been,
+);

@@ -9,6 +9,7 @@
 // crate panics with a message instead of returning errors.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+pub mod postgres;
 pub mod stripe_fake;
 
 use std::io::{BufRead, BufReader, Read, Write};

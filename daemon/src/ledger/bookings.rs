@@ -215,7 +215,7 @@ impl Ledger {
         self.run(move |db| {
             let sql = format!(
                 "SELECT {COLUMNS} FROM bookings
-                 WHERE (?1 IS NULL OR called = ?1) AND (?2 IS NULL OR state = ?2)
+                 WHERE (CAST(?1 AS TEXT) IS NULL OR called = ?1) AND (CAST(?2 AS TEXT) IS NULL OR state = ?2)
                  ORDER BY created_ms DESC, id DESC LIMIT ?3"
             );
             db.query(&sql, args![called, state.map(BookingState::as_str), limit])?

@@ -690,7 +690,7 @@ impl Ledger {
             let ids: Vec<String> = db
                 .query(
                     "SELECT id FROM calls
-                     WHERE (?1 IS NULL OR booking_id = ?1) AND (?2 IS NULL OR called = ?2)
+                     WHERE (CAST(?1 AS TEXT) IS NULL OR booking_id = ?1) AND (CAST(?2 AS TEXT) IS NULL OR called = ?2)
                      ORDER BY created_ms, id LIMIT ?3",
                     args![booking, called, limit],
                 )?

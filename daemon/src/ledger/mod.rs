@@ -17,6 +17,8 @@ pub mod states;
 mod bookings;
 mod calls;
 mod recovery;
+mod postgres;
+mod postgres_schema;
 mod settlements;
 mod sqlite;
 mod sqlite_schema;
@@ -38,7 +40,7 @@ pub use states::{BookingState, CallStatus, SettlementState};
 use db::Db;
 
 /// Why a ledger operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum LedgerError {
     /// The database could not be opened or reached at start.
     #[error("cannot open database {what}: {reason}")]
@@ -98,6 +100,7 @@ pub(crate) type Job = Box<dyn FnOnce(&mut dyn Db) -> Finish + Send>;
 
 enum Backend {
     Sqlite(sqlite::SqliteBackend),
+    Postgres(postgres::PostgresBackend),
 }
 
 /// A handle to the ledger; cheap to clone.
@@ -131,10 +134,67 @@ impl Ledger {
         })
     }
 
-    /// The database, for logs: the file, or the server and database name.
+    /// Opens (creating and migrating) the ledger `config` names: the
+    /// PostgreSQL server of `database.url`, else the SQLite file of
+    /// `database.path`. Blocking.
+    pub fn open(config: &tollbridge_config::DatabaseConfig) -> Result<Ledger, LedgerError> {
+        match &config.url {
+            Some(url) => Ledger::open_postgres(
+                url,
+                config.password.as_ref().map(|p| p.expose()),
+                config.pool_size as usize,
+            ),
+            None => Ledger::open_sqlite(&config.path),
+        }
+    }
+
+    /// Opens the ledger `config` names to read only, beside running
+    /// daemons (the CLI): never created, never migrated. Blocking.
+    pub fn open_read_only(
+        config: &tollbridge_config::DatabaseConfig,
+    ) -> Result<Ledger, LedgerError> {
+        match &config.url {
+            Some(url) => {
+                let target = postgres::Target::new(url, config.password.as_ref().map(|p| p.expose()))?;
+                Ok(Ledger {
+                    backend: Arc::new(Backend::Postgres(postgres::PostgresBackend::open(
+                        target, 1, true,
+                    )?)),
+                })
+            }
+            None => Ledger::open_sqlite_read_only(&config.path),
+        }
+    }
+
+    /// Connects to the PostgreSQL server at `url` (a `postgres://` URL or
+    /// libpq key=value string without its password), migrates its schema,
+    /// and opens `pool_size` connections. Blocking.
+    pub fn open_postgres(
+        url: &str,
+        password: Option<&str>,
+        pool_size: usize,
+    ) -> Result<Ledger, LedgerError> {
+        let target = postgres::Target::new(url, password)?;
+        Ok(Ledger {
+            backend: Arc::new(Backend::Postgres(postgres::PostgresBackend::open(
+                target, pool_size, false,
+            )?)),
+        })
+    }
+
+    /// The database, for logs: the file, or the server's URL.
     pub fn describe(&self) -> String {
         match self.backend.as_ref() {
             Backend::Sqlite(sqlite) => sqlite.path().display().to_string(),
+            Backend::Postgres(postgres) => postgres.url().to_owned(),
+        }
+    }
+
+    /// Which SQL the ledger's backend speaks.
+    pub fn dialect(&self) -> db::Dialect {
+        match self.backend.as_ref() {
+            Backend::Sqlite(_) => db::Dialect::Sqlite,
+            Backend::Postgres(_) => db::Dialect::Postgres,
         }
     }
 
@@ -159,6 +219,7 @@ impl Ledger {
         });
         match self.backend.as_ref() {
             Backend::Sqlite(sqlite) => sqlite.submit(job)?,
+            Backend::Postgres(postgres) => postgres.submit(job)?,
         }
         answer.await.map_err(|_| LedgerError::Closed)?
     }
@@ -175,6 +236,7 @@ impl Ledger {
         let backend = self.backend.clone();
         let _ = tokio::task::spawn_blocking(move || match backend.as_ref() {
             Backend::Sqlite(sqlite) => sqlite.close(),
+            Backend::Postgres(postgres) => postgres.close(),
         })
         .await;
     }

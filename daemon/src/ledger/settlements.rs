@@ -562,7 +562,7 @@ pub(super) fn views(
     db.query(
         "SELECT id, call_id, booking_id, operation, idempotency_key, amount, currency, state, payment_intent,
                 tries, last_error, created_ms, updated_ms, next_attempt_ms, capture_before_ms
-         FROM settlements WHERE (?1 IS NULL OR call_id = ?1) AND (?2 IS NULL OR state = ?2)
+         FROM settlements WHERE (CAST(?1 AS TEXT) IS NULL OR call_id = ?1) AND (CAST(?2 AS TEXT) IS NULL OR state = ?2)
          ORDER BY created_ms, id",
         args![call_id, state],
     )?

@@ -1,0 +1,143 @@
+//! The PostgreSQL schema, kept in step with [`super::sqlite_schema`]:
+//! the same tables, columns, keys and checks, version for version, so one
+//! set of statements serves both. Integers are `BIGINT` (times in ms,
+//! money in minor units), the few fractions `DOUBLE PRECISION`.
+//!
+//! PostgreSQL support starts at schema version 4: its first migration
+//! creates that schema whole. A migration, once released, is never
+//! edited: add a new one here and in `sqlite_schema.rs` together.
+
+/// Schema v4 (see `sqlite_schema.rs`, versions 1 to 4, for what each
+/// part is for).
+const V4: &str = r#"
+CREATE TABLE bookings (
+    id                    TEXT PRIMARY KEY,
+    called                TEXT NOT NULL,
+    callers               TEXT NOT NULL DEFAULT '[]',
+    pin                   TEXT,
+    callee                TEXT NOT NULL,
+    currency              TEXT NOT NULL,
+    price_per_minute      BIGINT NOT NULL CHECK (price_per_minute >= 0),
+    increment_seconds     BIGINT NOT NULL DEFAULT 1 CHECK (increment_seconds > 0),
+    minimum_seconds       BIGINT NOT NULL DEFAULT 0 CHECK (minimum_seconds >= 0),
+    cap_seconds           BIGINT NOT NULL CHECK (cap_seconds > 0),
+    window_start_ms       BIGINT NOT NULL,
+    window_end_ms         BIGINT NOT NULL CHECK (window_end_ms > window_start_ms),
+    stripe_customer       TEXT,
+    stripe_payment_method TEXT,
+    cancellation_fee      BIGINT CHECK (cancellation_fee >= 0),
+    state                 TEXT NOT NULL DEFAULT 'active'
+                          CHECK (state IN ('active', 'in-call', 'completed', 'canceled')),
+    created_ms            BIGINT NOT NULL,
+    updated_ms            BIGINT NOT NULL,
+    under_minimum         TEXT NOT NULL DEFAULT 'cancel'
+                          CHECK (under_minimum IN ('cancel', 'charge-minimum'))
+);
+CREATE INDEX bookings_by_called ON bookings (called, state);
+
+CREATE TABLE calls (
+    id               TEXT PRIMARY KEY,
+    booking_id       TEXT REFERENCES bookings (id),
+    inbound_call_id  TEXT NOT NULL,
+    outbound_call_id TEXT,
+    twilio_call_sid  TEXT,
+    caller           TEXT,
+    called           TEXT,
+    status           TEXT NOT NULL DEFAULT 'queued' CHECK (status IN
+                     ('queued', 'initiated', 'ringing', 'in-progress', 'completed',
+                      'busy', 'failed', 'no-answer', 'canceled')),
+    created_ms       BIGINT NOT NULL,
+    ringing_ms       BIGINT,
+    answered_ms      BIGINT,
+    checkpoint_ms    BIGINT,
+    ended_ms         BIGINT,
+    talk_ms          BIGINT CHECK (talk_ms >= 0),
+    billed_seconds   BIGINT CHECK (billed_seconds >= 0),
+    amount           BIGINT CHECK (amount >= 0),
+    currency         TEXT,
+    end_reason       TEXT,
+    payment_intent   TEXT,
+    hold_amount      BIGINT CHECK (hold_amount >= 0),
+    caller_rtp_port  BIGINT CHECK (caller_rtp_port BETWEEN 1 AND 65535),
+    callee_rtp_port  BIGINT CHECK (callee_rtp_port BETWEEN 1 AND 65535),
+    caller_dialog    TEXT,
+    callee_dialog    TEXT,
+    hangup_pending   BIGINT NOT NULL DEFAULT 0 CHECK (hangup_pending IN (0, 1)),
+    candidates       TEXT
+);
+CREATE INDEX calls_by_booking ON calls (booking_id);
+CREATE INDEX calls_open ON calls (created_ms) WHERE ended_ms IS NULL;
+CREATE INDEX calls_by_inbound_call_id ON calls (inbound_call_id);
+CREATE INDEX calls_by_called ON calls (called, created_ms);
+CREATE INDEX calls_hangup_pending ON calls (id) WHERE hangup_pending = 1;
+CREATE INDEX calls_by_ended ON calls (ended_ms) WHERE ended_ms IS NOT NULL;
+
+CREATE TABLE call_events (
+    call_id    TEXT NOT NULL REFERENCES calls (id),
+    seq        BIGINT NOT NULL CHECK (seq > 0),
+    at_ms      BIGINT NOT NULL,
+    status     TEXT NOT NULL CHECK (status IN
+               ('queued', 'initiated', 'ringing', 'in-progress', 'completed',
+                'busy', 'failed', 'no-answer', 'canceled')),
+    sip_code   BIGINT CHECK (sip_code BETWEEN 100 AND 699),
+    sip_reason TEXT,
+    detail     TEXT,
+    PRIMARY KEY (call_id, seq)
+);
+
+CREATE TABLE call_legs (
+    call_id           TEXT NOT NULL REFERENCES calls (id),
+    side              TEXT NOT NULL CHECK (side IN ('caller', 'callee')),
+    packets_received  BIGINT NOT NULL CHECK (packets_received >= 0),
+    bytes_received    BIGINT NOT NULL CHECK (bytes_received >= 0),
+    packets_sent      BIGINT NOT NULL CHECK (packets_sent >= 0),
+    bytes_sent        BIGINT NOT NULL CHECK (bytes_sent >= 0),
+    packets_lost      BIGINT NOT NULL CHECK (packets_lost >= 0),
+    jitter_ms         DOUBLE PRECISION NOT NULL CHECK (jitter_ms >= 0),
+    dropped_foreign   BIGINT NOT NULL CHECK (dropped_foreign >= 0),
+    dropped_malformed BIGINT NOT NULL CHECK (dropped_malformed >= 0),
+    rtcp_received     BIGINT NOT NULL CHECK (rtcp_received >= 0),
+    PRIMARY KEY (call_id, side)
+);
+
+CREATE TABLE settlements (
+    id                TEXT PRIMARY KEY,
+    booking_id        TEXT REFERENCES bookings (id),
+    call_id           TEXT REFERENCES calls (id),
+    operation         TEXT NOT NULL CHECK (operation IN
+                      ('authorize', 'capture', 'cancel', 'cancellation-fee')),
+    attempt           BIGINT NOT NULL DEFAULT 1 CHECK (attempt > 0),
+    idempotency_key   TEXT NOT NULL UNIQUE,
+    amount            BIGINT NOT NULL CHECK (amount >= 0),
+    currency          TEXT NOT NULL,
+    state             TEXT NOT NULL DEFAULT 'pending' CHECK (state IN
+                      ('pending', 'sent', 'succeeded', 'failed', 'unknown')),
+    payment_intent    TEXT,
+    customer          TEXT,
+    payment_method    TEXT,
+    tries             BIGINT NOT NULL DEFAULT 0 CHECK (tries >= 0),
+    last_error        TEXT,
+    created_ms        BIGINT NOT NULL,
+    updated_ms        BIGINT NOT NULL,
+    next_attempt_ms   BIGINT,
+    capture_before_ms BIGINT,
+    act_by_ms         BIGINT
+);
+CREATE INDEX settlements_open ON settlements (next_attempt_ms)
+    WHERE state IN ('pending', 'sent', 'unknown');
+CREATE INDEX settlements_by_call ON settlements (call_id);
+
+CREATE TABLE stripe_events (
+    id           TEXT PRIMARY KEY,
+    type         TEXT NOT NULL,
+    received_ms  BIGINT NOT NULL,
+    processed_ms BIGINT
+);
+"#;
+
+/// Every migration as (the schema version it brings, its statements),
+/// oldest first.
+pub(crate) const MIGRATIONS: &[(usize, &str)] = &[(4, V4)];
+
+/// The schema version this build writes.
+pub(crate) const LATEST_VERSION: usize = 4;

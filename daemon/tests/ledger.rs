@@ -1,0 +1,447 @@
+//! The ledger's behaviour, the same on both backends: every test here runs
+//! once on SQLite and once on PostgreSQL (`sqlite::...`, `postgres::...`).
+//! What only one backend has (file pragmas, server sessions) is tested
+//! beside that backend's code.
+
+// Test code: a failed setup step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[macro_use]
+mod support;
+
+use support::Backend;
+use tollbridge_daemon::args;
+use tollbridge_daemon::bookings::model::{
+    Callee, NewBooking, StripeCard, Tariff, ValidBooking, Window,
+};
+use tollbridge_daemon::calls::route::{Candidate, Route};
+use tollbridge_daemon::ledger::{
+    BookingState, BookingWrite, CallEnd, CallStatus, LedgerError, NewCall, SettlementState,
+};
+use tollbridge_media::bridge::Side;
+
+const HOUR_MS: i64 = 3_600_000;
+const T0: i64 = 1_900_000_000_000;
+
+fn booking(id: &str, called: &str, card: bool, fee: Option<i64>) -> ValidBooking {
+    ValidBooking {
+        booking: NewBooking {
+            id: Some(id.to_owned()),
+            called: called.to_owned(),
+            callers: vec!["+819012345678".to_owned()],
+            pin: Some("4321".to_owned()),
+            callee: Callee::Uri {
+                uri: "sip:expert@127.0.0.1:5099".to_owned(),
+            },
+            tariff: Tariff {
+                currency: "jpy".to_owned(),
+                price_per_minute: 300,
+                increment_seconds: 6,
+                minimum_seconds: 0,
+                under_minimum: "cancel".to_owned(),
+            },
+            cap_seconds: 1800,
+            window: Window {
+                start: String::new(),
+                end: String::new(),
+            },
+            stripe: card.then(|| StripeCard {
+                customer: "cus_1".to_owned(),
+                payment_method: "pm_1".to_owned(),
+            }),
+            cancellation_fee: fee,
+        },
+        window_start_ms: T0 - HOUR_MS,
+        window_end_ms: T0 + HOUR_MS,
+    }
+}
+
+fn new_call(id: &str, called: &str) -> NewCall {
+    NewCall {
+        id: id.to_owned(),
+        sip_call_id: format!("{id}@caller"),
+        twilio_call_sid: Some(format!("CA{id}")),
+        caller: Some("+819012345678".to_owned()),
+        called: Some(called.to_owned()),
+    }
+}
+
+/// Routes to the first candidate, as caller-ID routing does for one match.
+fn first(candidates: &[Candidate]) -> Route {
+    candidates
+        .first()
+        .map_or(Route::Refuse(tollbridge_sip::reject::RejectReason::UnknownNumber), |c| {
+            Route::Booking(c.id.clone())
+        })
+}
+
+fn talked(ms: i64) -> CallEnd {
+    CallEnd {
+        status: CallStatus::Completed,
+        reason: "caller-hangup".to_owned(),
+        talk_ms: ms,
+        connected: true,
+    }
+}
+
+async fn the_schema_enforces_its_rules(backend: Backend) {
+    let ledger = support::open(backend).await;
+    let attempts: [&[&str]; 5] = [
+        // An event for a call that does not exist: foreign key.
+        &["INSERT INTO call_events VALUES ('call_x', 1, 0, 'queued', NULL, NULL, NULL)"],
+        // A status outside Twilio's vocabulary.
+        &["INSERT INTO calls (id, inbound_call_id, status, created_ms) VALUES ('c1', 'x', 'answered', 0)"],
+        // A valid call and event.
+        &[
+            "INSERT INTO calls (id, inbound_call_id, created_ms) VALUES ('c2', 'x', 0)",
+            "INSERT INTO call_events VALUES ('c2', 1, 0, 'queued', NULL, NULL, NULL)",
+        ],
+        // A negative amount.
+        &["INSERT INTO settlements (id, operation, idempotency_key, amount, currency, created_ms, updated_ms)
+           VALUES ('s1', 'capture', 'k1', -5, 'jpy', 0, 0)"],
+        // A reused idempotency key.
+        &[
+            "INSERT INTO settlements (id, operation, idempotency_key, amount, currency, created_ms, updated_ms)
+             VALUES ('s2', 'capture', 'k2', 5, 'jpy', 0, 0)",
+            "INSERT INTO settlements (id, operation, idempotency_key, amount, currency, created_ms, updated_ms)
+             VALUES ('s3', 'capture', 'k2', 5, 'jpy', 0, 0)",
+        ],
+    ];
+    let mut results = Vec::new();
+    for statements in attempts {
+        let statements: Vec<String> = statements.iter().map(|s| (*s).to_owned()).collect();
+        let ran = ledger
+            .run(move |db| {
+                for sql in &statements {
+                    db.execute(sql, &[])?;
+                }
+                Ok(())
+            })
+            .await;
+        results.push(ran.is_ok());
+    }
+    assert_eq!(results, [false, false, true, false, false]);
+    // A failed transaction leaves nothing: not even the first insert of k2.
+    assert_eq!(ledger.settlement_counts().await.unwrap(), []);
+    let reused = ledger
+        .run(|db| {
+            let insert = "INSERT INTO settlements (id, operation, idempotency_key, amount, currency, created_ms, updated_ms)
+                          VALUES (?1, 'capture', 'k3', 5, 'jpy', 0, 0)";
+            db.execute(insert, args!["s4"])?;
+            db.execute(insert, args!["s5"])
+        })
+        .await;
+    assert!(
+        matches!(reused, Err(LedgerError::UniqueViolation(_))),
+        "{reused:?}"
+    );
+}
+
+async fn values_of_every_kind_round_trip(backend: Backend) {
+    let ledger = support::open(backend).await;
+    let row = ledger
+        .run(|db| {
+            db.execute(
+                "INSERT INTO calls (id, inbound_call_id, created_ms, caller_rtp_port, end_reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                args!["c1", "é 😀 'quoted'", i64::MAX, 65535u16, None::<String>],
+            )?;
+            db.execute(
+                "INSERT INTO call_legs VALUES (?1, 'caller', 1, 2, 3, 4, 5, ?2, 0, 0, ?3)",
+                args!["c1", 1.25f64, 7i64],
+            )?;
+            db.query_one(
+                "SELECT c.inbound_call_id, c.created_ms, c.caller_rtp_port, c.end_reason, l.jitter_ms,
+                        c.end_reason IS NULL, COUNT(*)
+                 FROM calls c JOIN call_legs l ON l.call_id = c.id WHERE c.id = ?1
+                 GROUP BY c.inbound_call_id, c.created_ms, c.caller_rtp_port, c.end_reason, l.jitter_ms",
+                args!["c1"],
+            )
+        })
+        .await
+        .unwrap();
+    assert_eq!(row.text(0).unwrap(), "é 😀 'quoted'");
+    assert_eq!(row.int(1).unwrap(), i64::MAX);
+    assert_eq!(row.int(2).unwrap(), 65535);
+    assert_eq!(row.opt_text(3).unwrap(), None);
+    assert_eq!(row.real(4).unwrap(), 1.25);
+    assert!(row.flag(5).unwrap());
+    assert_eq!(row.int(6).unwrap(), 1);
+}
+
+async fn a_booking_is_created_read_listed_and_canceled(backend: Backend) {
+    let ledger = support::open(backend).await;
+    let created = ledger
+        .create_booking("bk_1".into(), booking("bk_1", "+81312345678", false, None), T0)
+        .await
+        .unwrap();
+    assert_eq!(created.state, BookingState::Active);
+    assert!(created.callers.contains(&"+819012345678".to_owned()));
+    let again = ledger
+        .create_booking("bk_1".into(), booking("bk_1", "+81312345678", false, None), T0)
+        .await;
+    assert!(matches!(again, Err(BookingWrite::Exists)), "{again:?}");
+    ledger
+        .create_booking("bk_2".into(), booking("bk_2", "+81399999999", false, None), T0 + 1)
+        .await
+        .unwrap();
+
+    let listed = ledger.bookings(None, None, 10).await.unwrap();
+    let ids: Vec<&str> = listed.iter().map(|b| b.id.as_str()).collect();
+    assert_eq!(ids, ["bk_2", "bk_1"], "newest first");
+    let for_number = ledger
+        .bookings(Some("+81312345678".into()), Some(BookingState::Active), 10)
+        .await
+        .unwrap();
+    assert_eq!(for_number.len(), 1);
+    assert_eq!(ledger.booking("bk_1".into()).await.unwrap(), Some(created));
+    assert_eq!(ledger.booking("bk_none".into()).await.unwrap(), None);
+
+    let canceled = ledger
+        .cancel_booking("bk_1".into(), T0, std::time::Duration::from_secs(0))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(canceled.state, BookingState::Canceled);
+    assert_eq!(
+        ledger
+            .bookings(None, Some(BookingState::Canceled), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+async fn a_call_is_routed_metered_closed_and_settled_in_step(backend: Backend) {
+    let ledger = support::open(backend).await;
+    ledger
+        .create_booking("bk_1".into(), booking("bk_1", "+81312345678", true, None), T0)
+        .await
+        .unwrap();
+    ledger
+        .begin_call(new_call("call_1", "+81312345678"), T0)
+        .await
+        .unwrap();
+    let (route, cap, has_card) = ledger
+        .route_and_claim("call_1".into(), Some("+81312345678".into()), T0, first)
+        .await
+        .unwrap();
+    assert_eq!(route, Route::Booking("bk_1".into()));
+    assert_eq!((cap, has_card), (Some(1800), true));
+    let booking_now = ledger.booking("bk_1".into()).await.unwrap().unwrap();
+    assert_eq!(booking_now.state, BookingState::InCall);
+
+    // The card hold is written and marked sent before it goes out.
+    let (hold, terms) = ledger
+        .begin_hold("call_1".into(), "bk_1".into(), T0 + 10)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(hold.state, SettlementState::Sent);
+    assert_eq!(terms.cap_seconds, 1800);
+    ledger
+        .hold_succeeded(hold.id.clone(), "pi_1".into(), Some(T0 + 7 * 24 * HOUR_MS), T0 + 20)
+        .await
+        .unwrap();
+
+    for (status, code, at) in [
+        (CallStatus::Ringing, Some(180), T0 + 100),
+        (CallStatus::InProgress, Some(200), T0 + 1_000),
+    ] {
+        ledger
+            .record_event("call_1".into(), status, code, None, at)
+            .await
+            .unwrap();
+    }
+    ledger
+        .record_callee_call_id("call_1".into(), "out@tollbridge".into())
+        .await
+        .unwrap();
+    ledger
+        .record_dialog("call_1".into(), Side::Caller, "{\"dialog\":1}".into())
+        .await
+        .unwrap();
+    ledger
+        .record_rtp_ports("call_1".into(), [20000, 20002])
+        .await
+        .unwrap();
+    ledger
+        .checkpoint(vec!["call_1".into()], T0 + 31_000)
+        .await
+        .unwrap();
+
+    let priced = ledger
+        .close_call("call_1".into(), talked(61_500), T0 + 62_500)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (priced.talk_seconds, priced.billed_seconds, priced.amount),
+        (62, 66, 330),
+        "62 s in 6 s increments at 300/min"
+    );
+    // Closing twice changes nothing.
+    let twice = ledger
+        .close_call("call_1".into(), talked(99_000), T0 + 99_000)
+        .await
+        .unwrap();
+    assert_eq!(twice, None);
+
+    let record = ledger.call("call_1".into()).await.unwrap().unwrap();
+    assert_eq!(record.status, CallStatus::Completed);
+    assert_eq!(record.booking.as_deref(), Some("bk_1"));
+    assert_eq!(record.amount, Some(330));
+    assert_eq!(record.answered_ms, Some(T0 + 1_000));
+    assert_eq!(record.ringing_ms, Some(T0 + 100));
+    assert_eq!(record.callee_leg.sip_call_id.as_deref(), Some("out@tollbridge"));
+    assert_eq!(record.caller_leg.relay_port, Some(20000));
+    assert_eq!(record.payment_intent.as_deref(), Some("pi_1"));
+    let seqs: Vec<i64> = record.events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
+    let operations: Vec<(&str, &str, i64)> = record
+        .settlements
+        .iter()
+        .map(|s| (s.operation.as_str(), s.state.as_str(), s.amount))
+        .collect();
+    assert_eq!(
+        operations,
+        [("authorize", "succeeded", 9000), ("capture", "pending", 330)]
+    );
+    assert_eq!(
+        ledger.booking("bk_1".into()).await.unwrap().unwrap().state,
+        BookingState::Completed
+    );
+    let due = ledger.due_settlements(T0 + 62_500, false).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].amount, 330);
+}
+
+async fn two_calls_for_one_booking_claim_it_once(backend: Backend) {
+    let ledger = support::open(backend).await;
+    let other_node = support::reopen(&ledger).await;
+    ledger
+        .create_booking("bk_1".into(), booking("bk_1", "+81312345678", false, None), T0)
+        .await
+        .unwrap();
+    for id in ["call_a", "call_b"] {
+        ledger
+            .begin_call(new_call(id, "+81312345678"), T0)
+            .await
+            .unwrap();
+    }
+    let (a, b) = tokio::join!(
+        ledger.route_and_claim("call_a".into(), Some("+81312345678".into()), T0, first),
+        other_node.route_and_claim("call_b".into(), Some("+81312345678".into()), T0, first),
+    );
+    let routes = [a.unwrap().0, b.unwrap().0];
+    let claimed = routes
+        .iter()
+        .filter(|r| matches!(r, Route::Booking(_)))
+        .count();
+    assert_eq!(claimed, 1, "{routes:?}");
+    assert!(
+        routes.iter().any(|r| matches!(
+            r,
+            Route::Refuse(tollbridge_sip::reject::RejectReason::BookingInCall)
+        )),
+        "{routes:?}"
+    );
+    other_node.close().await;
+}
+
+async fn a_crash_leaves_calls_closed_at_their_checkpoint(backend: Backend) {
+    let ledger = support::open(backend).await;
+    ledger
+        .create_booking("bk_1".into(), booking("bk_1", "+81312345678", false, None), T0)
+        .await
+        .unwrap();
+    ledger
+        .begin_call(new_call("call_1", "+81312345678"), T0)
+        .await
+        .unwrap();
+    ledger
+        .route_and_claim("call_1".into(), Some("+81312345678".into()), T0, first)
+        .await
+        .unwrap();
+    ledger
+        .record_event("call_1".into(), CallStatus::InProgress, Some(200), None, T0 + 1_000)
+        .await
+        .unwrap();
+    ledger
+        .record_dialog("call_1".into(), Side::Callee, "{}".into())
+        .await
+        .unwrap();
+    ledger
+        .record_rtp_ports("call_1".into(), [20010, 20012])
+        .await
+        .unwrap();
+    ledger
+        .checkpoint(vec!["call_1".into()], T0 + 13_000)
+        .await
+        .unwrap();
+
+    assert_eq!(ledger.recover_open_calls(T0 + 20_000).await.unwrap(), 1);
+    assert_eq!(ledger.recover_open_calls(T0 + 20_000).await.unwrap(), 0);
+    let record = ledger.call("call_1".into()).await.unwrap().unwrap();
+    assert_eq!(record.end_reason.as_deref(), Some("recovered"));
+    assert_eq!(record.talk_ms, Some(12_000), "to the last checkpoint");
+    assert_eq!(record.amount, Some(60));
+
+    let unfinished = ledger.unfinished_calls().await.unwrap();
+    assert_eq!(unfinished.len(), 1);
+    assert_eq!(unfinished[0].rtp_ports, [20010, 20012]);
+    assert_eq!(unfinished[0].dialogs.len(), 1);
+    ledger
+        .record_hangup_outcome(
+            "call_1".into(),
+            unfinished[0].status,
+            "BYE answered 200".into(),
+            T0 + 21_000,
+        )
+        .await
+        .unwrap();
+    ledger.hangups_done("call_1".into()).await.unwrap();
+    assert!(ledger.unfinished_calls().await.unwrap().is_empty());
+    let released = ledger.recently_released_ports(T0).await.unwrap();
+    assert_eq!(released.len(), 2, "{released:?}");
+}
+
+async fn a_stripe_event_applies_once_whichever_node_receives_it(backend: Backend) {
+    let ledger = support::open(backend).await;
+    let other_node = support::reopen(&ledger).await;
+    let event = serde_json::json!({"object": "payment_intent", "id": "pi_x", "status": "canceled"});
+    let (a, b) = tokio::join!(
+        ledger.apply_stripe_event(
+            "evt_1".into(),
+            "payment_intent.canceled".into(),
+            event.clone(),
+            T0
+        ),
+        other_node.apply_stripe_event(
+            "evt_1".into(),
+            "payment_intent.canceled".into(),
+            event.clone(),
+            T0
+        ),
+    );
+    let fresh = [a.unwrap(), b.unwrap()];
+    assert_eq!(fresh.iter().filter(|f| **f).count(), 1, "{fresh:?}");
+    assert!(
+        !ledger
+            .apply_stripe_event("evt_1".into(), "payment_intent.canceled".into(), event, T0)
+            .await
+            .unwrap()
+    );
+    other_node.close().await;
+}
+
+on_both_backends!(
+    the_schema_enforces_its_rules,
+    values_of_every_kind_round_trip,
+    a_booking_is_created_read_listed_and_canceled,
+    a_call_is_routed_metered_closed_and_settled_in_step,
+    two_calls_for_one_booking_claim_it_once,
+    a_crash_leaves_calls_closed_at_their_checkpoint,
+    a_stripe_event_applies_once_whichever_node_receives_it,
+);
