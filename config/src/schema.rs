@@ -924,7 +924,9 @@ fn read_node(mut t: TableReader, defaults: NodeConfig) -> NodeConfig {
     let name = t
         .get_with("name", |node| match node {
             crate::tree::Node::Str(s)
-                if !s.is_empty() && s.len() <= NODE_NAME_MAX && s.chars().all(is_node_name_char) =>
+                if !s.is_empty()
+                    && s.len() <= NODE_NAME_MAX
+                    && s.chars().all(is_node_name_char) =>
             {
                 Ok(s.clone())
             }

@@ -463,7 +463,11 @@ fn every_validation_rule_names_its_key() {
             "cluster.node_timeout",
             "between 2s and 600s",
         ),
-        ("[cluster]\nheartbeat = \"1s\"", "cluster.heartbeat", "unknown key"),
+        (
+            "[cluster]\nheartbeat = \"1s\"",
+            "cluster.heartbeat",
+            "unknown key",
+        ),
         (
             "[stripe]\nsecret_key = \"pk_test_123\"",
             "stripe.secret_key",

@@ -9,6 +9,7 @@ pub mod bookings;
 pub mod calls;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod edge;
 pub mod http;
 pub mod ledger;

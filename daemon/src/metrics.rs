@@ -46,6 +46,12 @@ pub struct Scrape<'a> {
     pub media_port_pairs_in_use: usize,
     /// SIP dialogs the edge keeps (two per call in progress).
     pub sip_dialogs: usize,
+    /// Whether the ledger answered this node's last heartbeat.
+    pub ledger_up: bool,
+    /// Call writes kept in memory until the ledger is back.
+    pub ledger_writes_waiting: usize,
+    /// Call writes dropped because that buffer was full (monotonic).
+    pub ledger_writes_dropped: u64,
 }
 
 /// Every metric the daemon exports.
@@ -62,6 +68,10 @@ pub struct Metrics {
     billed_amount: Family<Labels, Counter>,
     callee_refusals: Family<Labels, Counter>,
     stripe_latency: StripeLatency,
+    ledger_up: Gauge,
+    ledger_writes_waiting: Gauge,
+    ledger_writes_dropped: Counter,
+    calls_taken_over: Counter,
 }
 
 /// Stripe request latency in seconds, by operation and outcome (`ok`,
@@ -74,11 +84,43 @@ fn stripe_histogram() -> Histogram {
 }
 
 impl Metrics {
-    /// Registers every metric under the `tollbridge_` prefix.
-    pub fn new() -> Metrics {
+    /// Registers every metric under the `tollbridge_` prefix; `node` is
+    /// `node.name`, shown on the build info.
+    pub fn new(node: &str) -> Metrics {
         let mut registry = Registry::with_prefix("tollbridge");
-        let build = Info::new(vec![("version", env!("CARGO_PKG_VERSION").to_owned())]);
-        registry.register("build", "Build of the running daemon", build);
+        let build = Info::new(vec![
+            ("version", env!("CARGO_PKG_VERSION").to_owned()),
+            ("node", node.to_owned()),
+        ]);
+        registry.register(
+            "build",
+            "Build of the running daemon, and its node.name",
+            build,
+        );
+        let ledger_up = Gauge::default();
+        registry.register(
+            "ledger_up",
+            "1 while the ledger answers this node's heartbeats, 0 while it is out of reach",
+            ledger_up.clone(),
+        );
+        let ledger_writes_waiting = Gauge::default();
+        registry.register(
+            "ledger_writes_waiting",
+            "Call writes (checkpoints, closed records) kept in memory until the ledger is back",
+            ledger_writes_waiting.clone(),
+        );
+        let ledger_writes_dropped = Counter::default();
+        registry.register(
+            "ledger_writes_dropped",
+            "Call writes dropped because database.outage_buffer was full",
+            ledger_writes_dropped.clone(),
+        );
+        let calls_taken_over = Counter::default();
+        registry.register(
+            "calls_taken_over",
+            "Calls of silent nodes this node closed, hung up and settled",
+            calls_taken_over.clone(),
+        );
         let uptime_seconds = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "uptime_seconds",
@@ -144,6 +186,10 @@ impl Metrics {
             stripe_latency.clone(),
         );
         Metrics {
+            ledger_up,
+            ledger_writes_waiting,
+            ledger_writes_dropped,
+            calls_taken_over,
             callee_refusals,
             stripe_latency,
             talk_seconds,
@@ -182,6 +228,12 @@ impl Metrics {
         self.stripe_latency.clone()
     }
 
+    /// Counts calls taken over from a silent node.
+    pub fn calls_taken_over(&self, calls: usize) {
+        self.calls_taken_over
+            .inc_by(u64::try_from(calls).unwrap_or(u64::MAX));
+    }
+
     /// Counts a rated call's talk time and amount.
     pub fn call_rated(&self, currency: &str, talk_seconds: u64, amount: i64) {
         let labels = vec![("currency", currency.to_owned())];
@@ -212,6 +264,14 @@ impl Metrics {
             .set(i64::try_from(scrape.media_port_pairs_in_use).unwrap_or(i64::MAX));
         self.sip_dialogs
             .set(i64::try_from(scrape.sip_dialogs).unwrap_or(i64::MAX));
+        self.ledger_up.set(i64::from(scrape.ledger_up));
+        self.ledger_writes_waiting
+            .set(i64::try_from(scrape.ledger_writes_waiting).unwrap_or(i64::MAX));
+        self.ledger_writes_dropped.inc_by(
+            scrape
+                .ledger_writes_dropped
+                .saturating_sub(self.ledger_writes_dropped.get()),
+        );
         // The edge's counters only grow; carry the growth into ours.
         for (reason, total) in scrape.sip_turned_away {
             let counter = self
@@ -226,19 +286,13 @@ impl Metrics {
     }
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics::new()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn renders_every_family_with_scraped_values() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new("tb-1");
         metrics.call_ended("busy");
         metrics.call_ended("busy");
         metrics.call_rated("jpy", 61, 102);
@@ -250,12 +304,20 @@ mod tests {
             sip_turned_away: &[("malformed", 7)],
             media_port_pairs_in_use: 4,
             sip_dialogs: 2,
+            ledger_up: true,
+            ledger_writes_waiting: 5,
+            ledger_writes_dropped: 1,
         };
         // A second scrape with the same totals must not add them again.
         let _ = metrics.render(&scrape);
         let text = metrics.render(&scrape);
         for line in [
             "tollbridge_build_info{version=\"",
+            "node=\"tb-1\"",
+            "tollbridge_ledger_up 1",
+            "tollbridge_ledger_writes_waiting 5",
+            "tollbridge_ledger_writes_dropped_total 1",
+            "tollbridge_calls_taken_over_total 0",
             "tollbridge_uptime_seconds 12.5",
             "tollbridge_active_calls 3",
             "tollbridge_calls_total{status=\"busy\"} 2",

@@ -48,8 +48,16 @@ pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow
     let database = config.database.clone();
     let ledger = tokio::task::spawn_blocking(move || Ledger::open(&database))
         .await
-        .context("database open task failed")??;
-    info!(database = %ledger.describe(), "database open");
+        .context("database open task failed")??
+        .for_node(&config.node.name);
+    info!(database = %ledger.describe(), node = %config.node.name, "database open");
+    let started_ms = now_ms();
+    // Registered before anything else: a node that restarts quickly is
+    // seen alive again before another takes its calls over.
+    ledger
+        .heartbeat(started_ms, false)
+        .await
+        .context("cannot register this node in the ledger")?;
 
     let recovered = ledger
         .recover_open_calls(now_ms())
@@ -62,14 +70,13 @@ pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow
         );
     }
     let quarantine = config.media.port_quarantine;
-    let started_ms = now_ms();
     let since_ms = started_ms.saturating_sub(i64::try_from(quarantine.as_millis()).unwrap_or(0));
     let unfinished = ledger
         .unfinished_calls()
         .await
         .context("cannot read the calls a previous run left to hang up")?;
     let recently_released = ledger
-        .recently_released_ports(since_ms)
+        .recently_released_ports(since_ms, started_ms)
         .await
         .context("cannot read the ports of recently ended calls")?;
     let relay = Arc::new(start_relay(&config)?);
@@ -110,21 +117,52 @@ pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow
         Some(relay.clone()),
     );
     let mut background = Background::default();
+    let hangups = Arc::new(recovery::Hangups {
+        ledger: ledger.clone(),
+        edge: sip.clone(),
+        relay: relay.clone(),
+        quarantine,
+    });
     if !unfinished.is_empty() {
         warn!(
             calls = unfinished.len(),
             "hanging up the parties of calls a previous run left open"
         );
-        let hangups = Arc::new(recovery::Hangups {
-            ledger: ledger.clone(),
-            edge: sip.clone(),
-            relay: relay.clone(),
-            quarantine,
-        });
-        background.spawn("recovery hang-ups", recovery::hang_up(hangups, unfinished));
+        background.spawn(
+            "recovery hang-ups",
+            recovery::hang_up(hangups.clone(), unfinished, "after a restart".to_owned()),
+        );
     }
     let meters = Arc::new(Meters::default());
     let settler = start_settler(&shared, &mut background)?;
+    background.spawn(
+        "cluster",
+        crate::cluster::watch(
+            shared.clone(),
+            hangups,
+            settler.clone(),
+            started_ms,
+            background.signal(),
+        ),
+    );
+    background.spawn("journal", {
+        let (shared, settler) = (shared.clone(), settler.clone());
+        let signal = background.signal();
+        async move {
+            let journal = shared.journal.clone();
+            journal
+                .flush(
+                    |_call, priced| {
+                        crate::calls::task::rated(&shared, priced);
+                        if let Some(settler) = &settler {
+                            settler.wake();
+                        }
+                    },
+                    signal,
+                )
+                .await;
+        }
+    });
     let control = Arc::new(CallControl {
         shared: shared.clone(),
         edge: sip.clone(),

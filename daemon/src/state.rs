@@ -1,5 +1,6 @@
-//! What the daemon's tasks share: the current config, the database, the
-//! metrics, and whether we are draining.
+//! What the daemon's tasks share: the current config, the ledger and the
+//! journal of call writes, the metrics, whether we are draining and
+//! whether the ledger answers.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,6 +13,7 @@ use tollbridge_config::Config;
 use tollbridge_media::relay::Relay;
 use tollbridge_sip::edge::SipEdge;
 
+use crate::calls::journal::Journal;
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 
@@ -20,8 +22,10 @@ pub struct Shared {
     /// The config in force. A reload swaps it; a call reads it once when it
     /// starts, a request once when it arrives.
     pub config: ArcSwap<Config>,
-    /// The ledger.
+    /// The ledger, acting as this node (`node.name`).
     pub ledger: Ledger,
+    /// The writes of calls in progress, kept while the ledger is away.
+    pub journal: Arc<Journal>,
     /// Exported metrics.
     pub metrics: Metrics,
     /// The SIP edge, once started (absent in tests of the HTTP surface).
@@ -31,6 +35,7 @@ pub struct Shared {
     /// When the daemon started, for uptime.
     pub started: Instant,
     draining: AtomicBool,
+    ledger_up: AtomicBool,
     listeners_bound: AtomicBool,
     active_calls: watch::Sender<usize>,
     drain_over: watch::Sender<bool>,
@@ -45,14 +50,21 @@ impl Shared {
         sip: Option<Arc<SipEdge>>,
         relay: Option<Arc<Relay>>,
     ) -> Arc<Shared> {
+        let journal = Arc::new(Journal::new(
+            ledger.clone(),
+            config.database.outage_buffer as usize,
+        ));
+        let metrics = Metrics::new(&config.node.name);
         Arc::new(Shared {
             config: ArcSwap::from_pointee(config),
             ledger,
-            metrics: Metrics::new(),
+            journal,
+            metrics,
             sip,
             relay,
             started: Instant::now(),
             draining: AtomicBool::new(false),
+            ledger_up: AtomicBool::new(true),
             listeners_bound: AtomicBool::new(false),
             active_calls: watch::Sender::new(0),
             drain_over: watch::Sender::new(false),
@@ -71,6 +83,23 @@ impl Shared {
         if let Some(sip) = &self.sip {
             sip.start_draining();
         }
+    }
+
+    /// Whether the ledger answered the last heartbeat.
+    pub fn ledger_up(&self) -> bool {
+        self.ledger_up.load(Ordering::SeqCst)
+    }
+
+    /// Records whether the ledger answers. While it does not, the SIP
+    /// edge answers new INVITEs and OPTIONS with 503 (the trunk or the
+    /// dispatcher sends calls to another node) and readiness fails; calls
+    /// in progress go on. Returns whether this changed it.
+    pub fn set_ledger_up(&self, up: bool) -> bool {
+        let changed = self.ledger_up.swap(up, Ordering::SeqCst) != up;
+        if let Some(sip) = &self.sip {
+            sip.set_unavailable(!up);
+        }
+        changed
     }
 
     /// The drain time is over: every call still in progress ends now

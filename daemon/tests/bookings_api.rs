@@ -350,7 +350,9 @@ async fn a_value_of_the_wrong_type_is_named_in_field(backend: Backend) {
     );
 }
 
-async fn calls_are_found_by_the_number_dialled_with_the_bookings_they_could_have_been(backend: Backend) {
+async fn calls_are_found_by_the_number_dialled_with_the_bookings_they_could_have_been(
+    backend: Backend,
+) {
     let api = Api::new(backend).await;
     let (_, created) = api.create(booking()).await;
     let booking_id = created["id"].as_str().unwrap().to_owned();

@@ -16,7 +16,7 @@ use tollbridge_daemon::bookings::model::{
 };
 use tollbridge_daemon::calls::route::{Candidate, Route};
 use tollbridge_daemon::ledger::{
-    BookingState, BookingWrite, CallEnd, CallStatus, LedgerError, NewCall, SettlementState,
+    BookingState, BookingWrite, CallEnd, CallStatus, Ledger, LedgerError, NewCall, SettlementState,
 };
 use tollbridge_media::bridge::Side;
 
@@ -68,11 +68,10 @@ fn new_call(id: &str, called: &str) -> NewCall {
 
 /// Routes to the first candidate, as caller-ID routing does for one match.
 fn first(candidates: &[Candidate]) -> Route {
-    candidates
-        .first()
-        .map_or(Route::Refuse(tollbridge_sip::reject::RejectReason::UnknownNumber), |c| {
-            Route::Booking(c.id.clone())
-        })
+    candidates.first().map_or(
+        Route::Refuse(tollbridge_sip::reject::RejectReason::UnknownNumber),
+        |c| Route::Booking(c.id.clone()),
+    )
 }
 
 fn talked(ms: i64) -> CallEnd {
@@ -172,17 +171,29 @@ async fn values_of_every_kind_round_trip(backend: Backend) {
 async fn a_booking_is_created_read_listed_and_canceled(backend: Backend) {
     let ledger = support::open(backend).await;
     let created = ledger
-        .create_booking("bk_1".into(), booking("bk_1", "+81312345678", false, None), T0)
+        .create_booking(
+            "bk_1".into(),
+            booking("bk_1", "+81312345678", false, None),
+            T0,
+        )
         .await
         .unwrap();
     assert_eq!(created.state, BookingState::Active);
     assert!(created.callers.contains(&"+819012345678".to_owned()));
     let again = ledger
-        .create_booking("bk_1".into(), booking("bk_1", "+81312345678", false, None), T0)
+        .create_booking(
+            "bk_1".into(),
+            booking("bk_1", "+81312345678", false, None),
+            T0,
+        )
         .await;
     assert!(matches!(again, Err(BookingWrite::Exists)), "{again:?}");
     ledger
-        .create_booking("bk_2".into(), booking("bk_2", "+81399999999", false, None), T0 + 1)
+        .create_booking(
+            "bk_2".into(),
+            booking("bk_2", "+81399999999", false, None),
+            T0 + 1,
+        )
         .await
         .unwrap();
 
@@ -216,7 +227,11 @@ async fn a_booking_is_created_read_listed_and_canceled(backend: Backend) {
 async fn a_call_is_routed_metered_closed_and_settled_in_step(backend: Backend) {
     let ledger = support::open(backend).await;
     ledger
-        .create_booking("bk_1".into(), booking("bk_1", "+81312345678", true, None), T0)
+        .create_booking(
+            "bk_1".into(),
+            booking("bk_1", "+81312345678", true, None),
+            T0,
+        )
         .await
         .unwrap();
     ledger
@@ -241,7 +256,12 @@ async fn a_call_is_routed_metered_closed_and_settled_in_step(backend: Backend) {
     assert_eq!(hold.state, SettlementState::Sent);
     assert_eq!(terms.cap_seconds, 1800);
     ledger
-        .hold_succeeded(hold.id.clone(), "pi_1".into(), Some(T0 + 7 * 24 * HOUR_MS), T0 + 20)
+        .hold_succeeded(
+            hold.id.clone(),
+            "pi_1".into(),
+            Some(T0 + 7 * 24 * HOUR_MS),
+            T0 + 20,
+        )
         .await
         .unwrap();
 
@@ -294,7 +314,10 @@ async fn a_call_is_routed_metered_closed_and_settled_in_step(backend: Backend) {
     assert_eq!(record.amount, Some(330));
     assert_eq!(record.answered_ms, Some(T0 + 1_000));
     assert_eq!(record.ringing_ms, Some(T0 + 100));
-    assert_eq!(record.callee_leg.sip_call_id.as_deref(), Some("out@tollbridge"));
+    assert_eq!(
+        record.callee_leg.sip_call_id.as_deref(),
+        Some("out@tollbridge")
+    );
     assert_eq!(record.caller_leg.relay_port, Some(20000));
     assert_eq!(record.payment_intent.as_deref(), Some("pi_1"));
     let seqs: Vec<i64> = record.events.iter().map(|e| e.seq).collect();
@@ -306,13 +329,19 @@ async fn a_call_is_routed_metered_closed_and_settled_in_step(backend: Backend) {
         .collect();
     assert_eq!(
         operations,
-        [("authorize", "succeeded", 9000), ("capture", "pending", 330)]
+        [
+            ("authorize", "succeeded", 9000),
+            ("capture", "pending", 330)
+        ]
     );
     assert_eq!(
         ledger.booking("bk_1".into()).await.unwrap().unwrap().state,
         BookingState::Completed
     );
-    let due = ledger.due_settlements(T0 + 62_500, false).await.unwrap();
+    let due = ledger
+        .claim_due_settlements(T0 + 62_500, false)
+        .await
+        .unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].amount, 330);
 }
@@ -321,7 +350,11 @@ async fn two_calls_for_one_booking_claim_it_once(backend: Backend) {
     let ledger = support::open(backend).await;
     let other_node = support::reopen(&ledger).await;
     ledger
-        .create_booking("bk_1".into(), booking("bk_1", "+81312345678", false, None), T0)
+        .create_booking(
+            "bk_1".into(),
+            booking("bk_1", "+81312345678", false, None),
+            T0,
+        )
         .await
         .unwrap();
     for id in ["call_a", "call_b"] {
@@ -353,7 +386,11 @@ async fn two_calls_for_one_booking_claim_it_once(backend: Backend) {
 async fn a_crash_leaves_calls_closed_at_their_checkpoint(backend: Backend) {
     let ledger = support::open(backend).await;
     ledger
-        .create_booking("bk_1".into(), booking("bk_1", "+81312345678", false, None), T0)
+        .create_booking(
+            "bk_1".into(),
+            booking("bk_1", "+81312345678", false, None),
+            T0,
+        )
         .await
         .unwrap();
     ledger
@@ -365,7 +402,13 @@ async fn a_crash_leaves_calls_closed_at_their_checkpoint(backend: Backend) {
         .await
         .unwrap();
     ledger
-        .record_event("call_1".into(), CallStatus::InProgress, Some(200), None, T0 + 1_000)
+        .record_event(
+            "call_1".into(),
+            CallStatus::InProgress,
+            Some(200),
+            None,
+            T0 + 1_000,
+        )
         .await
         .unwrap();
     ledger
@@ -403,7 +446,10 @@ async fn a_crash_leaves_calls_closed_at_their_checkpoint(backend: Backend) {
         .unwrap();
     ledger.hangups_done("call_1".into()).await.unwrap();
     assert!(ledger.unfinished_calls().await.unwrap().is_empty());
-    let released = ledger.recently_released_ports(T0).await.unwrap();
+    let released = ledger
+        .recently_released_ports(T0, T0 + 30_000)
+        .await
+        .unwrap();
     assert_eq!(released.len(), 2, "{released:?}");
 }
 
@@ -436,7 +482,272 @@ async fn a_stripe_event_applies_once_whichever_node_receives_it(backend: Backend
     other_node.close().await;
 }
 
+/// Starts a talking call on `ledger`'s node with its dialogs stored.
+async fn talking_call(ledger: &Ledger, id: &str, booking_id: &str, called: &str) {
+    ledger
+        .create_booking(
+            booking_id.into(),
+            booking(booking_id, called, false, None),
+            T0,
+        )
+        .await
+        .unwrap();
+    ledger.begin_call(new_call(id, called), T0).await.unwrap();
+    let (route, _, _) = ledger
+        .route_and_claim(id.into(), Some(called.into()), T0, first)
+        .await
+        .unwrap();
+    assert_eq!(route, Route::Booking(booking_id.into()));
+    ledger
+        .record_event(
+            id.into(),
+            CallStatus::InProgress,
+            Some(200),
+            None,
+            T0 + 1_000,
+        )
+        .await
+        .unwrap();
+    for side in [Side::Caller, Side::Callee] {
+        ledger
+            .record_dialog(id.into(), side, format!("{{\"{id}\":1}}"))
+            .await
+            .unwrap();
+    }
+    ledger
+        .record_rtp_ports(id.into(), [20100, 20102])
+        .await
+        .unwrap();
+    ledger
+        .checkpoint(vec![id.into()], T0 + 31_000)
+        .await
+        .unwrap();
+}
+
+async fn nodes_heartbeat_and_are_listed_with_their_calls(backend: Backend) {
+    let ledger = support::open(backend).await;
+    let a = ledger.for_node("tb-a");
+    let b = support::reopen(&ledger).await.for_node("tb-b");
+    a.heartbeat(T0, false).await.unwrap();
+    b.heartbeat(T0 + 5, true).await.unwrap();
+    talking_call(&a, "call_1", "bk_1", "+81312345678").await;
+    let nodes = a.nodes().await.unwrap();
+    let summary: Vec<(&str, bool, i64)> = nodes
+        .iter()
+        .map(|n| (n.name.as_str(), n.draining, n.open_calls))
+        .collect();
+    assert_eq!(summary, [("tb-a", false, 1), ("tb-b", true, 0)]);
+    assert!(
+        nodes.iter().all(|n| (0..5_000).contains(&n.silent_ms)),
+        "{nodes:?}"
+    );
+    assert_eq!(nodes[1].started_ms, T0 + 5);
+    b.close().await;
+}
+
+async fn a_silent_nodes_calls_are_taken_over_once(backend: Backend) {
+    let ledger = support::open(backend).await;
+    let silent = ledger.for_node("tb-a");
+    let b = support::reopen(&ledger).await.for_node("tb-b");
+    let c = support::reopen(&ledger).await.for_node("tb-c");
+    silent.heartbeat(T0, false).await.unwrap();
+    talking_call(&silent, "call_1", "bk_1", "+81312345678").await;
+    talking_call(&silent, "call_2", "bk_2", "+81399999999").await;
+    let timeout = std::time::Duration::from_millis(400);
+
+    // Not silent yet: nothing happens.
+    b.heartbeat(T0, false).await.unwrap();
+    assert!(
+        b.take_over_silent_nodes(timeout, T0 + 40_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let (by_b, by_c) = tokio::join!(
+        b.take_over_silent_nodes(timeout, T0 + 40_000),
+        c.take_over_silent_nodes(timeout, T0 + 40_000),
+    );
+    let (by_b, by_c) = (by_b.unwrap(), by_c.unwrap());
+    let closed: usize = by_b.iter().chain(&by_c).map(|t| t.closed).sum();
+    assert_eq!(closed, 2, "b: {by_b:?}\nc: {by_c:?}");
+    let taken = by_b.iter().chain(&by_c).next().unwrap();
+    assert_eq!(taken.node, "tb-a");
+    assert!(taken.silent_ms >= 400, "{taken:?}");
+    // The taker owes both parties a BYE from the stored dialogs; the
+    // relay ports were the silent node's.
+    let calls: Vec<_> = by_b
+        .iter()
+        .chain(&by_c)
+        .flat_map(|t| t.calls.iter())
+        .collect();
+    assert_eq!(calls.len(), 2);
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.dialogs.len() == 2 && c.rtp_ports.is_empty())
+    );
+
+    for id in ["call_1", "call_2"] {
+        let record = b.call(id.into()).await.unwrap().unwrap();
+        assert_eq!(record.end_reason.as_deref(), Some("recovered"));
+        assert_eq!(record.talk_ms, Some(30_000), "to the last checkpoint");
+        assert_eq!(record.amount, Some(150));
+        let capture_rows = record
+            .settlements
+            .iter()
+            .filter(|s| s.operation == "capture")
+            .count();
+        assert_eq!(capture_rows, 0, "no card, nothing to capture");
+        assert!(
+            record.events.iter().any(|e| e
+                .detail
+                .as_deref()
+                .is_some_and(|d| d.contains("fell silent"))),
+            "{:?}",
+            record.events
+        );
+    }
+    // Taken once: nobody takes them again, and the silent node, back
+    // late, neither closes nor rates them again, nor re-opens their status.
+    assert!(
+        b.take_over_silent_nodes(timeout, T0 + 50_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        c.take_over_silent_nodes(timeout, T0 + 50_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        silent
+            .close_call("call_1".into(), talked(90_000), T0 + 91_000)
+            .await
+            .unwrap(),
+        None
+    );
+    silent
+        .record_event(
+            "call_1".into(),
+            CallStatus::InProgress,
+            None,
+            None,
+            T0 + 92_000,
+        )
+        .await
+        .unwrap();
+    let record = b.call("call_1".into()).await.unwrap().unwrap();
+    assert_eq!(
+        (record.amount, record.status),
+        (Some(150), CallStatus::Completed)
+    );
+    // Its own restart finds nothing of its own to recover or hang up,
+    // but keeps the ports the taker is still hanging up out of use.
+    assert_eq!(silent.recover_open_calls(T0 + 93_000).await.unwrap(), 0);
+    assert!(silent.unfinished_calls().await.unwrap().is_empty());
+    let held = silent
+        .recently_released_ports(T0 + 93_000, T0 + 93_000)
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 4, "{held:?}");
+    // The taker's own restart would find the hang-ups still owed.
+    let taker = if by_b.is_empty() { &c } else { &b };
+    assert_eq!(taker.unfinished_calls().await.unwrap().len(), 2);
+    b.close().await;
+    c.close().await;
+}
+
+async fn a_settlement_row_is_claimed_by_one_node(backend: Backend) {
+    let ledger = support::open(backend).await;
+    let a = ledger.for_node("tb-a");
+    let b = support::reopen(&ledger).await.for_node("tb-b");
+    // Fee holds due: one row per booking with a fee and a card.
+    for n in 0..6 {
+        let id = format!("bk_{n}");
+        a.create_booking(
+            id.clone(),
+            booking(&id, "+81312345678", true, Some(500)),
+            T0,
+        )
+        .await
+        .unwrap();
+    }
+    let (claimed_a, claimed_b) = tokio::join!(
+        a.claim_due_settlements(T0, true),
+        b.claim_due_settlements(T0, true),
+    );
+    let (claimed_a, claimed_b) = (claimed_a.unwrap(), claimed_b.unwrap());
+    let mut ids: Vec<&str> = claimed_a
+        .iter()
+        .chain(&claimed_b)
+        .map(|s| s.id.as_str())
+        .collect();
+    assert_eq!(ids.len(), 6, "a: {claimed_a:?}\nb: {claimed_b:?}");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 6, "a row was claimed twice");
+    // Claimed rows are not due for the other node, and only the claimant
+    // may mark one sent.
+    assert!(
+        b.claim_due_settlements(T0, true)
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| claimed_b.iter().any(|c| c.id == s.id))
+    );
+    if let Some(row) = claimed_a.first() {
+        assert!(!b.mark_sent(row.id.clone(), T0).await.unwrap());
+        assert!(a.mark_sent(row.id.clone(), T0).await.unwrap());
+        a.conclude_settlement(
+            row.id.clone(),
+            SettlementState::Failed,
+            None,
+            Some("declined".into()),
+            None,
+            T0,
+        )
+        .await
+        .unwrap();
+    }
+    b.close().await;
+}
+
+async fn a_lease_is_held_by_one_node_until_it_lapses(backend: Backend) {
+    let ledger = support::open(backend).await;
+    let a = ledger.for_node("tb-a");
+    let b = support::reopen(&ledger).await.for_node("tb-b");
+    let ttl = std::time::Duration::from_millis(400);
+    let (got_a, got_b) = tokio::join!(
+        a.hold_lease("reconciler", ttl),
+        b.hold_lease("reconciler", ttl)
+    );
+    let (got_a, got_b) = (got_a.unwrap(), got_b.unwrap());
+    assert!(got_a ^ got_b, "exactly one holds it: a {got_a}, b {got_b}");
+    let (holder, other) = if got_a { (&a, &b) } else { (&b, &a) };
+    assert!(
+        holder.hold_lease("reconciler", ttl).await.unwrap(),
+        "renewed"
+    );
+    assert!(!other.hold_lease("reconciler", ttl).await.unwrap());
+    assert!(
+        other.hold_lease("another", ttl).await.unwrap(),
+        "leases are by name"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert!(other.hold_lease("reconciler", ttl).await.unwrap(), "lapsed");
+    assert!(!holder.hold_lease("reconciler", ttl).await.unwrap());
+    b.close().await;
+}
+
 on_both_backends!(
+    nodes_heartbeat_and_are_listed_with_their_calls,
+    a_silent_nodes_calls_are_taken_over_once,
+    a_settlement_row_is_claimed_by_one_node,
+    a_lease_is_held_by_one_node_until_it_lapses,
     the_schema_enforces_its_rules,
     values_of_every_kind_round_trip,
     a_booking_is_created_read_listed_and_canceled,
@@ -445,3 +756,140 @@ on_both_backends!(
     a_crash_leaves_calls_closed_at_their_checkpoint,
     a_stripe_event_applies_once_whichever_node_receives_it,
 );
+
+/// The two schemas, table by table and column by column: same names,
+/// same kinds (integer, text, fraction), same nullability.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_schemas_have_the_same_tables_and_columns() {
+    let sqlite = support::open(Backend::Sqlite).await;
+    let postgres = support::open(Backend::Postgres).await;
+    let from_sqlite = sqlite
+        .run(|db| {
+            db.query(
+                "SELECT m.name, p.name, upper(p.type), p.\"notnull\" OR p.pk > 0
+                 FROM sqlite_master m JOIN pragma_table_info(m.name) p
+                 WHERE m.type = 'table' ORDER BY m.name, p.name",
+                &[],
+            )
+        })
+        .await
+        .unwrap();
+    let from_postgres = postgres
+        .run(|db| {
+            db.query(
+                "SELECT table_name::text, column_name::text, upper(data_type::text), is_nullable = 'NO'
+                 FROM information_schema.columns
+                 WHERE table_schema = 'public' AND table_name <> 'schema_version'
+                 ORDER BY table_name, column_name",
+                &[],
+            )
+        })
+        .await
+        .unwrap();
+    let kind = |sql_type: &str| match sql_type {
+        "INTEGER" | "BIGINT" => "integer",
+        "TEXT" => "text",
+        "REAL" | "DOUBLE PRECISION" => "fraction",
+        other => panic!("a column of type {other}"),
+    };
+    let columns =
+        |rows: &[tollbridge_daemon::ledger::db::Row]| -> Vec<(String, String, &'static str, bool)> {
+            rows.iter()
+                .map(|r| {
+                    (
+                        r.text(0).unwrap(),
+                        r.text(1).unwrap(),
+                        kind(&r.text(2).unwrap()),
+                        r.flag(3).unwrap(),
+                    )
+                })
+                .collect()
+        };
+    let (from_sqlite, from_postgres) = (columns(&from_sqlite), columns(&from_postgres));
+    assert!(from_sqlite.len() > 60, "{from_sqlite:?}");
+    assert_eq!(from_sqlite, from_postgres);
+}
+
+/// Several nodes starting at once on an empty database: one migrates,
+/// the others wait for it and find the schema current.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_starting_together_migrate_postgresql_once() {
+    let url = tollbridge_e2e::postgres::PostgresServer::shared().create_database();
+    let opening: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::task::spawn_blocking(move || Ledger::open_postgres(&url, None, 1))
+        })
+        .collect();
+    for open in opening {
+        let ledger = open.await.unwrap().unwrap();
+        ledger.ping().await.unwrap();
+        ledger.close().await;
+    }
+    let server = tollbridge_e2e::postgres::PostgresServer::shared();
+    let database = url.split('/').nth(3).unwrap().split('?').next().unwrap();
+    assert_eq!(
+        server.psql(database, "SELECT version FROM schema_version"),
+        "5"
+    );
+}
+
+/// A PostgreSQL ledger written by a newer Tollbridge is refused, naming
+/// both versions; a wrong URL or an unreachable server names the URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_refuses_what_it_cannot_use() {
+    let server = tollbridge_e2e::postgres::PostgresServer::shared();
+    let url = server.create_database();
+    let database = url
+        .split('/')
+        .nth(3)
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let opened = {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || Ledger::open_postgres(&url, None, 1))
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    opened.close().await;
+    server.psql(&database, "UPDATE schema_version SET version = 99");
+    let attempts = [
+        url.clone(),
+        "postgres://nobody@127.0.0.1:1/none?connect_timeout=1".to_owned(),
+        "postgres://x@host/db?sslmode=bogus".to_owned(),
+    ];
+    let mut errors = Vec::new();
+    for url in attempts {
+        let error = tokio::task::spawn_blocking(move || Ledger::open_postgres(&url, None, 1))
+            .await
+            .unwrap()
+            .unwrap_err();
+        errors.push(error);
+    }
+    assert!(
+        matches!(
+            errors[0],
+            LedgerError::TooNew {
+                found: 99,
+                supported: 5,
+                ..
+            }
+        ),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[1].to_string().contains("127.0.0.1:1"),
+        "{}",
+        errors[1]
+    );
+    assert!(
+        errors[2].to_string().contains("database.url"),
+        "{}",
+        errors[2]
+    );
+}

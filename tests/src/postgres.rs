@@ -177,7 +177,10 @@ impl PostgresServer {
         }
         self.running = false;
         let data = self.data_dir();
-        self.run_checked("pg_ctl", &["stop", "-w", "-m", "fast", "-D", path_str(&data)]);
+        self.run_checked(
+            "pg_ctl",
+            &["stop", "-w", "-m", "fast", "-D", path_str(&data)],
+        );
     }
 
     /// Starts the server (again) on the same files and socket.

@@ -10,6 +10,7 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
+use super::journal::CallWrite;
 use crate::clock::now_ms;
 use crate::shutdown::Shutdown;
 use crate::state::Shared;
@@ -57,10 +58,13 @@ pub async fn checkpoint_loop(shared: Arc<Shared>, meters: Arc<Meters>, mut shutd
         if talking.is_empty() {
             continue;
         }
-        let count = talking.len();
-        let saved = shared.ledger.checkpoint(talking, now_ms()).await;
-        if let Err(e) = saved {
-            tracing::error!(error = %e, calls = count, "cannot checkpoint running meters");
-        }
+        // Kept in memory, the latest per call, while the ledger is away.
+        shared
+            .journal
+            .write(CallWrite::Checkpoint {
+                call_ids: talking,
+                at_ms: now_ms(),
+            })
+            .await;
     }
 }

@@ -1,6 +1,7 @@
 //! Call control: routing inbound calls to bookings and bridging them to
 //! the callee through the media relay.
 
+pub mod journal;
 pub mod machine;
 pub mod meter;
 pub mod recovery;

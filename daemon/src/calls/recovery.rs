@@ -76,16 +76,18 @@ pub struct Hangups {
 /// Hangs up every party of `unfinished`, all calls at once (a peer that
 /// never answers delays only its own call's ports), recording each
 /// outcome; returns when all are done.
-pub async fn hang_up(hangups: Arc<Hangups>, unfinished: Vec<Unfinished>) {
+/// `context` says why, in each outcome's event ("after a restart").
+pub async fn hang_up(hangups: Arc<Hangups>, unfinished: Vec<Unfinished>, context: String) {
+    let context: Arc<str> = Arc::from(context);
     let mut tasks = tokio::task::JoinSet::new();
     for call in unfinished {
         let span = tracing::info_span!("recovery", call_id = %call.call_id);
-        tasks.spawn(hang_up_call(hangups.clone(), call).instrument(span));
+        tasks.spawn(hang_up_call(hangups.clone(), call, context.clone()).instrument(span));
     }
     while tasks.join_next().await.is_some() {}
 }
 
-async fn hang_up_call(hangups: Arc<Hangups>, call: Unfinished) {
+async fn hang_up_call(hangups: Arc<Hangups>, call: Unfinished, context: Arc<str>) {
     let mut byes = tokio::task::JoinSet::new();
     for (side, dialog) in call.dialogs.clone() {
         let edge = hangups.edge.clone();
@@ -104,7 +106,7 @@ async fn hang_up_call(hangups: Arc<Hangups>, call: Unfinished) {
         let Ok((side, outcome)) = done else {
             continue;
         };
-        let detail = format!("after a restart: BYE to the {} {outcome}", side.as_str());
+        let detail = format!("{context}: BYE to the {} {outcome}", side.as_str());
         match &outcome {
             ByeOutcome::Answered(_) => {
                 tracing::info!(side = side.as_str(), %outcome, "recovered call: party hung up")
@@ -129,7 +131,9 @@ async fn hang_up_call(hangups: Arc<Hangups>, call: Unfinished) {
     if let Err(e) = hangups.ledger.hangups_done(call.call_id.clone()).await {
         tracing::error!(error = %e, "cannot mark a recovered call hung up; a restart will try again");
     }
-    hangups
-        .relay
-        .hold_back(&call.rtp_ports, Instant::now() + hangups.quarantine);
+    if !call.rtp_ports.is_empty() {
+        hangups
+            .relay
+            .hold_back(&call.rtp_ports, Instant::now() + hangups.quarantine);
+    }
 }

@@ -22,10 +22,11 @@ use tollbridge_sip::edge::{
 use tollbridge_sip::reject::RejectReason;
 use tracing::Instrument;
 
+use super::journal::{CallWrite, Written};
 use super::machine::{Call, Command, Input, Settings, Status};
 use super::meter::Meters;
 use super::route::{self, Route, e164};
-use crate::ledger::{CallEnd, LedgerError, NewCall, Routed};
+use crate::ledger::{CallEnd, LedgerError, NewCall, Priced, Routed};
 use crate::settle::{Held, Settler};
 use crate::state::Shared;
 
@@ -68,7 +69,12 @@ pub struct CallControl {
 pub async fn answer_calls(control: Arc<CallControl>, mut calls: mpsc::Receiver<InboundCall>) {
     while let Some(call) = calls.recv().await {
         let id = format!("call_{}", uuid::Uuid::now_v7().simple());
-        let span = tracing::info_span!("call", id = %id, sip_call_id = %call.call_id);
+        let span = tracing::info_span!(
+            "call",
+            node = %control.shared.ledger.node(),
+            id = %id,
+            sip_call_id = %call.call_id
+        );
         tokio::spawn(run_call(control.clone(), id, call).instrument(span));
     }
 }
@@ -113,7 +119,14 @@ async fn run_call(control: Arc<CallControl>, id: String, call: InboundCall) {
                 talk_ms: 0,
                 connected: false,
             };
-            let _ = shared.ledger.close_call(id, end, now_ms()).await;
+            let _ = shared
+                .journal
+                .write(CallWrite::Close {
+                    call_id: id,
+                    end,
+                    ended_ms: now_ms(),
+                })
+                .await;
             shared.metrics.call_ended(Status::Failed.as_str());
             return;
         }
@@ -476,30 +489,29 @@ impl Shell {
                 self.booking = Some(booking);
             }
             Command::RecordCalleeCallId(sip_call_id) => {
-                let written = self
-                    .shared
-                    .ledger
-                    .record_callee_call_id(self.id.clone(), sip_call_id)
+                self.shared
+                    .journal
+                    .write(CallWrite::CalleeCallId {
+                        call_id: self.id.clone(),
+                        sip_call_id,
+                    })
                     .await;
-                logged(written);
             }
             Command::Record(event) => {
                 if event.status == Status::InProgress {
                     self.control.meters.start(&self.id);
                 }
                 tracing::info!(status = event.status.as_str(), code = ?event.sip_code, detail = ?event.detail, "call status");
-                let written = self
-                    .shared
-                    .ledger
-                    .record_event(
-                        self.id.clone(),
-                        event.status,
-                        event.sip_code,
-                        event.detail,
-                        now_ms(),
-                    )
+                self.shared
+                    .journal
+                    .write(CallWrite::Event {
+                        call_id: self.id.clone(),
+                        status: event.status,
+                        sip_code: event.sip_code,
+                        detail: event.detail,
+                        at_ms: now_ms(),
+                    })
                     .await;
-                logged(written);
             }
             Command::RecordEnd(end) => {
                 tracing::info!(
@@ -516,30 +528,26 @@ impl Shell {
                     talk_ms: i64::try_from(end.talk.as_millis()).unwrap_or(i64::MAX),
                     connected: end.connected,
                 };
-                let priced = self
+                let written = self
                     .shared
-                    .ledger
-                    .close_call(self.id.clone(), end, now_ms())
+                    .journal
+                    .write(CallWrite::Close {
+                        call_id: self.id.clone(),
+                        end,
+                        ended_ms: now_ms(),
+                    })
                     .await;
-                match priced {
-                    Ok(Some(priced)) => {
-                        tracing::info!(
-                            billed_seconds = priced.billed_seconds,
-                            amount = priced.amount,
-                            currency = priced.currency,
-                            "call rated"
-                        );
-                        self.shared.metrics.call_rated(
-                            priced.currency,
-                            priced.talk_seconds,
-                            priced.amount,
-                        );
+                match written {
+                    Written::Now(priced) => {
+                        rated(&self.shared, priced);
+                        if let Some(settler) = &self.control.settler {
+                            settler.wake();
+                        }
                     }
-                    Ok(None) => {}
-                    Err(e) => tracing::error!(error = %e, "cannot close the call record"),
-                }
-                if let Some(settler) = &self.control.settler {
-                    settler.wake();
+                    Written::Queued => tracing::warn!(
+                        "the closed record waits in memory for the ledger; it is rated and settled once written"
+                    ),
+                    Written::Failed => {}
                 }
             }
             Command::Finish => {}
@@ -559,12 +567,13 @@ impl Shell {
             return;
         };
         media.announce();
-        let written = self
-            .shared
-            .ledger
-            .record_rtp_ports(self.id.clone(), media.rtp_ports())
+        self.shared
+            .journal
+            .write(CallWrite::RtpPorts {
+                call_id: self.id.clone(),
+                ports: media.rtp_ports(),
+            })
             .await;
-        logged(written);
     }
 
     /// Stores what it takes to end a leg's dialog after a crash.
@@ -574,10 +583,16 @@ impl Shell {
         record: &tollbridge_sip::edge::DialogRecord,
     ) -> impl Future<Output = ()> + Send + 'static {
         let json = serde_json::to_string(record).ok();
-        let (ledger, id) = (self.shared.ledger.clone(), self.id.clone());
+        let (journal, id) = (self.shared.journal.clone(), self.id.clone());
         async move {
-            if let Some(json) = json {
-                logged(ledger.record_dialog(id, side, json).await);
+            if let Some(dialog) = json {
+                journal
+                    .write(CallWrite::Dialog {
+                        call_id: id,
+                        side,
+                        dialog,
+                    })
+                    .await;
             }
         }
     }
@@ -664,21 +679,29 @@ impl Shell {
         if let Some(media) = self.media.take()
             && let Some(stats) = media.close().await
         {
-            logged(
-                self.shared
-                    .ledger
-                    .record_media(self.id.clone(), stats)
-                    .await,
-            );
+            self.shared
+                .journal
+                .write(CallWrite::Media {
+                    call_id: self.id.clone(),
+                    stats,
+                })
+                .await;
         }
     }
 }
 
-/// Logs a record write that failed (the call goes on: the parties matter
-/// more than the row, and recovery closes it at start-up).
-fn logged(written: Result<(), LedgerError>) {
-    if let Err(e) = written {
-        tracing::error!(error = %e, "cannot write the call record");
+/// Logs and counts a closed call's price, once its record is written.
+pub fn rated(shared: &Shared, priced: Option<Priced>) {
+    if let Some(priced) = priced {
+        tracing::info!(
+            billed_seconds = priced.billed_seconds,
+            amount = priced.amount,
+            currency = priced.currency,
+            "call rated"
+        );
+        shared
+            .metrics
+            .call_rated(priced.currency, priced.talk_seconds, priced.amount);
     }
 }
 

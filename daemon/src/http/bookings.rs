@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 
 use super::{ApiError, views};
 use crate::bookings::model::{self, Context, FieldError, NewBooking};
-use crate::ledger::{BookingState, BookingWrite};
+use crate::ledger::{BookingState, BookingWrite, LedgerError};
 use crate::state::Shared;
 
 /// The routes, to be nested under `/v1` behind the token check.
@@ -34,13 +34,31 @@ pub fn routes() -> axum::Router<Arc<Shared>> {
         .route("/calls/{id}", get(show_call))
 }
 
-fn internal(error: impl std::fmt::Display) -> ApiError {
+/// The answer to a ledger that failed: 503 `ledger_unavailable` while it
+/// is out of reach (try again, or another node), 500 otherwise.
+pub(super) fn internal(error: LedgerError) -> ApiError {
+    if let LedgerError::Unavailable(why) = &error {
+        tracing::warn!(error = %why, "api request: the ledger is unreachable");
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ledger_unavailable",
+            "the ledger is unreachable; try again shortly or on another node",
+        );
+    }
     tracing::error!(error = %error, "api request failed on the database");
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         "internal",
         "internal error; see the daemon log",
     )
+}
+
+/// [`internal`] for a booking write.
+fn write_failed(error: BookingWrite) -> ApiError {
+    match error {
+        BookingWrite::Ledger(e) => internal(e),
+        other => internal(LedgerError::Query(other.to_string())),
+    }
 }
 
 /// A list's `limit`: `default` when absent; outside 1–500 an error on
@@ -102,7 +120,7 @@ async fn create_booking(
             "booking_exists",
             "a booking with this id already exists",
         )),
-        Err(e) => Err(internal(e)),
+        Err(e) => Err(write_failed(e)),
     }
 }
 
@@ -173,7 +191,7 @@ async fn cancel_booking(
             "booking_in_call",
             "the booking is in a call; cancel it after the call ends",
         )),
-        Err(e) => Err(internal(e)),
+        Err(e) => Err(write_failed(e)),
     }
 }
 

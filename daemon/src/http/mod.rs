@@ -5,6 +5,7 @@
 //! - `GET /readyz`: 200 only when the database answers, every listener is
 //!   bound and we are not draining; otherwise 503 listing why.
 //! - `GET /metrics`: OpenMetrics text.
+//! - `GET /v1/nodes`: the nodes sharing the ledger.
 //! - `/v1/...`: behind `Authorization: Bearer <http.api_token>`; errors are
 //!   JSON with a stable code ([`ApiError`]).
 
@@ -42,6 +43,7 @@ const DATABASE_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 pub fn router(shared: Arc<Shared>) -> Router {
     let authenticated = Router::new()
         .route("/status", get(status))
+        .route("/nodes", get(nodes))
         .merge(bookings::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
@@ -78,6 +80,9 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     }
     if !shared.listeners_bound() {
         reasons.push("listeners not bound".to_owned());
+    }
+    if !shared.ledger_up() {
+        reasons.push("ledger unreachable: new calls are refused".to_owned());
     }
     match tokio::time::timeout(DATABASE_PROBE_TIMEOUT, shared.ledger.ping()).await {
         Ok(Ok(())) => {}
@@ -129,6 +134,9 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
             .relay
             .as_ref()
             .map_or(0, |relay| relay.pairs_in_use()),
+        ledger_up: shared.ledger_up(),
+        ledger_writes_waiting: shared.journal.waiting(),
+        ledger_writes_dropped: shared.journal.dropped(),
     });
     (
         [(
@@ -150,10 +158,31 @@ async fn status(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
             "mode": mode.as_str(),
             "charges": mode != tollbridge_config::StripeMode::LedgerOnly,
         },
+        "node": config.node.name,
         "draining": shared.is_draining(),
+        "ledger_up": shared.ledger_up(),
+        "ledger_writes_waiting": shared.journal.waiting(),
         "active_calls": shared.active_calls(),
         "uptime_seconds": shared.started.elapsed().as_secs(),
     }))
+}
+
+/// The nodes sharing this node's ledger, and whether each is heard from.
+async fn nodes(State(shared): State<Arc<Shared>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let timeout = shared.config.load().cluster.node_timeout;
+    let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+    let nodes = shared.ledger.nodes().await.map_err(bookings::internal)?;
+    Ok(Json(json!({
+        "node_timeout_ms": timeout_ms,
+        "nodes": nodes.iter().map(|n| json!({
+            "name": n.name,
+            "version": n.version,
+            "started_at": crate::clock::rfc3339(n.started_ms),
+            "last_seen_ms_ago": n.silent_ms,
+            "state": if n.silent_ms > timeout_ms { "silent" } else if n.draining { "draining" } else { "up" },
+            "open_calls": n.open_calls,
+        })).collect::<Vec<_>>(),
+    })))
 }
 
 async fn not_found() -> ApiError {

@@ -48,6 +48,8 @@ pub fn call(c: &CallRecord) -> Value {
     json!({
         "id": c.id,
         "booking": c.booking,
+        "node": c.node,
+        "taken_over_by": c.taken_over_by,
         "legs": {"caller": leg(&c.caller_leg), "callee": leg(&c.callee_leg)},
         "twilio_call_sid": c.twilio_call_sid,
         "caller": c.caller,

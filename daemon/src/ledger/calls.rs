@@ -174,6 +174,16 @@ fn release_booking(
     Ok(())
 }
 
+/// What closing a call record did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Closing {
+    /// It was closed already (by this node before, or by another that
+    /// took it over): nothing was written.
+    AlreadyClosed,
+    /// Closed now, with its price when it belongs to a booking.
+    Closed(Option<Priced>),
+}
+
 /// Closes a call's record (unless already closed), rates it, writes the
 /// hold's capture or release and settles the booking's fee when the call
 /// took place, and releases the booking.
@@ -183,7 +193,7 @@ pub(super) fn close(
     end: &CallEnd,
     ended_ms: i64,
     settle_at_ms: i64,
-) -> Result<Option<Priced>, LedgerError> {
+) -> Result<Closing, LedgerError> {
     let closed = db.execute(
         "UPDATE calls SET status = ?2, ended_ms = ?3, talk_ms = ?4, end_reason = ?5
          WHERE id = ?1 AND ended_ms IS NULL",
@@ -195,7 +205,10 @@ pub(super) fn close(
             end.reason.as_str()
         ],
     )?;
-    let priced = if closed == 1 {
+    if closed != 1 {
+        return Ok(Closing::AlreadyClosed);
+    }
+    let priced = {
         let priced = price_call(db, call_id, end.talk_ms, end.connected)?;
         // The hold's capture or release, in the same transaction.
         settlements::after_call(
@@ -216,11 +229,9 @@ pub(super) fn close(
             }
         }
         priced
-    } else {
-        None
     };
     release_booking(db, call_id, end.connected, settle_at_ms)?;
-    Ok(priced)
+    Ok(Closing::Closed(priced))
 }
 
 /// One leg of a call record.
@@ -336,6 +347,10 @@ pub struct CallRecord {
     pub settlements: Vec<SettlementView>,
     /// For a call that found no booking: the bookings it could have been.
     pub candidates: Option<Vec<String>>,
+    /// The node that carried the call (`node.name`).
+    pub node: String,
+    /// The node that ended it in that node's place, when it fell silent.
+    pub taken_over_by: Option<String>,
 }
 
 fn leg_media(row: &Row) -> Result<LegMedia, LedgerError> {
@@ -357,7 +372,7 @@ fn record(db: &mut dyn Db, id: &str) -> Result<Option<CallRecord>, LedgerError> 
     let Some(row) = db.query_opt(
         "SELECT id, booking_id, inbound_call_id, outbound_call_id, twilio_call_sid, caller, called, status,
                 created_ms, ringing_ms, answered_ms, ended_ms, talk_ms, billed_seconds, amount, currency, end_reason,
-                caller_rtp_port, callee_rtp_port, payment_intent, candidates
+                caller_rtp_port, callee_rtp_port, payment_intent, candidates, node, taken_over_by
          FROM calls WHERE id = ?1",
         args![id],
     )?
@@ -399,6 +414,8 @@ fn record(db: &mut dyn Db, id: &str) -> Result<Option<CallRecord>, LedgerError> 
         candidates: row
             .opt_text(20)?
             .and_then(|text| serde_json::from_str(&text).ok()),
+        node: row.text(21)?,
+        taken_over_by: row.opt_text(22)?,
     };
     // The rating inputs: the booking's tariff.
     call.rating = db
@@ -455,17 +472,19 @@ fn record(db: &mut dyn Db, id: &str) -> Result<Option<CallRecord>, LedgerError> 
 impl Ledger {
     /// Records a new call (status `queued`).
     pub async fn begin_call(&self, call: NewCall, now_ms: i64) -> Result<(), LedgerError> {
+        let node = self.node.clone();
         self.run(move |db| {
             db.execute(
-                "INSERT INTO calls (id, inbound_call_id, twilio_call_sid, caller, called, status, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6)",
+                "INSERT INTO calls (id, inbound_call_id, twilio_call_sid, caller, called, status, created_ms, node)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7)",
                 args![
                     call.id,
                     call.sip_call_id,
                     call.twilio_call_sid,
                     call.caller,
                     call.called,
-                    now_ms
+                    now_ms,
+                    &*node
                 ],
             )?;
             Ok(())
@@ -504,17 +523,26 @@ impl Ledger {
             let Route::Booking(id) = route else {
                 return Ok((route, None, false));
             };
+            // A call closed meanwhile (the caller gave up; another node
+            // took it over) claims nothing.
+            let still_open = db.execute(
+                "UPDATE calls SET booking_id = ?2 WHERE id = ?1 AND ended_ms IS NULL",
+                args![call_id.as_str(), id.as_str()],
+            )?;
+            if still_open != 1 {
+                return Ok((Route::Refuse(RejectReason::Overloaded), None, false));
+            }
             let claimed = db.execute(
                 "UPDATE bookings SET state = 'in-call', updated_ms = ?2 WHERE id = ?1 AND state = 'active'",
                 args![id.as_str(), now_ms],
             )?;
             if claimed != 1 {
+                db.execute(
+                    "UPDATE calls SET booking_id = NULL WHERE id = ?1",
+                    args![call_id.as_str()],
+                )?;
                 return Ok((Route::Refuse(RejectReason::BookingInCall), None, false));
             }
-            db.execute(
-                "UPDATE calls SET booking_id = ?2 WHERE id = ?1",
-                args![call_id.as_str(), id.as_str()],
-            )?;
             let terms = db.query_one(
                 "SELECT cap_seconds, CASE WHEN stripe_customer IS NOT NULL AND stripe_payment_method IS NOT NULL
                                           THEN 1 ELSE 0 END
@@ -542,7 +570,7 @@ impl Ledger {
                 "UPDATE calls SET status = ?2,
                      ringing_ms = CASE WHEN ?2 = 'ringing' THEN COALESCE(ringing_ms, ?3) ELSE ringing_ms END,
                      answered_ms = CASE WHEN ?2 = 'in-progress' THEN COALESCE(answered_ms, ?3) ELSE answered_ms END
-                 WHERE id = ?1",
+                 WHERE id = ?1 AND ended_ms IS NULL",
                 args![call_id, status.as_str(), now_ms],
             )?;
             Ok(())
@@ -604,15 +632,22 @@ impl Ledger {
 
     /// Closes the call record, rates it, writes its settlement rows and
     /// releases its booking, in one transaction. Returns the price when the
-    /// call belongs to a booking.
+    /// call belongs to a booking; `None` too when the record was closed
+    /// already (another node took the call over while this one was cut
+    /// off from the ledger): it is then neither rated nor settled again.
     pub async fn close_call(
         &self,
         call_id: String,
         end: CallEnd,
         ended_ms: i64,
     ) -> Result<Option<Priced>, LedgerError> {
-        self.run(move |db| close(db, &call_id, &end, ended_ms, ended_ms))
-            .await
+        self.run(move |db| {
+            Ok(match close(db, &call_id, &end, ended_ms, ended_ms)? {
+                Closing::Closed(priced) => priced,
+                Closing::AlreadyClosed => None,
+            })
+        })
+        .await
     }
 
     /// Saves that these connected calls were still talking at `now_ms`,
@@ -670,7 +705,13 @@ impl Ledger {
     /// over-billed), settles it, releases its booking, and marks its
     /// parties as owed a BYE. Returns how many.
     pub async fn recover_open_calls(&self, now_ms: i64) -> Result<usize, LedgerError> {
-        self.run(move |db| recover_open(db, now_ms)).await
+        let node = self.node.clone();
+        self.run(move |db| {
+            // Rows written before nodes were recorded are this node's.
+            db.execute("UPDATE calls SET node = ?1 WHERE node = ''", args![&*node])?;
+            Ok(recover_open(db, &Recovering::Own(&node), now_ms)?.len())
+        })
+        .await
     }
 
     /// One call record.
@@ -709,17 +750,50 @@ impl Ledger {
     }
 }
 
-/// See [`Ledger::recover_open_calls`].
-pub(super) fn recover_open(db: &mut dyn Db, now_ms: i64) -> Result<usize, LedgerError> {
+/// Whose open calls to close, and for whom.
+pub(super) enum Recovering<'a> {
+    /// This node's own, at its start: it stopped during them.
+    Own(&'a str),
+    /// A node that fell silent, by the node taking its calls over.
+    Silent {
+        /// The silent node.
+        node: &'a str,
+        /// The node taking over.
+        taker: &'a str,
+    },
+}
+
+/// Closes the open calls of a node at their last checkpoint, settles them
+/// and marks their parties as owed a BYE; returns the ids it closed (a
+/// call another node closed first is left alone). See
+/// [`Ledger::recover_open_calls`].
+pub(super) fn recover_open(
+    db: &mut dyn Db,
+    whose: &Recovering<'_>,
+    now_ms: i64,
+) -> Result<Vec<String>, LedgerError> {
+    let (node, taker, detail) = match whose {
+        Recovering::Own(node) => (
+            *node,
+            None,
+            "closed at start-up: the daemon stopped during the call".to_owned(),
+        ),
+        Recovering::Silent { node, taker } => (
+            *node,
+            Some(*taker),
+            format!("closed by node {taker}: node {node} fell silent during the call"),
+        ),
+    };
     let greatest = db.dialect().greatest();
     let sql = format!(
         "SELECT id, answered_ms IS NOT NULL,
                 {greatest}(created_ms, COALESCE(answered_ms, 0), COALESCE(checkpoint_ms, 0)),
                 CASE WHEN answered_ms IS NULL THEN 0
                      ELSE {greatest}(0, COALESCE(checkpoint_ms, answered_ms) - answered_ms) END
-         FROM calls WHERE ended_ms IS NULL"
+         FROM calls WHERE ended_ms IS NULL AND node = ?1 ORDER BY created_ms, id"
     );
-    let open = db.query(&sql, &[])?;
+    let open = db.query(&sql, args![node])?;
+    let mut closed = Vec::with_capacity(open.len());
     for row in &open {
         let (id, answered, last_known, talk_ms) =
             (row.text(0)?, row.flag(1)?, row.int(2)?, row.int(3)?);
@@ -734,26 +808,22 @@ pub(super) fn recover_open(db: &mut dyn Db, now_ms: i64) -> Result<usize, Ledger
             talk_ms,
             connected: answered,
         };
-        close(db, &id, &end, last_known, now_ms)?;
+        if close(db, &id, &end, last_known, now_ms)? == Closing::AlreadyClosed {
+            continue;
+        }
         // Its parties may still be connected (or an expert still sending
         // early media): a BYE to each established leg is owed, and its
         // ports stay out of use until then (`calls::recovery`).
         db.execute(
-            "UPDATE calls SET hangup_pending = CASE WHEN caller_dialog IS NOT NULL
+            "UPDATE calls SET taken_over_by = ?2, hangup_pending = CASE WHEN caller_dialog IS NOT NULL
                  OR callee_dialog IS NOT NULL OR caller_rtp_port IS NOT NULL THEN 1 ELSE 0 END
              WHERE id = ?1",
-            args![id.as_str()],
+            args![id.as_str(), taker],
         )?;
-        add_event(
-            db,
-            &id,
-            status,
-            None,
-            Some("closed at start-up: the daemon stopped during the call"),
-            now_ms,
-        )?;
+        add_event(db, &id, status, None, Some(&detail), now_ms)?;
+        closed.push(id);
     }
-    Ok(open.len())
+    Ok(closed)
 }
 
 /// The reason phrase for a status code we record.

@@ -29,6 +29,16 @@ impl Dialect {
         }
     }
 
+    /// The ledger's clock in Unix ms, as an SQL expression. Heartbeats and
+    /// leases are read and written on it, so the nodes' own clocks, which
+    /// may drift apart, never decide whether a node is alive.
+    pub fn now_ms(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+            Dialect::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+        }
+    }
+
     /// Appended to a `SELECT` whose rows one node takes for itself:
     /// other nodes skip them instead of waiting.
     pub fn skip_locked(self) -> &'static str {

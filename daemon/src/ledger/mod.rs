@@ -16,9 +16,10 @@ pub mod states;
 
 mod bookings;
 mod calls;
-mod recovery;
+mod nodes;
 mod postgres;
 mod postgres_schema;
+mod recovery;
 mod settlements;
 mod sqlite;
 mod sqlite_schema;
@@ -33,6 +34,7 @@ pub use bookings::{BookingRecord, BookingWrite, Terms};
 pub use calls::{
     CallEnd, CallEvent, CallLeg, CallRecord, LegMedia, NewCall, Priced, Rating, Routed,
 };
+pub use nodes::{NodeView, TakenOver};
 pub use recovery::Unfinished;
 pub use settlements::{HoldTerms, NewSettlement, Settlement, SettlementView};
 pub use states::{BookingState, CallStatus, SettlementState};
@@ -103,35 +105,62 @@ enum Backend {
     Postgres(postgres::PostgresBackend),
 }
 
-/// A handle to the ledger; cheap to clone.
+/// A handle to the ledger, acting for one node; cheap to clone.
 #[derive(Clone)]
 pub struct Ledger {
     backend: Arc<Backend>,
+    /// The node this handle writes as (`node.name`): its calls, its
+    /// claims, its heartbeat.
+    node: Arc<str>,
 }
+
+/// The node name of a ledger opened without one (tests, the CLI).
+const UNNAMED_NODE: &str = "local";
 
 impl std::fmt::Debug for Ledger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ledger")
             .field("database", &self.describe())
+            .field("node", &self.node)
             .finish()
     }
 }
 
 impl Ledger {
+    fn over(backend: Backend) -> Ledger {
+        Ledger {
+            backend: Arc::new(backend),
+            node: Arc::from(UNNAMED_NODE),
+        }
+    }
+
+    /// The same database, written as node `name` (`node.name`).
+    pub fn for_node(&self, name: &str) -> Ledger {
+        Ledger {
+            backend: self.backend.clone(),
+            node: Arc::from(name),
+        }
+    }
+
+    /// The node this handle writes as.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
     /// Opens (creating and migrating) the SQLite file at `path`. Blocking:
     /// call it before serving, or from `spawn_blocking`.
     pub fn open_sqlite(path: &Path) -> Result<Ledger, LedgerError> {
-        Ok(Ledger {
-            backend: Arc::new(Backend::Sqlite(sqlite::SqliteBackend::open(path, false)?)),
-        })
+        Ok(Ledger::over(Backend::Sqlite(sqlite::SqliteBackend::open(
+            path, false,
+        )?)))
     }
 
     /// Opens the SQLite file at `path` to read only, beside a running
     /// daemon (the CLI): never created, never migrated. Blocking.
     pub fn open_sqlite_read_only(path: &Path) -> Result<Ledger, LedgerError> {
-        Ok(Ledger {
-            backend: Arc::new(Backend::Sqlite(sqlite::SqliteBackend::open(path, true)?)),
-        })
+        Ok(Ledger::over(Backend::Sqlite(sqlite::SqliteBackend::open(
+            path, true,
+        )?)))
     }
 
     /// Opens (creating and migrating) the ledger `config` names: the
@@ -155,12 +184,11 @@ impl Ledger {
     ) -> Result<Ledger, LedgerError> {
         match &config.url {
             Some(url) => {
-                let target = postgres::Target::new(url, config.password.as_ref().map(|p| p.expose()))?;
-                Ok(Ledger {
-                    backend: Arc::new(Backend::Postgres(postgres::PostgresBackend::open(
-                        target, 1, true,
-                    )?)),
-                })
+                let target =
+                    postgres::Target::new(url, config.password.as_ref().map(|p| p.expose()))?;
+                Ok(Ledger::over(Backend::Postgres(
+                    postgres::PostgresBackend::open(target, 1, true)?,
+                )))
             }
             None => Ledger::open_sqlite_read_only(&config.path),
         }
@@ -175,11 +203,9 @@ impl Ledger {
         pool_size: usize,
     ) -> Result<Ledger, LedgerError> {
         let target = postgres::Target::new(url, password)?;
-        Ok(Ledger {
-            backend: Arc::new(Backend::Postgres(postgres::PostgresBackend::open(
-                target, pool_size, false,
-            )?)),
-        })
+        Ok(Ledger::over(Backend::Postgres(
+            postgres::PostgresBackend::open(target, pool_size, false)?,
+        )))
     }
 
     /// The database, for logs: the file, or the server's URL.

@@ -400,9 +400,7 @@ fn row_from(row: &postgres::Row) -> Result<Row, LedgerError> {
     let mut values = Vec::with_capacity(row.len());
     for (i, column) in row.columns().iter().enumerate() {
         let value = match *column.type_() {
-            Type::INT8 => row
-                .try_get::<_, Option<i64>>(i)
-                .map(|v| v.map(Value::Int)),
+            Type::INT8 => row.try_get::<_, Option<i64>>(i).map(|v| v.map(Value::Int)),
             Type::INT4 => row
                 .try_get::<_, Option<i32>>(i)
                 .map(|v| v.map(|v| Value::Int(i64::from(v)))),
@@ -412,9 +410,7 @@ fn row_from(row: &postgres::Row) -> Result<Row, LedgerError> {
             Type::BOOL => row
                 .try_get::<_, Option<bool>>(i)
                 .map(|v| v.map(|v| Value::Int(i64::from(v)))),
-            Type::FLOAT8 => row
-                .try_get::<_, Option<f64>>(i)
-                .map(|v| v.map(Value::Real)),
+            Type::FLOAT8 => row.try_get::<_, Option<f64>>(i).map(|v| v.map(Value::Real)),
             Type::FLOAT4 => row
                 .try_get::<_, Option<f32>>(i)
                 .map(|v| v.map(|v| Value::Real(f64::from(v)))),
@@ -531,7 +527,10 @@ fn migrate(client: &mut Client, url: &str) -> Result<(), LedgerError> {
             .execute("DELETE FROM schema_version", &[])
             .map_err(failed)?;
         transaction
-            .execute("INSERT INTO schema_version (version) VALUES ($1)", &[&version])
+            .execute(
+                "INSERT INTO schema_version (version) VALUES ($1)",
+                &[&version],
+            )
             .map_err(failed)?;
     }
     transaction.commit().map_err(failed)

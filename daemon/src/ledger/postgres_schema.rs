@@ -135,9 +135,30 @@ CREATE TABLE stripe_events (
 );
 "#;
 
+/// Schema v5 (see `sqlite_schema.rs`).
+const V5: &str = r#"
+CREATE TABLE nodes (
+    name       TEXT PRIMARY KEY,
+    started_ms BIGINT NOT NULL,
+    seen_ms    BIGINT NOT NULL,
+    draining   BIGINT NOT NULL DEFAULT 0 CHECK (draining IN (0, 1)),
+    version    TEXT NOT NULL
+);
+ALTER TABLE calls ADD COLUMN node TEXT NOT NULL DEFAULT '';
+ALTER TABLE calls ADD COLUMN taken_over_by TEXT;
+CREATE INDEX calls_open_by_node ON calls (node) WHERE ended_ms IS NULL;
+ALTER TABLE settlements ADD COLUMN claimed_by TEXT;
+ALTER TABLE settlements ADD COLUMN claimed_until_ms BIGINT;
+CREATE TABLE leases (
+    name     TEXT PRIMARY KEY,
+    holder   TEXT NOT NULL,
+    until_ms BIGINT NOT NULL
+);
+"#;
+
 /// Every migration as (the schema version it brings, its statements),
 /// oldest first.
-pub(crate) const MIGRATIONS: &[(usize, &str)] = &[(4, V4)];
+pub(crate) const MIGRATIONS: &[(usize, &str)] = &[(4, V4), (5, V5)];
 
 /// The schema version this build writes.
-pub(crate) const LATEST_VERSION: usize = 4;
+pub(crate) const LATEST_VERSION: usize = 5;

@@ -25,55 +25,71 @@ pub struct Unfinished {
     pub dialogs: Vec<(Side, String)>,
 }
 
-fn unfinished(db: &mut dyn Db) -> Result<Vec<Unfinished>, LedgerError> {
-    db.query(
+/// The calls `node` owes BYEs for: its own that it recovered, and those
+/// it took over from silent nodes (only `ids`, when given).
+pub(super) fn unfinished(
+    db: &mut dyn Db,
+    node: &str,
+    ids: Option<&[String]>,
+) -> Result<Vec<Unfinished>, LedgerError> {
+    let rows = db.query(
         "SELECT id, status, caller_rtp_port, callee_rtp_port, caller_dialog, callee_dialog
-         FROM calls WHERE hangup_pending = 1 ORDER BY created_ms, id",
-        &[],
-    )?
-    .iter()
-    .map(|row| {
-        let status = row.text(1)?;
-        let dialogs = [
-            (Side::Caller, row.opt_text(4)?),
-            (Side::Callee, row.opt_text(5)?),
-        ];
-        Ok(Unfinished {
-            call_id: row.text(0)?,
-            status: CallStatus::parse(&status)
-                .ok_or_else(|| LedgerError::Decode(format!("call status {status:?}")))?,
-            rtp_ports: [row.opt_int(2)?, row.opt_int(3)?]
-                .into_iter()
-                .flatten()
-                .filter_map(|port| u16::try_from(port).ok())
-                .collect(),
-            dialogs: dialogs
-                .into_iter()
-                .filter_map(|(side, dialog)| Some((side, dialog?)))
-                .collect(),
+         FROM calls WHERE hangup_pending = 1 AND COALESCE(taken_over_by, node) = ?1
+         ORDER BY created_ms, id",
+        args![node],
+    )?;
+    rows.iter()
+        .filter(|row| ids.is_none_or(|ids| row.text(0).is_ok_and(|id| ids.contains(&id))))
+        .map(|row| {
+            let status = row.text(1)?;
+            let dialogs = [
+                (Side::Caller, row.opt_text(4)?),
+                (Side::Callee, row.opt_text(5)?),
+            ];
+            Ok(Unfinished {
+                call_id: row.text(0)?,
+                status: CallStatus::parse(&status)
+                    .ok_or_else(|| LedgerError::Decode(format!("call status {status:?}")))?,
+                rtp_ports: [row.opt_int(2)?, row.opt_int(3)?]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|port| u16::try_from(port).ok())
+                    .collect(),
+                dialogs: dialogs
+                    .into_iter()
+                    .filter_map(|(side, dialog)| Some((side, dialog?)))
+                    .collect(),
+            })
         })
-    })
-    .collect()
+        .collect()
 }
 
 impl Ledger {
     /// The calls whose parties are owed a BYE.
     pub async fn unfinished_calls(&self) -> Result<Vec<Unfinished>, LedgerError> {
-        self.run(unfinished).await
+        let node = self.node.clone();
+        self.run(move |db| unfinished(db, &node, None)).await
     }
 
-    /// RTP ports of calls that ended at or after `since_ms`, with when each
-    /// ended: their parties may still send for a while.
+    /// This node's relay ports whose parties may still send: those of its
+    /// calls that ended at or after `since_ms`, with when each ended, and
+    /// those of its calls another node took over and is still hanging up
+    /// (as if ended at `now_ms`).
     pub async fn recently_released_ports(
         &self,
         since_ms: i64,
+        now_ms: i64,
     ) -> Result<Vec<(u16, i64)>, LedgerError> {
+        let node = self.node.clone();
         self.run(move |db| {
             let mut ports = Vec::new();
             for row in db.query(
-                "SELECT caller_rtp_port, callee_rtp_port, ended_ms FROM calls
-                 WHERE ended_ms >= ?1 AND hangup_pending = 0",
-                args![since_ms],
+                "SELECT caller_rtp_port, callee_rtp_port,
+                        CASE WHEN hangup_pending = 1 THEN ?3 ELSE ended_ms END
+                 FROM calls
+                 WHERE node = ?1 AND ((ended_ms >= ?2 AND hangup_pending = 0)
+                    OR (hangup_pending = 1 AND taken_over_by IS NOT NULL AND taken_over_by <> ?1))",
+                args![&*node, since_ms, now_ms],
             )? {
                 let ended = row.int(2)?;
                 for port in [row.opt_int(0)?, row.opt_int(1)?].into_iter().flatten() {

@@ -143,15 +143,32 @@ fn insert_keyed(
 /// Marks a row sent (committed before the request goes out). Unless an
 /// outcome is recorded first, the reconciler reads it back after 5
 /// minutes (at once after a restart).
-pub(super) fn mark_sent(db: &mut dyn Db, id: &str, now_ms: i64) -> Result<(), LedgerError> {
+/// Marks a row sent by `node`, which claims it for [`CLAIM_LEASE`];
+/// false (nothing changed) when another node's claim on it still runs:
+/// that node sends it, not this one.
+pub(super) fn mark_sent(
+    db: &mut dyn Db,
+    id: &str,
+    node: &str,
+    now_ms: i64,
+) -> Result<bool, LedgerError> {
     let look_again = now_ms + settlement::reconcile_after(1).as_millis() as i64;
-    db.execute(
-        "UPDATE settlements SET state = 'sent', tries = tries + 1, updated_ms = ?2, next_attempt_ms = ?3
-         WHERE id = ?1",
-        args![id, now_ms, look_again],
+    let now = db.dialect().now_ms();
+    let marked = db.execute(
+        &format!(
+            "UPDATE settlements SET state = 'sent', tries = tries + 1, updated_ms = ?2, next_attempt_ms = ?3,
+                 claimed_by = ?4, claimed_until_ms = {now} + ?5
+             WHERE id = ?1 AND (claimed_by IS NULL OR claimed_by = ?4 OR claimed_until_ms < {now})"
+        ),
+        args![id, now_ms, look_again, node, CLAIM_LEASE_MS],
     )?;
-    Ok(())
+    Ok(marked == 1)
 }
+
+/// How long a node's claim on a settlement row lasts: longer than any
+/// request with its retries takes, short enough that another node soon
+/// finishes the work of a node that died holding it.
+pub const CLAIM_LEASE_MS: i64 = 120_000;
 
 /// Records an outcome: `succeeded`, `failed` or `unknown` (to look again
 /// at `next_attempt_ms`, or sooner when the hold it acts on must be acted
@@ -174,7 +191,7 @@ pub(super) fn conclude(
         next_attempt_ms.map(|next| settlement::look_again_at(now_ms, next, act_by));
     db.execute(
         "UPDATE settlements SET state = ?2, payment_intent = COALESCE(?3, payment_intent), last_error = ?4,
-             next_attempt_ms = ?5, updated_ms = ?6
+             next_attempt_ms = ?5, updated_ms = ?6, claimed_by = NULL, claimed_until_ms = NULL
          WHERE id = ?1",
         args![id, state.as_str(), payment_intent, error, next_attempt_ms, now_ms],
     )?;
@@ -613,6 +630,7 @@ impl Ledger {
         booking_id: String,
         now_ms: i64,
     ) -> Result<Option<(Settlement, HoldTerms)>, LedgerError> {
+        let node = self.node.clone();
         self.run(move |db| {
             let Some(terms) = bookings::terms(db, &booking_id)? else {
                 return Ok(None);
@@ -638,7 +656,7 @@ impl Ledger {
                 },
                 now_ms,
             )?;
-            mark_sent(db, &row.id, now_ms)?;
+            mark_sent(db, &row.id, &node, now_ms)?;
             let row = Settlement {
                 state: SettlementState::Sent,
                 tries: row.tries + 1,
@@ -658,8 +676,12 @@ impl Ledger {
     }
 
     /// Marks a row sent, committed before its request goes out.
-    pub async fn mark_sent(&self, id: String, now_ms: i64) -> Result<(), LedgerError> {
-        self.run(move |db| mark_sent(db, &id, now_ms)).await
+    /// Marks a row sent, committed before its request goes out, and
+    /// claims it for this node. False when another node holds the claim:
+    /// the request must not be sent from here.
+    pub async fn mark_sent(&self, id: String, now_ms: i64) -> Result<bool, LedgerError> {
+        let node = self.node.clone();
+        self.run(move |db| mark_sent(db, &id, &node, now_ms)).await
     }
 
     /// Records a row's outcome (see [`conclude`]).
@@ -699,25 +721,38 @@ impl Ledger {
             .await
     }
 
-    /// Rows to work on now: every pending row, and sent or unknown rows
-    /// whose time has come (at start-up, `all_open`: every one of them,
-    /// since a crash may have cut them off).
-    pub async fn due_settlements(
+    /// Claims the rows to work on now, for this node: every pending row,
+    /// and sent or unknown rows whose time has come (at start-up,
+    /// `all_open`: every one of them, since a crash may have cut them
+    /// off); none that another node's claim still covers. Oldest first.
+    pub async fn claim_due_settlements(
         &self,
         now_ms: i64,
         all_open: bool,
     ) -> Result<Vec<Settlement>, LedgerError> {
+        let node = self.node.clone();
         self.run(move |db| {
+            let dialect = db.dialect();
+            let now = dialect.now_ms();
             let sql = format!(
-                "SELECT {COLUMNS} FROM settlements
-                 WHERE (state = 'pending' AND COALESCE(next_attempt_ms, 0) <= ?1)
-                    OR (state IN ('sent', 'unknown') AND (?2 = 1 OR COALESCE(next_attempt_ms, 0) <= ?1))
-                 ORDER BY created_ms LIMIT 100"
+                "UPDATE settlements SET claimed_by = ?3, claimed_until_ms = {now} + ?4
+                 WHERE id IN (
+                     SELECT id FROM settlements
+                     WHERE ((state = 'pending' AND COALESCE(next_attempt_ms, 0) <= ?1)
+                         OR (state IN ('sent', 'unknown') AND (?2 = 1 OR COALESCE(next_attempt_ms, 0) <= ?1)))
+                       AND (claimed_by IS NULL OR claimed_by = ?3 OR claimed_until_ms < {now})
+                     ORDER BY created_ms, id LIMIT 100{})
+                 RETURNING {COLUMNS}",
+                dialect.skip_locked()
             );
-            db.query(&sql, args![now_ms, all_open])?
+            let mut rows = db
+                .query(&sql, args![now_ms, all_open, &*node, CLAIM_LEASE_MS])?
                 .iter()
                 .map(settlement_from)
-                .collect()
+                .collect::<Result<Vec<_>, _>>()?;
+            // Ids are UUIDv7: in the order the rows were made.
+            rows.sort_by(|a, b| a.id.cmp(&b.id));
+            Ok(rows)
         })
         .await
     }

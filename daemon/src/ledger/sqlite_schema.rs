@@ -185,11 +185,37 @@ CREATE INDEX calls_hangup_pending ON calls (id) WHERE hangup_pending = 1;
 CREATE INDEX calls_by_ended ON calls (ended_ms) WHERE ended_ms IS NOT NULL;
 "#;
 
+/// Schema v5: several nodes on one ledger. Each node's heartbeat (on
+/// the ledger's clock); the node carrying each call, and the node that
+/// ended it in its place when it fell silent; settlement rows claimed by
+/// the node sending them, until a lease runs out; leases for work one
+/// node at a time does (the reconciler's scans).
+const V5: &str = r#"
+CREATE TABLE nodes (
+    name       TEXT PRIMARY KEY,
+    started_ms INTEGER NOT NULL,
+    seen_ms    INTEGER NOT NULL,
+    draining   INTEGER NOT NULL DEFAULT 0 CHECK (draining IN (0, 1)),
+    version    TEXT NOT NULL
+) STRICT;
+ALTER TABLE calls ADD COLUMN node TEXT NOT NULL DEFAULT '';  -- '' before v5: adopted at start
+ALTER TABLE calls ADD COLUMN taken_over_by TEXT;
+CREATE INDEX calls_open_by_node ON calls (node) WHERE ended_ms IS NULL;
+ALTER TABLE settlements ADD COLUMN claimed_by TEXT;
+ALTER TABLE settlements ADD COLUMN claimed_until_ms INTEGER;
+CREATE TABLE leases (
+    name     TEXT PRIMARY KEY,
+    holder   TEXT NOT NULL,
+    until_ms INTEGER NOT NULL
+) STRICT;
+"#;
+
 const MIGRATIONS_SLICE: &[M<'static>] = &[
     M::up(V1).foreign_key_check(),
     M::up(V2).foreign_key_check(),
     M::up(V3).foreign_key_check(),
     M::up(V4).foreign_key_check(),
+    M::up(V5).foreign_key_check(),
 ];
 
 /// Every migration, oldest first.

@@ -26,6 +26,14 @@ use crate::shutdown::Shutdown;
 /// How often the worker looks for due rows when nobody wakes it.
 const POLL: Duration = Duration::from_secs(1);
 
+/// The lease under which one node at a time scans for fee holds to renew
+/// and no-shows to charge.
+const RECONCILER_LEASE: &str = "reconciler";
+
+/// How long the reconciler lease outlives its holder's last renewal (it
+/// renews every [`POLL`] while alive).
+const RECONCILER_LEASE_TTL: Duration = Duration::from_secs(30);
+
 /// A hold that succeeded: the PaymentIntent, and the talk time it covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Held {
@@ -192,7 +200,7 @@ impl Settler {
             if shutdown.is_requested() {
                 return;
             }
-            let due = self.ledger.due_settlements(now_ms(), all_open).await;
+            let due = self.ledger.claim_due_settlements(now_ms(), all_open).await;
             match due {
                 Ok(due) => {
                     if all_open && !due.is_empty() {
@@ -208,26 +216,50 @@ impl Settler {
                 Err(e) => tracing::error!(error = %e, "cannot read due settlements"),
             }
             all_open = false;
-            match self.ledger.renew_fee_holds(now_ms()).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(
-                    bookings = n,
-                    "cancellation-fee holds renewed before they lapse"
-                ),
-                Err(e) => tracing::error!(error = %e, "cannot renew fee holds"),
-            }
-            match self.ledger.fee_no_shows(now_ms()).await {
-                Ok(0) => {}
-                Ok(n) => {
-                    tracing::info!(bookings = n, "cancellation fees due: no call in the window");
-                    continue;
-                }
-                Err(e) => tracing::error!(error = %e, "cannot look for no-shows"),
+            if self.scan_for_fees().await {
+                continue;
             }
             tokio::select! {
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(POLL) => {}
                 () = shutdown.requested() => return,
+            }
+        }
+    }
+
+    /// The reconciler's scans for fee holds to renew and no-shows to
+    /// charge, on one node at a time (the node holding the lease); true
+    /// when it wrote rows to work on at once.
+    async fn scan_for_fees(&self) -> bool {
+        match self
+            .ledger
+            .hold_lease(RECONCILER_LEASE, RECONCILER_LEASE_TTL)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return false,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot take the reconciler lease");
+                return false;
+            }
+        }
+        match self.ledger.renew_fee_holds(now_ms()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                bookings = n,
+                "cancellation-fee holds renewed before they lapse"
+            ),
+            Err(e) => tracing::error!(error = %e, "cannot renew fee holds"),
+        }
+        match self.ledger.fee_no_shows(now_ms()).await {
+            Ok(0) => false,
+            Ok(n) => {
+                tracing::info!(bookings = n, "cancellation fees due: no call in the window");
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot look for no-shows");
+                false
             }
         }
     }
@@ -278,9 +310,16 @@ impl Settler {
         {
             return;
         }
-        if let Err(e) = self.ledger.mark_sent(row.id.clone(), now_ms()).await {
-            tracing::error!(error = %e, "cannot mark a settlement sent; not sending it");
-            return;
+        match self.ledger.mark_sent(row.id.clone(), now_ms()).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(settlement = %row.id, "another node holds this settlement; not sending it");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot mark a settlement sent; not sending it");
+                return;
+            }
         }
         let answer = match operation {
             Operation::Capture => {
@@ -423,13 +462,16 @@ impl Settler {
             .await;
             return;
         };
-        if self
-            .ledger
-            .mark_sent(row.id.clone(), now_ms())
-            .await
-            .is_err()
-        {
-            return;
+        match self.ledger.mark_sent(row.id.clone(), now_ms()).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(settlement = %row.id, "another node holds this settlement; not sending it");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot mark a settlement sent; not sending it");
+                return;
+            }
         }
         let request = HoldRequest {
             amount: row.amount,

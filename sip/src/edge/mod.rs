@@ -4,9 +4,11 @@
 //!
 //! What the edge answers by itself, without the daemon:
 //! - `OPTIONS` → 200 with `Allow` and `Accept: application/sdp`, or 503
-//!   while draining (so a dispatcher's probe takes the node out of rotation);
+//!   while draining or while the daemon says it cannot take calls (its
+//!   ledger is unreachable), so a dispatcher's probe takes the node out of
+//!   rotation;
 //! - `INVITE` → `100 Trying` at once (before the daemon looks anything up),
-//!   or 503 while draining;
+//!   or 503 in those same states, so the trunk fails over;
 //! - ACK, CANCEL, BYE and re-INVITEs of known dialogs → the dialog layer;
 //!   BYE/CANCEL for unknown dialogs → 481;
 //! - anything else → 405 with `Allow`.
@@ -118,7 +120,7 @@ pub struct SipEdge {
     contacts: Contacts,
     public_host: String,
     cps: outbound::CpsLimiters,
-    draining: Arc<AtomicBool>,
+    refusal: Arc<Refusal>,
     cancel: CancellationToken,
     bound: Vec<Listener>,
 }
@@ -230,7 +232,7 @@ impl SipEdge {
             .incoming_transactions()
             .map_err(|e| EdgeError::Stack(e.to_string()))?;
         let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
-        let draining = Arc::new(AtomicBool::new(false));
+        let refusal = Arc::new(Refusal::default());
         let (calls, receiver) = mpsc::channel(PENDING_CALLS);
 
         let serve_endpoint = endpoint.clone();
@@ -247,7 +249,7 @@ impl SipEdge {
                 gate: gate.clone(),
                 dialogs: dialogs.clone(),
                 contacts: contacts.clone(),
-                draining: draining.clone(),
+                refusal: refusal.clone(),
                 calls,
             }
             .run(incoming),
@@ -270,7 +272,7 @@ impl SipEdge {
                 contacts,
                 public_host,
                 cps: outbound::CpsLimiters::default(),
-                draining,
+                refusal,
                 cancel,
                 bound,
             },
@@ -365,7 +367,16 @@ impl SipEdge {
     /// From now on new INVITEs get 503 (so the trunk fails over); calls in
     /// progress continue.
     pub fn start_draining(&self) {
-        self.draining.store(true, Ordering::SeqCst);
+        self.refusal.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// While `unavailable`, new INVITEs and OPTIONS get 503 as when
+    /// draining (the daemon cannot take calls: its ledger is out of
+    /// reach); calls in progress continue. Reversible, unlike draining.
+    pub fn set_unavailable(&self, unavailable: bool) {
+        self.refusal
+            .unavailable
+            .store(unavailable, Ordering::SeqCst);
     }
 
     /// Replaces the gate's rules (config reload).
@@ -440,8 +451,23 @@ struct Dispatcher {
     gate: Arc<Gate>,
     dialogs: Arc<DialogLayer>,
     contacts: Contacts,
-    draining: Arc<AtomicBool>,
+    refusal: Arc<Refusal>,
     calls: mpsc::Sender<InboundCall>,
+}
+
+/// Why new calls are refused with 503, if they are.
+#[derive(Debug, Default)]
+struct Refusal {
+    /// For good: the daemon is stopping.
+    draining: AtomicBool,
+    /// For now: the daemon cannot take calls.
+    unavailable: AtomicBool,
+}
+
+impl Refusal {
+    fn refuses(&self) -> bool {
+        self.draining.load(Ordering::SeqCst) || self.unavailable.load(Ordering::SeqCst)
+    }
 }
 
 impl Dispatcher {
@@ -459,7 +485,7 @@ impl Dispatcher {
                 Method::Invite => self.new_call(tx),
                 // A dispatcher (Kamailio) probes with OPTIONS: while
                 // draining we must drop out of its rotation, as for INVITE.
-                Method::Options if self.draining.load(Ordering::SeqCst) => {
+                Method::Options if self.refusal.refuses() => {
                     tokio::spawn(async move { tx.reply(StatusCode::ServiceUnavailable).await });
                 }
                 Method::Options => {
@@ -496,7 +522,7 @@ impl Dispatcher {
     }
 
     fn new_call(&self, mut tx: Transaction) {
-        if self.draining.load(Ordering::SeqCst) {
+        if self.refusal.refuses() {
             tokio::spawn(async move { tx.reply(StatusCode::ServiceUnavailable).await });
             return;
         }
