@@ -9,7 +9,7 @@ use tollbridge_media::bridge::Side;
 use tollbridge_media::relay::CallStats;
 use tollbridge_sip::reject::RejectReason;
 
-use super::db::{Db, Row};
+use super::db::{Db, Row, Value};
 use super::states::CallStatus;
 use super::{Ledger, LedgerError, SettlementView, bookings, settlements};
 use crate::args;
@@ -655,11 +655,22 @@ impl Ledger {
     /// checkpoint.
     pub async fn checkpoint(&self, call_ids: Vec<String>, now_ms: i64) -> Result<(), LedgerError> {
         self.run(move |db| {
-            for id in &call_ids {
-                db.execute(
-                    "UPDATE calls SET checkpoint_ms = ?2 WHERE id = ?1 AND ended_ms IS NULL",
-                    args![id.as_str(), now_ms],
-                )?;
+            // A statement per CHECKPOINT_BATCH calls, always of that shape
+            // (the last batch repeats its last id), so one prepared
+            // statement serves every round and a round trip serves many.
+            let sql = checkpoint_statement();
+            for batch in call_ids.chunks(CHECKPOINT_BATCH) {
+                let Some(last) = batch.last() else {
+                    continue;
+                };
+                let mut values: Vec<Value> = batch
+                    .iter()
+                    .chain(std::iter::repeat(last))
+                    .take(CHECKPOINT_BATCH)
+                    .map(|id| Value::from(id.as_str()))
+                    .collect();
+                values.push(Value::from(now_ms));
+                db.execute(&sql, &values)?;
             }
             Ok(())
         })
@@ -748,6 +759,19 @@ impl Ledger {
         })
         .await
     }
+}
+
+/// Calls checkpointed per statement.
+const CHECKPOINT_BATCH: usize = 100;
+
+/// `UPDATE ... WHERE id IN (?1, ..., ?100)`, the time in `?101`.
+fn checkpoint_statement() -> String {
+    let ids: Vec<String> = (1..=CHECKPOINT_BATCH).map(|n| format!("?{n}")).collect();
+    format!(
+        "UPDATE calls SET checkpoint_ms = ?{} WHERE ended_ms IS NULL AND id IN ({})",
+        CHECKPOINT_BATCH + 1,
+        ids.join(", ")
+    )
 }
 
 /// Whose open calls to close, and for whom.
