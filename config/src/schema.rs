@@ -889,6 +889,16 @@ fn check_postgres_url(url: &str) -> Result<(), String> {
             "the URL holds a password: put it in database.password (a secret) instead".to_owned(),
         );
     }
+    if query.split('&').any(|pair| {
+        matches!(
+            pair,
+            "sslmode=require" | "sslmode=verify-ca" | "sslmode=verify-full"
+        )
+    }) {
+        return Err(
+            "TLS to PostgreSQL is not supported by this build: reach the server on a private network, a Unix socket or a tunnel, with sslmode=disable or prefer".to_owned(),
+        );
+    }
     let has_host = !authority.rsplit('@').next().unwrap_or_default().is_empty()
         || query.split('&').any(|pair| pair.starts_with("host="));
     if !has_host {

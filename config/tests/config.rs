@@ -430,6 +430,11 @@ fn every_validation_rule_names_its_key() {
             "database.password",
         ),
         (
+            "[database]\nurl = \"postgres://db/tb?sslmode=verify-full\"",
+            "database.url",
+            "TLS to PostgreSQL is not supported",
+        ),
+        (
             "[database]\nurl = \"postgres:///tb\"",
             "database.url",
             "no host",
