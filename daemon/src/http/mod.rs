@@ -366,4 +366,52 @@ mod tests {
             "{body}"
         );
     }
+
+    #[tokio::test]
+    async fn nodes_lists_this_node_behind_the_token() {
+        let h = harness(Some(TOKEN));
+        let (status, body) = send(&h.shared, "GET", "/v1/nodes", None).await;
+        assert_eq!(
+            (status, error_code(&body).as_str()),
+            (StatusCode::UNAUTHORIZED, "unauthorized")
+        );
+        let (status, body) = send(&h.shared, "POST", "/v1/nodes", Some(TOKEN)).await;
+        assert_eq!(
+            (status, error_code(&body).as_str()),
+            (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+        );
+
+        let (status, body) = send(&h.shared, "GET", "/v1/nodes", Some(TOKEN)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(value["node_timeout_ms"], 10_000);
+        assert_eq!(value["nodes"].as_array().map(Vec::len), Some(0), "{body}");
+
+        h.shared.ledger.heartbeat(1_000, false).await.unwrap();
+        let (_, body) = send(&h.shared, "GET", "/v1/nodes", Some(TOKEN)).await;
+        let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let node = &value["nodes"][0];
+        assert_eq!(node["name"], h.shared.ledger.node(), "{body}");
+        assert_eq!(node["state"], "up", "{body}");
+        assert_eq!(node["open_calls"], 0, "{body}");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_ledger_is_a_503_with_a_stable_code() {
+        let error = bookings::internal(crate::ledger::LedgerError::Unavailable(
+            "connection refused".to_owned(),
+        ));
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        assert_eq!(error_code(&body), "ledger_unavailable");
+        assert!(!body.contains("connection refused"), "{body}");
+
+        let error = bookings::internal(crate::ledger::LedgerError::Query("syntax".to_owned()));
+        assert_eq!(
+            error.into_response().status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
 }
