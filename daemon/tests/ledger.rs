@@ -893,3 +893,37 @@ async fn postgresql_refuses_what_it_cannot_use() {
         errors[2]
     );
 }
+
+/// The way production servers are set up (docs/cluster.md): a role that
+/// owns its database and logs in with a SCRAM password. The ledger
+/// migrates and works as that role; a wrong password or none is refused
+/// at open, naming the server and never the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_as_an_owner_role_with_a_password() {
+    let server = tollbridge_e2e::postgres::PostgresServer::shared();
+    let url = server.create_role_and_database("tb_owner", "right-horse-battery");
+    let open = |password: Option<&'static str>| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || Ledger::open_postgres(&url, password, 1))
+    };
+    for password in [Some("wrong-horse-battery"), None] {
+        let error = open(password).await.unwrap().unwrap_err();
+        let text = error.to_string();
+        assert!(matches!(error, LedgerError::Open { .. }), "{text}");
+        assert!(text.contains("tb_owner"), "{text}");
+        assert!(!text.contains("horse-battery"), "{text}");
+    }
+    let ledger = open(Some("right-horse-battery")).await.unwrap().unwrap();
+    ledger.ping().await.unwrap();
+    ledger.heartbeat(T0, false).await.unwrap();
+    assert_eq!(ledger.nodes().await.unwrap().len(), 1);
+    ledger.close().await;
+    assert_eq!(
+        server.psql("tb_owner", "SELECT version FROM schema_version"),
+        "5"
+    );
+    assert_eq!(
+        server.psql("tb_owner", "SELECT tableowner FROM pg_tables WHERE tablename = 'calls'"),
+        "tb_owner"
+    );
+}

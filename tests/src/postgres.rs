@@ -143,6 +143,32 @@ impl PostgresServer {
         self.url(&name)
     }
 
+    /// Creates a login role with `password` (SCRAM-SHA-256, as production
+    /// servers use), a database it owns, and a `pg_hba.conf` line that
+    /// makes the role give its password on the socket; returns the
+    /// database's `database.url` as that role.
+    pub fn create_role_and_database(&self, role: &str, password: &str) -> String {
+        self.psql(
+            "postgres",
+            &format!(
+                "SET password_encryption = 'scram-sha-256'; CREATE ROLE {role} LOGIN PASSWORD '{password}'"
+            ),
+        );
+        self.psql("postgres", &format!("CREATE DATABASE {role} OWNER {role}"));
+        let hba = self.data_dir().join("pg_hba.conf");
+        let rules = std::fs::read_to_string(&hba).expect("pg_hba.conf is readable");
+        std::fs::write(
+            &hba,
+            format!("local {role} {role} scram-sha-256\n{rules}"),
+        )
+        .expect("pg_hba.conf is writable");
+        self.psql("postgres", "SELECT pg_reload_conf()");
+        format!(
+            "postgresql://{role}@/{role}?host={}&port={PORT}",
+            self.socket_dir().display()
+        )
+    }
+
     /// Runs `sql` in `database` with psql; returns its unaligned output.
     pub fn psql(&self, database: &str, sql: &str) -> String {
         let output = self.run_checked(

@@ -140,12 +140,11 @@ fn insert_keyed(
     settlement_from(&db.query_one(&sql, args![key])?)
 }
 
-/// Marks a row sent (committed before the request goes out). Unless an
-/// outcome is recorded first, the reconciler reads it back after 5
-/// minutes (at once after a restart).
-/// Marks a row sent by `node`, which claims it for [`CLAIM_LEASE`];
-/// false (nothing changed) when another node's claim on it still runs:
-/// that node sends it, not this one.
+/// Marks a row sent by `node` (committed before the request goes out),
+/// which claims it for [`CLAIM_LEASE_MS`]; false (nothing changed) when
+/// another node's claim on it still runs: that node sends it, not this
+/// one. Unless an outcome is recorded first, the reconciler reads it back
+/// from Stripe after 5 minutes (at once after a restart).
 pub(super) fn mark_sent(
     db: &mut dyn Db,
     id: &str,
