@@ -2,7 +2,8 @@
 //!
 //! An invalid file is logged with every error and changes nothing. Keys
 //! that need sockets or files reopened (listeners, our public SIP address,
-//! the INVITE rate, media ports, database, log format, Stripe keys) keep
+//! the INVITE rate, media ports, database, node name and cluster timing,
+//! log format, Stripe keys) keep
 //! their running values, with a warning; everything else (API token,
 //! trunks and their ACLs, `sip.unknown_source`, timers, `prompts.warning_before`, log level)
 //! applies to requests and calls that start after the reload.
@@ -76,8 +77,17 @@ fn keep_restart_only_keys(running: &Config, mut new: Config) -> Config {
         new.http.listen = running.http.listen;
     }
     if new.database != running.database {
-        restart_needed.push("database.path");
+        restart_needed.push("database");
         new.database = running.database.clone();
+    }
+    if new.node != running.node {
+        // The ledger writes the name it was opened with on every row.
+        restart_needed.push("node.name");
+        new.node = running.node.clone();
+    }
+    if new.cluster != running.cluster {
+        restart_needed.push("cluster");
+        new.cluster = running.cluster.clone();
     }
     if new.prompts.dir != running.prompts.dir {
         // The WAVs are read and encoded once at start.
@@ -108,11 +118,15 @@ mod tests {
         let mut new = running.clone();
         new.http.listen = "127.0.0.1:9999".parse().unwrap();
         new.database.path = "/elsewhere.db".into();
+        new.node.name = "another-name".into();
+        new.cluster.node_timeout = std::time::Duration::from_secs(30);
         new.calls.ring_timeout = std::time::Duration::from_secs(5);
         new.http.api_token = Some(tollbridge_config::Secret::inline("a-new-token-0123456789"));
         let applied = keep_restart_only_keys(&running, new);
         assert_eq!(applied.http.listen, running.http.listen);
         assert_eq!(applied.database, running.database);
+        assert_eq!(applied.node, running.node);
+        assert_eq!(applied.cluster, running.cluster);
         assert_eq!(
             applied.calls.ring_timeout,
             std::time::Duration::from_secs(5)
