@@ -923,7 +923,10 @@ async fn postgresql_as_an_owner_role_with_a_password() {
         "5"
     );
     assert_eq!(
-        server.psql("tb_owner", "SELECT tableowner FROM pg_tables WHERE tablename = 'calls'"),
+        server.psql(
+            "tb_owner",
+            "SELECT tableowner FROM pg_tables WHERE tablename = 'calls'"
+        ),
         "tb_owner"
     );
 }

@@ -157,11 +157,8 @@ impl PostgresServer {
         self.psql("postgres", &format!("CREATE DATABASE {role} OWNER {role}"));
         let hba = self.data_dir().join("pg_hba.conf");
         let rules = std::fs::read_to_string(&hba).expect("pg_hba.conf is readable");
-        std::fs::write(
-            &hba,
-            format!("local {role} {role} scram-sha-256\n{rules}"),
-        )
-        .expect("pg_hba.conf is writable");
+        std::fs::write(&hba, format!("local {role} {role} scram-sha-256\n{rules}"))
+            .expect("pg_hba.conf is writable");
         self.psql("postgres", "SELECT pg_reload_conf()");
         format!(
             "postgresql://{role}@/{role}?host={}&port={PORT}",
