@@ -743,7 +743,52 @@ async fn a_lease_is_held_by_one_node_until_it_lapses(backend: Backend) {
     b.close().await;
 }
 
+/// Two nodes (each with a pool of threads) adding events to one call at
+/// the same instant, as the call's node and a Stripe webhook received on
+/// another node do: every event lands, numbered 1, 2, 3, ... with no
+/// number taken twice.
+async fn events_added_at_once_by_two_nodes_are_numbered_in_turn(backend: Backend) {
+    let ledger = support::open(backend).await;
+    let other = support::reopen(&ledger).await;
+    talking_call(&ledger, "call_ev", "bk_ev", "+815000000077").await;
+    let before = ledger
+        .call("call_ev".into())
+        .await
+        .unwrap()
+        .unwrap()
+        .events
+        .len();
+    let writes: Vec<_> = (0..40)
+        .map(|n| {
+            let node = if n % 2 == 0 {
+                ledger.clone()
+            } else {
+                other.clone()
+            };
+            tokio::spawn(async move {
+                node.record_event(
+                    "call_ev".into(),
+                    CallStatus::InProgress,
+                    None,
+                    Some(format!("event {n}")),
+                    T0 + 2_000 + n,
+                )
+                .await
+            })
+        })
+        .collect();
+    for write in writes {
+        write.await.unwrap().unwrap();
+    }
+    let record = ledger.call("call_ev".into()).await.unwrap().unwrap();
+    let seqs: Vec<i64> = record.events.iter().map(|e| e.seq).collect();
+    let expected: Vec<i64> = (1..=i64::try_from(before + 40).unwrap()).collect();
+    assert_eq!(seqs, expected);
+    other.close().await;
+}
+
 on_both_backends!(
+    events_added_at_once_by_two_nodes_are_numbered_in_turn,
     nodes_heartbeat_and_are_listed_with_their_calls,
     a_silent_nodes_calls_are_taken_over_once,
     a_settlement_row_is_claimed_by_one_node,

@@ -82,6 +82,23 @@ fn candidates(db: &mut dyn Db, called: &str) -> Result<Vec<Candidate>, LedgerErr
 }
 
 /// Appends an event to a call.
+/// Locks the rows of the calls matching `condition` until the transaction
+/// ends, before an event is numbered for them: the next `seq` is read as
+/// `MAX(seq) + 1`, and two nodes (or two pool threads) adding an event to
+/// one call at once would otherwise both read the same maximum.
+pub(super) fn lock_call_events(
+    db: &mut dyn Db,
+    condition: &str,
+    args: &[Value],
+) -> Result<(), LedgerError> {
+    let sql = format!(
+        "SELECT id FROM calls WHERE {condition}{}",
+        db.dialect().for_update()
+    );
+    db.query(&sql, args)?;
+    Ok(())
+}
+
 pub(super) fn add_event(
     db: &mut dyn Db,
     call_id: &str,
@@ -90,6 +107,7 @@ pub(super) fn add_event(
     detail: Option<&str>,
     now_ms: i64,
 ) -> Result<(), LedgerError> {
+    lock_call_events(db, "id = ?1", args![call_id])?;
     db.execute(
         "INSERT INTO call_events (call_id, seq, at_ms, status, sip_code, sip_reason, detail)
          VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM call_events WHERE call_id = ?1), ?2, ?3, ?4, ?5, ?6)",

@@ -39,6 +39,16 @@ impl Dialect {
         }
     }
 
+    /// Appended to a `SELECT` that locks its rows until the transaction
+    /// ends, so concurrent writers of the same rows take turns (SQLite has
+    /// one writer: nothing to add).
+    pub fn for_update(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE",
+        }
+    }
+
     /// Appended to a `SELECT` whose rows one node takes for itself:
     /// other nodes skip them instead of waiting.
     pub fn skip_locked(self) -> &'static str {

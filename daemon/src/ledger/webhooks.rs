@@ -57,6 +57,7 @@ fn apply_to(
                 "charge.dispute.created" => "stripe: the customer disputed the charge",
                 _ => "stripe: the uncaptured charge expired",
             };
+            super::calls::lock_call_events(db, "payment_intent = ?1", args![intent])?;
             db.execute(
                 "INSERT INTO call_events (call_id, seq, at_ms, status, detail)
                  SELECT id, (SELECT COALESCE(MAX(seq), 0) + 1 FROM call_events WHERE call_id = calls.id), ?2,
