@@ -1,5 +1,6 @@
 //! The command line: `tollbridge run`, `tollbridge check-config`,
-//! `tollbridge settlements`.
+//! `tollbridge settlements`, and `tollbridge calls` / `tollbridge hangup`
+//! against the running daemon's API.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -44,6 +45,54 @@ pub enum Command {
         #[arg(long, value_name = "STATE")]
         state: Option<String>,
     },
+    /// List calls from the running daemon's API: those in progress (the
+    /// default, with talk time, time left, codec and loss), or those of a
+    /// booking or a dialled number.
+    Calls {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Calls in progress on every node (the default without --booking or --called).
+        #[arg(long)]
+        active: bool,
+        /// Calls of this booking.
+        #[arg(long, value_name = "ID")]
+        booking: Option<String>,
+        /// Calls to this number (E.164).
+        #[arg(long, value_name = "+E164")]
+        called: Option<String>,
+        /// At most this many (1-500).
+        #[arg(long, default_value_t = 100, value_name = "N")]
+        limit: u16,
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a call in progress: BYE to both parties, recorded `hung-up`.
+    Hangup {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The call's id (`call_...`).
+        #[arg(value_name = "CALL")]
+        id: String,
+        /// Both parties hear the time-up prompt before the BYEs.
+        #[arg(long)]
+        announce: bool,
+    },
+}
+
+/// How `calls` and `hangup` reach the running daemon.
+#[derive(Debug, clap::Args)]
+pub struct ApiArgs {
+    /// The daemon's config file: its http.listen and http.api_token.
+    #[arg(long, short, env = "TOLLBRIDGE_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Another node's API (http://HOST:PORT) instead of http.listen.
+    #[arg(long, value_name = "URL")]
+    pub api: Option<String>,
+    /// Where credential names in the config are read from outside the
+    /// systemd unit.
+    #[arg(long, value_name = "DIR", default_value = crate::ctl::DEFAULT_CREDENTIALS)]
+    pub credentials: PathBuf,
 }
 
 /// `tollbridge settlements [--state S]`: one line per row, oldest first,

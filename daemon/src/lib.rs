@@ -1,15 +1,17 @@
 //! Tollbridge, the daemon: everything that knows all the other crates.
 //!
-//! It owns the database (the ledger and call records), the HTTP API,
-//! metrics, systemd integration and the daemon's life cycle; later, call
-//! control (the B2BUA state machine) and routing of calls to bookings. The
-//! binary's `main` only parses the command line and calls in here.
+//! It owns the ledger (bookings, call records, settlements), call control
+//! (the B2BUA state machine) and routing of calls to bookings, the HTTP
+//! API and the command line's client of it, metrics, systemd integration
+//! and the daemon's life cycle. The binary's `main` only parses the
+//! command line and calls in here.
 
 pub mod bookings;
 pub mod calls;
 pub mod cli;
 pub mod clock;
 pub mod cluster;
+pub mod ctl;
 pub mod edge;
 pub mod http;
 pub mod ledger;

@@ -4,12 +4,30 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tollbridge_daemon::cli::{self, Cli, Command};
+use tollbridge_daemon::ctl;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { path } => cli::check_config(&path),
         Command::Settlements { config, state } => cli::settlements(config, state),
+        Command::Calls {
+            api,
+            active,
+            booking,
+            called,
+            limit,
+            json,
+        } => {
+            let query = ctl::CallsQuery {
+                active,
+                booking,
+                called,
+                limit,
+            };
+            ctl::calls(&api, &query, json)
+        }
+        Command::Hangup { api, id, announce } => ctl::hang_up(&api, &id, announce),
         Command::Run { config } => {
             let (source, config) = match cli::load_for_run(config) {
                 Ok(loaded) => loaded,

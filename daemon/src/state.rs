@@ -14,6 +14,7 @@ use tollbridge_media::relay::Relay;
 use tollbridge_sip::edge::SipEdge;
 
 use crate::calls::journal::Journal;
+use crate::calls::live::LiveCalls;
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 
@@ -28,6 +29,8 @@ pub struct Shared {
     pub journal: Arc<Journal>,
     /// Exported metrics.
     pub metrics: Metrics,
+    /// The calls in progress on this node, for the API to see and end.
+    pub live: Arc<LiveCalls>,
     /// The SIP edge, once started (absent in tests of the HTTP surface).
     pub sip: Option<Arc<SipEdge>>,
     /// The media relay (absent in tests of the HTTP surface).
@@ -60,6 +63,7 @@ impl Shared {
             ledger,
             journal,
             metrics,
+            live: Arc::default(),
             sip,
             relay,
             started: Instant::now(),

@@ -107,6 +107,26 @@ pub enum Input {
     /// The daemon is stopping and its drain time is over: a talking call
     /// hears the time-up prompt and ends (`drained`), any other ends now.
     Drain,
+    /// An operator ends the call (`POST /v1/calls/{id}/hangup`, recorded
+    /// `hung-up`): with `announce`, a talking call hears the time-up prompt
+    /// first; an unanswered caller gets 603, so no trunk rings another host.
+    HangUp {
+        /// Play the time-up prompt to both parties before the BYEs.
+        announce: bool,
+    },
+}
+
+/// What an operator sees of a call in progress, from the machine's side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// `routing`, `pin`, `dialing`, `awaiting-hold`, `talking` or `ending`.
+    pub phase: &'static str,
+    /// Talk so far (zero before the callee answered).
+    pub talk: Duration,
+    /// Paid time left, when the call is talking under a cap.
+    pub remaining: Option<Duration>,
+    /// The codec both legs agreed on, once known.
+    pub codec: Option<Codec>,
 }
 
 /// What the call wants done.
@@ -486,6 +506,10 @@ impl Call {
                     "drained",
                     "the daemon stopped: its drain time ran out during the call",
                 ),
+                "hung-up" => (
+                    "hung-up",
+                    "hung up by the operator after the time-up prompt",
+                ),
                 _ => ("cap-reached", "the paid time ran out"),
             };
             self.end(Status::Completed, reason, None, detail, None);
@@ -634,6 +658,7 @@ impl Call {
             Input::CallerKey(key) => self.on_key(key, now),
             Input::MediaInactive(quiet) => self.on_media_inactive(quiet),
             Input::Drain => self.on_drain(now),
+            Input::HangUp { announce } => self.on_hang_up(announce, now),
         }
     }
 
@@ -662,6 +687,75 @@ impl Call {
         };
         self.talk_until = quiet.last_received.or(answered);
         self.end(Status::Completed, "media-timeout", None, &detail, None);
+    }
+
+    /// An operator ends the call. A talking call ends at once (or after
+    /// the time-up prompt, with `announce`), billed to now; a call not yet
+    /// connected is canceled, its caller refused with 603 Decline (a 5xx
+    /// would make Twilio ring the expert again through another host).
+    fn on_hang_up(&mut self, announce: bool, now: Instant) {
+        if self.is_over() {
+            return;
+        }
+        if self.phase == Phase::Connected {
+            if announce {
+                let ends = now + self.settings.prompt_length(PromptName::TimeUp);
+                if self.cap_at.is_some_and(|cap| cap <= ends) {
+                    // The cap comes first, with its own prompt.
+                    return;
+                }
+                self.warning_at = None;
+                self.time_up_at = Some(now);
+                self.cap_at = Some(ends);
+                self.cap_reason = "hung-up";
+                self.push(Command::ForwardUntil(ends));
+                self.run_meter(now);
+                return;
+            }
+            self.end(
+                Status::Completed,
+                "hung-up",
+                None,
+                "hung up by the operator",
+                None,
+            );
+            self.stamp_talk(now);
+            return;
+        }
+        self.end(
+            Status::Canceled,
+            "hung-up",
+            None,
+            "hung up by the operator before the call was connected",
+            Some(603),
+        );
+    }
+
+    /// What an operator sees of the call now.
+    pub fn progress(&self, now: Instant) -> Progress {
+        let phase = match self.phase {
+            Phase::Routing | Phase::CheckingPin => "routing",
+            Phase::Pin => "pin",
+            Phase::Dialing => "dialing",
+            Phase::AwaitingHold => "awaiting-hold",
+            // The time-up prompt before a drain or an operator's hang-up.
+            Phase::Connected if self.cap_reason != "cap-reached" => "ending",
+            Phase::Connected => "talking",
+            Phase::Closing | Phase::Over => "ending",
+        };
+        let talk = self
+            .answered_at
+            .map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
+        let remaining = match self.phase {
+            Phase::Connected => self.cap_at.map(|cap| cap.saturating_duration_since(now)),
+            _ => None,
+        };
+        Progress {
+            phase,
+            talk,
+            remaining,
+            codec: self.codec,
+        }
     }
 
     /// The drain time is over: a talking call hears the time-up prompt and

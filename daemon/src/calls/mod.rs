@@ -2,6 +2,7 @@
 //! the callee through the media relay.
 
 pub mod journal;
+pub mod live;
 pub mod machine;
 pub mod meter;
 pub mod recovery;

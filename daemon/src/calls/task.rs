@@ -23,6 +23,7 @@ use tollbridge_sip::reject::RejectReason;
 use tracing::Instrument;
 
 use super::journal::{CallWrite, Written};
+use super::live::{LiveCall, Operator, Registration};
 use super::machine::{Call, Command, Input, Settings, Status};
 use super::meter::Meters;
 use super::route::{self, Route, e164};
@@ -161,7 +162,10 @@ async fn run_call(control: Arc<CallControl>, id: String, call: InboundCall) {
         })
     };
     let drain = shared.watch_drain_deadline();
+    let (registration, operator) = shared.live.register(&id);
     let shell = Shell {
+        _registration: registration,
+        operator,
         control,
         shared,
         drain,
@@ -201,6 +205,10 @@ fn media_allowed(config: &Config, trunk: &str) -> Vec<ipnet::IpNet> {
 type Placed = (OutboundLeg, Vec<ipnet::IpNet>);
 
 struct Shell {
+    /// This call's place among the live calls; removed when the task ends.
+    _registration: Registration,
+    /// What operators ask of this call (show, hang up).
+    operator: mpsc::Receiver<Operator>,
     control: Arc<CallControl>,
     shared: Arc<Shared>,
     /// Turns true when the daemon's drain time is over.
@@ -278,6 +286,7 @@ impl Shell {
                     }
                 }
                 Ok(()) = self.drain.changed() => self.drain.borrow().then_some(Input::Drain),
+                Some(request) = self.operator.recv() => self.operator_input(request).await,
                 routed = maybe(&mut self.lookup) => {
                     self.lookup = None;
                     let (route, cap, card) = routed.unwrap_or_else(|e| {
@@ -330,6 +339,26 @@ impl Shell {
             };
             if let Some(input) = input {
                 self.machine.handle(input, std::time::Instant::now());
+            }
+        }
+    }
+
+    /// An operator's request: a hang-up is the machine's to carry out;
+    /// a look is answered here.
+    async fn operator_input(&mut self, request: Operator) -> Option<Input> {
+        match request {
+            Operator::HangUp { announce } => {
+                tracing::info!(announce, "hang-up requested by the operator");
+                Some(Input::HangUp { announce })
+            }
+            Operator::Show(reply) => {
+                let progress = self.machine.progress(std::time::Instant::now());
+                let media = match &self.media {
+                    Some(media) => media.stats().await,
+                    None => None,
+                };
+                let _ = reply.send(LiveCall { progress, media });
+                None
             }
         }
     }

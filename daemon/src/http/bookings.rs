@@ -1,13 +1,10 @@
-//! `/v1/bookings` and `/v1/calls`: bookings created, read, listed and
-//! canceled; call records read by id, booking or dialled number. The
+//! `/v1/bookings`: bookings created, read, listed and canceled. The
 //! rules a booking must meet are `bookings::model`'s; the storing is the
 //! ledger's.
 //!
 //! - `POST /v1/bookings` creates one (422 listing every invalid field);
 //! - `GET /v1/bookings/{id}`, `GET /v1/bookings?called=&state=&limit=`;
-//! - `DELETE /v1/bookings/{id}` cancels (409 while it is in a call);
-//! - `GET /v1/calls?booking=ID&called=+E164&limit=N`, `GET /v1/calls/{id}`:
-//!   call records with their ordered events.
+//! - `DELETE /v1/bookings/{id}` cancels (409 while it is in a call).
 
 use std::sync::Arc;
 
@@ -30,8 +27,6 @@ pub fn routes() -> axum::Router<Arc<Shared>> {
     axum::Router::new()
         .route("/bookings", get(list_bookings).post(create_booking))
         .route("/bookings/{id}", get(show_booking).delete(cancel_booking))
-        .route("/calls", get(list_calls))
-        .route("/calls/{id}", get(show_call))
 }
 
 /// The answer to a ledger that failed: 503 `ledger_unavailable` while it
@@ -63,7 +58,7 @@ fn write_failed(error: BookingWrite) -> ApiError {
 
 /// A list's `limit`: `default` when absent; outside 1–500 an error on
 /// `limit` is added to `errors`.
-fn checked_limit(limit: Option<i64>, default: i64, errors: &mut Vec<FieldError>) -> i64 {
+pub(super) fn checked_limit(limit: Option<i64>, default: i64, errors: &mut Vec<FieldError>) -> i64 {
     let limit = limit.unwrap_or(default);
     if !(1..=500).contains(&limit) {
         errors.push(FieldError {
@@ -75,7 +70,10 @@ fn checked_limit(limit: Option<i64>, default: i64, errors: &mut Vec<FieldError>)
 }
 
 /// 422 for a query string that does not fit, naming `field`.
-fn query_error(field: &str, rejection: &axum::extract::rejection::QueryRejection) -> ApiError {
+pub(super) fn query_error(
+    field: &str,
+    rejection: &axum::extract::rejection::QueryRejection,
+) -> ApiError {
     ApiError::validation(vec![FieldError {
         field: field.into(),
         message: rejection.body_text(),
@@ -193,56 +191,4 @@ async fn cancel_booking(
         )),
         Err(e) => Err(write_failed(e)),
     }
-}
-
-/// Query of `GET /v1/calls`: a booking, a dialled number, or both.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CallQuery {
-    booking: Option<String>,
-    called: Option<String>,
-    limit: Option<i64>,
-}
-
-async fn list_calls(
-    State(shared): State<Arc<Shared>>,
-    query: Result<Query<CallQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let Query(query) = query.map_err(|e| query_error("query", &e))?;
-    let mut errors = Vec::new();
-    if query.booking.is_none() && query.called.is_none() {
-        errors.push(FieldError {
-            field: "booking".into(),
-            message: "give booking=ID or called=+E164 (or both)".into(),
-        });
-    }
-    if let Some(called) = &query.called
-        && !model::is_e164(called)
-    {
-        errors.push(FieldError {
-            field: "called".into(),
-            message: "must be an E.164 number such as +815012345678".into(),
-        });
-    }
-    let limit = checked_limit(query.limit, 100, &mut errors);
-    if !errors.is_empty() {
-        return Err(ApiError::validation(errors));
-    }
-    let calls = shared
-        .ledger
-        .calls(query.booking, query.called, limit)
-        .await
-        .map_err(internal)?;
-    Ok(Json(
-        json!({"calls": calls.iter().map(views::call).collect::<Vec<_>>()}),
-    ))
-}
-
-async fn show_call(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let call = shared.ledger.call(id).await.map_err(internal)?;
-    call.map(|call| Json(views::call(&call)))
-        .ok_or_else(ApiError::not_found)
 }

@@ -11,6 +11,7 @@
 
 mod auth;
 mod bookings;
+mod calls;
 mod error;
 mod stripe;
 pub mod views;
@@ -45,6 +46,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/status", get(status))
         .route("/nodes", get(nodes))
         .merge(bookings::routes())
+        .merge(calls::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             shared.clone(),

@@ -748,12 +748,14 @@ impl Ledger {
         self.run(move |db| record(db, &id)).await
     }
 
-    /// Calls to a booking and/or a dialled number, oldest first, at most
+    /// Calls to a booking and/or a dialled number, only those not yet
+    /// ended when `open_only` (on every node), oldest first, at most
     /// `limit`.
     pub async fn calls(
         &self,
         booking: Option<String>,
         called: Option<String>,
+        open_only: bool,
         limit: i64,
     ) -> Result<Vec<CallRecord>, LedgerError> {
         self.run(move |db| {
@@ -761,8 +763,9 @@ impl Ledger {
                 .query(
                     "SELECT id FROM calls
                      WHERE (CAST(?1 AS TEXT) IS NULL OR booking_id = ?1) AND (CAST(?2 AS TEXT) IS NULL OR called = ?2)
+                       AND (?4 = 0 OR ended_ms IS NULL)
                      ORDER BY created_ms, id LIMIT ?3",
-                    args![booking, called, limit],
+                    args![booking, called, limit, i64::from(open_only)],
                 )?
                 .iter()
                 .map(|row| row.text(0))

@@ -866,6 +866,92 @@ fn at_the_drain_deadline_a_talking_call_hears_time_up_and_ends_drained() {
 }
 
 #[test]
+fn an_operator_hangs_up_a_talking_call_at_once_or_after_time_up() {
+    // At once: BYE to both, billed to now.
+    let mut h = capped(600);
+    let out = h.feed(Input::HangUp { announce: false }, 12.5);
+    assert!(has(&out, &Command::HangUpCaller) && has(&out, &Command::HangUpCallee));
+    assert!(plays(&out).is_empty());
+    let end = h.end();
+    assert_eq!(
+        (end.status, end.reason, end.talk, end.connected),
+        (
+            Status::Completed,
+            "hung-up",
+            Duration::from_millis(10_500),
+            true
+        )
+    );
+    // Announced: both hear time-up, the relay stops after it, then BYE.
+    let mut h = capped(600);
+    let out = h.feed(Input::HangUp { announce: true }, 12.0);
+    assert_eq!(
+        plays(&out),
+        [
+            (Side::Caller, PromptName::TimeUp, PromptMode::Replace),
+            (Side::Callee, PromptName::TimeUp, PromptMode::Replace)
+        ]
+    );
+    assert!(has(&out, &Command::ForwardUntil(h.at(14.0))));
+    assert!(!has(&out, &Command::HangUpCaller));
+    assert_eq!(h.call.progress(h.at(13.0)).phase, "ending");
+    // A second announced request while the prompt plays changes nothing.
+    assert!(h.feed(Input::HangUp { announce: true }, 13.0).is_empty());
+    let out = h.tick(14.0);
+    assert!(has(&out, &Command::HangUpCaller) && has(&out, &Command::HangUpCallee));
+    let end = h.end();
+    assert_eq!(
+        (end.status, end.reason, end.talk),
+        (Status::Completed, "hung-up", Duration::from_secs(12))
+    );
+    // Near the cap the cap wins, with its own reason.
+    let mut h = capped(20);
+    h.tick(20.5);
+    assert!(
+        plays(&h.feed(Input::HangUp { announce: true }, 21.0)).is_empty(),
+        "the cap's own time-up is already playing"
+    );
+    h.tick(22.0);
+    assert_eq!(h.end().reason, "cap-reached");
+}
+
+#[test]
+fn an_operator_hangs_up_a_ringing_call_with_603() {
+    let mut h = Harness::new(CALLER_OFFER);
+    h.feed(Input::Routed(Route::Booking("bk_1".into())), 0.1);
+    h.feed(Input::CalleePlaced(Ok("out-1".into())), 0.2);
+    assert_eq!(h.call.progress(h.at(0.5)).phase, "dialing");
+    let out = h.feed(Input::HangUp { announce: true }, 1.0);
+    assert!(has(&out, &Command::RejectCaller { code: 603 }));
+    assert!(has(&out, &Command::HangUpCallee));
+    let end = h.end();
+    assert_eq!(
+        (end.status, end.reason, end.connected),
+        (Status::Canceled, "hung-up", false)
+    );
+    // After the end, a hang-up is nothing.
+    assert!(h.feed(Input::HangUp { announce: false }, 2.0).is_empty());
+}
+
+#[test]
+fn progress_shows_talk_and_the_time_left() {
+    let mut h = capped(600);
+    let progress = h.call.progress(h.at(62.0));
+    assert_eq!(progress.phase, "talking");
+    assert_eq!(progress.talk, Duration::from_secs(60));
+    assert_eq!(progress.remaining, Some(Duration::from_secs(540)));
+    assert_eq!(progress.codec, Some(tollbridge_media::sdp::Codec::Pcmu));
+    h.feed(Input::CallerHungUp, 70.0);
+    assert_eq!(h.call.progress(h.at(71.0)).phase, "ending");
+    let ringing = Harness::new(CALLER_OFFER);
+    let progress = ringing.call.progress(ringing.at(1.0));
+    assert_eq!(
+        (progress.phase, progress.talk, progress.remaining),
+        ("routing", Duration::ZERO, None)
+    );
+}
+
+#[test]
 fn offers_we_cannot_honour_get_488() {
     for offer in [
         CALLER_OFFER.replace("RTP/AVP", "RTP/SAVP"),

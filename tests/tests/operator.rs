@@ -1,0 +1,213 @@
+//! What an operator does to a running daemon from a shell: list the calls
+//! in progress with `tollbridge calls`, end one with `tollbridge hangup`.
+//! The real binary as daemon and as CLI, SIPp as both phones, media from
+//! the test's own sockets; everything on 127.0.0.1.
+
+// Test code: a failed setup step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+/// `tollbridge ARGS` with the daemon's config and API address (its config
+/// listens on port 0, so the CLI is told the port); its exit status,
+/// stdout and stderr.
+fn cli(daemon: &Daemon, args: &[&str]) -> (i32, String, String) {
+    cli_at(daemon, args, &format!("http://{}", daemon.http))
+}
+
+fn cli_at(daemon: &Daemon, args: &[&str], api: &str) -> (i32, String, String) {
+    let output = Command::new(tollbridge_e2e::binary())
+        .args(args)
+        .arg("--config")
+        .arg(daemon.config_path.as_ref().unwrap())
+        .args(["--api", api])
+        .env_remove("TOLLBRIDGE_CONFIG")
+        .output()
+        .expect("the CLI runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Sends `count` PCMU packets from `socket` to `to`, 20 ms apart in RTP
+/// time, skipping every tenth sequence number (10 % loss).
+fn stream(socket: &std::net::UdpSocket, to: std::net::SocketAddr, count: u16) {
+    for n in 0..count {
+        if n % 10 == 5 {
+            continue;
+        }
+        socket
+            .send_to(&rtp(0, 1000 + n, 0x1234, &[0xff; 160]), to)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn an_operator_sees_a_live_call_and_hangs_it_up_from_the_cli() {
+    let daemon = start_daemon("");
+    let call = bridged(&daemon, "caller_waits_bye.xml", &[]);
+    stream(&call.caller_media, call.caller_relay, 50);
+
+    // The table: the call, talking, its codec, its loss, its node.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (id, table) = loop {
+        let (code, out, err) = cli(&daemon, &["calls"]);
+        assert_eq!(code, 0, "{out}{err}");
+        let row = out.lines().nth(1).unwrap_or_default().to_owned();
+        if row.contains("talking") && row.contains("10.0/") {
+            break (row.split_whitespace().next().unwrap().to_owned(), out);
+        }
+        assert!(Instant::now() < deadline, "no talking call listed:\n{out}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(id.starts_with("call_"), "{table}");
+    for part in [call.booking.as_str(), "PCMU", "+815", "9:5"] {
+        assert!(table.contains(part), "{part} not in\n{table}");
+    }
+    assert_eq!(table.lines().count(), 2, "one call:\n{table}");
+
+    // The same as JSON: live figures beside the record.
+    let (code, out, err) = cli(&daemon, &["calls", "--active", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    let live = &listed["calls"][0]["live"];
+    assert_eq!(live["phase"], "talking", "{listed}");
+    assert_eq!(live["codec"], "PCMU", "{listed}");
+    assert_eq!(live["media"]["caller"]["packets_received"], 45, "{listed}");
+    assert_eq!(live["media"]["caller"]["packets_lost"], 5, "{listed}");
+    let remaining = live["remaining_ms"].as_u64().unwrap();
+    assert!((590_000..=600_000).contains(&remaining), "{listed}");
+
+    // Hang up after the time-up prompt: both phones get BYE.
+    let (code, out, err) = cli(&daemon, &["hangup", &id, "--announce"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("hang-up requested"), "{err}");
+    assert!(out.contains("completed (hung-up)"), "{out}");
+    assert_passed("caller", call.caller);
+    assert_passed("expert", call.expert);
+    let record = ended_call(&daemon, &call.booking);
+    assert_eq!(record["end_reason"], "hung-up", "{record}");
+    assert!(
+        details(&record)
+            .iter()
+            .any(|d| d == "time-up played to both parties"),
+        "{record}"
+    );
+    assert!(
+        details(&record)
+            .iter()
+            .any(|d| d.contains("hung up by the operator")),
+        "{record}"
+    );
+
+    // Nothing left to list or hang up.
+    let (code, out, _) = cli(&daemon, &["calls"]);
+    assert_eq!((code, out.lines().count()), (0, 1), "{out}");
+    let (code, _, err) = cli(&daemon, &["hangup", &id]);
+    assert_eq!(code, 1);
+    assert!(err.contains("409 call_ended"), "{err}");
+    assert_no_ports_held(&daemon);
+}
+
+#[test]
+fn a_call_hung_up_at_once_ends_without_a_prompt() {
+    let daemon = start_daemon("");
+    let call = bridged(&daemon, "caller_waits_bye.xml", &[]);
+    let (_, body) = daemon.api(
+        "GET",
+        &format!("/v1/calls?booking={}", call.booking),
+        TOKEN,
+        None,
+    );
+    let id = body["calls"][0]["id"].as_str().unwrap().to_owned();
+    let (status, body) = daemon.api("POST", &format!("/v1/calls/{id}/hangup"), TOKEN, Some("{}"));
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["announce"], false);
+    assert_passed("caller", call.caller);
+    assert_passed("expert", call.expert);
+    let record = ended_call(&daemon, &call.booking);
+    assert_eq!(
+        (record["status"].as_str(), record["end_reason"].as_str()),
+        (Some("completed"), Some("hung-up")),
+        "{record}"
+    );
+    assert!(
+        !details(&record)
+            .iter()
+            .any(|d| d.contains("time-up played")),
+        "{record}"
+    );
+}
+
+#[test]
+fn bad_hang_up_requests_and_queries_change_nothing() {
+    let daemon = start_daemon("");
+    let call = bridged(&daemon, "caller_waits_bye.xml", &[]);
+    let (_, body) = daemon.api("GET", "/v1/calls?active=true", TOKEN, None);
+    let id = body["calls"][0]["id"].as_str().unwrap().to_owned();
+    let hangup = format!("/v1/calls/{id}/hangup");
+    for (path, body, status, code) in [
+        (
+            hangup.as_str(),
+            Some("{\"announce\": \"yes\"}"),
+            422,
+            "validation_failed",
+        ),
+        (
+            hangup.as_str(),
+            Some("{\"announce\": true, \"now\": 1}"),
+            422,
+            "validation_failed",
+        ),
+        (hangup.as_str(), Some("not json"), 400, "bad_json"),
+        ("/v1/calls/call_nope/hangup", None, 404, "not_found"),
+    ] {
+        let (got, answer) = daemon.api("POST", path, TOKEN, body);
+        assert_eq!(
+            (got, answer["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{path} {body:?}: {answer}"
+        );
+    }
+    let (status, answer) = daemon.api("POST", &hangup, "wrong-token-0123456789", None);
+    assert_eq!(status, 401, "{answer}");
+    for query in ["active=maybe", "active=true&limit=0", "limit=5"] {
+        let (status, answer) = daemon.api("GET", &format!("/v1/calls?{query}"), TOKEN, None);
+        assert_eq!(status, 422, "{query}: {answer}");
+    }
+    // The call went on untouched.
+    let (_, body) = daemon.api("GET", &format!("/v1/calls/{id}"), TOKEN, None);
+    assert_eq!(body["live"]["phase"], "talking", "{body}");
+
+    // The CLI names what is wrong: a config without a token, a bad --api.
+    let bare = daemon.dir.path().join("no-token.toml");
+    std::fs::write(&bare, "[http]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    let output = Command::new(tollbridge_e2e::binary())
+        .args(["calls", "--config"])
+        .arg(&bare)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("http.api_token"),
+        "{output:?}"
+    );
+    let (code, _, err) = cli_at(&daemon, &["calls"], "ftp://x");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--api ftp://x"), "{err}");
+    // Nobody there: said so, exit 1.
+    let (code, _, err) = cli_at(&daemon, &["calls"], "http://127.0.0.1:9");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cannot reach the daemon's API"), "{err}");
+    let (code, _, err) = cli(&daemon, &["hangup", "call_nope"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("404 not_found"), "{err}");
+    drop(call);
+}
