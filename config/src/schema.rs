@@ -136,6 +136,20 @@ pub struct HttpConfig {
     /// `http.api_token`: bearer token for `/v1`; when unset the API refuses
     /// every request.
     pub api_token: Option<Secret>,
+    /// `[http.tls]`: serve HTTPS instead of plain HTTP (Stripe delivers
+    /// webhooks only over HTTPS).
+    pub tls: Option<HttpTls>,
+}
+
+/// `[http.tls]`: the listener's certificate chain and key, PEM files read
+/// at start and again on every reload (a renewed certificate takes effect
+/// without a restart).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpTls {
+    /// `http.tls.certificate`: the certificate chain, leaf first.
+    pub certificate: PathBuf,
+    /// `http.tls.private_key`: the leaf's private key (PKCS#8, PKCS#1 or SEC1).
+    pub private_key: PathBuf,
 }
 
 /// `[database]`.
@@ -283,7 +297,8 @@ const MEDIA_KEYS: [&str; 6] = [
     "latch",
     "port_quarantine",
 ];
-const HTTP_KEYS: [&str; 2] = ["listen", "api_token"];
+const HTTP_KEYS: [&str; 3] = ["listen", "api_token", "tls"];
+const HTTP_TLS_KEYS: [&str; 2] = ["certificate", "private_key"];
 const DATABASE_KEYS: [&str; 5] = ["path", "url", "password", "pool_size", "outage_buffer"];
 const NODE_KEYS: [&str; 1] = ["name"];
 const CLUSTER_KEYS: [&str; 1] = ["node_timeout"];
@@ -300,12 +315,13 @@ const LOG_KEYS: [&str; 2] = ["level", "format"];
 
 /// Every dotted key the schema knows, for documentation checks.
 pub fn known_keys() -> Vec<String> {
-    let sections: [(&str, &[&str]); 13] = [
+    let sections: [(&str, &[&str]); 14] = [
         ("sip", &SIP_KEYS),
         ("trunk", &TRUNK_KEYS),
         ("trunk.termination", &TERMINATION_KEYS),
         ("media", &MEDIA_KEYS),
         ("http", &HTTP_KEYS),
+        ("http.tls", &HTTP_TLS_KEYS),
         ("database", &DATABASE_KEYS),
         ("node", &NODE_KEYS),
         ("cluster", &CLUSTER_KEYS),
@@ -376,6 +392,7 @@ impl Config {
             http: HttpConfig {
                 listen: SocketAddr::new(loopback, 8080),
                 api_token: None,
+                tls: None,
             },
             database: DatabaseConfig {
                 path: database_dir.join("tollbridge.db"),
@@ -808,8 +825,41 @@ fn read_http(mut t: TableReader, env: &dyn Environment, defaults: HttpConfig) ->
             Ok(())
         }
     });
+    let tls = t.take("tls").and_then(|item| {
+        read_http_tls(TableReader::new(&t.key("tls"), Some(item), t.diagnostics()))
+    });
     t.finish(&HTTP_KEYS);
-    HttpConfig { listen, api_token }
+    HttpConfig {
+        listen,
+        api_token,
+        tls,
+    }
+}
+
+fn read_http_tls(mut t: TableReader) -> Option<HttpTls> {
+    let file = |t: &mut TableReader, key: &str| {
+        if t.span(key).is_none() {
+            t.diagnostics().report(
+                &t.key(key),
+                None,
+                None,
+                "required with [http.tls]: a PEM file",
+            );
+            return None;
+        }
+        t.get_with(key, |node| match node {
+            crate::tree::Node::Str(s) if Path::new(s).is_file() => Ok(PathBuf::from(s)),
+            crate::tree::Node::Str(_) => Err("no such file".to_owned()),
+            _ => Err("expected a file path".to_owned()),
+        })
+    };
+    let certificate = file(&mut t, "certificate");
+    let private_key = file(&mut t, "private_key");
+    t.finish(&HTTP_TLS_KEYS);
+    Some(HttpTls {
+        certificate: certificate?,
+        private_key: private_key?,
+    })
 }
 
 fn read_database(

@@ -413,6 +413,26 @@ fn every_validation_rule_names_its_key() {
             "http.api_token",
             "NOT_SET_ANYWHERE is not set",
         ),
+        (
+            "[http.tls]\ncertificate = \"/nonexistent/cert.pem\"\nprivate_key = \"/etc/passwd\"",
+            "http.tls.certificate",
+            "no such file",
+        ),
+        (
+            "[http.tls]\ncertificate = \"/etc/passwd\"",
+            "http.tls.private_key",
+            "required",
+        ),
+        (
+            "[http.tls]\ncertificate = 5\nprivate_key = \"/etc/passwd\"",
+            "http.tls.certificate",
+            "file path",
+        ),
+        (
+            "[http.tls]\ncertificate = \"/etc/passwd\"\nprivate_key = \"/etc/passwd\"\nciphers = \"all\"",
+            "http.tls.ciphers",
+            "unknown key",
+        ),
         ("[database]\npath = \"\"", "database.path", "file path"),
         (
             "[database]\nurl = \"mysql://db/x\"",

@@ -165,7 +165,14 @@ pub const EXIT_BAD_CONFIG: u8 = 2;
 /// `tollbridge check-config PATH`.
 pub fn check_config(path: &Path) -> ExitCode {
     match Config::load(path) {
-        Ok(_) => {
+        Ok(config) => {
+            // The files must hold a certificate and the key that fits it.
+            if let Some(tls) = &config.http.tls
+                && let Err(e) = crate::http::tls::load(tls)
+            {
+                eprintln!("{}: {e}", path.display());
+                return ExitCode::from(EXIT_BAD_CONFIG);
+            }
             println!("ok");
             ExitCode::SUCCESS
         }

@@ -5,17 +5,30 @@
 //! The config's secrets may be systemd credential names; outside the unit
 //! they are read from `/etc/tollbridge/credentials/` (the directory the
 //! unit loads them from), or from `--credentials DIR`.
+//!
+//! With `[http.tls]` the local daemon is reached over HTTPS and trusted
+//! by its own certificate (the file the config names, compared byte for
+//! byte: the listener's name rarely matches the loopback address we dial).
+//! `--api https://...` for another node is checked against the usual
+//! public roots.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use rustls::DigitallySignedStruct;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use serde_json::Value;
 use tollbridge_config::{Config, Environment, ProcessEnvironment};
 
@@ -51,6 +64,18 @@ impl Environment for CliEnvironment {
 pub struct ApiTarget {
     base: String,
     token: String,
+    trust: Trust,
+}
+
+/// How an HTTPS answer is trusted.
+#[derive(Debug, Clone)]
+enum Trust {
+    /// Plain HTTP.
+    Plain,
+    /// Only this certificate (the local daemon's own).
+    Pinned(CertificateDer<'static>),
+    /// The public roots (another node's API).
+    PublicRoots,
 }
 
 /// Something that keeps a command from talking to the API, in words for
@@ -118,19 +143,70 @@ impl ApiTarget {
                     "the config has no http.api_token, so the daemon's /v1 API is disabled",
                 )
             })?;
-        let base = match api {
-            Some(api) => {
+        let (base, trust) = match (api, &config.http.tls) {
+            (Some(api), _) => {
                 let api = api.trim_end_matches('/');
-                if !api.starts_with("http://") {
+                let trust = if api.starts_with("http://") {
+                    Trust::Plain
+                } else if api.starts_with("https://") {
+                    Trust::PublicRoots
+                } else {
                     return Err(CtlError::usage(format!(
-                        "--api {api}: expected http://HOST:PORT"
+                        "--api {api}: expected http://HOST:PORT or https://HOST:PORT"
                     )));
-                }
-                api.to_owned()
+                };
+                (api.to_owned(), trust)
             }
-            None => format!("http://{}", reachable(config.http.listen)),
+            (None, None) => (
+                format!("http://{}", reachable(config.http.listen)),
+                Trust::Plain,
+            ),
+            (None, Some(tls)) => {
+                let leaf = CertificateDer::pem_file_iter(&tls.certificate)
+                    .ok()
+                    .and_then(|mut chain| chain.next())
+                    .and_then(Result::ok)
+                    .ok_or_else(|| {
+                        CtlError::usage(format!(
+                            "http.tls.certificate = {:?}: cannot read a certificate from it",
+                            tls.certificate
+                        ))
+                    })?;
+                (
+                    format!("https://{}", reachable(config.http.listen)),
+                    Trust::Pinned(leaf),
+                )
+            }
         };
-        Ok(ApiTarget { base, token })
+        Ok(ApiTarget { base, token, trust })
+    }
+
+    fn client(&self) -> Result<Client<HttpsConnector<HttpConnector>, Full<Bytes>>, CtlError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| CtlError::usage(format!("cannot set up TLS: {e}")))?;
+        let config = match &self.trust {
+            Trust::Pinned(leaf) => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(Pinned {
+                    leaf: leaf.clone(),
+                    provider,
+                }))
+                .with_no_client_auth(),
+            Trust::Plain | Trust::PublicRoots => {
+                let roots = rustls::RootCertStore {
+                    roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+                };
+                builder.with_root_certificates(roots).with_no_client_auth()
+            }
+        };
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        Ok(Client::builder(TokioExecutor::new()).build(connector))
     }
 
     /// Sends one request; the status and the JSON body.
@@ -140,8 +216,7 @@ impl ApiTarget {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(u16, Value), CtlError> {
-        let client: Client<HttpConnector, Full<Bytes>> =
-            Client::builder(TokioExecutor::new()).build_http();
+        let client = self.client()?;
         let mut request = hyper::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
@@ -311,6 +386,67 @@ fn encode(value: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// Trusts exactly one certificate, and handshakes signed by its key.
+#[derive(Debug)]
+struct Pinned {
+    leaf: CertificateDer<'static>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.leaf.as_ref() {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(
+                "the daemon serves a certificate other than http.tls.certificate (reloaded since?)"
+                    .to_owned(),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 /// The address to reach a listener on: its own, or loopback for a

@@ -44,6 +44,17 @@ pub async fn reload(shared: &Arc<Shared>, source: &ConfigSource, log: &LogHandle
     };
     let running = shared.config.load_full();
     let applied = keep_restart_only_keys(&running, new);
+    if let (Some(certificates), Some(tls)) = (shared.https.get(), &applied.http.tls) {
+        let tls = tls.clone();
+        let certificates = certificates.clone();
+        match tokio::task::spawn_blocking(move || certificates.reload(&tls)).await {
+            Ok(Ok(())) => info!("https certificate re-read"),
+            Ok(Err(e)) => {
+                error!(error = %e, "https certificate not reloaded; serving the running one")
+            }
+            Err(e) => error!(error = %e, "https certificate reload task failed"),
+        }
+    }
     log.apply(&applied.log);
     if let Some(sip) = &shared.sip {
         sip.set_rules(crate::edge::gate_rules(&applied));
@@ -75,6 +86,11 @@ fn keep_restart_only_keys(running: &Config, mut new: Config) -> Config {
     if new.http.listen != running.http.listen {
         restart_needed.push("http.listen");
         new.http.listen = running.http.listen;
+    }
+    if new.http.tls.is_some() != running.http.tls.is_some() {
+        // Plain HTTP and HTTPS are different listeners.
+        restart_needed.push("http.tls");
+        new.http.tls = running.http.tls.clone();
     }
     if new.database != running.database {
         restart_needed.push("database");

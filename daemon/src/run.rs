@@ -45,6 +45,11 @@ pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow
     // Before anything announces readiness: a SIGHUP that arrived between
     // READY=1 and the handler would otherwise kill the process (its default).
     let mut signals = Signals::install()?;
+    // Bad certificate files stop the start before anything is opened.
+    let https = match &config.http.tls {
+        Some(tls) => Some(crate::http::tls::Certificates::open(tls).context("cannot serve HTTPS")?),
+        None => None,
+    };
     let database = config.database.clone();
     let ledger = tokio::task::spawn_blocking(move || Ledger::open(&database))
         .await
@@ -108,6 +113,7 @@ pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow
     let http_address = http_listener
         .local_addr()
         .context("http listener has no address")?;
+
     log_modes(&config);
 
     let shared = Shared::new(
@@ -177,8 +183,17 @@ pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow
         crate::calls::meter::checkpoint_loop(shared.clone(), meters, background.signal()),
     );
     let (stop_http, http_stopped) = watch::channel(false);
-    let server = tokio::spawn(serve_http(http_listener, shared.clone(), http_stopped));
-    info!(address = %http_address, "http listening");
+    if let Some(certificates) = &https {
+        let _ = shared.https.set(certificates.clone());
+    }
+    let scheme = if https.is_some() { "https" } else { "http" };
+    let server = tokio::spawn(serve_http(
+        http_listener,
+        https,
+        shared.clone(),
+        http_stopped,
+    ));
+    info!(address = %http_address, scheme, "http listening");
     shared.mark_listeners_bound();
 
     systemd::ready("ready; 0 active call(s)");
@@ -283,16 +298,32 @@ fn log_modes(config: &Config) {
     }
 }
 
+/// Serves the API on `listener`, over TLS with `https`'s certificate
+/// when given, until `stop`.
 async fn serve_http(
     listener: TcpListener,
+    https: Option<Arc<crate::http::tls::Certificates>>,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    axum::serve(listener, crate::http::router(shared))
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|stopped| *stopped).await;
-        })
-        .await
+    let stopped = async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    };
+    let router = crate::http::router(shared);
+    match https {
+        None => {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stopped)
+                .await
+        }
+        Some(certificates) => {
+            let listener = crate::http::tls::TlsListener::new(listener, certificates)
+                .map_err(std::io::Error::other)?;
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stopped)
+                .await
+        }
+    }
 }
 
 /// The signals the daemon handles, installed once at start.

@@ -31,6 +31,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// The calls in progress on this node, for the API to see and end.
     pub live: Arc<LiveCalls>,
+    /// The HTTPS listener's certificate, re-read on reload (`[http.tls]`).
+    pub https: std::sync::OnceLock<Arc<crate::http::tls::Certificates>>,
     /// The SIP edge, once started (absent in tests of the HTTP surface).
     pub sip: Option<Arc<SipEdge>>,
     /// The media relay (absent in tests of the HTTP surface).
@@ -64,6 +66,7 @@ impl Shared {
             journal,
             metrics,
             live: Arc::default(),
+            https: std::sync::OnceLock::new(),
             sip,
             relay,
             started: Instant::now(),

@@ -233,14 +233,9 @@ impl StripeFake {
     /// `secret` (`Stripe-Signature: t=...,v1=HMAC-SHA256(secret, t.body)`):
     /// (status, body).
     pub fn deliver_webhook(&self, to: SocketAddr, secret: &str, event: &Value) -> (u16, String) {
-        use hmac::Mac;
-        let body = event.to_string();
-        let t = unix_now();
-        let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()) else {
+        let Some((body, signature)) = signed_event(secret, event) else {
             return (0, "unusable secret".into());
         };
-        mac.update(format!("{t}.{body}").as_bytes());
-        let signature = format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()));
         crate::http_request_with(
             to,
             "POST",
@@ -834,6 +829,19 @@ async fn list(State(inner): Shared, Query(query): Query<Vec<(String, String)>>) 
         200,
         &json!({"object": "list", "data": data, "has_more": false, "url": "/v1/payment_intents"}),
     )
+}
+
+/// `event` as Stripe sends it: the body and its `Stripe-Signature` header
+/// (`t=...,v1=HMAC-SHA256(t.body)` with `secret`); none for a secret HMAC
+/// cannot take.
+pub fn signed_event(secret: &str, event: &Value) -> Option<(String, String)> {
+    use hmac::Mac;
+    let body = event.to_string();
+    let t = unix_now();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).ok()?;
+    mac.update(format!("{t}.{body}").as_bytes());
+    let signature = format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()));
+    Some((body, signature))
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ mod bookings;
 mod calls;
 mod error;
 mod stripe;
+pub mod tls;
 pub mod views;
 
 use std::sync::Arc;
