@@ -67,6 +67,26 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Copy the SQLite ledger to a new file while the daemon runs (for
+    /// PostgreSQL use pg_dump).
+    Backup {
+        /// The config file (for `database.path`).
+        #[arg(long, short, env = "TOLLBRIDGE_CONFIG", value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// The new file to write.
+        #[arg(value_name = "FILE")]
+        to: PathBuf,
+    },
+    /// Put a backup in place of the SQLite ledger; refused while a daemon
+    /// uses it. The replaced file is kept beside it.
+    Restore {
+        /// The config file (for `database.path`).
+        #[arg(long, short, env = "TOLLBRIDGE_CONFIG", value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// The backup to restore.
+        #[arg(value_name = "FILE")]
+        from: PathBuf,
+    },
     /// End a call in progress: BYE to both parties, recorded `hung-up`.
     Hangup {
         #[command(flatten)]
@@ -157,6 +177,64 @@ pub fn settlements(config: Option<PathBuf>, state: Option<String>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `tollbridge backup FILE`: a consistent copy of the running ledger.
+pub fn backup(config: Option<PathBuf>, to: &Path) -> ExitCode {
+    let Some(path) = sqlite_path(config) else {
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    };
+    match crate::ledger::backup::backup(&path, to) {
+        Ok(summary) => {
+            println!("{}: {summary}", to.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tollbridge: backup of {}: {e}", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `tollbridge restore FILE`: the backup in place of the ledger, with the
+/// daemon stopped.
+pub fn restore(config: Option<PathBuf>, from: &Path) -> ExitCode {
+    let Some(path) = sqlite_path(config) else {
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    };
+    match crate::ledger::backup::restore(from, &path) {
+        Ok((summary, kept)) => {
+            println!(
+                "{}: restored from {}: {summary}",
+                path.display(),
+                from.display()
+            );
+            if let Some(kept) = kept {
+                println!("the replaced ledger is kept as {}", kept.display());
+            }
+            println!(
+                "calls open in the backup are closed (recovered) and their parties hung up at the next start"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tollbridge: restore to {}: {e}", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The SQLite ledger's path from the config; `None` (said why) for a
+/// config that cannot be read or a PostgreSQL ledger.
+fn sqlite_path(config: Option<PathBuf>) -> Option<PathBuf> {
+    let (_, config) = load_for_run(config).ok()?;
+    if config.database.url.is_some() {
+        eprintln!(
+            "tollbridge: the ledger is PostgreSQL (database.url): back it up with pg_dump and restore with pg_restore (docs/cluster.md#backups)"
+        );
+        return None;
+    }
+    Some(config.database.path)
 }
 
 /// Exit status for a config that is invalid or unreadable.

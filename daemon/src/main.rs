@@ -28,6 +28,8 @@ fn main() -> ExitCode {
             ctl::calls(&api, &query, json)
         }
         Command::Hangup { api, id, announce } => ctl::hang_up(&api, &id, announce),
+        Command::Backup { config, to } => cli::backup(config, &to),
+        Command::Restore { config, from } => cli::restore(config, &from),
         Command::Run { config } => {
             let (source, config) = match cli::load_for_run(config) {
                 Ok(loaded) => loaded,

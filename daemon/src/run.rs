@@ -50,6 +50,14 @@ pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow
         Some(tls) => Some(crate::http::tls::Certificates::open(tls).context("cannot serve HTTPS")?),
         None => None,
     };
+    // One daemon per SQLite file; `tollbridge restore` checks for it too.
+    let _database_lock = match &config.database.url {
+        Some(_) => None,
+        None => Some(
+            crate::ledger::backup::DatabaseLock::take(&config.database.path)
+                .map_err(|why| anyhow::anyhow!("cannot use database.path: {why}"))?,
+        ),
+    };
     let database = config.database.clone();
     let ledger = tokio::task::spawn_blocking(move || Ledger::open(&database))
         .await

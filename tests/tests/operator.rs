@@ -211,3 +211,128 @@ fn bad_hang_up_requests_and_queries_change_nothing() {
     assert!(err.contains("404 not_found"), "{err}");
     drop(call);
 }
+
+/// `tollbridge ARGS --config` of `daemon`, run in its directory (its
+/// ledger is `./tollbridge.db` there).
+fn cli_in_dir(daemon: &Daemon, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(tollbridge_e2e::binary())
+        .args(args)
+        .arg("--config")
+        .arg(daemon.config_path.as_ref().unwrap())
+        .current_dir(daemon.dir.path())
+        .env_remove("TOLLBRIDGE_CONFIG")
+        .output()
+        .expect("the CLI runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Every call to [`NUMBER`] the daemon's API lists.
+fn calls_to_number(daemon: &Daemon) -> Vec<Value> {
+    let (status, body) = daemon.api(
+        "GET",
+        "/v1/calls?called=%2B81500000001&limit=500",
+        TOKEN,
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    body["calls"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn a_backup_taken_during_20_live_calls_holds_every_closed_record() {
+    let mut daemon = start_daemon("");
+    let expert = expert("expert_answers.xml", "9", &["-m", "20"]);
+    for n in 1..=20 {
+        book(&daemon, &[caller_id(n)], None, &expert_uri(&expert));
+    }
+    let callers = caller(
+        &daemon,
+        "caller_hangs_up.xml",
+        CALLER_PREFIX,
+        "9",
+        "0 96",
+        &["-m", "20", "-r", "10", "-l", "20", "-d", "3000"],
+    );
+    // Back up while some calls have closed and others are talking.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let closed_before: Vec<Value> = loop {
+        let calls = calls_to_number(&daemon);
+        let closed: Vec<Value> = calls
+            .iter()
+            .filter(|c| !c["ended_at"].is_null())
+            .cloned()
+            .collect();
+        if closed.len() >= 3 && calls.len() > closed.len() {
+            break closed;
+        }
+        assert!(Instant::now() < deadline, "calls: {calls:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let copy = daemon.dir.path().join("backup.db");
+    let (code, out, err) = cli_in_dir(&daemon, &["backup", copy.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("open)"), "{out}");
+    assert_passed("callers", callers);
+    assert_passed("expert", expert);
+
+    // The copy is refused as a target and while the daemon runs.
+    let (code, _, err) = cli_in_dir(&daemon, &["backup", copy.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("exists"), "{err}");
+    let (code, _, err) = cli_in_dir(&daemon, &["restore", copy.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("in use by a running tollbridge"), "{err}");
+    let garbage = daemon.dir.path().join("garbage.db");
+    std::fs::write(&garbage, "SQLite format 3? no.").unwrap();
+
+    // The copy opens in a daemon of its own and holds every record that
+    // was closed before the backup, as it was.
+    let restored = Daemon::start(&test_config(
+        &format!("api_token = \"{TOKEN}\""),
+        &format!(
+            "[database]\npath = \"{}\"\n\n[media]\naddress = \"127.0.0.1\"\nports = \"{}\"\n",
+            copy.display(),
+            port_range()
+        ),
+    ));
+    let in_copy = calls_to_number(&restored);
+    assert!(in_copy.len() >= closed_before.len(), "{in_copy:?}");
+    for before in &closed_before {
+        let copied = in_copy
+            .iter()
+            .find(|c| c["id"] == before["id"])
+            .unwrap_or_else(|| panic!("{} missing from the backup", before["id"]));
+        for field in [
+            "status",
+            "end_reason",
+            "ended_at",
+            "talk_ms",
+            "billed_seconds",
+            "amount",
+        ] {
+            assert_eq!(copied[field], before[field], "{field} of {}", before["id"]);
+        }
+    }
+    drop(restored);
+
+    // With the daemon stopped: a bad file is refused, the copy restored.
+    daemon.signal("TERM");
+    assert!(
+        daemon
+            .wait_exit(Duration::from_secs(30))
+            .is_some_and(|s| s.success())
+    );
+    let (code, _, err) = cli_in_dir(&daemon, &["restore", garbage.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("not a usable ledger") || err.contains("garbage.db"),
+        "{err}"
+    );
+    let (code, out, err) = cli_in_dir(&daemon, &["restore", copy.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("kept as"), "{out}");
+}

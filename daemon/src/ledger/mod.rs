@@ -11,6 +11,7 @@
 //! transaction on a database thread, so each is written once for both
 //! (model: mini-redis's `db.rs` under its `cmd/`).
 
+pub mod backup;
 pub mod db;
 pub mod states;
 
