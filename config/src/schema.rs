@@ -58,6 +58,9 @@ pub struct SipConfig {
     /// requests but CANCEL/ACK) accepted per source address per second
     /// (bursts up to twice that); over it, 503 with Retry-After.
     pub invites_per_second: u32,
+    /// `sip.user_agent`: our `User-Agent` and `Server` header. Without the
+    /// version by default: a version tells a scanner what to try.
+    pub user_agent: String,
 }
 
 /// One `[[trunk]]`: a SIP peer allowed to send us calls, and optionally the
@@ -275,11 +278,12 @@ const SECTIONS: [&str; 12] = [
     "sip", "trunk", "media", "http", "database", "node", "cluster", "stripe", "billing", "prompts",
     "calls", "log",
 ];
-const SIP_KEYS: [&str; 4] = [
+const SIP_KEYS: [&str; 5] = [
     "listen",
     "public_address",
     "unknown_source",
     "invites_per_second",
+    "user_agent",
 ];
 const TRUNK_KEYS: [&str; 5] = ["name", "profile", "allow", "termination", "media_allow"];
 const TERMINATION_KEYS: [&str; 5] = [
@@ -376,6 +380,7 @@ impl Config {
                 public_address: None,
                 unknown_source: UnknownSource::Drop,
                 invites_per_second: 30,
+                user_agent: "Tollbridge".to_owned(),
             },
             trunks: vec![loopback_trunk()],
             media: MediaConfig {
@@ -609,12 +614,22 @@ fn read_sip(mut t: TableReader, defaults: SipConfig) -> SipConfig {
             _ => Err("expected an integer from 1 to 10000".to_owned()),
         })
         .unwrap_or(defaults.invites_per_second);
+    let user_agent = t
+        .get_with("user_agent", |node| match node {
+            crate::tree::Node::Str(s) if is_header_text(s) => Ok(s.clone()),
+            _ => Err(
+                "expected 1 to 128 printable ASCII characters, like \"Tollbridge\" or \"Tollbridge/0.1.0\""
+                    .to_owned(),
+            ),
+        })
+        .unwrap_or(defaults.user_agent);
     t.finish(&SIP_KEYS);
     SipConfig {
         listen,
         public_address,
         unknown_source,
         invites_per_second,
+        user_agent,
     }
 }
 
@@ -955,6 +970,15 @@ fn check_postgres_url(url: &str) -> Result<(), String> {
         return Err("the URL names no host (a name, an address, or ?host=/socket/dir)".to_owned());
     }
     Ok(())
+}
+
+/// Whether `text` can stand as a SIP header value as it is: printable
+/// ASCII (spaces inside), no line breaks, not blank.
+fn is_header_text(text: &str) -> bool {
+    (1..=128).contains(&text.len())
+        && text.bytes().all(|b| (0x20..0x7f).contains(&b))
+        && !text.trim().is_empty()
+        && text.trim() == text
 }
 
 /// The machine's host name, made a valid node name; "tollbridge" if none.

@@ -433,6 +433,17 @@ fn every_validation_rule_names_its_key() {
             "http.tls.ciphers",
             "unknown key",
         ),
+        (
+            "[sip]\nuser_agent = \"\"",
+            "sip.user_agent",
+            "printable ASCII",
+        ),
+        (
+            "[sip]\nuser_agent = \"Tollbridge\\r\\nX-Evil: 1\"",
+            "sip.user_agent",
+            "printable ASCII",
+        ),
+        ("[sip]\nuser_agent = 1", "sip.user_agent", "printable ASCII"),
         ("[database]\npath = \"\"", "database.path", "file path"),
         (
             "[database]\nurl = \"mysql://db/x\"",

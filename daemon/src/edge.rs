@@ -37,7 +37,7 @@ pub fn edge_config(config: &Config) -> EdgeConfig {
         invites_per_second: NonZeroU32::new(config.sip.invites_per_second)
             .unwrap_or(NonZeroU32::MIN),
         tcp_connections_per_source: TCP_CONNECTIONS_PER_SOURCE,
-        user_agent: format!("Tollbridge/{}", env!("CARGO_PKG_VERSION")),
+        user_agent: config.sip.user_agent.clone(),
     }
 }
 

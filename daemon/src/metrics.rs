@@ -335,4 +335,77 @@ mod tests {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
         }
     }
+
+    /// Every family the daemon exports, with a sample in each, named as
+    /// Prometheus sees it (`_total` on counters, `_info` on info).
+    fn exported_names() -> std::collections::BTreeSet<String> {
+        let metrics = Metrics::new("tb-1");
+        metrics.call_ended("completed");
+        metrics.callee_refused(486, None);
+        metrics.calls_taken_over(1);
+        metrics.call_rated("jpy", 6, 10);
+        metrics
+            .stripe_latency()
+            .get_or_create(&vec![
+                ("operation", "capture".to_owned()),
+                ("outcome", "ok".to_owned()),
+            ])
+            .observe(0.2);
+        let scrape = Scrape {
+            uptime_seconds: 1.0,
+            active_calls: 0,
+            settlements: &[("pending".to_owned(), 0)],
+            sip_turned_away: &[("malformed", 0)],
+            media_port_pairs_in_use: 0,
+            sip_dialogs: 0,
+            ledger_up: true,
+            ledger_writes_waiting: 0,
+            ledger_writes_dropped: 0,
+        };
+        metrics
+            .render(&scrape)
+            .lines()
+            .filter_map(|line| line.strip_prefix("# TYPE "))
+            .filter_map(|declaration| {
+                let (name, kind) = declaration.split_once(' ')?;
+                Some(match kind {
+                    "counter" => format!("{name}_total"),
+                    "info" => format!("{name}_info"),
+                    _ => name.to_owned(),
+                })
+            })
+            .collect()
+    }
+
+    /// operations.md's metrics table lists every family, and nothing else.
+    #[test]
+    fn operations_md_lists_every_metric() {
+        let exported = exported_names();
+        assert!(exported.len() >= 16, "{exported:?}");
+        let docs = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/operations.md"),
+        )
+        .unwrap_or_default();
+        let documented: std::collections::BTreeSet<String> = docs
+            .lines()
+            .filter_map(|line| line.strip_prefix("| `tollbridge_"))
+            .map(|rest| {
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                format!("tollbridge_{name}")
+            })
+            .collect();
+        let undocumented: Vec<_> = exported.difference(&documented).collect();
+        let stale: Vec<_> = documented.difference(&exported).collect();
+        assert!(
+            undocumented.is_empty(),
+            "not in operations.md: {undocumented:?}"
+        );
+        assert!(
+            stale.is_empty(),
+            "in operations.md, not exported: {stale:?}"
+        );
+    }
 }

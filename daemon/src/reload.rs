@@ -75,6 +75,10 @@ fn keep_restart_only_keys(running: &Config, mut new: Config) -> Config {
         restart_needed.push("sip.public_address");
         new.sip.public_address = running.sip.public_address.clone();
     }
+    if new.sip.user_agent != running.sip.user_agent {
+        restart_needed.push("sip.user_agent");
+        new.sip.user_agent = running.sip.user_agent.clone();
+    }
     if new.sip.invites_per_second != running.sip.invites_per_second {
         restart_needed.push("sip.invites_per_second");
         new.sip.invites_per_second = running.sip.invites_per_second;

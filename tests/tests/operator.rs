@@ -336,3 +336,50 @@ fn a_backup_taken_during_20_live_calls_holds_every_closed_record() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("kept as"), "{out}");
 }
+
+/// The `Server` (or, as rsipstack writes it on responses too,
+/// `User-Agent`) header of the daemon's answer to an OPTIONS.
+fn server_header(daemon: &Daemon) -> Option<String> {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let local = socket.local_addr().unwrap();
+    let to = daemon.sip_udp().unwrap();
+    let options = format!(
+        "OPTIONS sip:probe@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKua{}\r\n\
+         From: <sip:probe@{local}>;tag=ua\r\nTo: <sip:probe@{to}>\r\nCall-ID: ua-{}@test\r\n\
+         CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        local.port(),
+        local.port()
+    );
+    socket.send_to(options.as_bytes(), to).unwrap();
+    let mut buffer = [0u8; 4096];
+    let (n, _) = socket.recv_from(&mut buffer).unwrap();
+    let answer = String::from_utf8_lossy(&buffer[..n]).into_owned();
+    assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
+    answer
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("Server: ")
+                .or_else(|| line.strip_prefix("User-Agent: "))
+        })
+        .map(str::to_owned)
+}
+
+#[test]
+fn the_server_header_names_no_version_unless_configured() {
+    let daemon = start_daemon("");
+    assert_eq!(server_header(&daemon).as_deref(), Some("Tollbridge"));
+    let with_version = Daemon::start(&format!(
+        "[sip]\nlisten = [\"udp:127.0.0.1:0\"]\nuser_agent = \"Tollbridge/9.9.9\"\n\n\
+         [http]\nlisten = \"127.0.0.1:0\"\n\n[log]\nformat = \"json\"\n\n\
+         [media]\naddress = \"127.0.0.1\"\nports = \"{}\"\n",
+        port_range()
+    ));
+    assert!(with_version.wait_for_log("sip listening", Duration::from_secs(10)));
+    assert_eq!(
+        server_header(&with_version).as_deref(),
+        Some("Tollbridge/9.9.9")
+    );
+}
