@@ -72,6 +72,18 @@ pub struct Metrics {
     ledger_writes_waiting: Gauge,
     ledger_writes_dropped: Counter,
     calls_taken_over: Counter,
+    calls_started: Counter,
+    caller_refusals: Family<Labels, Counter>,
+    relay_packets: Family<Labels, Counter>,
+    relay_packets_lost: Family<Labels, Counter>,
+    relay_jitter: Family<Labels, Histogram, fn() -> Histogram>,
+    cap_lateness: Histogram,
+    resident_memory: Gauge,
+}
+
+fn jitter_histogram() -> Histogram {
+    // 0.5 ms to 256 ms.
+    Histogram::new(exponential_buckets(0.5, 2.0, 10))
 }
 
 /// Stripe request latency in seconds, by operation and outcome (`ok`,
@@ -185,7 +197,66 @@ impl Metrics {
             "Stripe request latency including retries, by operation and outcome",
             stripe_latency.clone(),
         );
+        let calls_started = Counter::default();
+        registry.register(
+            "calls_started",
+            "Calls offered (INVITEs that became a call record)",
+            calls_started.clone(),
+        );
+        let caller_refusals = Family::<Labels, Counter>::default();
+        registry.register(
+            "caller_refusals",
+            "Final refusals we answered callers' INVITEs with, by SIP code",
+            caller_refusals.clone(),
+        );
+        let relay_packets = Family::<Labels, Counter>::default();
+        registry.register(
+            "relay_packets",
+            "RTP packets of ended calls, by leg (caller, callee) and direction (received from the party, sent to it)",
+            relay_packets.clone(),
+        );
+        let relay_packets_lost = Family::<Labels, Counter>::default();
+        registry.register(
+            "relay_packets_lost",
+            "RTP packets of ended calls lost on the way from the party (RFC 3550), by leg",
+            relay_packets_lost.clone(),
+        );
+        for leg in ["caller", "callee"] {
+            let _ = relay_packets_lost.get_or_create(&vec![("leg", leg.to_owned())]);
+            for direction in ["received", "sent"] {
+                let _ = relay_packets.get_or_create(&vec![
+                    ("leg", leg.to_owned()),
+                    ("direction", direction.to_owned()),
+                ]);
+            }
+        }
+        let relay_jitter: Family<Labels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(jitter_histogram);
+        registry.register(
+            "relay_jitter_milliseconds",
+            "Interarrival jitter of each ended call's party streams (RFC 3550), by leg",
+            relay_jitter.clone(),
+        );
+        let cap_lateness = Histogram::new(exponential_buckets(0.0005, 2.0, 12));
+        registry.register(
+            "cap_lateness_seconds",
+            "How late calls ended at their cap were ended: the meter's timer to the BYEs",
+            cap_lateness.clone(),
+        );
+        let resident_memory = Gauge::default();
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory of the daemon (VmRSS), read at scrape",
+            resident_memory.clone(),
+        );
         Metrics {
+            calls_started,
+            caller_refusals,
+            relay_packets,
+            relay_packets_lost,
+            relay_jitter,
+            cap_lateness,
+            resident_memory,
             ledger_up,
             ledger_writes_waiting,
             ledger_writes_dropped,
@@ -203,6 +274,46 @@ impl Metrics {
             settlements,
             sip_turned_away,
         }
+    }
+
+    /// Counts a call offered.
+    pub fn call_started(&self) {
+        self.calls_started.inc();
+    }
+
+    /// Counts a final refusal we sent a caller.
+    pub fn caller_refused(&self, code: u16) {
+        self.caller_refusals
+            .get_or_create(&vec![("code", code.to_string())])
+            .inc();
+    }
+
+    /// Adds an ended call's relay counters.
+    pub fn media_closed(&self, stats: &tollbridge_media::relay::CallStats) {
+        for (leg, counters) in [("caller", &stats.caller), ("callee", &stats.callee)] {
+            let with = |direction: &str| {
+                vec![("leg", leg.to_owned()), ("direction", direction.to_owned())]
+            };
+            self.relay_packets
+                .get_or_create(&with("received"))
+                .inc_by(counters.packets_received);
+            self.relay_packets
+                .get_or_create(&with("sent"))
+                .inc_by(counters.packets_sent);
+            self.relay_packets_lost
+                .get_or_create(&vec![("leg", leg.to_owned())])
+                .inc_by(counters.lost);
+            if counters.packets_received > 0 {
+                self.relay_jitter
+                    .get_or_create(&vec![("leg", leg.to_owned())])
+                    .observe(counters.jitter_ms);
+            }
+        }
+    }
+
+    /// Records how late a call was ended at its cap.
+    pub fn cap_reached(&self, lateness: std::time::Duration) {
+        self.cap_lateness.observe(lateness.as_secs_f64());
     }
 
     /// Counts a call that ended with `status`.
@@ -248,6 +359,9 @@ impl Metrics {
     /// Renders the OpenMetrics text, after bringing the scraped values in.
     pub fn render(&self, scrape: &Scrape) -> String {
         self.uptime_seconds.set(scrape.uptime_seconds);
+        if let Some(bytes) = resident_memory_bytes() {
+            self.resident_memory.set(bytes);
+        }
         self.active_calls
             .set(i64::try_from(scrape.active_calls).unwrap_or(i64::MAX));
         for state in SETTLEMENT_STATES {
@@ -284,6 +398,20 @@ impl Metrics {
         let _ = encode(&mut text, &self.registry);
         text
     }
+}
+
+/// This process's resident memory, from `/proc/self/status`.
+fn resident_memory_bytes() -> Option<i64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kilobytes: i64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    kilobytes.checked_mul(1024)
 }
 
 #[cfg(test)]
@@ -344,6 +472,13 @@ mod tests {
         metrics.callee_refused(486, None);
         metrics.calls_taken_over(1);
         metrics.call_rated("jpy", 6, 10);
+        metrics.call_started();
+        metrics.caller_refused(603);
+        metrics.cap_reached(std::time::Duration::from_millis(2));
+        let mut stats = tollbridge_media::relay::CallStats::default();
+        stats.caller.packets_received = 50;
+        stats.caller.jitter_ms = 1.5;
+        metrics.media_closed(&stats);
         metrics
             .stripe_latency()
             .get_or_create(&vec![
@@ -407,5 +542,114 @@ mod tests {
             stale.is_empty(),
             "in operations.md, not exported: {stale:?}"
         );
+    }
+
+    /// The `tollbridge_...` metric names a text uses, histogram series
+    /// (`_bucket`, `_sum`, `_count`) under their family's name.
+    fn metric_names_in(text: &str) -> std::collections::BTreeSet<String> {
+        let mut names = std::collections::BTreeSet::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("tollbridge_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(&name);
+            names.insert(family.to_owned());
+        }
+        names
+    }
+
+    fn contrib(path: &str) -> String {
+        std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../contrib")
+                .join(path),
+        )
+        .unwrap_or_default()
+    }
+
+    /// Every metric the alert rules and the dashboard query is one the
+    /// daemon exports (a renamed metric would leave a panel blank and an
+    /// alert that can never fire).
+    #[test]
+    fn contrib_queries_only_exported_metrics() {
+        let exported = exported_names();
+        for file in ["prometheus/tollbridge.rules.yml", "grafana/tollbridge.json"] {
+            let used = metric_names_in(&contrib(file));
+            assert!(used.len() >= 8, "{file}: {used:?}");
+            let unknown: Vec<_> = used.difference(&exported).collect();
+            assert!(
+                unknown.is_empty(),
+                "{file} queries unknown metrics: {unknown:?}"
+            );
+        }
+    }
+
+    /// The dashboard is one Grafana imports: the fields its dashboard
+    /// model requires, panels with unique ids inside the 24-column grid,
+    /// each query with an expression, a refId and the templated data
+    /// source.
+    #[test]
+    fn the_grafana_dashboard_has_the_shape_grafana_imports() {
+        let text = contrib("grafana/tollbridge.json");
+        let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        for key in ["title", "uid"] {
+            assert!(
+                dashboard[key].as_str().is_some_and(|v| !v.is_empty()),
+                "{key}"
+            );
+        }
+        assert!(dashboard["schemaVersion"].as_u64().is_some_and(|v| v >= 30));
+        assert!(dashboard["templating"]["list"].is_array());
+        assert_eq!(dashboard["__inputs"][0]["name"], "DS_PROMETHEUS");
+        let panels = dashboard["panels"].as_array().cloned().unwrap_or_default();
+        assert!(panels.len() >= 20, "{}", panels.len());
+        let mut ids = std::collections::BTreeSet::new();
+        let mut queries = 0;
+        for panel in &panels {
+            let title = panel["title"].as_str().unwrap_or_default();
+            assert!(!title.is_empty(), "{panel}");
+            assert!(
+                ids.insert(panel["id"].as_u64().unwrap_or(0)),
+                "duplicate id: {title}"
+            );
+            let grid = &panel["gridPos"];
+            let (x, w, h) = (grid["x"].as_u64(), grid["w"].as_u64(), grid["h"].as_u64());
+            assert!(
+                matches!((x, w, h), (Some(x), Some(w), Some(h)) if x + w <= 24 && w > 0 && h > 0)
+                    && grid["y"].is_u64(),
+                "{title}: {grid}"
+            );
+            let kind = panel["type"].as_str().unwrap_or_default();
+            assert!(
+                ["row", "timeseries", "stat"].contains(&kind),
+                "{title}: {kind}"
+            );
+            if kind == "row" {
+                continue;
+            }
+            assert_eq!(panel["datasource"]["uid"], "${DS_PROMETHEUS}", "{title}");
+            let targets = panel["targets"].as_array().cloned().unwrap_or_default();
+            assert!(!targets.is_empty(), "{title}");
+            for target in targets {
+                queries += 1;
+                assert!(
+                    target["expr"]
+                        .as_str()
+                        .is_some_and(|e| e.contains("tollbridge_")),
+                    "{title}"
+                );
+                assert!(
+                    target["refId"].as_str().is_some_and(|r| !r.is_empty()),
+                    "{title}"
+                );
+            }
+        }
+        assert!(queries >= 25, "{queries}");
     }
 }

@@ -195,6 +195,9 @@ pub struct End {
     pub talk: Duration,
     /// Whether the parties were ever connected.
     pub connected: bool,
+    /// For a call ended at its paid cap: how long after the cap the meter
+    /// ended it (its timer's lateness), for the cap precision metric.
+    pub cap_lateness: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -405,6 +408,7 @@ impl Call {
             sip_code,
             talk: now_talk,
             connected: self.answered_at.is_some(),
+            cap_lateness: None,
         }));
         if matches!(self.callee, CalleeLeg::Placing | CalleeLeg::Placed) {
             self.callee = CalleeLeg::Gone;
@@ -500,7 +504,7 @@ impl Call {
                 "time-up played to both parties",
             );
         }
-        if self.cap_at.is_some_and(|at| now >= at) {
+        if let Some(cap_at) = self.cap_at.filter(|at| now >= *at) {
             let (reason, detail) = match self.cap_reason {
                 "drained" => (
                     "drained",
@@ -514,6 +518,13 @@ impl Call {
             };
             self.end(Status::Completed, reason, None, detail, None);
             self.stamp_talk(now);
+            if reason == "cap-reached" {
+                for command in self.commands.iter_mut() {
+                    if let Command::RecordEnd(end) = command {
+                        end.cap_lateness = Some(now.saturating_duration_since(cap_at));
+                    }
+                }
+            }
         }
     }
 

@@ -88,6 +88,7 @@ type Boxed<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 async fn run_call(control: Arc<CallControl>, id: String, call: InboundCall) {
     let shared = control.shared.clone();
     let _active = shared.call_started();
+    shared.metrics.call_started();
     let config = shared.config.load_full();
     let caller_ids: Vec<String> = [call.caller.as_deref(), call.asserted_identity.as_deref()]
         .into_iter()
@@ -438,6 +439,7 @@ impl Shell {
         match command {
             Command::RejectCaller { code } => {
                 self.caller_open = false;
+                self.shared.metrics.caller_refused(code);
                 if let Err(e) = self.caller.reject(code) {
                     tracing::warn!(error = %e, code, "cannot refuse the caller");
                 }
@@ -550,6 +552,9 @@ impl Shell {
                     "call ended"
                 );
                 self.shared.metrics.call_ended(end.status.as_str());
+                if let Some(lateness) = end.cap_lateness {
+                    self.shared.metrics.cap_reached(lateness);
+                }
                 self.control.meters.stop(&self.id);
                 let end = CallEnd {
                     status: end.status,
@@ -708,6 +713,7 @@ impl Shell {
         if let Some(media) = self.media.take()
             && let Some(stats) = media.close().await
         {
+            self.shared.metrics.media_closed(&stats);
             self.shared
                 .journal
                 .write(CallWrite::Media {

@@ -911,8 +911,14 @@ fn an_operator_hangs_up_a_talking_call_at_once_or_after_time_up() {
         plays(&h.feed(Input::HangUp { announce: true }, 21.0)).is_empty(),
         "the cap's own time-up is already playing"
     );
-    h.tick(22.0);
+    h.tick(22.05);
     assert_eq!(h.end().reason, "cap-reached");
+    // How late the meter was, for the cap precision metric.
+    let lateness = h.end().cap_lateness.unwrap();
+    assert!(
+        (Duration::from_millis(49)..=Duration::from_millis(51)).contains(&lateness),
+        "{lateness:?}"
+    );
 }
 
 #[test]
