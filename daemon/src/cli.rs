@@ -87,6 +87,14 @@ pub enum Command {
         #[arg(value_name = "FILE")]
         from: PathBuf,
     },
+    /// Write the man pages (tollbridge.1 and one per subcommand) into DIR;
+    /// for packaging.
+    #[command(hide = true)]
+    Manpages {
+        /// Where to write them.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// End a call in progress: BYE to both parties, recorded `hung-up`.
     Hangup {
         #[command(flatten)]
@@ -235,6 +243,34 @@ fn sqlite_path(config: Option<PathBuf>) -> Option<PathBuf> {
         return None;
     }
     Some(config.database.path)
+}
+
+/// `tollbridge manpages DIR`: man pages generated from this command line,
+/// so they never disagree with `--help`.
+pub fn manpages(dir: &Path) -> ExitCode {
+    use clap::CommandFactory;
+    let write = |command: clap::Command, name: &str| -> std::io::Result<()> {
+        let mut page = Vec::new();
+        clap_mangen::Man::new(command).render(&mut page)?;
+        std::fs::write(dir.join(format!("{name}.1")), page)
+    };
+    let top = Cli::command();
+    let mut result = write(top.clone(), "tollbridge");
+    for sub in top.get_subcommands().filter(|sub| !sub.is_hide_set()) {
+        let name = format!("tollbridge-{}", sub.get_name());
+        let sub = sub
+            .clone()
+            .name(name.clone())
+            .version(env!("CARGO_PKG_VERSION"));
+        result = result.and_then(|()| write(sub, &name));
+    }
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tollbridge: cannot write man pages to {}: {e}", dir.display());
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Exit status for a config that is invalid or unreadable.

@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         }
         Command::Hangup { api, id, announce } => ctl::hang_up(&api, &id, announce),
         Command::Backup { config, to } => cli::backup(config, &to),
+        Command::Manpages { dir } => cli::manpages(&dir),
         Command::Restore { config, from } => cli::restore(config, &from),
         Command::Run { config } => {
             let (source, config) = match cli::load_for_run(config) {
