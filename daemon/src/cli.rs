@@ -267,7 +267,10 @@ pub fn manpages(dir: &Path) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tollbridge: cannot write man pages to {}: {e}", dir.display());
+            eprintln!(
+                "tollbridge: cannot write man pages to {}: {e}",
+                dir.display()
+            );
             ExitCode::FAILURE
         }
     }
