@@ -17,7 +17,7 @@ pub use error::{ConfigError, LoadError};
 pub use schema::{
     BillingConfig, CallsConfig, ClusterConfig, Config, DatabaseConfig, HttpConfig, HttpTls,
     LogConfig, MediaConfig, NodeConfig, PromptsConfig, SipConfig, StripeConfig, StripeMode,
-    Termination, TrunkConfig, known_keys,
+    Termination, TrunkConfig, WEBHOOK_EVENT_TYPES, WebhookConfig, known_keys,
 };
 pub use secret::{Environment, ProcessEnvironment, Secret, SecretSource};
 pub use values::{

@@ -167,8 +167,8 @@ fn the_example_file_documents_every_key() {
             text.contains(&format!("{leaf} = ")) || text.contains(&format!("{leaf} =")),
             "the example does not show {key}"
         );
-        let header = if section == "trunk" {
-            "[[trunk]]".to_owned()
+        let header = if section == "trunk" || section == "webhook" {
+            format!("[[{section}]]")
         } else {
             format!("[{section}]")
         };
@@ -444,6 +444,41 @@ fn every_validation_rule_names_its_key() {
             "printable ASCII",
         ),
         ("[sip]\nuser_agent = 1", "sip.user_agent", "printable ASCII"),
+        (
+            "[[webhook]]\nurl = \"https://p.example/h\"\nsecret = \"0123456789abcdef\"",
+            "webhook[0].name",
+            "needs a name",
+        ),
+        (
+            "[[webhook]]\nname = \"p\"\nurl = \"ftp://p.example/h\"\nsecret = \"0123456789abcdef\"",
+            "webhook[0].url",
+            "https://",
+        ),
+        (
+            "[[webhook]]\nname = \"p\"\nurl = \"https://p.example/h\"",
+            "webhook[0].secret",
+            "required",
+        ),
+        (
+            "[[webhook]]\nname = \"p\"\nurl = \"https://p.example/h\"\nsecret = \"short\"",
+            "webhook[0].secret",
+            "16 characters",
+        ),
+        (
+            "[[webhook]]\nname = \"p\"\nurl = \"https://p.example/h\"\nsecret = \"0123456789abcdef\"\nevents = [\"call.exploded\"]",
+            "webhook[0].events",
+            "not an event type",
+        ),
+        (
+            "[[webhook]]\nname = \"p\"\nurl = \"https://p.example/h\"\nsecret = \"0123456789abcdef\"\nfirst_retry = \"1ms\"",
+            "webhook[0].first_retry",
+            "between 100ms and 3600s",
+        ),
+        (
+            "[[webhook]]\nname = \"p\"\nurl = \"https://a.example/h\"\nsecret = \"0123456789abcdef\"\n\n[[webhook]]\nname = \"p\"\nurl = \"https://b.example/h\"\nsecret = \"0123456789abcdef\"",
+            "webhook[1].name",
+            "a second [[webhook]]",
+        ),
         ("[database]\npath = \"\"", "database.path", "file path"),
         (
             "[database]\nurl = \"mysql://db/x\"",

@@ -17,6 +17,7 @@ pub mod http;
 pub mod ledger;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 mod reload;
 pub mod run;
 pub mod settle;

@@ -52,6 +52,8 @@ pub struct Scrape<'a> {
     pub ledger_writes_waiting: usize,
     /// Call writes dropped because that buffer was full (monotonic).
     pub ledger_writes_dropped: u64,
+    /// Webhook deliveries not yet made.
+    pub webhook_pending: u64,
 }
 
 /// Every metric the daemon exports.
@@ -79,6 +81,8 @@ pub struct Metrics {
     relay_jitter: Family<Labels, Histogram, fn() -> Histogram>,
     cap_lateness: Histogram,
     resident_memory: Gauge,
+    webhook_deliveries: Family<Labels, Counter>,
+    webhook_pending: Gauge,
 }
 
 fn jitter_histogram() -> Histogram {
@@ -249,7 +253,21 @@ impl Metrics {
             "Resident memory of the daemon (VmRSS), read at scrape",
             resident_memory.clone(),
         );
+        let webhook_deliveries = Family::<Labels, Counter>::default();
+        registry.register(
+            "webhook_attempts",
+            "Webhook delivery attempts, by endpoint and outcome (delivered, retry, failed)",
+            webhook_deliveries.clone(),
+        );
+        let webhook_pending = Gauge::default();
+        registry.register(
+            "webhook_deliveries_pending",
+            "Webhook deliveries not yet made, in the ledger (every node's), read at scrape",
+            webhook_pending.clone(),
+        );
         Metrics {
+            webhook_deliveries,
+            webhook_pending,
             calls_started,
             caller_refusals,
             relay_packets,
@@ -274,6 +292,16 @@ impl Metrics {
             settlements,
             sip_turned_away,
         }
+    }
+
+    /// Counts a webhook delivery attempt.
+    pub fn webhook_attempted(&self, endpoint: &str, outcome: &str) {
+        self.webhook_deliveries
+            .get_or_create(&vec![
+                ("endpoint", endpoint.to_owned()),
+                ("outcome", outcome.to_owned()),
+            ])
+            .inc();
     }
 
     /// Counts a call offered.
@@ -359,6 +387,8 @@ impl Metrics {
     /// Renders the OpenMetrics text, after bringing the scraped values in.
     pub fn render(&self, scrape: &Scrape) -> String {
         self.uptime_seconds.set(scrape.uptime_seconds);
+        self.webhook_pending
+            .set(i64::try_from(scrape.webhook_pending).unwrap_or(i64::MAX));
         if let Some(bytes) = resident_memory_bytes() {
             self.resident_memory.set(bytes);
         }
@@ -435,6 +465,7 @@ mod tests {
             ledger_up: true,
             ledger_writes_waiting: 5,
             ledger_writes_dropped: 1,
+            webhook_pending: 2,
         };
         // A second scrape with the same totals must not add them again.
         let _ = metrics.render(&scrape);
@@ -473,6 +504,7 @@ mod tests {
         metrics.calls_taken_over(1);
         metrics.call_rated("jpy", 6, 10);
         metrics.call_started();
+        metrics.webhook_attempted("platform", "delivered");
         metrics.caller_refused(603);
         metrics.cap_reached(std::time::Duration::from_millis(2));
         let mut stats = tollbridge_media::relay::CallStats::default();
@@ -496,6 +528,7 @@ mod tests {
             ledger_up: true,
             ledger_writes_waiting: 0,
             ledger_writes_dropped: 0,
+            webhook_pending: 0,
         };
         metrics
             .render(&scrape)

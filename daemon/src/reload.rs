@@ -59,6 +59,17 @@ pub async fn reload(shared: &Arc<Shared>, source: &ConfigSource, log: &LogHandle
     if let Some(sip) = &shared.sip {
         sip.set_rules(crate::edge::gate_rules(&applied));
     }
+    if applied.webhooks != running.webhooks
+        && let Err(e) = shared
+            .ledger
+            .set_webhook_endpoints(
+                crate::notify::endpoints(&applied.webhooks),
+                crate::clock::now_ms(),
+            )
+            .await
+    {
+        error!(error = %e, "cannot record the new [[webhook]] endpoints in the ledger");
+    }
     shared.config.store(Arc::new(applied));
     info!("config reloaded");
 }

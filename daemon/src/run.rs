@@ -186,6 +186,19 @@ pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow
         settler,
     });
     tokio::spawn(crate::calls::task::answer_calls(control, calls));
+    if let Err(e) = ledger
+        .set_webhook_endpoints(
+            crate::notify::endpoints(&shared.config.load().webhooks),
+            now_ms(),
+        )
+        .await
+    {
+        warn!(error = %e, "cannot record the [[webhook]] endpoints in the ledger");
+    }
+    background.spawn(
+        "webhooks",
+        crate::notify::deliver_loop(shared.clone(), background.signal()),
+    );
     background.spawn(
         "checkpoints",
         crate::calls::meter::checkpoint_loop(shared.clone(), meters, background.signal()),

@@ -30,6 +30,7 @@ fn event(call_id: &str, status: CallStatus, at_ms: i64) -> CallWrite {
         status,
         sip_code: None,
         detail: Some(format!("at {at_ms}")),
+        warning: false,
         at_ms,
     }
 }

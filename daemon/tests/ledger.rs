@@ -787,7 +787,178 @@ async fn events_added_at_once_by_two_nodes_are_numbered_in_turn(backend: Backend
     other.close().await;
 }
 
+/// The outbox: events written with the changes they report, numbered
+/// per booking, one delivery per subscribed endpoint, claimed by one node
+/// at a time, retried when due, redelivered by hand.
+async fn events_are_written_with_their_change_and_delivered_once_each(backend: Backend) {
+    use tollbridge_daemon::ledger::{DeliveryOutcome, WebhookEndpoint};
+    let ledger = support::open(backend).await;
+    let other = support::reopen(&ledger).await.for_node("tb-b");
+    let ledger_a = ledger.for_node("tb-a");
+    ledger
+        .set_webhook_endpoints(
+            vec![
+                WebhookEndpoint {
+                    name: "all".into(),
+                    url: "https://a.example/h".into(),
+                    types: vec![],
+                },
+                WebhookEndpoint {
+                    name: "ends".into(),
+                    url: "https://b.example/h".into(),
+                    types: vec!["call.ended".into()],
+                },
+            ],
+            T0,
+        )
+        .await
+        .unwrap();
+    talking_call(&ledger, "call_o", "bk_o", "+815000000088").await;
+    ledger
+        .close_call("call_o".into(), talked(30_000), T0 + 31_000)
+        .await
+        .unwrap();
+    let events = ledger.events(Some("bk_o".into()), None, 100).await.unwrap();
+    let kinds: Vec<(&str, i64)> = events
+        .iter()
+        .map(|e| (e.kind.as_str(), e.sequence))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("call.answered", 1),
+            ("call.ended", 2),
+            ("booking.completed", 3)
+        ]
+    );
+    let ended = &events[1];
+    assert_eq!(ended.body["data"]["billed_seconds"], 30, "{}", ended.body);
+    assert_eq!(
+        ended.body["data"]["reason"], "caller-hangup",
+        "{}",
+        ended.body
+    );
+    assert_eq!(ended.body["booking"], "bk_o");
+    assert_eq!(ended.body["sequence"], 2);
+    let endpoints: Vec<&str> = ended
+        .deliveries
+        .iter()
+        .map(|d| d.endpoint.as_str())
+        .collect();
+    assert_eq!(endpoints, ["all", "ends"]);
+    assert_eq!(
+        events[0].deliveries.len(),
+        1,
+        "only 'all' takes call.answered"
+    );
+
+    // Four deliveries, claimed once: the other node finds none.
+    let now = T0 + 40_000;
+    let due = ledger_a.claim_due_deliveries(now, 100).await.unwrap();
+    assert_eq!(due.len(), 4);
+    assert!(
+        other
+            .claim_due_deliveries(now, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let first = due[0].clone();
+    assert!(first.body.contains(&first.event_id));
+    ledger_a
+        .delivery_attempted(
+            first.id.clone(),
+            DeliveryOutcome::Retry {
+                status: Some(500),
+                error: "the receiver answered 500".into(),
+                next_attempt_ms: now + 10_000,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    for delivery in &due[1..] {
+        ledger_a
+            .delivery_attempted(
+                delivery.id.clone(),
+                DeliveryOutcome::Delivered { status: 204 },
+                now,
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(ledger.pending_deliveries().await.unwrap(), 1);
+    assert!(
+        other
+            .claim_due_deliveries(now + 5_000, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = other.claim_due_deliveries(now + 10_000, 100).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        (again[0].id.as_str(), again[0].attempts),
+        (first.id.as_str(), 1)
+    );
+    other
+        .delivery_attempted(
+            again[0].id.clone(),
+            DeliveryOutcome::Delivered { status: 200 },
+            now + 10_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ledger.pending_deliveries().await.unwrap(), 0);
+    let shown = ledger.event(first.event_id.clone()).await.unwrap().unwrap();
+    let delivery = shown
+        .deliveries
+        .iter()
+        .find(|d| d.endpoint == first.endpoint)
+        .unwrap();
+    assert_eq!(
+        (
+            delivery.state.as_str(),
+            delivery.attempts,
+            delivery.last_status
+        ),
+        ("delivered", 2, Some(200))
+    );
+
+    // Redelivered by hand: due again at once, to each endpoint.
+    assert_eq!(
+        ledger
+            .redeliver(ended.id.clone(), now + 20_000)
+            .await
+            .unwrap(),
+        Some(2)
+    );
+    assert_eq!(
+        ledger_a
+            .claim_due_deliveries(now + 20_000, 100)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        ledger.redeliver("evt_none".into(), now).await.unwrap(),
+        None
+    );
+    // An endpoint dropped from the config: its pending deliveries fail.
+    ledger.set_webhook_endpoints(vec![], now).await.unwrap();
+    assert!(
+        ledger_a
+            .claim_due_deliveries(now + 200_000, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    other.close().await;
+}
+
 on_both_backends!(
+    events_are_written_with_their_change_and_delivered_once_each,
     events_added_at_once_by_two_nodes_are_numbered_in_turn,
     nodes_heartbeat_and_are_listed_with_their_calls,
     a_silent_nodes_calls_are_taken_over_once,
@@ -875,7 +1046,7 @@ async fn nodes_starting_together_migrate_postgresql_once() {
     let database = url.split('/').nth(3).unwrap().split('?').next().unwrap();
     assert_eq!(
         server.psql(database, "SELECT version FROM schema_version"),
-        "5"
+        "6"
     );
 }
 
@@ -920,7 +1091,7 @@ async fn postgresql_refuses_what_it_cannot_use() {
             errors[0],
             LedgerError::TooNew {
                 found: 99,
-                supported: 5,
+                supported: 6,
                 ..
             }
         ),
@@ -965,7 +1136,7 @@ async fn postgresql_as_an_owner_role_with_a_password() {
     ledger.close().await;
     assert_eq!(
         server.psql("tb_owner", "SELECT version FROM schema_version"),
-        "5"
+        "6"
     );
     assert_eq!(
         server.psql(

@@ -49,6 +49,8 @@ pub enum CallWrite {
         sip_code: Option<u16>,
         /// Free text.
         detail: Option<String>,
+        /// The warning both parties heard.
+        warning: bool,
         /// When, Unix ms.
         at_ms: i64,
     },
@@ -113,9 +115,10 @@ impl CallWrite {
                 status,
                 sip_code,
                 detail,
+                warning,
                 at_ms,
             } => ledger
-                .record_event(call_id, status, sip_code, detail, at_ms)
+                .record_event_noting(call_id, status, sip_code, detail, warning, at_ms)
                 .await
                 .map(|()| None),
             CallWrite::CalleeCallId {

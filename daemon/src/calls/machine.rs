@@ -180,6 +180,9 @@ pub struct Event {
     pub sip_code: Option<u16>,
     /// A short explanation.
     pub detail: Option<String>,
+    /// The event is the warning both parties heard (the booking platform
+    /// is told: `call.warning`).
+    pub warning: bool,
 }
 
 /// How the call ended.
@@ -354,6 +357,7 @@ impl Call {
             status,
             sip_code,
             detail,
+            warning: false,
         }));
     }
 
@@ -531,7 +535,12 @@ impl Call {
     fn play_both(&mut self, prompt: PromptName, mode: PromptMode, detail: &str) {
         self.push(Command::Play(Side::Caller, prompt, mode));
         self.push(Command::Play(Side::Callee, prompt, mode));
-        self.record(Status::InProgress, None, Some(detail.to_owned()));
+        self.push(Command::Record(Event {
+            status: Status::InProgress,
+            sip_code: None,
+            detail: Some(detail.to_owned()),
+            warning: prompt == PromptName::Warning,
+        }));
     }
 
     /// Time has come for whatever [`Call::deadline`] said.

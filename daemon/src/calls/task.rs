@@ -540,6 +540,7 @@ impl Shell {
                         status: event.status,
                         sip_code: event.sip_code,
                         detail: event.detail,
+                        warning: event.warning,
                         at_ms: now_ms(),
                     })
                     .await;

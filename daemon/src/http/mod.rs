@@ -13,6 +13,7 @@ mod auth;
 mod bookings;
 mod calls;
 mod error;
+mod events;
 mod stripe;
 pub mod tls;
 pub mod views;
@@ -48,6 +49,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/nodes", get(nodes))
         .merge(bookings::routes())
         .merge(calls::routes())
+        .merge(events::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             shared.clone(),
@@ -114,6 +116,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         .into_iter()
         .map(|(state, n)| (state.as_str().to_owned(), n))
         .collect();
+    let webhook_pending = shared.ledger.pending_deliveries().await.unwrap_or(0);
     let sip_turned_away = shared.sip.as_ref().map(|sip| {
         let stats = sip.gate_stats();
         let read = |counter: &std::sync::atomic::AtomicU64| {
@@ -140,6 +143,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         ledger_up: shared.ledger_up(),
         ledger_writes_waiting: shared.journal.waiting(),
         ledger_writes_dropped: shared.journal.dropped(),
+        webhook_pending,
     });
     (
         [(

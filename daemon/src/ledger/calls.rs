@@ -179,8 +179,8 @@ fn release_booking(
     call_id: &str,
     connected: bool,
     now_ms: i64,
-) -> Result<(), LedgerError> {
-    db.execute(
+) -> Result<bool, LedgerError> {
+    let changed = db.execute(
         "UPDATE bookings SET state = ?2, updated_ms = ?3
          WHERE state = 'in-call' AND id = (SELECT booking_id FROM calls WHERE id = ?1)",
         args![
@@ -189,7 +189,8 @@ fn release_booking(
             now_ms
         ],
     )?;
-    Ok(())
+    // Whether the booking is now completed.
+    Ok(connected && changed == 1)
 }
 
 /// What closing a call record did.
@@ -248,7 +249,30 @@ pub(super) fn close(
         }
         priced
     };
-    release_booking(db, call_id, end.connected, settle_at_ms)?;
+    let completed = release_booking(db, call_id, end.connected, settle_at_ms)?;
+    if let Some(booking) = super::events::booking_of_call(db, call_id)? {
+        let data = serde_json::json!({
+            "status": end.status.as_str(),
+            "reason": end.reason,
+            "connected": end.connected,
+            "talk_ms": end.talk_ms,
+            "billed_seconds": priced.as_ref().map_or(0, |p| p.billed_seconds),
+            "amount": priced.as_ref().map_or(0, |p| p.amount),
+            "currency": priced.as_ref().map(|p| p.currency),
+        });
+        super::events::emit(db, "call.ended", &booking, Some(call_id), data, ended_ms)?;
+        if completed {
+            let data = serde_json::json!({"state": "completed", "call": call_id});
+            super::events::emit(
+                db,
+                "booking.completed",
+                &booking,
+                Some(call_id),
+                data,
+                ended_ms,
+            )?;
+        }
+    }
     Ok(Closing::Closed(priced))
 }
 
@@ -582,8 +606,47 @@ impl Ledger {
         detail: Option<String>,
         now_ms: i64,
     ) -> Result<(), LedgerError> {
+        self.record_event_noting(call_id, status, sip_code, detail, false, now_ms)
+            .await
+    }
+
+    /// [`Ledger::record_event`]; with `warning`, the event is the
+    /// warning prompt both parties heard. The booking platform is told of
+    /// the first ringing, the answer and the warning (`call.ringing`,
+    /// `call.answered`, `call.warning`) in the same transaction.
+    pub async fn record_event_noting(
+        &self,
+        call_id: String,
+        status: CallStatus,
+        sip_code: Option<u16>,
+        detail: Option<String>,
+        warning: bool,
+        now_ms: i64,
+    ) -> Result<(), LedgerError> {
         self.run(move |db| {
+            let before = db.query_opt(
+                "SELECT booking_id, ringing_ms, answered_ms FROM calls WHERE id = ?1 AND ended_ms IS NULL",
+                args![&call_id],
+            )?;
             add_event(db, &call_id, status, sip_code, detail.as_deref(), now_ms)?;
+            if let Some(before) = before
+                && let Some(booking) = before.opt_text(0)?
+            {
+                let kind = match status {
+                    CallStatus::Ringing if before.opt_int(1)?.is_none() => Some("call.ringing"),
+                    CallStatus::InProgress if before.opt_int(2)?.is_none() => Some("call.answered"),
+                    CallStatus::InProgress if warning => Some("call.warning"),
+                    _ => None,
+                };
+                if let Some(kind) = kind {
+                    let data = serde_json::json!({
+                        "status": status.as_str(),
+                        "sip_code": sip_code,
+                        "detail": detail,
+                    });
+                    super::events::emit(db, kind, &booking, Some(&call_id), data, now_ms)?;
+                }
+            }
             db.execute(
                 "UPDATE calls SET status = ?2,
                      ringing_ms = CASE WHEN ?2 = 'ringing' THEN COALESCE(ringing_ms, ?3) ELSE ringing_ms END,

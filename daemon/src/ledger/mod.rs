@@ -17,6 +17,7 @@ pub mod states;
 
 mod bookings;
 mod calls;
+mod events;
 mod nodes;
 mod postgres;
 mod postgres_schema;
@@ -34,6 +35,10 @@ use tokio::sync::oneshot;
 pub use bookings::{BookingRecord, BookingWrite, Terms};
 pub use calls::{
     CallEnd, CallEvent, CallLeg, CallRecord, LegMedia, NewCall, Priced, Rating, Routed,
+};
+pub use events::{
+    DISPUTE_CREATED, DeliveryOutcome, DeliveryView, DueDelivery, EVENT_TYPES, EventView,
+    WebhookEndpoint,
 };
 pub use nodes::{NodeView, TakenOver};
 pub use recovery::Unfinished;

@@ -159,9 +159,45 @@ CREATE TABLE leases (
 );
 "#;
 
+/// Schema v6 (see `sqlite_schema.rs`).
+const V6: &str = r#"
+CREATE TABLE webhook_endpoints (
+    name       TEXT PRIMARY KEY,
+    url        TEXT NOT NULL,
+    types      TEXT NOT NULL,
+    updated_ms BIGINT NOT NULL
+);
+CREATE TABLE events (
+    id          TEXT PRIMARY KEY,
+    type        TEXT NOT NULL,
+    booking_id  TEXT NOT NULL REFERENCES bookings (id),
+    booking_seq BIGINT NOT NULL CHECK (booking_seq > 0),
+    call_id     TEXT REFERENCES calls (id),
+    created_ms  BIGINT NOT NULL,
+    body        TEXT NOT NULL,
+    UNIQUE (booking_id, booking_seq)
+);
+CREATE INDEX events_by_time ON events (created_ms);
+CREATE TABLE event_deliveries (
+    id               TEXT PRIMARY KEY,  -- the event's id, '/', the endpoint's name
+    event_id         TEXT NOT NULL REFERENCES events (id),
+    endpoint         TEXT NOT NULL,
+    state            TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'failed')),
+    attempts         BIGINT NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    next_attempt_ms  BIGINT NOT NULL,
+    last_status      BIGINT,
+    last_error       TEXT,
+    delivered_ms     BIGINT,
+    claimed_by       TEXT,
+    claimed_until_ms BIGINT,
+    UNIQUE (event_id, endpoint)
+);
+CREATE INDEX event_deliveries_due ON event_deliveries (next_attempt_ms) WHERE state = 'pending';
+"#;
+
 /// Every migration as (the schema version it brings, its statements),
 /// oldest first.
-pub(crate) const MIGRATIONS: &[(usize, &str)] = &[(4, V4), (5, V5)];
+pub(crate) const MIGRATIONS: &[(usize, &str)] = &[(4, V4), (5, V5), (6, V6)];
 
 /// The schema version this build writes.
-pub(crate) const LATEST_VERSION: usize = 5;
+pub(crate) const LATEST_VERSION: usize = 6;

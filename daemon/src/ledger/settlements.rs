@@ -188,13 +188,59 @@ pub(super) fn conclude(
         .flatten();
     let next_attempt_ms =
         next_attempt_ms.map(|next| settlement::look_again_at(now_ms, next, act_by));
+    let before = db
+        .query_opt("SELECT state FROM settlements WHERE id = ?1", args![id])?
+        .map(|row| row.text(0))
+        .transpose()?;
     db.execute(
         "UPDATE settlements SET state = ?2, payment_intent = COALESCE(?3, payment_intent), last_error = ?4,
              next_attempt_ms = ?5, updated_ms = ?6, claimed_by = NULL, claimed_until_ms = NULL
          WHERE id = ?1",
         args![id, state.as_str(), payment_intent, error, next_attempt_ms, now_ms],
     )?;
+    if before.as_deref() != Some(state.as_str()) {
+        tell_platform(db, id, state, error, now_ms)?;
+    }
     Ok(())
+}
+
+/// A settlement that reached `succeeded`, `failed` or `unknown`, as an
+/// event for the booking platform (in the same transaction).
+pub(super) fn tell_platform(
+    db: &mut dyn Db,
+    id: &str,
+    state: SettlementState,
+    error: Option<&str>,
+    now_ms: i64,
+) -> Result<(), LedgerError> {
+    let kind = match state {
+        SettlementState::Succeeded => "settlement.succeeded",
+        SettlementState::Failed => "settlement.failed",
+        SettlementState::Unknown => "settlement.unknown",
+        SettlementState::Pending | SettlementState::Sent => return Ok(()),
+    };
+    let Some(row) = db.query_opt(
+        "SELECT booking_id, call_id, operation, amount, currency, payment_intent, attempt
+         FROM settlements WHERE id = ?1",
+        args![id],
+    )?
+    else {
+        return Ok(());
+    };
+    let Some(booking) = row.opt_text(0)? else {
+        return Ok(());
+    };
+    let call = row.opt_text(1)?;
+    let data = serde_json::json!({
+        "settlement": id,
+        "operation": row.text(2)?,
+        "amount": row.int(3)?,
+        "currency": row.text(4)?,
+        "payment_intent": row.opt_text(5)?,
+        "attempt": row.int(6)?,
+        "error": error,
+    });
+    super::events::emit(db, kind, &booking, call.as_deref(), data, now_ms)
 }
 
 /// Records a hold that succeeded: its PaymentIntent and until when it can

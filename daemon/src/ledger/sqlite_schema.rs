@@ -210,12 +210,52 @@ CREATE TABLE leases (
 ) STRICT;
 "#;
 
+/// Schema v6: events the booking platform is told of (the outbox),
+/// numbered per booking, written in the transaction of the change they
+/// report; the endpoints they go to (from the nodes' `[[webhook]]`), and
+/// each event's delivery to each endpoint, claimed by the node sending it.
+const V6: &str = r#"
+CREATE TABLE webhook_endpoints (
+    name       TEXT PRIMARY KEY,
+    url        TEXT NOT NULL,
+    types      TEXT NOT NULL,  -- '*' or event types separated by spaces
+    updated_ms INTEGER NOT NULL
+) STRICT;
+CREATE TABLE events (
+    id          TEXT PRIMARY KEY,
+    type        TEXT NOT NULL,
+    booking_id  TEXT NOT NULL REFERENCES bookings (id),
+    booking_seq INTEGER NOT NULL CHECK (booking_seq > 0),
+    call_id     TEXT REFERENCES calls (id),
+    created_ms  INTEGER NOT NULL,
+    body        TEXT NOT NULL,
+    UNIQUE (booking_id, booking_seq)
+) STRICT;
+CREATE INDEX events_by_time ON events (created_ms);
+CREATE TABLE event_deliveries (
+    id               TEXT PRIMARY KEY,  -- the event's id, '/', the endpoint's name
+    event_id         TEXT NOT NULL REFERENCES events (id),
+    endpoint         TEXT NOT NULL,
+    state            TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'failed')),
+    attempts         INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    next_attempt_ms  INTEGER NOT NULL,
+    last_status      INTEGER,
+    last_error       TEXT,
+    delivered_ms     INTEGER,
+    claimed_by       TEXT,
+    claimed_until_ms INTEGER,
+    UNIQUE (event_id, endpoint)
+) STRICT;
+CREATE INDEX event_deliveries_due ON event_deliveries (next_attempt_ms) WHERE state = 'pending';
+"#;
+
 const MIGRATIONS_SLICE: &[M<'static>] = &[
     M::up(V1).foreign_key_check(),
     M::up(V2).foreign_key_check(),
     M::up(V3).foreign_key_check(),
     M::up(V4).foreign_key_check(),
     M::up(V5).foreign_key_check(),
+    M::up(V6).foreign_key_check(),
 ];
 
 /// Every migration, oldest first.

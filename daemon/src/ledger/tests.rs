@@ -45,10 +45,13 @@ async fn an_empty_file_is_migrated_to_the_latest_schema() {
             "call_events",
             "call_legs",
             "calls",
+            "event_deliveries",
+            "events",
             "leases",
             "nodes",
             "settlements",
-            "stripe_events"
+            "stripe_events",
+            "webhook_endpoints",
         ]
     );
     assert_eq!(journal, "wal");

@@ -5,6 +5,7 @@
 use serde_json::Value;
 
 use super::db::Db;
+use super::states::SettlementState;
 use super::{Ledger, LedgerError};
 use crate::args;
 
@@ -16,40 +17,67 @@ fn apply_to(
     object: &Value,
     now: i64,
 ) -> Result<(), LedgerError> {
-    let mut settle = |operation: &str,
-                      state: &str,
-                      error: Option<&str>|
-     -> Result<u64, LedgerError> {
-        db.execute(
-            "UPDATE settlements SET state = ?3, last_error = COALESCE(?4, last_error), next_attempt_ms = NULL,
-                 updated_ms = ?5
-             WHERE payment_intent = ?1 AND operation = ?2 AND state IN ('pending', 'sent', 'unknown')",
-            args![intent, operation, state, error, now],
-        )
+    // Rows of the PaymentIntent moved to `state` (only rows not already
+    // concluded, of `amount` when given), each told to the platform.
+    let settle = |db: &mut dyn Db,
+                  operation: &str,
+                  state: SettlementState,
+                  error: Option<&str>,
+                  amount: Option<i64>|
+     -> Result<(), LedgerError> {
+        let ids: Vec<String> = db
+            .query(
+                "SELECT id FROM settlements
+                 WHERE payment_intent = ?1 AND operation = ?2 AND state IN ('pending', 'sent', 'unknown')
+                   AND (CAST(?3 AS BIGINT) IS NULL OR amount = ?3)",
+                args![intent, operation, amount],
+            )?
+            .iter()
+            .map(|row| row.text(0))
+            .collect::<Result<_, _>>()?;
+        for id in ids {
+            db.execute(
+                "UPDATE settlements SET state = ?2, last_error = COALESCE(?3, last_error), next_attempt_ms = NULL,
+                     updated_ms = ?4
+                 WHERE id = ?1",
+                args![&id, state.as_str(), error, now],
+            )?;
+            super::settlements::tell_platform(db, &id, state, error, now)?;
+        }
+        Ok(())
     };
     match kind {
         "payment_intent.succeeded" => {
             let received = object["amount_received"].as_i64().unwrap_or(-1);
-            db.execute(
-                "UPDATE settlements SET state = 'succeeded', next_attempt_ms = NULL, updated_ms = ?3
-                 WHERE payment_intent = ?1 AND operation = 'capture' AND amount = ?2
-                   AND state IN ('pending', 'sent', 'unknown')",
-                args![intent, received, now],
+            settle(
+                db,
+                "capture",
+                SettlementState::Succeeded,
+                None,
+                Some(received),
             )?;
         }
         "payment_intent.canceled" => {
-            settle("cancel", "succeeded", None)?;
+            settle(db, "cancel", SettlementState::Succeeded, None, None)?;
             settle(
+                db,
                 "capture",
-                "failed",
+                SettlementState::Failed,
                 Some("the hold was canceled or expired before capture"),
+                None,
             )?;
         }
         "payment_intent.amount_capturable_updated" => {
-            settle("authorize", "succeeded", None)?;
+            settle(db, "authorize", SettlementState::Succeeded, None, None)?;
         }
         "payment_intent.payment_failed" => {
-            settle("authorize", "failed", Some("payment_failed"))?;
+            settle(
+                db,
+                "authorize",
+                SettlementState::Failed,
+                Some("payment_failed"),
+                None,
+            )?;
         }
         "charge.refunded" | "charge.dispute.created" | "charge.expired" => {
             let detail = match kind {
@@ -58,6 +86,27 @@ fn apply_to(
                 _ => "stripe: the uncaptured charge expired",
             };
             super::calls::lock_call_events(db, "payment_intent = ?1", args![intent])?;
+            let platform_kind = match kind {
+                "charge.refunded" => Some("refund.succeeded"),
+                "charge.dispute.created" => Some(super::events::DISPUTE_CREATED),
+                _ => None,
+            };
+            if let Some(platform_kind) = platform_kind {
+                let calls = db.query(
+                    "SELECT id, booking_id FROM calls WHERE payment_intent = ?1 AND booking_id IS NOT NULL",
+                    args![intent],
+                )?;
+                for call in &calls {
+                    let (call_id, booking) = (call.text(0)?, call.text(1)?);
+                    let data = serde_json::json!({
+                        "payment_intent": intent,
+                        "charge": object["id"],
+                        "amount": object["amount_refunded"].as_i64().or_else(|| object["amount"].as_i64()),
+                        "reason": object["reason"],
+                    });
+                    super::events::emit(db, platform_kind, &booking, Some(&call_id), data, now)?;
+                }
+            }
             db.execute(
                 "INSERT INTO call_events (call_id, seq, at_ms, status, detail)
                  SELECT id, (SELECT COALESCE(MAX(seq), 0) + 1 FROM call_events WHERE call_id = calls.id), ?2,

@@ -1,0 +1,117 @@
+//! `/v1/events`: the events the booking platform is told of by webhook,
+//! with every delivery attempt, and redelivery by hand.
+//!
+//! - `GET /v1/events?booking=ID&type=call.ended&limit=N`: oldest first;
+//! - `GET /v1/events/{id}`;
+//! - `POST /v1/events/{id}/redeliver`: due again at once to every
+//!   endpoint subscribed to it (202).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::ApiError;
+use super::bookings::{checked_limit, internal, query_error};
+use crate::bookings::model::FieldError;
+use crate::clock::{now_ms, rfc3339};
+use crate::ledger::EventView;
+use crate::state::Shared;
+
+/// The `/v1/events` routes.
+pub fn routes() -> axum::Router<Arc<Shared>> {
+    axum::Router::new()
+        .route("/events", get(list_events))
+        .route("/events/{id}", get(show_event))
+        .route("/events/{id}/redeliver", post(redeliver))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventQuery {
+    booking: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    limit: Option<i64>,
+}
+
+fn view(event: &EventView) -> Value {
+    json!({
+        "id": event.id,
+        "type": event.kind,
+        "booking": event.booking,
+        "sequence": event.sequence,
+        "created_at": rfc3339(event.created_ms),
+        "body": event.body,
+        "deliveries": event.deliveries.iter().map(|d| json!({
+            "endpoint": d.endpoint,
+            "state": d.state,
+            "attempts": d.attempts,
+            "last_status": d.last_status,
+            "last_error": d.last_error,
+            "delivered_at": d.delivered_ms.map(rfc3339),
+            "next_attempt_at": (d.state == "pending").then(|| rfc3339(d.next_attempt_ms)),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+async fn list_events(
+    State(shared): State<Arc<Shared>>,
+    query: Result<Query<EventQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|e| query_error("query", &e))?;
+    let mut errors = Vec::new();
+    if let Some(kind) = &query.kind
+        && !tollbridge_config::WEBHOOK_EVENT_TYPES.contains(&kind.as_str())
+    {
+        errors.push(FieldError {
+            field: "type".into(),
+            message: format!(
+                "must be one of {}",
+                tollbridge_config::WEBHOOK_EVENT_TYPES.join(", ")
+            ),
+        });
+    }
+    let limit = checked_limit(query.limit, 100, &mut errors);
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let events = shared
+        .ledger
+        .events(query.booking, query.kind, limit)
+        .await
+        .map_err(internal)?;
+    Ok(Json(
+        json!({"events": events.iter().map(view).collect::<Vec<_>>()}),
+    ))
+}
+
+async fn show_event(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let event = shared.ledger.event(id).await.map_err(internal)?;
+    event
+        .map(|event| Json(view(&event)))
+        .ok_or_else(ApiError::not_found)
+}
+
+async fn redeliver(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let due = shared
+        .ledger
+        .redeliver(id.clone(), now_ms())
+        .await
+        .map_err(internal)?
+        .ok_or_else(ApiError::not_found)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"id": id, "deliveries_due": due})),
+    ))
+}
