@@ -393,7 +393,73 @@ async fn calls_are_found_by_the_number_dialled_with_the_bookings_they_could_have
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 }
 
+/// Two bookings a call could not tell apart (same number, a shared
+/// caller, overlapping windows, no PIN on either) are refused at creation,
+/// naming the other; a PIN, another caller, another window, or the other
+/// one canceled make it fine.
+async fn bookings_a_call_could_not_tell_apart_are_refused(backend: Backend) {
+    let api = Api::new(backend).await;
+    let mut first = booking();
+    first["pin"] = Value::Null;
+    first["id"] = json!("bk_first");
+    assert_eq!(api.create(first.clone()).await.0, StatusCode::CREATED);
+    let later = |start: &str, end: &str| {
+        let mut b = first.clone();
+        b["id"] = Value::Null;
+        b["window"] = json!({"start": start, "end": end});
+        b
+    };
+    let overlapping = later("2030-01-01T10:30:00+09:00", "2030-01-01T12:00:00+09:00");
+    let mut shared_caller = overlapping.clone();
+    shared_caller["callers"] = json!(["+819000000000", "+819012345678"]);
+    for body in [overlapping.clone(), shared_caller] {
+        let (status, answer) = api.create(body).await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (StatusCode::CONFLICT, Some("booking_overlaps")),
+            "{answer}"
+        );
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("bk_first"),
+            "{answer}"
+        );
+    }
+    let (_, listed) = api
+        .send("GET", "/v1/bookings?called=%2B81312345678", None)
+        .await;
+    assert_eq!(
+        listed["bookings"].as_array().map(Vec::len),
+        Some(1),
+        "nothing stored"
+    );
+
+    let mut with_pin = overlapping.clone();
+    with_pin["pin"] = json!("1234");
+    let mut other_caller = overlapping.clone();
+    other_caller["callers"] = json!(["+819011112222"]);
+    let mut other_number = overlapping.clone();
+    other_number["called"] = json!("+81312345679");
+    let after = later("2030-01-01T11:00:00+09:00", "2030-01-01T12:00:00+09:00");
+    for body in [with_pin, other_caller, other_number, after] {
+        let (status, answer) = api.create(body).await;
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+    }
+    let (status, _) = api.send("DELETE", "/v1/bookings/bk_first", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let before = later("2030-01-01T09:00:00+09:00", "2030-01-01T10:30:00+09:00");
+    let (status, answer) = api.create(before).await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "the first was canceled: {answer}"
+    );
+}
+
 on_both_backends!(
+    bookings_a_call_could_not_tell_apart_are_refused,
     a_booking_is_created_read_listed_and_canceled,
     invalid_bookings_get_422_listing_each_field_and_store_nothing,
     malformed_requests_get_json_errors_with_stable_codes,

@@ -113,6 +113,13 @@ async fn create_booking(
         .await
     {
         Ok(row) => Ok((StatusCode::CREATED, Json(views::booking(&row)))),
+        Err(BookingWrite::Overlaps(other)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "booking_overlaps",
+            format!(
+                "booking {other} on the same number shares a caller and overlaps this window, and neither has a PIN: a call could not tell which it is for (give one a pin, or change the callers or the window)"
+            ),
+        )),
         Err(BookingWrite::Exists) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "booking_exists",

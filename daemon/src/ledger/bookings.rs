@@ -86,9 +86,42 @@ pub enum BookingWrite {
     /// The booking is in a call and cannot be canceled now.
     #[error("the booking is in a call")]
     InCall,
+    /// Another open booking on the same number shares a caller and part
+    /// of the window, and neither has a PIN: a call could not tell which
+    /// of the two it is for.
+    #[error(
+        "booking {0} on the same number shares a caller and overlaps this window, and neither has a PIN"
+    )]
+    Overlaps(String),
     /// The database failed.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+}
+
+/// An open booking without a PIN on `called` whose window overlaps
+/// `start..end` and whose callers share one with `callers`: a call from
+/// that caller in the overlap could be for either.
+fn ambiguous_with(
+    db: &mut dyn Db,
+    called: &str,
+    callers: &[String],
+    start_ms: i64,
+    end_ms: i64,
+) -> Result<Option<String>, LedgerError> {
+    let candidates = db.query(
+        "SELECT id, callers FROM bookings
+         WHERE called = ?1 AND state IN ('active', 'in-call') AND pin IS NULL
+           AND window_start_ms < ?3 AND window_end_ms > ?2
+         ORDER BY created_ms, id",
+        args![called, start_ms, end_ms],
+    )?;
+    for row in &candidates {
+        let theirs: Vec<String> = serde_json::from_str(&row.text(1)?).unwrap_or_default();
+        if theirs.iter().any(|caller| callers.contains(caller)) {
+            return Ok(Some(row.text(0)?));
+        }
+    }
+    Ok(None)
 }
 
 /// One booking by id.
@@ -155,6 +188,11 @@ impl Ledger {
         let created = self
             .run(move |db| {
                 let b = &valid.booking;
+                if b.pin.is_none()
+                    && let Some(other) = ambiguous_with(db, &b.called, &b.callers, valid.window_start_ms, valid.window_end_ms)?
+                {
+                    return Ok(Err(BookingWrite::Overlaps(other)));
+                }
                 let callee = match &b.callee {
                     Callee::Uri { uri } => serde_json::json!({"uri": uri}),
                     Callee::Number { number, trunk } => {
@@ -190,14 +228,14 @@ impl Ledger {
                 );
                 match inserted {
                     Ok(_) => {}
-                    Err(LedgerError::UniqueViolation(_)) => return Ok(None),
+                    Err(LedgerError::UniqueViolation(_)) => return Ok(Err(BookingWrite::Exists)),
                     Err(e) => return Err(e),
                 }
                 settlements::plan_fee_hold(db, &id, now_ms)?;
-                get(db, &id)
+                get(db, &id).map(|record| record.ok_or(BookingWrite::Exists))
             })
             .await?;
-        created.ok_or(BookingWrite::Exists)
+        created
     }
 
     /// One booking by id.
