@@ -185,8 +185,7 @@ impl Ledger {
         valid: ValidBooking,
         now_ms: i64,
     ) -> Result<BookingRecord, BookingWrite> {
-        let created = self
-            .run(move |db| {
+        self.run(move |db| {
                 let b = &valid.booking;
                 if b.pin.is_none()
                     && let Some(other) = ambiguous_with(db, &b.called, &b.callers, valid.window_start_ms, valid.window_end_ms)?
@@ -234,8 +233,7 @@ impl Ledger {
                 settlements::plan_fee_hold(db, &id, now_ms)?;
                 get(db, &id).map(|record| record.ok_or(BookingWrite::Exists))
             })
-            .await?;
-        created
+            .await?
     }
 
     /// One booking by id.
