@@ -15,9 +15,9 @@ mod values;
 
 pub use error::{ConfigError, LoadError};
 pub use schema::{
-    BillingConfig, CallsConfig, ClusterConfig, Config, DatabaseConfig, HttpConfig, HttpTls,
-    LogConfig, MediaConfig, NodeConfig, PromptsConfig, SipConfig, StripeConfig, StripeMode,
-    Termination, TrunkConfig, WEBHOOK_EVENT_TYPES, WebhookConfig, known_keys,
+    BillingConfig, CallsConfig, ClusterConfig, Config, DatabaseConfig, ExportConfig, HttpConfig,
+    HttpTls, LogConfig, MediaConfig, NodeConfig, PromptsConfig, SipConfig, StripeConfig,
+    StripeMode, Termination, TrunkConfig, WEBHOOK_EVENT_TYPES, WebhookConfig, known_keys,
 };
 pub use secret::{Environment, ProcessEnvironment, Secret, SecretSource};
 pub use values::{

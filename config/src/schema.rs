@@ -44,6 +44,16 @@ pub struct Config {
     pub log: LogConfig,
     /// `[[webhook]]`: where the booking platform is told of events.
     pub webhooks: Vec<WebhookConfig>,
+    /// `[export]`: the accounting export.
+    pub export: ExportConfig,
+}
+
+/// `[export]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportConfig {
+    /// `export.timezone`: an IANA time zone (`Asia/Tokyo`); the export
+    /// shows every time in UTC and in this zone.
+    pub timezone: String,
 }
 
 /// The event types a `[[webhook]]` can name in `events`.
@@ -308,10 +318,11 @@ pub struct LogConfig {
     pub format: LogFormat,
 }
 
-const SECTIONS: [&str; 13] = [
+const SECTIONS: [&str; 14] = [
     "sip", "trunk", "media", "http", "database", "node", "cluster", "stripe", "billing", "prompts",
-    "calls", "log", "webhook",
+    "calls", "log", "webhook", "export",
 ];
+const EXPORT_KEYS: [&str; 1] = ["timezone"];
 const WEBHOOK_KEYS: [&str; 5] = ["name", "url", "secret", "events", "first_retry"];
 const SIP_KEYS: [&str; 5] = [
     "listen",
@@ -354,7 +365,7 @@ const LOG_KEYS: [&str; 2] = ["level", "format"];
 
 /// Every dotted key the schema knows, for documentation checks.
 pub fn known_keys() -> Vec<String> {
-    let sections: [(&str, &[&str]); 15] = [
+    let sections: [(&str, &[&str]); 16] = [
         ("sip", &SIP_KEYS),
         ("trunk", &TRUNK_KEYS),
         ("trunk.termination", &TERMINATION_KEYS),
@@ -370,6 +381,7 @@ pub fn known_keys() -> Vec<String> {
         ("calls", &CALLS_KEYS),
         ("log", &LOG_KEYS),
         ("webhook", &WEBHOOK_KEYS),
+        ("export", &EXPORT_KEYS),
     ];
     sections
         .iter()
@@ -471,6 +483,9 @@ impl Config {
                 format: LogFormat::Auto,
             },
             webhooks: Vec::new(),
+            export: ExportConfig {
+                timezone: "UTC".to_owned(),
+            },
         }
     }
 
@@ -543,6 +558,7 @@ fn read_config(root: Item, env: &dyn Environment, diagnostics: &Diagnostics) -> 
     let calls = read_calls(section(&mut root, "calls"), defaults.calls);
     let log = read_log(section(&mut root, "log"), defaults.log);
     let webhooks = read_webhooks(root.tables("webhook"), env, diagnostics);
+    let export = read_export(section(&mut root, "export"), defaults.export);
     root.finish(&SECTIONS);
 
     Config {
@@ -559,7 +575,21 @@ fn read_config(root: Item, env: &dyn Environment, diagnostics: &Diagnostics) -> 
         calls,
         log,
         webhooks,
+        export,
     }
+}
+
+fn read_export(mut t: TableReader, defaults: ExportConfig) -> ExportConfig {
+    let timezone = t
+        .get_with("timezone", |node| match node {
+            crate::tree::Node::Str(name) if jiff::tz::TimeZone::get(name).is_ok() => {
+                Ok(name.clone())
+            }
+            _ => Err("expected an IANA time zone name, like \"Asia/Tokyo\" or \"UTC\"".to_owned()),
+        })
+        .unwrap_or(defaults.timezone);
+    t.finish(&EXPORT_KEYS);
+    ExportConfig { timezone }
 }
 
 fn read_webhooks(

@@ -479,6 +479,16 @@ fn every_validation_rule_names_its_key() {
             "webhook[1].name",
             "a second [[webhook]]",
         ),
+        (
+            "[export]\ntimezone = \"Mars/Olympus\"",
+            "export.timezone",
+            "IANA time zone",
+        ),
+        (
+            "[export]\ntimezone = 9",
+            "export.timezone",
+            "IANA time zone",
+        ),
         ("[database]\npath = \"\"", "database.path", "file path"),
         (
             "[database]\nurl = \"mysql://db/x\"",

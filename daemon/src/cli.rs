@@ -67,6 +67,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write the accounting export to stdout: one line per call that
+    /// started in [from, to), times in UTC and in export.timezone.
+    Export {
+        /// The config file (for the ledger and export.timezone).
+        #[arg(long, short, env = "TOLLBRIDGE_CONFIG", value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// The first instant, RFC 3339 with an offset (2026-12-01T00:00:00+09:00).
+        #[arg(long, value_name = "TIME")]
+        from: String,
+        /// The instant after the last, RFC 3339 with an offset.
+        #[arg(long, value_name = "TIME")]
+        to: String,
+        /// csv (a header line first) or jsonl.
+        #[arg(long, default_value = "csv", value_name = "FORMAT")]
+        format: String,
+    },
     /// Copy the SQLite ledger to a new file while the daemon runs (for
     /// PostgreSQL use pg_dump).
     Backup {
@@ -178,6 +194,70 @@ pub fn settlements(config: Option<PathBuf>, state: Option<String>) -> ExitCode {
                 );
             }
             eprintln!("{} settlement(s)", rows.len());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tollbridge: cannot read the ledger: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `tollbridge export --from --to [--format]`: the accounting export on
+/// stdout, read from the ledger beside a running daemon (read-only).
+pub fn export(config: Option<PathBuf>, from: &str, to: &str, format: &str) -> ExitCode {
+    use crate::export::{Export, Format};
+    let format = match format {
+        "csv" => Format::Csv,
+        "jsonl" => Format::Jsonl,
+        other => {
+            eprintln!("tollbridge: --format {other}: expected csv or jsonl");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let (from_ms, to_ms) = match crate::http::export_range(Some(from), Some(to)) {
+        Ok(range) => range,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("tollbridge: --{}: {}", e.field, e.message);
+            }
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let (_, config) = match load_for_run(config) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let export = Export::new(format, &config.export.timezone, crate::clock::now_ms());
+    let result = (|| {
+        let ledger = crate::ledger::Ledger::open_read_only(&config.database)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(|e| crate::ledger::LedgerError::Query(e.to_string()))?;
+        runtime.block_on(async {
+            let (pages, mut receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
+            let writer = async {
+                use std::io::Write;
+                let mut stdout = std::io::stdout().lock();
+                while let Some(page) = receiver.recv().await {
+                    // A closed pipe (| head) ends the export.
+                    if stdout.write_all(&page).is_err() {
+                        break;
+                    }
+                }
+                let _ = stdout.flush();
+            };
+            let (written, ()) = tokio::join!(
+                crate::export::stream(&ledger, &export, from_ms, to_ms, pages),
+                writer
+            );
+            ledger.close().await;
+            written
+        })
+    })();
+    match result {
+        Ok(calls) => {
+            eprintln!("{calls} call(s)");
             ExitCode::SUCCESS
         }
         Err(e) => {

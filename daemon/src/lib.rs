@@ -13,6 +13,7 @@ pub mod clock;
 pub mod cluster;
 pub mod ctl;
 pub mod edge;
+pub mod export;
 pub mod http;
 pub mod ledger;
 pub mod logging;

@@ -29,6 +29,12 @@ fn main() -> ExitCode {
         }
         Command::Hangup { api, id, announce } => ctl::hang_up(&api, &id, announce),
         Command::Backup { config, to } => cli::backup(config, &to),
+        Command::Export {
+            config,
+            from,
+            to,
+            format,
+        } => cli::export(config, &from, &to, &format),
         Command::Manpages { dir } => cli::manpages(&dir),
         Command::Restore { config, from } => cli::restore(config, &from),
         Command::Run { config } => {

@@ -383,3 +383,41 @@ fn the_server_header_names_no_version_unless_configured() {
         Some("Tollbridge/9.9.9")
     );
 }
+
+#[test]
+fn the_accounting_export_lists_each_call_from_the_cli() {
+    let daemon = start_daemon("");
+    let from = rfc3339(time::Duration::minutes(-1));
+    let call = bridged(&daemon, "caller_hangs_up.xml", &["-d", "500"]);
+    assert_passed("caller", call.caller);
+    assert_passed("expert", call.expert);
+    let record = ended_call(&daemon, &call.booking);
+    let to = rfc3339(time::Duration::minutes(1));
+    let (code, out, err) = cli_in_dir(
+        &daemon,
+        &["export", "--from", &from, "--to", &to, "--format", "jsonl"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("1 call(s)"), "{err}");
+    let line: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(line["call"], record["id"]);
+    assert_eq!(line["booking"], record["booking"]);
+    assert_eq!(line["billed_seconds"], record["billed_seconds"]);
+    assert_eq!(line["amount"], record["amount"]);
+    let (code, out, _) = cli_in_dir(&daemon, &["export", "--from", &from, "--to", &to]);
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 2, "a header and one call: {out}");
+    for args in [
+        ["export", "--from", "yesterday", "--to", &to],
+        ["export", "--from", &to, "--to", &from],
+    ] {
+        let (code, _, err) = cli_in_dir(&daemon, &args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+    }
+    let (code, _, err) = cli_in_dir(
+        &daemon,
+        &["export", "--from", &from, "--to", &to, "--format", "xml"],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("csv or jsonl"), "{err}");
+}

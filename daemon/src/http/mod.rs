@@ -14,6 +14,8 @@ mod bookings;
 mod calls;
 mod error;
 mod events;
+mod exports;
+pub use exports::range_of as export_range;
 mod stripe;
 pub mod tls;
 pub mod views;
@@ -50,6 +52,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .merge(bookings::routes())
         .merge(calls::routes())
         .merge(events::routes())
+        .merge(exports::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             shared.clone(),

@@ -18,6 +18,7 @@ pub mod states;
 mod bookings;
 mod calls;
 mod events;
+mod export;
 mod nodes;
 mod postgres;
 mod postgres_schema;
@@ -40,6 +41,7 @@ pub use events::{
     DISPUTE_CREATED, DeliveryOutcome, DeliveryView, DueDelivery, EVENT_TYPES, EventView,
     WebhookEndpoint,
 };
+pub use export::{ExportCursor, ExportRow};
 pub use nodes::{NodeView, TakenOver};
 pub use recovery::Unfinished;
 pub use settlements::{HoldTerms, NewSettlement, Settlement, SettlementView};

@@ -178,6 +178,8 @@ CREATE TABLE events (
     UNIQUE (booking_id, booking_seq)
 );
 CREATE INDEX events_by_time ON events (created_ms);
+-- The accounting export reads calls by when they started.
+CREATE INDEX calls_by_created ON calls (created_ms, id);
 CREATE TABLE event_deliveries (
     id               TEXT PRIMARY KEY,  -- the event's id, '/', the endpoint's name
     event_id         TEXT NOT NULL REFERENCES events (id),
