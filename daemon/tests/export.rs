@@ -201,6 +201,50 @@ async fn an_export_of_1000_calls_matches_their_records_field_by_field() {
             record
         );
     }
+    // The same calls through the list, a page at a time by cursor.
+    let mut seen = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let cursor = next
+            .as_ref()
+            .map(|c| format!("&cursor={c}"))
+            .unwrap_or_default();
+        let (status, body) = get(&shared, &format!("/v1/calls?{range}&limit=300{cursor}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+        for call in page["calls"].as_array().unwrap() {
+            seen.push(call["id"].as_str().unwrap().to_owned());
+        }
+        match page["next"].as_str() {
+            Some(cursor) => next = Some(cursor.to_owned()),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..CALLS).map(|n| format!("call_{n:04}")).collect();
+    assert_eq!(seen, expected, "4 pages, in start order, none twice");
+    let count = |body: &str| {
+        let page: serde_json::Value = serde_json::from_str(body).unwrap();
+        page["calls"].as_array().unwrap().len()
+    };
+    let (_, body) = get(&shared, "/v1/calls?status=busy&limit=500").await;
+    assert_eq!(
+        count(&body),
+        CALLS.div_ceil(7),
+        "every seventh call was busy"
+    );
+    let (_, body) = get(&shared, "/v1/calls?caller=%2B819000000042").await;
+    assert_eq!(count(&body), 1);
+    for query in [
+        "cursor=nonsense&status=busy",
+        "status=exploded",
+        "caller=042",
+        "from=today",
+        "limit=9",
+    ] {
+        let (status, body) = get(&shared, &format!("/v1/calls?{query}")).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{query}: {body}");
+    }
+
     // Half the range: only the calls that started in it.
     let half = format!(
         "from={}&to={}",

@@ -1,9 +1,11 @@
 //! `/v1/calls`: call records from the ledger, the calls in progress with
 //! what their node sees of them live, and an operator's hang-up.
 //!
-//! - `GET /v1/calls?booking=ID&called=+E164&active=true&limit=N`: records
-//!   with their ordered events; `active=true` keeps the calls not yet
-//!   ended (on every node), each with `live` when this node carries it;
+//! - `GET /v1/calls?booking=&called=&caller=&status=&active=&from=&to=&limit=&cursor=`:
+//!   records with their ordered events, in start order, a page at a time
+//!   (`next` is the cursor of the next page); `active=true` keeps the
+//!   calls not yet ended (on every node), each with `live` when this node
+//!   carries it;
 //! - `GET /v1/calls/{id}`: one record (with `live` likewise);
 //! - `POST /v1/calls/{id}/hangup` (`{"announce": true}` optional): ends a
 //!   call this node carries, after the time-up prompt when announced.
@@ -22,7 +24,7 @@ use super::bookings::{checked_limit, internal, query_error};
 use super::{ApiError, views};
 use crate::bookings::model::{self, FieldError};
 use crate::calls::live::{HangUpOutcome, LiveCall};
-use crate::ledger::CallRecord;
+use crate::ledger::{CallFilter, CallRecord, CallStatus};
 use crate::state::Shared;
 
 /// The `/v1/calls` routes.
@@ -33,15 +35,45 @@ pub fn routes() -> axum::Router<Arc<Shared>> {
         .route("/calls/{id}/hangup", post(hang_up))
 }
 
-/// Query of `GET /v1/calls`: a booking, a dialled number, the calls in
-/// progress, or any of them together.
+/// Query of `GET /v1/calls`: any of the filters, together.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CallQuery {
     booking: Option<String>,
     called: Option<String>,
+    caller: Option<String>,
+    status: Option<String>,
     active: Option<bool>,
+    from: Option<String>,
+    to: Option<String>,
     limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+/// A page's cursor: the start (Unix ms) and id of its last call.
+fn cursor_of(call: &CallRecord) -> String {
+    format!("{}.{}", call.created_ms, call.id)
+}
+
+fn parse_cursor(cursor: &str) -> Option<(i64, String)> {
+    let (ms, id) = cursor.split_once('.')?;
+    let ms = ms.parse().ok()?;
+    (id.starts_with("call_") && id.len() <= 80).then(|| (ms, id.to_owned()))
+}
+
+fn instant(field: &str, value: Option<&str>, errors: &mut Vec<FieldError>) -> Option<i64> {
+    let value = value?;
+    match time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339) {
+        Ok(at) => Some(crate::clock::ms_of(at)),
+        Err(_) => {
+            errors.push(FieldError {
+                field: field.into(),
+                message: "must be an RFC 3339 time with an offset, like 2026-12-01T00:00:00+09:00"
+                    .into(),
+            });
+            None
+        }
+    }
 }
 
 async fn list_calls(
@@ -51,34 +83,87 @@ async fn list_calls(
     let Query(query) = query.map_err(|e| query_error("query", &e))?;
     let active = query.active.unwrap_or(false);
     let mut errors = Vec::new();
-    if query.booking.is_none() && query.called.is_none() && !active {
-        errors.push(FieldError {
-            field: "booking".into(),
-            message: "give booking=ID, called=+E164 or active=true (or several)".into(),
-        });
-    }
-    if let Some(called) = &query.called
-        && !model::is_e164(called)
+    if query.booking.is_none()
+        && query.called.is_none()
+        && query.caller.is_none()
+        && query.status.is_none()
+        && query.from.is_none()
+        && query.to.is_none()
+        && !active
     {
         errors.push(FieldError {
-            field: "called".into(),
-            message: "must be an E.164 number such as +815012345678".into(),
+            field: "booking".into(),
+            message: "give at least one of booking, called, caller, status, active=true, from, to"
+                .into(),
         });
     }
+    for (field, number) in [("called", &query.called), ("caller", &query.caller)] {
+        if let Some(number) = number
+            && !model::is_e164(number)
+        {
+            errors.push(FieldError {
+                field: field.into(),
+                message: "must be an E.164 number such as +815012345678".into(),
+            });
+        }
+    }
+    let status = match query.status.as_deref().map(CallStatus::parse) {
+        Some(None) => {
+            let words: Vec<&str> = CallStatus::ALL.iter().map(|s| s.as_str()).collect();
+            errors.push(FieldError {
+                field: "status".into(),
+                message: format!("must be one of {}", words.join(", ")),
+            });
+            None
+        }
+        Some(status) => status,
+        None => None,
+    };
+    let from_ms = instant("from", query.from.as_deref(), &mut errors);
+    let to_ms = instant("to", query.to.as_deref(), &mut errors);
+    let after = match query.cursor.as_deref().map(parse_cursor) {
+        Some(None) => {
+            errors.push(FieldError {
+                field: "cursor".into(),
+                message: "not a cursor this API gave (use the last page's next)".into(),
+            });
+            None
+        }
+        Some(after) => after,
+        None => None,
+    };
     let limit = checked_limit(query.limit, 100, &mut errors);
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
-    let calls = shared
+    let filter = CallFilter {
+        booking: query.booking,
+        called: query.called,
+        caller: query.caller,
+        status,
+        open_only: active,
+        from_ms,
+        to_ms,
+        after,
+    };
+    // One more than asked: whether a next page exists.
+    let mut calls = shared
         .ledger
-        .calls(query.booking, query.called, active, limit)
+        .calls(filter, limit + 1)
         .await
         .map_err(internal)?;
+    let more = calls.len() as i64 > limit;
+    calls.truncate(usize::try_from(limit).unwrap_or(0));
+    let next = if more {
+        calls.last().map(cursor_of)
+    } else {
+        None
+    };
     let mut listed = Vec::with_capacity(calls.len());
     for call in &calls {
         listed.push(with_live(&shared, call).await);
     }
-    Ok(Json(json!({"calls": listed})))
+    Ok(Json(json!({"calls": listed, "next": next})))
 }
 
 async fn show_call(

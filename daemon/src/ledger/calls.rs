@@ -811,24 +811,36 @@ impl Ledger {
         self.run(move |db| record(db, &id)).await
     }
 
-    /// Calls to a booking and/or a dialled number, only those not yet
-    /// ended when `open_only` (on every node), oldest first, at most
-    /// `limit`.
+    /// The calls `filter` selects (on every node), in start order (then
+    /// id), after its cursor, at most `limit`.
     pub async fn calls(
         &self,
-        booking: Option<String>,
-        called: Option<String>,
-        open_only: bool,
+        filter: CallFilter,
         limit: i64,
     ) -> Result<Vec<CallRecord>, LedgerError> {
         self.run(move |db| {
+            let (after_ms, after_id) = filter.after.clone().unwrap_or((i64::MIN, String::new()));
             let ids: Vec<String> = db
                 .query(
                     "SELECT id FROM calls
                      WHERE (CAST(?1 AS TEXT) IS NULL OR booking_id = ?1) AND (CAST(?2 AS TEXT) IS NULL OR called = ?2)
-                       AND (?4 = 0 OR ended_ms IS NULL)
-                     ORDER BY created_ms, id LIMIT ?3",
-                    args![booking, called, limit, i64::from(open_only)],
+                       AND (CAST(?3 AS TEXT) IS NULL OR caller = ?3) AND (CAST(?4 AS TEXT) IS NULL OR status = ?4)
+                       AND (?5 = 0 OR ended_ms IS NULL)
+                       AND created_ms >= ?6 AND created_ms < ?7
+                       AND (created_ms > ?8 OR (created_ms = ?8 AND id > ?9))
+                     ORDER BY created_ms, id LIMIT ?10",
+                    args![
+                        filter.booking,
+                        filter.called,
+                        filter.caller,
+                        filter.status.map(CallStatus::as_str),
+                        i64::from(filter.open_only),
+                        filter.from_ms.unwrap_or(i64::MIN),
+                        filter.to_ms.unwrap_or(i64::MAX),
+                        after_ms,
+                        after_id,
+                        limit
+                    ],
                 )?
                 .iter()
                 .map(|row| row.text(0))
@@ -843,6 +855,27 @@ impl Ledger {
         })
         .await
     }
+}
+
+/// Which calls a list shows; every field narrows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallFilter {
+    /// Calls of this booking.
+    pub booking: Option<String>,
+    /// Calls to this number.
+    pub called: Option<String>,
+    /// Calls from this caller ID.
+    pub caller: Option<String>,
+    /// Calls in this status.
+    pub status: Option<CallStatus>,
+    /// Only calls not yet ended.
+    pub open_only: bool,
+    /// Calls that started at or after this (Unix ms).
+    pub from_ms: Option<i64>,
+    /// Calls that started before this (Unix ms).
+    pub to_ms: Option<i64>,
+    /// Calls after this one in start order: its (start, id), the cursor.
+    pub after: Option<(i64, String)>,
 }
 
 /// Calls checkpointed per statement.

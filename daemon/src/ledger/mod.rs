@@ -35,7 +35,7 @@ use tokio::sync::oneshot;
 
 pub use bookings::{BookingRecord, BookingWrite, Terms};
 pub use calls::{
-    CallEnd, CallEvent, CallLeg, CallRecord, LegMedia, NewCall, Priced, Rating, Routed,
+    CallEnd, CallEvent, CallFilter, CallLeg, CallRecord, LegMedia, NewCall, Priced, Rating, Routed,
 };
 pub use events::{
     DISPUTE_CREATED, DeliveryOutcome, DeliveryView, DueDelivery, EVENT_TYPES, EventView,
