@@ -458,7 +458,52 @@ async fn bookings_a_call_could_not_tell_apart_are_refused(backend: Backend) {
     );
 }
 
+/// The bookings list pages newest first by cursor, each booking once.
+async fn bookings_are_listed_a_page_at_a_time(backend: Backend) {
+    let api = Api::new(backend).await;
+    let mut made = Vec::new();
+    for n in 0..7 {
+        let mut b = booking();
+        b["callers"] = json!([format!("+8190000000{n:02}")]);
+        let (status, created) = api.create(b).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        made.push(created["id"].as_str().unwrap().to_owned());
+    }
+    made.reverse();
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let uri = match &cursor {
+            Some(c) => format!("/v1/bookings?limit=3&cursor={c}"),
+            None => "/v1/bookings?limit=3".to_owned(),
+        };
+        let (status, page) = api.send("GET", &uri, None).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        pages += 1;
+        for b in page["bookings"].as_array().unwrap() {
+            seen.push(b["id"].as_str().unwrap().to_owned());
+        }
+        match page["next"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!((pages, seen), (3, made), "newest first, none twice");
+    for bad in ["12.call_x", "nonsense", "x.bk_1"] {
+        let (status, body) = api
+            .send("GET", &format!("/v1/bookings?cursor={bad}"), None)
+            .await;
+        assert_eq!(
+            (status, body["error"]["fields"][0]["field"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("cursor")),
+            "{bad}: {body}"
+        );
+    }
+}
+
 on_both_backends!(
+    bookings_are_listed_a_page_at_a_time,
     bookings_a_call_could_not_tell_apart_are_refused,
     a_booking_is_created_read_listed_and_canceled,
     invalid_bookings_get_422_listing_each_field_and_store_nothing,

@@ -197,11 +197,16 @@ async fn a_booking_is_created_read_listed_and_canceled(backend: Backend) {
         .await
         .unwrap();
 
-    let listed = ledger.bookings(None, None, 10).await.unwrap();
+    let listed = ledger.bookings(None, None, None, 10).await.unwrap();
     let ids: Vec<&str> = listed.iter().map(|b| b.id.as_str()).collect();
     assert_eq!(ids, ["bk_2", "bk_1"], "newest first");
     let for_number = ledger
-        .bookings(Some("+81312345678".into()), Some(BookingState::Active), 10)
+        .bookings(
+            Some("+81312345678".into()),
+            Some(BookingState::Active),
+            None,
+            10,
+        )
         .await
         .unwrap();
     assert_eq!(for_number.len(), 1);
@@ -216,7 +221,7 @@ async fn a_booking_is_created_read_listed_and_canceled(backend: Backend) {
     assert_eq!(canceled.state, BookingState::Canceled);
     assert_eq!(
         ledger
-            .bookings(None, Some(BookingState::Canceled), 10)
+            .bookings(None, Some(BookingState::Canceled), None, 10)
             .await
             .unwrap()
             .len(),
@@ -818,7 +823,10 @@ async fn events_are_written_with_their_change_and_delivered_once_each(backend: B
         .close_call("call_o".into(), talked(30_000), T0 + 31_000)
         .await
         .unwrap();
-    let events = ledger.events(Some("bk_o".into()), None, 100).await.unwrap();
+    let events = ledger
+        .events(Some("bk_o".into()), None, None, 100)
+        .await
+        .unwrap();
     let kinds: Vec<(&str, i64)> = events
         .iter()
         .map(|e| (e.kind.as_str(), e.sequence))

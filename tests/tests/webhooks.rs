@@ -245,6 +245,24 @@ fn every_event_of_a_call_arrives_signed_in_sequence_through_500s_and_dropped_con
             .all(|e| e["deliveries"][0]["state"] == "delivered")
     );
 
+    // The list pages by cursor too.
+    let (_, first) = daemon.api(
+        "GET",
+        &format!("/v1/events?booking={booking}&limit=3"),
+        TOKEN,
+        None,
+    );
+    let next = first["next"].as_str().expect("a next page").to_owned();
+    let (_, second) = daemon.api(
+        "GET",
+        &format!("/v1/events?booking={booking}&limit=3&cursor={next}"),
+        TOKEN,
+        None,
+    );
+    assert_eq!(second["events"].as_array().unwrap().len(), 1, "{second}");
+    assert_eq!(second["events"][0]["id"], listed[3]["id"]);
+    assert!(second["next"].is_null(), "{second}");
+
     // Redelivery by hand sends the same event (same id) again.
     let id = listed[2]["id"].as_str().unwrap().to_owned();
     let (status, body) = daemon.api("POST", &format!("/v1/events/{id}/redeliver"), TOKEN, None);
@@ -264,6 +282,7 @@ fn every_event_of_a_call_arrives_signed_in_sequence_through_500s_and_dropped_con
         ("GET", "/v1/events?type=call.exploded", 422),
         ("GET", "/v1/events?limit=0", 422),
         ("GET", "/v1/events?colour=red", 422),
+        ("GET", "/v1/events?cursor=1.call_x", 422),
     ] {
         let (got, body) = daemon.api(method, path, TOKEN, None);
         assert_eq!(got, status, "{method} {path}: {body}");

@@ -69,6 +69,32 @@ pub(super) fn checked_limit(limit: Option<i64>, default: i64, errors: &mut Vec<F
     limit
 }
 
+/// A list page's cursor: the time and id of its last item.
+pub(super) fn cursor(ms: i64, id: &str) -> String {
+    format!("{ms}.{id}")
+}
+
+/// A cursor [`cursor`] made for ids starting with `prefix`; an error on
+/// `cursor` is added to `errors` when it is not one.
+pub(super) fn parsed_cursor(
+    text: Option<&str>,
+    prefix: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<(i64, String)> {
+    let text = text?;
+    let parsed = text.split_once('.').and_then(|(ms, id)| {
+        let ms = ms.parse().ok()?;
+        (id.starts_with(prefix) && id.len() <= 80).then(|| (ms, id.to_owned()))
+    });
+    if parsed.is_none() {
+        errors.push(FieldError {
+            field: "cursor".into(),
+            message: "not a cursor this API gave (use the last page's next)".into(),
+        });
+    }
+    parsed
+}
+
 /// 422 for a query string that does not fit, naming `field`.
 pub(super) fn query_error(
     field: &str,
@@ -145,6 +171,7 @@ struct BookingQuery {
     called: Option<String>,
     state: Option<String>,
     limit: Option<i64>,
+    cursor: Option<String>,
 }
 
 async fn list_bookings(
@@ -165,18 +192,25 @@ async fn list_bookings(
         Some(state) => state,
         None => None,
     };
+    let before = parsed_cursor(query.cursor.as_deref(), "bk_", &mut errors);
     let limit = checked_limit(query.limit, 50, &mut errors);
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
-    let found = shared
+    let mut found = shared
         .ledger
-        .bookings(query.called, state, limit)
+        .bookings(query.called, state, before, limit + 1)
         .await
         .map_err(internal)?;
-    Ok(Json(
-        json!({"bookings": found.iter().map(views::booking).collect::<Vec<_>>()}),
-    ))
+    let more = found.len() as i64 > limit;
+    found.truncate(usize::try_from(limit).unwrap_or(0));
+    let next = more
+        .then(|| found.last().map(|b| cursor(b.created_ms, &b.id)))
+        .flatten();
+    Ok(Json(json!({
+        "bookings": found.iter().map(views::booking).collect::<Vec<_>>(),
+        "next": next,
+    })))
 }
 
 async fn cancel_booking(

@@ -20,7 +20,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::bookings::{checked_limit, internal, query_error};
+use super::bookings::{checked_limit, cursor, internal, parsed_cursor, query_error};
 use super::{ApiError, views};
 use crate::bookings::model::{self, FieldError};
 use crate::calls::live::{HangUpOutcome, LiveCall};
@@ -48,17 +48,6 @@ struct CallQuery {
     to: Option<String>,
     limit: Option<i64>,
     cursor: Option<String>,
-}
-
-/// A page's cursor: the start (Unix ms) and id of its last call.
-fn cursor_of(call: &CallRecord) -> String {
-    format!("{}.{}", call.created_ms, call.id)
-}
-
-fn parse_cursor(cursor: &str) -> Option<(i64, String)> {
-    let (ms, id) = cursor.split_once('.')?;
-    let ms = ms.parse().ok()?;
-    (id.starts_with("call_") && id.len() <= 80).then(|| (ms, id.to_owned()))
 }
 
 fn instant(field: &str, value: Option<&str>, errors: &mut Vec<FieldError>) -> Option<i64> {
@@ -121,17 +110,7 @@ async fn list_calls(
     };
     let from_ms = instant("from", query.from.as_deref(), &mut errors);
     let to_ms = instant("to", query.to.as_deref(), &mut errors);
-    let after = match query.cursor.as_deref().map(parse_cursor) {
-        Some(None) => {
-            errors.push(FieldError {
-                field: "cursor".into(),
-                message: "not a cursor this API gave (use the last page's next)".into(),
-            });
-            None
-        }
-        Some(after) => after,
-        None => None,
-    };
+    let after = parsed_cursor(query.cursor.as_deref(), "call_", &mut errors);
     let limit = checked_limit(query.limit, 100, &mut errors);
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
@@ -154,11 +133,9 @@ async fn list_calls(
         .map_err(internal)?;
     let more = calls.len() as i64 > limit;
     calls.truncate(usize::try_from(limit).unwrap_or(0));
-    let next = if more {
-        calls.last().map(cursor_of)
-    } else {
-        None
-    };
+    let next = more
+        .then(|| calls.last().map(|c| cursor(c.created_ms, &c.id)))
+        .flatten();
     let mut listed = Vec::with_capacity(calls.len());
     for call in &calls {
         listed.push(with_live(&shared, call).await);

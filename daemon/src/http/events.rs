@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::ApiError;
-use super::bookings::{checked_limit, internal, query_error};
+use super::bookings::{checked_limit, cursor, internal, parsed_cursor, query_error};
 use crate::bookings::model::FieldError;
 use crate::clock::{now_ms, rfc3339};
 use crate::ledger::EventView;
@@ -37,6 +37,7 @@ struct EventQuery {
     #[serde(rename = "type")]
     kind: Option<String>,
     limit: Option<i64>,
+    cursor: Option<String>,
 }
 
 fn view(event: &EventView) -> Value {
@@ -76,18 +77,25 @@ async fn list_events(
             ),
         });
     }
+    let after = parsed_cursor(query.cursor.as_deref(), "evt_", &mut errors);
     let limit = checked_limit(query.limit, 100, &mut errors);
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
-    let events = shared
+    let mut events = shared
         .ledger
-        .events(query.booking, query.kind, limit)
+        .events(query.booking, query.kind, after, limit + 1)
         .await
         .map_err(internal)?;
-    Ok(Json(
-        json!({"events": events.iter().map(view).collect::<Vec<_>>()}),
-    ))
+    let more = events.len() as i64 > limit;
+    events.truncate(usize::try_from(limit).unwrap_or(0));
+    let next = more
+        .then(|| events.last().map(|e| cursor(e.created_ms, &e.id)))
+        .flatten();
+    Ok(Json(json!({
+        "events": events.iter().map(view).collect::<Vec<_>>(),
+        "next": next,
+    })))
 }
 
 async fn show_event(

@@ -241,20 +241,28 @@ impl Ledger {
         self.run(move |db| get(db, &id)).await
     }
 
-    /// Bookings, newest first, optionally for one dialled number and state.
+    /// Bookings, newest first, optionally for one dialled number and
+    /// state, before `before` (the cursor: the creation time and id of the
+    /// last booking of the page before).
     pub async fn bookings(
         &self,
         called: Option<String>,
         state: Option<BookingState>,
+        before: Option<(i64, String)>,
         limit: i64,
     ) -> Result<Vec<BookingRecord>, LedgerError> {
         self.run(move |db| {
+            let (before_ms, before_id) = before.unwrap_or((i64::MAX, "~".to_owned()));
             let sql = format!(
                 "SELECT {COLUMNS} FROM bookings
                  WHERE (CAST(?1 AS TEXT) IS NULL OR called = ?1) AND (CAST(?2 AS TEXT) IS NULL OR state = ?2)
-                 ORDER BY created_ms DESC, id DESC LIMIT ?3"
+                   AND (created_ms < ?3 OR (created_ms = ?3 AND id < ?4))
+                 ORDER BY created_ms DESC, id DESC LIMIT ?5"
             );
-            db.query(&sql, args![called, state.map(BookingState::as_str), limit])?
+            db.query(
+                &sql,
+                args![called, state.map(BookingState::as_str), before_ms, before_id, limit],
+            )?
                 .iter()
                 .map(record_from)
                 .collect()

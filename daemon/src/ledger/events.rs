@@ -276,23 +276,27 @@ impl Ledger {
         .await
     }
 
-    /// Events, oldest first, of a booking and/or of a type, at most
-    /// `limit`, with their deliveries.
+    /// Events, oldest first, of a booking and/or of a type, after
+    /// `after` (the cursor: the time and id of the last event of the page
+    /// before), at most `limit`, with their deliveries.
     pub async fn events(
         &self,
         booking: Option<String>,
         kind: Option<String>,
+        after: Option<(i64, String)>,
         limit: i64,
     ) -> Result<Vec<EventView>, LedgerError> {
         self.run(move |db| {
+            let (after_ms, after_id) = after.unwrap_or((i64::MIN, String::new()));
             let rows = db.query(
                 &format!(
                     "SELECT {EVENT_COLUMNS} FROM events
                      WHERE (CAST(?1 AS TEXT) IS NULL OR booking_id = ?1)
                        AND (CAST(?2 AS TEXT) IS NULL OR type = ?2)
-                     ORDER BY created_ms, id LIMIT ?3"
+                       AND (created_ms > ?3 OR (created_ms = ?3 AND id > ?4))
+                     ORDER BY created_ms, id LIMIT ?5"
                 ),
-                args![booking, kind, limit],
+                args![booking, kind, after_ms, after_id, limit],
             )?;
             rows.iter().map(|row| event_view(db, row)).collect()
         })
