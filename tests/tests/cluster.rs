@@ -374,8 +374,17 @@ fn postgresql_restarted_mid_call_loses_and_doubles_nothing() {
         .api("GET", &format!("/v1/calls?booking={booking}"), TOKEN, None)
         .1;
     assert_eq!(calls["calls"].as_array().unwrap().len(), 1, "{calls}");
-    let (status, _) = a.get("/readyz", None);
-    assert_eq!(status, 200);
+    // Ready again by the next heartbeat (the writes above may have gone
+    // through another pooled connection first).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, body) = a.get("/readyz", None);
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still not ready: {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let (_, metrics) = a.get("/metrics", None);
     assert!(metrics.contains("tollbridge_ledger_up 1"), "{metrics}");
     assert!(
