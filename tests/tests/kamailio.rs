@@ -11,6 +11,7 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
@@ -71,6 +72,9 @@ impl Kamailio {
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
+            // Its own process group: Kamailio forks workers, and all of
+            // them go when the group is signalled.
+            .process_group(0)
             .spawn()
             .expect("start kamailio (Debian package kamailio; scripts/test installs it)");
         let kamailio = Kamailio {
@@ -89,8 +93,19 @@ impl Kamailio {
 }
 
 impl Drop for Kamailio {
+    /// Stops Kamailio and every worker it forked: SIGTERM to the process
+    /// group, then SIGKILL to whatever is left of it.
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.wait();
     }
 }
