@@ -156,43 +156,83 @@ pub fn restore(from: &Path, to: &Path) -> Result<(LedgerSummary, Option<PathBuf>
         None
     };
     let partial = partial_path(to);
-    std::fs::copy(from, &partial).map_err(|e| {
-        format!(
-            "cannot copy {} beside {}: {e}",
-            from.display(),
-            to.display()
-        )
-    })?;
-    let kept = if existing {
-        let metadata =
-            std::fs::metadata(to).map_err(|e| format!("cannot read {}: {e}", to.display()))?;
-        std::os::unix::fs::chown(&partial, Some(metadata.uid()), Some(metadata.gid()))
-            .map_err(|e| format!("cannot give the copy the ledger's owner: {e}"))?;
-        std::fs::set_permissions(&partial, metadata.permissions())
-            .map_err(|e| format!("cannot give the copy the ledger's mode: {e}"))?;
-        let kept = PathBuf::from(format!(
-            "{}.before-restore-{}",
-            to.display(),
-            crate::clock::now_ms()
-        ));
-        std::fs::rename(to, &kept)
-            .map_err(|e| format!("cannot keep the replaced ledger as {}: {e}", kept.display()))?;
-        Some(kept)
+    // The copy is made whole beside the ledger before anything is moved;
+    // a failure on the way leaves the ledger as it was.
+    let prepared = (|| {
+        std::fs::copy(from, &partial).map_err(|e| {
+            format!(
+                "cannot copy {} beside {}: {e}",
+                from.display(),
+                to.display()
+            )
+        })?;
+        if existing {
+            let metadata =
+                std::fs::metadata(to).map_err(|e| format!("cannot read {}: {e}", to.display()))?;
+            std::os::unix::fs::chown(&partial, Some(metadata.uid()), Some(metadata.gid()))
+                .map_err(|e| format!("cannot give the copy the ledger's owner: {e}"))?;
+            std::fs::set_permissions(&partial, metadata.permissions())
+                .map_err(|e| format!("cannot give the copy the ledger's mode: {e}"))?;
+        }
+        sync(&partial)
+    })();
+    if let Err(e) = prepared {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e);
+    }
+    // The replaced file goes aside with its log and index, which belong
+    // to it, not to the copy; if the copy then cannot take its place, it
+    // comes back.
+    let kept = PathBuf::from(format!(
+        "{}.before-restore-{}",
+        to.display(),
+        crate::clock::now_ms()
+    ));
+    let moved: Vec<(PathBuf, PathBuf)> = if existing {
+        ["", "-wal", "-shm"]
+            .iter()
+            .map(|suffix| {
+                (
+                    PathBuf::from(format!("{}{suffix}", to.display())),
+                    PathBuf::from(format!("{}{suffix}", kept.display())),
+                )
+            })
+            .filter(|(side, _)| side.exists())
+            .collect()
     } else {
-        None
+        Vec::new()
     };
-    // The replaced file's log and index belong to it, not to the copy.
-    for suffix in ["-wal", "-shm"] {
-        let side = PathBuf::from(format!("{}{suffix}", to.display()));
-        if let Some(kept) = &kept
-            && side.exists()
-        {
-            let _ = std::fs::rename(&side, format!("{}{suffix}", kept.display()));
+    let mut done: Vec<&(PathBuf, PathBuf)> = Vec::new();
+    let mut failed = None;
+    for pair in &moved {
+        match std::fs::rename(&pair.0, &pair.1) {
+            Ok(()) => done.push(pair),
+            Err(e) => {
+                failed = Some(format!(
+                    "cannot keep {} as {}: {e}",
+                    pair.0.display(),
+                    pair.1.display()
+                ));
+                break;
+            }
         }
     }
-    sync(&partial)?;
-    std::fs::rename(&partial, to)
-        .map_err(|e| format!("cannot put the copy in place at {}: {e}", to.display()))?;
+    if failed.is_none()
+        && let Err(e) = std::fs::rename(&partial, to)
+    {
+        failed = Some(format!(
+            "cannot put the copy in place at {}: {e}",
+            to.display()
+        ));
+    }
+    if let Some(e) = failed {
+        for (original, aside) in done.iter().rev() {
+            let _ = std::fs::rename(aside, original);
+        }
+        let _ = std::fs::remove_file(&partial);
+        return Err(e);
+    }
+    let kept = existing.then_some(kept);
     sync_directory(to);
     Ok((
         LedgerSummary {
