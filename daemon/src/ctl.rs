@@ -64,8 +64,11 @@ impl Environment for CliEnvironment {
 pub struct ApiTarget {
     base: String,
     token: String,
-    trust: Trust,
+    /// Built once, trusting what `Trust` says; reused by every request.
+    client: ApiClient,
 }
+
+type ApiClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// How an HTTPS answer is trusted.
 #[derive(Debug, Clone)]
@@ -178,35 +181,12 @@ impl ApiTarget {
                 )
             }
         };
-        Ok(ApiTarget { base, token, trust })
-    }
-
-    fn client(&self) -> Result<Client<HttpsConnector<HttpConnector>, Full<Bytes>>, CtlError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| CtlError::usage(format!("cannot set up TLS: {e}")))?;
-        let config = match &self.trust {
-            Trust::Pinned(leaf) => builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(Pinned {
-                    leaf: leaf.clone(),
-                    provider,
-                }))
-                .with_no_client_auth(),
-            Trust::Plain | Trust::PublicRoots => {
-                let roots = rustls::RootCertStore {
-                    roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-                };
-                builder.with_root_certificates(roots).with_no_client_auth()
-            }
-        };
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(config)
-            .https_or_http()
-            .enable_http1()
-            .build();
-        Ok(Client::builder(TokioExecutor::new()).build(connector))
+        let client = client_for(&trust)?;
+        Ok(ApiTarget {
+            base,
+            token,
+            client,
+        })
     }
 
     /// Sends one request; the status and the JSON body.
@@ -216,7 +196,7 @@ impl ApiTarget {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(u16, Value), CtlError> {
-        let client = self.client()?;
+        let client = &self.client;
         let mut request = hyper::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
@@ -447,6 +427,35 @@ impl ServerCertVerifier for Pinned {
             .signature_verification_algorithms
             .supported_schemes()
     }
+}
+
+/// The HTTP client that reaches the API, trusting what `trust` says.
+fn client_for(trust: &Trust) -> Result<ApiClient, CtlError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| CtlError::usage(format!("cannot set up TLS: {e}")))?;
+    let config = match trust {
+        Trust::Pinned(leaf) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Pinned {
+                leaf: leaf.clone(),
+                provider,
+            }))
+            .with_no_client_auth(),
+        Trust::Plain | Trust::PublicRoots => {
+            let roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            };
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+    };
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(Client::builder(TokioExecutor::new()).build(connector))
 }
 
 /// The address to reach a listener on: its own, or loopback for a
