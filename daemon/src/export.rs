@@ -77,74 +77,81 @@ impl Export {
     /// The bytes before the first row (the CSV header).
     pub fn header(&self) -> Vec<u8> {
         match self.format {
-            Format::Csv => csv_line(COLUMNS.iter().map(|c| (*c).to_owned())),
+            Format::Csv => {
+                let mut writer = csv_writer();
+                let _ = writer.write_record(COLUMNS);
+                writer.into_inner().unwrap_or_default()
+            }
             Format::Jsonl => Vec::new(),
         }
     }
 
     /// The bytes of a page of rows.
     pub fn rows(&self, rows: &[ExportRow]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for row in rows {
-            let values = self.values(row);
-            match self.format {
-                Format::Csv => {
-                    out.extend(csv_line(values.into_iter().map(|v| v.unwrap_or_default())))
+        match self.format {
+            Format::Csv => {
+                let mut writer = csv_writer();
+                for row in rows {
+                    let fields = self.values(row).into_iter().map(|value| match value {
+                        serde_json::Value::Null => String::new(),
+                        serde_json::Value::String(text) => text,
+                        other => other.to_string(),
+                    });
+                    // Writing into a Vec cannot fail.
+                    let _ = writer.write_record(fields);
                 }
-                Format::Jsonl => {
+                writer.into_inner().unwrap_or_default()
+            }
+            Format::Jsonl => {
+                let mut out = Vec::new();
+                for row in rows {
                     let object: serde_json::Map<String, serde_json::Value> = COLUMNS
                         .iter()
-                        .zip(values)
-                        .map(|(column, value)| {
-                            let value = match (column, value) {
-                                (_, None) => serde_json::Value::Null,
-                                (
-                                    &("talk_ms" | "billed_seconds" | "price_per_minute"
-                                    | "increment_seconds" | "minimum_seconds" | "amount"
-                                    | "captured"),
-                                    Some(v),
-                                ) => v.parse::<i64>().map_or(json!(v), |n| json!(n)),
-                                (_, Some(v)) => json!(v),
-                            };
-                            ((*column).to_owned(), value)
-                        })
+                        .map(|column| (*column).to_owned())
+                        .zip(self.values(row))
                         .collect();
                     out.extend(serde_json::Value::Object(object).to_string().into_bytes());
                     out.push(b'\n');
                 }
+                out
             }
         }
-        out
     }
 
-    fn values(&self, row: &ExportRow) -> Vec<Option<String>> {
-        let number = |n: Option<i64>| n.map(|n| n.to_string());
+    /// A row's values in [`COLUMNS`] order: numbers as numbers, unknowns
+    /// as null.
+    fn values(&self, row: &ExportRow) -> Vec<serde_json::Value> {
+        let time = |ms: Option<i64>, local: bool| match ms {
+            Some(ms) if local => json!(self.local(Some(ms))),
+            Some(ms) => json!(utc(Some(ms))),
+            None => serde_json::Value::Null,
+        };
         vec![
-            Some(row.call.clone()),
-            row.booking.clone(),
-            row.caller.clone(),
-            row.called.clone(),
-            Some(row.status.clone()),
-            row.end_reason.clone(),
-            Some(utc(Some(row.created_ms))),
-            Some(self.local(Some(row.created_ms))),
-            row.answered_ms.map(|ms| utc(Some(ms))),
-            row.answered_ms.map(|ms| self.local(Some(ms))),
-            row.ended_ms.map(|ms| utc(Some(ms))),
-            row.ended_ms.map(|ms| self.local(Some(ms))),
-            number(row.talk_ms),
-            number(row.billed_seconds),
-            number(row.price_per_minute),
-            number(row.increment_seconds),
-            number(row.minimum_seconds),
-            number(row.amount),
-            row.currency.clone(),
-            row.payment_intent.clone(),
-            Some(row.captured.to_string()),
-            row.settlement_state.clone(),
-            Some(row.node.clone()),
-            Some(self.zone_name.clone()),
-            Some(self.exported_at.clone()),
+            json!(row.call),
+            json!(row.booking),
+            json!(row.caller),
+            json!(row.called),
+            json!(row.status),
+            json!(row.end_reason),
+            time(Some(row.created_ms), false),
+            time(Some(row.created_ms), true),
+            time(row.answered_ms, false),
+            time(row.answered_ms, true),
+            time(row.ended_ms, false),
+            time(row.ended_ms, true),
+            json!(row.talk_ms),
+            json!(row.billed_seconds),
+            json!(row.price_per_minute),
+            json!(row.increment_seconds),
+            json!(row.minimum_seconds),
+            json!(row.amount),
+            json!(row.currency),
+            json!(row.payment_intent),
+            json!(row.captured),
+            json!(row.settlement_state),
+            json!(row.node),
+            json!(self.zone_name),
+            json!(self.exported_at),
         ]
     }
 
@@ -167,14 +174,11 @@ pub fn utc(ms: Option<i64>) -> String {
         .unwrap_or_default()
 }
 
-/// One CSV record with its line end.
-fn csv_line(values: impl IntoIterator<Item = String>) -> Vec<u8> {
-    let mut writer = csv::WriterBuilder::new()
+/// A CSV writer into memory, records ended by CRLF (RFC 4180).
+fn csv_writer() -> csv::Writer<Vec<u8>> {
+    csv::WriterBuilder::new()
         .terminator(csv::Terminator::CRLF)
-        .from_writer(Vec::new());
-    // Writing into a Vec cannot fail.
-    let _ = writer.write_record(values);
-    writer.into_inner().unwrap_or_default()
+        .from_writer(Vec::new())
 }
 
 /// Reads every call that started in `from_ms..to_ms`, a page at a time,
