@@ -12,15 +12,17 @@ mod schema;
 pub mod secret;
 mod tree;
 mod values;
+mod webhooks;
 
 pub use error::{ConfigError, LoadError};
 pub use schema::{
     BillingConfig, CallsConfig, ClusterConfig, Config, DatabaseConfig, ExportConfig, HttpConfig,
     HttpTls, LogConfig, MediaConfig, NodeConfig, PromptsConfig, SipConfig, StripeConfig,
-    StripeMode, Termination, TrunkConfig, WEBHOOK_EVENT_TYPES, WebhookConfig, known_keys,
+    StripeMode, Termination, TrunkConfig, known_keys,
 };
 pub use secret::{Environment, ProcessEnvironment, Secret, SecretSource};
 pub use values::{
     Latch, ListenAddr, LogFormat, PortRange, PublicAddress, TWILIO_MEDIA_RANGE,
     TWILIO_SIGNALLING_RANGES, Transport, TrunkProfile, UnknownSource, parse_duration,
 };
+pub use webhooks::{WEBHOOK_EVENT_TYPES, WebhookConfig};
