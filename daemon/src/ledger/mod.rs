@@ -16,6 +16,7 @@ pub mod db;
 pub mod states;
 
 mod bookings;
+mod call_records;
 mod calls;
 mod events;
 mod export;
@@ -34,9 +35,8 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 pub use bookings::{BookingRecord, BookingWrite, Terms};
-pub use calls::{
-    CallEnd, CallEvent, CallFilter, CallLeg, CallRecord, LegMedia, NewCall, Priced, Rating, Routed,
-};
+pub use call_records::{CallEvent, CallFilter, CallLeg, CallRecord, LegMedia, Rating};
+pub use calls::{CallEnd, NewCall, Priced, Routed};
 pub use events::{
     DISPUTE_CREATED, DeliveryOutcome, DeliveryView, DueDelivery, EVENT_TYPES, EventView,
     WebhookEndpoint,
