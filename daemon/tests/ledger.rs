@@ -231,23 +231,7 @@ async fn a_booking_is_created_read_listed_and_canceled(backend: Backend) {
 
 async fn a_call_is_routed_metered_closed_and_settled_in_step(backend: Backend) {
     let ledger = support::open(backend).await;
-    ledger
-        .create_booking(
-            "bk_1".into(),
-            booking("bk_1", "+81312345678", true, None),
-            T0,
-        )
-        .await
-        .unwrap();
-    ledger
-        .begin_call(new_call("call_1", "+81312345678"), T0)
-        .await
-        .unwrap();
-    let (route, cap, has_card) = ledger
-        .route_and_claim("call_1".into(), Some("+81312345678".into()), T0, first)
-        .await
-        .unwrap();
-    assert_eq!(route, Route::Booking("bk_1".into()));
+    let (cap, has_card) = routed_call(&ledger, "call_1", "bk_1", "+81312345678", true).await;
     assert_eq!((cap, has_card), (Some(1800), true));
     let booking_now = ledger.booking("bk_1".into()).await.unwrap().unwrap();
     assert_eq!(booking_now.state, BookingState::InCall);
@@ -390,22 +374,7 @@ async fn two_calls_for_one_booking_claim_it_once(backend: Backend) {
 
 async fn a_crash_leaves_calls_closed_at_their_checkpoint(backend: Backend) {
     let ledger = support::open(backend).await;
-    ledger
-        .create_booking(
-            "bk_1".into(),
-            booking("bk_1", "+81312345678", false, None),
-            T0,
-        )
-        .await
-        .unwrap();
-    ledger
-        .begin_call(new_call("call_1", "+81312345678"), T0)
-        .await
-        .unwrap();
-    ledger
-        .route_and_claim("call_1".into(), Some("+81312345678".into()), T0, first)
-        .await
-        .unwrap();
+    routed_call(&ledger, "call_1", "bk_1", "+81312345678", false).await;
     ledger
         .record_event(
             "call_1".into(),
@@ -487,22 +456,35 @@ async fn a_stripe_event_applies_once_whichever_node_receives_it(backend: Backend
     other_node.close().await;
 }
 
-/// Starts a talking call on `ledger`'s node with its dialogs stored.
-async fn talking_call(ledger: &Ledger, id: &str, booking_id: &str, called: &str) {
+/// Books `booking_id` on `called` (with a card when `card`), begins call
+/// `id` to it and routes it there; the cap and whether there is a card.
+async fn routed_call(
+    ledger: &Ledger,
+    id: &str,
+    booking_id: &str,
+    called: &str,
+    card: bool,
+) -> (Option<i64>, bool) {
     ledger
         .create_booking(
             booking_id.into(),
-            booking(booking_id, called, false, None),
+            booking(booking_id, called, card, None),
             T0,
         )
         .await
         .unwrap();
     ledger.begin_call(new_call(id, called), T0).await.unwrap();
-    let (route, _, _) = ledger
+    let (route, cap, has_card) = ledger
         .route_and_claim(id.into(), Some(called.into()), T0, first)
         .await
         .unwrap();
     assert_eq!(route, Route::Booking(booking_id.into()));
+    (cap, has_card)
+}
+
+/// Starts a talking call on `ledger`'s node with its dialogs stored.
+async fn talking_call(ledger: &Ledger, id: &str, booking_id: &str, called: &str) {
+    routed_call(ledger, id, booking_id, called, false).await;
     ledger
         .record_event(
             id.into(),
