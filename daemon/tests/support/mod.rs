@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod fixtures;
+
 use tollbridge_daemon::ledger::Ledger;
 use tollbridge_e2e::postgres::PostgresServer;
 
