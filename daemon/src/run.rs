@@ -200,6 +200,10 @@ pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow
         crate::notify::deliver_loop(shared.clone(), background.signal()),
     );
     background.spawn(
+        "booking-windows",
+        crate::bookings::windows::close_loop(shared.clone(), background.signal()),
+    );
+    background.spawn(
         "checkpoints",
         crate::calls::meter::checkpoint_loop(shared.clone(), meters, background.signal()),
     );

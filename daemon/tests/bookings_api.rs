@@ -502,7 +502,260 @@ async fn bookings_are_listed_a_page_at_a_time(backend: Backend) {
     }
 }
 
+/// Runs `sql` (with the booking id as ?1) on the test's database.
+async fn write(api: &Api, sql: &'static str, id: &str) {
+    let id = id.to_owned();
+    api.shared
+        .ledger
+        .run(move |db| {
+            db.execute(sql, args![id])?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+}
+
+async fn patch(api: &Api, id: &str, body: Value) -> (StatusCode, Value) {
+    api.send(
+        "PATCH",
+        &format!("/v1/bookings/{id}"),
+        Some(&body.to_string()),
+    )
+    .await
+}
+
+async fn bookings_change_within_their_rules(backend: Backend) {
+    let api = Api::new(backend).await;
+    let (_, created) = api.create(booking()).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let other_tariff = json!({"currency": "jpy", "price_per_minute": 500});
+
+    // What an active booking without calls may change.
+    let (status, changed) = patch(
+        &api,
+        &id,
+        json!({
+            "cap_seconds": 600,
+            "callers": ["+819011112222"],
+            "callee": {"uri": "sip:expert@192.0.2.10"},
+            "tariff": other_tariff,
+            "window": {"start": "2030-01-02T10:00:00+09:00", "end": "2030-01-02T12:00:00+09:00"},
+        }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    assert_eq!(changed["cap_seconds"], 600);
+    assert_eq!(changed["callers"], json!(["+819011112222"]));
+    assert_eq!(changed["callee"], json!({"uri": "sip:expert@192.0.2.10"}));
+    assert_eq!(changed["tariff"]["price_per_minute"], 500);
+    assert_eq!(changed["window"]["end"], "2030-01-02T03:00:00Z");
+    assert_eq!(changed["has_pin"], true);
+    let (status, changed) = patch(&api, &id, json!({"pin": null})).await;
+    assert_eq!(
+        (status, &changed["has_pin"]),
+        (StatusCode::OK, &json!(false))
+    );
+    let (status, changed) = patch(&api, &id, json!({"pin": "98765"})).await;
+    assert_eq!(
+        (status, &changed["has_pin"]),
+        (StatusCode::OK, &json!(true))
+    );
+
+    // Refused: each case with its answer; none changes anything.
+    let (_, before) = api.send("GET", &format!("/v1/bookings/{id}"), None).await;
+    let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
+    for (body, status, code, field) in [
+        (
+            json!({"called": "+81399998888"}),
+            unprocessable,
+            "validation_failed",
+            "called",
+        ),
+        (
+            json!({"stripe": {"customer": "cus_x", "payment_method": "pm_x"}}),
+            unprocessable,
+            "validation_failed",
+            "stripe",
+        ),
+        (
+            json!({"cancellation_fee": 100}),
+            unprocessable,
+            "validation_failed",
+            "cancellation_fee",
+        ),
+        (json!({}), unprocessable, "validation_failed", "body"),
+        (
+            json!({"cap_seconds": 0}),
+            unprocessable,
+            "validation_failed",
+            "cap_seconds",
+        ),
+        (
+            json!({"callers": [], "pin": null}),
+            unprocessable,
+            "validation_failed",
+            "callers",
+        ),
+        (
+            json!({"pin": "12"}),
+            unprocessable,
+            "validation_failed",
+            "pin",
+        ),
+        (
+            json!({"window": {"start": "2030-01-02T10:00:00+09:00", "end": "2030-01-02T09:00:00+09:00"}}),
+            unprocessable,
+            "validation_failed",
+            "window.end",
+        ),
+        (
+            json!({"callee": {"number": "+815011112222", "trunk": "nowhere"}}),
+            unprocessable,
+            "validation_failed",
+            "callee.trunk",
+        ),
+    ] {
+        let (got, answer) = patch(&api, &id, body.clone()).await;
+        assert_eq!(
+            (got, answer["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{body}: {answer}"
+        );
+        assert!(answer.to_string().contains(field), "{body}: {answer}");
+    }
+    let (status, answer) = patch(&api, &id, json!({"colour": "red"})).await;
+    assert_eq!(status, unprocessable, "{answer}");
+    let (status, _) = patch(&api, "bk_nobody", json!({"cap_seconds": 60})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, after) = api.send("GET", &format!("/v1/bookings/{id}"), None).await;
+    assert_eq!(before, after, "a refused change changed nothing");
+
+    // After a call used 100 s: the tariff is fixed (the same one is
+    // fine), the budget cannot go below 100 s, and exactly 100 s
+    // completes the booking.
+    write(
+        &api,
+        "INSERT INTO calls (id, booking_id, inbound_call_id, status, created_ms, ended_ms, billed_seconds)
+         VALUES ('call_used', ?1, 'used@test', 'completed', 1, 2, 100)",
+        &id,
+    )
+    .await;
+    write(
+        &api,
+        "UPDATE bookings SET used_seconds = 100 WHERE id = ?1",
+        &id,
+    )
+    .await;
+    for (body, code) in [
+        (
+            json!({"tariff": {"currency": "jpy", "price_per_minute": 900}}),
+            "tariff_locked",
+        ),
+        (json!({"cap_seconds": 99}), "budget_below_used"),
+    ] {
+        let (got, answer) = patch(&api, &id, body.clone()).await;
+        assert_eq!(
+            (got, answer["error"]["code"].as_str()),
+            (StatusCode::CONFLICT, Some(code)),
+            "{body}: {answer}"
+        );
+    }
+    let (status, same) = patch(
+        &api,
+        &id,
+        json!({"tariff": other_tariff, "cap_seconds": 300}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{same}");
+    assert_eq!(
+        (&same["remaining_seconds"], &same["state"]),
+        (&json!(200), &json!("active"))
+    );
+    let (status, done) = patch(&api, &id, json!({"cap_seconds": 100})).await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(
+        (&done["state"], &done["remaining_seconds"]),
+        (&json!("completed"), &json!(0))
+    );
+    let (status, closed) = patch(&api, &id, json!({"cap_seconds": 900})).await;
+    assert_eq!(
+        (status, closed["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("booking_closed")),
+        "{closed}"
+    );
+
+    // In a call: 409 until it ends.
+    let (_, second) = api.create(booking()).await;
+    let second = second["id"].as_str().unwrap().to_owned();
+    write(
+        &api,
+        "UPDATE bookings SET state = 'in-call' WHERE id = ?1",
+        &second,
+    )
+    .await;
+    let (status, body) = patch(&api, &second, json!({"cap_seconds": 60})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("booking_in_call")),
+        "{body}"
+    );
+}
+
+async fn a_change_that_would_make_routing_ambiguous_is_refused(backend: Backend) {
+    let api = Api::new(backend).await;
+    let mut without_pin = booking();
+    without_pin["pin"] = Value::Null;
+    let (_, open) = api.create(without_pin).await;
+    let open = open["id"].as_str().unwrap().to_owned();
+    // Same number and caller, the next day: no overlap.
+    let mut next_day = booking();
+    next_day["window"] =
+        json!({"start": "2030-01-02T10:00:00+09:00", "end": "2030-01-02T11:00:00+09:00"});
+    next_day["pin"] = Value::Null;
+    let (status, later) = api.create(next_day).await;
+    assert_eq!(status, StatusCode::CREATED, "{later}");
+    let later = later["id"].as_str().unwrap().to_owned();
+    // Moving it onto the first one's window is refused, naming it; moving
+    // the first one changes nothing about itself.
+    let (status, body) = patch(
+        &api,
+        &later,
+        json!({"window": {"start": "2030-01-01T10:30:00+09:00", "end": "2030-01-01T11:30:00+09:00"}}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("booking_overlaps")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains(&open),
+        "{body}"
+    );
+    let (status, body) = patch(
+        &api,
+        &open,
+        json!({"window": {"start": "2030-01-01T09:00:00+09:00", "end": "2030-01-01T11:00:00+09:00"}}),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a booking does not overlap itself: {body}"
+    );
+    // With a PIN it may overlap.
+    let (status, body) = patch(
+        &api,
+        &later,
+        json!({"pin": "2468", "window": {"start": "2030-01-01T10:30:00+09:00", "end": "2030-01-01T11:30:00+09:00"}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
 on_both_backends!(
+    bookings_change_within_their_rules,
+    a_change_that_would_make_routing_ambiguous_is_refused,
     bookings_are_listed_a_page_at_a_time,
     bookings_a_call_could_not_tell_apart_are_refused,
     a_booking_is_created_read_listed_and_canceled,

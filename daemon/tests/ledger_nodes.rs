@@ -307,6 +307,8 @@ async fn events_are_written_with_their_change_and_delivered_once_each(backend: B
         .close_call("call_o".into(), talked(30_000), T0 + 31_000)
         .await
         .unwrap();
+    // 30 s of its 1,800 s budget used: the window's end completes it.
+    assert_eq!(ledger.end_windows(T0 + HOUR_MS).await.unwrap(), 1);
     let events = ledger
         .events(Some("bk_o".into()), None, None, 100)
         .await
@@ -345,7 +347,7 @@ async fn events_are_written_with_their_change_and_delivered_once_each(backend: B
     );
 
     // Four deliveries, claimed once: the other node finds none.
-    let now = T0 + 40_000;
+    let now = T0 + HOUR_MS + 1_000;
     let due = ledger_a.claim_due_deliveries(now, 100).await.unwrap();
     assert_eq!(due.len(), 4);
     assert!(

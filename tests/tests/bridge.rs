@@ -94,9 +94,15 @@ fn audio_and_dtmf_cross_the_relay_and_the_callers_bye_ends_the_expert() {
     assert_eq!(expert_leg["packets_received"], 50);
     assert_eq!(expert_leg["packets_sent"], 54);
     assert_eq!(caller_leg["packets_lost"], 0);
-    // The booking was used: a second call on it is refused.
+    // The call's billed seconds count against the booking's budget; the
+    // rest is there for a call back.
     let (_, booking_now) = daemon.api("GET", &format!("/v1/bookings/{booking}"), TOKEN, None);
-    assert_eq!(booking_now["state"], "completed");
+    assert_eq!(booking_now["state"], "active");
+    assert_eq!(booking_now["used_seconds"], call["billed_seconds"]);
+    assert_eq!(
+        booking_now["remaining_seconds"].as_i64(),
+        Some(600 - call["billed_seconds"].as_i64().unwrap())
+    );
     assert_no_ports_held(&daemon);
 }
 

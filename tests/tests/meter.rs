@@ -320,7 +320,8 @@ fn a_call_killed_mid_talk_is_closed_at_restart_billed_up_to_its_last_checkpoint(
             .contains("start-up")
     );
     let (_, booking_now) = daemon.api("GET", &format!("/v1/bookings/{booking}"), TOKEN, None);
-    assert_eq!(booking_now["state"], "completed", "the booking is released");
+    assert_eq!(booking_now["state"], "active", "the booking is released");
+    assert_eq!(booking_now["used_seconds"], billed_seconds);
     assert!(daemon.wait_for_log(
         "closed calls left open by a previous run",
         Duration::from_secs(2)

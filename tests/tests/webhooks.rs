@@ -154,10 +154,22 @@ fn webhook_section(url: &str) -> String {
     )
 }
 
-/// One connected call of about a second, the caller hanging up.
+/// A booking whose window ends [`WINDOW`] from now: its call is over by
+/// then, and the window's end completes it (`booking.completed`).
+fn closing_soon(callers: &[String], expert: &str) -> Value {
+    let mut booking = booking_json(callers, expert, 600);
+    booking["window"]["end"] = json!(rfc3339(WINDOW));
+    booking
+}
+
+/// How long the bookings of these tests are open.
+const WINDOW: time::Duration = time::Duration::seconds(10);
+
+/// One connected call of about a second, the caller hanging up, on a
+/// booking that completes when its window ends soon after.
 fn one_call(daemon: &Daemon) -> String {
     let expert = expert("expert_answers.xml", "9", &[]);
-    let booking = book(daemon, &[caller_id(1)], None, &expert_uri(&expert));
+    let booking = create_booking(daemon, &closing_soon(&[caller_id(1)], &expert_uri(&expert)));
     let caller = caller(
         daemon,
         "caller_hangs_up.xml",
@@ -302,8 +314,9 @@ fn events_committed_while_the_receiver_is_down_arrive_after_a_kill_9_and_restart
     let url = format!("http://127.0.0.1:{port}/hook");
     let daemon = start_daemon_sections("", "30s", &webhook_section(&url));
     let booking = one_call(&daemon);
-    // Committed, not delivered: the receiver is not there.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // Committed, not delivered: the receiver is not there. The booking
+    // completes when its window ends.
+    let deadline = Instant::now() + WINDOW.unsigned_abs() + Duration::from_secs(20);
     loop {
         let (_, listed) = daemon.api("GET", &format!("/v1/events?booking={booking}"), TOKEN, None);
         let events = listed["events"].as_array().cloned().unwrap_or_default();
@@ -357,7 +370,7 @@ fn settlements_are_told_as_they_conclude() {
         ),
     );
     let expert = expert("expert_answers.xml", "9", &[]);
-    let mut booking = booking_json(&[caller_id(1)], &expert_uri(&expert), 600);
+    let mut booking = closing_soon(&[caller_id(1)], &expert_uri(&expert));
     booking["tariff"]["price_per_minute"] = json!(1200);
     booking["stripe"] = json!({"customer": "cus_test", "payment_method": "pm_card_visa"});
     let booking = create_booking(&daemon, &booking);

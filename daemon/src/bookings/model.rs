@@ -32,6 +32,100 @@ pub struct NewBooking {
     pub cancellation_fee: Option<i64>,
 }
 
+/// The body of `PATCH /v1/bookings/{id}`: the fields to change, each
+/// optional. `called`, `stripe` and `cancellation_fee` are fixed at
+/// creation (the routing key and what was held); they are named here so a
+/// request that sets them is told so, field by field.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BookingPatch {
+    /// New caller IDs (replacing the list).
+    pub callers: Option<Vec<String>>,
+    /// A new PIN; `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    pub pin: Option<Option<String>>,
+    /// A new callee.
+    pub callee: Option<Callee>,
+    /// A new tariff (only before the booking's first call).
+    pub tariff: Option<Tariff>,
+    /// A new budget (not below what its calls used).
+    pub cap_seconds: Option<i64>,
+    /// A new window.
+    pub window: Option<Window>,
+    /// Fixed: the id.
+    id: Option<serde_json::Value>,
+    /// Fixed: the dialled number.
+    called: Option<serde_json::Value>,
+    /// Fixed: the card.
+    stripe: Option<serde_json::Value>,
+    /// Fixed: the fee held with the booking.
+    cancellation_fee: Option<serde_json::Value>,
+}
+
+/// A field that is present, `null` included: `Some(None)` for `null`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+impl BookingPatch {
+    /// An error per fixed field the patch sets, and one when it changes
+    /// nothing at all.
+    pub fn refused_fields(&self) -> Vec<FieldError> {
+        let fixed = [
+            ("id", self.id.is_some()),
+            ("called", self.called.is_some()),
+            ("stripe", self.stripe.is_some()),
+            ("cancellation_fee", self.cancellation_fee.is_some()),
+        ];
+        let mut errors: Vec<FieldError> = fixed
+            .iter()
+            .filter(|(_, set)| *set)
+            .map(|(field, _)| FieldError {
+                field: (*field).to_owned(),
+                message: "cannot be changed; cancel the booking and create another".to_owned(),
+            })
+            .collect();
+        let changes = self.callers.is_some()
+            || self.pin.is_some()
+            || self.callee.is_some()
+            || self.tariff.is_some()
+            || self.cap_seconds.is_some()
+            || self.window.is_some();
+        if errors.is_empty() && !changes {
+            errors.push(FieldError {
+                field: "body".to_owned(),
+                message:
+                    "names nothing to change (callers, pin, callee, tariff, cap_seconds, window)"
+                        .to_owned(),
+            });
+        }
+        errors
+    }
+
+    /// `booking` with this patch's fields in place of its own.
+    pub fn applied_to(self, mut booking: NewBooking) -> NewBooking {
+        if let Some(callers) = self.callers {
+            booking.callers = callers;
+        }
+        if let Some(pin) = self.pin {
+            booking.pin = pin;
+        }
+        if let Some(callee) = self.callee {
+            booking.callee = callee;
+        }
+        if let Some(tariff) = self.tariff {
+            booking.tariff = tariff;
+        }
+        if let Some(cap_seconds) = self.cap_seconds {
+            booking.cap_seconds = cap_seconds;
+        }
+        if let Some(window) = self.window {
+            booking.window = window;
+        }
+        booking
+    }
+}
+
 /// Who answers a booked call.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(untagged, deny_unknown_fields)]

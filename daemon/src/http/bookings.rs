@@ -4,6 +4,8 @@
 //!
 //! - `POST /v1/bookings` creates one (422 listing every invalid field);
 //! - `GET /v1/bookings/{id}`, `GET /v1/bookings?called=&state=&limit=`;
+//! - `PATCH /v1/bookings/{id}` changes an active one (422 for invalid
+//!   fields, 409 with a stable code when its state or history forbids);
 //! - `DELETE /v1/bookings/{id}` cancels (409 while it is in a call).
 
 use std::sync::Arc;
@@ -18,15 +20,20 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use super::{ApiError, views};
-use crate::bookings::model::{self, Context, FieldError, NewBooking};
-use crate::ledger::{BookingState, BookingWrite, LedgerError};
+use crate::bookings::model::{self, BookingPatch, Context, FieldError, NewBooking, ValidBooking};
+use crate::ledger::{BookingState, BookingWrite, ChangeRefused, LedgerError};
 use crate::state::Shared;
 
 /// The routes, to be nested under `/v1` behind the token check.
 pub fn routes() -> axum::Router<Arc<Shared>> {
     axum::Router::new()
         .route("/bookings", get(list_bookings).post(create_booking))
-        .route("/bookings/{id}", get(show_booking).delete(cancel_booking))
+        .route(
+            "/bookings/{id}",
+            get(show_booking)
+                .patch(change_booking)
+                .delete(cancel_booking),
+        )
 }
 
 /// The answer to a ledger that failed: 503 `ledger_unavailable` while it
@@ -106,11 +113,11 @@ pub(super) fn query_error(
     }])
 }
 
-async fn create_booking(
-    State(shared): State<Arc<Shared>>,
-    body: Result<Json<NewBooking>, JsonRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let Json(booking) = body.map_err(ApiError::from_json_rejection)?;
+/// The API's rules for a booking under the current config, at `now`.
+fn rules(
+    shared: &Shared,
+    now: OffsetDateTime,
+) -> impl FnOnce(NewBooking) -> Result<ValidBooking, Vec<FieldError>> + Send + 'static {
     let config = shared.config.load();
     let trunks: Vec<String> = config
         .trunks
@@ -118,16 +125,46 @@ async fn create_booking(
         .filter(|t| t.termination.is_some())
         .map(|t| t.name.clone())
         .collect();
-    let now = OffsetDateTime::now_utc();
-    let valid = model::validate(
-        booking,
-        &Context {
-            now,
-            trunks_with_termination: &trunks,
-            charges: config.stripe.mode() != tollbridge_config::StripeMode::LedgerOnly,
-        },
+    let charges = config.stripe.mode() != tollbridge_config::StripeMode::LedgerOnly;
+    move |booking| {
+        model::validate(
+            booking,
+            &Context {
+                now,
+                trunks_with_termination: &trunks,
+                charges,
+            },
+        )
+    }
+}
+
+/// 409 `booking_overlaps`, naming the other booking.
+fn overlaps(other: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "booking_overlaps",
+        format!(
+            "booking {other} on the same number shares a caller and overlaps this window, and neither has a PIN: a call could not tell which it is for (give one a pin, or change the callers or the window)"
+        ),
     )
-    .map_err(ApiError::validation)?;
+}
+
+/// 409 `booking_in_call`.
+fn in_call() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "booking_in_call",
+        "the booking is in a call; try again after the call ends",
+    )
+}
+
+async fn create_booking(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Json<NewBooking>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Json(booking) = body.map_err(ApiError::from_json_rejection)?;
+    let now = OffsetDateTime::now_utc();
+    let valid = rules(&shared, now)(booking).map_err(ApiError::validation)?;
     let id = valid
         .booking
         .id
@@ -139,13 +176,7 @@ async fn create_booking(
         .await
     {
         Ok(row) => Ok((StatusCode::CREATED, Json(views::booking(&row)))),
-        Err(BookingWrite::Overlaps(other)) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "booking_overlaps",
-            format!(
-                "booking {other} on the same number shares a caller and overlaps this window, and neither has a PIN: a call could not tell which it is for (give one a pin, or change the callers or the window)"
-            ),
-        )),
+        Err(BookingWrite::Overlaps(other)) => Err(overlaps(&other)),
         Err(BookingWrite::Exists) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "booking_exists",
@@ -225,11 +256,48 @@ async fn cancel_booking(
     match result {
         Ok(Some(row)) => Ok(Json(views::booking(&row))),
         Ok(None) => Err(ApiError::not_found()),
-        Err(BookingWrite::InCall) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "booking_in_call",
-            "the booking is in a call; cancel it after the call ends",
-        )),
+        Err(BookingWrite::InCall) => Err(in_call()),
         Err(e) => Err(write_failed(e)),
+    }
+}
+
+async fn change_booking(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: Result<Json<BookingPatch>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(patch) = body.map_err(ApiError::from_json_rejection)?;
+    let refused = patch.refused_fields();
+    if !refused.is_empty() {
+        return Err(ApiError::validation(refused));
+    }
+    let now = OffsetDateTime::now_utc();
+    let check = rules(&shared, now);
+    let changed = shared
+        .ledger
+        .change_booking(id, patch, check, crate::clock::ms_of(now))
+        .await;
+    match changed {
+        Ok(row) => Ok(Json(views::booking(&row))),
+        Err(ChangeRefused::NotFound) => Err(ApiError::not_found()),
+        Err(ChangeRefused::Invalid(errors)) => Err(ApiError::validation(errors)),
+        Err(ChangeRefused::Closed(state)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "booking_closed",
+            format!("the booking is {state}; it no longer changes"),
+        )),
+        Err(ChangeRefused::TariffLocked) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "tariff_locked",
+            "the tariff cannot change after the booking's first call: its calls were rated and held by it",
+        )),
+        Err(ChangeRefused::BelowUsed(used)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "budget_below_used",
+            format!("cap_seconds cannot go below the {used} s the booking's calls already used"),
+        )),
+        Err(ChangeRefused::Write(BookingWrite::InCall)) => Err(in_call()),
+        Err(ChangeRefused::Write(BookingWrite::Overlaps(other))) => Err(overlaps(&other)),
+        Err(ChangeRefused::Write(e)) => Err(write_failed(e)),
     }
 }

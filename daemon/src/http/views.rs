@@ -16,6 +16,8 @@ pub fn booking(b: &BookingRecord) -> Value {
         "callee": b.callee,
         "tariff": b.tariff,
         "cap_seconds": b.cap_seconds,
+        "used_seconds": b.used_seconds,
+        "remaining_seconds": (b.cap_seconds - b.used_seconds).max(0),
         "window": {"start": rfc3339(b.window_start_ms), "end": rfc3339(b.window_end_ms)},
         "stripe": b.stripe,
         "cancellation_fee": b.cancellation_fee,

@@ -25,8 +25,10 @@ pub struct BookingRecord {
     pub callee: Option<Callee>,
     /// How talk is priced.
     pub tariff: Tariff,
-    /// The most talk time it buys.
+    /// The talk time it buys, for all its calls together.
     pub cap_seconds: i64,
+    /// What its connected calls were billed so far, in seconds.
+    pub used_seconds: i64,
     /// Window start, Unix ms.
     pub window_start_ms: i64,
     /// Window end, Unix ms.
@@ -43,7 +45,7 @@ pub struct BookingRecord {
 
 const COLUMNS: &str = "id, called, callers, pin IS NOT NULL, callee, currency, price_per_minute, \
      increment_seconds, minimum_seconds, cap_seconds, window_start_ms, window_end_ms, stripe_customer, \
-     stripe_payment_method, cancellation_fee, state, created_ms, under_minimum";
+     stripe_payment_method, cancellation_fee, state, created_ms, under_minimum, used_seconds";
 
 fn record_from(row: &Row) -> Result<BookingRecord, LedgerError> {
     let state = row.text(15)?;
@@ -61,6 +63,7 @@ fn record_from(row: &Row) -> Result<BookingRecord, LedgerError> {
             under_minimum: row.text(17)?,
         },
         cap_seconds: row.int(9)?,
+        used_seconds: row.int(18)?,
         window_start_ms: row.int(10)?,
         window_end_ms: row.int(11)?,
         stripe: row
@@ -98,22 +101,23 @@ pub enum BookingWrite {
     Ledger(#[from] LedgerError),
 }
 
-/// An open booking without a PIN on `called` whose window overlaps
-/// `start..end` and whose callers share one with `callers`: a call from
-/// that caller in the overlap could be for either.
-fn ambiguous_with(
+/// An open booking without a PIN on `called` (other than `except`) whose
+/// window overlaps `start..end` and whose callers share one with
+/// `callers`: a call from that caller in the overlap could be for either.
+pub(super) fn ambiguous_with(
     db: &mut dyn Db,
     called: &str,
     callers: &[String],
     start_ms: i64,
     end_ms: i64,
+    except: Option<&str>,
 ) -> Result<Option<String>, LedgerError> {
     let candidates = db.query(
         "SELECT id, callers FROM bookings
          WHERE called = ?1 AND state IN ('active', 'in-call') AND pin IS NULL
-           AND window_start_ms < ?3 AND window_end_ms > ?2
+           AND window_start_ms < ?3 AND window_end_ms > ?2 AND id <> ?4
          ORDER BY created_ms, id",
-        args![called, start_ms, end_ms],
+        args![called, start_ms, end_ms, except.unwrap_or("")],
     )?;
     for row in &candidates {
         let theirs: Vec<String> = serde_json::from_str(&row.text(1)?).unwrap_or_default();
@@ -122,6 +126,15 @@ fn ambiguous_with(
         }
     }
     Ok(None)
+}
+
+/// A callee as the `callee` column keeps it.
+pub(super) fn stored_callee(callee: &Callee) -> String {
+    match callee {
+        Callee::Uri { uri } => serde_json::json!({"uri": uri}),
+        Callee::Number { number, trunk } => serde_json::json!({"number": number, "trunk": trunk}),
+    }
+    .to_string()
 }
 
 /// One booking by id.
@@ -137,8 +150,9 @@ pub(super) fn get(db: &mut dyn Db, id: &str) -> Result<Option<BookingRecord>, Le
 pub struct Terms {
     /// How talk time is priced.
     pub tariff: RatingTariff,
-    /// The most talk time it buys.
-    pub cap_seconds: u64,
+    /// The talk time its next call may use: the budget less what its
+    /// earlier calls were billed.
+    pub remaining_seconds: u64,
     /// The Stripe customer and card, when it has them.
     pub card: Option<(String, String)>,
 }
@@ -147,8 +161,8 @@ pub struct Terms {
 /// tariff is one this build cannot rate).
 pub(super) fn terms(db: &mut dyn Db, id: &str) -> Result<Option<Terms>, LedgerError> {
     let Some(row) = db.query_opt(
-        "SELECT currency, price_per_minute, increment_seconds, minimum_seconds, cap_seconds,
-                stripe_customer, stripe_payment_method FROM bookings WHERE id = ?1",
+        "SELECT currency, price_per_minute, increment_seconds, minimum_seconds,
+                cap_seconds - used_seconds, stripe_customer, stripe_payment_method FROM bookings WHERE id = ?1",
         args![id],
     )?
     else {
@@ -170,10 +184,58 @@ pub(super) fn terms(db: &mut dyn Db, id: &str) -> Result<Option<Terms>, LedgerEr
                 increment_seconds: u32::try_from(increment).ok()?,
                 minimum_seconds: u32::try_from(minimum).ok()?,
             },
-            cap_seconds: u64::try_from(cap).ok()?,
+            remaining_seconds: u64::try_from(cap).ok()?,
             card,
         })
     })())
+}
+
+/// Bookings closed per transaction by [`end_windows`]; the rest wait for
+/// the next scan.
+const WINDOWS_PER_SCAN: i64 = 200;
+
+/// Closes the active bookings whose window has ended: `completed` when a
+/// call was routed to them (connected or not: the caller came; a fee hold
+/// is released), `no-show` when none was (its fee is captured by
+/// `settlements::fee_no_shows`, once its hold has been placed). Each
+/// change is told to the platform in the same transaction. Returns how
+/// many were closed.
+pub(super) fn end_windows(db: &mut dyn Db, now_ms: i64) -> Result<usize, LedgerError> {
+    let ended = db.query(
+        "SELECT b.id, b.used_seconds, EXISTS (SELECT 1 FROM calls c WHERE c.booking_id = b.id)
+         FROM bookings b WHERE b.state = 'active' AND b.window_end_ms <= ?1
+         ORDER BY b.window_end_ms, b.id LIMIT ?2",
+        args![now_ms, WINDOWS_PER_SCAN],
+    )?;
+    let mut closed = 0;
+    for row in &ended {
+        let (id, used_seconds, called) = (row.text(0)?, row.int(1)?, row.flag(2)?);
+        let state = if called {
+            BookingState::Completed
+        } else {
+            BookingState::NoShow
+        };
+        let changed = db.execute(
+            "UPDATE bookings SET state = ?2, updated_ms = ?3 WHERE id = ?1 AND state = 'active'",
+            args![id.as_str(), state.as_str(), now_ms],
+        )?;
+        if changed != 1 {
+            continue;
+        }
+        closed += 1;
+        let data = serde_json::json!({
+            "state": state.as_str(),
+            "reason": "window-ended",
+            "used_seconds": used_seconds,
+        });
+        if called {
+            settlements::settle_fee(db, &id, false, "the caller called in the window", now_ms)?;
+            super::events::emit(db, "booking.completed", &id, None, data, now_ms)?;
+        } else {
+            super::events::emit(db, "booking.no_show", &id, None, data, now_ms)?;
+        }
+    }
+    Ok(closed)
 }
 
 impl Ledger {
@@ -188,16 +250,10 @@ impl Ledger {
         self.run(move |db| {
                 let b = &valid.booking;
                 if b.pin.is_none()
-                    && let Some(other) = ambiguous_with(db, &b.called, &b.callers, valid.window_start_ms, valid.window_end_ms)?
+                    && let Some(other) = ambiguous_with(db, &b.called, &b.callers, valid.window_start_ms, valid.window_end_ms, None)?
                 {
                     return Ok(Err(BookingWrite::Overlaps(other)));
                 }
-                let callee = match &b.callee {
-                    Callee::Uri { uri } => serde_json::json!({"uri": uri}),
-                    Callee::Number { number, trunk } => {
-                        serde_json::json!({"number": number, "trunk": trunk})
-                    }
-                };
                 let inserted = db.execute(
                     "INSERT INTO bookings (id, called, callers, pin, callee, currency, price_per_minute,
                          increment_seconds, minimum_seconds, cap_seconds, window_start_ms, window_end_ms,
@@ -210,7 +266,7 @@ impl Ledger {
                         b.called.as_str(),
                         serde_json::to_string(&b.callers).unwrap_or_else(|_| "[]".to_owned()),
                         b.pin.clone(),
-                        callee.to_string(),
+                        stored_callee(&b.callee),
                         b.tariff.currency.as_str(),
                         b.tariff.price_per_minute,
                         b.tariff.increment_seconds,
@@ -309,6 +365,12 @@ impl Ledger {
             Ok(Ok(get(db, &id)?))
         })
         .await?
+    }
+
+    /// Closes the bookings whose window ended (see [`end_windows`]);
+    /// returns how many.
+    pub async fn end_windows(&self, now_ms: i64) -> Result<usize, LedgerError> {
+        self.run(move |db| end_windows(db, now_ms)).await
     }
 
     /// Who answers a booking's calls.

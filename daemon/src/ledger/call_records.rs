@@ -69,7 +69,8 @@ pub struct Rating {
     pub increment_seconds: i64,
     /// Billed at least, seconds.
     pub minimum_seconds: i64,
-    /// The booking's cap, seconds.
+    /// The call's cap, seconds: what remained of its booking's budget
+    /// when it was routed.
     pub cap_seconds: i64,
 }
 
@@ -190,10 +191,11 @@ fn record(db: &mut dyn Db, id: &str) -> Result<Option<CallRecord>, LedgerError> 
         node: row.text(21)?,
         taken_over_by: row.opt_text(22)?,
     };
-    // The rating inputs: the booking's tariff.
+    // The rating inputs: the booking's tariff, the call's cap.
     call.rating = db
         .query_opt(
-            "SELECT b.currency, b.price_per_minute, b.increment_seconds, b.minimum_seconds, b.cap_seconds
+            "SELECT b.currency, b.price_per_minute, b.increment_seconds, b.minimum_seconds,
+                    COALESCE(c.cap_seconds, b.cap_seconds)
              FROM calls c JOIN bookings b ON b.id = c.booking_id WHERE c.id = ?1",
             args![id],
         )?

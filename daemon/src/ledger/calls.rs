@@ -31,8 +31,9 @@ pub struct NewCall {
     pub called: Option<String>,
 }
 
-/// What routing decided, with the routed booking's cap in seconds and
-/// whether it has a card to hold.
+/// What routing decided, with the talk time left on the routed booking
+/// (its budget less what earlier calls used: the call's cap) and whether
+/// it has a card to hold.
 pub type Routed = (Route, Option<i64>, bool);
 
 /// A call's price as stored.
@@ -173,25 +174,32 @@ fn price_call(
     }))
 }
 
-/// A booking whose call ended: completed when the parties were connected,
-/// active again (the caller may retry within the window) when not.
+/// A booking whose call ended: the seconds the call was billed count
+/// against its budget; it is completed when the budget is used up, active
+/// again otherwise (the caller may call back within the window for what
+/// remains; the window's end is `bookings::end_windows`). True when it is
+/// now completed.
 fn release_booking(
     db: &mut dyn Db,
     call_id: &str,
-    connected: bool,
+    billed_seconds: u64,
     now_ms: i64,
 ) -> Result<bool, LedgerError> {
     let changed = db.execute(
-        "UPDATE bookings SET state = ?2, updated_ms = ?3
+        "UPDATE bookings SET used_seconds = used_seconds + ?2,
+             state = CASE WHEN used_seconds + ?2 >= cap_seconds THEN 'completed' ELSE 'active' END,
+             updated_ms = ?3
          WHERE state = 'in-call' AND id = (SELECT booking_id FROM calls WHERE id = ?1)",
-        args![
-            call_id,
-            if connected { "completed" } else { "active" },
-            now_ms
-        ],
+        args![call_id, billed_seconds, now_ms],
     )?;
-    // Whether the booking is now completed.
-    Ok(connected && changed == 1)
+    if changed != 1 {
+        return Ok(false);
+    }
+    let state = db.query_one(
+        "SELECT state FROM bookings WHERE id = (SELECT booking_id FROM calls WHERE id = ?1)",
+        args![call_id],
+    )?;
+    Ok(state.text(0)? == "completed")
 }
 
 /// What closing a call record did.
@@ -250,7 +258,8 @@ pub(super) fn close(
         }
         priced
     };
-    let completed = release_booking(db, call_id, end.connected, settle_at_ms)?;
+    let billed_seconds = priced.as_ref().map_or(0, |p| p.billed_seconds);
+    let completed = release_booking(db, call_id, billed_seconds, settle_at_ms)?;
     if let Some(booking) = super::events::booking_of_call(db, call_id)? {
         let data = serde_json::json!({
             "status": end.status.as_str(),
@@ -263,7 +272,11 @@ pub(super) fn close(
         });
         super::events::emit(db, "call.ended", &booking, Some(call_id), data, ended_ms)?;
         if completed {
-            let data = serde_json::json!({"state": "completed", "call": call_id});
+            let data = serde_json::json!({
+                "state": "completed",
+                "reason": "budget-used",
+                "call": call_id,
+            });
             super::events::emit(
                 db,
                 "booking.completed",
@@ -352,12 +365,17 @@ impl Ledger {
                 return Ok((Route::Refuse(RejectReason::BookingInCall), None, false));
             }
             let terms = db.query_one(
-                "SELECT cap_seconds, CASE WHEN stripe_customer IS NOT NULL AND stripe_payment_method IS NOT NULL
+                "SELECT cap_seconds - used_seconds, CASE WHEN stripe_customer IS NOT NULL AND stripe_payment_method IS NOT NULL
                                           THEN 1 ELSE 0 END
                  FROM bookings WHERE id = ?1",
                 args![id.as_str()],
             )?;
-            Ok((Route::Booking(id), Some(terms.int(0)?), terms.flag(1)?))
+            let cap = terms.int(0)?;
+            db.execute(
+                "UPDATE calls SET cap_seconds = ?2 WHERE id = ?1",
+                args![call_id.as_str(), cap],
+            )?;
+            Ok((Route::Booking(id), Some(cap), terms.flag(1)?))
         })
         .await
     }

@@ -18,7 +18,7 @@ use crate::args;
 use crate::clock::rfc3339;
 
 /// The event types, as endpoints subscribe to them.
-pub const EVENT_TYPES: [&str; 9] = [
+pub const EVENT_TYPES: [&str; 10] = [
     "call.ringing",
     "call.answered",
     "call.warning",
@@ -27,6 +27,7 @@ pub const EVENT_TYPES: [&str; 9] = [
     "settlement.failed",
     "settlement.unknown",
     "booking.completed",
+    "booking.no_show",
     "refund.succeeded",
 ];
 

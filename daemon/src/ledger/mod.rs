@@ -15,6 +15,7 @@ pub mod backup;
 pub mod db;
 pub mod states;
 
+mod booking_changes;
 mod bookings;
 mod call_records;
 mod calls;
@@ -34,6 +35,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
+pub use booking_changes::ChangeRefused;
 pub use bookings::{BookingRecord, BookingWrite, Terms};
 pub use call_records::{CallEvent, CallFilter, CallLeg, CallRecord, LegMedia, Rating};
 pub use calls::{CallEnd, NewCall, Priced, Routed};

@@ -197,9 +197,21 @@ CREATE TABLE event_deliveries (
 CREATE INDEX event_deliveries_due ON event_deliveries (next_attempt_ms) WHERE state = 'pending';
 "#;
 
+/// Schema v7 (see `sqlite_schema.rs`).
+const V7: &str = r#"
+ALTER TABLE bookings DROP CONSTRAINT bookings_state_check;
+ALTER TABLE bookings ADD CONSTRAINT bookings_state_check
+    CHECK (state IN ('active', 'in-call', 'completed', 'canceled', 'no-show'));
+ALTER TABLE bookings ADD COLUMN used_seconds BIGINT NOT NULL DEFAULT 0 CHECK (used_seconds >= 0);
+UPDATE bookings b SET used_seconds = (SELECT COALESCE(SUM(c.billed_seconds), 0) FROM calls c
+    WHERE c.booking_id = b.id AND c.ended_ms IS NOT NULL AND c.billed_seconds IS NOT NULL);
+CREATE INDEX bookings_open_by_window_end ON bookings (window_end_ms) WHERE state = 'active';
+ALTER TABLE calls ADD COLUMN cap_seconds BIGINT CHECK (cap_seconds >= 0);
+"#;
+
 /// Every migration as (the schema version it brings, its statements),
 /// oldest first.
-pub(crate) const MIGRATIONS: &[(usize, &str)] = &[(4, V4), (5, V5), (6, V6)];
+pub(crate) const MIGRATIONS: &[(usize, &str)] = &[(4, V4), (5, V5), (6, V6), (7, V7)];
 
 /// The schema version this build writes.
-pub(crate) const LATEST_VERSION: usize = 6;
+pub(crate) const LATEST_VERSION: usize = 7;

@@ -556,8 +556,8 @@ pub(super) fn settle_fee(
     }
 }
 
-/// Captures the fee of every booking whose window ended without a
-/// completed call. Returns how many.
+/// Captures the fee of every no-show booking (window ended, nobody
+/// called) whose fee hold is placed and not yet settled. Returns how many.
 pub(super) fn fee_no_shows(db: &mut dyn Db, now_ms: i64) -> Result<usize, LedgerError> {
     let bookings: Vec<String> = db
         .query(
@@ -565,7 +565,7 @@ pub(super) fn fee_no_shows(db: &mut dyn Db, now_ms: i64) -> Result<usize, Ledger
              WHERE s.operation = 'cancellation-fee' AND s.state = 'succeeded'
                AND s.attempt = (SELECT MAX(attempt) FROM settlements
                                 WHERE booking_id = b.id AND operation = 'cancellation-fee')
-               AND b.state = 'active' AND b.window_end_ms <= ?1
+               AND b.state = 'no-show' AND b.window_end_ms <= ?1
                AND NOT EXISTS (SELECT 1 FROM settlements f WHERE f.booking_id = b.id
                                AND f.call_id IS NULL AND f.operation IN ('capture', 'cancel')
                                AND f.attempt = s.attempt)",
@@ -656,8 +656,8 @@ pub(super) fn views(
 pub struct HoldTerms {
     /// The booking's tariff.
     pub tariff: tollbridge_billing::rating::Tariff,
-    /// Its cap.
-    pub cap_seconds: u64,
+    /// The talk time left on the booking: what the hold covers at most.
+    pub remaining_seconds: u64,
     /// The Stripe customer.
     pub customer: String,
     /// The card.
@@ -683,7 +683,7 @@ impl Ledger {
             let Some((customer, payment_method)) = terms.card else {
                 return Ok(None);
             };
-            let Ok(amount) = settlement::hold_amount(&terms.tariff, terms.cap_seconds) else {
+            let Ok(amount) = settlement::hold_amount(&terms.tariff, terms.remaining_seconds) else {
                 return Ok(None);
             };
             let row = insert(
@@ -711,7 +711,7 @@ impl Ledger {
                 row,
                 HoldTerms {
                     tariff: terms.tariff,
-                    cap_seconds: terms.cap_seconds,
+                    remaining_seconds: terms.remaining_seconds,
                     customer,
                     payment_method,
                 },
@@ -811,8 +811,8 @@ impl Ledger {
         self.run(move |db| renew_fee_holds(db, now_ms)).await
     }
 
-    /// Captures the fee of every booking whose window ended without a
-    /// completed call. Returns how many.
+    /// Captures the fee of every no-show booking whose fee hold is placed
+    /// and not yet settled. Returns how many.
     pub async fn fee_no_shows(&self, now_ms: i64) -> Result<usize, LedgerError> {
         self.run(move |db| fee_no_shows(db, now_ms)).await
     }

@@ -266,10 +266,27 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), LedgerError> {
             supported: LATEST_VERSION,
         });
     }
-    MIGRATIONS
-        .to_latest(conn)
+    // A migration that rebuilds a table others refer to (v7) must drop
+    // it: foreign keys are off while migrations run (a no-op inside a
+    // transaction, hence here) and each migration checks them after.
+    let switch_keys = |conn: &Connection, on: bool| {
+        conn.execute_batch(if on {
+            "PRAGMA foreign_keys = ON;"
+        } else {
+            "PRAGMA foreign_keys = OFF;"
+        })
         .map_err(|e| LedgerError::Migrate {
-            what,
+            what: what.clone(),
             reason: e.to_string(),
         })
+    };
+    switch_keys(conn, false)?;
+    let migrated = MIGRATIONS
+        .to_latest(conn)
+        .map_err(|e| LedgerError::Migrate {
+            what: what.clone(),
+            reason: e.to_string(),
+        });
+    switch_keys(conn, true)?;
+    migrated
 }

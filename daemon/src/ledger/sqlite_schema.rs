@@ -251,6 +251,56 @@ CREATE TABLE event_deliveries (
 CREATE INDEX event_deliveries_due ON event_deliveries (next_attempt_ms) WHERE state = 'pending';
 "#;
 
+/// Schema v7: paid time that spans calls. A booking's `cap_seconds` is
+/// its budget for all its calls together and `used_seconds` what its
+/// connected calls have been billed so far (each call keeps the cap it was
+/// given: what remained when it was routed); a booking whose window ended
+/// without any call is a `no-show`. SQLite cannot change a CHECK in
+/// place: the table is rebuilt (foreign keys are off while migrations
+/// run, and checked after).
+const V7: &str = r#"
+CREATE TABLE bookings_v7 (
+    id                    TEXT PRIMARY KEY,
+    called                TEXT NOT NULL,              -- trunk number dialled, E.164
+    callers               TEXT NOT NULL DEFAULT '[]', -- JSON array of E.164 caller ids
+    pin                   TEXT,
+    callee                TEXT NOT NULL,              -- JSON: {"uri"} or {"number","trunk"}
+    currency              TEXT NOT NULL,
+    price_per_minute      INTEGER NOT NULL CHECK (price_per_minute >= 0),
+    increment_seconds     INTEGER NOT NULL DEFAULT 1 CHECK (increment_seconds > 0),
+    minimum_seconds       INTEGER NOT NULL DEFAULT 0 CHECK (minimum_seconds >= 0),
+    cap_seconds           INTEGER NOT NULL CHECK (cap_seconds > 0),
+    window_start_ms       INTEGER NOT NULL,
+    window_end_ms         INTEGER NOT NULL CHECK (window_end_ms > window_start_ms),
+    stripe_customer       TEXT,
+    stripe_payment_method TEXT,
+    cancellation_fee      INTEGER CHECK (cancellation_fee >= 0),
+    state                 TEXT NOT NULL DEFAULT 'active'
+                          CHECK (state IN ('active', 'in-call', 'completed', 'canceled', 'no-show')),
+    created_ms            INTEGER NOT NULL,
+    updated_ms            INTEGER NOT NULL,
+    under_minimum         TEXT NOT NULL DEFAULT 'cancel'
+                          CHECK (under_minimum IN ('cancel', 'charge-minimum')),
+    used_seconds          INTEGER NOT NULL DEFAULT 0 CHECK (used_seconds >= 0)
+) STRICT;
+INSERT INTO bookings_v7 (id, called, callers, pin, callee, currency, price_per_minute, increment_seconds,
+                         minimum_seconds, cap_seconds, window_start_ms, window_end_ms, stripe_customer,
+                         stripe_payment_method, cancellation_fee, state, created_ms, updated_ms,
+                         under_minimum, used_seconds)
+    SELECT b.id, b.called, b.callers, b.pin, b.callee, b.currency, b.price_per_minute, b.increment_seconds,
+           b.minimum_seconds, b.cap_seconds, b.window_start_ms, b.window_end_ms, b.stripe_customer,
+           b.stripe_payment_method, b.cancellation_fee, b.state, b.created_ms, b.updated_ms,
+           b.under_minimum,
+           (SELECT COALESCE(SUM(c.billed_seconds), 0) FROM calls c
+            WHERE c.booking_id = b.id AND c.ended_ms IS NOT NULL AND c.billed_seconds IS NOT NULL)
+    FROM bookings b;
+DROP TABLE bookings;
+ALTER TABLE bookings_v7 RENAME TO bookings;
+CREATE INDEX bookings_by_called ON bookings (called, state);
+CREATE INDEX bookings_open_by_window_end ON bookings (window_end_ms) WHERE state = 'active';
+ALTER TABLE calls ADD COLUMN cap_seconds INTEGER CHECK (cap_seconds >= 0);  -- the call's own cap
+"#;
+
 const MIGRATIONS_SLICE: &[M<'static>] = &[
     M::up(V1).foreign_key_check(),
     M::up(V2).foreign_key_check(),
@@ -258,6 +308,7 @@ const MIGRATIONS_SLICE: &[M<'static>] = &[
     M::up(V4).foreign_key_check(),
     M::up(V5).foreign_key_check(),
     M::up(V6).foreign_key_check(),
+    M::up(V7).foreign_key_check(),
 ];
 
 /// Every migration, oldest first.

@@ -42,10 +42,12 @@ stored_state! {
         Active = "active",
         /// A call is using it now (on one node; the claim is the row's).
         InCall = "in-call",
-        /// A call took place.
+        /// Its budget was used up, or its window ended after a call.
         Completed = "completed",
         /// Canceled by the operator's application.
         Canceled = "canceled",
+        /// Its window ended and nobody called.
+        NoShow = "no-show",
     }
 }
 

@@ -96,3 +96,62 @@ async fn a_closed_ledger_answers_closed() {
     ledger.close().await;
     assert!(matches!(other.ping().await, Err(LedgerError::Closed)));
 }
+
+/// Schema v7 rebuilds the bookings table that calls, settlements and
+/// events refer to: a v6 file keeps every row and reference, its used
+/// time is what its calls were billed, and foreign keys are enforced again
+/// after.
+#[tokio::test]
+async fn a_version_6_file_keeps_its_bookings_and_references_through_v7() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let mut conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("PRAGMA foreign_keys = ON;").unwrap();
+    sqlite_schema::MIGRATIONS.to_version(&mut conn, 6).unwrap();
+    conn.execute_batch(
+        "INSERT INTO bookings (id, called, callers, callee, currency, price_per_minute, cap_seconds,
+             window_start_ms, window_end_ms, state, created_ms, updated_ms)
+         VALUES ('bk_1', '+81312345678', '[\"+819012345678\"]', '{\"uri\":\"sip:e@h\"}', 'jpy', 300,
+                 1800, 1, 2, 'completed', 1, 1);
+         INSERT INTO calls (id, booking_id, inbound_call_id, status, created_ms, ended_ms, billed_seconds)
+         VALUES ('call_1', 'bk_1', 'a@b', 'completed', 1, 2, 66),
+                ('call_2', 'bk_1', 'c@d', 'busy', 3, 4, 0);
+         INSERT INTO settlements (id, booking_id, call_id, operation, idempotency_key, amount, currency,
+             created_ms, updated_ms)
+         VALUES ('st_1', 'bk_1', 'call_1', 'capture', 'k1', 330, 'jpy', 2, 2);
+         INSERT INTO events (id, type, booking_id, booking_seq, call_id, created_ms, body)
+         VALUES ('evt_1', 'call.ended', 'bk_1', 1, 'call_1', 2, '{}');",
+    )
+    .unwrap();
+    drop(conn);
+
+    let ledger = Ledger::open_sqlite(&path).unwrap();
+    let booking = ledger.booking("bk_1".into()).await.unwrap().unwrap();
+    assert_eq!(
+        (booking.state, booking.used_seconds, booking.cap_seconds),
+        (BookingState::Completed, 66, 1800)
+    );
+    let (version, dangling, refused, no_show) = ledger
+        .run(|db| {
+            let version = db.query_one("PRAGMA user_version", &[])?.int(0)?;
+            let dangling = db.query("PRAGMA foreign_key_check", &[])?.len();
+            let refused = db
+                .execute(
+                    "INSERT INTO calls (id, booking_id, inbound_call_id, status, created_ms)
+                     VALUES ('call_x', 'bk_none', 'x@y', 'queued', 5)",
+                    &[],
+                )
+                .is_err();
+            let no_show = db.execute(
+                "UPDATE bookings SET state = 'no-show' WHERE id = 'bk_1'",
+                &[],
+            )?;
+            Ok((version, dangling, refused, no_show))
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (version, dangling, refused, no_show),
+        (sqlite_schema::LATEST_VERSION as i64, 0, true, 1)
+    );
+}

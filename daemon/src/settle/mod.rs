@@ -143,8 +143,8 @@ pub async fn place_hold(
     }
     match (state, intent_id) {
         (SettlementState::Succeeded, Some(payment_intent)) => {
-            let covers = settlement::cap_for_hold(&terms.tariff, amount, terms.cap_seconds)
-                .unwrap_or(terms.cap_seconds);
+            let covers = settlement::cap_for_hold(&terms.tariff, amount, terms.remaining_seconds)
+                .unwrap_or(terms.remaining_seconds);
             Ok(Held {
                 payment_intent,
                 amount,
@@ -227,9 +227,9 @@ impl Settler {
         }
     }
 
-    /// The reconciler's scans for fee holds to renew and no-shows to
-    /// charge, on one node at a time (the node holding the lease); true
-    /// when it wrote rows to work on at once.
+    /// The reconciler's scans for fee holds to renew and no-shows (closed
+    /// by `bookings::windows`) to charge, on one node at a time (the node
+    /// holding the lease); true when it wrote rows to work on at once.
     async fn scan_for_fees(&self) -> bool {
         match self
             .ledger

@@ -98,7 +98,10 @@ async fn a_booking_whose_window_ended_is_not_renewed_but_charged_as_a_no_show() 
             let after = 21 * DAY_MS;
             Ok((
                 renew_fee_holds(db, after)?,
-                fee_no_shows(db, after)?,
+                {
+                    crate::ledger::bookings::end_windows(db, after)?;
+                    fee_no_shows(db, after)?
+                },
                 rows(db)?,
             ))
         })
