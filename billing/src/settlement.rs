@@ -21,6 +21,8 @@ pub enum Operation {
     Cancel,
     /// A booking's cancellation-fee hold.
     CancellationFee,
+    /// Giving back part or all of a captured call's charge.
+    Refund,
 }
 
 impl Operation {
@@ -31,6 +33,7 @@ impl Operation {
             Operation::Capture => "capture",
             Operation::Cancel => "cancel",
             Operation::CancellationFee => "cancellation-fee",
+            Operation::Refund => "refund",
         }
     }
 
@@ -41,6 +44,7 @@ impl Operation {
             "capture" => Some(Operation::Capture),
             "cancel" => Some(Operation::Cancel),
             "cancellation-fee" => Some(Operation::CancellationFee),
+            "refund" => Some(Operation::Refund),
             _ => None,
         }
     }
@@ -56,6 +60,65 @@ pub fn call_key(call_id: &str, operation: Operation) -> String {
 /// (a hold renewed before it lapses is a new attempt with new keys).
 pub fn booking_key(booking_id: &str, movement: &str, attempt: i64) -> String {
     format!("tb:booking:{booking_id}:{movement}:v{attempt}")
+}
+
+/// The idempotency key of refund `refund_id` (`rf_...`, the row's own id:
+/// one key per refund asked for, never reused for another amount).
+pub fn refund_key(refund_id: &str) -> String {
+    format!("tb:refund:{refund_id}")
+}
+
+/// Stripe's refund reasons, the only values its API takes.
+pub const REFUND_REASONS: [&str; 3] = ["requested_by_customer", "duplicate", "fraudulent"];
+
+/// Why a refund cannot be asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RefundRefusal {
+    /// The amount asked is zero or negative.
+    #[error("the amount must be at least 1 minor unit")]
+    NotPositive,
+    /// Everything captured is refunded (or being refunded) already.
+    #[error("the whole charge is refunded already")]
+    NothingLeft,
+    /// The amount asked is more than what is left to refund.
+    #[error("at most {refundable} minor units are left to refund")]
+    AboveRefundable {
+        /// What is left.
+        refundable: i64,
+    },
+}
+
+/// The amount of a new refund of a charge that captured `captured`, of
+/// which `refunded` is refunded or on its way: `asked`, or all that is
+/// left when `None`. Never more than was captured, all refunds together.
+pub fn refund_amount(
+    captured: i64,
+    refunded: i64,
+    asked: Option<i64>,
+) -> Result<i64, RefundRefusal> {
+    let left = captured.saturating_sub(refunded).max(0);
+    match asked {
+        Some(amount) if amount <= 0 => Err(RefundRefusal::NotPositive),
+        _ if left == 0 => Err(RefundRefusal::NothingLeft),
+        Some(amount) if amount > left => Err(RefundRefusal::AboveRefundable { refundable: left }),
+        Some(amount) => Ok(amount),
+        None => Ok(left),
+    }
+}
+
+/// Reads the `status` of a Refund Stripe created or found for a refund
+/// row. `pending` counts as done: Stripe accepted it and the money is on
+/// its way (card refunds are `succeeded` at once; a later failure comes
+/// as `charge.refund.updated`). `requires_action` needs the customer's
+/// bank details, which a card refund never does: failed, with the reason.
+pub fn resolve_refund(status: &str) -> Resolution {
+    match status {
+        "succeeded" | "pending" => Resolution::Succeeded,
+        "failed" | "canceled" | "requires_action" => {
+            Resolution::Failed(format!("the refund is {status}"))
+        }
+        other => Resolution::Failed(format!("the refund has an unknown status {other:?}")),
+    }
 }
 
 /// How long a merchant-initiated card hold is sure to live: Visa's
@@ -197,6 +260,9 @@ pub fn resolve(
         (Operation::Capture, "canceled") => {
             Resolution::Failed("the hold was canceled or expired before capture".into())
         }
+        (Operation::Refund, _) => {
+            Resolution::Failed("a refund is read from its Refund, not the PaymentIntent".into())
+        }
         (_, other) => Resolution::Failed(format!("the PaymentIntent is {other}")),
     }
 }
@@ -223,6 +289,57 @@ mod tests {
             increment_seconds: 1,
             minimum_seconds: 0,
         }
+    }
+
+    #[test]
+    fn refund_amount_table() {
+        use RefundRefusal::*;
+        // captured, refunded, asked, the answer
+        type Case = (i64, i64, Option<i64>, Result<i64, RefundRefusal>);
+        let cases: [Case; 9] = [
+            (1000, 0, None, Ok(1000)),
+            (1000, 0, Some(400), Ok(400)),
+            (1000, 400, None, Ok(600)),
+            (1000, 400, Some(600), Ok(600)),
+            (
+                1000,
+                400,
+                Some(601),
+                Err(AboveRefundable { refundable: 600 }),
+            ),
+            (1000, 1000, None, Err(NothingLeft)),
+            (1000, 1000, Some(1), Err(NothingLeft)),
+            (1000, 0, Some(0), Err(NotPositive)),
+            (1000, 0, Some(-5), Err(NotPositive)),
+        ];
+        for (captured, refunded, asked, expected) in cases {
+            assert_eq!(
+                refund_amount(captured, refunded, asked),
+                expected,
+                "{captured} captured, {refunded} refunded, {asked:?} asked"
+            );
+        }
+    }
+
+    #[test]
+    fn refund_status_table() {
+        for (status, done) in [
+            ("succeeded", true),
+            ("pending", true),
+            ("failed", false),
+            ("canceled", false),
+            ("requires_action", false),
+            ("weird", false),
+        ] {
+            assert_eq!(
+                resolve_refund(status) == Resolution::Succeeded,
+                done,
+                "{status}"
+            );
+        }
+        assert_eq!(refund_key("rf_1"), "tb:refund:rf_1");
+        assert_eq!(Operation::parse("refund"), Some(Operation::Refund));
+        assert_eq!(Operation::Refund.as_str(), "refund");
     }
 
     #[test]

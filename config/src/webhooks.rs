@@ -8,7 +8,7 @@ use crate::secret::{Environment, Secret};
 use crate::tree::{Diagnostics, Item, TableReader};
 
 /// The event types a `[[webhook]]` can name in `events`.
-pub const WEBHOOK_EVENT_TYPES: [&str; 10] = [
+pub const WEBHOOK_EVENT_TYPES: [&str; 13] = [
     "call.ringing",
     "call.answered",
     "call.warning",
@@ -17,8 +17,11 @@ pub const WEBHOOK_EVENT_TYPES: [&str; 10] = [
     "settlement.failed",
     "settlement.unknown",
     "booking.completed",
+    "booking.no_show",
     "refund.succeeded",
+    "refund.failed",
     "dispute.created",
+    "dispute.closed",
 ];
 
 /// One `[[webhook]]`: an endpoint of the booking platform that events are

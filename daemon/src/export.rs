@@ -15,7 +15,7 @@ use crate::ledger::{ExportCursor, ExportRow, Ledger, LedgerError};
 pub const PAGE: i64 = 500;
 
 /// The export's columns, in order.
-pub const COLUMNS: [&str; 25] = [
+pub const COLUMNS: [&str; 27] = [
     "call",
     "booking",
     "caller",
@@ -37,7 +37,9 @@ pub const COLUMNS: [&str; 25] = [
     "currency",
     "payment_intent",
     "captured",
+    "refunded",
     "settlement_state",
+    "dispute_status",
     "node",
     "timezone",
     "exported_at",
@@ -148,7 +150,9 @@ impl Export {
             json!(row.currency),
             json!(row.payment_intent),
             json!(row.captured),
+            json!(row.refunded),
             json!(row.settlement_state),
+            json!(row.dispute_status),
             json!(row.node),
             json!(self.zone_name),
             json!(self.exported_at),
@@ -244,7 +248,9 @@ mod tests {
             minimum_seconds: Some(0),
             payment_intent: None,
             captured: 0,
+            refunded: 0,
             settlement_state: None,
+            dispute_status: None,
             node: "tb1".into(),
         }
     }
@@ -269,7 +275,7 @@ mod tests {
             "{line}"
         );
         assert!(
-            line.contains(",65500,66,1200,1,0,1320,jpy,,0,,tb1,Asia/Tokyo,"),
+            line.contains(",65500,66,1200,1,0,1320,jpy,,0,0,,,tb1,Asia/Tokyo,"),
             "{line}"
         );
         // One record per call, split by CSV readers as it was written.

@@ -23,6 +23,19 @@ pub const END_STATUSES: [&str; 5] = ["completed", "busy", "failed", "no-answer",
 /// The states of a settlement row.
 pub const SETTLEMENT_STATES: [&str; 5] = ["pending", "sent", "succeeded", "failed", "unknown"];
 
+/// A dispute's states, as Stripe names them: each is a series of
+/// `tollbridge_disputes`, zero while no call is in it.
+pub const DISPUTE_STATUSES: [&str; 8] = [
+    "warning_needs_response",
+    "warning_under_review",
+    "warning_closed",
+    "needs_response",
+    "under_review",
+    "won",
+    "lost",
+    "prevented",
+];
+
 /// Why the SIP edge turned traffic away (`reason` label).
 pub const SIP_TURNED_AWAY_REASONS: [&str; 5] = [
     "unknown-source",
@@ -40,6 +53,10 @@ pub struct Scrape<'a> {
     pub active_calls: usize,
     /// Settlement rows by state.
     pub settlements: &'a [(String, u64)],
+    /// Refund rows by state.
+    pub refunds: &'a [(String, u64)],
+    /// Calls whose charge is disputed, by the dispute's state.
+    pub disputes: &'a [(String, u64)],
     /// The SIP edge's turned-away counters by reason (monotonic).
     pub sip_turned_away: &'a [(&'static str, u64)],
     /// RTP/RTCP port pairs the relay holds (two per call in progress).
@@ -63,6 +80,8 @@ pub struct Metrics {
     active_calls: Gauge,
     calls_total: Family<Labels, Counter>,
     settlements: Family<Labels, Gauge>,
+    refunds: Family<Labels, Gauge>,
+    disputes: Family<Labels, Gauge>,
     sip_turned_away: Family<Labels, Counter>,
     media_port_pairs: Gauge,
     sip_dialogs: Gauge,
@@ -155,6 +174,18 @@ impl Metrics {
             "settlements",
             "Settlement rows, by state",
             settlements.clone(),
+        );
+        let refunds = Family::<Labels, Gauge>::default();
+        registry.register(
+            "refunds",
+            "Refunds asked through the API, by state",
+            refunds.clone(),
+        );
+        let disputes = Family::<Labels, Gauge>::default();
+        registry.register(
+            "disputes",
+            "Calls whose charge the customer disputed, by the dispute's state (Stripe's word)",
+            disputes.clone(),
         );
         let sip_turned_away = Family::<Labels, Counter>::default();
         registry.register(
@@ -290,6 +321,8 @@ impl Metrics {
             active_calls,
             calls_total,
             settlements,
+            refunds,
+            disputes,
             sip_turned_away,
         }
     }
@@ -404,6 +437,26 @@ impl Metrics {
                 .get_or_create(&vec![("state", state.to_owned())])
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
         }
+        for state in SETTLEMENT_STATES {
+            let count = scrape
+                .refunds
+                .iter()
+                .find(|(s, _)| s == state)
+                .map_or(0, |(_, n)| *n);
+            self.refunds
+                .get_or_create(&vec![("state", state.to_owned())])
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+        for status in DISPUTE_STATUSES {
+            let count = scrape
+                .disputes
+                .iter()
+                .find(|(s, _)| s == status)
+                .map_or(0, |(_, n)| *n);
+            self.disputes
+                .get_or_create(&vec![("status", status.to_owned())])
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
         self.media_port_pairs
             .set(i64::try_from(scrape.media_port_pairs_in_use).unwrap_or(i64::MAX));
         self.sip_dialogs
@@ -459,6 +512,8 @@ mod tests {
             uptime_seconds: 12.5,
             active_calls: 3,
             settlements: &[("pending".to_owned(), 4)],
+            refunds: &[("succeeded".to_owned(), 2)],
+            disputes: &[("needs_response".to_owned(), 1)],
             sip_turned_away: &[("malformed", 7)],
             media_port_pairs_in_use: 4,
             sip_dialogs: 2,
@@ -482,6 +537,9 @@ mod tests {
             "tollbridge_calls_total{status=\"busy\"} 2",
             "tollbridge_calls_total{status=\"completed\"} 0",
             "tollbridge_settlements{state=\"pending\"} 4",
+            "tollbridge_refunds{state=\"succeeded\"} 2",
+            "tollbridge_refunds{state=\"pending\"} 0",
+            "tollbridge_disputes{status=\"needs_response\"} 1",
             "tollbridge_settlements{state=\"succeeded\"} 0",
             "tollbridge_sip_turned_away_total{reason=\"malformed\"} 7",
             "tollbridge_sip_turned_away_total{reason=\"rate-limited\"} 0",
@@ -522,6 +580,8 @@ mod tests {
             uptime_seconds: 1.0,
             active_calls: 0,
             settlements: &[("pending".to_owned(), 0)],
+            refunds: &[],
+            disputes: &[],
             sip_turned_away: &[("malformed", 0)],
             media_port_pairs_in_use: 0,
             sip_dialogs: 0,

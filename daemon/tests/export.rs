@@ -134,9 +134,8 @@ async fn get(shared: &std::sync::Arc<Shared>, uri: &str) -> (StatusCode, String)
     (status, String::from_utf8(body.to_vec()).unwrap())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_export_of_1000_calls_matches_their_records_field_by_field() {
-    let ledger = support::open(Backend::Sqlite).await;
+async fn an_export_of_1000_calls_matches_their_records_field_by_field(backend: Backend) {
+    let ledger = support::open(backend).await;
     for n in 0..CALLS {
         one_call(&ledger, n).await;
     }
@@ -276,3 +275,5 @@ async fn an_export_of_1000_calls_matches_their_records_field_by_field() {
         assert!(body.contains("validation_failed"), "{body}");
     }
 }
+
+on_both_backends!(an_export_of_1000_calls_matches_their_records_field_by_field,);

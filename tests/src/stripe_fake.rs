@@ -22,7 +22,11 @@
 //!   another); a hold still uncaptured then is `canceled`. The charge is in
 //!   `latest_charge`, as an id or, with `expand[]=latest_charge`
 //!   (`data.latest_charge` on lists), whole.
+//! - Refunds of captured PaymentIntents, listed by PaymentIntent a page
+//!   at a time ([`refunds`]).
 //! - Every request is recorded for assertions.
+
+mod refunds;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -62,6 +66,8 @@ pub enum Endpoint {
     Capture,
     /// `POST /v1/payment_intents/{id}/cancel`
     Cancel,
+    /// `POST /v1/refunds`
+    Refund,
 }
 
 /// One request as the fake received it.
@@ -88,6 +94,8 @@ struct Stored {
 struct Inner {
     /// PaymentIntents, each with its charge whole in `latest_charge`.
     intents: HashMap<String, Value>,
+    /// Refunds, oldest first.
+    refunds: Vec<Value>,
     keys: HashMap<String, Stored>,
     faults: HashMap<Endpoint, Vec<Fault>>,
     requests: Vec<Recorded>,
@@ -99,6 +107,7 @@ impl Default for Inner {
     fn default() -> Inner {
         Inner {
             intents: HashMap::new(),
+            refunds: Vec::new(),
             keys: HashMap::new(),
             faults: HashMap::new(),
             requests: Vec::new(),
@@ -171,6 +180,7 @@ impl StripeFake {
             .route("/v1/payment_intents/{id}", get(retrieve))
             .route("/v1/payment_intents/{id}/capture", post(capture))
             .route("/v1/payment_intents/{id}/cancel", post(cancel))
+            .route("/v1/refunds", post(refunds::create).get(refunds::list))
             .with_state(inner.clone());
         let (address_tx, address_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -244,6 +254,14 @@ impl StripeFake {
             Some(&body),
         )
         .unwrap_or_else(|e| (0, e.to_string()))
+    }
+
+    /// Every Refund, oldest first.
+    pub fn refunds(&self) -> Vec<Value> {
+        self.inner
+            .lock()
+            .map(|i| i.refunds.clone())
+            .unwrap_or_default()
     }
 
     /// Every PaymentIntent, as JSON, its charge whole.

@@ -25,6 +25,7 @@ use stripe_core::payment_intent::{
     CreatePaymentIntentAutomaticPaymentMethodsAllowRedirects, CreatePaymentIntentOffSession,
     ListPaymentIntent, RetrievePaymentIntent,
 };
+use stripe_core::refund::{CreateRefund, CreateRefundReason, ListRefund};
 use stripe_core::{PaymentIntent, PaymentIntentCaptureMethod};
 use stripe_types::Expandable;
 
@@ -93,6 +94,47 @@ impl Intent {
     }
 }
 
+/// A refund to create: part or all of a captured PaymentIntent's charge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundRequest {
+    /// The captured PaymentIntent (`pi_...`).
+    pub payment_intent: String,
+    /// Minor units to give back.
+    pub amount: i64,
+    /// One of Stripe's reasons (`requested_by_customer`, `duplicate`,
+    /// `fraudulent`), when given.
+    pub reason: Option<String>,
+    /// Our refund id (`refund` = `rf_...`) and call, so a refund whose
+    /// answer was lost can be found by listing the PaymentIntent's refunds.
+    pub metadata: Vec<(String, String)>,
+    /// Derived from the refund row; never reused with other values.
+    pub idempotency_key: String,
+}
+
+/// What we read of a Refund.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refunded {
+    /// `re_...`
+    pub id: String,
+    /// `succeeded`, `pending`, `failed`, ...
+    pub status: String,
+    /// Minor units.
+    pub amount: i64,
+}
+
+impl Refunded {
+    fn from_stripe(refund: stripe_shared::Refund) -> Refunded {
+        Refunded {
+            id: refund.id.as_str().to_owned(),
+            status: refund.status.unwrap_or_default(),
+            amount: refund.amount,
+        }
+    }
+}
+
+/// How many refunds a listing asks for per page.
+const REFUND_PAGE: i64 = 100;
+
 /// Expanded in every answer that creates, reads or finds a hold: the
 /// charge says until when it can be captured.
 const LATEST_CHARGE: &str = "latest_charge";
@@ -157,6 +199,16 @@ pub trait Gateway: Send + Sync {
         key: String,
         value: String,
     ) -> GatewayFuture<'_, Option<Intent>>;
+    /// Creates a refund (see [`RefundRequest`]).
+    fn refund(&self, refund: RefundRequest) -> GatewayFuture<'_, Refunded>;
+    /// Finds a PaymentIntent's refund whose metadata has `key` = `value`,
+    /// paging through all of them.
+    fn find_refund(
+        &self,
+        payment_intent: String,
+        key: String,
+        value: String,
+    ) -> GatewayFuture<'_, Option<Refunded>>;
 }
 
 /// [`Gateway`] over Stripe's API with `async-stripe`.
@@ -368,6 +420,74 @@ impl Gateway for StripeGateway {
                 .into_iter()
                 .find(|intent| intent.metadata.get(&key_name) == Some(&value))
                 .map(Intent::from_stripe))
+        })
+    }
+
+    fn refund(&self, refund: RefundRequest) -> GatewayFuture<'_, Refunded> {
+        Box::pin(async move {
+            let strategy = key(&refund.idempotency_key)?;
+            let metadata: HashMap<String, String> = refund.metadata.iter().cloned().collect();
+            let mut request = CreateRefund::new()
+                .payment_intent(refund.payment_intent.clone())
+                .amount(refund.amount)
+                .metadata(metadata);
+            if let Some(reason) = &refund.reason {
+                let reason = match reason.as_str() {
+                    "duplicate" => CreateRefundReason::Duplicate,
+                    "fraudulent" => CreateRefundReason::Fraudulent,
+                    "requested_by_customer" => CreateRefundReason::RequestedByCustomer,
+                    other => {
+                        return Err(GatewayError::Refused {
+                            status: 0,
+                            kind: "invalid_request_error".into(),
+                            code: None,
+                            message: format!("{other:?} is not a Stripe refund reason"),
+                        });
+                    }
+                };
+                request = request.reason(reason);
+            }
+            let created = self
+                .with_retries("refund", || {
+                    request
+                        .customize()
+                        .request_strategy(strategy.clone())
+                        .send(&self.client)
+                })
+                .await?;
+            Ok(Refunded::from_stripe(created))
+        })
+    }
+
+    fn find_refund(
+        &self,
+        payment_intent: String,
+        key_name: String,
+        value: String,
+    ) -> GatewayFuture<'_, Option<Refunded>> {
+        Box::pin(async move {
+            let mut after: Option<String> = None;
+            loop {
+                let mut request = ListRefund::new()
+                    .payment_intent(payment_intent.clone())
+                    .limit(REFUND_PAGE);
+                if let Some(last) = &after {
+                    request = request.starting_after(last.clone());
+                }
+                let page = self
+                    .with_retries("list refunds", || request.customize().send(&self.client))
+                    .await?;
+                let last = page.data.last().map(|r| r.id.as_str().to_owned());
+                if let Some(found) = page.data.into_iter().find(|refund| {
+                    refund.metadata.as_ref().and_then(|m| m.get(&key_name)) == Some(&value)
+                }) {
+                    return Ok(Some(Refunded::from_stripe(found)));
+                }
+                match (page.has_more, last) {
+                    (true, Some(last)) => after = Some(last),
+                    _ => return Ok(None),
+                }
+            }
         })
     }
 }

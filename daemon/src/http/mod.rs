@@ -15,6 +15,7 @@ mod calls;
 mod error;
 mod events;
 mod exports;
+mod refunds;
 pub use exports::range_of as export_range;
 mod stripe;
 pub mod tls;
@@ -53,6 +54,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .merge(calls::routes())
         .merge(events::routes())
         .merge(exports::routes())
+        .merge(refunds::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             shared.clone(),
@@ -120,6 +122,11 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         .map(|(state, n)| (state.as_str().to_owned(), n))
         .collect();
     let webhook_pending = shared.ledger.pending_deliveries().await.unwrap_or(0);
+    let (refunds, disputes) = shared
+        .ledger
+        .refund_and_dispute_counts()
+        .await
+        .unwrap_or_default();
     let sip_turned_away = shared.sip.as_ref().map(|sip| {
         let stats = sip.gate_stats();
         let read = |counter: &std::sync::atomic::AtomicU64| {
@@ -137,6 +144,8 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         uptime_seconds: shared.started.elapsed().as_secs_f64(),
         active_calls: shared.active_calls(),
         settlements: &settlements,
+        refunds: &refunds,
+        disputes: &disputes,
         sip_turned_away: &sip_turned_away.unwrap_or_default(),
         sip_dialogs: shared.sip.as_ref().map_or(0, |sip| sip.dialogs()),
         media_port_pairs_in_use: shared

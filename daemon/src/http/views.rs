@@ -66,6 +66,12 @@ pub fn call(c: &CallRecord) -> Value {
         "amount": c.amount,
         "currency": c.currency,
         "end_reason": c.end_reason,
+        "refunded_amount": c.refunded_amount,
+        "dispute": c.dispute.as_ref().map(|d| json!({
+            "id": d.id,
+            "status": d.status,
+            "amount": d.amount,
+        })),
         "rating": c.rating.as_ref().map(|r| json!({
             "currency": r.currency,
             "price_per_minute": r.price_per_minute,
@@ -105,5 +111,7 @@ pub fn settlement(s: &SettlementView) -> Value {
         "updated_at": rfc3339(s.updated_ms),
         "next_attempt_at": s.next_attempt_ms.map(rfc3339),
         "capture_before": s.capture_before_ms.map(rfc3339),
+        "reason": s.reason,
+        "stripe_object": s.stripe_object,
     })
 }

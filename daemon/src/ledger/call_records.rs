@@ -125,6 +125,22 @@ pub struct CallRecord {
     pub node: String,
     /// The node that ended it in that node's place, when it fell silent.
     pub taken_over_by: Option<String>,
+    /// What its charge has refunded, minor units (by us or in Stripe).
+    pub refunded_amount: i64,
+    /// Its charge's dispute, when the customer opened one.
+    pub dispute: Option<Dispute>,
+}
+
+/// A dispute on a call's charge, as Stripe last described it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dispute {
+    /// `du_...`
+    pub id: Option<String>,
+    /// Stripe's state: `warning_needs_response`, `needs_response`,
+    /// `under_review`, `won`, `lost`, ...
+    pub status: String,
+    /// Minor units disputed.
+    pub amount: Option<i64>,
 }
 
 fn leg_media(row: &Row) -> Result<LegMedia, LedgerError> {
@@ -146,7 +162,8 @@ fn record(db: &mut dyn Db, id: &str) -> Result<Option<CallRecord>, LedgerError> 
     let Some(row) = db.query_opt(
         "SELECT id, booking_id, inbound_call_id, outbound_call_id, twilio_call_sid, caller, called, status,
                 created_ms, ringing_ms, answered_ms, ended_ms, talk_ms, billed_seconds, amount, currency, end_reason,
-                caller_rtp_port, callee_rtp_port, payment_intent, candidates, node, taken_over_by
+                caller_rtp_port, callee_rtp_port, payment_intent, candidates, node, taken_over_by,
+                refunded_amount, dispute_id, dispute_status, dispute_amount
          FROM calls WHERE id = ?1",
         args![id],
     )?
@@ -190,6 +207,17 @@ fn record(db: &mut dyn Db, id: &str) -> Result<Option<CallRecord>, LedgerError> 
             .and_then(|text| serde_json::from_str(&text).ok()),
         node: row.text(21)?,
         taken_over_by: row.opt_text(22)?,
+        refunded_amount: row.int(23)?,
+        dispute: row
+            .opt_text(25)?
+            .map(|status| -> Result<Dispute, LedgerError> {
+                Ok(Dispute {
+                    id: row.opt_text(24)?,
+                    status,
+                    amount: row.opt_int(26)?,
+                })
+            })
+            .transpose()?,
     };
     // The rating inputs: the booking's tariff, the call's cap.
     call.rating = db

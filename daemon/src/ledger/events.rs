@@ -17,23 +17,6 @@ use super::{Ledger, LedgerError};
 use crate::args;
 use crate::clock::rfc3339;
 
-/// The event types, as endpoints subscribe to them.
-pub const EVENT_TYPES: [&str; 10] = [
-    "call.ringing",
-    "call.answered",
-    "call.warning",
-    "call.ended",
-    "settlement.succeeded",
-    "settlement.failed",
-    "settlement.unknown",
-    "booking.completed",
-    "booking.no_show",
-    "refund.succeeded",
-];
-
-/// `dispute.created`, emitted from Stripe's `charge.dispute.created`.
-pub const DISPUTE_CREATED: &str = "dispute.created";
-
 /// How long a node's claim on a delivery lasts: longer than one attempt
 /// (10 s) with its margin.
 const CLAIM_LEASE_MS: i64 = 60_000;

@@ -45,8 +45,12 @@ pub struct ExportRow {
     pub payment_intent: Option<String>,
     /// Captured at Stripe (succeeded captures), minor units.
     pub captured: i64,
+    /// Refunded of its charge, minor units (by us or in Stripe).
+    pub refunded: i64,
     /// The state of the call's capture or release row.
     pub settlement_state: Option<String>,
+    /// Its charge's dispute state (Stripe's word), when disputed.
+    pub dispute_status: Option<String>,
     /// The node that carried it.
     pub node: String,
 }
@@ -73,6 +77,8 @@ fn export_row(row: &Row) -> Result<ExportRow, LedgerError> {
         captured: row.int(17)?,
         settlement_state: row.opt_text(18)?,
         node: row.text(19)?,
+        refunded: row.int(20)?,
+        dispute_status: row.opt_text(21)?,
     })
 }
 
@@ -100,12 +106,12 @@ fn page(
         "SELECT c.id, c.booking_id, c.caller, c.called, c.status, c.end_reason, c.created_ms,
                 c.answered_ms, c.ended_ms, c.talk_ms, c.billed_seconds, c.amount, c.currency,
                 b.price_per_minute, b.increment_seconds, b.minimum_seconds, c.payment_intent,
-                (SELECT COALESCE(SUM(s.amount), 0) FROM settlements s
+                (SELECT CAST(COALESCE(SUM(s.amount), 0) AS BIGINT) FROM settlements s
                  WHERE s.call_id = c.id AND s.operation = 'capture' AND s.state = 'succeeded'),
                 (SELECT s.state FROM settlements s
                  WHERE s.call_id = c.id AND s.operation IN ('capture', 'cancel')
                  ORDER BY s.created_ms DESC, s.id DESC LIMIT 1),
-                c.node
+                c.node, c.refunded_amount, c.dispute_status
          FROM calls c LEFT JOIN bookings b ON b.id = c.booking_id
          WHERE c.created_ms >= ?1 AND c.created_ms < ?2
            AND (c.created_ms > ?3 OR (c.created_ms = ?3 AND c.id > ?4))

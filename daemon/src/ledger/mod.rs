@@ -25,6 +25,7 @@ mod nodes;
 mod postgres;
 mod postgres_schema;
 mod recovery;
+mod refunds;
 mod settlements;
 mod sqlite;
 mod sqlite_schema;
@@ -37,15 +38,13 @@ use tokio::sync::oneshot;
 
 pub use booking_changes::ChangeRefused;
 pub use bookings::{BookingRecord, BookingWrite, Terms};
-pub use call_records::{CallEvent, CallFilter, CallLeg, CallRecord, LegMedia, Rating};
+pub use call_records::{CallEvent, CallFilter, CallLeg, CallRecord, Dispute, LegMedia, Rating};
 pub use calls::{CallEnd, NewCall, Priced, Routed};
-pub use events::{
-    DISPUTE_CREATED, DeliveryOutcome, DeliveryView, DueDelivery, EVENT_TYPES, EventView,
-    WebhookEndpoint,
-};
+pub use events::{DeliveryOutcome, DeliveryView, DueDelivery, EventView, WebhookEndpoint};
 pub use export::{ExportCursor, ExportRow};
 pub use nodes::{NodeView, TakenOver};
 pub use recovery::Unfinished;
+pub use refunds::{NewRefund, RefundRefused};
 pub use settlements::{HoldTerms, NewSettlement, Settlement, SettlementView};
 pub use states::{BookingState, CallStatus, SettlementState};
 

@@ -209,9 +209,24 @@ CREATE INDEX bookings_open_by_window_end ON bookings (window_end_ms) WHERE state
 ALTER TABLE calls ADD COLUMN cap_seconds BIGINT CHECK (cap_seconds >= 0);
 "#;
 
+/// Schema v8 (see `sqlite_schema.rs`).
+const V8: &str = r#"
+ALTER TABLE settlements DROP CONSTRAINT settlements_operation_check;
+ALTER TABLE settlements ADD CONSTRAINT settlements_operation_check CHECK (operation IN
+    ('authorize', 'capture', 'cancel', 'cancellation-fee', 'refund'));
+ALTER TABLE settlements ADD COLUMN reason TEXT;
+ALTER TABLE settlements ADD COLUMN stripe_object TEXT;
+CREATE INDEX settlements_by_intent ON settlements (payment_intent);
+ALTER TABLE calls ADD COLUMN refunded_amount BIGINT NOT NULL DEFAULT 0 CHECK (refunded_amount >= 0);
+ALTER TABLE calls ADD COLUMN dispute_id TEXT;
+ALTER TABLE calls ADD COLUMN dispute_status TEXT;
+ALTER TABLE calls ADD COLUMN dispute_amount BIGINT CHECK (dispute_amount >= 0);
+CREATE INDEX calls_by_payment_intent ON calls (payment_intent);
+"#;
+
 /// Every migration as (the schema version it brings, its statements),
 /// oldest first.
-pub(crate) const MIGRATIONS: &[(usize, &str)] = &[(4, V4), (5, V5), (6, V6), (7, V7)];
+pub(crate) const MIGRATIONS: &[(usize, &str)] = &[(4, V4), (5, V5), (6, V6), (7, V7), (8, V8)];
 
 /// The schema version this build writes.
-pub(crate) const LATEST_VERSION: usize = 7;
+pub(crate) const LATEST_VERSION: usize = 8;

@@ -41,12 +41,14 @@ pub struct Settlement {
     /// When the hold this row places or acts on must be acted on at the
     /// latest (see [`settlement::act_by`]), once known.
     pub act_by_ms: Option<i64>,
+    /// A refund's reason (one of Stripe's), when given.
+    pub reason: Option<String>,
 }
 
-const COLUMNS: &str = "id, call_id, booking_id, operation, idempotency_key, amount, currency, state, \
-                       payment_intent, customer, payment_method, tries, act_by_ms";
+pub(super) const COLUMNS: &str = "id, call_id, booking_id, operation, idempotency_key, amount, currency, \
+                       state, payment_intent, customer, payment_method, tries, act_by_ms, reason";
 
-fn settlement_from(row: &Row) -> Result<Settlement, LedgerError> {
+pub(super) fn settlement_from(row: &Row) -> Result<Settlement, LedgerError> {
     let operation = row.text(3)?;
     let state = row.text(7)?;
     Ok(Settlement {
@@ -65,6 +67,7 @@ fn settlement_from(row: &Row) -> Result<Settlement, LedgerError> {
         payment_method: row.opt_text(10)?,
         tries: row.int(11)?,
         act_by_ms: row.opt_int(12)?,
+        reason: row.opt_text(13)?,
     })
 }
 
@@ -199,6 +202,9 @@ pub(super) fn conclude(
         args![id, state.as_str(), payment_intent, error, next_attempt_ms, now_ms],
     )?;
     if before.as_deref() != Some(state.as_str()) {
+        if state == SettlementState::Succeeded {
+            super::refunds::count_refunded(db, id)?;
+        }
         tell_platform(db, id, state, error, now_ms)?;
     }
     Ok(())
@@ -213,14 +219,9 @@ pub(super) fn tell_platform(
     error: Option<&str>,
     now_ms: i64,
 ) -> Result<(), LedgerError> {
-    let kind = match state {
-        SettlementState::Succeeded => "settlement.succeeded",
-        SettlementState::Failed => "settlement.failed",
-        SettlementState::Unknown => "settlement.unknown",
-        SettlementState::Pending | SettlementState::Sent => return Ok(()),
-    };
     let Some(row) = db.query_opt(
-        "SELECT booking_id, call_id, operation, amount, currency, payment_intent, attempt
+        "SELECT booking_id, call_id, operation, amount, currency, payment_intent, attempt, reason,
+                stripe_object
          FROM settlements WHERE id = ?1",
         args![id],
     )?
@@ -230,16 +231,32 @@ pub(super) fn tell_platform(
     let Some(booking) = row.opt_text(0)? else {
         return Ok(());
     };
+    let operation = row.text(2)?;
+    let refund = operation == Operation::Refund.as_str();
+    let kind = match state {
+        SettlementState::Succeeded if refund => "refund.succeeded",
+        SettlementState::Failed if refund => "refund.failed",
+        SettlementState::Succeeded => "settlement.succeeded",
+        SettlementState::Failed => "settlement.failed",
+        SettlementState::Unknown => "settlement.unknown",
+        SettlementState::Pending | SettlementState::Sent => return Ok(()),
+    };
     let call = row.opt_text(1)?;
-    let data = serde_json::json!({
+    let mut data = serde_json::json!({
         "settlement": id,
-        "operation": row.text(2)?,
+        "operation": operation,
         "amount": row.int(3)?,
         "currency": row.text(4)?,
         "payment_intent": row.opt_text(5)?,
         "attempt": row.int(6)?,
         "error": error,
     });
+    if refund {
+        data["refund"] = serde_json::json!(id);
+        data["reason"] = serde_json::json!(row.opt_text(7)?);
+        data["stripe_refund"] = serde_json::json!(row.opt_text(8)?);
+        data["source"] = serde_json::json!("tollbridge");
+    }
     super::events::emit(db, kind, &booking, call.as_deref(), data, now_ms)
 }
 
@@ -446,7 +463,7 @@ pub(super) fn current_fee_hold(
          WHERE booking_id = ?1 AND operation = 'cancellation-fee' ORDER BY attempt DESC LIMIT 1"
     );
     db.query_opt(&sql, args![booking_id])?
-        .map(|row| Ok((settlement_from(&row)?, row.int(13)?)))
+        .map(|row| Ok((settlement_from(&row)?, row.int(14)?)))
         .transpose()
 }
 
@@ -613,6 +630,10 @@ pub struct SettlementView {
     pub next_attempt_ms: Option<i64>,
     /// Until when a hold can be captured (Stripe's word), Unix ms.
     pub capture_before_ms: Option<i64>,
+    /// A refund's reason, when given.
+    pub reason: Option<String>,
+    /// The Stripe object a refund created (`re_...`).
+    pub stripe_object: Option<String>,
 }
 
 /// Settlement attempts, oldest first, for a call and/or in a state.
@@ -623,7 +644,8 @@ pub(super) fn views(
 ) -> Result<Vec<SettlementView>, LedgerError> {
     db.query(
         "SELECT id, call_id, booking_id, operation, idempotency_key, amount, currency, state, payment_intent,
-                tries, last_error, created_ms, updated_ms, next_attempt_ms, capture_before_ms
+                tries, last_error, created_ms, updated_ms, next_attempt_ms, capture_before_ms, reason,
+                stripe_object
          FROM settlements WHERE (CAST(?1 AS TEXT) IS NULL OR call_id = ?1) AND (CAST(?2 AS TEXT) IS NULL OR state = ?2)
          ORDER BY created_ms, id",
         args![call_id, state],
@@ -646,6 +668,8 @@ pub(super) fn views(
             updated_ms: row.int(12)?,
             next_attempt_ms: row.opt_int(13)?,
             capture_before_ms: row.opt_int(14)?,
+            reason: row.opt_text(15)?,
+            stripe_object: row.opt_text(16)?,
         })
     })
     .collect()

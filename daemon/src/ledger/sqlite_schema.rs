@@ -301,6 +301,61 @@ CREATE INDEX bookings_open_by_window_end ON bookings (window_end_ms) WHERE state
 ALTER TABLE calls ADD COLUMN cap_seconds INTEGER CHECK (cap_seconds >= 0);  -- the call's own cap
 "#;
 
+/// Schema v8: refunds and disputes. A refund is a settlement row
+/// (operation `refund`, id `rf_...`, its key derived from that id) with
+/// the customer-facing `reason` and the Stripe object it created
+/// (`stripe_object`, `re_...`); the call keeps what was refunded of its
+/// charge (by us or in Stripe's dashboard) and its dispute's state. The
+/// operation CHECK grows: the table is rebuilt (nothing refers to it).
+const V8: &str = r#"
+CREATE TABLE settlements_v8 (
+    id                TEXT PRIMARY KEY,
+    booking_id        TEXT REFERENCES bookings (id),
+    call_id           TEXT REFERENCES calls (id),
+    operation         TEXT NOT NULL CHECK (operation IN
+                      ('authorize', 'capture', 'cancel', 'cancellation-fee', 'refund')),
+    attempt           INTEGER NOT NULL DEFAULT 1 CHECK (attempt > 0),
+    idempotency_key   TEXT NOT NULL UNIQUE,
+    amount            INTEGER NOT NULL CHECK (amount >= 0),
+    currency          TEXT NOT NULL,
+    state             TEXT NOT NULL DEFAULT 'pending' CHECK (state IN
+                      ('pending', 'sent', 'succeeded', 'failed', 'unknown')),
+    payment_intent    TEXT,
+    customer          TEXT,
+    payment_method    TEXT,
+    tries             INTEGER NOT NULL DEFAULT 0 CHECK (tries >= 0),
+    last_error        TEXT,
+    created_ms        INTEGER NOT NULL,
+    updated_ms        INTEGER NOT NULL,
+    next_attempt_ms   INTEGER,
+    capture_before_ms INTEGER,
+    act_by_ms         INTEGER,
+    claimed_by        TEXT,
+    claimed_until_ms  INTEGER,
+    reason            TEXT,
+    stripe_object     TEXT
+) STRICT;
+INSERT INTO settlements_v8 (id, booking_id, call_id, operation, attempt, idempotency_key, amount, currency,
+                            state, payment_intent, customer, payment_method, tries, last_error, created_ms,
+                            updated_ms, next_attempt_ms, capture_before_ms, act_by_ms, claimed_by,
+                            claimed_until_ms)
+    SELECT id, booking_id, call_id, operation, attempt, idempotency_key, amount, currency, state,
+           payment_intent, customer, payment_method, tries, last_error, created_ms, updated_ms,
+           next_attempt_ms, capture_before_ms, act_by_ms, claimed_by, claimed_until_ms
+    FROM settlements;
+DROP TABLE settlements;
+ALTER TABLE settlements_v8 RENAME TO settlements;
+CREATE INDEX settlements_open ON settlements (next_attempt_ms)
+    WHERE state IN ('pending', 'sent', 'unknown');
+CREATE INDEX settlements_by_call ON settlements (call_id);
+CREATE INDEX settlements_by_intent ON settlements (payment_intent);
+ALTER TABLE calls ADD COLUMN refunded_amount INTEGER NOT NULL DEFAULT 0 CHECK (refunded_amount >= 0);
+ALTER TABLE calls ADD COLUMN dispute_id TEXT;
+ALTER TABLE calls ADD COLUMN dispute_status TEXT;
+ALTER TABLE calls ADD COLUMN dispute_amount INTEGER CHECK (dispute_amount >= 0);
+CREATE INDEX calls_by_payment_intent ON calls (payment_intent);
+"#;
+
 const MIGRATIONS_SLICE: &[M<'static>] = &[
     M::up(V1).foreign_key_check(),
     M::up(V2).foreign_key_check(),
@@ -309,6 +364,7 @@ const MIGRATIONS_SLICE: &[M<'static>] = &[
     M::up(V5).foreign_key_check(),
     M::up(V6).foreign_key_check(),
     M::up(V7).foreign_key_check(),
+    M::up(V8).foreign_key_check(),
 ];
 
 /// Every migration, oldest first.

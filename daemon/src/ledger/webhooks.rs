@@ -79,19 +79,41 @@ fn apply_to(
                 None,
             )?;
         }
-        "charge.refunded" | "charge.dispute.created" | "charge.expired" => {
-            let detail = match kind {
-                "charge.refunded" => "stripe: the charge was refunded",
-                "charge.dispute.created" => "stripe: the customer disputed the charge",
-                _ => "stripe: the uncaptured charge expired",
-            };
+        "charge.refunded" => {
             super::calls::lock_call_events(db, "payment_intent = ?1", args![intent])?;
-            let platform_kind = match kind {
-                "charge.refunded" => Some("refund.succeeded"),
-                "charge.dispute.created" => Some(super::events::DISPUTE_CREATED),
+            let total = object["amount_refunded"].as_i64().unwrap_or(0);
+            // Our own refunds are told as they conclude; what no refund of
+            // ours accounts for was made in Stripe's dashboard.
+            for (call_id, booking, outside) in super::refunds::charge_refunded(db, intent, total)? {
+                let data = serde_json::json!({
+                    "payment_intent": intent,
+                    "charge": object["id"],
+                    "amount": outside,
+                    "amount_refunded": total,
+                    "source": "stripe",
+                });
+                super::events::emit(db, "refund.succeeded", &booking, Some(&call_id), data, now)?;
+            }
+            note_on_calls(db, intent, "stripe: the charge was refunded", now)?;
+        }
+        "charge.dispute.created"
+        | "charge.dispute.updated"
+        | "charge.dispute.closed"
+        | "charge.dispute.funds_withdrawn"
+        | "charge.dispute.funds_reinstated" => {
+            super::calls::lock_call_events(db, "payment_intent = ?1", args![intent])?;
+            super::refunds::dispute_changed(db, intent, object)?;
+            let told = match kind {
+                "charge.dispute.created" => Some((
+                    "dispute.created",
+                    "stripe: the customer disputed the charge",
+                )),
+                "charge.dispute.closed" => {
+                    Some(("dispute.closed", "stripe: the dispute was closed"))
+                }
                 _ => None,
             };
-            if let Some(platform_kind) = platform_kind {
+            if let Some((platform_kind, detail)) = told {
                 let calls = db.query(
                     "SELECT id, booking_id FROM calls WHERE payment_intent = ?1 AND booking_id IS NOT NULL",
                     args![intent],
@@ -100,23 +122,36 @@ fn apply_to(
                     let (call_id, booking) = (call.text(0)?, call.text(1)?);
                     let data = serde_json::json!({
                         "payment_intent": intent,
-                        "charge": object["id"],
-                        "amount": object["amount_refunded"].as_i64().or_else(|| object["amount"].as_i64()),
+                        "charge": object["charge"],
+                        "dispute": object["id"],
+                        "status": object["status"],
+                        "amount": object["amount"],
                         "reason": object["reason"],
                     });
                     super::events::emit(db, platform_kind, &booking, Some(&call_id), data, now)?;
                 }
+                note_on_calls(db, intent, detail, now)?;
             }
-            db.execute(
-                "INSERT INTO call_events (call_id, seq, at_ms, status, detail)
-                 SELECT id, (SELECT COALESCE(MAX(seq), 0) + 1 FROM call_events WHERE call_id = calls.id), ?2,
-                        status, ?3
-                 FROM calls WHERE payment_intent = ?1",
-                args![intent, now, detail],
-            )?;
+        }
+        "charge.expired" => {
+            super::calls::lock_call_events(db, "payment_intent = ?1", args![intent])?;
+            note_on_calls(db, intent, "stripe: the uncaptured charge expired", now)?;
         }
         _ => {}
     }
+    Ok(())
+}
+
+/// Adds `detail` as an event to the calls of `intent` (their rows are
+/// locked by the caller).
+fn note_on_calls(db: &mut dyn Db, intent: &str, detail: &str, now: i64) -> Result<(), LedgerError> {
+    db.execute(
+        "INSERT INTO call_events (call_id, seq, at_ms, status, detail)
+         SELECT id, (SELECT COALESCE(MAX(seq), 0) + 1 FROM call_events WHERE call_id = calls.id), ?2,
+                status, ?3
+         FROM calls WHERE payment_intent = ?1",
+        args![intent, now, detail],
+    )?;
     Ok(())
 }
 

@@ -8,6 +8,7 @@
 //! once, then after 5 min, 1 h, daily), never by sending something else
 //! under the same key.
 
+mod refund;
 pub mod timed;
 pub mod webhook;
 
@@ -287,6 +288,7 @@ impl Settler {
             Operation::Authorize => self.reconcile_hold(row).await,
             Operation::CancellationFee => self.fee_hold(row).await,
             operation @ (Operation::Capture | Operation::Cancel) => self.send(row, operation).await,
+            Operation::Refund => self.refund(row).await,
         }
     }
 

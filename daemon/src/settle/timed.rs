@@ -3,7 +3,9 @@
 
 use std::time::Instant;
 
-use tollbridge_billing::stripe::{Gateway, GatewayError, GatewayFuture, HoldRequest, Intent};
+use tollbridge_billing::stripe::{
+    Gateway, GatewayError, GatewayFuture, HoldRequest, Intent, RefundRequest, Refunded,
+};
 
 use crate::metrics::StripeLatency;
 
@@ -74,5 +76,21 @@ impl<G: Gateway> Gateway for TimedGateway<G> {
         value: String,
     ) -> GatewayFuture<'_, Option<Intent>> {
         self.timed("find", self.inner.find(customer, key, value))
+    }
+
+    fn refund(&self, refund: RefundRequest) -> GatewayFuture<'_, Refunded> {
+        self.timed("refund", self.inner.refund(refund))
+    }
+
+    fn find_refund(
+        &self,
+        payment_intent: String,
+        key: String,
+        value: String,
+    ) -> GatewayFuture<'_, Option<Refunded>> {
+        self.timed(
+            "find_refund",
+            self.inner.find_refund(payment_intent, key, value),
+        )
     }
 }
