@@ -4,9 +4,10 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use utoipa::ToSchema;
 
 /// The body of `POST /v1/bookings`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewBooking {
     /// Our id (`bk_...`); generated when absent.
@@ -36,13 +37,14 @@ pub struct NewBooking {
 /// optional. `called`, `stripe` and `cancellation_fee` are fixed at
 /// creation (the routing key and what was held); they are named here so a
 /// request that sets them is told so, field by field.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BookingPatch {
     /// New caller IDs (replacing the list).
     pub callers: Option<Vec<String>>,
     /// A new PIN; `null` removes it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     pub pin: Option<Option<String>>,
     /// A new callee.
     pub callee: Option<Callee>,
@@ -53,12 +55,16 @@ pub struct BookingPatch {
     /// A new window.
     pub window: Option<Window>,
     /// Fixed: the id.
+    #[schema(ignore)]
     id: Option<serde_json::Value>,
     /// Fixed: the dialled number.
+    #[schema(ignore)]
     called: Option<serde_json::Value>,
     /// Fixed: the card.
+    #[schema(ignore)]
     stripe: Option<serde_json::Value>,
     /// Fixed: the fee held with the booking.
+    #[schema(ignore)]
     cancellation_fee: Option<serde_json::Value>,
 }
 
@@ -127,7 +133,7 @@ impl BookingPatch {
 }
 
 /// Who answers a booked call.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 #[serde(untagged, deny_unknown_fields)]
 pub enum Callee {
     /// A SIP URI (a softphone).
@@ -145,7 +151,7 @@ pub enum Callee {
 }
 
 /// The price of talk time.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Tariff {
     /// ISO 4217, lower case (`jpy`).
@@ -173,7 +179,7 @@ fn one() -> i64 {
 }
 
 /// When a booking may be used, RFC 3339.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Window {
     /// From.
@@ -183,7 +189,7 @@ pub struct Window {
 }
 
 /// A saved card, set up with 3-D Secure by the operator's front end.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StripeCard {
     /// `cus_...`
@@ -193,7 +199,7 @@ pub struct StripeCard {
 }
 
 /// One field that failed validation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct FieldError {
     /// Dotted path in the request body (`tariff.currency`).
     pub field: String,

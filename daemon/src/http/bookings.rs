@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
+use super::schemas::{Booking, BookingList, ErrorBody};
 use super::{ApiError, views};
 use crate::bookings::model::{self, BookingPatch, Context, FieldError, NewBooking, ValidBooking};
 use crate::ledger::{BookingState, BookingWrite, ChangeRefused, LedgerError};
@@ -158,7 +159,14 @@ fn in_call() -> ApiError {
     )
 }
 
-async fn create_booking(
+/// Creates a booking.
+#[utoipa::path(post, path = "/v1/bookings", tag = "bookings", request_body = NewBooking,
+    responses(
+        (status = 201, description = "created", body = Booking),
+        (status = 409, description = "`booking_exists`, `booking_overlaps`", body = ErrorBody),
+        (status = 422, description = "`validation_failed`", body = ErrorBody),
+        (status = 401, description = "no or wrong bearer token", body = ErrorBody)))]
+pub(super) async fn create_booking(
     State(shared): State<Arc<Shared>>,
     body: Result<Json<NewBooking>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -186,7 +194,14 @@ async fn create_booking(
     }
 }
 
-async fn show_booking(
+/// One booking.
+#[utoipa::path(get, path = "/v1/bookings/{id}", tag = "bookings",
+    params(("id" = String, Path, description = "`bk_...`")),
+    responses(
+        (status = 200, description = "the booking", body = Booking),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 401, description = "no or wrong bearer token", body = ErrorBody)))]
+pub(super) async fn show_booking(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -196,16 +211,23 @@ async fn show_booking(
 }
 
 /// Query of `GET /v1/bookings`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct BookingQuery {
+#[into_params(parameter_in = Query)]
+pub(super) struct BookingQuery {
     called: Option<String>,
     state: Option<String>,
     limit: Option<i64>,
     cursor: Option<String>,
 }
 
-async fn list_bookings(
+/// Bookings, newest first, a page at a time.
+#[utoipa::path(get, path = "/v1/bookings", tag = "bookings", params(BookingQuery),
+    responses(
+        (status = 200, description = "a page", body = BookingList),
+        (status = 422, description = "`validation_failed`", body = ErrorBody),
+        (status = 401, description = "no or wrong bearer token", body = ErrorBody)))]
+pub(super) async fn list_bookings(
     State(shared): State<Arc<Shared>>,
     query: Result<Query<BookingQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -244,7 +266,15 @@ async fn list_bookings(
     })))
 }
 
-async fn cancel_booking(
+/// Cancels an active booking.
+#[utoipa::path(delete, path = "/v1/bookings/{id}", tag = "bookings",
+    params(("id" = String, Path, description = "`bk_...`")),
+    responses(
+        (status = 200, description = "canceled (or already)", body = Booking),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`booking_in_call`", body = ErrorBody),
+        (status = 401, description = "no or wrong bearer token", body = ErrorBody)))]
+pub(super) async fn cancel_booking(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -261,7 +291,16 @@ async fn cancel_booking(
     }
 }
 
-async fn change_booking(
+/// Changes an active booking.
+#[utoipa::path(patch, path = "/v1/bookings/{id}", tag = "bookings", request_body = BookingPatch,
+    params(("id" = String, Path, description = "`bk_...`")),
+    responses(
+        (status = 200, description = "changed", body = Booking),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`booking_in_call`, `booking_closed`, `tariff_locked`, `budget_below_used`, `booking_overlaps`", body = ErrorBody),
+        (status = 422, description = "`validation_failed`", body = ErrorBody),
+        (status = 401, description = "no or wrong bearer token", body = ErrorBody)))]
+pub(super) async fn change_booking(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
     body: Result<Json<BookingPatch>, JsonRejection>,

@@ -21,6 +21,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::bookings::{checked_limit, cursor, internal, parsed_cursor, query_error};
+use super::schemas::{Call, CallList, ErrorBody, HangupAnswer};
 use super::{ApiError, views};
 use crate::bookings::model::{self, FieldError};
 use crate::calls::live::{HangUpOutcome, LiveCall};
@@ -36,9 +37,10 @@ pub fn routes() -> axum::Router<Arc<Shared>> {
 }
 
 /// Query of `GET /v1/calls`: any of the filters, together.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct CallQuery {
+#[into_params(parameter_in = Query)]
+pub(super) struct CallQuery {
     booking: Option<String>,
     called: Option<String>,
     caller: Option<String>,
@@ -65,7 +67,13 @@ fn instant(field: &str, value: Option<&str>, errors: &mut Vec<FieldError>) -> Op
     }
 }
 
-async fn list_calls(
+/// Call records, in start order, a page at a time.
+#[utoipa::path(get, path = "/v1/calls", tag = "calls", params(CallQuery),
+    responses(
+        (status = 200, description = "a page", body = CallList),
+        (status = 422, description = "`validation_failed`", body = ErrorBody),
+        (status = 401, description = "no or wrong bearer token", body = ErrorBody)))]
+pub(super) async fn list_calls(
     State(shared): State<Arc<Shared>>,
     query: Result<Query<CallQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -143,7 +151,14 @@ async fn list_calls(
     Ok(Json(json!({"calls": listed, "next": next})))
 }
 
-async fn show_call(
+/// One call record.
+#[utoipa::path(get, path = "/v1/calls/{id}", tag = "calls",
+    params(("id" = String, Path, description = "`call_...`")),
+    responses(
+        (status = 200, description = "the call", body = Call),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 401, description = "no or wrong bearer token", body = ErrorBody)))]
+pub(super) async fn show_call(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -202,15 +217,23 @@ fn loss_percent(lost: u64, received: u64) -> f64 {
 }
 
 /// The body of `POST /v1/calls/{id}/hangup`; none means `{}`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct HangUp {
+pub(super) struct HangUp {
     /// Both parties hear the time-up prompt before the BYEs.
     #[serde(default)]
     announce: bool,
 }
 
-async fn hang_up(
+/// Ends a call this node carries.
+#[utoipa::path(post, path = "/v1/calls/{id}/hangup", tag = "calls", request_body(content = HangUp, description = "optional"),
+    params(("id" = String, Path, description = "`call_...`")),
+    responses(
+        (status = 202, description = "the hang-up is under way", body = HangupAnswer),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`call_ended`, `call_on_another_node`", body = ErrorBody),
+        (status = 401, description = "no or wrong bearer token", body = ErrorBody)))]
+pub(super) async fn hang_up(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
     body: Bytes,

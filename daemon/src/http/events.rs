@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use super::ApiError;
 use super::bookings::{checked_limit, cursor, internal, parsed_cursor, query_error};
+use super::schemas::{ErrorBody, Event, EventList, Redelivery};
 use crate::bookings::model::FieldError;
 use crate::clock::{now_ms, rfc3339};
 use crate::ledger::EventView;
@@ -30,9 +31,10 @@ pub fn routes() -> axum::Router<Arc<Shared>> {
         .route("/events/{id}/redeliver", post(redeliver))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct EventQuery {
+#[into_params(parameter_in = Query)]
+pub(super) struct EventQuery {
     booking: Option<String>,
     #[serde(rename = "type")]
     kind: Option<String>,
@@ -60,7 +62,13 @@ fn view(event: &EventView) -> Value {
     })
 }
 
-async fn list_events(
+/// Events, oldest first, with their deliveries.
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(EventQuery),
+    responses(
+        (status = 200, description = "a page", body = EventList),
+        (status = 422, description = "`validation_failed`", body = ErrorBody),
+        (status = 401, description = "no or wrong bearer token", body = ErrorBody)))]
+pub(super) async fn list_events(
     State(shared): State<Arc<Shared>>,
     query: Result<Query<EventQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -98,7 +106,14 @@ async fn list_events(
     })))
 }
 
-async fn show_event(
+/// One event.
+#[utoipa::path(get, path = "/v1/events/{id}", tag = "events",
+    params(("id" = String, Path, description = "`evt_...`")),
+    responses(
+        (status = 200, description = "the event", body = Event),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 401, description = "no or wrong bearer token", body = ErrorBody)))]
+pub(super) async fn show_event(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -108,7 +123,14 @@ async fn show_event(
         .ok_or_else(ApiError::not_found)
 }
 
-async fn redeliver(
+/// Sends an event again to every endpoint subscribed to it.
+#[utoipa::path(post, path = "/v1/events/{id}/redeliver", tag = "events",
+    params(("id" = String, Path, description = "`evt_...`")),
+    responses(
+        (status = 202, description = "due again now", body = Redelivery),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 401, description = "no or wrong bearer token", body = ErrorBody)))]
+pub(super) async fn redeliver(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {

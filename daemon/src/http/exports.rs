@@ -32,21 +32,34 @@ pub fn routes() -> axum::Router<Arc<Shared>> {
         .route("/exports/calls.jsonl", get(jsonl))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct Range {
+#[into_params(parameter_in = Query)]
+pub(super) struct Range {
     from: Option<String>,
     to: Option<String>,
 }
 
-async fn csv(
+/// The accounting export as CSV, streamed.
+#[utoipa::path(get, path = "/v1/exports/calls.csv", tag = "exports", params(Range),
+    responses(
+        (status = 200, description = "one line per call, a header first", content_type = "text/csv", body = String),
+        (status = 422, description = "`validation_failed`", body = super::schemas::ErrorBody),
+        (status = 401, description = "no or wrong bearer token", body = super::schemas::ErrorBody)))]
+pub(super) async fn csv(
     state: State<Arc<Shared>>,
     query: Result<Query<Range>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     export(state, query, Format::Csv).await
 }
 
-async fn jsonl(
+/// The accounting export as JSON Lines, streamed.
+#[utoipa::path(get, path = "/v1/exports/calls.jsonl", tag = "exports", params(Range),
+    responses(
+        (status = 200, description = "one object per call", content_type = "application/jsonl", body = String),
+        (status = 422, description = "`validation_failed`", body = super::schemas::ErrorBody),
+        (status = 401, description = "no or wrong bearer token", body = super::schemas::ErrorBody)))]
+pub(super) async fn jsonl(
     state: State<Arc<Shared>>,
     query: Result<Query<Range>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {

@@ -15,8 +15,10 @@ mod calls;
 mod error;
 mod events;
 mod exports;
+pub mod openapi;
 mod refunds;
 pub use exports::range_of as export_range;
+pub mod schemas;
 mod stripe;
 pub mod tls;
 pub mod views;
@@ -72,6 +74,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/v1/openapi.json", get(openapi::serve))
         .nest("/v1", v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -79,11 +82,19 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-async fn healthz() -> Json<serde_json::Value> {
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
+    responses((status = 200, description = "alive", body = schemas::Health)))]
+pub(super) async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+/// Readiness: listeners bound, ledger reachable, not draining.
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
+    responses(
+        (status = 200, description = "ready", body = schemas::Health),
+        (status = 503, description = "not ready, with the reasons", body = schemas::Health)))]
+pub(super) async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     let mut reasons = Vec::new();
     if shared.is_draining() {
         reasons.push("draining".to_owned());
@@ -110,7 +121,10 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
-async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+/// Prometheus metrics (operations.md lists them).
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String)))]
+pub(super) async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     // A scrape still answers when the database does not; the settlement
     // gauges then read zero and readyz says why.
     let settlements: Vec<(String, u64)> = shared
@@ -168,7 +182,9 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 /// `GET /v1/status`: what this daemon is and how it handles money.
-async fn status(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
+#[utoipa::path(get, path = "/v1/status", tag = "operations",
+    responses((status = 200, description = "this node", body = schemas::Status), (status = 401, description = "no or wrong bearer token", body = schemas::ErrorBody)))]
+pub(super) async fn status(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
     let config = shared.config.load();
     let mode = config.stripe.mode();
     Json(json!({
@@ -187,7 +203,11 @@ async fn status(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
 }
 
 /// The nodes sharing this node's ledger, and whether each is heard from.
-async fn nodes(State(shared): State<Arc<Shared>>) -> Result<Json<serde_json::Value>, ApiError> {
+#[utoipa::path(get, path = "/v1/nodes", tag = "operations",
+    responses((status = 200, description = "every node", body = schemas::Nodes), (status = 401, description = "no or wrong bearer token", body = schemas::ErrorBody)))]
+pub(super) async fn nodes(
+    State(shared): State<Arc<Shared>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let timeout = shared.config.load().cluster.node_timeout;
     let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
     let nodes = shared.ledger.nodes().await.map_err(bookings::internal)?;

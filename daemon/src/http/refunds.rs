@@ -18,6 +18,7 @@ use tollbridge_billing::settlement::{REFUND_REASONS, RefundRefusal};
 
 use super::ApiError;
 use super::bookings::internal;
+use super::schemas::{ErrorBody, Refund};
 use crate::bookings::model::FieldError;
 use crate::ledger::{NewRefund, RefundRefused, Settlement};
 use crate::state::Shared;
@@ -28,9 +29,9 @@ pub fn routes() -> axum::Router<Arc<Shared>> {
 }
 
 /// The body: everything optional.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RefundBody {
+pub(super) struct RefundBody {
     /// `rf_` and 1–64 of `A-Z a-z 0-9 - _`; made when absent. Asking
     /// again with the same id returns the same refund.
     id: Option<String>,
@@ -90,7 +91,17 @@ fn view(row: &Settlement) -> Value {
     })
 }
 
-async fn create_refund(
+/// Refunds part or all of a call's captured charge.
+#[utoipa::path(post, path = "/v1/calls/{id}/refunds", tag = "calls", request_body = RefundBody,
+    params(("id" = String, Path, description = "`call_...`")),
+    responses(
+        (status = 201, description = "written; sent within a second", body = Refund),
+        (status = 200, description = "the same refund, asked again", body = Refund),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`call_not_captured`, `call_fully_refunded`, `refund_exceeds_captured`, `refund_exists`", body = ErrorBody),
+        (status = 422, description = "`validation_failed`", body = ErrorBody),
+        (status = 401, description = "no or wrong bearer token", body = ErrorBody)))]
+pub(super) async fn create_refund(
     State(shared): State<Arc<Shared>>,
     Path(call): Path<String>,
     body: Result<Json<RefundBody>, JsonRejection>,

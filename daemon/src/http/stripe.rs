@@ -16,6 +16,12 @@ use crate::settle::webhook::verify;
 use crate::state::Shared;
 
 /// Receives one delivery.
+#[utoipa::path(post, path = "/v1/stripe/webhook", tag = "stripe", security(()),
+    request_body(content = Object, description = "a Stripe event, signed in `Stripe-Signature`"),
+    params(("Stripe-Signature" = String, Header, description = "`t=...,v1=...`")),
+    responses(
+        (status = 200, description = "received (or a duplicate)", body = Object),
+        (status = 400, description = "`bad_signature` and other unusable deliveries", body = super::schemas::ErrorBody)))]
 pub async fn receive(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
