@@ -753,8 +753,51 @@ async fn a_change_that_would_make_routing_ambiguous_is_refused(backend: Backend)
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
+async fn bookings_written_at_once_cannot_both_claim_one_window(backend: Backend) {
+    let api = Api::new(backend).await;
+    // Rounds of eight at once, each round on a number of its own: without
+    // a lock per number, two of a round pass the check together.
+    for round in 0..20 {
+        let attempts = (0..8).map(|n| {
+            let shared = api.shared.clone();
+            tokio::spawn(async move {
+                let mut body = booking();
+                body["pin"] = Value::Null;
+                body["called"] = json!(format!("+8131234{round:04}"));
+                body["id"] = json!(format!("bk_race{round}_{n}"));
+                let request = Request::builder()
+                    .method("POST")
+                    .uri("/v1/bookings")
+                    .header("authorization", format!("Bearer {TOKEN}"))
+                    .header("content-type", "application/json")
+                    .body(Body::from(body.to_string()))
+                    .unwrap();
+                tollbridge_daemon::http::router(shared)
+                    .oneshot(request)
+                    .await
+                    .unwrap()
+                    .status()
+            })
+        });
+        let mut statuses = Vec::new();
+        for attempt in attempts.collect::<Vec<_>>() {
+            statuses.push(attempt.await.unwrap());
+        }
+        let created = statuses
+            .iter()
+            .filter(|s| **s == StatusCode::CREATED)
+            .count();
+        let refused = statuses
+            .iter()
+            .filter(|s| **s == StatusCode::CONFLICT)
+            .count();
+        assert_eq!((created, refused), (1, 7), "round {round}: {statuses:?}");
+    }
+}
+
 on_both_backends!(
     bookings_change_within_their_rules,
+    bookings_written_at_once_cannot_both_claim_one_window,
     a_change_that_would_make_routing_ambiguous_is_refused,
     bookings_are_listed_a_page_at_a_time,
     bookings_a_call_could_not_tell_apart_are_refused,

@@ -104,6 +104,11 @@ pub enum BookingWrite {
 /// An open booking without a PIN on `called` (other than `except`) whose
 /// window overlaps `start..end` and whose callers share one with
 /// `callers`: a call from that caller in the overlap could be for either.
+///
+/// Takes the dialled number's lock first, held until the transaction
+/// ends: two bookings written at once on one number (on any node) are
+/// checked against each other in turn, not both against the rows before
+/// them.
 pub(super) fn ambiguous_with(
     db: &mut dyn Db,
     called: &str,
@@ -112,6 +117,9 @@ pub(super) fn ambiguous_with(
     end_ms: i64,
     except: Option<&str>,
 ) -> Result<Option<String>, LedgerError> {
+    if let Some(lock) = db.dialect().lock_name() {
+        db.query(lock, args![format!("tollbridge:bookings:{called}")])?;
+    }
     let candidates = db.query(
         "SELECT id, callers FROM bookings
          WHERE called = ?1 AND state IN ('active', 'in-call') AND pin IS NULL

@@ -49,6 +49,19 @@ impl Dialect {
         }
     }
 
+    /// A statement that takes a lock on `?1` (any text) until the
+    /// transaction ends, for a check-then-insert whose rows do not exist
+    /// yet (nothing to lock with `FOR UPDATE`); `None` for SQLite, whose
+    /// write transactions run one at a time (`BEGIN IMMEDIATE`).
+    pub fn lock_name(self) -> Option<&'static str> {
+        match self {
+            Dialect::Sqlite => None,
+            Dialect::Postgres => Some(
+                "SELECT 1 FROM (SELECT pg_advisory_xact_lock(hashtext(CAST(?1 AS TEXT)))) AS locked",
+            ),
+        }
+    }
+
     /// Appended to a `SELECT` whose rows one node takes for itself:
     /// other nodes skip them instead of waiting.
     pub fn skip_locked(self) -> &'static str {
