@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tollbridge_config::{Config, Secret};
 use tollbridge_daemon::args;
@@ -42,22 +41,9 @@ impl Api {
     }
 
     async fn send(&self, method: &str, uri: &str, body: Option<&str>) -> (StatusCode, Value) {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("authorization", format!("Bearer {TOKEN}"));
-        if body.is_some() {
-            request = request.header("content-type", "application/json");
-        }
-        let request = request
-            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned())))
-            .unwrap();
-        let response = tollbridge_daemon::http::router(self.shared.clone())
-            .oneshot(request)
-            .await
-            .unwrap();
-        let status = response.status();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body = body.map(str::to_owned);
+        let (status, bytes) =
+            support::http::request(&self.shared, method, uri, Some(TOKEN), body).await;
         (
             status,
             serde_json::from_slice(&bytes).unwrap_or(Value::Null),
@@ -765,18 +751,15 @@ async fn bookings_written_at_once_cannot_both_claim_one_window(backend: Backend)
                 body["pin"] = Value::Null;
                 body["called"] = json!(format!("+8131234{round:04}"));
                 body["id"] = json!(format!("bk_race{round}_{n}"));
-                let request = Request::builder()
-                    .method("POST")
-                    .uri("/v1/bookings")
-                    .header("authorization", format!("Bearer {TOKEN}"))
-                    .header("content-type", "application/json")
-                    .body(Body::from(body.to_string()))
-                    .unwrap();
-                tollbridge_daemon::http::router(shared)
-                    .oneshot(request)
-                    .await
-                    .unwrap()
-                    .status()
+                support::http::request(
+                    &shared,
+                    "POST",
+                    "/v1/bookings",
+                    Some(TOKEN),
+                    Some(body.to_string()),
+                )
+                .await
+                .0
             })
         });
         let mut statuses = Vec::new();

@@ -7,9 +7,7 @@
 
 use std::collections::HashMap;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
+use axum::http::StatusCode;
 use tollbridge_config::{Config, Secret};
 use tollbridge_daemon::bookings::model::{Callee, NewBooking, Tariff, ValidBooking, Window};
 use tollbridge_daemon::calls::route::Route;
@@ -17,7 +15,6 @@ use tollbridge_daemon::clock::rfc3339;
 use tollbridge_daemon::export::utc;
 use tollbridge_daemon::ledger::{CallEnd, CallStatus, Ledger, NewCall};
 use tollbridge_daemon::state::Shared;
-use tower::ServiceExt;
 
 // One backend here: the query is the same SQL on both (the ledger suite
 // runs both), and 1,000 calls through PostgreSQL would only add minutes.
@@ -120,18 +117,8 @@ async fn one_call(ledger: &Ledger, n: usize) {
 }
 
 async fn get(shared: &std::sync::Arc<Shared>, uri: &str) -> (StatusCode, String) {
-    let request = Request::builder()
-        .uri(uri)
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .body(Body::empty())
-        .unwrap();
-    let response = tollbridge_daemon::http::router(shared.clone())
-        .oneshot(request)
-        .await
-        .unwrap();
-    let status = response.status();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8(body.to_vec()).unwrap())
+    let (status, bytes) = support::http::request(shared, "GET", uri, Some(TOKEN), None).await;
+    (status, String::from_utf8(bytes).unwrap())
 }
 
 async fn an_export_of_1000_calls_matches_their_records_field_by_field(backend: Backend) {

@@ -9,13 +9,10 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
+use axum::http::StatusCode;
 use serde_json::{Value, json};
 use tollbridge_config::{Config, Secret};
 use tollbridge_daemon::state::Shared;
-use tower::ServiceExt;
 
 #[macro_use]
 mod support;
@@ -39,22 +36,8 @@ async fn send(
     uri: &str,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let mut request = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("authorization", format!("Bearer {TOKEN}"));
-    if body.is_some() {
-        request = request.header("content-type", "application/json");
-    }
-    let request = request
-        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
-        .unwrap();
-    let response = tollbridge_daemon::http::router(shared.clone())
-        .oneshot(request)
-        .await
-        .unwrap();
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body = body.map(|b| b.to_string());
+    let (status, bytes) = support::http::request(shared, method, uri, Some(TOKEN), body).await;
     (
         status,
         serde_json::from_slice(&bytes).unwrap_or(Value::Null),

@@ -564,15 +564,20 @@ fn charge_json(
     })
 }
 
-fn intent_json(id: &str, params: &[(String, String)], status: &str, amount: i64) -> Value {
-    let metadata: serde_json::Map<String, Value> = params
+/// The `metadata[key]=value` parameters of a request, as an object.
+fn metadata_of(params: &[(String, String)]) -> serde_json::Map<String, Value> {
+    params
         .iter()
         .filter_map(|(k, v)| {
             k.strip_prefix("metadata[")
                 .and_then(|k| k.strip_suffix(']'))
                 .map(|k| (k.to_owned(), json!(v)))
         })
-        .collect();
+        .collect()
+}
+
+fn intent_json(id: &str, params: &[(String, String)], status: &str, amount: i64) -> Value {
+    let metadata = metadata_of(params);
     json!({
         "id": id,
         "object": "payment_intent",

@@ -19,8 +19,7 @@ use super::ApiError;
 use super::bookings::{checked_limit, cursor, internal, parsed_cursor, query_error};
 use super::schemas::{ErrorBody, Event, EventList, Redelivery};
 use crate::bookings::model::FieldError;
-use crate::clock::{now_ms, rfc3339};
-use crate::ledger::EventView;
+use crate::clock::now_ms;
 use crate::state::Shared;
 
 /// The `/v1/events` routes.
@@ -40,26 +39,6 @@ pub(super) struct EventQuery {
     kind: Option<String>,
     limit: Option<i64>,
     cursor: Option<String>,
-}
-
-fn view(event: &EventView) -> Value {
-    json!({
-        "id": event.id,
-        "type": event.kind,
-        "booking": event.booking,
-        "sequence": event.sequence,
-        "created_at": rfc3339(event.created_ms),
-        "body": event.body,
-        "deliveries": event.deliveries.iter().map(|d| json!({
-            "endpoint": d.endpoint,
-            "state": d.state,
-            "attempts": d.attempts,
-            "last_status": d.last_status,
-            "last_error": d.last_error,
-            "delivered_at": d.delivered_ms.map(rfc3339),
-            "next_attempt_at": (d.state == "pending").then(|| rfc3339(d.next_attempt_ms)),
-        })).collect::<Vec<_>>(),
-    })
 }
 
 /// Events, oldest first, with their deliveries.
@@ -101,7 +80,7 @@ pub(super) async fn list_events(
         .then(|| events.last().map(|e| cursor(e.created_ms, &e.id)))
         .flatten();
     Ok(Json(json!({
-        "events": events.iter().map(view).collect::<Vec<_>>(),
+        "events": events.iter().map(super::views::event).collect::<Vec<_>>(),
         "next": next,
     })))
 }
@@ -119,7 +98,7 @@ pub(super) async fn show_event(
 ) -> Result<Json<Value>, ApiError> {
     let event = shared.ledger.event(id).await.map_err(internal)?;
     event
-        .map(|event| Json(view(&event)))
+        .map(|event| Json(super::views::event(&event)))
         .ok_or_else(ApiError::not_found)
 }
 

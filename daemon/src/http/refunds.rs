@@ -13,14 +13,14 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tollbridge_billing::settlement::{REFUND_REASONS, RefundRefusal};
 
 use super::ApiError;
 use super::bookings::internal;
 use super::schemas::{ErrorBody, Refund};
 use crate::bookings::model::FieldError;
-use crate::ledger::{NewRefund, RefundRefused, Settlement};
+use crate::ledger::{NewRefund, RefundRefused};
 use crate::state::Shared;
 
 /// The route, under `/v1` behind the token check.
@@ -77,20 +77,6 @@ fn checked(body: &RefundBody) -> Vec<FieldError> {
     errors
 }
 
-/// A refund as the API shows it.
-fn view(row: &Settlement) -> Value {
-    json!({
-        "id": row.id,
-        "call": row.call_id,
-        "amount": row.amount,
-        "currency": row.currency,
-        "reason": row.reason,
-        "state": row.state.as_str(),
-        "payment_intent": row.payment_intent,
-        "idempotency_key": row.key,
-    })
-}
-
 /// Refunds part or all of a call's captured charge.
 #[utoipa::path(post, path = "/v1/calls/{id}/refunds", tag = "calls", request_body = RefundBody,
     params(("id" = String, Path, description = "`call_...`")),
@@ -124,8 +110,8 @@ pub(super) async fn create_refund(
         .await
         .map_err(internal)?;
     match written {
-        Ok((row, true)) => Ok((StatusCode::CREATED, Json(view(&row)))),
-        Ok((row, false)) => Ok((StatusCode::OK, Json(view(&row)))),
+        Ok((row, true)) => Ok((StatusCode::CREATED, Json(super::views::refund(&row)))),
+        Ok((row, false)) => Ok((StatusCode::OK, Json(super::views::refund(&row)))),
         Err(RefundRefused::NoCall) => Err(ApiError::not_found()),
         Err(RefundRefused::NotCaptured) => Err(ApiError::new(
             StatusCode::CONFLICT,

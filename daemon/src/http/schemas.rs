@@ -1,8 +1,11 @@
-//! What the API answers, as the OpenAPI document describes it. The
-//! handlers build their JSON in `views`; these types exist to describe
-//! it, and the suite checks real answers against them
-//! (`daemon/tests/openapi.rs`), so the two cannot drift apart silently.
+//! What the API answers: the bookings, calls, settlements, events and
+//! refunds it serves are these types, serialized (`views` fills them from
+//! the ledger's records), and the same types describe them in the OpenAPI
+//! document, so the two cannot drift apart. The smaller answers (status,
+//! nodes, health) are built in place; the suite checks those against
+//! their schemas here (`daemon/tests/openapi.rs`).
 
+use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
@@ -10,14 +13,14 @@ use crate::bookings::model::{Callee, FieldError, StripeCard, Tariff, Window};
 
 /// An error: a stable `code`, a message for people, and for
 /// `validation_failed` each field that failed.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct ErrorBody {
     /// The error.
     pub error: ErrorDetail,
 }
 
 /// See [`ErrorBody`].
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable: `not_found`, `validation_failed`, `booking_overlaps`, ...
     pub code: String,
@@ -28,8 +31,8 @@ pub struct ErrorDetail {
 }
 
 /// A booking's state.
-#[derive(ToSchema)]
-#[schema(rename_all = "kebab-case")]
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
 pub enum BookingStateWord {
     /// Callable within its window.
     Active,
@@ -44,7 +47,7 @@ pub enum BookingStateWord {
 }
 
 /// A booking as stored (the PIN is never shown).
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct Booking {
     /// `bk_...`
     pub id: String,
@@ -71,13 +74,14 @@ pub struct Booking {
     /// The cancellation fee, minor units.
     pub cancellation_fee: Option<i64>,
     /// Where it stands.
-    pub state: BookingStateWord,
+    #[schema(value_type = BookingStateWord)]
+    pub state: &'static str,
     /// RFC 3339, UTC.
     pub created_at: String,
 }
 
 /// A page of bookings.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct BookingList {
     /// Newest first.
     pub bookings: Vec<Booking>,
@@ -86,7 +90,7 @@ pub struct BookingList {
 }
 
 /// A leg's media counters, once the call has ended.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct LegMedia {
     /// RTP packets from the party.
     pub packets_received: i64,
@@ -109,7 +113,7 @@ pub struct LegMedia {
 }
 
 /// One leg of a call.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct CallLeg {
     /// Its SIP Call-ID.
     pub sip_call_id: Option<String>,
@@ -120,7 +124,7 @@ pub struct CallLeg {
 }
 
 /// Both legs.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct CallLegs {
     /// The customer's.
     pub caller: CallLeg,
@@ -129,7 +133,7 @@ pub struct CallLegs {
 }
 
 /// The tariff a call was rated with, and its own cap.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct CallRating {
     /// ISO code.
     pub currency: String,
@@ -144,14 +148,14 @@ pub struct CallRating {
 }
 
 /// One status change of a call (Twilio's vocabulary).
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct CallEventView {
     /// 1, 2, 3, ...
     pub seq: i64,
     /// RFC 3339.
     pub at: String,
     /// `queued`, `initiated`, `ringing`, `in-progress`, `completed`, ...
-    pub status: String,
+    pub status: &'static str,
     /// The SIP status code, when one caused it.
     pub sip_code: Option<i64>,
     /// Its reason phrase.
@@ -161,7 +165,7 @@ pub struct CallEventView {
 }
 
 /// A settlement row: a hold, capture, release, fee or refund.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct SettlementRow {
     /// `st_...` (`rf_...` for a refund).
     pub id: String,
@@ -200,7 +204,7 @@ pub struct SettlementRow {
 }
 
 /// A dispute on a call's charge.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct CallDispute {
     /// `du_...`
     pub id: Option<String>,
@@ -211,7 +215,7 @@ pub struct CallDispute {
 }
 
 /// A call record.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct Call {
     /// `call_...`
     pub id: String,
@@ -230,7 +234,7 @@ pub struct Call {
     /// The dialled number, E.164.
     pub called: Option<String>,
     /// Twilio's call-status vocabulary.
-    pub status: String,
+    pub status: &'static str,
     /// RFC 3339.
     pub created_at: String,
     /// The expert's phone rang.
@@ -268,7 +272,7 @@ pub struct Call {
 }
 
 /// A call in progress as its task sees it.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct Live {
     /// `routing`, `pin`, `dialing`, `awaiting-hold`, `talking`, `ending`.
     pub phase: String,
@@ -283,7 +287,7 @@ pub struct Live {
 }
 
 /// Both parties' streams so far.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct LiveMedia {
     /// From the customer.
     pub caller: Option<LiveLeg>,
@@ -292,7 +296,7 @@ pub struct LiveMedia {
 }
 
 /// One party's stream so far.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct LiveLeg {
     /// RTP packets received.
     pub packets_received: i64,
@@ -305,7 +309,7 @@ pub struct LiveLeg {
 }
 
 /// A page of calls.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct CallList {
     /// In start order.
     pub calls: Vec<Call>,
@@ -314,7 +318,7 @@ pub struct CallList {
 }
 
 /// A refund asked for.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct Refund {
     /// `rf_...`
     pub id: String,
@@ -327,7 +331,7 @@ pub struct Refund {
     /// Stripe's reason word.
     pub reason: Option<String>,
     /// `pending` when new.
-    pub state: String,
+    pub state: &'static str,
     /// The captured PaymentIntent.
     pub payment_intent: Option<String>,
     /// `tb:refund:{id}`.
@@ -335,7 +339,7 @@ pub struct Refund {
 }
 
 /// `POST /v1/calls/{id}/hangup` accepted.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct HangupAnswer {
     /// The call.
     pub id: String,
@@ -346,7 +350,7 @@ pub struct HangupAnswer {
 }
 
 /// One delivery of an event to an endpoint.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct Delivery {
     /// The `[[webhook]]` name.
     pub endpoint: String,
@@ -365,12 +369,12 @@ pub struct Delivery {
 }
 
 /// An event the platform is told of.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct Event {
     /// `evt_...`
     pub id: String,
     /// `call.ended`, `booking.completed`, ...
-    #[schema(rename = "type")]
+    #[serde(rename = "type")]
     pub kind: String,
     /// Its booking.
     pub booking: String,
@@ -386,7 +390,7 @@ pub struct Event {
 }
 
 /// A page of events.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct EventList {
     /// Oldest first.
     pub events: Vec<Event>,
@@ -395,7 +399,7 @@ pub struct EventList {
 }
 
 /// `POST /v1/events/{id}/redeliver` accepted.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct Redelivery {
     /// The event.
     pub id: String,
@@ -404,7 +408,7 @@ pub struct Redelivery {
 }
 
 /// Stripe's mode as configured.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct StripeMode {
     /// `ledger-only`, `test` or `live`.
     pub mode: String,
@@ -413,7 +417,7 @@ pub struct StripeMode {
 }
 
 /// This node's state.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct Status {
     /// The build.
     pub version: String,
@@ -434,7 +438,7 @@ pub struct Status {
 }
 
 /// A node sharing the ledger.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct Node {
     /// `node.name`.
     pub name: String,
@@ -451,7 +455,7 @@ pub struct Node {
 }
 
 /// The nodes sharing the ledger.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct Nodes {
     /// `cluster.node_timeout`, ms.
     pub node_timeout_ms: i64,
@@ -460,7 +464,7 @@ pub struct Nodes {
 }
 
 /// `/healthz`, `/readyz`.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct Health {
     /// `ok`, `ready` or `not-ready`.
     pub status: String,

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fixtures;
+pub mod http;
 
 use tollbridge_daemon::ledger::Ledger;
 use tollbridge_e2e::postgres::PostgresServer;

@@ -12,7 +12,10 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::{Endpoint, Recorded, Shared, error, form, idempotent, json_response, param, unix_now};
+use super::{
+    Endpoint, Recorded, Shared, error, form, idempotent, json_response, metadata_of, param,
+    unix_now,
+};
 
 pub(super) async fn create(State(inner): Shared, headers: HeaderMap, body: Bytes) -> Response {
     let params = form(&body);
@@ -85,14 +88,7 @@ pub(super) async fn create(State(inner): Shared, headers: HeaderMap, body: Bytes
             charge["refunded"] = json!(refunded + amount == received);
             let charge_id = charge["id"].clone();
             let currency = intent["currency"].clone();
-            let metadata: serde_json::Map<String, Value> = params
-                .iter()
-                .filter_map(|(k, v)| {
-                    k.strip_prefix("metadata[")
-                        .and_then(|k| k.strip_suffix(']'))
-                        .map(|k| (k.to_owned(), json!(v)))
-                })
-                .collect();
+            let metadata = metadata_of(&params);
             inner.next_id += 1;
             let refund = json!({
                 "id": format!("re_fake{:06}", inner.next_id),
