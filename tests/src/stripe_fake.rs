@@ -835,12 +835,32 @@ async fn list(State(inner): Shared, Query(query): Query<Vec<(String, String)>>) 
     guard.expire_holds();
     let customer = param(&query, "customer").map(str::to_owned);
     let expanded = expands(&query, "data.latest_charge");
-    let data: Vec<Value> = guard
+    // Newest first (ids count up), `limit` (10 by default, at most 100)
+    // after `starting_after`, as Stripe pages.
+    let mut newest_first: Vec<&Value> = guard
         .intents
         .values()
         .filter(|i| customer.as_deref().is_none_or(|c| i["customer"] == c))
+        .collect();
+    newest_first.sort_by(|a, b| b["id"].as_str().cmp(&a["id"].as_str()));
+    let limit = param(&query, "limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(10)
+        .clamp(1, 100);
+    let start = match param(&query, "starting_after") {
+        Some(after) => newest_first
+            .iter()
+            .position(|i| i["id"] == after)
+            .map_or(newest_first.len(), |i| i + 1),
+        None => 0,
+    };
+    let data: Vec<Value> = newest_first
+        .iter()
+        .skip(start)
+        .take(limit)
         .map(|i| shown(i, expanded))
         .collect();
+    let has_more = start + data.len() < newest_first.len();
     guard.requests.push(Recorded {
         method: "GET".into(),
         path: "/v1/payment_intents".into(),
@@ -850,7 +870,7 @@ async fn list(State(inner): Shared, Query(query): Query<Vec<(String, String)>>) 
     });
     json_response(
         200,
-        &json!({"object": "list", "data": data, "has_more": false, "url": "/v1/payment_intents"}),
+        &json!({"object": "list", "data": data, "has_more": has_more, "url": "/v1/payment_intents"}),
     )
 }
 

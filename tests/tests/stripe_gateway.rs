@@ -375,3 +375,35 @@ async fn the_fake_refuses_a_confirm_that_may_redirect_as_stripe_may() {
     let stripe = gateway(&fake);
     stripe.hold(hold("pm_card_visa", "call_r")).await.unwrap();
 }
+
+/// A regular customer has more PaymentIntents than one page of a listing
+/// holds (100): the lookup by metadata reads every page, so an old hold
+/// whose answer was lost is still found.
+#[tokio::test]
+async fn a_hold_is_found_by_its_metadata_past_the_first_page() {
+    let fake = StripeFake::start();
+    let stripe = gateway(&fake);
+    for n in 0..230 {
+        stripe
+            .hold(hold("pm_card_visa", &format!("call_{n}")))
+            .await
+            .unwrap();
+    }
+    let oldest = stripe
+        .find("cus_test".into(), "call".into(), "call_0".into())
+        .await
+        .unwrap()
+        .expect("the oldest hold, on the third page");
+    assert_eq!(oldest.id, "pi_fake000001");
+    let missing = stripe
+        .find("cus_test".into(), "call".into(), "call_none".into())
+        .await
+        .unwrap();
+    assert_eq!(missing, None);
+    let pages = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path == "/v1/payment_intents")
+        .count();
+    assert_eq!(pages, 6, "three pages per lookup");
+}

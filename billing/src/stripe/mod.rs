@@ -132,8 +132,8 @@ impl Refunded {
     }
 }
 
-/// How many refunds a listing asks for per page.
-const REFUND_PAGE: i64 = 100;
+/// How many objects a listing asks for per page: Stripe's most.
+const LIST_PAGE: i64 = 100;
 
 /// Expanded in every answer that creates, reads or finds a hold: the
 /// charge says until when it can be captured.
@@ -408,18 +408,33 @@ impl Gateway for StripeGateway {
         value: String,
     ) -> GatewayFuture<'_, Option<Intent>> {
         Box::pin(async move {
-            let request = ListPaymentIntent::new()
-                .customer(customer.clone())
-                .limit(100)
-                .expand([format!("data.{LATEST_CHARGE}")]);
-            let list = self
-                .with_retries("list", || request.customize().send(&self.client))
-                .await?;
-            Ok(list
-                .data
-                .into_iter()
-                .find(|intent| intent.metadata.get(&key_name) == Some(&value))
-                .map(Intent::from_stripe))
+            // A customer with many PaymentIntents (a regular caller) has
+            // them over several pages of at most 100: read them all.
+            let mut after: Option<String> = None;
+            loop {
+                let mut request = ListPaymentIntent::new()
+                    .customer(customer.clone())
+                    .limit(LIST_PAGE)
+                    .expand([format!("data.{LATEST_CHARGE}")]);
+                if let Some(last) = &after {
+                    request = request.starting_after(last.clone());
+                }
+                let page = self
+                    .with_retries("list", || request.customize().send(&self.client))
+                    .await?;
+                let last = page.data.last().map(|intent| intent.id.as_str().to_owned());
+                if let Some(found) = page
+                    .data
+                    .into_iter()
+                    .find(|intent| intent.metadata.get(&key_name) == Some(&value))
+                {
+                    return Ok(Some(Intent::from_stripe(found)));
+                }
+                match (page.has_more, last) {
+                    (true, Some(last)) => after = Some(last),
+                    _ => return Ok(None),
+                }
+            }
         })
     }
 
@@ -470,7 +485,7 @@ impl Gateway for StripeGateway {
             loop {
                 let mut request = ListRefund::new()
                     .payment_intent(payment_intent.clone())
-                    .limit(REFUND_PAGE);
+                    .limit(LIST_PAGE);
                 if let Some(last) = &after {
                     request = request.starting_after(last.clone());
                 }
