@@ -590,6 +590,21 @@ fn a_cancellation_fee_is_held_then_captured_late_released_early_or_after_a_call(
             .any(|i| i["metadata"]["fee_booking"] == early.as_str()),
         "nothing sent"
     );
+    // Held at once (the window opens within a hold's life) and canceled
+    // more than billing.late_cancellation before it: released, and Stripe
+    // is told the customer asked.
+    let in_time = book_with_fee(
+        &daemon,
+        "+15550000004",
+        "sip:nobody@127.0.0.1:9",
+        time::Duration::days(2),
+        time::Duration::days(2) + minutes(60),
+    );
+    fee_intent(&fake, &in_time, "requires_capture");
+    let (status, _) = daemon.api("DELETE", &format!("/v1/bookings/{in_time}"), TOKEN, None);
+    assert_eq!(status, 200);
+    let released_early = fee_intent(&fake, &in_time, "canceled");
+    assert_eq!(released_early["cancellation_reason"], "requested_by_customer");
     // The call takes place: the fee is released.
     let expert = expert("expert_answers.xml", "40002", &[]);
     let kept = book_with_fee(
@@ -604,6 +619,7 @@ fn a_cancellation_fee_is_held_then_captured_late_released_early_or_after_a_call(
     assert_passed("expert", expert);
     let released = fee_intent(&fake, &kept, "canceled");
     assert_eq!(released["amount_received"], 0);
+    assert_eq!(released["cancellation_reason"], "abandoned");
     // A no-show: the window ends without a call, the fee is captured.
     let missed = book_with_fee(
         &daemon,

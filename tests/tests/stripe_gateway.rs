@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use tollbridge_billing::rating::Currency;
 use tollbridge_billing::stripe::retry::RetryPolicy;
-use tollbridge_billing::stripe::{Gateway, GatewayError, HoldRequest, StripeGateway};
+use tollbridge_billing::stripe::{
+    Gateway, GatewayError, HoldRequest, ReleaseReason, StripeGateway,
+};
 use tollbridge_e2e::stripe_fake::{Endpoint, Fault, StripeFake, unix_now};
 
 fn gateway(fake: &StripeFake) -> StripeGateway {
@@ -121,10 +123,27 @@ async fn a_hold_is_placed_and_captured_with_the_rated_amount() {
     // Released holds: cancel.
     let other = stripe.hold(hold("pm_card_visa", "call_2")).await.unwrap();
     let canceled = stripe
-        .cancel(other.id, "tb:call:call_2:cancel:v1".into())
+        .cancel(
+            other.id,
+            "tb:call:call_2:cancel:v1".into(),
+            ReleaseReason::RequestedByCustomer,
+        )
         .await
         .unwrap();
     assert_eq!(canceled.status, "canceled");
+    let sent = fake
+        .requests()
+        .into_iter()
+        .find(|r| r.path.ends_with("/cancel"))
+        .unwrap();
+    assert!(
+        sent.params.contains(&(
+            "cancellation_reason".to_owned(),
+            "requested_by_customer".to_owned()
+        )),
+        "{:?}",
+        sent.params
+    );
 }
 
 #[tokio::test]

@@ -111,6 +111,33 @@ pub struct RefundRequest {
     pub idempotency_key: String,
 }
 
+/// Why a hold is released, as Stripe's `cancellation_reason` says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseReason {
+    /// Nothing is owed (a call that cost nothing, a fee no longer due).
+    Abandoned,
+    /// The customer canceled (a booking canceled in time).
+    RequestedByCustomer,
+}
+
+impl ReleaseReason {
+    /// The word a settlement row keeps.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReleaseReason::Abandoned => "abandoned",
+            ReleaseReason::RequestedByCustomer => "requested_by_customer",
+        }
+    }
+
+    /// The reason a row's word names; `abandoned` for none.
+    pub fn from_stored(word: Option<&str>) -> ReleaseReason {
+        match word {
+            Some("requested_by_customer") => ReleaseReason::RequestedByCustomer,
+            _ => ReleaseReason::Abandoned,
+        }
+    }
+}
+
 /// What we read of a Refund.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refunded {
@@ -188,8 +215,13 @@ pub trait Gateway: Send + Sync {
     fn hold(&self, hold: HoldRequest) -> GatewayFuture<'_, Intent>;
     /// Captures `amount` of a hold, releasing the rest.
     fn capture(&self, intent: String, amount: i64, key: String) -> GatewayFuture<'_, Intent>;
-    /// Releases a whole hold (`cancellation_reason=abandoned`).
-    fn cancel(&self, intent: String, key: String) -> GatewayFuture<'_, Intent>;
+    /// Releases a whole hold, saying why.
+    fn cancel(
+        &self,
+        intent: String,
+        key: String,
+        reason: ReleaseReason,
+    ) -> GatewayFuture<'_, Intent>;
     /// Reads a PaymentIntent.
     fn retrieve(&self, intent: String) -> GatewayFuture<'_, Intent>;
     /// Finds a customer's PaymentIntent whose metadata has `key` = `value`.
@@ -381,11 +413,21 @@ impl Gateway for StripeGateway {
         })
     }
 
-    fn cancel(&self, intent: String, key_value: String) -> GatewayFuture<'_, Intent> {
+    fn cancel(
+        &self,
+        intent: String,
+        key_value: String,
+        reason: ReleaseReason,
+    ) -> GatewayFuture<'_, Intent> {
         Box::pin(async move {
             let strategy = key(&key_value)?;
-            let request = CancelPaymentIntent::new(intent.as_str())
-                .cancellation_reason(CancelPaymentIntentCancellationReason::Abandoned);
+            let reason = match reason {
+                ReleaseReason::Abandoned => CancelPaymentIntentCancellationReason::Abandoned,
+                ReleaseReason::RequestedByCustomer => {
+                    CancelPaymentIntentCancellationReason::RequestedByCustomer
+                }
+            };
+            let request = CancelPaymentIntent::new(intent.as_str()).cancellation_reason(reason);
             self.send_keyed("cancel", &request, strategy).await
         })
     }

@@ -237,7 +237,13 @@ pub(super) fn end_windows(db: &mut dyn Db, now_ms: i64) -> Result<usize, LedgerE
             "used_seconds": used_seconds,
         });
         if called {
-            settlements::settle_fee(db, &id, false, "the caller called in the window", now_ms)?;
+            settlements::settle_fee(
+                db,
+                &id,
+                settlements::FeeMove::Release,
+                "the caller called in the window",
+                now_ms,
+            )?;
             super::events::emit(db, "booking.completed", &id, None, data, now_ms)?;
         } else {
             super::events::emit(db, "booking.no_show", &id, None, data, now_ms)?;
@@ -369,7 +375,12 @@ impl Ledger {
             } else {
                 "canceled in time"
             };
-            settlements::settle_fee(db, &id, late, reason, now_ms)?;
+            let fee = if late {
+                settlements::FeeMove::Capture
+            } else {
+                settlements::FeeMove::ReleaseAsCanceled
+            };
+            settlements::settle_fee(db, &id, fee, reason, now_ms)?;
             Ok(Ok(get(db, &id)?))
         })
         .await?

@@ -253,7 +253,13 @@ pub(super) fn close(
                 .flatten();
             if let Some(booking) = booking {
                 // The call took place: the booking's cancellation fee is released.
-                settlements::settle_fee(db, &booking, false, "the call took place", settle_at_ms)?;
+                settlements::settle_fee(
+                    db,
+                    &booking,
+                    settlements::FeeMove::Release,
+                    "the call took place",
+                    settle_at_ms,
+                )?;
             }
         }
         priced

@@ -5,6 +5,7 @@
 
 use tollbridge_billing::rating::Currency;
 use tollbridge_billing::settlement::{self, AfterCall, Operation, UnderMinimum};
+use tollbridge_billing::stripe::ReleaseReason;
 
 use super::db::{Db, Row};
 use super::states::SettlementState;
@@ -490,7 +491,13 @@ pub(super) fn renew_fee_holds(db: &mut dyn Db, now_ms: i64) -> Result<usize, Led
         let Some((hold, attempt)) = current_fee_hold(db, booking)? else {
             continue;
         };
-        settle_fee(db, booking, false, "renewed before it lapses", now_ms)?;
+        settle_fee(
+            db,
+            booking,
+            FeeMove::Release,
+            "renewed before it lapses",
+            now_ms,
+        )?;
         let next = attempt + 1;
         let new = NewSettlement {
             call_id: "",
@@ -509,16 +516,28 @@ pub(super) fn renew_fee_holds(db: &mut dyn Db, now_ms: i64) -> Result<usize, Led
     Ok(aging.len())
 }
 
-/// What becomes of a booking's cancellation fee: captured (a late
-/// cancellation, a no-show) or released (a completed call, an early
-/// cancellation). A hold not placed yet is dropped instead.
+/// What becomes of a booking's cancellation-fee hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FeeMove {
+    /// Captured: a late cancellation, a no-show.
+    Capture,
+    /// Released: no longer due (a call took place, the hold is renewed).
+    Release,
+    /// Released because the customer canceled in time: Stripe is told
+    /// `requested_by_customer`.
+    ReleaseAsCanceled,
+}
+
+/// What becomes of a booking's cancellation fee (see [`FeeMove`]). A hold
+/// not placed yet is dropped instead.
 pub(super) fn settle_fee(
     db: &mut dyn Db,
     booking_id: &str,
-    capture: bool,
+    fee: FeeMove,
     reason: &str,
     now_ms: i64,
 ) -> Result<Option<Settlement>, LedgerError> {
+    let capture = fee == FeeMove::Capture;
     let Some((hold, attempt)) = current_fee_hold(db, booking_id)? else {
         return Ok(None);
     };
@@ -565,9 +584,18 @@ pub(super) fn settle_fee(
                 act_by_ms: hold.act_by_ms,
             };
             let key = settlement::booking_key(booking_id, movement, attempt);
-            Ok(Some(insert_keyed(
-                db, &key, None, &new, None, attempt, now_ms,
-            )?))
+            let row = insert_keyed(db, &key, None, &new, None, attempt, now_ms)?;
+            if fee == FeeMove::ReleaseAsCanceled {
+                db.execute(
+                    "UPDATE settlements SET reason = ?2 WHERE id = ?1",
+                    args![row.id.as_str(), ReleaseReason::RequestedByCustomer.as_str()],
+                )?;
+            }
+            Ok(Some(Settlement {
+                reason: (fee == FeeMove::ReleaseAsCanceled)
+                    .then(|| ReleaseReason::RequestedByCustomer.as_str().to_owned()),
+                ..row
+            }))
         }
         _ => Ok(None),
     }
@@ -592,7 +620,13 @@ pub(super) fn fee_no_shows(db: &mut dyn Db, now_ms: i64) -> Result<usize, Ledger
         .map(|row| row.text(0))
         .collect::<Result<_, _>>()?;
     for booking in &bookings {
-        settle_fee(db, booking, true, "no call in the window", now_ms)?;
+        settle_fee(
+            db,
+            booking,
+            FeeMove::Capture,
+            "no call in the window",
+            now_ms,
+        )?;
     }
     Ok(bookings.len())
 }

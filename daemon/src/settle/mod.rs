@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tollbridge_billing::rating::Currency;
 use tollbridge_billing::settlement::{self, Operation, Resolution};
-use tollbridge_billing::stripe::{Gateway, GatewayError, HoldRequest, Intent};
+use tollbridge_billing::stripe::{Gateway, GatewayError, HoldRequest, Intent, ReleaseReason};
 
 use crate::clock::now_ms;
 use crate::ledger::{Ledger, Settlement as Row, SettlementState};
@@ -329,7 +329,12 @@ impl Settler {
                     .capture(intent.clone(), row.amount, row.key.clone())
                     .await
             }
-            _ => self.gateway.cancel(intent.clone(), row.key.clone()).await,
+            _ => {
+                let reason = ReleaseReason::from_stored(row.reason.as_deref());
+                self.gateway
+                    .cancel(intent.clone(), row.key.clone(), reason)
+                    .await
+            }
         };
         match answer {
             Ok(read) => {

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use tollbridge_billing::stripe::{
     Gateway, GatewayError, GatewayFuture, HoldRequest, Intent, RefundRequest, Refunded,
+    ReleaseReason,
 };
 
 use crate::metrics::StripeLatency;
@@ -61,8 +62,13 @@ impl<G: Gateway> Gateway for TimedGateway<G> {
         self.timed("capture", self.inner.capture(intent, amount, key))
     }
 
-    fn cancel(&self, intent: String, key: String) -> GatewayFuture<'_, Intent> {
-        self.timed("cancel", self.inner.cancel(intent, key))
+    fn cancel(
+        &self,
+        intent: String,
+        key: String,
+        reason: ReleaseReason,
+    ) -> GatewayFuture<'_, Intent> {
+        self.timed("cancel", self.inner.cancel(intent, key, reason))
     }
 
     fn retrieve(&self, intent: String) -> GatewayFuture<'_, Intent> {

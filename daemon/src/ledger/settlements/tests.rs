@@ -65,7 +65,8 @@ async fn a_fee_hold_about_to_lapse_is_released_and_placed_again() {
                 None,
                 aging + 1000,
             )?;
-            let capture = settle_fee(db, "bk_1", true, "late", aging + 2000)?.expect("a capture");
+            let capture =
+                settle_fee(db, "bk_1", FeeMove::Capture, "late", aging + 2000)?.expect("a capture");
             Ok((listed, capture))
         })
         .await
@@ -145,7 +146,8 @@ async fn stripes_capture_before_sets_when_a_hold_is_renewed_or_looked_at_again()
             // when its outcome is unknown, is looked at again by the
             // act-by time, not a day later.
             let now = act_by - 2 * hour;
-            let capture = settle_fee(db, "bk_1", true, "late", now)?.expect("a capture");
+            let capture =
+                settle_fee(db, "bk_1", FeeMove::Capture, "late", now)?.expect("a capture");
             conclude(
                 db,
                 &capture.id,
