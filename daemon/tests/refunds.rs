@@ -93,6 +93,8 @@ async fn events_of(ledger: &Ledger, kind: &str) -> Vec<serde_json::Value> {
 async fn refunds_never_give_back_more_than_was_captured(backend: Backend) {
     let ledger = support::open(backend).await;
     captured_call(&ledger).await;
+    let call = ledger.call("call_1".into()).await.unwrap().unwrap();
+    assert_eq!((call.amount, call.charged), (Some(330), Some(330)));
 
     // Nothing to refund yet on another call; no such call.
     routed_call(&ledger, "call_2", "bk_2", "+81399999999", true).await;
@@ -335,7 +337,50 @@ async fn stripe_says_what_was_refunded_and_disputed(backend: Backend) {
     );
 }
 
+/// A call cheaper than Stripe's minimum under `cancel` (2 s in 6 s
+/// increments at ¥300 a minute: ¥30, under ¥50): rated, released,
+/// and charged nothing; while its release is on its way, `charged` is
+/// not known yet.
+async fn a_call_under_the_minimum_is_rated_but_charged_nothing(backend: Backend) {
+    let ledger = support::open(backend).await;
+    routed_call(&ledger, "call_1", "bk_1", CALLED, true).await;
+    let (hold, _) = ledger
+        .begin_hold("call_1".into(), "bk_1".into(), T0)
+        .await
+        .unwrap()
+        .unwrap();
+    ledger
+        .hold_succeeded(hold.id, "pi_1".into(), None, T0 + 10)
+        .await
+        .unwrap();
+    ledger
+        .close_call("call_1".into(), talked(2_000), T0 + 3_000)
+        .await
+        .unwrap();
+    let settling = ledger.call("call_1".into()).await.unwrap().unwrap();
+    assert_eq!((settling.amount, settling.charged), (Some(30), None));
+    let due = ledger
+        .claim_due_settlements(T0 + 3_000, false)
+        .await
+        .unwrap();
+    assert_eq!((due[0].operation.as_str(), due[0].amount), ("cancel", 0));
+    ledger
+        .conclude_settlement(
+            due[0].id.clone(),
+            SettlementState::Succeeded,
+            None,
+            None,
+            None,
+            T0 + 4_000,
+        )
+        .await
+        .unwrap();
+    let settled = ledger.call("call_1".into()).await.unwrap().unwrap();
+    assert_eq!((settled.amount, settled.charged), (Some(30), Some(0)));
+}
+
 on_both_backends!(
+    a_call_under_the_minimum_is_rated_but_charged_nothing,
     refunds_never_give_back_more_than_was_captured,
     two_refunds_at_once_cannot_both_take_the_whole_charge,
     stripe_says_what_was_refunded_and_disputed,

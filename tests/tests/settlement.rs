@@ -116,6 +116,7 @@ fn assert_settled_once(fake: &StripeFake, call: &Value) {
         intent["amount_received"], amount,
         "captured exactly the rated amount"
     );
+    assert_eq!(call["charged"], amount, "the record says what was charged");
     let rows = call["settlements"].as_array().unwrap();
     let operations: Vec<(&str, &str)> = rows
         .iter()
@@ -604,7 +605,10 @@ fn a_cancellation_fee_is_held_then_captured_late_released_early_or_after_a_call(
     let (status, _) = daemon.api("DELETE", &format!("/v1/bookings/{in_time}"), TOKEN, None);
     assert_eq!(status, 200);
     let released_early = fee_intent(&fake, &in_time, "canceled");
-    assert_eq!(released_early["cancellation_reason"], "requested_by_customer");
+    assert_eq!(
+        released_early["cancellation_reason"],
+        "requested_by_customer"
+    );
     // The call takes place: the fee is released.
     let expert = expert("expert_answers.xml", "40002", &[]);
     let kept = book_with_fee(

@@ -253,6 +253,10 @@ pub struct Call {
     pub currency: Option<String>,
     /// Why it ended.
     pub end_reason: Option<String>,
+    /// What was actually charged, minor units (the rated `amount`, or
+    /// Stripe's minimum, or 0 when the hold was released); null while it
+    /// settles or without Stripe.
+    pub charged: Option<i64>,
     /// Refunded of its charge, minor units.
     pub refunded_amount: i64,
     /// Its charge's dispute.

@@ -80,6 +80,7 @@ pub fn call(c: &CallRecord) -> Value {
         amount: c.amount,
         currency: c.currency.clone(),
         end_reason: c.end_reason.clone(),
+        charged: c.charged,
         refunded_amount: c.refunded_amount,
         dispute: c.dispute.as_ref().map(|d| schemas::CallDispute {
             id: d.id.clone(),

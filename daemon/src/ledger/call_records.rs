@@ -125,6 +125,12 @@ pub struct CallRecord {
     pub node: String,
     /// The node that ended it in that node's place, when it fell silent.
     pub taken_over_by: Option<String>,
+    /// What was actually charged, minor units: the capture that
+    /// succeeded (the rated amount, or Stripe's minimum under
+    /// `charge-minimum`), 0 when its hold was released (a call cheaper
+    /// than the minimum under `cancel`, or one that never connected);
+    /// `None` while it settles, or without Stripe.
+    pub charged: Option<i64>,
     /// What its charge has refunded, minor units (by us or in Stripe).
     pub refunded_amount: i64,
     /// Its charge's dispute, when the customer opened one.
@@ -207,6 +213,7 @@ fn record(db: &mut dyn Db, id: &str) -> Result<Option<CallRecord>, LedgerError> 
             .and_then(|text| serde_json::from_str(&text).ok()),
         node: row.text(21)?,
         taken_over_by: row.opt_text(22)?,
+        charged: None,
         refunded_amount: row.int(23)?,
         dispute: row
             .opt_text(25)?
@@ -269,6 +276,17 @@ fn record(db: &mut dyn Db, id: &str) -> Result<Option<CallRecord>, LedgerError> 
         })
         .collect::<Result<_, LedgerError>>()?;
     call.settlements = settlements::views(db, Some(id), None)?;
+    call.charged = call
+        .settlements
+        .iter()
+        .find(|s| s.state == "succeeded" && (s.operation == "capture" || s.operation == "cancel"))
+        .map(|s| {
+            if s.operation == "capture" {
+                s.amount
+            } else {
+                0
+            }
+        });
     Ok(Some(call))
 }
 
