@@ -48,6 +48,12 @@ impl Currency {
         }
     }
 
+    /// Stripe's largest charge in minor units: eight digits (¥99,999,999,
+    /// $999,999.99); above it Stripe answers `amount_too_large`.
+    pub fn stripe_maximum(self) -> i64 {
+        99_999_999
+    }
+
     /// Decimal places of the minor unit.
     pub fn exponent(self) -> u32 {
         match self {

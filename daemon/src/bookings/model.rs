@@ -248,6 +248,59 @@ fn parse_time(text: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(text, &Rfc3339).ok()
 }
 
+/// What Stripe would refuse of a booking with a card, found now rather
+/// than at the first call: a cancellation fee below its minimum charge or
+/// above its maximum, a card hold (the price of the whole budget) above
+/// its maximum. Nothing when the tariff is invalid (reported already).
+fn stripe_limits(booking: &NewBooking) -> Vec<(&'static str, String)> {
+    use tollbridge_billing::rating::{Currency, Tariff as Rating};
+    let tariff = &booking.tariff;
+    let Some(currency) = Currency::from_code(&tariff.currency) else {
+        return Vec::new();
+    };
+    let (minimum, maximum) = (currency.stripe_minimum(), currency.stripe_maximum());
+    let code = currency.code();
+    let mut refused = Vec::new();
+    if let Some(fee) = booking.cancellation_fee {
+        if fee > 0 && fee < minimum {
+            refused.push((
+                "cancellation_fee",
+                format!("{fee} is below Stripe's minimum charge of {minimum} {code} minor units"),
+            ));
+        } else if fee > maximum {
+            refused.push((
+                "cancellation_fee",
+                format!("{fee} is above Stripe's maximum charge of {maximum} {code} minor units"),
+            ));
+        }
+    }
+    let rating = (|| {
+        Some(Rating {
+            currency,
+            price_per_minute: u64::try_from(tariff.price_per_minute).ok()?,
+            increment_seconds: u32::try_from(tariff.increment_seconds).ok()?,
+            minimum_seconds: u32::try_from(tariff.minimum_seconds).ok()?,
+        })
+    })();
+    let (Some(rating), Ok(cap)) = (rating, u64::try_from(booking.cap_seconds)) else {
+        return refused;
+    };
+    match tollbridge_billing::settlement::hold_amount(&rating, cap) {
+        Ok(hold) if hold <= maximum => {}
+        Ok(hold) => refused.push((
+            "cap_seconds",
+            format!(
+                "the card hold for it would be {hold} {code} minor units, above Stripe's maximum charge of {maximum}: lower the cap or the price"
+            ),
+        )),
+        Err(_) => refused.push((
+            "cap_seconds",
+            format!("its price does not fit a card hold (Stripe's maximum is {maximum} {code} minor units)"),
+        )),
+    }
+    refused
+}
+
 /// Checks every rule and lists every failure.
 pub fn validate(booking: NewBooking, context: &Context) -> Result<ValidBooking, Vec<FieldError>> {
     let mut errors = Vec::new();
@@ -374,6 +427,11 @@ pub fn validate(booking: NewBooking, context: &Context) -> Result<ValidBooking, 
             fail("cancellation_fee", "needs a stripe card to hold it on");
         }
     }
+    if booking.stripe.is_some() {
+        for (field, message) in stripe_limits(&booking) {
+            fail(field, &message);
+        }
+    }
     match (errors.is_empty(), start, end) {
         (true, Some(start), Some(end)) => Ok(ValidBooking {
             window_start_ms: crate::clock::ms_of(start),
@@ -401,6 +459,47 @@ mod tests {
             "cap_seconds": 1800,
             "window": {"start": "2026-12-01T10:00:00+09:00", "end": "2026-12-01T11:00:00+09:00"}
         })
+    }
+
+    /// Stripe's limits, with a card: each case's fee, price a minute and
+    /// cap, and the field refused (none when it fits).
+    #[test]
+    fn stripe_limits_table() {
+        // currency, fee, price a minute, cap, the field refused
+        type Case = (&'static str, Option<i64>, i64, i64, Option<&'static str>);
+        let cases: [Case; 9] = [
+            ("jpy", Some(50), 100, 600, None),
+            ("jpy", Some(49), 100, 600, Some("cancellation_fee")),
+            ("jpy", Some(0), 100, 600, None),
+            ("gbp", Some(30), 100, 600, None),
+            ("gbp", Some(29), 100, 600, Some("cancellation_fee")),
+            ("usd", Some(100_000_000), 100, 600, Some("cancellation_fee")),
+            // ¥1,000,000,000 a minute for a day: far past ¥99,999,999.
+            ("jpy", None, 1_000_000_000, 86_400, Some("cap_seconds")),
+            // ¥1,157 a minute for a day: ¥1,666,080, fits.
+            ("jpy", None, 1_157, 86_400, None),
+            // $694.44 a minute for a day: 99,999,360 cents, just fits.
+            ("usd", None, 69_444, 86_400, None),
+        ];
+        for (currency, fee, price, cap, refused) in cases {
+            let mut body = good();
+            body["tariff"]["currency"] = serde_json::json!(currency);
+            body["tariff"]["price_per_minute"] = serde_json::json!(price);
+            body["cap_seconds"] = serde_json::json!(cap);
+            body["stripe"] = serde_json::json!({"customer": "cus_1", "payment_method": "pm_1"});
+            body["cancellation_fee"] = serde_json::json!(fee);
+            let fields: Vec<String> = check(body, true)
+                .err()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| e.field)
+                .collect();
+            let expected: Vec<String> = refused.iter().map(|f| (*f).to_owned()).collect();
+            assert_eq!(
+                fields, expected,
+                "{currency} fee {fee:?}, {price}/min for {cap} s"
+            );
+        }
     }
 
     fn check(body: serde_json::Value, charges: bool) -> Result<ValidBooking, Vec<FieldError>> {
