@@ -200,9 +200,43 @@ pub enum AfterCall {
     Cancel,
 }
 
-/// The plan for a rated `amount` (0 when nothing is owed).
-pub fn after_call(amount: i64, currency: Currency, policy: UnderMinimum) -> AfterCall {
-    let minimum = currency.stripe_minimum();
+/// The least a Stripe account takes in each currency it charges in.
+///
+/// Stripe's minimum applies after conversion to the account's settlement
+/// currency: ¥50 is enough for an account that settles in yen, not for one
+/// that settles in dollars (it must convert to at least $0.50). Without
+/// exchange rates the least amount in another currency is the operator's
+/// to say (`stripe.minimum_charge`); a currency the account settles in
+/// needs nothing said; any other is unknown, and bookings in it are
+/// refused rather than failed at the first call.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Minimums {
+    /// `stripe.settlement_currency`; `None`: each charge settles in its
+    /// own currency.
+    pub settlement: Option<Currency>,
+    /// `stripe.minimum_charge`: the least amount, per currency charged in.
+    pub configured: Vec<(Currency, i64)>,
+}
+
+impl Minimums {
+    /// The least charge in `currency`, minor units; `None` when it is not
+    /// known (see [`Minimums`]). Never below Stripe's own minimum for it.
+    pub fn for_currency(&self, currency: Currency) -> Option<i64> {
+        let own = currency.stripe_minimum();
+        if let Some((_, configured)) = self.configured.iter().find(|(c, _)| *c == currency) {
+            return Some((*configured).max(own));
+        }
+        match self.settlement {
+            None => Some(own),
+            Some(settlement) if settlement == currency => Some(own),
+            Some(_) => None,
+        }
+    }
+}
+
+/// The plan for a rated `amount` (0 when nothing is owed), Stripe's least
+/// charge being `minimum` ([`Minimums::for_currency`]).
+pub fn after_call(amount: i64, minimum: i64, policy: UnderMinimum) -> AfterCall {
     match (amount, policy) {
         (amount, _) if amount <= 0 => AfterCall::Cancel,
         (amount, _) if amount >= minimum => AfterCall::Capture(amount),
@@ -212,10 +246,10 @@ pub fn after_call(amount: i64, currency: Currency, policy: UnderMinimum) -> Afte
 }
 
 /// What to hold for a booking: the price of its cap, at least Stripe's
-/// minimum charge.
-pub fn hold_amount(tariff: &Tariff, cap_seconds: u64) -> Result<i64, RatingError> {
+/// least charge `minimum` ([`Minimums::for_currency`]).
+pub fn hold_amount(tariff: &Tariff, cap_seconds: u64, minimum: i64) -> Result<i64, RatingError> {
     let price = tariff.amount_for(tariff.billed_seconds(cap_seconds)?)?;
-    Ok(price.minor.max(tariff.currency.stripe_minimum()))
+    Ok(price.minor.max(minimum))
 }
 
 /// The cap a hold of `held` covers: the booking's cap, or less when the
@@ -355,22 +389,58 @@ mod tests {
         ];
         for (amount, policy, expected) in table {
             assert_eq!(
-                after_call(amount, Currency::Jpy, policy),
+                after_call(amount, 50, policy),
                 expected,
                 "{amount} {policy:?}"
             );
         }
         assert_eq!(
-            after_call(29, Currency::Gbp, UnderMinimum::ChargeMinimum),
+            after_call(
+                29,
+                Currency::Gbp.stripe_minimum(),
+                UnderMinimum::ChargeMinimum
+            ),
             AfterCall::Capture(30)
+        );
+        // An account settling in dollars, taking yen from ¥80.
+        assert_eq!(after_call(60, 80, UnderMinimum::Cancel), AfterCall::Cancel);
+        assert_eq!(
+            after_call(60, 80, UnderMinimum::ChargeMinimum),
+            AfterCall::Capture(80)
         );
     }
 
     #[test]
+    fn minimums_table() {
+        use Currency::*;
+        let same = Minimums::default();
+        let usd_account = Minimums {
+            settlement: Some(Usd),
+            configured: vec![(Jpy, 80), (Gbp, 10)],
+        };
+        let cases = [
+            (&same, Jpy, Some(50)),
+            (&same, Gbp, Some(30)),
+            (&usd_account, Usd, Some(50)),
+            (&usd_account, Jpy, Some(80)),
+            // Never below Stripe's own minimum for the currency.
+            (&usd_account, Gbp, Some(30)),
+            (&usd_account, Eur, None),
+        ];
+        for (minimums, currency, expected) in cases {
+            assert_eq!(
+                minimums.for_currency(currency),
+                expected,
+                "{minimums:?} {currency:?}"
+            );
+        }
+    }
+
+    #[test]
     fn the_hold_covers_the_cap_and_the_cap_follows_the_hold() {
-        assert_eq!(hold_amount(&yen(100), 600).unwrap(), 1000);
+        assert_eq!(hold_amount(&yen(100), 600, 50).unwrap(), 1000);
         assert_eq!(
-            hold_amount(&yen(100), 6).unwrap(),
+            hold_amount(&yen(100), 6, 50).unwrap(),
             50,
             "at least the minimum"
         );

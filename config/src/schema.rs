@@ -213,7 +213,17 @@ pub struct StripeConfig {
     /// `stripe.request_timeout`: how long one attempt of a Stripe request
     /// may take before it is retried (same idempotency key).
     pub request_timeout: Duration,
+    /// `stripe.settlement_currency`: the currency the Stripe account
+    /// settles in, when it charges in others (`jpy`, `usd`, `eur`, `gbp`).
+    pub settlement_currency: Option<String>,
+    /// `stripe.minimum_charge`: per currency charged in, the least amount
+    /// (minor units) Stripe takes from this account, e.g. `{ jpy = 80 }`
+    /// for an account settling in dollars.
+    pub minimum_charge: Vec<(String, i64)>,
 }
+
+/// The currencies a booking may be priced in (billing's `Currency`).
+pub const CURRENCIES: [&str; 4] = ["jpy", "usd", "eur", "gbp"];
 
 /// Whether and how money is moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -320,11 +330,13 @@ const HTTP_TLS_KEYS: [&str; 2] = ["certificate", "private_key"];
 const DATABASE_KEYS: [&str; 5] = ["path", "url", "password", "pool_size", "outage_buffer"];
 const NODE_KEYS: [&str; 1] = ["name"];
 const CLUSTER_KEYS: [&str; 1] = ["node_timeout"];
-const STRIPE_KEYS: [&str; 4] = [
+const STRIPE_KEYS: [&str; 6] = [
     "secret_key",
     "webhook_secret",
     "api_base",
     "request_timeout",
+    "settlement_currency",
+    "minimum_charge",
 ];
 const BILLING_KEYS: [&str; 2] = ["checkpoint_interval", "late_cancellation"];
 const PROMPTS_KEYS: [&str; 2] = ["dir", "warning_before"];
@@ -433,6 +445,8 @@ impl Config {
                 webhook_secret: None,
                 api_base: "https://api.stripe.com".to_owned(),
                 request_timeout: Duration::from_secs(10),
+                settlement_currency: None,
+                minimum_charge: Vec::new(),
             },
             billing: BillingConfig {
                 checkpoint_interval: Duration::from_secs(2),
@@ -1113,12 +1127,45 @@ fn read_stripe(mut t: TableReader, env: &dyn Environment, defaults: StripeConfig
         Duration::from_secs(60),
     )
     .unwrap_or(defaults.request_timeout);
+    let currency = |node: &crate::tree::Node| match node {
+        crate::tree::Node::Str(s) if CURRENCIES.contains(&s.as_str()) => Ok(s.clone()),
+        _ => Err(format!("expected one of {}", CURRENCIES.join(", "))),
+    };
+    let settlement_currency = t.get_with("settlement_currency", currency);
+    let minimum_charge = t
+        .get_with("minimum_charge", |node| {
+            let crate::tree::Node::Table(entries) = node else {
+                return Err(
+                    "expected a table of currency = minor units, such as { jpy = 80 }".to_owned(),
+                );
+            };
+            entries
+                .iter()
+                .map(|(code, item)| {
+                    if !CURRENCIES.contains(&code.as_str()) {
+                        return Err(format!(
+                            "{code:?} is not a currency (one of {})",
+                            CURRENCIES.join(", ")
+                        ));
+                    }
+                    match item.get_ref() {
+                        crate::tree::Node::Int(minor) if (1..=99_999_999).contains(minor) => {
+                            Ok((code.clone(), *minor))
+                        }
+                        _ => Err(format!("{code}: expected minor units from 1 to 99999999")),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or(defaults.minimum_charge);
     t.finish(&STRIPE_KEYS);
     StripeConfig {
         secret_key,
         webhook_secret,
         api_base,
         request_timeout,
+        settlement_currency,
+        minimum_charge,
     }
 }
 

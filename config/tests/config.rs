@@ -219,6 +219,8 @@ path = "/tmp/x.db"
 secret_key = "sk_test_abc"
 webhook_secret = "whsec_abc"
 api_base = "http://127.0.0.1:12111/"
+settlement_currency = "usd"
+minimum_charge = {{ jpy = 80, eur = 50 }}
 
 [billing]
 checkpoint_interval = "500ms"
@@ -260,6 +262,11 @@ format = "json"
     assert_eq!(config.media.timeout, Duration::from_secs(60));
     assert_eq!(config.stripe.mode(), StripeMode::Test);
     assert_eq!(config.stripe.api_base, "http://127.0.0.1:12111");
+    assert_eq!(config.stripe.settlement_currency.as_deref(), Some("usd"));
+    assert_eq!(
+        config.stripe.minimum_charge,
+        [("jpy".to_owned(), 80), ("eur".to_owned(), 50)]
+    );
     assert_eq!(
         config.billing.checkpoint_interval,
         Duration::from_millis(500)
@@ -563,6 +570,26 @@ fn every_validation_rule_names_its_key() {
             "[stripe]\napi_base = \"api.stripe.com\"",
             "stripe.api_base",
             "URL",
+        ),
+        (
+            "[stripe]\nsettlement_currency = \"yen\"",
+            "stripe.settlement_currency",
+            "one of jpy, usd",
+        ),
+        (
+            "[stripe]\nminimum_charge = { btc = 5 }",
+            "stripe.minimum_charge",
+            "not a currency",
+        ),
+        (
+            "[stripe]\nminimum_charge = { jpy = 0 }",
+            "stripe.minimum_charge",
+            "from 1 to 99999999",
+        ),
+        (
+            "[stripe]\nminimum_charge = 80",
+            "stripe.minimum_charge",
+            "a table of currency",
         ),
         (
             "[billing]\ncheckpoint_interval = \"10ms\"",

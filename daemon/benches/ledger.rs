@@ -64,6 +64,7 @@ fn booking(id: &str, called: &str, caller: &str) -> ValidBooking {
         },
         window_start_ms: T0 - 3_600_000,
         window_end_ms: T0 + 3_600_000,
+        minimum_charge: 50,
     }
 }
 

@@ -54,6 +54,7 @@ fn booking(n: usize) -> ValidBooking {
         },
         window_start_ms: T0 - 3_600_000,
         window_end_ms: T0 + 3_600_000,
+        minimum_charge: 50,
     }
 }
 

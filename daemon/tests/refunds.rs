@@ -379,7 +379,56 @@ async fn a_call_under_the_minimum_is_rated_but_charged_nothing(backend: Backend)
     assert_eq!((settled.amount, settled.charged), (Some(30), Some(0)));
 }
 
+/// A booking taken by an account that settles in another currency keeps
+/// the least charge it was booked with (¥80): a ¥60 call under
+/// `charge-minimum` is charged ¥80, and a hold is never below it.
+async fn the_accounts_least_charge_is_the_one_the_booking_was_made_with(backend: Backend) {
+    let ledger = support::open(backend).await;
+    let mut valid = booking("bk_1", CALLED, true, None);
+    valid.minimum_charge = 80;
+    valid.booking.tariff.under_minimum = "charge-minimum".into();
+    valid.booking.cap_seconds = 10;
+    ledger
+        .create_booking("bk_1".into(), valid, T0)
+        .await
+        .unwrap();
+    ledger
+        .begin_call(new_call("call_1", CALLED), T0)
+        .await
+        .unwrap();
+    ledger
+        .route_and_claim("call_1".into(), Some(CALLED.into()), T0, first)
+        .await
+        .unwrap();
+    let (hold, terms) = ledger
+        .begin_hold("call_1".into(), "bk_1".into(), T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (terms.remaining_seconds, hold.amount),
+        (10, 80),
+        "10 s (12 s billed) is ¥60: held ¥80"
+    );
+    ledger
+        .hold_succeeded(hold.id, "pi_1".into(), None, T0 + 10)
+        .await
+        .unwrap();
+    let priced = ledger
+        .close_call("call_1".into(), talked(10_000), T0 + 11_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(priced.amount, 60, "12 s billed at ¥300 a minute");
+    let due = ledger
+        .claim_due_settlements(T0 + 11_000, false)
+        .await
+        .unwrap();
+    assert_eq!((due[0].operation.as_str(), due[0].amount), ("capture", 80));
+}
+
 on_both_backends!(
+    the_accounts_least_charge_is_the_one_the_booking_was_made_with,
     a_call_under_the_minimum_is_rated_but_charged_nothing,
     refunds_never_give_back_more_than_was_captured,
     two_refunds_at_once_cannot_both_take_the_whole_charge,

@@ -215,6 +215,8 @@ pub struct Context<'a> {
     pub trunks_with_termination: &'a [String],
     /// Whether Stripe is configured (then a card is required).
     pub charges: bool,
+    /// The least charge the Stripe account takes in each currency.
+    pub minimums: &'a tollbridge_billing::settlement::Minimums,
 }
 
 /// A booking that passed validation, with its window parsed.
@@ -226,6 +228,9 @@ pub struct ValidBooking {
     pub window_start_ms: i64,
     /// Window end, Unix ms.
     pub window_end_ms: i64,
+    /// The least charge Stripe takes in its currency from this account
+    /// (see `Minimums`), minor units: what a call under it becomes.
+    pub minimum_charge: i64,
 }
 
 /// True for `+` followed by 2 to 15 digits.
@@ -252,13 +257,13 @@ fn parse_time(text: &str) -> Option<OffsetDateTime> {
 /// than at the first call: a cancellation fee below its minimum charge or
 /// above its maximum, a card hold (the price of the whole budget) above
 /// its maximum. Nothing when the tariff is invalid (reported already).
-fn stripe_limits(booking: &NewBooking) -> Vec<(&'static str, String)> {
+fn stripe_limits(booking: &NewBooking, minimum: i64) -> Vec<(&'static str, String)> {
     use tollbridge_billing::rating::{Currency, Tariff as Rating};
     let tariff = &booking.tariff;
     let Some(currency) = Currency::from_code(&tariff.currency) else {
         return Vec::new();
     };
-    let (minimum, maximum) = (currency.stripe_minimum(), currency.stripe_maximum());
+    let maximum = currency.stripe_maximum();
     let code = currency.code();
     let mut refused = Vec::new();
     if let Some(fee) = booking.cancellation_fee {
@@ -285,7 +290,7 @@ fn stripe_limits(booking: &NewBooking) -> Vec<(&'static str, String)> {
     let (Some(rating), Ok(cap)) = (rating, u64::try_from(booking.cap_seconds)) else {
         return refused;
     };
-    match tollbridge_billing::settlement::hold_amount(&rating, cap) {
+    match tollbridge_billing::settlement::hold_amount(&rating, cap, minimum) {
         Ok(hold) if hold <= maximum => {}
         Ok(hold) => refused.push((
             "cap_seconds",
@@ -427,15 +432,36 @@ pub fn validate(booking: NewBooking, context: &Context) -> Result<ValidBooking, 
             fail("cancellation_fee", "needs a stripe card to hold it on");
         }
     }
-    if booking.stripe.is_some() {
-        for (field, message) in stripe_limits(&booking) {
-            fail(field, &message);
+    let currency = tollbridge_billing::rating::Currency::from_code(&tariff.currency);
+    let minimum_charge = currency.map(|c| {
+        context
+            .minimums
+            .for_currency(c)
+            .unwrap_or(c.stripe_minimum())
+    });
+    if booking.stripe.is_some()
+        && let Some(currency) = currency
+    {
+        match context.minimums.for_currency(currency) {
+            Some(minimum) => {
+                for (field, message) in stripe_limits(&booking, minimum) {
+                    fail(field, &message);
+                }
+            }
+            None => fail(
+                "tariff.currency",
+                &format!(
+                    "the Stripe account settles in another currency and stripe.minimum_charge.{} is not set: Stripe's least charge in it is not known",
+                    currency.code()
+                ),
+            ),
         }
     }
-    match (errors.is_empty(), start, end) {
-        (true, Some(start), Some(end)) => Ok(ValidBooking {
+    match (errors.is_empty(), start, end, minimum_charge) {
+        (true, Some(start), Some(end), Some(minimum_charge)) => Ok(ValidBooking {
             window_start_ms: crate::clock::ms_of(start),
             window_end_ms: crate::clock::ms_of(end),
+            minimum_charge,
             booking,
         }),
         _ => Err(errors),
@@ -502,6 +528,56 @@ mod tests {
         }
     }
 
+    /// An account settling in dollars: yen bookings need the least yen
+    /// charge said, and that is the minimum for the fee and for calls.
+    #[test]
+    fn another_settlement_currency_needs_its_minimum_said() {
+        use tollbridge_billing::rating::Currency;
+        use tollbridge_billing::settlement::Minimums;
+        let with_card = |fee: Option<i64>| {
+            let mut body = good();
+            body["stripe"] = serde_json::json!({"customer": "cus_1", "payment_method": "pm_1"});
+            body["cancellation_fee"] = serde_json::json!(fee);
+            serde_json::from_value::<NewBooking>(body).unwrap()
+        };
+        let trunks = ["twilio".to_owned()];
+        let validate_with = |booking: NewBooking, minimums: &Minimums| {
+            let charges = booking.stripe.is_some();
+            validate(
+                booking,
+                &Context {
+                    now: now(),
+                    trunks_with_termination: &trunks,
+                    charges,
+                    minimums,
+                },
+            )
+        };
+        let unknown = Minimums {
+            settlement: Some(Currency::Usd),
+            configured: vec![],
+        };
+        let errors = validate_with(with_card(None), &unknown).unwrap_err();
+        assert_eq!(errors[0].field, "tariff.currency", "{errors:?}");
+        assert!(
+            errors[0].message.contains("stripe.minimum_charge.jpy"),
+            "{errors:?}"
+        );
+        let said = Minimums {
+            settlement: Some(Currency::Usd),
+            configured: vec![(Currency::Jpy, 80)],
+        };
+        let errors = validate_with(with_card(Some(60)), &said).unwrap_err();
+        assert_eq!(errors[0].field, "cancellation_fee", "{errors:?}");
+        let valid = validate_with(with_card(Some(80)), &said).unwrap();
+        assert_eq!(valid.minimum_charge, 80);
+        // Without a card (ledger-only) nothing is charged: the currency's own.
+        let mut no_card = good();
+        no_card["cancellation_fee"] = serde_json::Value::Null;
+        let booking: NewBooking = serde_json::from_value(no_card).unwrap();
+        assert_eq!(validate_with(booking, &unknown).unwrap().minimum_charge, 50);
+    }
+
     fn check(body: serde_json::Value, charges: bool) -> Result<ValidBooking, Vec<FieldError>> {
         let booking: NewBooking = serde_json::from_value(body).unwrap();
         let trunks = ["twilio".to_owned()];
@@ -511,6 +587,7 @@ mod tests {
                 now: now(),
                 trunks_with_termination: &trunks,
                 charges,
+                minimums: &tollbridge_billing::settlement::Minimums::default(),
             },
         )
     }

@@ -127,6 +127,7 @@ fn rules(
         .map(|t| t.name.clone())
         .collect();
     let charges = config.stripe.mode() != tollbridge_config::StripeMode::LedgerOnly;
+    let minimums = crate::settle::minimums(&config.stripe);
     move |booking| {
         model::validate(
             booking,
@@ -134,6 +135,7 @@ fn rules(
                 now,
                 trunks_with_termination: &trunks,
                 charges,
+                minimums: &minimums,
             },
         )
     }

@@ -113,7 +113,7 @@ fn change(
         "UPDATE bookings SET callers = ?2, pin = ?3, callee = ?4, currency = ?5, price_per_minute = ?6,
              increment_seconds = ?7, minimum_seconds = ?8, under_minimum = ?9, cap_seconds = ?10,
              window_start_ms = ?11, window_end_ms = ?12, updated_ms = ?13,
-             state = CASE WHEN ?14 = 1 THEN 'completed' ELSE state END
+             state = CASE WHEN ?14 = 1 THEN 'completed' ELSE state END, minimum_charge = ?15
          WHERE id = ?1",
         args![
             id,
@@ -130,6 +130,7 @@ fn change(
             valid.window_end_ms,
             now_ms,
             i64::from(used_up),
+            valid.minimum_charge,
         ],
     )?;
     if used_up {

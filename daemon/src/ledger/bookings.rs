@@ -161,6 +161,8 @@ pub struct Terms {
     /// The talk time its next call may use: the budget less what its
     /// earlier calls were billed.
     pub remaining_seconds: u64,
+    /// Stripe's least charge in its currency from this account.
+    pub minimum_charge: i64,
     /// The Stripe customer and card, when it has them.
     pub card: Option<(String, String)>,
 }
@@ -170,7 +172,8 @@ pub struct Terms {
 pub(super) fn terms(db: &mut dyn Db, id: &str) -> Result<Option<Terms>, LedgerError> {
     let Some(row) = db.query_opt(
         "SELECT currency, price_per_minute, increment_seconds, minimum_seconds,
-                cap_seconds - used_seconds, stripe_customer, stripe_payment_method FROM bookings WHERE id = ?1",
+                cap_seconds - used_seconds, stripe_customer, stripe_payment_method, minimum_charge
+         FROM bookings WHERE id = ?1",
         args![id],
     )?
     else {
@@ -184,10 +187,13 @@ pub(super) fn terms(db: &mut dyn Db, id: &str) -> Result<Option<Terms>, LedgerEr
         row.int(4)?,
     );
     let card = row.opt_text(5)?.zip(row.opt_text(6)?);
+    let minimum_charge = row.opt_int(7)?;
     Ok((|| {
+        let currency = Currency::from_code(&currency)?;
         Some(Terms {
+            minimum_charge: minimum_charge.unwrap_or(currency.stripe_minimum()),
             tariff: RatingTariff {
-                currency: Currency::from_code(&currency)?,
+                currency,
                 price_per_minute: u64::try_from(price).ok()?,
                 increment_seconds: u32::try_from(increment).ok()?,
                 minimum_seconds: u32::try_from(minimum).ok()?,
@@ -272,9 +278,9 @@ impl Ledger {
                     "INSERT INTO bookings (id, called, callers, pin, callee, currency, price_per_minute,
                          increment_seconds, minimum_seconds, cap_seconds, window_start_ms, window_end_ms,
                          stripe_customer, stripe_payment_method, cancellation_fee, state, created_ms,
-                         updated_ms, under_minimum)
+                         updated_ms, under_minimum, minimum_charge)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 'active',
-                             ?16, ?16, ?17)",
+                             ?16, ?16, ?17, ?18)",
                     args![
                         id.as_str(),
                         b.called.as_str(),
@@ -293,6 +299,7 @@ impl Ledger {
                         b.cancellation_fee,
                         now_ms,
                         b.tariff.under_minimum.as_str(),
+                        valid.minimum_charge,
                     ],
                 );
                 match inserted {

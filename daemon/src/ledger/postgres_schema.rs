@@ -222,6 +222,7 @@ ALTER TABLE calls ADD COLUMN dispute_id TEXT;
 ALTER TABLE calls ADD COLUMN dispute_status TEXT;
 ALTER TABLE calls ADD COLUMN dispute_amount BIGINT CHECK (dispute_amount >= 0);
 CREATE INDEX calls_by_payment_intent ON calls (payment_intent);
+ALTER TABLE bookings ADD COLUMN minimum_charge BIGINT CHECK (minimum_charge > 0);
 "#;
 
 /// Every migration as (the schema version it brings, its statements),

@@ -352,7 +352,8 @@ pub(super) fn after_call(
     now_ms: i64,
 ) -> Result<Option<Settlement>, LedgerError> {
     let Some(hold) = db.query_opt(
-        "SELECT s.payment_intent, s.currency, s.booking_id, COALESCE(b.under_minimum, 'cancel'), s.act_by_ms
+        "SELECT s.payment_intent, s.currency, s.booking_id, COALESCE(b.under_minimum, 'cancel'), s.act_by_ms,
+                b.minimum_charge
          FROM settlements s LEFT JOIN bookings b ON b.id = s.booking_id
          WHERE s.call_id = ?1 AND s.operation = 'authorize' AND s.state = 'succeeded'
            AND s.payment_intent IS NOT NULL",
@@ -361,12 +362,13 @@ pub(super) fn after_call(
     else {
         return Ok(None);
     };
-    let (payment_intent, currency, booking_id, policy, act_by_ms) = (
+    let (payment_intent, currency, booking_id, policy, act_by_ms, minimum) = (
         hold.text(0)?,
         hold.text(1)?,
         hold.opt_text(2)?,
         hold.text(3)?,
         hold.opt_int(4)?,
+        hold.opt_int(5)?,
     );
     let done = db
         .query_one(
@@ -381,7 +383,8 @@ pub(super) fn after_call(
         return Ok(None);
     };
     let policy = UnderMinimum::parse(&policy).unwrap_or(UnderMinimum::Cancel);
-    let (operation, amount) = match settlement::after_call(amount, code, policy) {
+    let minimum = minimum.unwrap_or(code.stripe_minimum());
+    let (operation, amount) = match settlement::after_call(amount, minimum, policy) {
         AfterCall::Capture(amount) => (Operation::Capture, amount),
         AfterCall::Cancel => (Operation::Cancel, 0),
     };
@@ -741,7 +744,11 @@ impl Ledger {
             let Some((customer, payment_method)) = terms.card else {
                 return Ok(None);
             };
-            let Ok(amount) = settlement::hold_amount(&terms.tariff, terms.remaining_seconds) else {
+            let Ok(amount) = settlement::hold_amount(
+                &terms.tariff,
+                terms.remaining_seconds,
+                terms.minimum_charge,
+            ) else {
                 return Ok(None);
             };
             let row = insert(

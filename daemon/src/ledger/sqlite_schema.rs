@@ -307,6 +307,8 @@ ALTER TABLE calls ADD COLUMN cap_seconds INTEGER CHECK (cap_seconds >= 0);  -- t
 /// (`stripe_object`, `re_...`); the call keeps what was refunded of its
 /// charge (by us or in Stripe's dashboard) and its dispute's state. The
 /// operation CHECK grows: the table is rebuilt (nothing refers to it).
+/// A booking keeps the least charge Stripe takes in its currency from
+/// this account (it differs when the account settles in another).
 const V8: &str = r#"
 CREATE TABLE settlements_v8 (
     id                TEXT PRIMARY KEY,
@@ -354,6 +356,9 @@ ALTER TABLE calls ADD COLUMN dispute_id TEXT;
 ALTER TABLE calls ADD COLUMN dispute_status TEXT;
 ALTER TABLE calls ADD COLUMN dispute_amount INTEGER CHECK (dispute_amount >= 0);
 CREATE INDEX calls_by_payment_intent ON calls (payment_intent);
+-- Stripe's least charge in the booking's currency for this account
+-- (stripe.minimum_charge), fixed when it was booked; NULL: the currency's own.
+ALTER TABLE bookings ADD COLUMN minimum_charge INTEGER CHECK (minimum_charge > 0);
 "#;
 
 const MIGRATIONS_SLICE: &[M<'static>] = &[

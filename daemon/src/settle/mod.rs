@@ -159,6 +159,23 @@ pub async fn place_hold(
     }
 }
 
+/// The least charges the Stripe account takes (`stripe.settlement_currency`,
+/// `stripe.minimum_charge`), as billing reads them. Codes the config
+/// checked already; anything else is left out.
+pub fn minimums(stripe: &tollbridge_config::StripeConfig) -> settlement::Minimums {
+    settlement::Minimums {
+        settlement: stripe
+            .settlement_currency
+            .as_deref()
+            .and_then(Currency::from_code),
+        configured: stripe
+            .minimum_charge
+            .iter()
+            .filter_map(|(code, minor)| Currency::from_code(code).map(|c| (c, *minor)))
+            .collect(),
+    }
+}
+
 /// The settlement worker.
 pub struct Settler {
     ledger: Ledger,

@@ -43,6 +43,7 @@ pub fn booking(id: &str, called: &str, card: bool, fee: Option<i64>) -> ValidBoo
         },
         window_start_ms: T0 - HOUR_MS,
         window_end_ms: T0 + HOUR_MS,
+        minimum_charge: 50,
     }
 }
 
