@@ -6,7 +6,7 @@ use tollbridge_billing::rating::{Currency, Tariff as RatingTariff};
 
 use super::db::{Db, Row};
 use super::states::BookingState;
-use super::{Ledger, LedgerError, settlements};
+use super::{Ledger, LedgerError, fees};
 use crate::args;
 use crate::bookings::model::{Callee, StripeCard, Tariff, ValidBooking};
 
@@ -243,10 +243,10 @@ pub(super) fn end_windows(db: &mut dyn Db, now_ms: i64) -> Result<usize, LedgerE
             "used_seconds": used_seconds,
         });
         if called {
-            settlements::settle_fee(
+            fees::settle_fee(
                 db,
                 &id,
-                settlements::FeeMove::Release,
+                fees::FeeMove::Release,
                 "the caller called in the window",
                 now_ms,
             )?;
@@ -307,7 +307,7 @@ impl Ledger {
                     Err(LedgerError::UniqueViolation(_)) => return Ok(Err(BookingWrite::Exists)),
                     Err(e) => return Err(e),
                 }
-                settlements::plan_fee_hold(db, &id, now_ms)?;
+                fees::plan_fee_hold(db, &id, now_ms)?;
                 get(db, &id).map(|record| record.ok_or(BookingWrite::Exists))
             })
             .await?
@@ -383,11 +383,11 @@ impl Ledger {
                 "canceled in time"
             };
             let fee = if late {
-                settlements::FeeMove::Capture
+                fees::FeeMove::Capture
             } else {
-                settlements::FeeMove::ReleaseAsCanceled
+                fees::FeeMove::ReleaseAsCanceled
             };
-            settlements::settle_fee(db, &id, fee, reason, now_ms)?;
+            fees::settle_fee(db, &id, fee, reason, now_ms)?;
             Ok(Ok(get(db, &id)?))
         })
         .await?

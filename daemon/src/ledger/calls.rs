@@ -12,7 +12,7 @@ use tollbridge_sip::reject::RejectReason;
 
 use super::db::{Db, Value};
 use super::states::CallStatus;
-use super::{Ledger, LedgerError, bookings, settlements};
+use super::{Ledger, LedgerError, bookings, fees, settlements};
 use crate::args;
 use crate::calls::route::{Candidate, Route};
 
@@ -253,10 +253,10 @@ pub(super) fn close(
                 .flatten();
             if let Some(booking) = booking {
                 // The call took place: the booking's cancellation fee is released.
-                settlements::settle_fee(
+                fees::settle_fee(
                     db,
                     &booking,
-                    settlements::FeeMove::Release,
+                    fees::FeeMove::Release,
                     "the call took place",
                     settle_at_ms,
                 )?;

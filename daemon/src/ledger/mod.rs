@@ -21,6 +21,7 @@ mod call_records;
 mod calls;
 mod events;
 mod export;
+mod fees;
 mod nodes;
 mod postgres;
 mod postgres_schema;

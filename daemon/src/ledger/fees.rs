@@ -1,0 +1,265 @@
+//! Cancellation fees: a booking's fee hold planned with the booking,
+//! placed a hold's safe lifetime before its window (or at once), renewed
+//! before it lapses while the booking is open, and captured (a late
+//! cancellation, a no-show) or released (a call took place, a
+//! cancellation in time) — each movement a settlement row with its key
+//! derived from the booking, the movement and the hold's attempt.
+
+use tollbridge_billing::settlement::{self, Operation};
+use tollbridge_billing::stripe::ReleaseReason;
+
+use super::db::Db;
+use super::settlements::{
+    COLUMNS, NewSettlement, Settlement, conclude, insert_keyed, settlement_from,
+};
+use super::states::SettlementState;
+use super::{Ledger, LedgerError};
+use crate::args;
+
+/// Plans a booking's cancellation-fee hold (when it has a fee and a
+/// card): due now, or a hold's lifetime before the window opens.
+pub(super) fn plan_fee_hold(
+    db: &mut dyn Db,
+    booking_id: &str,
+    now_ms: i64,
+) -> Result<Option<Settlement>, LedgerError> {
+    let Some(booking) = db.query_opt(
+        "SELECT cancellation_fee, currency, stripe_customer, stripe_payment_method, window_start_ms
+         FROM bookings WHERE id = ?1",
+        args![booking_id],
+    )?
+    else {
+        return Ok(None);
+    };
+    let (Some(fee), currency, Some(customer), Some(payment_method), window_start_ms) = (
+        booking.opt_int(0)?,
+        booking.text(1)?,
+        booking.opt_text(2)?,
+        booking.opt_text(3)?,
+        booking.int(4)?,
+    ) else {
+        return Ok(None);
+    };
+    if fee <= 0 {
+        return Ok(None);
+    }
+    let key = settlement::booking_key(booking_id, "fee-hold", 1);
+    let new = NewSettlement {
+        call_id: "",
+        booking_id: Some(booking_id),
+        operation: Operation::CancellationFee,
+        amount: fee,
+        currency: &currency,
+        payment_intent: None,
+        customer: Some(&customer),
+        payment_method: Some(&payment_method),
+        act_by_ms: None,
+    };
+    let due = settlement::fee_hold_at(now_ms, window_start_ms);
+    Ok(Some(insert_keyed(
+        db,
+        &key,
+        None,
+        &new,
+        Some(due),
+        1,
+        now_ms,
+    )?))
+}
+
+/// A booking's latest cancellation-fee hold and its attempt number.
+pub(super) fn current_fee_hold(
+    db: &mut dyn Db,
+    booking_id: &str,
+) -> Result<Option<(Settlement, i64)>, LedgerError> {
+    let sql = format!(
+        "SELECT {COLUMNS}, attempt FROM settlements
+         WHERE booking_id = ?1 AND operation = 'cancellation-fee' ORDER BY attempt DESC LIMIT 1"
+    );
+    db.query_opt(&sql, args![booking_id])?
+        .map(|row| Ok((settlement_from(&row)?, row.int(14)?)))
+        .transpose()
+}
+
+/// Renews the cancellation-fee holds about to lapse (see
+/// [`Ledger::renew_fee_holds`]). Returns how many.
+pub(super) fn renew_fee_holds(db: &mut dyn Db, now_ms: i64) -> Result<usize, LedgerError> {
+    let safe = (settlement::HOLD_LIFETIME - settlement::HOLD_MARGIN).as_millis() as i64;
+    let aging: Vec<String> = db
+        .query(
+            "SELECT b.id FROM bookings b JOIN settlements s ON s.booking_id = b.id
+             WHERE s.operation = 'cancellation-fee' AND s.state = 'succeeded'
+               AND COALESCE(s.act_by_ms, s.updated_ms + ?3) <= ?1
+               AND s.attempt = (SELECT MAX(attempt) FROM settlements
+                                WHERE booking_id = b.id AND operation = 'cancellation-fee')
+               AND b.state IN ('active', 'in-call') AND b.window_end_ms > ?2
+               AND NOT EXISTS (SELECT 1 FROM settlements f WHERE f.booking_id = b.id AND f.call_id IS NULL
+                               AND f.operation IN ('capture', 'cancel') AND f.attempt = s.attempt)",
+            args![now_ms, now_ms, safe],
+        )?
+        .iter()
+        .map(|row| row.text(0))
+        .collect::<Result<_, _>>()?;
+    for booking in &aging {
+        let Some((hold, attempt)) = current_fee_hold(db, booking)? else {
+            continue;
+        };
+        settle_fee(
+            db,
+            booking,
+            FeeMove::Release,
+            "renewed before it lapses",
+            now_ms,
+        )?;
+        let next = attempt + 1;
+        let new = NewSettlement {
+            call_id: "",
+            booking_id: Some(booking),
+            operation: Operation::CancellationFee,
+            amount: hold.amount,
+            currency: &hold.currency,
+            payment_intent: None,
+            customer: hold.customer.as_deref(),
+            payment_method: hold.payment_method.as_deref(),
+            act_by_ms: None,
+        };
+        let key = settlement::booking_key(booking, "fee-hold", next);
+        insert_keyed(db, &key, None, &new, None, next, now_ms)?;
+    }
+    Ok(aging.len())
+}
+
+/// What becomes of a booking's cancellation-fee hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FeeMove {
+    /// Captured: a late cancellation, a no-show.
+    Capture,
+    /// Released: no longer due (a call took place, the hold is renewed).
+    Release,
+    /// Released because the customer canceled in time: Stripe is told
+    /// `requested_by_customer`.
+    ReleaseAsCanceled,
+}
+
+/// What becomes of a booking's cancellation fee (see [`FeeMove`]). A hold
+/// not placed yet is dropped instead.
+pub(super) fn settle_fee(
+    db: &mut dyn Db,
+    booking_id: &str,
+    fee: FeeMove,
+    reason: &str,
+    now_ms: i64,
+) -> Result<Option<Settlement>, LedgerError> {
+    let capture = fee == FeeMove::Capture;
+    let Some((hold, attempt)) = current_fee_hold(db, booking_id)? else {
+        return Ok(None);
+    };
+    match (hold.state, hold.payment_intent.as_deref()) {
+        (SettlementState::Pending, _) => {
+            conclude(
+                db,
+                &hold.id,
+                SettlementState::Failed,
+                None,
+                Some(&format!("not needed: {reason}")),
+                None,
+                now_ms,
+            )?;
+            Ok(None)
+        }
+        (SettlementState::Succeeded, Some(payment_intent)) => {
+            let (operation, movement, amount) = if capture {
+                (Operation::Capture, "fee-capture", hold.amount)
+            } else {
+                (Operation::Cancel, "fee-release", 0)
+            };
+            let done = db
+                .query_one(
+                    "SELECT COUNT(*) FROM settlements WHERE idempotency_key IN (?1, ?2)",
+                    args![
+                        settlement::booking_key(booking_id, "fee-capture", attempt),
+                        settlement::booking_key(booking_id, "fee-release", attempt)
+                    ],
+                )?
+                .int(0)?;
+            if done > 0 {
+                return Ok(None);
+            }
+            let new = NewSettlement {
+                call_id: "",
+                booking_id: Some(booking_id),
+                operation,
+                amount,
+                currency: &hold.currency,
+                payment_intent: Some(payment_intent),
+                customer: None,
+                payment_method: None,
+                act_by_ms: hold.act_by_ms,
+            };
+            let key = settlement::booking_key(booking_id, movement, attempt);
+            let row = insert_keyed(db, &key, None, &new, None, attempt, now_ms)?;
+            if fee == FeeMove::ReleaseAsCanceled {
+                db.execute(
+                    "UPDATE settlements SET reason = ?2 WHERE id = ?1",
+                    args![row.id.as_str(), ReleaseReason::RequestedByCustomer.as_str()],
+                )?;
+            }
+            Ok(Some(Settlement {
+                reason: (fee == FeeMove::ReleaseAsCanceled)
+                    .then(|| ReleaseReason::RequestedByCustomer.as_str().to_owned()),
+                ..row
+            }))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Captures the fee of every no-show booking (window ended, nobody
+/// called) whose fee hold is placed and not yet settled. Returns how many.
+pub(super) fn fee_no_shows(db: &mut dyn Db, now_ms: i64) -> Result<usize, LedgerError> {
+    let bookings: Vec<String> = db
+        .query(
+            "SELECT b.id FROM bookings b JOIN settlements s ON s.booking_id = b.id
+             WHERE s.operation = 'cancellation-fee' AND s.state = 'succeeded'
+               AND s.attempt = (SELECT MAX(attempt) FROM settlements
+                                WHERE booking_id = b.id AND operation = 'cancellation-fee')
+               AND b.state = 'no-show' AND b.window_end_ms <= ?1
+               AND NOT EXISTS (SELECT 1 FROM settlements f WHERE f.booking_id = b.id
+                               AND f.call_id IS NULL AND f.operation IN ('capture', 'cancel')
+                               AND f.attempt = s.attempt)",
+            args![now_ms],
+        )?
+        .iter()
+        .map(|row| row.text(0))
+        .collect::<Result<_, _>>()?;
+    for booking in &bookings {
+        settle_fee(
+            db,
+            booking,
+            FeeMove::Capture,
+            "no call in the window",
+            now_ms,
+        )?;
+    }
+    Ok(bookings.len())
+}
+
+impl Ledger {
+    /// Renews the cancellation-fee holds about to lapse (their act-by time
+    /// from Stripe's `capture_before` has come; a hold's safe lifetime
+    /// after it was placed when that was never read) while their booking
+    /// is still open: the old hold is released and a new one (the next
+    /// attempt, new keys) is placed at once. Returns how many.
+    pub async fn renew_fee_holds(&self, now_ms: i64) -> Result<usize, LedgerError> {
+        self.run(move |db| renew_fee_holds(db, now_ms)).await
+    }
+
+    /// Captures the fee of every no-show booking whose fee hold is placed
+    /// and not yet settled. Returns how many.
+    pub async fn fee_no_shows(&self, now_ms: i64) -> Result<usize, LedgerError> {
+        self.run(move |db| fee_no_shows(db, now_ms)).await
+    }
+}
+
+#[cfg(test)]
+mod tests;
