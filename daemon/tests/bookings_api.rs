@@ -687,6 +687,59 @@ async fn bookings_change_within_their_rules(backend: Backend) {
     );
 }
 
+/// A fee hold not placed yet follows the window: planned 4 d 12 h before
+/// a window ten days away, placed at once when the window moves to two
+/// days away.
+async fn moving_the_window_moves_a_fee_hold_not_placed_yet(backend: Backend) {
+    let api = Api::new(backend).await;
+    let now = time::OffsetDateTime::now_utc();
+    let at = |days: i64| {
+        (now + time::Duration::days(days))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let mut body = booking();
+    body["stripe"] = json!({"customer": "cus_1", "payment_method": "pm_1"});
+    body["cancellation_fee"] = json!(500);
+    body["window"] = json!({"start": at(10), "end": at(11)});
+    let (status, created) = api.create(body).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let due = |api: &Api| {
+        let (shared, id) = (api.shared.clone(), id.clone());
+        async move {
+            shared
+                .ledger
+                .run(move |db| {
+                    db.query_one(
+                        "SELECT next_attempt_ms FROM settlements
+                         WHERE booking_id = ?1 AND operation = 'cancellation-fee' AND state = 'pending'",
+                        args![id],
+                    )?
+                    .int(0)
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let now_ms = tollbridge_daemon::clock::now_ms();
+    let day = 86_400_000;
+    let planned = due(&api).await;
+    assert!(
+        (planned - (now_ms + 10 * day - 108 * 3_600_000)).abs() < 60_000,
+        "planned {} h from now",
+        (planned - now_ms) / 3_600_000
+    );
+    let (status, moved) = patch(&api, &id, json!({"window": {"start": at(2), "end": at(3)}})).await;
+    assert_eq!(status, StatusCode::OK, "{moved}");
+    let replanned = due(&api).await;
+    assert!(
+        (replanned - now_ms).abs() < 60_000,
+        "due at once, not in {} h",
+        (replanned - now_ms) / 3_600_000
+    );
+}
+
 async fn a_change_that_would_make_routing_ambiguous_is_refused(backend: Backend) {
     let api = Api::new(backend).await;
     let mut without_pin = booking();
@@ -779,6 +832,7 @@ async fn bookings_written_at_once_cannot_both_claim_one_window(backend: Backend)
 }
 
 on_both_backends!(
+    moving_the_window_moves_a_fee_hold_not_placed_yet,
     bookings_change_within_their_rules,
     bookings_written_at_once_cannot_both_claim_one_window,
     a_change_that_would_make_routing_ambiguous_is_refused,

@@ -133,6 +133,9 @@ fn change(
             valid.minimum_charge,
         ],
     )?;
+    if valid.window_start_ms != current.window_start_ms {
+        super::fees::replan_fee_hold(db, id, valid.window_start_ms, now_ms)?;
+    }
     if used_up {
         let data = serde_json::json!({
             "state": "completed",

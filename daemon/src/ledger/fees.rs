@@ -67,6 +67,28 @@ pub(super) fn plan_fee_hold(
     )?))
 }
 
+/// A booking whose window moved: its fee hold, when not placed yet, is
+/// placed when the new window calls for it (at once, or a hold's safe
+/// lifetime before the window opens). A hold already placed stays: it is
+/// renewed before it lapses, as always.
+pub(super) fn replan_fee_hold(
+    db: &mut dyn Db,
+    booking_id: &str,
+    window_start_ms: i64,
+    now_ms: i64,
+) -> Result<(), LedgerError> {
+    db.execute(
+        "UPDATE settlements SET next_attempt_ms = ?2, updated_ms = ?3
+         WHERE booking_id = ?1 AND operation = 'cancellation-fee' AND state = 'pending'",
+        args![
+            booking_id,
+            settlement::fee_hold_at(now_ms, window_start_ms),
+            now_ms
+        ],
+    )?;
+    Ok(())
+}
+
 /// A booking's latest cancellation-fee hold and its attempt number.
 pub(super) fn current_fee_hold(
     db: &mut dyn Db,
