@@ -1,7 +1,7 @@
 //! A stateful Stripe-compatible fake for the endpoints Tollbridge calls,
 //! on 127.0.0.1, behaving as `shared/STRIPE.md` says Stripe does:
 //!
-//! - PaymentIntents: create (manual capture, confirmed off-session),
+//! - PaymentIntents ([`intents`]): create (manual capture, confirmed off-session),
 //!   capture (at most `amount_capturable`; the rest released), cancel,
 //!   retrieve, list by customer. Test cards: `pm_card_visa` holds,
 //!   `pm_card_chargeDeclined` is declined (402 `card_declined`),
@@ -26,6 +26,7 @@
 //!   at a time ([`refunds`]).
 //! - Every request is recorded for assertions.
 
+mod intents;
 mod refunds;
 
 use std::collections::HashMap;
@@ -35,8 +36,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, Method};
+use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
@@ -176,10 +177,13 @@ impl StripeFake {
     pub fn start() -> StripeFake {
         let inner: Arc<Mutex<Inner>> = Arc::default();
         let app = Router::new()
-            .route("/v1/payment_intents", post(create).get(list))
-            .route("/v1/payment_intents/{id}", get(retrieve))
-            .route("/v1/payment_intents/{id}/capture", post(capture))
-            .route("/v1/payment_intents/{id}/cancel", post(cancel))
+            .route(
+                "/v1/payment_intents",
+                post(intents::create).get(intents::list),
+            )
+            .route("/v1/payment_intents/{id}", get(intents::retrieve))
+            .route("/v1/payment_intents/{id}/capture", post(intents::capture))
+            .route("/v1/payment_intents/{id}/cancel", post(intents::cancel))
             .route("/v1/refunds", post(refunds::create).get(refunds::list))
             .with_state(inner.clone());
         let (address_tx, address_rx) = std::sync::mpsc::channel();
@@ -522,48 +526,6 @@ fn futures_error_stream() -> impl futures_core::Stream<Item = Result<Bytes, std:
     Failing(false)
 }
 
-/// A card charge authorized for `amount`, capturable until `capture_before`.
-fn charge_json(
-    id: &str,
-    intent: &str,
-    params: &[(String, String)],
-    amount: i64,
-    capture_before: i64,
-) -> Value {
-    json!({
-        "id": id,
-        "object": "charge",
-        "amount": amount,
-        "amount_captured": 0,
-        "amount_refunded": 0,
-        "billing_details": {"address": null, "email": null, "name": null, "phone": null},
-        "captured": false,
-        "created": unix_now(),
-        "currency": param(params, "currency").unwrap_or("jpy"),
-        "customer": param(params, "customer"),
-        "disputed": false,
-        "livemode": false,
-        "metadata": {},
-        "paid": true,
-        "payment_intent": intent,
-        "payment_method": param(params, "payment_method"),
-        "payment_method_details": {
-            "type": "card",
-            "card": {
-                "brand": "visa",
-                "capture_before": capture_before,
-                "country": "JP",
-                "exp_month": 12,
-                "exp_year": 2034,
-                "funding": "credit",
-                "last4": "4242",
-            },
-        },
-        "refunded": false,
-        "status": "succeeded",
-    })
-}
-
 /// The `metadata[key]=value` parameters of a request, as an object.
 fn metadata_of(params: &[(String, String)]) -> serde_json::Map<String, Value> {
     params
@@ -574,304 +536,6 @@ fn metadata_of(params: &[(String, String)]) -> serde_json::Map<String, Value> {
                 .map(|k| (k.to_owned(), json!(v)))
         })
         .collect()
-}
-
-fn intent_json(id: &str, params: &[(String, String)], status: &str, amount: i64) -> Value {
-    let metadata = metadata_of(params);
-    json!({
-        "id": id,
-        "object": "payment_intent",
-        "amount": amount,
-        "amount_capturable": if status == "requires_capture" { amount } else { 0 },
-        "amount_received": 0,
-        "capture_method": param(params, "capture_method").unwrap_or("automatic"),
-        "confirmation_method": "automatic",
-        "created": 1_795_600_000,
-        "currency": param(params, "currency").unwrap_or("jpy"),
-        "customer": param(params, "customer"),
-        "payment_method": param(params, "payment_method"),
-        "livemode": false,
-        "metadata": metadata,
-        "payment_method_types": ["card"],
-        "status": status,
-    })
-}
-
-async fn create(State(inner): Shared, headers: HeaderMap, body: Bytes) -> Response {
-    let params = form(&body);
-    let path = "/v1/payment_intents".to_owned();
-    idempotent(
-        inner,
-        Endpoint::Create,
-        path,
-        headers,
-        params.clone(),
-        move |inner| {
-            let Some(amount) = param(&params, "amount").and_then(|a| a.parse::<i64>().ok()) else {
-                return error(
-                    400,
-                    "invalid_request_error",
-                    Some("parameter_missing"),
-                    "Missing required param: amount.",
-                );
-            };
-            // ¥50 for JPY, $0.50 (50 cents) for USD: 50 minor units either way.
-            let minimum = 50;
-            if amount < minimum {
-                return error(
-                    400,
-                    "invalid_request_error",
-                    Some("amount_too_small"),
-                    "Amount must be at least the minimum charge",
-                );
-            }
-            // A server-side confirm must rule out redirects: with automatic
-            // payment methods and redirects allowed (the default on recent
-            // API versions) Stripe may refuse it for want of a return_url.
-            let pinned = params.iter().any(|(k, _)| k.starts_with("payment_method_types["))
-                || (param(&params, "automatic_payment_methods[enabled]") == Some("true")
-                    && param(&params, "automatic_payment_methods[allow_redirects]")
-                        == Some("never"));
-            if param(&params, "confirm") == Some("true")
-                && param(&params, "return_url").is_none()
-                && !pinned
-            {
-                return error(
-                    400,
-                    "invalid_request_error",
-                    None,
-                    "This PaymentIntent is configured to accept payment methods enabled in your Dashboard, because some of these payment methods might redirect your customer off of your page, you must provide a `return_url`. If you don't want to accept redirect-based payment methods, set `automatic_payment_methods[enabled]` to `true` and `automatic_payment_methods[allow_redirects]` to `never` when creating Setup Intents and Payment Intents.",
-                );
-            }
-            inner.next_id += 1;
-            let id = format!("pi_fake{:06}", inner.next_id);
-            let card = param(&params, "payment_method").unwrap_or("");
-            let (status, failure) = match card {
-                "pm_card_chargeDeclined" => (
-                    "requires_payment_method",
-                    Some(("card_declined", "Your card was declined.")),
-                ),
-                "pm_card_authenticationRequired" => (
-                    "requires_payment_method",
-                    Some((
-                        "authentication_required",
-                        "Your card requires authentication.",
-                    )),
-                ),
-                _ => ("requires_capture", None),
-            };
-            let mut intent = intent_json(&id, &params, status, amount);
-            if failure.is_none() {
-                let charge = format!("ch_fake{:06}", inner.next_id);
-                let capture_before = unix_now() + inner.hold_lifetime.as_secs() as i64;
-                intent["latest_charge"] =
-                    charge_json(&charge, &id, &params, amount, capture_before);
-            }
-            inner.intents.insert(id, intent.clone());
-            let intent = shown(&intent, expands(&params, "latest_charge"));
-            match failure {
-                Some((code, message)) => {
-                    let (status, mut body) = error(402, "card_error", Some(code), message);
-                    if code == "card_declined" {
-                        body["error"]["decline_code"] = json!("generic_decline");
-                    }
-                    body["error"]["payment_intent"] = Value::Null;
-                    (status, body)
-                }
-                None => (200, intent),
-            }
-        },
-    )
-    .await
-}
-
-/// A POST acting on one PaymentIntent, under the idempotency rules: 404
-/// when there is none; `change` refuses (an error answer) or changes it.
-async fn act_on_intent(
-    inner: Arc<Mutex<Inner>>,
-    endpoint: Endpoint,
-    id: String,
-    action: &str,
-    headers: HeaderMap,
-    body: Bytes,
-    change: impl FnOnce(&mut Value, &[(String, String)]) -> Option<(u16, Value)> + Send + 'static,
-) -> Response {
-    let params = form(&body);
-    let path = format!("/v1/payment_intents/{id}/{action}");
-    idempotent(
-        inner,
-        endpoint,
-        path,
-        headers,
-        params.clone(),
-        move |inner| {
-            let Some(intent) = inner.intents.get_mut(&id) else {
-                return error(
-                    404,
-                    "invalid_request_error",
-                    Some("resource_missing"),
-                    "No such payment_intent",
-                );
-            };
-            if let Some(refusal) = change(intent, &params) {
-                return refusal;
-            }
-            (200, shown(intent, expands(&params, "latest_charge")))
-        },
-    )
-    .await
-}
-
-async fn capture(
-    State(inner): Shared,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    act_on_intent(
-        inner,
-        Endpoint::Capture,
-        id,
-        "capture",
-        headers,
-        body,
-        |intent, params| {
-            if intent["status"] != "requires_capture" {
-                return Some(error(
-                    400,
-                    "invalid_request_error",
-                    Some("payment_intent_unexpected_state"),
-                    "This PaymentIntent could not be captured",
-                ));
-            }
-            let capturable = intent["amount_capturable"].as_i64().unwrap_or(0);
-            let amount = param(params, "amount_to_capture")
-                .and_then(|a| a.parse().ok())
-                .unwrap_or(capturable);
-            if amount > capturable {
-                return Some(error(
-                    400,
-                    "invalid_request_error",
-                    Some("amount_too_large"),
-                    "amount_to_capture is above amount_capturable",
-                ));
-            }
-            intent["status"] = json!("succeeded");
-            intent["amount_received"] = json!(amount);
-            intent["amount_capturable"] = json!(0);
-            if let Some(charge) = intent["latest_charge"].as_object_mut() {
-                charge.insert("captured".into(), json!(true));
-                charge.insert("amount_captured".into(), json!(amount));
-            }
-            None
-        },
-    )
-    .await
-}
-
-async fn cancel(
-    State(inner): Shared,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    act_on_intent(
-        inner,
-        Endpoint::Cancel,
-        id,
-        "cancel",
-        headers,
-        body,
-        |intent, params| {
-            if intent["status"] == "succeeded" || intent["status"] == "canceled" {
-                return Some(error(
-                    400,
-                    "invalid_request_error",
-                    Some("payment_intent_unexpected_state"),
-                    "This PaymentIntent cannot be canceled",
-                ));
-            }
-            intent["status"] = json!("canceled");
-            intent["amount_capturable"] = json!(0);
-            intent["cancellation_reason"] = json!(param(params, "cancellation_reason"));
-            None
-        },
-    )
-    .await
-}
-
-async fn retrieve(
-    State(inner): Shared,
-    Path(id): Path<String>,
-    Query(query): Query<Vec<(String, String)>>,
-) -> Response {
-    let Ok(mut guard) = inner.lock() else {
-        return json_response(500, &json!({}));
-    };
-    guard.expire_holds();
-    let (status, body) = match guard.intents.get(&id) {
-        Some(intent) => (200, shown(intent, expands(&query, "latest_charge"))),
-        None => error(
-            404,
-            "invalid_request_error",
-            Some("resource_missing"),
-            "No such payment_intent",
-        ),
-    };
-    guard.requests.push(Recorded {
-        method: Method::GET.to_string(),
-        path: format!("/v1/payment_intents/{id}"),
-        idempotency_key: None,
-        params: query,
-        status,
-    });
-    json_response(status, &body)
-}
-
-async fn list(State(inner): Shared, Query(query): Query<Vec<(String, String)>>) -> Response {
-    let Ok(mut guard) = inner.lock() else {
-        return json_response(500, &json!({}));
-    };
-    guard.expire_holds();
-    let customer = param(&query, "customer").map(str::to_owned);
-    let expanded = expands(&query, "data.latest_charge");
-    // Newest first (ids count up), `limit` (10 by default, at most 100)
-    // after `starting_after`, as Stripe pages.
-    let mut newest_first: Vec<&Value> = guard
-        .intents
-        .values()
-        .filter(|i| customer.as_deref().is_none_or(|c| i["customer"] == c))
-        .collect();
-    newest_first.sort_by(|a, b| b["id"].as_str().cmp(&a["id"].as_str()));
-    let limit = param(&query, "limit")
-        .and_then(|l| l.parse::<usize>().ok())
-        .unwrap_or(10)
-        .clamp(1, 100);
-    let start = match param(&query, "starting_after") {
-        Some(after) => newest_first
-            .iter()
-            .position(|i| i["id"] == after)
-            .map_or(newest_first.len(), |i| i + 1),
-        None => 0,
-    };
-    let data: Vec<Value> = newest_first
-        .iter()
-        .skip(start)
-        .take(limit)
-        .map(|i| shown(i, expanded))
-        .collect();
-    let has_more = start + data.len() < newest_first.len();
-    guard.requests.push(Recorded {
-        method: "GET".into(),
-        path: "/v1/payment_intents".into(),
-        idempotency_key: None,
-        params: query,
-        status: 200,
-    });
-    json_response(
-        200,
-        &json!({"object": "list", "data": data, "has_more": has_more, "url": "/v1/payment_intents"}),
-    )
 }
 
 /// `event` as Stripe sends it: the body and its `Stripe-Signature` header
