@@ -337,6 +337,108 @@ async fn stripe_says_what_was_refunded_and_disputed(backend: Backend) {
     );
 }
 
+/// Stripe's later word on a refund: one taken as done that then failed
+/// (a card refund that bounced) is failed after all and its amount may be
+/// refunded again; one whose answer was lost is concluded from it; an
+/// event for a refund not ours changes nothing; each event applies once.
+async fn a_refund_that_fails_later_gives_its_amount_back(backend: Backend) {
+    let ledger = support::open(backend).await;
+    captured_call(&ledger).await;
+    assert_eq!(
+        ask(&ledger, "call_1", refund("rf_1", Some(100))).await,
+        Ok((100, true))
+    );
+    ledger
+        .refund_concluded(
+            "rf_1".into(),
+            SettlementState::Succeeded,
+            Some("re_1".into()),
+            None,
+            None,
+            T0 + 101_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        ledger
+            .call("call_1".into())
+            .await
+            .unwrap()
+            .unwrap()
+            .refunded_amount,
+        100
+    );
+    let updated = |id: &str, ours: &str, status: &str| {
+        json!({"id": id, "object": "refund", "amount": 100, "payment_intent": "pi_1", "status": status,
+               "failure_reason": "expired_or_canceled_card", "metadata": {"refund": ours}})
+    };
+    for _ in 0..2 {
+        ledger
+            .apply_stripe_event(
+                "evt_f1".into(),
+                "charge.refund.updated".into(),
+                updated("re_1", "rf_1", "failed"),
+                T0 + 102_000,
+            )
+            .await
+            .unwrap();
+    }
+    let call = ledger.call("call_1".into()).await.unwrap().unwrap();
+    assert_eq!(call.refunded_amount, 0);
+    let row = call.settlements.iter().find(|s| s.id == "rf_1").unwrap();
+    assert_eq!(row.state, "failed");
+    assert!(
+        row.last_error
+            .as_deref()
+            .unwrap()
+            .contains("expired_or_canceled_card"),
+        "{row:?}"
+    );
+    let failed = events_of(&ledger, "refund.failed").await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    // The whole charge may be refunded again; this one's answer is lost,
+    // and Stripe's event says it succeeded.
+    assert_eq!(
+        ask(&ledger, "call_1", refund("rf_2", None)).await,
+        Ok((330, true))
+    );
+    ledger
+        .apply_stripe_event(
+            "evt_f2".into(),
+            "refund.updated".into(),
+            updated("re_2", "rf_2", "succeeded"),
+            T0 + 103_000,
+        )
+        .await
+        .unwrap();
+    let call = ledger.call("call_1".into()).await.unwrap().unwrap();
+    let row = call.settlements.iter().find(|s| s.id == "rf_2").unwrap();
+    assert_eq!(
+        (row.state.as_str(), row.stripe_object.as_deref()),
+        ("succeeded", Some("re_2"))
+    );
+    assert_eq!(call.refunded_amount, 330);
+    // Not ours: nothing changes.
+    ledger
+        .apply_stripe_event(
+            "evt_f3".into(),
+            "charge.refund.updated".into(),
+            updated("re_9", "rf_9", "failed"),
+            T0 + 104_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        ledger
+            .call("call_1".into())
+            .await
+            .unwrap()
+            .unwrap()
+            .refunded_amount,
+        330
+    );
+}
+
 /// A call cheaper than Stripe's minimum under `cancel` (2 s in 6 s
 /// increments at ¥300 a minute: ¥30, under ¥50): rated, released,
 /// and charged nothing; while its release is on its way, `charged` is
@@ -428,6 +530,7 @@ async fn the_accounts_least_charge_is_the_one_the_booking_was_made_with(backend:
 }
 
 on_both_backends!(
+    a_refund_that_fails_later_gives_its_amount_back,
     the_accounts_least_charge_is_the_one_the_booking_was_made_with,
     a_call_under_the_minimum_is_rated_but_charged_nothing,
     refunds_never_give_back_more_than_was_captured,

@@ -166,6 +166,72 @@ pub(super) fn charge_refunded(
     Ok(outside)
 }
 
+/// What Stripe says of one of its Refunds when its status changes
+/// (`charge.refund.updated`, `refund.updated`, `refund.failed`), for the
+/// refund row that made it (by `metadata[refund]`, or its `re_...`): a
+/// refund taken as done (`pending` counts) that then `failed` or was
+/// `canceled` is failed after all — the call's `refunded_amount` gives its
+/// amount back and the platform hears `refund.failed`; one whose answer
+/// was lost is concluded from it. Refunds made outside Tollbridge are
+/// `charge.refunded`'s.
+pub(super) fn refund_changed(
+    db: &mut dyn Db,
+    refund: &serde_json::Value,
+    now_ms: i64,
+) -> Result<(), LedgerError> {
+    let ours = refund["metadata"]["refund"].as_str();
+    let stripe_id = refund["id"].as_str();
+    let Some(row) = db.query_opt(
+        "SELECT id, state, amount, call_id FROM settlements
+         WHERE operation = 'refund' AND (id = ?1 OR stripe_object = ?2)",
+        args![ours, stripe_id],
+    )?
+    else {
+        return Ok(());
+    };
+    let (id, state, amount, call) = (row.text(0)?, row.text(1)?, row.int(2)?, row.opt_text(3)?);
+    let status = refund["status"].as_str().unwrap_or("");
+    let failed = matches!(status, "failed" | "canceled");
+    let reason = refund["failure_reason"].as_str().unwrap_or(status);
+    match (state.as_str(), failed) {
+        ("succeeded", true) => {
+            let error = format!("stripe: the refund {status} after it was accepted ({reason})");
+            db.execute(
+                "UPDATE settlements SET state = 'failed', last_error = ?2, updated_ms = ?3 WHERE id = ?1",
+                args![&id, &error, now_ms],
+            )?;
+            if let Some(call) = call {
+                db.execute(
+                    "UPDATE calls SET refunded_amount = CASE WHEN refunded_amount > ?2
+                         THEN refunded_amount - ?2 ELSE 0 END WHERE id = ?1",
+                    args![call, amount],
+                )?;
+            }
+            super::settlements::tell_platform(
+                db,
+                &id,
+                super::SettlementState::Failed,
+                Some(&error),
+                now_ms,
+            )?;
+        }
+        ("pending" | "sent" | "unknown", _) => {
+            let (to, error) = match settlement::resolve_refund(status) {
+                settlement::Resolution::Succeeded => (super::SettlementState::Succeeded, None),
+                settlement::Resolution::Failed(why) => (super::SettlementState::Failed, Some(why)),
+                settlement::Resolution::Resend => return Ok(()),
+            };
+            db.execute(
+                "UPDATE settlements SET stripe_object = COALESCE(?2, stripe_object) WHERE id = ?1",
+                args![&id, stripe_id],
+            )?;
+            super::settlements::conclude(db, &id, to, None, error.as_deref(), None, now_ms)?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 /// What Stripe's `charge.dispute.*` says of the dispute on the charge of
 /// `payment_intent`: its id, state (`needs_response`, `won`, `lost`, ...)
 /// and amount, kept on the calls of that PaymentIntent.

@@ -79,6 +79,10 @@ fn apply_to(
                 None,
             )?;
         }
+        "charge.refund.updated" | "refund.updated" | "refund.failed" => {
+            super::calls::lock_call_events(db, "payment_intent = ?1", args![intent])?;
+            super::refunds::refund_changed(db, object, now)?;
+        }
         "charge.refunded" => {
             super::calls::lock_call_events(db, "payment_intent = ?1", args![intent])?;
             let total = object["amount_refunded"].as_i64().unwrap_or(0);
