@@ -591,7 +591,14 @@ impl Ledger {
         self.run(move |db| {
             // Rows written before nodes were recorded are this node's.
             db.execute("UPDATE calls SET node = ?1 WHERE node = ''", args![&*node])?;
-            Ok(recover_open(db, &Recovering::Own(&node), now_ms)?.len())
+            Ok(
+                super::recovery::recover_open(
+                    db,
+                    &super::recovery::Recovering::Own(&node),
+                    now_ms,
+                )?
+                .len(),
+            )
         })
         .await
     }
@@ -608,82 +615,6 @@ fn checkpoint_statement() -> String {
         CHECKPOINT_BATCH + 1,
         ids.join(", ")
     )
-}
-
-/// Whose open calls to close, and for whom.
-pub(super) enum Recovering<'a> {
-    /// This node's own, at its start: it stopped during them.
-    Own(&'a str),
-    /// A node that fell silent, by the node taking its calls over.
-    Silent {
-        /// The silent node.
-        node: &'a str,
-        /// The node taking over.
-        taker: &'a str,
-    },
-}
-
-/// Closes the open calls of a node at their last checkpoint, settles them
-/// and marks their parties as owed a BYE; returns the ids it closed (a
-/// call another node closed first is left alone). See
-/// [`Ledger::recover_open_calls`].
-pub(super) fn recover_open(
-    db: &mut dyn Db,
-    whose: &Recovering<'_>,
-    now_ms: i64,
-) -> Result<Vec<String>, LedgerError> {
-    let (node, taker, detail) = match whose {
-        Recovering::Own(node) => (
-            *node,
-            None,
-            "closed at start-up: the daemon stopped during the call".to_owned(),
-        ),
-        Recovering::Silent { node, taker } => (
-            *node,
-            Some(*taker),
-            format!("closed by node {taker}: node {node} fell silent during the call"),
-        ),
-    };
-    let greatest = db.dialect().greatest();
-    let sql = format!(
-        "SELECT id, answered_ms IS NOT NULL,
-                {greatest}(created_ms, COALESCE(answered_ms, 0), COALESCE(checkpoint_ms, 0)),
-                CASE WHEN answered_ms IS NULL THEN 0
-                     ELSE {greatest}(0, COALESCE(checkpoint_ms, answered_ms) - answered_ms) END
-         FROM calls WHERE ended_ms IS NULL AND node = ?1 ORDER BY created_ms, id"
-    );
-    let open = db.query(&sql, args![node])?;
-    let mut closed = Vec::with_capacity(open.len());
-    for row in &open {
-        let (id, answered, last_known, talk_ms) =
-            (row.text(0)?, row.flag(1)?, row.int(2)?, row.int(3)?);
-        let status = if answered {
-            CallStatus::Completed
-        } else {
-            CallStatus::Failed
-        };
-        let end = CallEnd {
-            status,
-            reason: "recovered".to_owned(),
-            talk_ms,
-            connected: answered,
-        };
-        if close(db, &id, &end, last_known, now_ms)? == Closing::AlreadyClosed {
-            continue;
-        }
-        // Its parties may still be connected (or an expert still sending
-        // early media): a BYE to each established leg is owed, and its
-        // ports stay out of use until then (`calls::recovery`).
-        db.execute(
-            "UPDATE calls SET taken_over_by = ?2, hangup_pending = CASE WHEN caller_dialog IS NOT NULL
-                 OR callee_dialog IS NOT NULL OR caller_rtp_port IS NOT NULL THEN 1 ELSE 0 END
-             WHERE id = ?1",
-            args![id.as_str(), taker],
-        )?;
-        add_event(db, &id, status, None, Some(&detail), now_ms)?;
-        closed.push(id);
-    }
-    Ok(closed)
 }
 
 /// The reason phrase for a status code we record.

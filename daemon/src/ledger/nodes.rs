@@ -12,8 +12,8 @@
 
 use std::time::Duration;
 
-use super::calls::{Recovering, recover_open};
 use super::recovery::unfinished;
+use super::recovery::{Recovering, recover_open};
 use super::{Ledger, LedgerError, Unfinished};
 use crate::args;
 
