@@ -526,6 +526,31 @@ fn futures_error_stream() -> impl futures_core::Stream<Item = Result<Bytes, std:
     Failing(false)
 }
 
+/// One page of a list, newest first, as Stripe pages: `limit` (10 by
+/// default, at most 100) after `starting_after`; the page and whether
+/// more follow.
+fn page_of<'a>(newest_first: &[&'a Value], query: &[(String, String)]) -> (Vec<&'a Value>, bool) {
+    let limit = param(query, "limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(10)
+        .clamp(1, 100);
+    let start = match param(query, "starting_after") {
+        Some(after) => newest_first
+            .iter()
+            .position(|item| item["id"] == after)
+            .map_or(newest_first.len(), |i| i + 1),
+        None => 0,
+    };
+    let page: Vec<&Value> = newest_first
+        .iter()
+        .skip(start)
+        .take(limit)
+        .copied()
+        .collect();
+    let more = start + page.len() < newest_first.len();
+    (page, more)
+}
+
 /// The `metadata[key]=value` parameters of a request, as an object.
 fn metadata_of(params: &[(String, String)]) -> serde_json::Map<String, Value> {
     params

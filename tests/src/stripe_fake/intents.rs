@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::{
     Endpoint, Inner, Recorded, Shared, error, expands, form, idempotent, json_response,
-    metadata_of, param, shown, unix_now,
+    metadata_of, page_of, param, shown, unix_now,
 };
 
 /// A card charge authorized for `amount`, capturable until `capture_before`.
@@ -321,32 +321,15 @@ pub(super) async fn list(
     guard.expire_holds();
     let customer = param(&query, "customer").map(str::to_owned);
     let expanded = expands(&query, "data.latest_charge");
-    // Newest first (ids count up), `limit` (10 by default, at most 100)
-    // after `starting_after`, as Stripe pages.
+    // Newest first (ids count up), a page at a time.
     let mut newest_first: Vec<&Value> = guard
         .intents
         .values()
         .filter(|i| customer.as_deref().is_none_or(|c| i["customer"] == c))
         .collect();
     newest_first.sort_by(|a, b| b["id"].as_str().cmp(&a["id"].as_str()));
-    let limit = param(&query, "limit")
-        .and_then(|l| l.parse::<usize>().ok())
-        .unwrap_or(10)
-        .clamp(1, 100);
-    let start = match param(&query, "starting_after") {
-        Some(after) => newest_first
-            .iter()
-            .position(|i| i["id"] == after)
-            .map_or(newest_first.len(), |i| i + 1),
-        None => 0,
-    };
-    let data: Vec<Value> = newest_first
-        .iter()
-        .skip(start)
-        .take(limit)
-        .map(|i| shown(i, expanded))
-        .collect();
-    let has_more = start + data.len() < newest_first.len();
+    let (page, has_more) = page_of(&newest_first, &query);
+    let data: Vec<Value> = page.iter().map(|i| shown(i, expanded)).collect();
     guard.requests.push(Recorded {
         method: "GET".into(),
         path: "/v1/payment_intents".into(),

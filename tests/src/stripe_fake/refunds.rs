@@ -13,8 +13,8 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::{
-    Endpoint, Recorded, Shared, error, form, idempotent, json_response, metadata_of, param,
-    unix_now,
+    Endpoint, Recorded, Shared, error, form, idempotent, json_response, metadata_of, page_of,
+    param, unix_now,
 };
 
 pub(super) async fn create(State(inner): Shared, headers: HeaderMap, body: Bytes) -> Response {
@@ -121,30 +121,14 @@ pub(super) async fn list(
         return json_response(500, &json!({}));
     };
     let intent = param(&query, "payment_intent").map(str::to_owned);
-    let limit = param(&query, "limit")
-        .and_then(|l| l.parse::<usize>().ok())
-        .unwrap_or(10)
-        .clamp(1, 100);
     let newest_first: Vec<&Value> = guard
         .refunds
         .iter()
         .rev()
         .filter(|r| intent.as_deref().is_none_or(|i| r["payment_intent"] == i))
         .collect();
-    let start = match param(&query, "starting_after") {
-        Some(after) => newest_first
-            .iter()
-            .position(|r| r["id"] == after)
-            .map_or(newest_first.len(), |i| i + 1),
-        None => 0,
-    };
-    let page: Vec<Value> = newest_first
-        .iter()
-        .skip(start)
-        .take(limit)
-        .map(|r| (*r).clone())
-        .collect();
-    let has_more = start + page.len() < newest_first.len();
+    let (page, has_more) = page_of(&newest_first, &query);
+    let page: Vec<Value> = page.into_iter().cloned().collect();
     guard.requests.push(Recorded {
         method: "GET".into(),
         path: "/v1/refunds".into(),
