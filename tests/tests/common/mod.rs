@@ -5,6 +5,8 @@
 // uses every helper.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
+pub mod stripe;
+
 pub use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU16, Ordering};
 pub use std::time::{Duration, Instant};
