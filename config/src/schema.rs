@@ -1,6 +1,7 @@
 //! The config schema: sections, their defaults, and the rules each key must
 //! meet.
 
+use crate::stripe::StripeConfig;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -201,63 +202,6 @@ pub struct ClusterConfig {
     pub node_timeout: Duration,
 }
 
-/// `[stripe]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StripeConfig {
-    /// `stripe.secret_key`: when unset, ledger-only mode.
-    pub secret_key: Option<Secret>,
-    /// `stripe.webhook_secret`: verifies webhook signatures.
-    pub webhook_secret: Option<Secret>,
-    /// `stripe.api_base`: Stripe's API, or a compatible fake in tests.
-    pub api_base: String,
-    /// `stripe.request_timeout`: how long one attempt of a Stripe request
-    /// may take before it is retried (same idempotency key).
-    pub request_timeout: Duration,
-    /// `stripe.settlement_currency`: the currency the Stripe account
-    /// settles in, when it charges in others (`jpy`, `usd`, `eur`, `gbp`).
-    pub settlement_currency: Option<String>,
-    /// `stripe.minimum_charge`: per currency charged in, the least amount
-    /// (minor units) Stripe takes from this account, e.g. `{ jpy = 80 }`
-    /// for an account settling in dollars.
-    pub minimum_charge: Vec<(String, i64)>,
-}
-
-/// The currencies a booking may be priced in (billing's `Currency`).
-pub const CURRENCIES: [&str; 4] = ["jpy", "usd", "eur", "gbp"];
-
-/// Whether and how money is moved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StripeMode {
-    /// No Stripe key: calls are rated and recorded, nothing is charged.
-    LedgerOnly,
-    /// A test-mode key (`sk_test_`/`rk_test_`).
-    Test,
-    /// A live key.
-    Live,
-}
-
-impl StripeMode {
-    /// The name shown in logs and the API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StripeMode::LedgerOnly => "ledger-only",
-            StripeMode::Test => "test",
-            StripeMode::Live => "live",
-        }
-    }
-}
-
-impl StripeConfig {
-    /// Ledger-only, test or live, from the key.
-    pub fn mode(&self) -> StripeMode {
-        match &self.secret_key {
-            None => StripeMode::LedgerOnly,
-            Some(key) if key.expose().contains("_test_") => StripeMode::Test,
-            Some(_) => StripeMode::Live,
-        }
-    }
-}
-
 /// `[billing]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BillingConfig {
@@ -330,14 +274,6 @@ const HTTP_TLS_KEYS: [&str; 2] = ["certificate", "private_key"];
 const DATABASE_KEYS: [&str; 5] = ["path", "url", "password", "pool_size", "outage_buffer"];
 const NODE_KEYS: [&str; 1] = ["name"];
 const CLUSTER_KEYS: [&str; 1] = ["node_timeout"];
-const STRIPE_KEYS: [&str; 6] = [
-    "secret_key",
-    "webhook_secret",
-    "api_base",
-    "request_timeout",
-    "settlement_currency",
-    "minimum_charge",
-];
 const BILLING_KEYS: [&str; 2] = ["checkpoint_interval", "late_cancellation"];
 const PROMPTS_KEYS: [&str; 2] = ["dir", "warning_before"];
 const CALLS_KEYS: [&str; 2] = ["ring_timeout", "drain_timeout"];
@@ -355,7 +291,7 @@ pub fn known_keys() -> Vec<String> {
         ("database", &DATABASE_KEYS),
         ("node", &NODE_KEYS),
         ("cluster", &CLUSTER_KEYS),
-        ("stripe", &STRIPE_KEYS),
+        ("stripe", &crate::stripe::STRIPE_KEYS),
         ("billing", &BILLING_KEYS),
         ("prompts", &PROMPTS_KEYS),
         ("calls", &CALLS_KEYS),
@@ -534,7 +470,7 @@ fn read_config(root: Item, env: &dyn Environment, diagnostics: &Diagnostics) -> 
     let database = read_database(section(&mut root, "database"), env, defaults.database);
     let node = read_node(section(&mut root, "node"), defaults.node);
     let cluster = read_cluster(section(&mut root, "cluster"), defaults.cluster);
-    let stripe = read_stripe(section(&mut root, "stripe"), env, defaults.stripe);
+    let stripe = crate::stripe::read_stripe(section(&mut root, "stripe"), env, defaults.stripe);
     let billing = read_billing(section(&mut root, "billing"), defaults.billing);
     let prompts = read_prompts(section(&mut root, "prompts"), defaults.prompts);
     let calls = read_calls(section(&mut root, "calls"), defaults.calls);
@@ -1089,84 +1025,6 @@ fn read_cluster(mut t: TableReader, defaults: ClusterConfig) -> ClusterConfig {
     .unwrap_or(defaults.node_timeout);
     t.finish(&CLUSTER_KEYS);
     ClusterConfig { node_timeout }
-}
-
-fn read_stripe(mut t: TableReader, env: &dyn Environment, defaults: StripeConfig) -> StripeConfig {
-    let secret_key = secret(&mut t, "secret_key", env);
-    check_secret(&t, "secret_key", &secret_key, |key| {
-        if key.starts_with("sk_") || key.starts_with("rk_") {
-            Ok(())
-        } else {
-            Err("is not a Stripe secret or restricted key (sk_... or rk_...)".to_owned())
-        }
-    });
-    let webhook_secret = secret(&mut t, "webhook_secret", env);
-    check_secret(&t, "webhook_secret", &webhook_secret, |key| {
-        if key.starts_with("whsec_") {
-            Ok(())
-        } else {
-            Err("is not a webhook signing secret (whsec_...)".to_owned())
-        }
-    });
-    let api_base = t
-        .get_with("api_base", |node| match node {
-            crate::tree::Node::Str(s)
-                if (s.starts_with("https://") || s.starts_with("http://"))
-                    && s.len() > "https://".len()
-                    && !s.contains(char::is_whitespace) =>
-            {
-                Ok(s.trim_end_matches('/').to_owned())
-            }
-            _ => Err("expected an http(s) URL such as \"https://api.stripe.com\"".to_owned()),
-        })
-        .unwrap_or(defaults.api_base);
-    let request_timeout = duration_in(
-        &mut t,
-        "request_timeout",
-        Duration::from_millis(100),
-        Duration::from_secs(60),
-    )
-    .unwrap_or(defaults.request_timeout);
-    let currency = |node: &crate::tree::Node| match node {
-        crate::tree::Node::Str(s) if CURRENCIES.contains(&s.as_str()) => Ok(s.clone()),
-        _ => Err(format!("expected one of {}", CURRENCIES.join(", "))),
-    };
-    let settlement_currency = t.get_with("settlement_currency", currency);
-    let minimum_charge = t
-        .get_with("minimum_charge", |node| {
-            let crate::tree::Node::Table(entries) = node else {
-                return Err(
-                    "expected a table of currency = minor units, such as { jpy = 80 }".to_owned(),
-                );
-            };
-            entries
-                .iter()
-                .map(|(code, item)| {
-                    if !CURRENCIES.contains(&code.as_str()) {
-                        return Err(format!(
-                            "{code:?} is not a currency (one of {})",
-                            CURRENCIES.join(", ")
-                        ));
-                    }
-                    match item.get_ref() {
-                        crate::tree::Node::Int(minor) if (1..=99_999_999).contains(minor) => {
-                            Ok((code.clone(), *minor))
-                        }
-                        _ => Err(format!("{code}: expected minor units from 1 to 99999999")),
-                    }
-                })
-                .collect()
-        })
-        .unwrap_or(defaults.minimum_charge);
-    t.finish(&STRIPE_KEYS);
-    StripeConfig {
-        secret_key,
-        webhook_secret,
-        api_base,
-        request_timeout,
-        settlement_currency,
-        minimum_charge,
-    }
 }
 
 fn read_billing(mut t: TableReader, defaults: BillingConfig) -> BillingConfig {
