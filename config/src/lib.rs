@@ -12,17 +12,18 @@ mod schema;
 pub mod secret;
 mod stripe;
 mod tree;
+mod trunks;
 mod values;
 mod webhooks;
 
 pub use error::{ConfigError, LoadError};
 pub use schema::{
     BillingConfig, CallsConfig, ClusterConfig, Config, DatabaseConfig, ExportConfig, HttpConfig,
-    HttpTls, LogConfig, MediaConfig, NodeConfig, PromptsConfig, SipConfig, Termination,
-    TrunkConfig, known_keys,
+    HttpTls, LogConfig, MediaConfig, NodeConfig, PromptsConfig, SipConfig, known_keys,
 };
 pub use secret::{Environment, ProcessEnvironment, Secret, SecretSource};
 pub use stripe::{CURRENCIES, StripeConfig, StripeMode};
+pub use trunks::{Termination, TrunkConfig};
 pub use values::{
     Latch, ListenAddr, LogFormat, PortRange, PublicAddress, TWILIO_MEDIA_RANGE,
     TWILIO_SIGNALLING_RANGES, Transport, TrunkProfile, UnknownSource, parse_duration,

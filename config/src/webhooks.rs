@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
-use crate::schema::{check_secret, duration_in, is_trunk_name, secret};
+use crate::schema::{check_secret, duration_in, secret};
 use crate::secret::{Environment, Secret};
 use crate::tree::{Diagnostics, Item, TableReader};
+use crate::trunks::is_trunk_name;
 
 /// The event types a `[[webhook]]` can name in `events`.
 pub const WEBHOOK_EVENT_TYPES: [&str; 13] = [
