@@ -19,10 +19,23 @@ use tollbridge_daemon::ledger::{CallStatus, Ledger, NewRefund, RefundRefused, Se
 
 const CALLED: &str = "+81312345678";
 
-/// A call on `bk_1` of 62 s at ¥300 a minute in 6 s increments (¥330),
-/// held on `pi_1` and captured.
-async fn captured_call(ledger: &Ledger) {
-    routed_call(ledger, "call_1", "bk_1", CALLED, true).await;
+/// Refund `id` done at Stripe as `stripe_id`.
+async fn refund_succeeded(ledger: &Ledger, id: &str, stripe_id: &str) {
+    ledger
+        .refund_concluded(
+            id.into(),
+            SettlementState::Succeeded,
+            Some(stripe_id.into()),
+            None,
+            None,
+            T0 + 101_000,
+        )
+        .await
+        .unwrap();
+}
+
+/// Call `call_1`'s card hold on `bk_1`, placed as `pi_1`.
+async fn held(ledger: &Ledger) {
     let (hold, _) = ledger
         .begin_hold("call_1".into(), "bk_1".into(), T0)
         .await
@@ -32,6 +45,13 @@ async fn captured_call(ledger: &Ledger) {
         .hold_succeeded(hold.id, "pi_1".into(), None, T0 + 10)
         .await
         .unwrap();
+}
+
+/// A call on `bk_1` of 62 s at ¥300 a minute in 6 s increments (¥330),
+/// held on `pi_1` and captured.
+async fn captured_call(ledger: &Ledger) {
+    routed_call(ledger, "call_1", "bk_1", CALLED, true).await;
+    held(ledger).await;
     ledger
         .record_event(
             "call_1".into(),
@@ -153,17 +173,7 @@ async fn refunds_never_give_back_more_than_was_captured(backend: Backend) {
         )
         .await
         .unwrap();
-    ledger
-        .refund_concluded(
-            "rf_1".into(),
-            SettlementState::Succeeded,
-            Some("re_1".into()),
-            None,
-            None,
-            T0 + 101_000,
-        )
-        .await
-        .unwrap();
+    refund_succeeded(&ledger, "rf_1", "re_1").await;
     assert_eq!(
         ask(&ledger, "call_1", refund("rf_4", None)).await,
         Ok((230, true))
@@ -236,17 +246,7 @@ async fn stripe_says_what_was_refunded_and_disputed(backend: Backend) {
         ask(&ledger, "call_1", refund("rf_1", Some(100))).await,
         Ok((100, true))
     );
-    ledger
-        .refund_concluded(
-            "rf_1".into(),
-            SettlementState::Succeeded,
-            Some("re_1".into()),
-            None,
-            None,
-            T0 + 101_000,
-        )
-        .await
-        .unwrap();
+    refund_succeeded(&ledger, "rf_1", "re_1").await;
     let charge = |refunded: i64| json!({"id": "ch_1", "object": "charge", "payment_intent": "pi_1", "amount_refunded": refunded});
     // Stripe's word for our own refund adds nothing and tells nothing new.
     assert!(
@@ -348,17 +348,7 @@ async fn a_refund_that_fails_later_gives_its_amount_back(backend: Backend) {
         ask(&ledger, "call_1", refund("rf_1", Some(100))).await,
         Ok((100, true))
     );
-    ledger
-        .refund_concluded(
-            "rf_1".into(),
-            SettlementState::Succeeded,
-            Some("re_1".into()),
-            None,
-            None,
-            T0 + 101_000,
-        )
-        .await
-        .unwrap();
+    refund_succeeded(&ledger, "rf_1", "re_1").await;
     assert_eq!(
         ledger
             .call("call_1".into())
@@ -446,15 +436,7 @@ async fn a_refund_that_fails_later_gives_its_amount_back(backend: Backend) {
 async fn a_call_under_the_minimum_is_rated_but_charged_nothing(backend: Backend) {
     let ledger = support::open(backend).await;
     routed_call(&ledger, "call_1", "bk_1", CALLED, true).await;
-    let (hold, _) = ledger
-        .begin_hold("call_1".into(), "bk_1".into(), T0)
-        .await
-        .unwrap()
-        .unwrap();
-    ledger
-        .hold_succeeded(hold.id, "pi_1".into(), None, T0 + 10)
-        .await
-        .unwrap();
+    held(&ledger).await;
     ledger
         .close_call("call_1".into(), talked(2_000), T0 + 3_000)
         .await
