@@ -6,9 +6,13 @@
 //! and the parameters stored with the row never change: a different amount
 //! would be a new row with a new key.
 
+pub mod machine;
+
 use std::time::Duration;
 
 use crate::rating::{Currency, RatingError, Tariff};
+
+pub use machine::SettlementState;
 
 /// The Stripe operations a call needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,753 @@
+//! One money movement with Stripe (a settlement row: a hold, a capture, a
+//! release, a cancellation-fee hold or a refund) as a sans-IO state
+//! machine, in the manner of quinn-proto's `Connection`: the settlement
+//! worker and the webhook handler feed it what happened ([`Event`]: the
+//! row was picked up, claimed, answered, a webhook came) with `now`, and
+//! [`Movement::poll`] says what to do next ([`Command`]: claim the row,
+//! send a request, record an outcome with when to look again). It reads
+//! no clock and touches no socket or database, so every path, lost
+//! answers and crashes included, is tested on virtual time
+//! (`billing/tests/machine.rs`).
+//!
+//! The rules it keeps:
+//! - a request goes out only once its row is claimed (committed `sent`);
+//! - a row that may have been sent before (found `sent` or `unknown`) is
+//!   read back first, and sent again, with its own key and parameters,
+//!   only when Stripe shows it did not take effect;
+//! - a hold or a refund, which a resend could make twice once Stripe has
+//!   forgotten the key (24 hours), is looked for by its metadata instead;
+//! - an answer that is lost leaves the outcome `unknown`, looked at again
+//!   after 5 minutes, an hour, then daily ([`super::reconcile_after`]).
+
+use std::collections::VecDeque;
+use std::fmt;
+
+use super::{Operation, Resolution, reconcile_after, resolve, resolve_refund};
+use crate::rating::Currency;
+use crate::stripe::{GatewayError, HoldRequest, Intent, RefundRequest, Refunded, ReleaseReason};
+
+/// Where a settlement row stands, as the ledger stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SettlementState {
+    /// Written, not sent yet.
+    Pending,
+    /// Sent; its answer is not recorded yet (a crash may have cut it).
+    Sent,
+    /// Done.
+    Succeeded,
+    /// Refused for good; needs a look.
+    Failed,
+    /// The answer was lost; looked at again by reading Stripe back.
+    Unknown,
+}
+
+impl SettlementState {
+    /// Every state, in declaration order.
+    pub const ALL: &'static [SettlementState] = &[
+        SettlementState::Pending,
+        SettlementState::Sent,
+        SettlementState::Succeeded,
+        SettlementState::Failed,
+        SettlementState::Unknown,
+    ];
+
+    /// The stored word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SettlementState::Pending => "pending",
+            SettlementState::Sent => "sent",
+            SettlementState::Succeeded => "succeeded",
+            SettlementState::Failed => "failed",
+            SettlementState::Unknown => "unknown",
+        }
+    }
+
+    /// The state a stored word names.
+    pub fn parse(word: &str) -> Option<SettlementState> {
+        SettlementState::ALL
+            .iter()
+            .copied()
+            .find(|state| state.as_str() == word)
+    }
+
+    /// Whether the row still has work to do.
+    pub fn is_open(self) -> bool {
+        matches!(
+            self,
+            SettlementState::Pending | SettlementState::Sent | SettlementState::Unknown
+        )
+    }
+}
+
+impl fmt::Display for SettlementState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The metadata key holding our settlement id on a Stripe Refund.
+pub const REFUND_METADATA: &str = "refund";
+
+/// What a movement is: its row's facts, fixed when the row was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Facts {
+    /// `st_...` (for a refund, `rf_...`): the row's id.
+    pub id: String,
+    /// What it does.
+    pub operation: Operation,
+    /// Its idempotency key.
+    pub key: String,
+    /// Minor units.
+    pub amount: i64,
+    /// Lower-case ISO code.
+    pub currency: String,
+    /// The PaymentIntent acted on (or, for a hold, created).
+    pub payment_intent: Option<String>,
+    /// The Stripe customer (holds).
+    pub customer: Option<String>,
+    /// The card (holds).
+    pub payment_method: Option<String>,
+    /// The call it settles.
+    pub call_id: Option<String>,
+    /// The booking.
+    pub booking_id: Option<String>,
+    /// A release's or a refund's reason, as stored.
+    pub reason: Option<String>,
+}
+
+/// What happened to a movement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The worker picked the row up (it is pending, or due for a look).
+    Due,
+    /// The row is committed `sent` and claimed by this node: send.
+    Claimed,
+    /// Another node holds the row: leave it alone.
+    ClaimRefused,
+    /// Stripe answered the request last asked for.
+    Answered(Answer),
+    /// A verified Stripe webhook about the row's PaymentIntent.
+    Webhook {
+        /// Its `type`.
+        kind: String,
+        /// The PaymentIntent's `amount_received`, when it has one.
+        amount_received: Option<i64>,
+    },
+}
+
+/// Stripe's answer to a [`Request`], of the kind the request asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// To a hold, capture, cancel or retrieve: the PaymentIntent.
+    Intent(Result<Intent, GatewayError>),
+    /// To a lookup by metadata.
+    Found(Result<Option<Intent>, GatewayError>),
+    /// To a refund.
+    Refund(Result<Refunded, GatewayError>),
+    /// To a lookup of a refund by metadata.
+    FoundRefund(Result<Option<Refunded>, GatewayError>),
+}
+
+/// A request to Stripe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Place a hold (answered with [`Answer::Intent`]).
+    Hold(HoldRequest),
+    /// Capture `amount` of a hold ([`Answer::Intent`]).
+    Capture {
+        /// `pi_...`
+        payment_intent: String,
+        /// Minor units.
+        amount: i64,
+        /// Idempotency key.
+        key: String,
+    },
+    /// Release a hold ([`Answer::Intent`]).
+    Cancel {
+        /// `pi_...`
+        payment_intent: String,
+        /// Idempotency key.
+        key: String,
+        /// Why, in Stripe's words.
+        reason: ReleaseReason,
+    },
+    /// Read a PaymentIntent back ([`Answer::Intent`]).
+    Retrieve {
+        /// `pi_...`
+        payment_intent: String,
+    },
+    /// Find a customer's PaymentIntent by one metadata value
+    /// ([`Answer::Found`]).
+    Find {
+        /// `cus_...`
+        customer: String,
+        /// Metadata key.
+        key: String,
+        /// Its value.
+        value: String,
+    },
+    /// Give money back ([`Answer::Refund`]).
+    Refund(RefundRequest),
+    /// Find a PaymentIntent's refund by one metadata value
+    /// ([`Answer::FoundRefund`]).
+    FindRefund {
+        /// `pi_...`
+        payment_intent: String,
+        /// Metadata key.
+        key: String,
+        /// Its value.
+        value: String,
+    },
+}
+
+/// What to record of a movement; it is then over, or (unknown) due again
+/// at `look_again_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A hold is in place: record it and what follows from it (the call's
+    /// capture or release, a fee's renewal).
+    Held {
+        /// `pi_...`
+        payment_intent: String,
+        /// Until when it can be captured (unix seconds), when Stripe said.
+        capture_before: Option<i64>,
+    },
+    /// Done.
+    Succeeded {
+        /// The PaymentIntent acted on, when read.
+        payment_intent: Option<String>,
+        /// The Refund made (`re_...`), for a refund.
+        stripe_refund: Option<String>,
+    },
+    /// Refused for good.
+    Failed {
+        /// The PaymentIntent acted on, when read.
+        payment_intent: Option<String>,
+        /// The Refund made, for a refund.
+        stripe_refund: Option<String>,
+        /// Why.
+        error: String,
+        /// The card's decline code, when a card was declined.
+        decline_code: Option<String>,
+    },
+    /// The answer was lost: look again at `look_again_at`.
+    Unknown {
+        /// Why it is not known.
+        error: String,
+        /// Unix milliseconds (the ledger keeps it no later than the hold's
+        /// end allows).
+        look_again_at: i64,
+    },
+}
+
+impl Outcome {
+    /// The state the row takes.
+    pub fn state(&self) -> SettlementState {
+        match self {
+            Outcome::Held { .. } | Outcome::Succeeded { .. } => SettlementState::Succeeded,
+            Outcome::Failed { .. } => SettlementState::Failed,
+            Outcome::Unknown { .. } => SettlementState::Unknown,
+        }
+    }
+}
+
+/// What the driver does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Commit the row `sent`, claimed by this node; answer with
+    /// [`Event::Claimed`] or [`Event::ClaimRefused`].
+    Claim,
+    /// Send this to Stripe; answer with [`Event::Answered`].
+    Send(Request),
+    /// Record this outcome on the row.
+    Record(Outcome),
+}
+
+/// Why the machine is waiting for Stripe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    /// Nothing asked.
+    Idle,
+    /// Reading back a row that may have been sent before.
+    LookingBeforeSend,
+    /// Waiting for the claim.
+    Claiming,
+    /// The request is out.
+    Sending,
+    /// The request's answer was lost (the reason kept): reading back.
+    LookingAfterLoss(String),
+    /// Outcome recorded, or left to another node.
+    Done,
+}
+
+/// One movement and where it stands.
+#[derive(Debug, Clone)]
+pub struct Movement {
+    facts: Facts,
+    state: SettlementState,
+    tries: u32,
+    step: Step,
+    commands: VecDeque<Command>,
+    outcome: Option<Outcome>,
+}
+
+impl Movement {
+    /// The movement of a row in `state`, sent `tries` times before this
+    /// pick-up (the ledger counts the sends).
+    pub fn new(facts: Facts, state: SettlementState, tries: u32) -> Movement {
+        Movement {
+            facts,
+            state,
+            tries,
+            step: Step::Idle,
+            commands: VecDeque::new(),
+            outcome: None,
+        }
+    }
+
+    /// Its facts.
+    pub fn facts(&self) -> &Facts {
+        &self.facts
+    }
+
+    /// Where it stands now.
+    pub fn state(&self) -> SettlementState {
+        self.state
+    }
+
+    /// The outcome recorded, once there is one.
+    pub fn outcome(&self) -> Option<&Outcome> {
+        self.outcome.as_ref()
+    }
+
+    /// When it wants to be looked at again (its timer), if ever.
+    pub fn poll_timeout(&self) -> Option<i64> {
+        match &self.outcome {
+            Some(Outcome::Unknown { look_again_at, .. }) => Some(*look_again_at),
+            _ => None,
+        }
+    }
+
+    /// The next thing to do, if any.
+    pub fn poll(&mut self) -> Option<Command> {
+        self.commands.pop_front()
+    }
+
+    /// Takes in what happened at `now` (unix milliseconds).
+    pub fn handle(&mut self, event: Event, now: i64) {
+        if !self.state.is_open() {
+            return;
+        }
+        match event {
+            Event::Due => self.due(),
+            Event::Claimed => self.claimed(),
+            Event::ClaimRefused => self.step = Step::Done,
+            Event::Answered(answer) => self.answered(answer, now),
+            Event::Webhook {
+                kind,
+                amount_received,
+            } => self.webhook(&kind, amount_received),
+        }
+    }
+
+    /// Picked up: send what is pending; read back what may have been sent.
+    fn due(&mut self) {
+        self.step = Step::Idle;
+        self.outcome = None;
+        let facts = &self.facts;
+        let pending = self.state == SettlementState::Pending;
+        let lookup = match facts.operation {
+            Operation::Capture | Operation::Cancel => {
+                let Some(intent) = facts.payment_intent.clone() else {
+                    return self.fail(None, "no PaymentIntent to act on");
+                };
+                Request::Retrieve {
+                    payment_intent: intent,
+                }
+            }
+            Operation::Authorize => {
+                // A call's hold is sent as its row is written; one found
+                // here lost its answer and is only ever looked for.
+                let (Some(customer), Some(call)) = (facts.customer.clone(), facts.call_id.clone())
+                else {
+                    return self.fail(None, "no customer or call to look up");
+                };
+                self.ask(
+                    Step::LookingBeforeSend,
+                    Request::Find {
+                        customer,
+                        key: "call".into(),
+                        value: call,
+                    },
+                );
+                return;
+            }
+            Operation::CancellationFee => {
+                let (Some(customer), Some(_), Some(_)) = (
+                    facts.customer.clone(),
+                    facts.payment_method.as_ref(),
+                    facts.booking_id.as_ref(),
+                ) else {
+                    return self.fail(None, "no card or booking");
+                };
+                Request::Find {
+                    customer,
+                    key: "fee_hold".into(),
+                    value: facts.key.clone(),
+                }
+            }
+            Operation::Refund => {
+                let Some(intent) = facts.payment_intent.clone() else {
+                    return self.fail(None, "no PaymentIntent to refund");
+                };
+                Request::FindRefund {
+                    payment_intent: intent,
+                    key: REFUND_METADATA.into(),
+                    value: facts.id.clone(),
+                }
+            }
+        };
+        if pending {
+            self.claim();
+        } else {
+            self.ask(Step::LookingBeforeSend, lookup);
+        }
+    }
+
+    /// Claims the row, after the checks the request needs.
+    fn claim(&mut self) {
+        if matches!(
+            self.facts.operation,
+            Operation::Authorize | Operation::CancellationFee
+        ) && Currency::from_code(&self.facts.currency).is_none()
+        {
+            let why = format!("unknown currency {}", self.facts.currency);
+            return self.fail(None, &why);
+        }
+        self.step = Step::Claiming;
+        self.commands.push_back(Command::Claim);
+    }
+
+    /// Claimed: the request goes out.
+    fn claimed(&mut self) {
+        if matches!(self.step, Step::Done) {
+            return;
+        }
+        self.state = SettlementState::Sent;
+        match self.request() {
+            Ok(request) => self.ask(Step::Sending, request),
+            Err(why) => self.fail(None, &why),
+        }
+    }
+
+    /// The request the row stands for.
+    fn request(&self) -> Result<Request, String> {
+        let facts = &self.facts;
+        let intent = || {
+            facts
+                .payment_intent
+                .clone()
+                .ok_or_else(|| "no PaymentIntent to act on".to_owned())
+        };
+        Ok(match facts.operation {
+            Operation::Capture => Request::Capture {
+                payment_intent: intent()?,
+                amount: facts.amount,
+                key: facts.key.clone(),
+            },
+            Operation::Cancel => Request::Cancel {
+                payment_intent: intent()?,
+                key: facts.key.clone(),
+                reason: ReleaseReason::from_stored(facts.reason.as_deref()),
+            },
+            Operation::Authorize | Operation::CancellationFee => {
+                let currency = Currency::from_code(&facts.currency)
+                    .ok_or_else(|| format!("unknown currency {}", facts.currency))?;
+                let (Some(customer), Some(payment_method), Some(booking)) = (
+                    facts.customer.clone(),
+                    facts.payment_method.clone(),
+                    facts.booking_id.clone(),
+                ) else {
+                    return Err("no card or booking".into());
+                };
+                let metadata = if facts.operation == Operation::Authorize {
+                    vec![
+                        ("call".into(), facts.call_id.clone().unwrap_or_default()),
+                        ("booking".into(), booking),
+                        ("attempt".into(), "1".into()),
+                    ]
+                } else {
+                    vec![
+                        ("fee_booking".into(), booking.clone()),
+                        ("fee_hold".into(), facts.key.clone()),
+                        ("booking".into(), booking),
+                    ]
+                };
+                Request::Hold(HoldRequest {
+                    amount: facts.amount,
+                    currency,
+                    customer,
+                    payment_method,
+                    metadata,
+                    idempotency_key: facts.key.clone(),
+                })
+            }
+            Operation::Refund => Request::Refund(RefundRequest {
+                payment_intent: intent()?,
+                amount: facts.amount,
+                reason: facts.reason.clone(),
+                metadata: [
+                    Some((REFUND_METADATA.to_owned(), facts.id.clone())),
+                    facts.call_id.clone().map(|call| ("call".to_owned(), call)),
+                ]
+                .into_iter()
+                .flatten()
+                .collect(),
+                idempotency_key: facts.key.clone(),
+            }),
+        })
+    }
+
+    fn answered(&mut self, answer: Answer, now: i64) {
+        let step = std::mem::replace(&mut self.step, Step::Idle);
+        match (step, answer) {
+            // Read back before sending.
+            (Step::LookingBeforeSend, Answer::Intent(Ok(read))) => {
+                if !self.conclude_from(&read) {
+                    self.claim();
+                }
+            }
+            // The read failed: capture and release are safe to resend
+            // under their key, which is what they would do.
+            (Step::LookingBeforeSend, Answer::Intent(Err(_))) => self.claim(),
+            (Step::LookingBeforeSend, Answer::Found(Ok(Some(found)))) => {
+                if self.facts.operation == Operation::Authorize
+                    && found.status != "requires_capture"
+                {
+                    let why = format!("the hold is {}", found.status);
+                    return self.fail(Some(found.id), &why);
+                }
+                self.conclude_from(&found);
+            }
+            (Step::LookingBeforeSend, Answer::Found(Ok(None))) => {
+                if self.facts.operation == Operation::Authorize {
+                    self.fail(None, "no PaymentIntent was created");
+                } else {
+                    self.claim();
+                }
+            }
+            (Step::LookingBeforeSend, Answer::FoundRefund(Ok(Some(found)))) => {
+                self.refund_found(&found)
+            }
+            (Step::LookingBeforeSend, Answer::FoundRefund(Ok(None))) => self.claim(),
+            (Step::LookingBeforeSend, Answer::Found(Err(e)) | Answer::FoundRefund(Err(e))) => {
+                self.later(e.to_string(), now)
+            }
+            // The request's own answer.
+            (Step::Sending, Answer::Intent(Ok(read))) => {
+                if !self.conclude_from(&read) {
+                    self.later("the PaymentIntent did not change".into(), now);
+                }
+            }
+            (Step::Sending, Answer::Intent(Err(GatewayError::Unknown(why)))) => {
+                match self.facts.operation {
+                    Operation::Capture | Operation::Cancel => {
+                        if let Some(intent) = self.facts.payment_intent.clone() {
+                            self.ask(
+                                Step::LookingAfterLoss(why),
+                                Request::Retrieve {
+                                    payment_intent: intent,
+                                },
+                            );
+                        } else {
+                            self.later(why, now);
+                        }
+                    }
+                    // A hold is found by its metadata when next due.
+                    _ => self.later(why, now),
+                }
+            }
+            (Step::Sending, Answer::Refund(Ok(refunded))) => self.refund_found(&refunded),
+            (Step::Sending, Answer::Refund(Err(GatewayError::Unknown(why)))) => {
+                match self.facts.payment_intent.clone() {
+                    Some(intent) => self.ask(
+                        Step::LookingAfterLoss(why),
+                        Request::FindRefund {
+                            payment_intent: intent,
+                            key: REFUND_METADATA.into(),
+                            value: self.facts.id.clone(),
+                        },
+                    ),
+                    None => self.later(why, now),
+                }
+            }
+            (Step::Sending, Answer::Intent(Err(e)) | Answer::Refund(Err(e))) => {
+                let decline_code = match &e {
+                    GatewayError::Declined { code, .. } => Some(code.clone()),
+                    _ => None,
+                };
+                self.record(Outcome::Failed {
+                    payment_intent: None,
+                    stripe_refund: None,
+                    error: e.to_string(),
+                    decline_code,
+                });
+            }
+            // Read back after a lost answer.
+            (Step::LookingAfterLoss(why), Answer::Intent(Ok(read))) => {
+                if !self.conclude_from(&read) {
+                    self.later(why, now);
+                }
+            }
+            (Step::LookingAfterLoss(_), Answer::FoundRefund(Ok(Some(found)))) => {
+                self.refund_found(&found)
+            }
+            (Step::LookingAfterLoss(why), _) => self.later(why, now),
+            // An answer to nothing asked (a driver's mistake): ignored.
+            (step, _) => self.step = step,
+        }
+    }
+
+    /// Concludes from a PaymentIntent read back; false when the request
+    /// must be sent (again).
+    fn conclude_from(&mut self, read: &Intent) -> bool {
+        let operation = self.facts.operation;
+        match resolve(
+            operation,
+            &read.status,
+            read.amount_received,
+            self.facts.amount,
+        ) {
+            Resolution::Succeeded
+                if matches!(operation, Operation::Authorize | Operation::CancellationFee) =>
+            {
+                self.record(Outcome::Held {
+                    payment_intent: read.id.clone(),
+                    capture_before: read.capture_before,
+                })
+            }
+            Resolution::Succeeded => self.record(Outcome::Succeeded {
+                payment_intent: Some(read.id.clone()),
+                stripe_refund: None,
+            }),
+            Resolution::Failed(why) => self.fail(Some(read.id.clone()), &why),
+            Resolution::Resend
+                if matches!(operation, Operation::Authorize | Operation::CancellationFee) =>
+            {
+                let why = format!("the hold is {}", read.status);
+                self.fail(Some(read.id.clone()), &why)
+            }
+            Resolution::Resend => return false,
+        }
+        true
+    }
+
+    fn refund_found(&mut self, found: &Refunded) {
+        match resolve_refund(&found.status) {
+            Resolution::Succeeded => self.record(Outcome::Succeeded {
+                payment_intent: None,
+                stripe_refund: Some(found.id.clone()),
+            }),
+            Resolution::Failed(why) => self.record(Outcome::Failed {
+                payment_intent: None,
+                stripe_refund: Some(found.id.clone()),
+                error: why,
+                decline_code: None,
+            }),
+            Resolution::Resend => self.record(Outcome::Failed {
+                payment_intent: None,
+                stripe_refund: Some(found.id.clone()),
+                error: "the refund did not take effect".into(),
+                decline_code: None,
+            }),
+        }
+    }
+
+    /// What a webhook says of the row, when it says anything.
+    fn webhook(&mut self, kind: &str, amount_received: Option<i64>) {
+        let operation = self.facts.operation;
+        let intent = self.facts.payment_intent.clone();
+        let succeeded = Outcome::Succeeded {
+            payment_intent: intent.clone(),
+            stripe_refund: None,
+        };
+        let failed = |why: &str| Outcome::Failed {
+            payment_intent: intent.clone(),
+            stripe_refund: None,
+            error: why.to_owned(),
+            decline_code: None,
+        };
+        let outcome = match (kind, operation) {
+            ("payment_intent.succeeded", Operation::Capture)
+                if amount_received == Some(self.facts.amount) =>
+            {
+                succeeded
+            }
+            ("payment_intent.canceled", Operation::Cancel) => succeeded,
+            ("payment_intent.canceled", Operation::Capture) => {
+                failed("the hold was canceled or expired before capture")
+            }
+            ("payment_intent.amount_capturable_updated", Operation::Authorize) => succeeded,
+            ("payment_intent.payment_failed", Operation::Authorize) => failed("payment_failed"),
+            _ => return,
+        };
+        self.record(outcome);
+    }
+
+    fn ask(&mut self, step: Step, request: Request) {
+        self.step = step;
+        self.commands.push_back(Command::Send(request));
+    }
+
+    fn fail(&mut self, payment_intent: Option<String>, why: &str) {
+        self.record(Outcome::Failed {
+            payment_intent,
+            stripe_refund: None,
+            error: why.to_owned(),
+            decline_code: None,
+        });
+    }
+
+    /// Leaves the outcome unknown and looks again later.
+    fn later(&mut self, why: String, now: i64) {
+        let after = reconcile_after(self.tries.saturating_add(1));
+        let after_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+        self.record(Outcome::Unknown {
+            error: why,
+            look_again_at: now.saturating_add(after_ms),
+        });
+    }
+
+    fn record(&mut self, outcome: Outcome) {
+        self.state = outcome.state();
+        self.step = Step::Done;
+        self.outcome = Some(outcome.clone());
+        self.commands.push_back(Command::Record(outcome));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_reads_back_from_its_word() {
+        for state in SettlementState::ALL {
+            assert_eq!(SettlementState::parse(state.as_str()), Some(*state));
+            assert_eq!(state.to_string(), state.as_str());
+        }
+        assert_eq!(SettlementState::parse("done"), None);
+        let open: Vec<_> = SettlementState::ALL
+            .iter()
+            .filter(|state| state.is_open())
+            .collect();
+        assert_eq!(
+            open,
+            [
+                &SettlementState::Pending,
+                &SettlementState::Sent,
+                &SettlementState::Unknown
+            ]
+        );
+    }
+}

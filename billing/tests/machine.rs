@@ -1,0 +1,848 @@
+//! The settlement machine on virtual time against a fake Stripe, in the
+//! manner of quinn-proto's test `Pair`: a [`World`] holds the ledger's
+//! rows, a Stripe that keeps its PaymentIntents, Refunds and idempotency
+//! keys (and can lose answers, be down, or forget its keys), and a clock
+//! that only moves when the test says. The driver loop is the daemon's
+//! in miniature: pick up what is due, carry out the machine's commands,
+//! feed back the answers. Crashes drop the machine at any command; the
+//! rows keep what was committed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{HashMap, VecDeque};
+
+use tollbridge_billing::settlement::Operation;
+use tollbridge_billing::settlement::machine::{
+    Answer, Command, Event, Facts, Movement, Outcome, REFUND_METADATA, Request, SettlementState,
+};
+use tollbridge_billing::stripe::{GatewayError, Intent, Refunded};
+
+const MINUTE: i64 = 60_000;
+const HOUR: i64 = 60 * MINUTE;
+const DAY: i64 = 24 * HOUR;
+
+/// What Stripe does with the next request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// Answers.
+    None,
+    /// Does it, but the answer never arrives.
+    LoseAnswer,
+    /// Never receives it.
+    Down,
+}
+
+/// Stripe as far as settlement sees it.
+#[derive(Default)]
+struct Stripe {
+    intents: HashMap<String, Intent>,
+    customers: HashMap<String, String>,
+    refunds: Vec<(String, Refunded, HashMap<String, String>)>,
+    /// Idempotency key -> (a fingerprint of the request, its result).
+    keys: HashMap<String, (String, Answer)>,
+    faults: VecDeque<Fault>,
+    /// Requests that moved money, as (kind, payment intent, amount).
+    moved: Vec<(&'static str, String, i64)>,
+    /// Every request received, for assertions on what was sent.
+    received: Vec<Request>,
+    next_id: u32,
+}
+
+impl Stripe {
+    fn with_hold(amount: i64) -> (Stripe, String) {
+        let mut stripe = Stripe::default();
+        let id = stripe.create_intent("cus_1", amount, HashMap::new());
+        (stripe, id)
+    }
+
+    fn create_intent(
+        &mut self,
+        customer: &str,
+        amount: i64,
+        metadata: HashMap<String, String>,
+    ) -> String {
+        self.next_id += 1;
+        let id = format!("pi_{}", self.next_id);
+        self.intents.insert(
+            id.clone(),
+            Intent {
+                id: id.clone(),
+                status: "requires_capture".into(),
+                amount,
+                amount_capturable: amount,
+                amount_received: 0,
+                metadata,
+                capture_before: Some(1_900_000_000),
+            },
+        );
+        self.customers.insert(id.clone(), customer.to_owned());
+        id
+    }
+
+    fn forget_keys(&mut self) {
+        self.keys.clear();
+    }
+
+    fn captures(&self) -> usize {
+        self.moved.iter().filter(|m| m.0 == "capture").count()
+    }
+
+    fn refunded(&self) -> i64 {
+        self.moved
+            .iter()
+            .filter(|m| m.0 == "refund")
+            .map(|m| m.2)
+            .sum()
+    }
+
+    fn handle(&mut self, request: Request) -> Result<Answer, String> {
+        self.received.push(request.clone());
+        let fault = self.faults.pop_front().unwrap_or(Fault::None);
+        if fault == Fault::Down {
+            return Err("connection refused".into());
+        }
+        let answer = self.apply(request);
+        match fault {
+            Fault::LoseAnswer => Err("timed out".into()),
+            _ => Ok(answer),
+        }
+    }
+
+    /// Carries a request out, idempotently by key as Stripe does.
+    fn apply(&mut self, request: Request) -> Answer {
+        let keyed = match &request {
+            Request::Hold(hold) => Some((hold.idempotency_key.clone(), format!("{hold:?}"))),
+            Request::Capture { key, .. } | Request::Cancel { key, .. } => {
+                Some((key.clone(), format!("{request:?}")))
+            }
+            Request::Refund(refund) => {
+                Some((refund.idempotency_key.clone(), format!("{refund:?}")))
+            }
+            _ => None,
+        };
+        if let Some((key, fingerprint)) = &keyed
+            && let Some((seen, answer)) = self.keys.get(key)
+        {
+            if seen != fingerprint {
+                panic!("idempotency key {key} reused with other parameters");
+            }
+            return answer.clone();
+        }
+        let answer = self.carry_out(request);
+        if let Some((key, fingerprint)) = keyed {
+            self.keys.insert(key, (fingerprint, answer.clone()));
+        }
+        answer
+    }
+
+    fn carry_out(&mut self, request: Request) -> Answer {
+        match request {
+            Request::Hold(hold) => {
+                if hold.payment_method == "pm_declined" {
+                    return Answer::Intent(Err(GatewayError::Declined {
+                        code: "card_declined".into(),
+                        decline_code: Some("insufficient_funds".into()),
+                        message: "Your card was declined.".into(),
+                    }));
+                }
+                let id = self.create_intent(
+                    &hold.customer,
+                    hold.amount,
+                    hold.metadata.into_iter().collect(),
+                );
+                self.moved.push(("hold", id.clone(), hold.amount));
+                Answer::Intent(Ok(self.intents[&id].clone()))
+            }
+            Request::Capture {
+                payment_intent,
+                amount,
+                ..
+            } => {
+                let intent = self.intents.get_mut(&payment_intent).unwrap();
+                if intent.status != "requires_capture" || amount > intent.amount_capturable {
+                    return Answer::Intent(Err(GatewayError::Refused {
+                        status: 400,
+                        kind: "invalid_request_error".into(),
+                        code: Some("payment_intent_unexpected_state".into()),
+                        message: format!("the PaymentIntent is {}", intent.status),
+                    }));
+                }
+                intent.status = "succeeded".into();
+                intent.amount_received = amount;
+                intent.amount_capturable = 0;
+                self.moved.push(("capture", payment_intent.clone(), amount));
+                Answer::Intent(Ok(intent.clone()))
+            }
+            Request::Cancel { payment_intent, .. } => {
+                let intent = self.intents.get_mut(&payment_intent).unwrap();
+                if intent.status == "requires_capture" {
+                    intent.status = "canceled".into();
+                    intent.amount_capturable = 0;
+                    self.moved.push(("cancel", payment_intent.clone(), 0));
+                }
+                Answer::Intent(Ok(intent.clone()))
+            }
+            Request::Retrieve { payment_intent } => {
+                Answer::Intent(Ok(self.intents[&payment_intent].clone()))
+            }
+            Request::Find {
+                customer,
+                key,
+                value,
+            } => Answer::Found(Ok(self
+                .intents
+                .values()
+                .find(|intent| {
+                    self.customers[&intent.id] == customer
+                        && intent.metadata.get(&key) == Some(&value)
+                })
+                .cloned())),
+            Request::Refund(refund) => {
+                let captured = self.intents[&refund.payment_intent].amount_received;
+                let already: i64 = self
+                    .refunds
+                    .iter()
+                    .filter(|r| r.0 == refund.payment_intent)
+                    .map(|r| r.1.amount)
+                    .sum();
+                if already + refund.amount > captured {
+                    return Answer::Refund(Err(GatewayError::Refused {
+                        status: 400,
+                        kind: "invalid_request_error".into(),
+                        code: Some("charge_already_refunded".into()),
+                        message: "more than was captured".into(),
+                    }));
+                }
+                self.next_id += 1;
+                let made = Refunded {
+                    id: format!("re_{}", self.next_id),
+                    status: "succeeded".into(),
+                    amount: refund.amount,
+                };
+                let metadata = refund.metadata.into_iter().collect();
+                self.refunds
+                    .push((refund.payment_intent.clone(), made.clone(), metadata));
+                self.moved
+                    .push(("refund", refund.payment_intent.clone(), refund.amount));
+                Answer::Refund(Ok(made))
+            }
+            Request::FindRefund {
+                payment_intent,
+                key,
+                value,
+            } => Answer::FoundRefund(Ok(self
+                .refunds
+                .iter()
+                .find(|(intent, _, metadata)| {
+                    *intent == payment_intent && metadata.get(&key) == Some(&value)
+                })
+                .map(|(_, refund, _)| refund.clone()))),
+        }
+    }
+}
+
+/// A settlement row as the ledger keeps it.
+#[derive(Debug, Clone)]
+struct Row {
+    facts: Facts,
+    state: SettlementState,
+    tries: u32,
+    next_at: Option<i64>,
+    outcome: Option<Outcome>,
+}
+
+/// The ledger's rows, Stripe and the clock.
+struct World {
+    stripe: Stripe,
+    row: Row,
+    now: i64,
+    /// Whether another node holds the row's claim.
+    claimed_elsewhere: bool,
+}
+
+/// Where a pick-up of the row stopped.
+#[derive(Debug, PartialEq, Eq)]
+enum Stop {
+    /// The machine had nothing more to do.
+    Quiet,
+    /// The process died before carrying out command number `n`.
+    Crashed,
+}
+
+impl World {
+    fn new(stripe: Stripe, facts: Facts, state: SettlementState) -> World {
+        World {
+            stripe,
+            row: Row {
+                facts,
+                state,
+                tries: 0,
+                next_at: None,
+                outcome: None,
+            },
+            now: 1_800_000_000_000,
+            claimed_elsewhere: false,
+        }
+    }
+
+    /// One pick-up of the row by the worker, carrying out at most
+    /// `crash_before` commands (all when `None`) before the process dies.
+    fn pick_up(&mut self, crash_before: Option<usize>) -> (Stop, Vec<Command>) {
+        let mut movement = Movement::new(self.row.facts.clone(), self.row.state, self.row.tries);
+        movement.handle(Event::Due, self.now);
+        self.drive(movement, crash_before)
+    }
+
+    fn drive(
+        &mut self,
+        mut movement: Movement,
+        crash_before: Option<usize>,
+    ) -> (Stop, Vec<Command>) {
+        let mut done = Vec::new();
+        while let Some(command) = movement.poll() {
+            if crash_before.is_some_and(|n| done.len() >= n) {
+                return (Stop::Crashed, done);
+            }
+            done.push(command.clone());
+            match command {
+                Command::Claim if self.claimed_elsewhere => {
+                    movement.handle(Event::ClaimRefused, self.now)
+                }
+                Command::Claim => {
+                    self.row.state = SettlementState::Sent;
+                    self.row.tries += 1;
+                    movement.handle(Event::Claimed, self.now);
+                }
+                Command::Send(request) => {
+                    let answer = match self.stripe.handle(request.clone()) {
+                        Ok(answer) => answer,
+                        Err(why) => lost(&request, why),
+                    };
+                    // Stripe takes a little virtual time.
+                    self.now += 300;
+                    movement.handle(Event::Answered(answer), self.now);
+                }
+                Command::Record(outcome) => {
+                    self.row.state = outcome.state();
+                    self.row.next_at = movement.poll_timeout();
+                    self.row.outcome = Some(outcome);
+                }
+            }
+        }
+        (Stop::Quiet, done)
+    }
+
+    /// Moves the clock to the row's next look, if it has one.
+    fn advance_to_timer(&mut self) -> Option<i64> {
+        let at = self.row.next_at?;
+        let waited = at - self.now;
+        self.now = self.now.max(at);
+        Some(waited)
+    }
+
+    /// Picks the row up until it concludes (or `rounds` run out),
+    /// advancing the clock to each look again; returns the waits.
+    fn settle(&mut self, rounds: usize) -> Vec<i64> {
+        let mut waits = Vec::new();
+        for _ in 0..rounds {
+            if !self.row.state.is_open() {
+                break;
+            }
+            self.pick_up(None);
+            if let Some(waited) = self.advance_to_timer() {
+                waits.push(waited);
+            }
+        }
+        waits
+    }
+}
+
+/// The answer a driver gives when the request got no answer.
+fn lost(request: &Request, why: String) -> Answer {
+    let error = GatewayError::Unknown(why);
+    match request {
+        Request::Hold(_)
+        | Request::Capture { .. }
+        | Request::Cancel { .. }
+        | Request::Retrieve { .. } => Answer::Intent(Err(error)),
+        Request::Find { .. } => Answer::Found(Err(error)),
+        Request::Refund(_) => Answer::Refund(Err(error)),
+        Request::FindRefund { .. } => Answer::FoundRefund(Err(error)),
+    }
+}
+
+fn facts(operation: Operation, amount: i64, payment_intent: Option<&str>) -> Facts {
+    Facts {
+        id: "st_1".into(),
+        operation,
+        key: format!("tb:call:ca_1:{}:v1", operation.as_str()),
+        amount,
+        currency: "jpy".into(),
+        payment_intent: payment_intent.map(str::to_owned),
+        customer: Some("cus_1".into()),
+        payment_method: Some("pm_card".into()),
+        call_id: Some("ca_1".into()),
+        booking_id: Some("bk_1".into()),
+        reason: None,
+    }
+}
+
+fn capture_world(held: i64, capture: i64) -> World {
+    let (stripe, intent) = Stripe::with_hold(held);
+    World::new(
+        stripe,
+        facts(Operation::Capture, capture, Some(&intent)),
+        SettlementState::Pending,
+    )
+}
+
+fn refund_world(captured: i64, refund: i64) -> World {
+    let (mut stripe, intent) = Stripe::with_hold(captured);
+    if let Some(held) = stripe.intents.get_mut(&intent) {
+        held.status = "succeeded".into();
+        held.amount_received = captured;
+    }
+    let mut facts = facts(Operation::Refund, refund, Some(&intent));
+    facts.id = "rf_1".into();
+    facts.key = "tb:refund:rf_1".into();
+    World::new(stripe, facts, SettlementState::Pending)
+}
+
+fn sends(commands: &[Command]) -> Vec<&Request> {
+    commands
+        .iter()
+        .filter_map(|command| match command {
+            Command::Send(request) => Some(request),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_pending_capture_is_claimed_sent_and_recorded() {
+    let mut world = capture_world(3_000, 1_200);
+    let (stop, commands) = world.pick_up(None);
+    assert_eq!(stop, Stop::Quiet);
+    assert_eq!(commands.len(), 3, "{commands:?}");
+    assert_eq!(commands[0], Command::Claim);
+    assert!(matches!(
+        &commands[1],
+        Command::Send(Request::Capture { amount: 1_200, key, .. }) if key == "tb:call:ca_1:capture:v1"
+    ));
+    assert_eq!(world.row.state, SettlementState::Succeeded);
+    assert_eq!(world.stripe.moved, [("capture", "pi_1".into(), 1_200)]);
+    assert_eq!(world.row.next_at, None);
+}
+
+#[test]
+fn a_capture_whose_answer_is_lost_is_read_back_not_sent_twice() {
+    let mut world = capture_world(3_000, 1_200);
+    world.stripe.faults = [Fault::LoseAnswer].into();
+    let (_, commands) = world.pick_up(None);
+    let sent = sends(&commands);
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(matches!(sent[1], Request::Retrieve { .. }));
+    assert_eq!(world.row.state, SettlementState::Succeeded);
+    assert_eq!(world.stripe.captures(), 1);
+}
+
+#[test]
+fn stripe_down_looks_again_after_5_minutes_an_hour_then_daily() {
+    let mut world = capture_world(3_000, 1_200);
+    // Each pick-up: the capture and its read-back are lost; from the
+    // second on, the read-back before sending is lost too.
+    world.stripe.faults = [Fault::Down; 2 + 3 + 3].into();
+    let waits = world.settle(4);
+    assert_eq!(world.row.state, SettlementState::Succeeded);
+    assert_eq!(world.stripe.captures(), 1);
+    assert_eq!(waits, [5 * MINUTE, HOUR, DAY]);
+    assert_eq!(world.row.tries, 4);
+}
+
+#[test]
+fn a_capture_that_did_not_take_effect_is_sent_again_with_the_same_key() {
+    let mut world = capture_world(3_000, 1_200);
+    world.stripe.faults = [Fault::Down, Fault::Down].into();
+    world.pick_up(None);
+    assert_eq!(world.row.state, SettlementState::Unknown);
+    world.advance_to_timer();
+    let (_, commands) = world.pick_up(None);
+    let sent = sends(&commands);
+    assert!(matches!(sent[0], Request::Retrieve { .. }), "{sent:?}");
+    assert!(matches!(sent[1], Request::Capture { .. }), "{sent:?}");
+    let keys: Vec<&str> = world
+        .stripe
+        .received
+        .iter()
+        .filter_map(|r| match r {
+            Request::Capture { key, .. } => Some(key.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(keys, ["tb:call:ca_1:capture:v1"; 2]);
+    assert_eq!(world.stripe.captures(), 1);
+    assert_eq!(world.row.state, SettlementState::Succeeded);
+}
+
+/// Every crash point of a capture, with every fault on its first request:
+/// after restarts it is captured exactly once, for the right amount.
+#[test]
+fn a_capture_is_taken_exactly_once_after_any_crash() {
+    for fault in [Fault::None, Fault::LoseAnswer, Fault::Down] {
+        for crash_before in 0..4 {
+            let mut world = capture_world(3_000, 1_200);
+            world.stripe.faults = [fault].into();
+            world.pick_up(Some(crash_before));
+            // Restarted: every open row is picked up, whatever its timer.
+            world.settle(5);
+            assert_eq!(
+                world.row.state,
+                SettlementState::Succeeded,
+                "{fault:?} crash before command {crash_before}: {:?}",
+                world.row
+            );
+            assert_eq!(
+                world.stripe.moved,
+                [("capture", "pi_1".into(), 1_200)],
+                "{fault:?} crash before command {crash_before}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_capture_read_back_for_another_amount_fails_for_a_look() {
+    let mut world = capture_world(3_000, 1_200);
+    if let Some(intent) = world.stripe.intents.get_mut("pi_1") {
+        intent.status = "succeeded".into();
+        intent.amount_received = 900;
+    }
+    world.row.state = SettlementState::Sent;
+    let (_, commands) = world.pick_up(None);
+    assert!(!commands.contains(&Command::Claim), "{commands:?}");
+    assert!(matches!(
+        &world.row.outcome,
+        Some(Outcome::Failed { error, .. }) if error == "captured 900, expected 1200"
+    ));
+}
+
+#[test]
+fn releasing_an_expired_hold_is_done_and_capturing_it_fails() {
+    for (operation, expected) in [
+        (Operation::Cancel, SettlementState::Succeeded),
+        (Operation::Capture, SettlementState::Failed),
+    ] {
+        let (mut stripe, intent) = Stripe::with_hold(3_000);
+        if let Some(held) = stripe.intents.get_mut(&intent) {
+            held.status = "canceled".into();
+        }
+        let mut world = World::new(
+            stripe,
+            facts(operation, 3_000, Some(&intent)),
+            SettlementState::Unknown,
+        );
+        world.pick_up(None);
+        assert_eq!(world.row.state, expected, "{operation:?}");
+        assert!(world.stripe.moved.is_empty());
+    }
+}
+
+#[test]
+fn a_row_without_what_it_needs_fails_without_a_request() {
+    let mut no_intent = facts(Operation::Capture, 100, None);
+    let mut no_card = facts(Operation::CancellationFee, 100, None);
+    no_card.payment_method = None;
+    let mut bad_currency = facts(Operation::CancellationFee, 100, None);
+    bad_currency.currency = "xxx".into();
+    let refund_without_intent = facts(Operation::Refund, 100, None);
+    let mut hold_without_call = facts(Operation::Authorize, 100, None);
+    hold_without_call.call_id = None;
+    for (facts, why) in [
+        (no_intent.clone(), "no PaymentIntent to act on"),
+        (no_card, "no card or booking"),
+        (bad_currency, "unknown currency xxx"),
+        (refund_without_intent, "no PaymentIntent to refund"),
+        (hold_without_call, "no customer or call to look up"),
+    ] {
+        let mut world = World::new(Stripe::default(), facts, SettlementState::Pending);
+        let (_, commands) = world.pick_up(None);
+        assert_eq!(commands.len(), 1, "{why}: {commands:?}");
+        assert!(
+            matches!(&world.row.outcome, Some(Outcome::Failed { error, .. }) if error == why),
+            "{why}: {:?}",
+            world.row.outcome
+        );
+    }
+    no_intent.operation = Operation::Cancel;
+    let mut world = World::new(Stripe::default(), no_intent, SettlementState::Sent);
+    world.pick_up(None);
+    assert_eq!(world.row.state, SettlementState::Failed);
+    assert!(world.stripe.received.is_empty());
+}
+
+#[test]
+fn a_row_claimed_by_another_node_is_left_alone() {
+    let mut world = capture_world(3_000, 1_200);
+    world.claimed_elsewhere = true;
+    let (_, commands) = world.pick_up(None);
+    assert_eq!(commands, [Command::Claim]);
+    assert_eq!(world.row.state, SettlementState::Pending);
+    assert!(world.row.outcome.is_none());
+    assert!(world.stripe.received.is_empty());
+}
+
+#[test]
+fn a_refund_whose_answer_was_lost_is_found_not_made_twice() {
+    let mut world = refund_world(3_000, 1_000);
+    world.stripe.faults = [Fault::LoseAnswer].into();
+    let (_, commands) = world.pick_up(None);
+    let sent = sends(&commands);
+    assert!(
+        matches!(sent[1], Request::FindRefund { key, value, .. } if key == REFUND_METADATA && value == "rf_1")
+    );
+    assert!(matches!(
+        &world.row.outcome,
+        Some(Outcome::Succeeded { stripe_refund: Some(re), .. }) if re == "re_2"
+    ));
+    assert_eq!(world.stripe.refunded(), 1_000);
+}
+
+/// A refund sent, then a crash; by the restart Stripe has forgotten the
+/// key (24 hours): a resend would refund twice, so the row finds its
+/// Refund instead.
+#[test]
+fn a_refund_is_made_once_after_a_crash_and_a_forgotten_key() {
+    for crash_before in 0..4 {
+        let mut world = refund_world(3_000, 1_000);
+        world.pick_up(Some(crash_before));
+        world.stripe.forget_keys();
+        world.now += 2 * DAY;
+        world.settle(3);
+        assert_eq!(
+            world.row.state,
+            SettlementState::Succeeded,
+            "{crash_before}"
+        );
+        assert_eq!(
+            world.stripe.refunded(),
+            1_000,
+            "crash before {crash_before}"
+        );
+    }
+}
+
+#[test]
+fn a_refund_stripe_refuses_fails_with_its_reason() {
+    let mut world = refund_world(3_000, 3_500);
+    world.pick_up(None);
+    assert!(matches!(
+        &world.row.outcome,
+        Some(Outcome::Failed { error, stripe_refund: None, .. }) if error.contains("more than was captured")
+    ));
+    assert_eq!(world.stripe.refunded(), 0);
+}
+
+fn hold_world(payment_method: &str) -> World {
+    let mut facts = facts(Operation::Authorize, 3_000, None);
+    facts.payment_method = Some(payment_method.into());
+    // A call's hold is written `sent` and sent at once.
+    World::new(Stripe::default(), facts, SettlementState::Sent)
+}
+
+/// The call's hold, as `place_hold` drives it: claimed with its row.
+fn place_hold(world: &mut World) -> Vec<Command> {
+    let mut movement = Movement::new(world.row.facts.clone(), world.row.state, 0);
+    movement.handle(Event::Claimed, world.now);
+    world.drive(movement, None).1
+}
+
+#[test]
+fn a_call_hold_is_placed_with_metadata_to_find_it_by() {
+    let mut world = hold_world("pm_card");
+    let commands = place_hold(&mut world);
+    let Command::Send(Request::Hold(hold)) = &commands[0] else {
+        panic!("{commands:?}");
+    };
+    assert_eq!(hold.idempotency_key, "tb:call:ca_1:authorize:v1");
+    assert!(hold.metadata.contains(&("call".into(), "ca_1".into())));
+    assert!(matches!(
+        &world.row.outcome,
+        Some(Outcome::Held { payment_intent, capture_before: Some(_) }) if payment_intent == "pi_1"
+    ));
+}
+
+#[test]
+fn a_declined_hold_fails_with_the_decline_code() {
+    let mut world = hold_world("pm_declined");
+    place_hold(&mut world);
+    assert!(matches!(
+        &world.row.outcome,
+        Some(Outcome::Failed { decline_code: Some(code), .. }) if code == "card_declined"
+    ));
+}
+
+#[test]
+fn a_hold_whose_answer_was_lost_is_found_by_its_call() {
+    let mut world = hold_world("pm_card");
+    world.stripe.faults = [Fault::LoseAnswer].into();
+    place_hold(&mut world);
+    assert_eq!(world.row.state, SettlementState::Unknown);
+    assert_eq!(world.advance_to_timer(), Some(5 * MINUTE));
+    let (_, commands) = world.pick_up(None);
+    assert!(
+        matches!(sends(&commands)[..], [Request::Find { key, value, .. }] if key == "call" && value == "ca_1")
+    );
+    assert!(matches!(&world.row.outcome, Some(Outcome::Held { .. })));
+    assert_eq!(world.stripe.moved.len(), 1, "one hold, never a second");
+}
+
+#[test]
+fn a_hold_that_never_reached_stripe_fails_when_looked_for() {
+    let mut world = hold_world("pm_card");
+    world.stripe.faults = [Fault::Down].into();
+    place_hold(&mut world);
+    world.advance_to_timer();
+    world.pick_up(None);
+    assert!(matches!(
+        &world.row.outcome,
+        Some(Outcome::Failed { error, .. }) if error == "no PaymentIntent was created"
+    ));
+    assert!(world.stripe.moved.is_empty());
+}
+
+#[test]
+fn a_fee_hold_is_placed_once_whatever_the_crash() {
+    for fault in [Fault::None, Fault::LoseAnswer, Fault::Down] {
+        for crash_before in 0..3 {
+            let mut facts = facts(Operation::CancellationFee, 500, None);
+            facts.key = "tb:booking:bk_1:fee-hold:v1".into();
+            let mut world = World::new(Stripe::default(), facts, SettlementState::Pending);
+            world.stripe.faults = [fault].into();
+            world.pick_up(Some(crash_before));
+            world.settle(4);
+            assert!(
+                matches!(&world.row.outcome, Some(Outcome::Held { .. })),
+                "{fault:?} crash before {crash_before}: {:?}",
+                world.row
+            );
+            let holds = world.stripe.moved.iter().filter(|m| m.0 == "hold").count();
+            assert_eq!(holds, 1, "{fault:?} crash before {crash_before}");
+        }
+    }
+}
+
+#[test]
+fn webhooks_conclude_what_they_prove_and_nothing_else() {
+    let cases = [
+        (
+            Operation::Capture,
+            "payment_intent.succeeded",
+            Some(1_200),
+            Some(SettlementState::Succeeded),
+        ),
+        (
+            Operation::Capture,
+            "payment_intent.succeeded",
+            Some(900),
+            None,
+        ),
+        (
+            Operation::Capture,
+            "payment_intent.canceled",
+            None,
+            Some(SettlementState::Failed),
+        ),
+        (
+            Operation::Cancel,
+            "payment_intent.canceled",
+            None,
+            Some(SettlementState::Succeeded),
+        ),
+        (
+            Operation::Cancel,
+            "payment_intent.succeeded",
+            Some(1_200),
+            None,
+        ),
+        (
+            Operation::Authorize,
+            "payment_intent.amount_capturable_updated",
+            None,
+            Some(SettlementState::Succeeded),
+        ),
+        (
+            Operation::Authorize,
+            "payment_intent.payment_failed",
+            None,
+            Some(SettlementState::Failed),
+        ),
+        (
+            Operation::Refund,
+            "payment_intent.succeeded",
+            Some(1_200),
+            None,
+        ),
+        (Operation::Capture, "charge.refunded", None, None),
+    ];
+    for (operation, kind, amount_received, expected) in cases {
+        let mut movement = Movement::new(
+            facts(operation, 1_200, Some("pi_1")),
+            SettlementState::Sent,
+            1,
+        );
+        movement.handle(
+            Event::Webhook {
+                kind: kind.into(),
+                amount_received,
+            },
+            0,
+        );
+        let recorded = movement.poll();
+        assert_eq!(
+            recorded.as_ref().map(|c| match c {
+                Command::Record(outcome) => outcome.state(),
+                other => panic!("{other:?}"),
+            }),
+            expected,
+            "{operation:?} {kind} {amount_received:?}"
+        );
+        assert_eq!(movement.poll(), None);
+    }
+    // A row already concluded hears nothing.
+    let mut done = Movement::new(
+        facts(Operation::Capture, 1_200, Some("pi_1")),
+        SettlementState::Failed,
+        1,
+    );
+    done.handle(
+        Event::Webhook {
+            kind: "payment_intent.succeeded".into(),
+            amount_received: Some(1_200),
+        },
+        0,
+    );
+    assert_eq!(done.poll(), None);
+    assert_eq!(done.state(), SettlementState::Failed);
+}
+
+#[test]
+fn answers_to_nothing_asked_are_ignored() {
+    let mut movement = Movement::new(
+        facts(Operation::Capture, 1_200, Some("pi_1")),
+        SettlementState::Pending,
+        0,
+    );
+    movement.handle(Event::Answered(Answer::FoundRefund(Ok(None))), 0);
+    assert_eq!(movement.poll(), None);
+    movement.handle(Event::Due, 0);
+    assert_eq!(movement.poll(), Some(Command::Claim));
+    // Still waiting for the claim: a stray answer changes nothing.
+    movement.handle(Event::Answered(Answer::Found(Ok(None))), 0);
+    assert_eq!(movement.poll(), None);
+    assert_eq!(movement.state(), SettlementState::Pending);
+    movement.handle(Event::Claimed, 0);
+    assert!(matches!(
+        movement.poll(),
+        Some(Command::Send(Request::Capture { .. }))
+    ));
+}
