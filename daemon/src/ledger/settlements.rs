@@ -4,6 +4,7 @@
 //! hold and what follows it. The cancellation fees' rows are `fees.rs`.
 
 use tollbridge_billing::rating::Currency;
+use tollbridge_billing::settlement::machine::{Facts, Movement};
 use tollbridge_billing::settlement::{self, AfterCall, Operation, UnderMinimum};
 
 use super::db::{Db, Row};
@@ -43,6 +44,30 @@ pub struct Settlement {
     pub act_by_ms: Option<i64>,
     /// A refund's reason (one of Stripe's), when given.
     pub reason: Option<String>,
+}
+
+impl Settlement {
+    /// The settlement machine for this row, as it stands.
+    pub fn movement(&self) -> Movement {
+        let facts = Facts {
+            id: self.id.clone(),
+            operation: self.operation,
+            key: self.key.clone(),
+            amount: self.amount,
+            currency: self.currency.clone(),
+            payment_intent: self.payment_intent.clone(),
+            customer: self.customer.clone(),
+            payment_method: self.payment_method.clone(),
+            call_id: self.call_id.clone(),
+            booking_id: self.booking_id.clone(),
+            reason: self.reason.clone(),
+        };
+        Movement::new(
+            facts,
+            self.state,
+            u32::try_from(self.tries).unwrap_or(u32::MAX),
+        )
+    }
 }
 
 pub(super) const COLUMNS: &str = "id, call_id, booking_id, operation, idempotency_key, amount, currency, \

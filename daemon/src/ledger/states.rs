@@ -1,5 +1,6 @@
 //! The states the ledger stores, as types: what a booking, a call and a
-//! settlement row can be, with the one word each is written as.
+//! settlement row can be, with the one word each is written as (a
+//! settlement's is billing's, whose machine moves it).
 
 use std::fmt;
 
@@ -75,21 +76,9 @@ stored_state! {
     }
 }
 
-stored_state! {
-    /// Where a settlement row (one money movement) stands.
-    SettlementState {
-        /// Written, not sent yet.
-        Pending = "pending",
-        /// Sent; its answer is not recorded yet (a crash may have cut it).
-        Sent = "sent",
-        /// Done.
-        Succeeded = "succeeded",
-        /// Refused for good; needs a look.
-        Failed = "failed",
-        /// The answer was lost; looked at again by reading Stripe back.
-        Unknown = "unknown",
-    }
-}
+/// Where a settlement row (one money movement) stands: the settlement
+/// machine's state, stored as its word.
+pub use tollbridge_billing::settlement::SettlementState;
 
 #[cfg(test)]
 mod tests {

@@ -4,8 +4,9 @@
 
 use serde_json::Value;
 
+use tollbridge_billing::settlement::machine::{Command, Event, Outcome};
+
 use super::db::Db;
-use super::states::SettlementState;
 use super::{Ledger, LedgerError};
 use crate::args;
 
@@ -17,67 +18,36 @@ fn apply_to(
     object: &Value,
     now: i64,
 ) -> Result<(), LedgerError> {
-    // Rows of the PaymentIntent moved to `state` (only rows not already
-    // concluded, of `amount` when given), each told to the platform.
-    let settle = |db: &mut dyn Db,
-                  operation: &str,
-                  state: SettlementState,
-                  error: Option<&str>,
-                  amount: Option<i64>|
-     -> Result<(), LedgerError> {
-        let ids: Vec<String> = db
-            .query(
-                "SELECT id FROM settlements
-                 WHERE payment_intent = ?1 AND operation = ?2 AND state IN ('pending', 'sent', 'unknown')
-                   AND (CAST(?3 AS BIGINT) IS NULL OR amount = ?3)",
-                args![intent, operation, amount],
-            )?
-            .iter()
-            .map(|row| row.text(0))
-            .collect::<Result<_, _>>()?;
-        for id in ids {
-            db.execute(
-                "UPDATE settlements SET state = ?2, last_error = COALESCE(?3, last_error), next_attempt_ms = NULL,
-                     updated_ms = ?4
-                 WHERE id = ?1",
-                args![&id, state.as_str(), error, now],
-            )?;
-            super::settlements::tell_platform(db, &id, state, error, now)?;
-        }
-        Ok(())
-    };
     match kind {
-        "payment_intent.succeeded" => {
-            let received = object["amount_received"].as_i64().unwrap_or(-1);
-            settle(
-                db,
-                "capture",
-                SettlementState::Succeeded,
-                None,
-                Some(received),
+        "payment_intent.succeeded"
+        | "payment_intent.canceled"
+        | "payment_intent.amount_capturable_updated"
+        | "payment_intent.payment_failed" => {
+            // Each open row of the PaymentIntent hears the event; the
+            // settlement machine says what, if anything, it proves.
+            let rows = db.query(
+                &format!(
+                    "SELECT {} FROM settlements
+                     WHERE payment_intent = ?1 AND state IN ('pending', 'sent', 'unknown')
+                     ORDER BY created_ms, id",
+                    super::settlements::COLUMNS
+                ),
+                args![intent],
             )?;
-        }
-        "payment_intent.canceled" => {
-            settle(db, "cancel", SettlementState::Succeeded, None, None)?;
-            settle(
-                db,
-                "capture",
-                SettlementState::Failed,
-                Some("the hold was canceled or expired before capture"),
-                None,
-            )?;
-        }
-        "payment_intent.amount_capturable_updated" => {
-            settle(db, "authorize", SettlementState::Succeeded, None, None)?;
-        }
-        "payment_intent.payment_failed" => {
-            settle(
-                db,
-                "authorize",
-                SettlementState::Failed,
-                Some("payment_failed"),
-                None,
-            )?;
+            for row in &rows {
+                let settlement = super::settlements::settlement_from(row)?;
+                let mut movement = settlement.movement();
+                movement.handle(
+                    Event::Webhook {
+                        kind: kind.to_owned(),
+                        amount_received: object["amount_received"].as_i64(),
+                    },
+                    now,
+                );
+                if let Some(Command::Record(outcome)) = movement.poll() {
+                    settled_by_webhook(db, &settlement.id, &outcome, now)?;
+                }
+            }
         }
         "charge.refund.updated" | "refund.updated" | "refund.failed" => {
             super::calls::lock_call_events(db, "payment_intent = ?1", args![intent])?;
@@ -144,6 +114,28 @@ fn apply_to(
         _ => {}
     }
     Ok(())
+}
+
+/// Records what a webhook proved of settlement row `id`, and tells the
+/// platform.
+fn settled_by_webhook(
+    db: &mut dyn Db,
+    id: &str,
+    outcome: &Outcome,
+    now: i64,
+) -> Result<(), LedgerError> {
+    let state = outcome.state();
+    let error = match outcome {
+        Outcome::Failed { error, .. } => Some(error.as_str()),
+        _ => None,
+    };
+    db.execute(
+        "UPDATE settlements SET state = ?2, last_error = COALESCE(?3, last_error), next_attempt_ms = NULL,
+             updated_ms = ?4
+         WHERE id = ?1",
+        args![id, state.as_str(), error, now],
+    )?;
+    super::settlements::tell_platform(db, id, state, error, now)
 }
 
 /// Adds `detail` as an event to the calls of `intent` (their rows are

@@ -3,12 +3,12 @@
 //! whatever a crash or a lost answer left open.
 //!
 //! Every movement is a row committed before its request is sent (the
-//! ledger's settlement rows); its key and parameters never change. A request whose
-//! outcome is unknown is settled by reading the PaymentIntent back (at
-//! once, then after 5 min, 1 h, daily), never by sending something else
-//! under the same key.
+//! ledger's settlement rows); its key and parameters never change. What
+//! to do with a row is the settlement machine's to say
+//! (`tollbridge_billing::settlement::machine`); this module only carries
+//! its commands out: claims and outcomes in the ledger, requests to
+//! Stripe, the clock read for it.
 
-mod refund;
 pub mod timed;
 pub mod webhook;
 
@@ -17,11 +17,14 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 use tollbridge_billing::rating::Currency;
-use tollbridge_billing::settlement::{self, Operation, Resolution};
-use tollbridge_billing::stripe::{Gateway, GatewayError, HoldRequest, Intent, ReleaseReason};
+use tollbridge_billing::settlement::machine::{
+    Answer, Command, Event, Facts, Movement, Outcome, Request,
+};
+use tollbridge_billing::settlement::{self, Operation};
+use tollbridge_billing::stripe::Gateway;
 
 use crate::clock::now_ms;
-use crate::ledger::{Ledger, Settlement as Row, SettlementState};
+use crate::ledger::{Ledger, Settlement as Row};
 use crate::shutdown::Shutdown;
 
 /// How often the worker looks for due rows when nobody wakes it.
@@ -63,99 +66,161 @@ pub async fn place_hold(
     let Some((row, terms)) = prepared else {
         return Err("the booking has no card to hold, or its cap's price does not fit".into());
     };
-    let request = HoldRequest {
-        amount: row.amount,
-        currency: terms.tariff.currency,
-        customer: terms.customer.clone(),
-        payment_method: terms.payment_method.clone(),
-        metadata: vec![
-            ("call".into(), call_id.to_owned()),
-            ("booking".into(), booking.to_owned()),
-            ("attempt".into(), "1".into()),
-        ],
-        idempotency_key: row.key.clone(),
-    };
-    let started = std::time::Instant::now();
-    let answer = gateway.hold(request).await;
-    tracing::info!(
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        ok = answer.is_ok(),
-        "stripe hold answered"
-    );
-    let (state, intent_id, error, next) = match &answer {
-        Ok(intent) => {
-            match settlement::resolve(Operation::Authorize, &intent.status, 0, row.amount) {
-                Resolution::Succeeded => (
-                    SettlementState::Succeeded,
-                    Some(intent.id.clone()),
-                    None,
-                    None,
-                ),
-                Resolution::Failed(why) => (
-                    SettlementState::Failed,
-                    Some(intent.id.clone()),
-                    Some(why),
-                    None,
-                ),
-                Resolution::Resend => (
-                    SettlementState::Failed,
-                    Some(intent.id.clone()),
-                    Some(format!("the hold is {}", intent.status)),
-                    None,
-                ),
-            }
+    // The row was written `sent`, claimed by this node: the hold goes out.
+    let mut movement = row.movement();
+    movement.handle(Event::Claimed, now_ms());
+    drive(ledger, gateway, &mut movement).await;
+    match movement.outcome() {
+        Some(Outcome::Held { payment_intent, .. }) => {
+            let covers =
+                settlement::cap_for_hold(&terms.tariff, row.amount, terms.remaining_seconds)
+                    .unwrap_or(terms.remaining_seconds);
+            Ok(Held {
+                payment_intent: payment_intent.clone(),
+                amount: row.amount,
+                covers: Duration::from_secs(covers),
+            })
         }
-        Err(GatewayError::Unknown(why)) => (
-            SettlementState::Unknown,
-            None,
-            Some(why.clone()),
-            Some(now_ms() + settlement::reconcile_after(1).as_millis() as i64),
-        ),
-        Err(e) => (SettlementState::Failed, None, Some(e.to_string()), None),
-    };
-    let capture_before = answer
-        .as_ref()
-        .ok()
-        .and_then(|intent| intent.capture_before);
-    let amount = row.amount;
-    // All or nothing: should this fail, the row stays `sent` and the
-    // reconciler finds the hold by its metadata.
-    let recorded = match (state, intent_id.clone()) {
-        (SettlementState::Succeeded, Some(intent)) => {
+        Some(Outcome::Failed {
+            decline_code: Some(code),
+            ..
+        }) => Err(code.clone()),
+        Some(Outcome::Failed { error, .. } | Outcome::Unknown { error, .. }) => Err(error.clone()),
+        Some(Outcome::Succeeded { .. }) | None => Err("the hold failed".into()),
+    }
+}
+
+/// Carries out a movement's commands until it has none left: claims in
+/// the ledger, requests to Stripe, outcomes recorded. The clock is read
+/// here, and only here, for the machine.
+pub(crate) async fn drive(ledger: &Ledger, gateway: &dyn Gateway, movement: &mut Movement) {
+    while let Some(command) = movement.poll() {
+        let id = movement.facts().id.clone();
+        match command {
+            Command::Claim => {
+                let event = match ledger.mark_sent(id.clone(), now_ms()).await {
+                    Ok(true) => Event::Claimed,
+                    Ok(false) => {
+                        tracing::info!(settlement = %id, "another node holds this settlement; not sending it");
+                        Event::ClaimRefused
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, settlement = %id, "cannot mark a settlement sent; not sending it");
+                        return;
+                    }
+                };
+                movement.handle(event, now_ms());
+            }
+            Command::Send(request) => {
+                let answer = send(gateway, request).await;
+                movement.handle(Event::Answered(answer), now_ms());
+            }
+            Command::Record(outcome) => record(ledger, movement.facts(), &outcome).await,
+        }
+    }
+}
+
+/// Sends one request; the answer is of the kind the request asked for.
+async fn send(gateway: &dyn Gateway, request: Request) -> Answer {
+    match request {
+        Request::Hold(hold) => Answer::Intent(gateway.hold(hold).await),
+        Request::Capture {
+            payment_intent,
+            amount,
+            key,
+        } => Answer::Intent(gateway.capture(payment_intent, amount, key).await),
+        Request::Cancel {
+            payment_intent,
+            key,
+            reason,
+        } => Answer::Intent(gateway.cancel(payment_intent, key, reason).await),
+        Request::Retrieve { payment_intent } => {
+            Answer::Intent(gateway.retrieve(payment_intent).await)
+        }
+        Request::Find {
+            customer,
+            key,
+            value,
+        } => Answer::Found(gateway.find(customer, key, value).await),
+        Request::Refund(refund) => Answer::Refund(gateway.refund(refund).await),
+        Request::FindRefund {
+            payment_intent,
+            key,
+            value,
+        } => Answer::FoundRefund(gateway.find_refund(payment_intent, key, value).await),
+    }
+}
+
+/// Records a movement's outcome on its row (and, for a hold, what follows
+/// from it, in the same transaction).
+async fn record(ledger: &Ledger, facts: &Facts, outcome: &Outcome) {
+    let now = now_ms();
+    let id = facts.id.clone();
+    let state = outcome.state();
+    let refund = facts.operation == Operation::Refund;
+    let recorded = match outcome.clone() {
+        Outcome::Held {
+            payment_intent,
+            capture_before,
+        } => {
             ledger
-                .hold_succeeded(row.id.clone(), intent, capture_before, now_ms())
+                .hold_succeeded(id.clone(), payment_intent, capture_before, now)
                 .await
         }
-        _ => {
+        Outcome::Succeeded { stripe_refund, .. } if refund => {
+            ledger
+                .refund_concluded(id.clone(), state, stripe_refund, None, None, now)
+                .await
+        }
+        Outcome::Failed {
+            stripe_refund,
+            error,
+            ..
+        } if refund => {
+            ledger
+                .refund_concluded(id.clone(), state, stripe_refund, Some(error), None, now)
+                .await
+        }
+        Outcome::Succeeded { payment_intent, .. } => {
+            ledger
+                .conclude_settlement(id.clone(), state, payment_intent, None, None, now)
+                .await
+        }
+        Outcome::Failed {
+            payment_intent,
+            error,
+            ..
+        } => {
+            ledger
+                .conclude_settlement(id.clone(), state, payment_intent, Some(error), None, now)
+                .await
+        }
+        Outcome::Unknown {
+            error,
+            look_again_at,
+        } => {
             ledger
                 .conclude_settlement(
-                    row.id.clone(),
+                    id.clone(),
                     state,
-                    intent_id.clone(),
-                    error.clone(),
-                    next,
-                    now_ms(),
+                    None,
+                    Some(error),
+                    Some(look_again_at),
+                    now,
                 )
                 .await
         }
     };
     if let Err(e) = recorded {
-        tracing::error!(error = %e, settlement = %row.id, "cannot record the hold's answer; the reconciler will read it back");
+        tracing::error!(error = %e, settlement = %id, "cannot record a settlement outcome; it will be read back");
     }
-    match (state, intent_id) {
-        (SettlementState::Succeeded, Some(payment_intent)) => {
-            let covers = settlement::cap_for_hold(&terms.tariff, amount, terms.remaining_seconds)
-                .unwrap_or(terms.remaining_seconds);
-            Ok(Held {
-                payment_intent,
-                amount,
-                covers: Duration::from_secs(covers),
-            })
+    match outcome {
+        Outcome::Failed { error, .. } => {
+            tracing::error!(settlement = %id, operation = %facts.operation.as_str(), reason = %error, "settlement failed: needs a look")
         }
-        _ => Err(match answer {
-            Err(GatewayError::Declined { code, .. }) => code,
-            _ => error.unwrap_or_else(|| "the hold failed".into()),
-        }),
+        _ => {
+            tracing::info!(settlement = %id, operation = %facts.operation.as_str(), amount = facts.amount, state = %state, "settlement")
+        }
     }
 }
 
@@ -282,296 +347,16 @@ impl Settler {
         }
     }
 
-    async fn record(
-        &self,
-        row: &Row,
-        state: SettlementState,
-        intent: Option<String>,
-        error: Option<String>,
-        next: Option<i64>,
-    ) {
-        let result = self
-            .ledger
-            .conclude_settlement(row.id.clone(), state, intent, error, next, now_ms())
-            .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, settlement = %row.id, "cannot record a settlement outcome");
-        }
-        tracing::info!(settlement = %row.id, operation = %row.operation.as_str(), amount = row.amount, state = %state, "settlement");
-    }
-
+    /// Works on one row picked up from the ledger.
     async fn process(&self, row: Row) {
-        match row.operation {
-            Operation::Authorize => self.reconcile_hold(row).await,
-            Operation::CancellationFee => self.fee_hold(row).await,
-            operation @ (Operation::Capture | Operation::Cancel) => self.send(row, operation).await,
-            Operation::Refund => self.refund(row).await,
-        }
-    }
-
-    /// Sends a capture or cancel (again, with its own key and parameters).
-    async fn send(&self, row: Row, operation: Operation) {
-        let Some(intent) = row.payment_intent.clone() else {
-            self.record(
-                &row,
-                SettlementState::Failed,
-                None,
-                Some("no PaymentIntent to act on".into()),
-                None,
-            )
-            .await;
-            return;
-        };
-        // A row found sent or unknown may have taken effect: read first.
-        if row.state != SettlementState::Pending
-            && let Ok(read) = self.gateway.retrieve(intent.clone()).await
-            && self.conclude_from(&row, operation, &read).await
+        let mut movement = row.movement();
+        movement.handle(Event::Due, now_ms());
+        drive(&self.ledger, self.gateway.as_ref(), &mut movement).await;
+        if let (Operation::Authorize, Some(Outcome::Held { .. })) =
+            (row.operation, movement.outcome())
         {
-            return;
-        }
-        match self.ledger.mark_sent(row.id.clone(), now_ms()).await {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::info!(settlement = %row.id, "another node holds this settlement; not sending it");
-                return;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot mark a settlement sent; not sending it");
-                return;
-            }
-        }
-        let answer = match operation {
-            Operation::Capture => {
-                self.gateway
-                    .capture(intent.clone(), row.amount, row.key.clone())
-                    .await
-            }
-            _ => {
-                let reason = ReleaseReason::from_stored(row.reason.as_deref());
-                self.gateway
-                    .cancel(intent.clone(), row.key.clone(), reason)
-                    .await
-            }
-        };
-        match answer {
-            Ok(read) => {
-                if !self.conclude_from(&row, operation, &read).await {
-                    self.later(&row, "the PaymentIntent did not change".into())
-                        .await;
-                }
-            }
-            Err(GatewayError::Unknown(why)) => match self.gateway.retrieve(intent).await {
-                Ok(read) if self.conclude_from(&row, operation, &read).await => {}
-                _ => self.later(&row, why).await,
-            },
-            Err(e) => {
-                self.record(
-                    &row,
-                    SettlementState::Failed,
-                    None,
-                    Some(e.to_string()),
-                    None,
-                )
-                .await
-            }
-        }
-    }
-
-    /// Records a hold that succeeded and what follows from it.
-    async fn record_held(&self, row: &Row, read: &Intent) {
-        let result = self
-            .ledger
-            .hold_succeeded(
-                row.id.clone(),
-                read.id.clone(),
-                read.capture_before,
-                now_ms(),
-            )
-            .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, settlement = %row.id, "cannot record a hold");
-        }
-        tracing::info!(settlement = %row.id, operation = %row.operation.as_str(), amount = row.amount, capture_before = ?read.capture_before, "hold placed");
-    }
-
-    /// Settles `row` from a PaymentIntent read back; false when it must
-    /// be sent (again).
-    async fn conclude_from(&self, row: &Row, operation: Operation, read: &Intent) -> bool {
-        match settlement::resolve(operation, &read.status, read.amount_received, row.amount) {
-            Resolution::Succeeded
-                if matches!(operation, Operation::Authorize | Operation::CancellationFee) =>
-            {
-                self.record_held(row, read).await;
-                true
-            }
-            Resolution::Succeeded => {
-                self.record(
-                    row,
-                    SettlementState::Succeeded,
-                    Some(read.id.clone()),
-                    None,
-                    None,
-                )
-                .await;
-                true
-            }
-            Resolution::Failed(why) => {
-                tracing::error!(settlement = %row.id, reason = %why, "settlement failed: needs a look");
-                self.record(
-                    row,
-                    SettlementState::Failed,
-                    Some(read.id.clone()),
-                    Some(why),
-                    None,
-                )
-                .await;
-                true
-            }
-            Resolution::Resend => false,
-        }
-    }
-
-    /// Leaves the outcome unknown and looks again later.
-    async fn later(&self, row: &Row, why: String) {
-        let tries = u32::try_from(row.tries + 1).unwrap_or(u32::MAX);
-        let next = now_ms() + settlement::reconcile_after(tries).as_millis() as i64;
-        self.record(row, SettlementState::Unknown, None, Some(why), Some(next))
-            .await;
-    }
-
-    /// Places (or, after a lost answer, finds) a booking's
-    /// cancellation-fee hold.
-    async fn fee_hold(&self, row: Row) {
-        let (Some(customer), Some(payment_method), Some(booking)) = (
-            row.customer.clone(),
-            row.payment_method.clone(),
-            row.booking_id.clone(),
-        ) else {
-            self.record(
-                &row,
-                SettlementState::Failed,
-                None,
-                Some("no card or booking".into()),
-                None,
-            )
-            .await;
-            return;
-        };
-        if row.state != SettlementState::Pending {
-            match self
-                .gateway
-                .find(customer.clone(), "fee_hold".into(), row.key.clone())
-                .await
-            {
-                Ok(Some(intent)) => {
-                    self.conclude_from(&row, Operation::CancellationFee, &intent)
-                        .await;
-                    return;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    self.later(&row, e.to_string()).await;
-                    return;
-                }
-            }
-        }
-        let Some(currency) = Currency::from_code(&row.currency) else {
-            self.record(
-                &row,
-                SettlementState::Failed,
-                None,
-                Some(format!("unknown currency {}", row.currency)),
-                None,
-            )
-            .await;
-            return;
-        };
-        match self.ledger.mark_sent(row.id.clone(), now_ms()).await {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::info!(settlement = %row.id, "another node holds this settlement; not sending it");
-                return;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot mark a settlement sent; not sending it");
-                return;
-            }
-        }
-        let request = HoldRequest {
-            amount: row.amount,
-            currency,
-            customer,
-            payment_method,
-            metadata: vec![
-                ("fee_booking".into(), booking.clone()),
-                ("fee_hold".into(), row.key.clone()),
-                ("booking".into(), booking),
-            ],
-            idempotency_key: row.key.clone(),
-        };
-        match self.gateway.hold(request).await {
-            Ok(intent) => {
-                // A hold resolves to succeeded or failed, never to a resend.
-                self.conclude_from(&row, Operation::CancellationFee, &intent)
-                    .await;
-            }
-            Err(GatewayError::Unknown(why)) => self.later(&row, why).await,
-            Err(e) => {
-                self.record(
-                    &row,
-                    SettlementState::Failed,
-                    None,
-                    Some(e.to_string()),
-                    None,
-                )
-                .await
-            }
-        }
-    }
-
-    /// A hold whose answer was lost: find it by its metadata. Found and
-    /// held, it is recorded, and the call (over by now) gets its capture or
-    /// release; not found, it never happened.
-    async fn reconcile_hold(&self, row: Row) {
-        let (Some(customer), Some(call)) = (row.customer.clone(), row.call_id.clone()) else {
-            self.record(
-                &row,
-                SettlementState::Failed,
-                None,
-                Some("no customer or call to look up".into()),
-                None,
-            )
-            .await;
-            return;
-        };
-        match self.gateway.find(customer, "call".into(), call).await {
-            Ok(Some(intent)) if intent.status == "requires_capture" => {
-                // The call (over by now) gets its capture or release in
-                // the same transaction.
-                self.record_held(&row, &intent).await;
-                self.wake();
-            }
-            Ok(Some(intent)) => {
-                self.record(
-                    &row,
-                    SettlementState::Failed,
-                    Some(intent.id),
-                    Some(format!("the hold is {}", intent.status)),
-                    None,
-                )
-                .await
-            }
-            Ok(None) => {
-                self.record(
-                    &row,
-                    SettlementState::Failed,
-                    None,
-                    Some("no PaymentIntent was created".into()),
-                    None,
-                )
-                .await
-            }
-            Err(e) => self.later(&row, e.to_string()).await,
+            // The call (over by now) got its capture or release.
+            self.wake();
         }
     }
 }
