@@ -61,7 +61,7 @@ async fn paid_time_spans_calls_until_the_budget_is_used(backend: Backend) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((terms.remaining_seconds, hold.amount), (120, 600));
+    assert_eq!((terms.remaining_seconds, hold.facts.amount), (120, 600));
     let dropped = CallEnd {
         reason: "caller-hangup".into(),
         ..talked(30_000)
@@ -86,7 +86,7 @@ async fn paid_time_spans_calls_until_the_budget_is_used(backend: Backend) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((terms.remaining_seconds, hold.amount), (90, 450));
+    assert_eq!((terms.remaining_seconds, hold.facts.amount), (90, 450));
     let second = ledger
         .close_call("call_2".into(), talked(90_000), T0 + 151_000)
         .await

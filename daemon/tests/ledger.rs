@@ -182,7 +182,7 @@ async fn a_call_is_routed_metered_closed_and_settled_in_step(backend: Backend) {
     assert_eq!(terms.remaining_seconds, 1800);
     ledger
         .hold_succeeded(
-            hold.id.clone(),
+            hold.facts.id.clone(),
             "pi_1".into(),
             Some(T0 + 7 * 24 * HOUR_MS),
             T0 + 20,
@@ -270,7 +270,7 @@ async fn a_call_is_routed_metered_closed_and_settled_in_step(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(due.len(), 1);
-    assert_eq!(due[0].amount, 330);
+    assert_eq!(due[0].facts.amount, 330);
 }
 
 async fn two_calls_for_one_booking_claim_it_once(backend: Backend) {

@@ -173,7 +173,7 @@ async fn a_settlement_row_is_claimed_by_one_node(backend: Backend) {
     let mut ids: Vec<&str> = claimed_a
         .iter()
         .chain(&claimed_b)
-        .map(|s| s.id.as_str())
+        .map(|s| s.facts.id.as_str())
         .collect();
     assert_eq!(ids.len(), 6, "a: {claimed_a:?}\nb: {claimed_b:?}");
     ids.sort();
@@ -186,13 +186,13 @@ async fn a_settlement_row_is_claimed_by_one_node(backend: Backend) {
             .await
             .unwrap()
             .iter()
-            .all(|s| claimed_b.iter().any(|c| c.id == s.id))
+            .all(|s| claimed_b.iter().any(|c| c.facts.id == s.facts.id))
     );
     if let Some(row) = claimed_a.first() {
-        assert!(!b.mark_sent(row.id.clone(), T0).await.unwrap());
-        assert!(a.mark_sent(row.id.clone(), T0).await.unwrap());
+        assert!(!b.mark_sent(row.facts.id.clone(), T0).await.unwrap());
+        assert!(a.mark_sent(row.facts.id.clone(), T0).await.unwrap());
         a.conclude_settlement(
-            row.id.clone(),
+            row.facts.id.clone(),
             SettlementState::Failed,
             None,
             Some("declined".into()),

@@ -42,7 +42,7 @@ async fn held(ledger: &Ledger) {
         .unwrap()
         .unwrap();
     ledger
-        .hold_succeeded(hold.id, "pi_1".into(), None, T0 + 10)
+        .hold_succeeded(hold.facts.id, "pi_1".into(), None, T0 + 10)
         .await
         .unwrap();
 }
@@ -73,7 +73,7 @@ async fn captured_call(ledger: &Ledger) {
     assert_eq!(due.len(), 1);
     ledger
         .conclude_settlement(
-            due[0].id.clone(),
+            due[0].facts.id.clone(),
             SettlementState::Succeeded,
             Some("pi_1".into()),
             None,
@@ -97,7 +97,7 @@ async fn ask(ledger: &Ledger, call: &str, new: NewRefund) -> Result<(i64, bool),
         .create_refund(call.into(), new, T0 + 100_000)
         .await
         .unwrap()
-        .map(|(row, created)| (row.amount, created))
+        .map(|(row, created)| (row.facts.amount, created))
 }
 
 async fn events_of(ledger: &Ledger, kind: &str) -> Vec<serde_json::Value> {
@@ -160,7 +160,7 @@ async fn refunds_never_give_back_more_than_was_captured(backend: Backend) {
         .claim_due_settlements(T0 + 100_000, false)
         .await
         .unwrap();
-    let keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
+    let keys: Vec<&str> = rows.iter().map(|r| r.facts.key.as_str()).collect();
     assert_eq!(keys, ["tb:refund:rf_1", "tb:refund:rf_2"]);
     ledger
         .refund_concluded(
@@ -447,10 +447,13 @@ async fn a_call_under_the_minimum_is_rated_but_charged_nothing(backend: Backend)
         .claim_due_settlements(T0 + 3_000, false)
         .await
         .unwrap();
-    assert_eq!((due[0].operation.as_str(), due[0].amount), ("cancel", 0));
+    assert_eq!(
+        (due[0].facts.operation.as_str(), due[0].facts.amount),
+        ("cancel", 0)
+    );
     ledger
         .conclude_settlement(
-            due[0].id.clone(),
+            due[0].facts.id.clone(),
             SettlementState::Succeeded,
             None,
             None,
@@ -490,12 +493,12 @@ async fn the_accounts_least_charge_is_the_one_the_booking_was_made_with(backend:
         .unwrap()
         .unwrap();
     assert_eq!(
-        (terms.remaining_seconds, hold.amount),
+        (terms.remaining_seconds, hold.facts.amount),
         (10, 80),
         "10 s (12 s billed) is ¥60: held ¥80"
     );
     ledger
-        .hold_succeeded(hold.id, "pi_1".into(), None, T0 + 10)
+        .hold_succeeded(hold.facts.id, "pi_1".into(), None, T0 + 10)
         .await
         .unwrap();
     let priced = ledger
@@ -508,7 +511,10 @@ async fn the_accounts_least_charge_is_the_one_the_booking_was_made_with(backend:
         .claim_due_settlements(T0 + 11_000, false)
         .await
         .unwrap();
-    assert_eq!((due[0].operation.as_str(), due[0].amount), ("capture", 80));
+    assert_eq!(
+        (due[0].facts.operation.as_str(), due[0].facts.amount),
+        ("capture", 80)
+    );
 }
 
 on_both_backends!(

@@ -138,14 +138,14 @@ fn settlement_row(s: &SettlementView) -> schemas::SettlementRow {
 /// A refund as written.
 pub fn refund(row: &Settlement) -> Value {
     json(schemas::Refund {
-        id: row.id.clone(),
-        call: row.call_id.clone(),
-        amount: row.amount,
-        currency: row.currency.clone(),
-        reason: row.reason.clone(),
+        id: row.facts.id.clone(),
+        call: row.facts.call_id.clone(),
+        amount: row.facts.amount,
+        currency: row.facts.currency.clone(),
+        reason: row.facts.reason.clone(),
         state: row.state.as_str(),
-        payment_intent: row.payment_intent.clone(),
-        idempotency_key: row.key.clone(),
+        payment_intent: row.facts.payment_intent.clone(),
+        idempotency_key: row.facts.key.clone(),
     })
 }
 

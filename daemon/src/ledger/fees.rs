@@ -138,11 +138,11 @@ pub(super) fn renew_fee_holds(db: &mut dyn Db, now_ms: i64) -> Result<usize, Led
             call_id: "",
             booking_id: Some(booking),
             operation: Operation::CancellationFee,
-            amount: hold.amount,
-            currency: &hold.currency,
+            amount: hold.facts.amount,
+            currency: &hold.facts.currency,
             payment_intent: None,
-            customer: hold.customer.as_deref(),
-            payment_method: hold.payment_method.as_deref(),
+            customer: hold.facts.customer.as_deref(),
+            payment_method: hold.facts.payment_method.as_deref(),
             act_by_ms: None,
         };
         let key = settlement::booking_key(booking, "fee-hold", next);
@@ -176,11 +176,11 @@ pub(super) fn settle_fee(
     let Some((hold, attempt)) = current_fee_hold(db, booking_id)? else {
         return Ok(None);
     };
-    match (hold.state, hold.payment_intent.as_deref()) {
+    match (hold.state, hold.facts.payment_intent.as_deref()) {
         (SettlementState::Pending, _) => {
             conclude(
                 db,
-                &hold.id,
+                &hold.facts.id,
                 SettlementState::Failed,
                 None,
                 Some(&format!("not needed: {reason}")),
@@ -191,7 +191,7 @@ pub(super) fn settle_fee(
         }
         (SettlementState::Succeeded, Some(payment_intent)) => {
             let (operation, movement, amount) = if capture {
-                (Operation::Capture, "fee-capture", hold.amount)
+                (Operation::Capture, "fee-capture", hold.facts.amount)
             } else {
                 (Operation::Cancel, "fee-release", 0)
             };
@@ -212,7 +212,7 @@ pub(super) fn settle_fee(
                 booking_id: Some(booking_id),
                 operation,
                 amount,
-                currency: &hold.currency,
+                currency: &hold.facts.currency,
                 payment_intent: Some(payment_intent),
                 customer: None,
                 payment_method: None,
@@ -223,14 +223,17 @@ pub(super) fn settle_fee(
             if fee == FeeMove::ReleaseAsCanceled {
                 db.execute(
                     "UPDATE settlements SET reason = ?2 WHERE id = ?1",
-                    args![row.id.as_str(), ReleaseReason::RequestedByCustomer.as_str()],
+                    args![
+                        row.facts.id.as_str(),
+                        ReleaseReason::RequestedByCustomer.as_str()
+                    ],
                 )?;
             }
-            Ok(Some(Settlement {
-                reason: (fee == FeeMove::ReleaseAsCanceled)
-                    .then(|| ReleaseReason::RequestedByCustomer.as_str().to_owned()),
-                ..row
-            }))
+            let mut row = row;
+            if fee == FeeMove::ReleaseAsCanceled {
+                row.facts.reason = Some(ReleaseReason::RequestedByCustomer.as_str().to_owned());
+            }
+            Ok(Some(row))
         }
         _ => Ok(None),
     }

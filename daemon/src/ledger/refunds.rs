@@ -81,10 +81,12 @@ fn create(
     let sql = format!("SELECT {COLUMNS} FROM settlements WHERE id = ?1");
     if let Some(existing) = db.query_opt(&sql, args![&refund.id])? {
         let existing = settlement_from(&existing)?;
-        let same = existing.operation == Operation::Refund
-            && existing.call_id.as_deref() == Some(call_id)
-            && refund.amount.is_none_or(|amount| amount == existing.amount)
-            && refund.reason == existing.reason;
+        let same = existing.facts.operation == Operation::Refund
+            && existing.facts.call_id.as_deref() == Some(call_id)
+            && refund
+                .amount
+                .is_none_or(|amount| amount == existing.facts.amount)
+            && refund.reason == existing.facts.reason;
         return Ok(if same {
             Ok((existing, false))
         } else {

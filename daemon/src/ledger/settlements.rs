@@ -15,55 +15,22 @@ use crate::args;
 /// A settlement row, as the worker acts on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settlement {
-    /// `st_...`
-    pub id: String,
-    /// The call it settles.
-    pub call_id: Option<String>,
-    /// The booking.
-    pub booking_id: Option<String>,
-    /// What it does.
-    pub operation: Operation,
-    /// The idempotency key.
-    pub key: String,
-    /// Minor units.
-    pub amount: i64,
-    /// Lower-case ISO code.
-    pub currency: String,
+    /// What it is: fixed when it was written.
+    pub facts: Facts,
     /// Where it stands.
     pub state: SettlementState,
-    /// The PaymentIntent acted on (or created).
-    pub payment_intent: Option<String>,
-    /// The Stripe customer.
-    pub customer: Option<String>,
-    /// The card.
-    pub payment_method: Option<String>,
     /// Times sent.
     pub tries: i64,
     /// When the hold this row places or acts on must be acted on at the
     /// latest (see [`settlement::act_by`]), once known.
     pub act_by_ms: Option<i64>,
-    /// A refund's reason (one of Stripe's), when given.
-    pub reason: Option<String>,
 }
 
 impl Settlement {
     /// The settlement machine for this row, as it stands.
     pub fn movement(&self) -> Movement {
-        let facts = Facts {
-            id: self.id.clone(),
-            operation: self.operation,
-            key: self.key.clone(),
-            amount: self.amount,
-            currency: self.currency.clone(),
-            payment_intent: self.payment_intent.clone(),
-            customer: self.customer.clone(),
-            payment_method: self.payment_method.clone(),
-            call_id: self.call_id.clone(),
-            booking_id: self.booking_id.clone(),
-            reason: self.reason.clone(),
-        };
         Movement::new(
-            facts,
+            self.facts.clone(),
             self.state,
             u32::try_from(self.tries).unwrap_or(u32::MAX),
         )
@@ -77,22 +44,24 @@ pub(super) fn settlement_from(row: &Row) -> Result<Settlement, LedgerError> {
     let operation = row.text(3)?;
     let state = row.text(7)?;
     Ok(Settlement {
-        id: row.text(0)?,
-        call_id: row.opt_text(1)?,
-        booking_id: row.opt_text(2)?,
-        operation: Operation::parse(&operation)
-            .ok_or_else(|| LedgerError::Decode(format!("operation {operation:?}")))?,
-        key: row.text(4)?,
-        amount: row.int(5)?,
-        currency: row.text(6)?,
+        facts: Facts {
+            id: row.text(0)?,
+            call_id: row.opt_text(1)?,
+            booking_id: row.opt_text(2)?,
+            operation: Operation::parse(&operation)
+                .ok_or_else(|| LedgerError::Decode(format!("operation {operation:?}")))?,
+            key: row.text(4)?,
+            amount: row.int(5)?,
+            currency: row.text(6)?,
+            payment_intent: row.opt_text(8)?,
+            customer: row.opt_text(9)?,
+            payment_method: row.opt_text(10)?,
+            reason: row.opt_text(13)?,
+        },
         state: SettlementState::parse(&state)
             .ok_or_else(|| LedgerError::Decode(format!("settlement state {state:?}")))?,
-        payment_intent: row.opt_text(8)?,
-        customer: row.opt_text(9)?,
-        payment_method: row.opt_text(10)?,
         tries: row.int(11)?,
         act_by_ms: row.opt_int(12)?,
-        reason: row.opt_text(13)?,
     })
 }
 
@@ -562,7 +531,7 @@ impl Ledger {
                 },
                 now_ms,
             )?;
-            mark_sent(db, &row.id, &node, now_ms)?;
+            mark_sent(db, &row.facts.id, &node, now_ms)?;
             let row = Settlement {
                 state: SettlementState::Sent,
                 tries: row.tries + 1,
@@ -657,7 +626,7 @@ impl Ledger {
                 .map(settlement_from)
                 .collect::<Result<Vec<_>, _>>()?;
             // Ids are UUIDv7: in the order the rows were made.
-            rows.sort_by(|a, b| a.id.cmp(&b.id));
+            rows.sort_by(|a, b| a.facts.id.cmp(&b.facts.id));
             Ok(rows)
         })
         .await

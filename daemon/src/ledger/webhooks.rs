@@ -45,7 +45,7 @@ fn apply_to(
                     now,
                 );
                 if let Some(Command::Record(outcome)) = movement.poll() {
-                    settled_by_webhook(db, &settlement.id, &outcome, now)?;
+                    settled_by_webhook(db, &settlement.facts.id, &outcome, now)?;
                 }
             }
         }

@@ -73,11 +73,11 @@ pub async fn place_hold(
     match movement.outcome() {
         Some(Outcome::Held { payment_intent, .. }) => {
             let covers =
-                settlement::cap_for_hold(&terms.tariff, row.amount, terms.remaining_seconds)
+                settlement::cap_for_hold(&terms.tariff, row.facts.amount, terms.remaining_seconds)
                     .unwrap_or(terms.remaining_seconds);
             Ok(Held {
                 payment_intent: payment_intent.clone(),
-                amount: row.amount,
+                amount: row.facts.amount,
                 covers: Duration::from_secs(covers),
             })
         }
@@ -353,7 +353,7 @@ impl Settler {
         movement.handle(Event::Due, now_ms());
         drive(&self.ledger, self.gateway.as_ref(), &mut movement).await;
         if let (Operation::Authorize, Some(Outcome::Held { .. })) =
-            (row.operation, movement.outcome())
+            (row.facts.operation, movement.outcome())
         {
             // The call (over by now) got its capture or release.
             self.wake();

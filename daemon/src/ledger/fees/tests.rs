@@ -21,7 +21,7 @@ fn booking_with_fee_hold(db: &mut dyn Db, placed_ms: i64) -> Result<(), LedgerEr
     let row = plan_fee_hold(db, "bk_1", 0)?.expect("a fee hold is planned");
     conclude(
         db,
-        &row.id,
+        &row.facts.id,
         SettlementState::Succeeded,
         Some("pi_old"),
         None,
@@ -58,7 +58,7 @@ async fn a_fee_hold_about_to_lapse_is_released_and_placed_again() {
             let renewed = current_fee_hold(db, "bk_1")?.expect("renewed").0;
             conclude(
                 db,
-                &renewed.id,
+                &renewed.facts.id,
                 SettlementState::Succeeded,
                 Some("pi_new"),
                 None,
@@ -83,9 +83,12 @@ async fn a_fee_hold_about_to_lapse_is_released_and_placed_again() {
         keys.contains(&("tb:booking:bk_1:fee-hold:v2", "cancellation-fee", "pending")),
         "{keys:?}"
     );
-    assert_eq!(capture.key, "tb:booking:bk_1:fee-capture:v2");
+    assert_eq!(capture.facts.key, "tb:booking:bk_1:fee-capture:v2");
     assert_eq!(
-        (capture.payment_intent.as_deref(), capture.amount),
+        (
+            capture.facts.payment_intent.as_deref(),
+            capture.facts.amount
+        ),
         (Some("pi_new"), 500)
     );
 }
@@ -124,9 +127,9 @@ fn fee_hold_ending(db: &mut dyn Db, placed_ms: i64, ends_ms: i64) -> Result<(), 
     let hold = current_fee_hold(db, "bk_1")?.expect("a hold").0;
     db.execute(
         "UPDATE settlements SET created_ms = ?2 WHERE id = ?1",
-        args![hold.id.as_str(), placed_ms],
+        args![hold.facts.id.as_str(), placed_ms],
     )?;
-    held_until(db, &hold.id, Some(ends_ms / 1000))
+    held_until(db, &hold.facts.id, Some(ends_ms / 1000))
 }
 
 #[tokio::test]
@@ -150,7 +153,7 @@ async fn stripes_capture_before_sets_when_a_hold_is_renewed_or_looked_at_again()
                 settle_fee(db, "bk_1", FeeMove::Capture, "late", now)?.expect("a capture");
             conclude(
                 db,
-                &capture.id,
+                &capture.facts.id,
                 SettlementState::Unknown,
                 None,
                 Some("timeout"),
@@ -160,7 +163,7 @@ async fn stripes_capture_before_sets_when_a_hold_is_renewed_or_looked_at_again()
             let next_look = db
                 .query_one(
                     "SELECT next_attempt_ms FROM settlements WHERE id = ?1",
-                    args![capture.id.as_str()],
+                    args![capture.facts.id.as_str()],
                 )?
                 .int(0)?;
             // Already captured (or being captured): not renewed.
