@@ -167,8 +167,12 @@ pub struct BillingConfig {
 /// `[prompts]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PromptsConfig {
-    /// `prompts.dir`: WAV files overriding the built-in prompts.
+    /// `prompts.dir`: WAV files overriding the built-in prompts, and
+    /// `<language>/` directories of them.
     pub dir: Option<PathBuf>,
+    /// `prompts.language`: the language of calls whose booking names none
+    /// (and of the PIN prompts, played before a booking is known).
+    pub language: String,
     /// `prompts.warning_before`: how long before the cap both parties hear
     /// the warning.
     pub warning_before: Duration,
@@ -218,7 +222,7 @@ const DATABASE_KEYS: [&str; 5] = ["path", "url", "password", "pool_size", "outag
 const NODE_KEYS: [&str; 1] = ["name"];
 const CLUSTER_KEYS: [&str; 1] = ["node_timeout"];
 const BILLING_KEYS: [&str; 2] = ["checkpoint_interval", "late_cancellation"];
-const PROMPTS_KEYS: [&str; 2] = ["dir", "warning_before"];
+const PROMPTS_KEYS: [&str; 3] = ["dir", "language", "warning_before"];
 const CALLS_KEYS: [&str; 2] = ["ring_timeout", "drain_timeout"];
 const LOG_KEYS: [&str; 2] = ["level", "format"];
 
@@ -319,6 +323,7 @@ impl Config {
             },
             prompts: PromptsConfig {
                 dir: None,
+                language: "en".into(),
                 warning_before: Duration::from_secs(60),
             },
             calls: CallsConfig {
@@ -846,6 +851,11 @@ fn read_prompts(mut t: TableReader, defaults: PromptsConfig) -> PromptsConfig {
         crate::tree::Node::Str(_) => Err("is not a directory".to_owned()),
         _ => Err("expected a directory path".to_owned()),
     });
+    let language = t.get_with("language", |node| match node {
+        // Whether it has prompts is the prompt library's to say, at load.
+        crate::tree::Node::Str(s) if !s.is_empty() => Ok(s.clone()),
+        _ => Err("expected a language tag such as \"en\", \"ja\" or \"pt-BR\"".to_owned()),
+    });
     let warning_before = duration_in(
         &mut t,
         "warning_before",
@@ -856,6 +866,7 @@ fn read_prompts(mut t: TableReader, defaults: PromptsConfig) -> PromptsConfig {
     t.finish(&PROMPTS_KEYS);
     PromptsConfig {
         dir: dir.or(defaults.dir),
+        language: language.unwrap_or(defaults.language),
         warning_before,
     }
 }

@@ -48,6 +48,7 @@ fn an_empty_file_runs_on_loopback_in_ledger_only_mode() {
     assert_eq!(config.stripe.mode(), StripeMode::LedgerOnly);
     assert_eq!(config.billing.checkpoint_interval, Duration::from_secs(2));
     assert_eq!(config.prompts.warning_before, Duration::from_secs(60));
+    assert_eq!(config.prompts.language, "en");
     assert_eq!(config.calls.ring_timeout, Duration::from_secs(30));
     assert_eq!(config.log.format, LogFormat::Auto);
     assert_eq!(config.trunks.len(), 1);
@@ -208,6 +209,7 @@ checkpoint_interval = "500ms"
 
 [prompts]
 dir = "{dir}"
+language = "ja"
 warning_before = "30s"
 
 [calls]

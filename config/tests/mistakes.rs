@@ -329,6 +329,16 @@ fn every_validation_rule_names_its_key() {
             "not a directory",
         ),
         (
+            "[prompts]\nlanguage = \"\"",
+            "prompts.language",
+            "a language tag",
+        ),
+        (
+            "[prompts]\nlanguage = 81",
+            "prompts.language",
+            "a language tag",
+        ),
+        (
             "[prompts]\nwarning_before = \"1h\"",
             "prompts.warning_before",
             "between",

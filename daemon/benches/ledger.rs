@@ -61,6 +61,7 @@ fn booking(id: &str, called: &str, caller: &str) -> ValidBooking {
             },
             stripe: None,
             cancellation_fee: None,
+            language: None,
         },
         window_start_ms: T0 - 3_600_000,
         window_end_ms: T0 + 3_600_000,
@@ -103,7 +104,7 @@ async fn one_call(ledger: &Ledger, n: usize) {
         .begin_call(new_call(&id, &called, &caller), T0)
         .await
         .unwrap();
-    let (route, _, _) = ledger
+    let tollbridge_daemon::ledger::Routed { route, .. } = ledger
         .route_and_claim(id.clone(), Some(called), T0, first)
         .await
         .unwrap();

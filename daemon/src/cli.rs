@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tollbridge_config::Config;
+use tollbridge_media::prompt::PromptLibrary;
 
 use crate::run::ConfigSource;
 
@@ -370,6 +371,20 @@ pub fn check_config(path: &Path) -> ExitCode {
                 eprintln!("{}: {e}", path.display());
                 return ExitCode::from(EXIT_BAD_CONFIG);
             }
+            // Every prompt file must be one the relay can play.
+            let prompts = match PromptLibrary::load(
+                config.prompts.dir.as_deref(),
+                &config.prompts.language,
+            ) {
+                Ok(prompts) => prompts,
+                Err(e) => {
+                    eprintln!("{}: {e}", path.display());
+                    return ExitCode::from(EXIT_BAD_CONFIG);
+                }
+            };
+            for line in missing_prompts(&prompts) {
+                println!("{line}");
+            }
             println!("ok");
             ExitCode::SUCCESS
         }
@@ -380,6 +395,32 @@ pub fn check_config(path: &Path) -> ExitCode {
             ExitCode::from(EXIT_BAD_CONFIG)
         }
     }
+}
+
+/// One line per language that lacks prompts, naming them and what plays
+/// instead.
+fn missing_prompts(prompts: &PromptLibrary) -> Vec<String> {
+    let mut lines = Vec::new();
+    for language in prompts.languages() {
+        let lacking: Vec<&str> = prompts
+            .missing()
+            .iter()
+            .filter(|(l, _)| l == language)
+            .map(|(_, name)| name.stem())
+            .collect();
+        if !lacking.is_empty() {
+            let instead = if language == prompts.default_language() {
+                "en"
+            } else {
+                prompts.default_language()
+            };
+            lines.push(format!(
+                "prompts: {language} lacks {}; the {instead} prompts play instead",
+                lacking.join(", ")
+            ));
+        }
+    }
+    lines
 }
 
 /// Loads the config for `tollbridge run`, printing every error on failure.

@@ -10,7 +10,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tollbridge_config::{Config, StripeMode};
 use tollbridge_media::ports::PortPool;
-use tollbridge_media::prompt::Prompts;
+use tollbridge_media::prompt::PromptLibrary;
 use tollbridge_media::relay::Relay;
 use tollbridge_sip::edge::SipEdge;
 use tracing::{error, info, warn};
@@ -103,9 +103,12 @@ pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow
         started_ms,
     );
     let prompts = Arc::new(
-        Prompts::load(config.prompts.dir.as_deref())
-            .context("cannot load the prompts (prompts.dir)")?,
+        PromptLibrary::load(config.prompts.dir.as_deref(), &config.prompts.language)
+            .context("cannot load the prompts (prompts.dir, prompts.language)")?,
     );
+    for (language, prompt) in prompts.missing() {
+        warn!(language = %language, prompt = prompt.stem(), default = prompts.default_language(), "prompt missing; the default language's plays instead");
+    }
 
     let (sip, calls) = SipEdge::start(crate::edge::edge_config(&config))
         .await
@@ -130,6 +133,9 @@ pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow
         Some(sip.clone()),
         Some(relay.clone()),
     );
+    let _ = shared
+        .prompt_languages
+        .set(prompts.languages().map(str::to_owned).collect());
     let mut background = Background::default();
     let hangups = Arc::new(recovery::Hangups {
         ledger: ledger.clone(),

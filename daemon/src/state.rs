@@ -39,6 +39,9 @@ pub struct Shared {
     pub relay: Option<Arc<Relay>>,
     /// When the daemon started, for uptime.
     pub started: Instant,
+    /// The languages with prompts, once they are loaded (before that,
+    /// and in tests of the HTTP surface: the built-in ones).
+    pub prompt_languages: std::sync::OnceLock<Vec<String>>,
     draining: AtomicBool,
     ledger_up: AtomicBool,
     listeners_bound: AtomicBool,
@@ -70,12 +73,24 @@ impl Shared {
             sip,
             relay,
             started: Instant::now(),
+            prompt_languages: std::sync::OnceLock::new(),
             draining: AtomicBool::new(false),
             ledger_up: AtomicBool::new(true),
             listeners_bound: AtomicBool::new(false),
             active_calls: watch::Sender::new(0),
             drain_over: watch::Sender::new(false),
         })
+    }
+
+    /// The languages a booking may name (see [`Shared::prompt_languages`]).
+    pub fn languages(&self) -> Vec<String> {
+        match self.prompt_languages.get() {
+            Some(languages) => languages.clone(),
+            None => tollbridge_media::prompt::BUILT_IN_LANGUAGES
+                .iter()
+                .map(|language| (*language).to_owned())
+                .collect(),
+        }
     }
 
     /// True once SIGTERM was received: new calls are refused.

@@ -31,7 +31,7 @@ async fn call_in(ledger: &Ledger, id: &str, at_ms: i64) -> Option<i64> {
         .begin_call(new_call(id, CALLED), at_ms)
         .await
         .unwrap();
-    let (route, cap, _) = ledger
+    let tollbridge_daemon::ledger::Routed { route, cap, .. } = ledger
         .route_and_claim(id.into(), Some(CALLED.into()), at_ms, first)
         .await
         .unwrap();
@@ -108,7 +108,7 @@ async fn paid_time_spans_calls_until_the_budget_is_used(backend: Backend) {
         .begin_call(new_call("call_3", CALLED), T0 + 200_000)
         .await
         .unwrap();
-    let (route, cap, _) = ledger
+    let tollbridge_daemon::ledger::Routed { route, cap, .. } = ledger
         .route_and_claim("call_3".into(), Some(CALLED.into()), T0 + 200_000, first)
         .await
         .unwrap();
@@ -163,7 +163,7 @@ async fn a_window_that_ends_completes_or_marks_a_no_show(backend: Backend) {
         } else {
             "bk_talking"
         };
-        let (route, _, _) = ledger
+        let tollbridge_daemon::ledger::Routed { route, .. } = ledger
             .route_and_claim(call.into(), Some(CALLED.into()), T0, move |_| {
                 Route::Booking(wanted.into())
             })

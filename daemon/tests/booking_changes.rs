@@ -358,8 +358,76 @@ async fn bookings_written_at_once_cannot_both_claim_one_window(backend: Backend)
     }
 }
 
+/// A booking's prompt language: stored and shown at creation, changed and
+/// cleared by PATCH, refused (422, nothing changed) when it is not a tag
+/// or has no prompts; and it routes with its calls.
+async fn a_booking_speaks_a_language_with_prompts(backend: Backend) {
+    let api = Api::new(backend).await;
+    let mut body = booking();
+    body["language"] = json!("ja");
+    let (status, created) = api.create(body).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["language"], "ja");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let (status, _) = api
+        .create({
+            let mut body = booking();
+            body["id"] = json!("bk_unspoken");
+            body["called"] = json!("+81300000099");
+            body["language"] = json!("fr");
+            body
+        })
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _) = api.send("GET", "/v1/bookings/bk_unspoken", None).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "a refused booking is not stored"
+    );
+    for (language, says) in [
+        (json!("fr"), "has no prompts here (these do: en, ja)"),
+        (json!("Japanese"), "a language tag"),
+        (json!(7), "language"),
+    ] {
+        let (status, refused) = patch(&api, &id, json!({"language": language})).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+        assert!(refused.to_string().contains(says), "{language}: {refused}");
+    }
+    let (_, shown) = api.send("GET", &format!("/v1/bookings/{id}"), None).await;
+    assert_eq!(shown["language"], "ja", "a refused change changes nothing");
+    let (status, changed) = patch(&api, &id, json!({"language": "en"})).await;
+    assert_eq!(
+        (status, &changed["language"]),
+        (StatusCode::OK, &json!("en"))
+    );
+    let (status, changed) = patch(&api, &id, json!({"language": null})).await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    assert_eq!(changed["language"], Value::Null, "null: prompts.language");
+    patch(&api, &id, json!({"language": "ja"})).await;
+    let ledger = &api.shared.ledger;
+    ledger
+        .begin_call(
+            support::fixtures::new_call("call_ja", "+81312345678"),
+            support::fixtures::T0,
+        )
+        .await
+        .unwrap();
+    let routed = ledger
+        .route_and_claim(
+            "call_ja".into(),
+            Some(created["called"].as_str().unwrap().into()),
+            support::fixtures::T0,
+            move |_| tollbridge_daemon::calls::route::Route::Booking(id.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(routed.language.as_deref(), Some("ja"));
+}
+
 on_both_backends!(
     moving_the_window_moves_a_fee_hold_not_placed_yet,
+    a_booking_speaks_a_language_with_prompts,
     bookings_change_within_their_rules,
     bookings_written_at_once_cannot_both_claim_one_window,
     a_change_that_would_make_routing_ambiguous_is_refused,

@@ -294,7 +294,7 @@ async fn two_calls_for_one_booking_claim_it_once(backend: Backend) {
         ledger.route_and_claim("call_a".into(), Some("+81312345678".into()), T0, first),
         other_node.route_and_claim("call_b".into(), Some("+81312345678".into()), T0, first),
     );
-    let routes = [a.unwrap().0, b.unwrap().0];
+    let routes = [a.unwrap().route, b.unwrap().route];
     let claimed = routes
         .iter()
         .filter(|r| matches!(r, Route::Booking(_)))
@@ -477,7 +477,7 @@ async fn nodes_starting_together_migrate_postgresql_once() {
     let database = url.split('/').nth(3).unwrap().split('?').next().unwrap();
     assert_eq!(
         server.psql(database, "SELECT version FROM schema_version"),
-        "8"
+        "9"
     );
 }
 
@@ -522,7 +522,7 @@ async fn postgresql_refuses_what_it_cannot_use() {
             errors[0],
             LedgerError::TooNew {
                 found: 99,
-                supported: 8,
+                supported: 9,
                 ..
             }
         ),
@@ -567,7 +567,7 @@ async fn postgresql_as_an_owner_role_with_a_password() {
     ledger.close().await;
     assert_eq!(
         server.psql("tb_owner", "SELECT version FROM schema_version"),
-        "8"
+        "9"
     );
     assert_eq!(
         server.psql(

@@ -1,12 +1,16 @@
 //! Prompts: WAV files (8 kHz, mono, 16-bit PCM) read once at start and
 //! encoded to PCMU and PCMA, so playing one costs no encoding.
 //!
-//! The defaults ship in `media/prompts/` (made by `scripts/make-prompts`)
-//! and are built into the binary; `prompts.dir` may override any of them
-//! with a file of the same name. Anything but 8 kHz mono 16-bit PCM is
+//! Prompts come in sets, one per language. English and Japanese ship in
+//! `media/prompts/<language>/` (made by `scripts/make-prompts`) and are
+//! built into the binary; `prompts.dir/<language>/` overrides any of them
+//! with a file of the same name or adds a language, and files directly in
+//! `prompts.dir` override the default language's. A language that lacks a
+//! prompt plays the default language's instead, and says so
+//! ([`PromptLibrary::missing`]). Anything but 8 kHz mono 16-bit PCM is
 //! refused with the file's name: the daemon does not resample.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +38,8 @@ pub struct PromptError {
 pub enum PromptName {
     /// "Enter your booking code followed by hash."
     Pin,
+    /// The PIN entered matched no booking; enter it again.
+    WrongPin,
     /// No booking matched.
     NoBooking,
     /// The card hold was declined.
@@ -48,8 +54,9 @@ pub enum PromptName {
 
 impl PromptName {
     /// Every prompt.
-    pub const ALL: [PromptName; 6] = [
+    pub const ALL: [PromptName; 7] = [
         PromptName::Pin,
+        PromptName::WrongPin,
         PromptName::NoBooking,
         PromptName::PaymentDeclined,
         PromptName::CalleeUnavailable,
@@ -61,6 +68,7 @@ impl PromptName {
     pub fn stem(self) -> &'static str {
         match self {
             PromptName::Pin => "pin",
+            PromptName::WrongPin => "wrong-pin",
             PromptName::NoBooking => "no-booking",
             PromptName::PaymentDeclined => "payment-declined",
             PromptName::CalleeUnavailable => "callee-unavailable",
@@ -69,16 +77,53 @@ impl PromptName {
         }
     }
 
-    fn builtin(self) -> &'static [u8] {
-        match self {
-            PromptName::Pin => include_bytes!("../prompts/pin.wav"),
-            PromptName::NoBooking => include_bytes!("../prompts/no-booking.wav"),
-            PromptName::PaymentDeclined => include_bytes!("../prompts/payment-declined.wav"),
-            PromptName::CalleeUnavailable => include_bytes!("../prompts/callee-unavailable.wav"),
-            PromptName::Warning => include_bytes!("../prompts/warning.wav"),
-            PromptName::TimeUp => include_bytes!("../prompts/time-up.wav"),
-        }
+    fn index(self) -> usize {
+        PromptName::ALL.iter().position(|n| *n == self).unwrap_or(0)
     }
+}
+
+/// The built-in prompts of one language, in [`PromptName::ALL`]'s order.
+macro_rules! built_in {
+    ($language:literal) => {
+        [
+            include_bytes!(concat!("../prompts/", $language, "/pin.wav")).as_slice(),
+            include_bytes!(concat!("../prompts/", $language, "/wrong-pin.wav")).as_slice(),
+            include_bytes!(concat!("../prompts/", $language, "/no-booking.wav")).as_slice(),
+            include_bytes!(concat!("../prompts/", $language, "/payment-declined.wav")).as_slice(),
+            include_bytes!(concat!("../prompts/", $language, "/callee-unavailable.wav")).as_slice(),
+            include_bytes!(concat!("../prompts/", $language, "/warning.wav")).as_slice(),
+            include_bytes!(concat!("../prompts/", $language, "/time-up.wav")).as_slice(),
+        ]
+    };
+}
+
+/// The languages with built-in prompts.
+pub const BUILT_IN_LANGUAGES: [&str; 2] = ["en", "ja"];
+
+/// The built-in prompt `name` of `language`, when it has one.
+fn built_in(language: &str, name: PromptName) -> Option<&'static [u8]> {
+    const ENGLISH: [&[u8]; 7] = built_in!("en");
+    const JAPANESE: [&[u8]; 7] = built_in!("ja");
+    match language {
+        "en" => Some(ENGLISH[name.index()]),
+        "ja" => Some(JAPANESE[name.index()]),
+        _ => None,
+    }
+}
+
+/// Whether `tag` is a language tag as prompt sets and bookings name them:
+/// a primary subtag of 2 or 3 lower-case letters, optionally followed by
+/// `-` and a region or variant (`en`, `ja`, `pt-BR`, `yue`).
+pub fn is_language_tag(tag: &str) -> bool {
+    let (primary, rest) = match tag.split_once('-') {
+        Some((primary, rest)) => (primary, Some(rest)),
+        None => (tag, None),
+    };
+    (2..=3).contains(&primary.len())
+        && primary.bytes().all(|b| b.is_ascii_lowercase())
+        && rest.is_none_or(|rest| {
+            (2..=8).contains(&rest.len()) && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+        })
 }
 
 /// One prompt, decoded and encoded, padded to whole 20 ms frames.
@@ -162,46 +207,174 @@ impl Prompt {
     }
 }
 
-/// All prompts, ready to play.
+/// One language's prompts, ready to play.
 #[derive(Debug, Clone)]
 pub struct Prompts {
     prompts: Vec<Arc<Prompt>>,
 }
 
 impl Prompts {
-    /// The built-in prompts, each overridden by `<dir>/<name>.wav` when
-    /// `dir` has one.
-    pub fn load(dir: Option<&Path>) -> Result<Prompts, PromptError> {
-        let mut prompts = Vec::with_capacity(PromptName::ALL.len());
-        for name in PromptName::ALL {
-            let file: Option<PathBuf> = dir
-                .map(|d| d.join(format!("{}.wav", name.stem())))
-                .filter(|p| p.exists());
-            let prompt = match file {
-                Some(path) => {
-                    let shown = path.display().to_string();
-                    let bytes = std::fs::read(&path).map_err(|e| PromptError {
-                        file: shown.clone(),
-                        reason: e.to_string(),
-                    })?;
-                    Prompt::from_wav(name, &bytes, &shown)?
-                }
-                None => Prompt::from_wav(
-                    name,
-                    name.builtin(),
-                    &format!("built-in {}.wav", name.stem()),
-                )?,
-            };
-            prompts.push(Arc::new(prompt));
-        }
+    /// The built-in prompts of `language` (English's where it has none).
+    pub fn built_in(language: &str) -> Result<Prompts, PromptError> {
+        let prompts = PromptName::ALL
+            .iter()
+            .map(|name| {
+                let (bytes, from) = match built_in(language, *name) {
+                    Some(bytes) => (bytes, language),
+                    None => (built_in("en", *name).unwrap_or_default(), "en"),
+                };
+                let file = format!("built-in {from}/{}.wav", name.stem());
+                Prompt::from_wav(*name, bytes, &file).map(Arc::new)
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Prompts { prompts })
     }
 
     /// One prompt.
     pub fn get(&self, name: PromptName) -> Arc<Prompt> {
-        let index = PromptName::ALL.iter().position(|n| *n == name).unwrap_or(0);
-        self.prompts[index].clone()
+        self.prompts[name.index()].clone()
     }
+}
+
+/// Every language's prompts, and which language plays when a call has
+/// none of its own.
+#[derive(Debug, Clone)]
+pub struct PromptLibrary {
+    default_language: String,
+    default: Prompts,
+    sets: Vec<(String, Prompts)>,
+    missing: Vec<(String, PromptName)>,
+}
+
+impl PromptLibrary {
+    /// The built-in sets with `dir`'s files over them (see the module
+    /// doc); `default_language` must have a set, built in or in `dir`.
+    pub fn load(dir: Option<&Path>, default_language: &str) -> Result<PromptLibrary, PromptError> {
+        let mut languages: Vec<String> =
+            BUILT_IN_LANGUAGES.iter().map(|l| (*l).to_owned()).collect();
+        if let Some(dir) = dir {
+            for language in language_dirs(dir)? {
+                if !languages.contains(&language) {
+                    languages.push(language);
+                }
+            }
+        }
+        if !languages.iter().any(|l| l == default_language) {
+            return Err(PromptError {
+                file: "prompts.language".into(),
+                reason: format!(
+                    "no prompts in {default_language:?}: not built in ({}) and no such directory in prompts.dir",
+                    BUILT_IN_LANGUAGES.join(", ")
+                ),
+            });
+        }
+        let mut missing = Vec::new();
+        let default = load_set(dir, default_language, None, &mut missing)?;
+        let mut sets = vec![(default_language.to_owned(), default.clone())];
+        for language in languages.iter().filter(|l| *l != default_language) {
+            let set = load_set(dir, language, Some(&default), &mut missing)?;
+            sets.push((language.clone(), set));
+        }
+        Ok(PromptLibrary {
+            default_language: default_language.to_owned(),
+            default,
+            sets,
+            missing,
+        })
+    }
+
+    /// The language of calls whose booking names none.
+    pub fn default_language(&self) -> &str {
+        &self.default_language
+    }
+
+    /// Every language with prompts, the default first.
+    pub fn languages(&self) -> impl Iterator<Item = &str> {
+        self.sets.iter().map(|(language, _)| language.as_str())
+    }
+
+    /// The prompts of `language`; the default language's for `None` or a
+    /// language without a set.
+    pub fn prompts(&self, language: Option<&str>) -> &Prompts {
+        language
+            .and_then(|wanted| self.sets.iter().find(|(l, _)| l == wanted))
+            .map_or(&self.default, |(_, set)| set)
+    }
+
+    /// The prompts a language lacks, which play in the default language
+    /// (or, for a default language of `prompts.dir`'s own, in English).
+    pub fn missing(&self) -> &[(String, PromptName)] {
+        &self.missing
+    }
+}
+
+/// The language directories in `dir` (a missing `dir` has none).
+fn language_dirs(dir: &Path) -> Result<Vec<String>, PromptError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(PromptError {
+                file: dir.display().to_string(),
+                reason: e.to_string(),
+            });
+        }
+    };
+    let mut languages: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter(|entry| entry.path().is_dir())
+        .filter_map(|entry| entry.file_name().to_str().map(str::to_owned))
+        .filter(|name| is_language_tag(name))
+        .collect();
+    languages.sort();
+    Ok(languages)
+}
+
+/// One language's set: `dir/<language>/<name>.wav`, then (for the default
+/// language, `fallback` being `None`) `dir/<name>.wav`, then the built-in
+/// prompt, then `fallback`'s (or English's), noted in `missing`.
+fn load_set(
+    dir: Option<&Path>,
+    language: &str,
+    fallback: Option<&Prompts>,
+    missing: &mut Vec<(String, PromptName)>,
+) -> Result<Prompts, PromptError> {
+    let english = Prompts::built_in("en")?;
+    let mut prompts = Vec::with_capacity(PromptName::ALL.len());
+    for name in PromptName::ALL {
+        let file_name = format!("{}.wav", name.stem());
+        let mut candidates = Vec::new();
+        if let Some(dir) = dir {
+            candidates.push(dir.join(language).join(&file_name));
+            if fallback.is_none() {
+                candidates.push(dir.join(&file_name));
+            }
+        }
+        let prompt = match candidates.into_iter().find(|path| path.is_file()) {
+            Some(path) => Arc::new(read_file(name, &path)?),
+            None => match built_in(language, name) {
+                Some(bytes) => {
+                    let file = format!("built-in {language}/{file_name}");
+                    Arc::new(Prompt::from_wav(name, bytes, &file)?)
+                }
+                None => {
+                    missing.push((language.to_owned(), name));
+                    fallback.unwrap_or(&english).get(name)
+                }
+            },
+        };
+        prompts.push(prompt);
+    }
+    Ok(Prompts { prompts })
+}
+
+fn read_file(name: PromptName, path: &Path) -> Result<Prompt, PromptError> {
+    let shown = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| PromptError {
+        file: shown.clone(),
+        reason: e.to_string(),
+    })?;
+    Prompt::from_wav(name, &bytes, &shown)
 }
 
 #[cfg(test)]
@@ -231,26 +404,53 @@ mod tests {
 
     #[test]
     fn the_built_in_prompts_load_and_are_encoded_both_ways() {
-        let prompts = Prompts::load(None).unwrap();
-        for name in PromptName::ALL {
-            let prompt = prompts.get(name);
-            assert_eq!(prompt.name(), name);
+        for language in BUILT_IN_LANGUAGES {
+            let prompts = Prompts::built_in(language).unwrap();
+            for name in PromptName::ALL {
+                let prompt = prompts.get(name);
+                assert_eq!(prompt.name(), name);
+                assert!(
+                    prompt.frames() > 10,
+                    "{language} {name:?} is {} frames",
+                    prompt.frames()
+                );
+                assert_eq!(
+                    prompt.encoded(Codec::Pcmu).len(),
+                    prompt.frames() * FRAME_SAMPLES
+                );
+                assert_eq!(
+                    prompt.encoded(Codec::Pcma)[0],
+                    g711::alaw_encode(prompt.samples()[0])
+                );
+            }
+            // Time-up must fit before a short cap.
             assert!(
-                prompt.frames() > 10,
-                "{name:?} is {} frames",
-                prompt.frames()
-            );
-            assert_eq!(
-                prompt.encoded(Codec::Pcmu).len(),
-                prompt.frames() * FRAME_SAMPLES
-            );
-            assert_eq!(
-                prompt.encoded(Codec::Pcma)[0],
-                g711::alaw_encode(prompt.samples()[0])
+                prompts.get(PromptName::TimeUp).duration() < Duration::from_secs(3),
+                "{language}"
             );
         }
-        // Time-up must fit before a short cap; the warning before its minute.
-        assert!(prompts.get(PromptName::TimeUp).duration() < Duration::from_secs(3));
+        let english = Prompts::built_in("en").unwrap();
+        let japanese = Prompts::built_in("ja").unwrap();
+        for name in PromptName::ALL {
+            assert_ne!(english.get(name), japanese.get(name), "{name:?}");
+        }
+        assert_ne!(
+            english.get(PromptName::WrongPin),
+            english.get(PromptName::Pin),
+            "a wrong PIN has its own prompt"
+        );
+    }
+
+    #[test]
+    fn language_tags_table() {
+        for good in ["en", "ja", "yue", "pt-BR", "en-gb", "sl-rozaj"] {
+            assert!(is_language_tag(good), "{good}");
+        }
+        for bad in [
+            "", "e", "EN", "english", "en-", "en-x", "en_GB", "../en", "ja/..", "en-GB-x",
+        ] {
+            assert!(!is_language_tag(bad), "{bad}");
+        }
     }
 
     #[test]
@@ -288,15 +488,75 @@ mod tests {
     #[test]
     fn a_directory_overrides_the_prompts_it_has() {
         let dir = tempfile::tempdir().unwrap();
+        // Directly in the directory: the default language's.
         std::fs::write(dir.path().join("warning.wav"), wav(8000, 1, 16, 320)).unwrap();
-        let prompts = Prompts::load(Some(dir.path())).unwrap();
-        assert_eq!(prompts.get(PromptName::Warning).frames(), 2);
+        std::fs::create_dir(dir.path().join("ja")).unwrap();
+        std::fs::write(dir.path().join("ja/time-up.wav"), wav(8000, 1, 16, 480)).unwrap();
+        let library = PromptLibrary::load(Some(dir.path()), "en").unwrap();
+        let english = library.prompts(Some("en"));
+        assert_eq!(english.get(PromptName::Warning).frames(), 2);
+        let japanese = library.prompts(Some("ja"));
+        assert_eq!(japanese.get(PromptName::TimeUp).frames(), 3);
         assert!(
-            prompts.get(PromptName::TimeUp).frames() > 10,
-            "the rest stay built in"
+            japanese.get(PromptName::Warning).frames() > 10,
+            "the top-level file is the default language's only"
         );
-        std::fs::write(dir.path().join("time-up.wav"), wav(44100, 1, 16, 100)).unwrap();
-        let error = Prompts::load(Some(dir.path())).unwrap_err();
-        assert!(error.file.ends_with("time-up.wav"), "{error}");
+        assert!(library.missing().is_empty(), "{:?}", library.missing());
+        std::fs::write(dir.path().join("ja/pin.wav"), wav(44100, 1, 16, 100)).unwrap();
+        let error = PromptLibrary::load(Some(dir.path()), "en").unwrap_err();
+        assert!(error.file.ends_with("ja/pin.wav"), "{error}");
+        assert!(error.to_string().contains("44100 Hz"), "{error}");
+    }
+
+    #[test]
+    fn a_language_of_the_directory_falls_back_and_lists_what_it_lacks() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("fr")).unwrap();
+        std::fs::create_dir(dir.path().join("not a language")).unwrap();
+        std::fs::write(dir.path().join("fr/warning.wav"), wav(8000, 1, 16, 320)).unwrap();
+        let library = PromptLibrary::load(Some(dir.path()), "ja").unwrap();
+        assert_eq!(library.default_language(), "ja");
+        assert_eq!(library.languages().collect::<Vec<_>>(), ["ja", "en", "fr"]);
+        let french = library.prompts(Some("fr"));
+        assert_eq!(french.get(PromptName::Warning).frames(), 2);
+        // What French lacks plays in the default language, Japanese.
+        let japanese = library.prompts(Some("ja"));
+        assert_eq!(
+            french.get(PromptName::TimeUp),
+            japanese.get(PromptName::TimeUp)
+        );
+        let lacking: Vec<PromptName> = library
+            .missing()
+            .iter()
+            .map(|(language, name)| {
+                assert_eq!(language, "fr");
+                *name
+            })
+            .collect();
+        assert_eq!(lacking.len(), PromptName::ALL.len() - 1);
+        assert!(!lacking.contains(&PromptName::Warning));
+        // A call in a language without a set hears the default's.
+        assert_eq!(
+            library.prompts(Some("de")).get(PromptName::Pin),
+            japanese.get(PromptName::Pin)
+        );
+        assert_eq!(
+            library.prompts(None).get(PromptName::Pin),
+            japanese.get(PromptName::Pin)
+        );
+    }
+
+    #[test]
+    fn a_default_language_without_prompts_is_refused_naming_the_key() {
+        let error = PromptLibrary::load(None, "fr").unwrap_err();
+        assert_eq!(error.file, "prompts.language");
+        assert!(error.reason.contains("\"fr\""), "{error}");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("fr")).unwrap();
+        let library = PromptLibrary::load(Some(dir.path()), "fr").unwrap();
+        // Nothing in fr/: every prompt is English's, and listed.
+        assert_eq!(library.missing().len(), PromptName::ALL.len());
+        let missing_dir = dir.path().join("nowhere");
+        assert!(PromptLibrary::load(Some(&missing_dir), "en").is_ok());
     }
 }

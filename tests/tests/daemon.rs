@@ -209,6 +209,77 @@ fn check_config_accepts_the_example() {
     assert_eq!(output.status.code(), Some(0));
 }
 
+/// A prompt WAV of `samples` samples at `rate` Hz, mono 16-bit.
+fn prompt_wav(rate: u32, samples: usize) -> Vec<u8> {
+    let mut wav = Vec::new();
+    let data = (samples * 2) as u32;
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&(36 + data).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    wav.extend_from_slice(&16u32.to_le_bytes());
+    wav.extend_from_slice(&1u16.to_le_bytes());
+    wav.extend_from_slice(&1u16.to_le_bytes());
+    wav.extend_from_slice(&rate.to_le_bytes());
+    wav.extend_from_slice(&(rate * 2).to_le_bytes());
+    wav.extend_from_slice(&2u16.to_le_bytes());
+    wav.extend_from_slice(&16u16.to_le_bytes());
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&data.to_le_bytes());
+    wav.resize(wav.len() + samples * 2, 0);
+    wav
+}
+
+/// check-config reads the prompts: a language of `prompts.dir` that
+/// lacks some is listed (and passes), an unplayable file or a default
+/// language without prompts fails naming the file or the key.
+#[test]
+fn check_config_lists_missing_prompts_and_refuses_bad_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let prompts = dir.path().join("prompts");
+    std::fs::create_dir_all(prompts.join("fr")).unwrap();
+    std::fs::write(prompts.join("fr/warning.wav"), prompt_wav(8000, 800)).unwrap();
+    let check = |language: &str| {
+        let path = dir.path().join("tollbridge.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[prompts]\ndir = \"{}\"\nlanguage = \"{language}\"\n",
+                prompts.display()
+            ),
+        )
+        .unwrap();
+        Command::new(binary())
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let output = check("ja");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert_eq!(
+        stdout,
+        "prompts: fr lacks pin, wrong-pin, no-booking, payment-declined, callee-unavailable, time-up; the ja prompts play instead\nok\n"
+    );
+    let output = check("xx");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("prompts.language") && stderr.contains("\"xx\""),
+        "{stderr}"
+    );
+    std::fs::create_dir_all(prompts.join("ja")).unwrap();
+    std::fs::write(prompts.join("ja/time-up.wav"), prompt_wav(16000, 800)).unwrap();
+    let output = check("en");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("ja/time-up.wav") && stderr.contains("16000 Hz"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty());
+}
+
 #[test]
 fn run_refuses_an_invalid_config_with_exit_2() {
     let dir = tempfile::tempdir().unwrap();

@@ -89,6 +89,103 @@ fn prompt_frames(
         .collect()
 }
 
+/// A booking in Japanese: both parties hear the built-in Japanese warning
+/// and time-up, timed by their lengths, and none of the English ones.
+#[test]
+fn a_japanese_booking_is_warned_and_cut_in_japanese() {
+    let daemon = start_daemon_sections(
+        "ring_timeout = \"10s\"",
+        "30s",
+        "[prompts]\nwarning_before = \"5s\"\n",
+    );
+    let japanese = Prompts::built_in("ja").unwrap();
+    let english = Prompts::built_in("en").unwrap();
+    let (caller_media, expert_media) = (media_socket(), media_socket());
+    let expert = expert("expert_answers.xml", &port_of(&expert_media), &[]);
+    let mut booking = booking_json(&[caller_id(1)], &expert_uri(&expert), 10);
+    booking["language"] = serde_json::json!("ja");
+    let booking = create_booking(&daemon, &booking);
+    let caller = caller(
+        &daemon,
+        "caller_waits_bye.xml",
+        CALLER_PREFIX,
+        &port_of(&caller_media),
+        "0 96",
+        &[],
+    );
+    let caller_relay = wait_relay(&caller, "SIP/2.0 200 OK");
+    let expert_relay = wait_relay(&expert, "INVITE sip:expert");
+    let until = Instant::now() + Duration::from_secs(12);
+    let (caller_heard, caller_thread) = listen(&caller_media, until);
+    let (expert_heard, expert_thread) = listen(&expert_media, until);
+    // Both talk first (latching), then stay quiet through the prompts.
+    let expert_talk = {
+        let expert_media = expert_media.try_clone().unwrap();
+        std::thread::spawn(move || {
+            talk(
+                &expert_media,
+                expert_relay,
+                0x22,
+                0x2222,
+                1,
+                Duration::from_millis(1500),
+            )
+        })
+    };
+    talk(
+        &caller_media,
+        caller_relay,
+        0x11,
+        0x1111,
+        1,
+        Duration::from_millis(1500),
+    );
+    expert_talk.join().unwrap();
+    caller_thread.join().unwrap();
+    expert_thread.join().unwrap();
+
+    assert_passed("caller (got BYE at the cap)", caller);
+    assert_passed("expert (got BYE at the cap)", expert);
+    let call = ended_call(&daemon, &booking);
+    assert_eq!(call["end_reason"], "cap-reached");
+    assert_eq!(call["talk_ms"], 10000);
+    let answered = parse_ms(call["answered_at"].as_str().unwrap());
+    for (who, heard) in [("caller", &caller_heard), ("expert", &expert_heard)] {
+        let heard = heard.lock().unwrap();
+        for name in [PromptName::Warning, PromptName::TimeUp] {
+            let prompt = japanese.get(name);
+            let frames = prompt_frames(&heard, prompt.encoded(Codec::Pcmu), answered);
+            assert_eq!(
+                frames.len(),
+                prompt.frames(),
+                "{who} heard every frame of the Japanese {name:?}"
+            );
+            assert!(
+                frames.windows(2).all(|w| w[1].0 == w[0].0 + 1),
+                "{who}: {name:?} frames in order"
+            );
+            let english = english.get(name);
+            assert!(
+                prompt_frames(&heard, english.encoded(Codec::Pcmu), answered).is_empty(),
+                "{who} heard the English {name:?}"
+            );
+        }
+        // The Japanese time-up, timed by its own length, ends at the cap.
+        let time_up = japanese.get(PromptName::TimeUp);
+        let told = prompt_frames(&heard, time_up.encoded(Codec::Pcmu), answered);
+        let (first, last) = (told[0].1, told.last().unwrap().1);
+        let expected_first = 10_000 - time_up.duration().as_millis() as i64;
+        assert!(
+            (expected_first - 300..expected_first + 400).contains(&first),
+            "{who}: time-up began at {first} ms, expected {expected_first}"
+        );
+        assert!(
+            (9700..10400).contains(&last),
+            "{who}: time-up ended at {last} ms"
+        );
+    }
+}
+
 #[test]
 fn at_the_cap_both_parties_hear_the_prompts_get_bye_and_the_cap_is_billed() {
     let daemon = start_daemon_sections(
@@ -96,7 +193,7 @@ fn at_the_cap_both_parties_hear_the_prompts_get_bye_and_the_cap_is_billed() {
         "30s",
         "[prompts]\nwarning_before = \"3s\"\n",
     );
-    let prompts = Prompts::load(None).unwrap();
+    let prompts = Prompts::built_in("en").unwrap();
     let warning = prompts.get(PromptName::Warning);
     let time_up = prompts.get(PromptName::TimeUp);
     let (caller_media, expert_media) = (media_socket(), media_socket());

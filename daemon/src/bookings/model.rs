@@ -31,6 +31,10 @@ pub struct NewBooking {
     pub stripe: Option<StripeCard>,
     /// A fee captured on a late cancellation or no-show, minor units.
     pub cancellation_fee: Option<i64>,
+    /// The language of the prompts its calls hear once routed (`en`,
+    /// `ja`, or a language of `prompts.dir`); `prompts.language` when absent.
+    #[serde(default)]
+    pub language: Option<String>,
 }
 
 /// The body of `PATCH /v1/bookings/{id}`: the fields to change, each
@@ -54,6 +58,10 @@ pub struct BookingPatch {
     pub cap_seconds: Option<i64>,
     /// A new window.
     pub window: Option<Window>,
+    /// A new prompt language; `null` returns to `prompts.language`.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub language: Option<Option<String>>,
     /// Fixed: the id.
     #[schema(ignore)]
     id: Option<serde_json::Value>,
@@ -96,12 +104,13 @@ impl BookingPatch {
             || self.callee.is_some()
             || self.tariff.is_some()
             || self.cap_seconds.is_some()
-            || self.window.is_some();
+            || self.window.is_some()
+            || self.language.is_some();
         if errors.is_empty() && !changes {
             errors.push(FieldError {
                 field: "body".to_owned(),
                 message:
-                    "names nothing to change (callers, pin, callee, tariff, cap_seconds, window)"
+                    "names nothing to change (callers, pin, callee, tariff, cap_seconds, window, language)"
                         .to_owned(),
             });
         }
@@ -127,6 +136,9 @@ impl BookingPatch {
         }
         if let Some(window) = self.window {
             booking.window = window;
+        }
+        if let Some(language) = self.language {
+            booking.language = language;
         }
         booking
     }
@@ -217,6 +229,8 @@ pub struct Context<'a> {
     pub charges: bool,
     /// The least charge the Stripe account takes in each currency.
     pub minimums: &'a tollbridge_billing::settlement::Minimums,
+    /// The languages with prompts.
+    pub languages: &'a [String],
 }
 
 /// A booking that passed validation, with its window parsed.
@@ -337,6 +351,19 @@ pub fn validate(booking: NewBooking, context: &Context) -> Result<ValidBooking, 
         && !((4..=12).contains(&pin.len()) && pin.bytes().all(|b| b.is_ascii_digit()))
     {
         fail("pin", "must be 4 to 12 digits");
+    }
+    if let Some(language) = &booking.language {
+        if !tollbridge_media::prompt::is_language_tag(language) {
+            fail("language", "must be a language tag such as en, ja or pt-BR");
+        } else if !context.languages.contains(language) {
+            let known = context.languages.join(", ");
+            fail(
+                "language",
+                &format!(
+                    "has no prompts here (these do: {known}); add a directory of them to prompts.dir"
+                ),
+            );
+        }
     }
     if booking.callers.is_empty() && booking.pin.is_none() {
         fail(

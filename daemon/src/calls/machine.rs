@@ -63,6 +63,10 @@ pub enum Input {
     /// The routed booking's cap: the longest the call may talk. Given
     /// before the `Routed` it belongs to.
     Cap(Duration),
+    /// How long each prompt plays in the routed booking's language (the
+    /// meter's warning and time-up are timed by them). Given before the
+    /// `Routed` it belongs to.
+    PromptLengths(Vec<(PromptName, Duration)>),
     /// A card hold is being placed for the routed booking: the parties
     /// are not bridged until it succeeds. Given before the `Routed`.
     HoldPending,
@@ -591,6 +595,7 @@ impl Call {
         match input {
             Input::Routed(route) => self.on_routed(route, now),
             Input::Cap(cap) => self.cap = Some(cap),
+            Input::PromptLengths(lengths) => self.settings.prompt_lengths = lengths,
             Input::HoldPending => self.hold = Hold::Pending,
             Input::HoldApproved(covers) => {
                 self.hold = Hold::Approved;
@@ -933,7 +938,7 @@ impl Call {
             self.pin.clear();
             self.push(Command::Play(
                 Side::Caller,
-                PromptName::Pin,
+                PromptName::WrongPin,
                 PromptMode::Replace,
             ));
             self.deadline = Some(now + self.settings.pin_first_digit);

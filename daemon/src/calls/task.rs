@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tollbridge_config::{Config, Latch};
 use tollbridge_media::bridge::Side;
-use tollbridge_media::prompt::{PromptName, Prompts};
+use tollbridge_media::prompt::{PromptLibrary, PromptName, Prompts};
 use tollbridge_media::relay::{CallMedia, MediaEvent, Relay};
 use tollbridge_sip::edge::{
     EdgeError, InboundCall, InboundLeg, LegEvent, OutboundEvent, OutboundLeg, OutboundRequest,
@@ -58,8 +58,8 @@ pub struct CallControl {
     pub edge: Arc<SipEdge>,
     /// Moves the media.
     pub relay: Arc<Relay>,
-    /// The prompts, read once at start.
-    pub prompts: Arc<Prompts>,
+    /// The prompts of every language, read once at start.
+    pub prompts: Arc<PromptLibrary>,
     /// The talking calls, for checkpoints.
     pub meters: Arc<Meters>,
     /// Holds and captures (absent in ledger-only mode).
@@ -141,10 +141,7 @@ async fn run_call(control: Arc<CallControl>, id: String, call: InboundCall) {
         pin_tries: PIN_TRIES,
         relay: [media.address(Side::Caller), media.address(Side::Callee)],
         warning_before: config.prompts.warning_before,
-        prompt_lengths: PromptName::ALL
-            .iter()
-            .map(|name| (*name, control.prompts.get(*name).duration()))
-            .collect(),
+        prompt_lengths: prompt_lengths(control.prompts.prompts(None)),
     };
     media.restrict_sources(Side::Caller, media_allowed(&config, &call.trunk));
     let session_id = now_ms().unsigned_abs();
@@ -184,6 +181,7 @@ async fn run_call(control: Arc<CallControl>, id: String, call: InboundCall) {
         lookup: Some(lookup),
         holding: None,
         booking: None,
+        language: None,
         media: Some(media),
         hang_up_caller: false,
         hanging_up_callee: None,
@@ -228,12 +226,22 @@ struct Shell {
     lookup: Option<Boxed<Result<Routed, LedgerError>>>,
     holding: Option<Boxed<Result<Held, String>>>,
     booking: Option<String>,
+    /// The routed booking's prompt language (`None`: the default).
+    language: Option<String>,
     media: Option<CallMedia>,
     hang_up_caller: bool,
     /// The callee's hang-up, running on its own so a slow BYE holds nothing.
     hanging_up_callee: Option<tokio::task::JoinHandle<()>>,
     /// Whether our SDP (the relay's ports) has gone out to a party.
     announced: bool,
+}
+
+/// How long each prompt of a language's set plays.
+fn prompt_lengths(prompts: &Prompts) -> Vec<(PromptName, Duration)> {
+    PromptName::ALL
+        .iter()
+        .map(|name| (*name, prompts.get(*name).duration()))
+        .collect()
 }
 
 /// Waits on an optional future; never ready when there is none.
@@ -290,10 +298,15 @@ impl Shell {
                 Some(request) = self.operator.recv() => self.operator_input(request).await,
                 routed = maybe(&mut self.lookup) => {
                     self.lookup = None;
-                    let (route, cap, card) = routed.unwrap_or_else(|e| {
+                    let Routed { route, cap, card, language } = routed.unwrap_or_else(|e| {
                         tracing::error!(error = %e, "routing lookup failed");
-                        (Route::Refuse(RejectReason::Overloaded), None, false)
+                        Routed::not_to_a_booking(Route::Refuse(RejectReason::Overloaded))
                     });
+                    if language.is_some() {
+                        let lengths = prompt_lengths(self.control.prompts.prompts(language.as_deref()));
+                        self.machine.handle(Input::PromptLengths(lengths), std::time::Instant::now());
+                        self.language = language;
+                    }
                     if let Some(cap) = cap {
                         let cap = Duration::from_secs(cap.unsigned_abs());
                         self.machine.handle(Input::Cap(cap), std::time::Instant::now());
@@ -500,7 +513,8 @@ impl Shell {
             }
             Command::Play(side, prompt, mode) => {
                 if let Some(media) = &self.media {
-                    media.play(side, self.control.prompts.get(prompt), mode);
+                    let prompts = self.control.prompts.prompts(self.language.as_deref());
+                    media.play(side, prompts.get(prompt), mode);
                 }
             }
             Command::CheckPin(pin) => {

@@ -128,6 +128,7 @@ fn rules(
         .collect();
     let charges = config.stripe.mode() != tollbridge_config::StripeMode::LedgerOnly;
     let minimums = crate::settle::minimums(&config.stripe);
+    let languages = shared.languages();
     move |booking| {
         model::validate(
             booking,
@@ -136,6 +137,7 @@ fn rules(
                 trunks_with_termination: &trunks,
                 charges,
                 minimums: &minimums,
+                languages: &languages,
             },
         )
     }

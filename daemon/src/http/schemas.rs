@@ -73,6 +73,8 @@ pub struct Booking {
     pub stripe: Option<StripeCard>,
     /// The cancellation fee, minor units.
     pub cancellation_fee: Option<i64>,
+    /// The prompt language its calls hear; `null`: `prompts.language`.
+    pub language: Option<String>,
     /// Where it stands.
     #[schema(value_type = BookingStateWord)]
     pub state: &'static str,

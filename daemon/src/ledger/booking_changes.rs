@@ -58,6 +58,7 @@ fn as_requested(record: &BookingRecord, pin: Option<String>) -> Option<NewBookin
         },
         stripe: record.stripe.clone(),
         cancellation_fee: record.cancellation_fee,
+        language: record.language.clone(),
     })
 }
 
@@ -113,7 +114,8 @@ fn change(
         "UPDATE bookings SET callers = ?2, pin = ?3, callee = ?4, currency = ?5, price_per_minute = ?6,
              increment_seconds = ?7, minimum_seconds = ?8, under_minimum = ?9, cap_seconds = ?10,
              window_start_ms = ?11, window_end_ms = ?12, updated_ms = ?13,
-             state = CASE WHEN ?14 = 1 THEN 'completed' ELSE state END, minimum_charge = ?15
+             state = CASE WHEN ?14 = 1 THEN 'completed' ELSE state END, minimum_charge = ?15,
+             language = ?16
          WHERE id = ?1",
         args![
             id,
@@ -131,6 +133,7 @@ fn change(
             now_ms,
             i64::from(used_up),
             valid.minimum_charge,
+            b.language.clone(),
         ],
     )?;
     if valid.window_start_ms != current.window_start_ms {

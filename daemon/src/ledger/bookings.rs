@@ -41,11 +41,13 @@ pub struct BookingRecord {
     pub state: BookingState,
     /// When it was created, Unix ms.
     pub created_ms: i64,
+    /// Its calls' prompt language; `None`: `prompts.language`.
+    pub language: Option<String>,
 }
 
 const COLUMNS: &str = "id, called, callers, pin IS NOT NULL, callee, currency, price_per_minute, \
      increment_seconds, minimum_seconds, cap_seconds, window_start_ms, window_end_ms, stripe_customer, \
-     stripe_payment_method, cancellation_fee, state, created_ms, under_minimum, used_seconds";
+     stripe_payment_method, cancellation_fee, state, created_ms, under_minimum, used_seconds, language";
 
 fn record_from(row: &Row) -> Result<BookingRecord, LedgerError> {
     let state = row.text(15)?;
@@ -77,6 +79,7 @@ fn record_from(row: &Row) -> Result<BookingRecord, LedgerError> {
         state: BookingState::parse(&state)
             .ok_or_else(|| LedgerError::Decode(format!("booking state {state:?}")))?,
         created_ms: row.int(16)?,
+        language: row.opt_text(19)?,
     })
 }
 
@@ -278,9 +281,9 @@ impl Ledger {
                     "INSERT INTO bookings (id, called, callers, pin, callee, currency, price_per_minute,
                          increment_seconds, minimum_seconds, cap_seconds, window_start_ms, window_end_ms,
                          stripe_customer, stripe_payment_method, cancellation_fee, state, created_ms,
-                         updated_ms, under_minimum, minimum_charge)
+                         updated_ms, under_minimum, minimum_charge, language)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 'active',
-                             ?16, ?16, ?17, ?18)",
+                             ?16, ?16, ?17, ?18, ?19)",
                     args![
                         id.as_str(),
                         b.called.as_str(),
@@ -300,6 +303,7 @@ impl Ledger {
                         now_ms,
                         b.tariff.under_minimum.as_str(),
                         valid.minimum_charge,
+                        b.language.clone(),
                     ],
                 );
                 match inserted {

@@ -31,10 +31,31 @@ pub struct NewCall {
     pub called: Option<String>,
 }
 
-/// What routing decided, with the talk time left on the routed booking
-/// (its budget less what earlier calls used: the call's cap) and whether
-/// it has a card to hold.
-pub type Routed = (Route, Option<i64>, bool);
+/// What routing decided, and what a call routed to a booking needs of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routed {
+    /// The decision.
+    pub route: Route,
+    /// The talk time left on the routed booking (its budget less what
+    /// earlier calls used): the call's cap.
+    pub cap: Option<i64>,
+    /// Whether the booking has a card to hold.
+    pub card: bool,
+    /// The booking's prompt language, when it names one.
+    pub language: Option<String>,
+}
+
+impl Routed {
+    /// A decision that routes to no booking.
+    pub fn not_to_a_booking(route: Route) -> Routed {
+        Routed {
+            route,
+            cap: None,
+            card: false,
+            language: None,
+        }
+    }
+}
 
 /// A call's price as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -336,7 +357,7 @@ impl Ledger {
     {
         self.run(move |db| {
             let Some(called) = called else {
-                return Ok((Route::Refuse(RejectReason::UnknownNumber), None, false));
+                return Ok(Routed::not_to_a_booking(Route::Refuse(RejectReason::UnknownNumber)));
             };
             let found = candidates(db, &called)?;
             let route = decide(&found);
@@ -348,7 +369,7 @@ impl Ledger {
                 )?;
             }
             let Route::Booking(id) = route else {
-                return Ok((route, None, false));
+                return Ok(Routed::not_to_a_booking(route));
             };
             // A call closed meanwhile (the caller gave up; another node
             // took it over) claims nothing.
@@ -357,7 +378,7 @@ impl Ledger {
                 args![call_id.as_str(), id.as_str()],
             )?;
             if still_open != 1 {
-                return Ok((Route::Refuse(RejectReason::Overloaded), None, false));
+                return Ok(Routed::not_to_a_booking(Route::Refuse(RejectReason::Overloaded)));
             }
             let claimed = db.execute(
                 "UPDATE bookings SET state = 'in-call', updated_ms = ?2 WHERE id = ?1 AND state = 'active'",
@@ -368,11 +389,11 @@ impl Ledger {
                     "UPDATE calls SET booking_id = NULL WHERE id = ?1",
                     args![call_id.as_str()],
                 )?;
-                return Ok((Route::Refuse(RejectReason::BookingInCall), None, false));
+                return Ok(Routed::not_to_a_booking(Route::Refuse(RejectReason::BookingInCall)));
             }
             let terms = db.query_one(
                 "SELECT cap_seconds - used_seconds, CASE WHEN stripe_customer IS NOT NULL AND stripe_payment_method IS NOT NULL
-                                          THEN 1 ELSE 0 END
+                                          THEN 1 ELSE 0 END, language
                  FROM bookings WHERE id = ?1",
                 args![id.as_str()],
             )?;
@@ -381,7 +402,12 @@ impl Ledger {
                 "UPDATE calls SET cap_seconds = ?2 WHERE id = ?1",
                 args![call_id.as_str(), cap],
             )?;
-            Ok((Route::Booking(id), Some(cap), terms.flag(1)?))
+            Ok(Routed {
+                route: Route::Booking(id),
+                cap: Some(cap),
+                card: terms.flag(1)?,
+                language: terms.opt_text(2)?,
+            })
         })
         .await
     }

@@ -225,9 +225,15 @@ CREATE INDEX calls_by_payment_intent ON calls (payment_intent);
 ALTER TABLE bookings ADD COLUMN minimum_charge BIGINT CHECK (minimum_charge > 0);
 "#;
 
+/// Schema v9 (see `sqlite_schema.rs`).
+const V9: &str = r#"
+ALTER TABLE bookings ADD COLUMN language TEXT;
+"#;
+
 /// Every migration as (the schema version it brings, its statements),
 /// oldest first.
-pub(crate) const MIGRATIONS: &[(usize, &str)] = &[(4, V4), (5, V5), (6, V6), (7, V7), (8, V8)];
+pub(crate) const MIGRATIONS: &[(usize, &str)] =
+    &[(4, V4), (5, V5), (6, V6), (7, V7), (8, V8), (9, V9)];
 
 /// The schema version this build writes.
-pub(crate) const LATEST_VERSION: usize = 8;
+pub(crate) const LATEST_VERSION: usize = 9;

@@ -361,6 +361,11 @@ CREATE INDEX calls_by_payment_intent ON calls (payment_intent);
 ALTER TABLE bookings ADD COLUMN minimum_charge INTEGER CHECK (minimum_charge > 0);
 "#;
 
+/// Schema v9: a booking's prompt language (NULL: `prompts.language`).
+const V9: &str = r#"
+ALTER TABLE bookings ADD COLUMN language TEXT;
+"#;
+
 const MIGRATIONS_SLICE: &[M<'static>] = &[
     M::up(V1).foreign_key_check(),
     M::up(V2).foreign_key_check(),
@@ -370,6 +375,7 @@ const MIGRATIONS_SLICE: &[M<'static>] = &[
     M::up(V6).foreign_key_check(),
     M::up(V7).foreign_key_check(),
     M::up(V8).foreign_key_check(),
+    M::up(V9).foreign_key_check(),
 ];
 
 /// Every migration, oldest first.

@@ -40,6 +40,7 @@ pub fn booking(id: &str, called: &str, card: bool, fee: Option<i64>) -> ValidBoo
                 payment_method: "pm_1".to_owned(),
             }),
             cancellation_fee: fee,
+            language: None,
         },
         window_start_ms: T0 - HOUR_MS,
         window_end_ms: T0 + HOUR_MS,
@@ -92,7 +93,12 @@ pub async fn routed_call(
         .await
         .unwrap();
     ledger.begin_call(new_call(id, called), T0).await.unwrap();
-    let (route, cap, has_card) = ledger
+    let tollbridge_daemon::ledger::Routed {
+        route,
+        cap,
+        card: has_card,
+        ..
+    } = ledger
         .route_and_claim(id.into(), Some(called.into()), T0, first)
         .await
         .unwrap();

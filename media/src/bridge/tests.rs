@@ -313,7 +313,7 @@ fn forwarding_stops_at_the_cut_by_the_packets_own_time() {
 fn a_prompt_goes_to_its_party_from_its_leg_and_replaces_the_other_party() {
     let now = Instant::now();
     let mut bridge = bridge(now);
-    let prompt = crate::prompt::Prompts::load(None)
+    let prompt = crate::prompt::Prompts::built_in("en")
         .unwrap()
         .get(crate::prompt::PromptName::TimeUp);
     bridge.play(Side::Callee, prompt.clone(), PromptMode::Replace, now);

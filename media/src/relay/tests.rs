@@ -135,7 +135,7 @@ async fn a_prompt_reaches_its_party_frame_by_frame_and_the_cut_holds() {
     let (caller, callee) = (party(), party());
     call.set_peer(Side::Caller, peer(&caller));
     call.set_peer(Side::Callee, peer(&callee));
-    let prompt = crate::prompt::Prompts::load(None)
+    let prompt = crate::prompt::Prompts::built_in("en")
         .unwrap()
         .get(crate::prompt::PromptName::TimeUp);
     call.play(Side::Caller, prompt.clone(), PromptMode::Replace);

@@ -159,7 +159,7 @@ fn replace_mutes_and_mix_mixes_the_other_party() {
 
 #[test]
 fn a_party_that_heard_nothing_gets_a_fresh_stream_and_late_timers_catch_up() {
-    let prompts = Prompts::load(None).unwrap();
+    let prompts = Prompts::built_in("en").unwrap();
     let prompt = prompts.get(PromptName::TimeUp);
     let mut stream = OutStream::default();
     let start = Instant::now();

@@ -237,7 +237,7 @@ async fn run(relay: Option<&Relay>, calls: usize, seconds: u64, ticks: f64) -> O
 /// ns of CPU per prompt frame in each mode, the other party talking
 /// throughout (so mix has something to mix every frame).
 fn prompt_cost(frames: u32) {
-    let prompt = Prompts::load(None).unwrap().get(PromptName::Warning);
+    let prompt = Prompts::built_in("en").unwrap().get(PromptName::Warning);
     let mut costs = Vec::new();
     for mode in [PromptMode::Replace, PromptMode::Mix] {
         let mut stream = OutStream::default();

@@ -78,6 +78,7 @@ fn another_settlement_currency_needs_its_minimum_said() {
                 trunks_with_termination: &trunks,
                 charges,
                 minimums,
+                languages: &[],
             },
         )
     };
@@ -116,6 +117,7 @@ fn check(body: serde_json::Value, charges: bool) -> Result<ValidBooking, Vec<Fie
             trunks_with_termination: &trunks,
             charges,
             minimums: &tollbridge_billing::settlement::Minimums::default(),
+            languages: &["en".to_owned(), "ja".to_owned(), "pt-BR".to_owned()],
         },
     )
 }
@@ -232,4 +234,28 @@ fn a_past_window_and_a_missing_card_when_charging_are_refused() {
     let errors = check(body, true).unwrap_err();
     let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
     assert_eq!(fields, ["window.end", "stripe"]);
+}
+
+#[test]
+fn the_language_is_a_tag_with_prompts() {
+    for language in ["en", "ja", "pt-BR"] {
+        let mut body = good();
+        body["language"] = serde_json::json!(language);
+        let valid = check(body, false).unwrap();
+        assert_eq!(valid.booking.language.as_deref(), Some(language));
+    }
+    assert_eq!(check(good(), false).unwrap().booking.language, None);
+    for (language, says) in [
+        ("Japanese", "a language tag"),
+        ("../en", "a language tag"),
+        ("", "a language tag"),
+        ("fr", "has no prompts here (these do: en, ja, pt-BR)"),
+    ] {
+        let mut body = good();
+        body["language"] = serde_json::json!(language);
+        let errors = check(body, false).unwrap_err();
+        assert_eq!(errors.len(), 1, "{language}: {errors:?}");
+        assert_eq!(errors[0].field, "language");
+        assert!(errors[0].message.contains(says), "{language}: {errors:?}");
+    }
 }

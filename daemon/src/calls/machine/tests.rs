@@ -32,6 +32,7 @@ fn settings() -> Settings {
             (PromptName::Warning, Duration::from_secs(2)),
             (PromptName::TimeUp, Duration::from_secs(2)),
             (PromptName::Pin, Duration::from_secs(3)),
+            (PromptName::WrongPin, Duration::from_secs(3)),
             (PromptName::NoBooking, Duration::from_secs(3)),
             (PromptName::CalleeUnavailable, Duration::from_secs(3)),
         ],
@@ -401,8 +402,16 @@ fn a_pin_is_collected_checked_and_retried_three_times() {
     }
     let out = h.feed(Input::CallerKey('#'), 1.5);
     assert!(has(&out, &Command::CheckPin("123".into())));
-    // Wrong: try again; the inter-digit timeout submits what was typed.
-    h.feed(Input::Routed(Route::AskPin), 1.6);
+    // Wrong: the caller is told so, in a prompt of its own, and tries
+    // again; the inter-digit timeout submits what was typed.
+    let out = h.feed(Input::Routed(Route::AskPin), 1.6);
+    assert!(
+        has(
+            &out,
+            &Command::Play(Side::Caller, PromptName::WrongPin, PromptMode::Replace)
+        ),
+        "{out:?}"
+    );
     h.feed(Input::CallerKey('9'), 2.0);
     assert_eq!(h.call.deadline(), Some(h.at(7.0)));
     let out = h.tick(7.0);
