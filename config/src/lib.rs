@@ -7,6 +7,7 @@
 //! value, the reason and the line:column ([`ConfigError`]). Secrets are
 //! resolved while loading (see [`secret`]) and never printed.
 
+mod callees;
 mod error;
 mod schema;
 pub mod secret;
@@ -16,6 +17,7 @@ mod trunks;
 mod values;
 mod webhooks;
 
+pub use callees::CalleeConfig;
 pub use error::{ConfigError, LoadError};
 pub use schema::{
     BillingConfig, CallsConfig, ClusterConfig, Config, DatabaseConfig, ExportConfig, HttpConfig,

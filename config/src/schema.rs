@@ -44,6 +44,8 @@ pub struct Config {
     /// `[log]`: logging.
     pub log: LogConfig,
     /// `[[webhook]]`: where the booking platform is told of events.
+    /// `[[callee]]`: digest credentials for SIP-URI callees, by host.
+    pub callees: Vec<crate::callees::CalleeConfig>,
     pub webhooks: Vec<WebhookConfig>,
     /// `[export]`: the accounting export.
     pub export: ExportConfig,
@@ -196,9 +198,9 @@ pub struct LogConfig {
     pub format: LogFormat,
 }
 
-const SECTIONS: [&str; 14] = [
-    "sip", "trunk", "media", "http", "database", "node", "cluster", "stripe", "billing", "prompts",
-    "calls", "log", "webhook", "export",
+const SECTIONS: [&str; 15] = [
+    "sip", "trunk", "callee", "media", "http", "database", "node", "cluster", "stripe", "billing",
+    "prompts", "calls", "log", "webhook", "export",
 ];
 const EXPORT_KEYS: [&str; 1] = ["timezone"];
 const SIP_KEYS: [&str; 5] = [
@@ -228,10 +230,11 @@ const LOG_KEYS: [&str; 2] = ["level", "format"];
 
 /// Every dotted key the schema knows, for documentation checks.
 pub fn known_keys() -> Vec<String> {
-    let sections: [(&str, &[&str]); 16] = [
+    let sections: [(&str, &[&str]); 17] = [
         ("sip", &SIP_KEYS),
         ("trunk", &TRUNK_KEYS),
         ("trunk.termination", &TERMINATION_KEYS),
+        ("callee", &crate::callees::CALLEE_KEYS),
         ("media", &MEDIA_KEYS),
         ("http", &HTTP_KEYS),
         ("http.tls", &HTTP_TLS_KEYS),
@@ -335,6 +338,7 @@ impl Config {
                 format: LogFormat::Auto,
             },
             webhooks: Vec::new(),
+            callees: Vec::new(),
             export: ExportConfig {
                 timezone: "UTC".to_owned(),
             },
@@ -399,6 +403,7 @@ fn read_config(root: Item, env: &dyn Environment, diagnostics: &Diagnostics) -> 
     } else {
         read_trunks(trunk_tables, env, diagnostics)
     };
+    let callees = crate::callees::read_callees(root.tables("callee"), env, diagnostics);
     let media = read_media(section(&mut root, "media"), defaults.media);
     let http = read_http(section(&mut root, "http"), env, defaults.http);
     let database = read_database(section(&mut root, "database"), env, defaults.database);
@@ -416,6 +421,7 @@ fn read_config(root: Item, env: &dyn Environment, diagnostics: &Diagnostics) -> 
     Config {
         sip,
         trunks,
+        callees,
         media,
         http,
         database,

@@ -344,6 +344,31 @@ fn every_validation_rule_names_its_key() {
             "between",
         ),
         (
+            "[[callee]]\nusername = \"tb\"\npassword = \"x\"",
+            "callee[0].host",
+            "needs the host",
+        ),
+        (
+            "[[callee]]\nhost = \"sip:pbx.example.com\"\nusername = \"tb\"\npassword = \"x\"",
+            "callee[0].host",
+            "the host (and port) of callee URIs",
+        ),
+        (
+            "[[callee]]\nhost = \"pbx.example.com\"\nusername = \"tb\"",
+            "callee[0].password",
+            "both username and password",
+        ),
+        (
+            "[[callee]]\nhost = \"pbx.example.com\"\nusername = \"tb\"\npassword = \"x\"\n[[callee]]\nhost = \"PBX.example.com\"\nusername = \"tb\"\npassword = \"y\"",
+            "callee[1].host",
+            "same host",
+        ),
+        (
+            "[[callee]]\nhost = \"pbx.example.com\"\nusername = \"tb\"\npassword = \"x\"\nrealm = \"r\"",
+            "callee[0].realm",
+            "unknown key",
+        ),
+        (
             "[calls]\nring_timeout = \"10m\"",
             "calls.ring_timeout",
             "between 1s and 300s",

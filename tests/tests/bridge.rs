@@ -155,6 +155,74 @@ fn the_experts_bye_reaches_the_caller_through_its_route_set_and_sipp_echo_hears_
     assert_no_ports_held(&daemon);
 }
 
+/// An expert behind a PBX that answers our INVITE with a 401 digest
+/// challenge: the `[[callee]]` credentials for its host answer it (SIPp
+/// verifies the digest), the call connects and ends when the expert hangs
+/// up. With a wrong password the PBX refuses the retry, SIPp's check
+/// fails, and the call is recorded failed.
+#[test]
+fn an_experts_pbx_that_challenges_gets_the_credentials_for_its_host() {
+    for (password, connects) in [("pbx-secret", true), ("not-the-secret", false)] {
+        let caller_media = media_socket();
+        let expert = expert(
+            "expert_challenges.xml",
+            &port_of(&media_socket()),
+            &["-d", "1000"],
+        );
+        let daemon = start_daemon_sections(
+            "ring_timeout = \"10s\"",
+            "30s",
+            &format!(
+                "[[callee]]\nhost = \"{}\"\nusername = \"tollbridge\"\npassword = \"{password}\"\n",
+                expert.addr
+            ),
+        );
+        let booking = book(&daemon, &[caller_id(1)], None, &expert_uri(&expert));
+        if connects {
+            let caller = caller(
+                &daemon,
+                "caller_waits_bye.xml",
+                CALLER_PREFIX,
+                &port_of(&caller_media),
+                "0 96",
+                &[],
+            );
+            assert_passed("caller (BYE from the expert)", caller);
+            assert_passed("expert (verified our digest)", expert);
+            let call = ended_call(&daemon, &booking);
+            assert_eq!(call["status"], "completed", "{call}");
+            assert_eq!(call["end_reason"], "callee-hangup");
+        } else {
+            let caller = SippPeer::start(
+                "caller_refused.xml",
+                daemon.sip_udp(),
+                NUMBER,
+                &[
+                    ("caller_prefix", CALLER_PREFIX.into()),
+                    ("rtp_port", port_of(&caller_media)),
+                    ("formats", "0 96".into()),
+                ],
+                &[],
+                SIPP_LIMIT,
+            );
+            let refused = caller.wait(Duration::from_secs(20));
+            let run = expert.wait(Duration::from_secs(5));
+            assert!(
+                !run.passed(),
+                "the PBX took a wrong digest:\n{}",
+                run.output
+            );
+            assert!(run.output.contains("403 Forbidden"), "{}", run.output);
+            let call = ended_call(&daemon, &booking);
+            assert_eq!(
+                call["status"], "failed",
+                "{call}\ncaller:\n{}",
+                refused.output
+            );
+        }
+    }
+}
+
 /// Runs a caller scenario that expects a refusal and returns the code it got.
 fn refused_code(daemon: &Daemon, formats: &str, service: &str) -> u16 {
     refused_code_from(daemon, CALLER_PREFIX, formats, service)

@@ -762,9 +762,10 @@ async fn sleep_until(deadline: Option<std::time::Instant>) {
     }
 }
 
-/// The INVITE for a booking's callee: a SIP URI as given, or a number
-/// through its trunk's termination (URI template, credentials, caller ID,
-/// calls-per-second limit).
+/// The INVITE for a booking's callee: a SIP URI as given (with the
+/// credentials of its host's `[[callee]]`, for a PBX that challenges us),
+/// or a number through its trunk's termination (URI template, credentials,
+/// caller ID, calls-per-second limit).
 fn outbound_request(
     config: &Config,
     callee: &crate::bookings::model::Callee,
@@ -777,7 +778,11 @@ fn outbound_request(
             request_uri: uri.clone(),
             from_user,
             offer,
-            credentials: None,
+            credentials: config
+                .callees
+                .iter()
+                .find(|callee| callee.serves(uri))
+                .map(|callee| (callee.username.clone(), callee.password.expose().to_owned())),
             trunk: None,
             transport: None,
         }),
