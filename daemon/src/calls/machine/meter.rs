@@ -1,0 +1,129 @@
+//! The meter: talk time stamped, the warning and time-up played at their
+//! instants, the cap enforced, and a declined card hold ended politely.
+
+use super::*;
+
+impl Call {
+    /// Sets the talk time on the `RecordEnd` just queued: from the
+    /// callee's answer to now (or to `talk_until`), never beyond the cap.
+    pub(super) fn stamp_talk(&mut self, now: Instant) {
+        let until = self.talk_until.map_or(now, |t| t.min(now));
+        let talk = self
+            .answered_at
+            .map_or(Duration::ZERO, |t| until.saturating_duration_since(t));
+        let talk = self.cap.map_or(talk, |cap| talk.min(cap));
+        for command in self.commands.iter_mut() {
+            if let Command::RecordEnd(end) = command {
+                end.talk = talk;
+            }
+        }
+    }
+
+    /// The meter's instants that have come: warning, time-up, cap.
+    pub(super) fn run_meter(&mut self, now: Instant) {
+        if self.phase != Phase::Connected {
+            return;
+        }
+        if self.warning_at.is_some_and(|at| now >= at) {
+            self.warning_at = None;
+            self.play_both(
+                PromptName::Warning,
+                PromptMode::Mix,
+                "warning played to both parties",
+            );
+        }
+        if self.time_up_at.is_some_and(|at| now >= at) {
+            self.time_up_at = None;
+            self.play_both(
+                PromptName::TimeUp,
+                PromptMode::Replace,
+                "time-up played to both parties",
+            );
+        }
+        if let Some(cap_at) = self.cap_at.filter(|at| now >= *at) {
+            let (reason, detail) = match self.cap_reason {
+                "drained" => (
+                    "drained",
+                    "the daemon stopped: its drain time ran out during the call",
+                ),
+                "hung-up" => (
+                    "hung-up",
+                    "hung up by the operator after the time-up prompt",
+                ),
+                _ => ("cap-reached", "the paid time ran out"),
+            };
+            self.end(Status::Completed, reason, None, detail, None);
+            self.stamp_talk(now);
+            if reason == "cap-reached" {
+                for command in self.commands.iter_mut() {
+                    if let Command::RecordEnd(end) = command {
+                        end.cap_lateness = Some(now.saturating_duration_since(cap_at));
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn play_both(&mut self, prompt: PromptName, mode: PromptMode, detail: &str) {
+        self.push(Command::Play(Side::Caller, prompt, mode));
+        self.push(Command::Play(Side::Callee, prompt, mode));
+        self.push(Command::Record(Event {
+            status: Status::InProgress,
+            sip_code: None,
+            detail: Some(detail.to_owned()),
+            warning: prompt == PromptName::Warning,
+        }));
+    }
+
+    /// Sets the meter's instants from the answer: the cap, the time-up
+    /// prompt that ends at it, and the warning before it. Each prompt is
+    /// heard whole: the warning starts early enough to end before the
+    /// time-up begins, and is skipped when there is no room for it (or
+    /// the cap is not longer than its lead).
+    pub(super) fn start_meter(&mut self, now: Instant) {
+        let Some(cap) = self.cap else {
+            return;
+        };
+        let cap_at = now + cap;
+        self.cap_at = Some(cap_at);
+        self.push(Command::ForwardUntil(cap_at));
+        let time_up = self.settings.prompt_length(PromptName::TimeUp);
+        let time_up_at = cap_at.checked_sub(time_up).unwrap_or(now).max(now);
+        self.time_up_at = Some(time_up_at);
+        let lead = self.settings.warning_before;
+        let warning = self.settings.prompt_length(PromptName::Warning);
+        if !lead.is_zero() && cap > lead {
+            let latest = time_up_at.checked_sub(warning);
+            self.warning_at = latest
+                .map(|latest| (cap_at - lead).min(latest))
+                .filter(|at| *at >= now);
+        }
+    }
+
+    /// The hold failed: the callee's leg ends, the caller hears why
+    /// (answered for it when it was still ringing), and the call ends.
+    pub(super) fn on_hold_declined(&mut self, why: &str, now: Instant) {
+        if self.is_over() {
+            return;
+        }
+        if !self.caller_answered
+            && let Some(offer) = self.caller_offer.clone()
+            && let Some(codec) = offer.codecs.first().copied()
+            && let Ok(answer) = sdp::answer_to(&offer, codec, false, self.settings.relay[0])
+        {
+            let body = self.caller_sdp.render(&answer);
+            self.caller_answered = true;
+            self.codec = Some(codec);
+            self.push(Command::AnswerCaller(body));
+            self.push(Command::SetPeer(Side::Caller, peer_of(&offer, Some(codec))));
+        }
+        self.end_with(
+            Status::Failed,
+            "payment-declined",
+            None,
+            &format!("the card hold failed: {why}"),
+            Some(RejectReason::PaymentDeclined.response().0),
+            Some((PromptName::PaymentDeclined, now)),
+        );
+    }
+}

@@ -1,0 +1,586 @@
+//! One bridged call as a sans-IO state machine (the B2BUA's brain).
+//!
+//! It owns the decisions for both legs: routing outcome in, outbound
+//! INVITE, ringing and early media relayed, the answer, hold re-INVITEs,
+//! who hangs up whom, and every status change for the record. It never
+//! touches a socket or reads the clock: [`Call::handle`] takes an [`Input`]
+//! and `now`, [`Call::poll`] hands out [`Command`]s, and
+//! [`Call::deadline`] says when to call [`Call::handle_timeout`] (quinn-proto's
+//! shape). The task in `calls::task` carries the commands out.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tollbridge_media::bridge::{Inactivity, Side};
+use tollbridge_media::leg::Peer;
+use tollbridge_media::prompt::PromptName;
+use tollbridge_media::sdp::{self, AudioStream, Codec, LocalStream, SdpWriter};
+use tollbridge_media::stream::PromptMode;
+use tollbridge_sip::reject::RejectReason;
+
+use super::route::Route;
+
+mod ending;
+mod legs;
+mod meter;
+mod pin;
+
+use legs::peer_of;
+
+/// How the call is set up (from the config, once per call).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long the callee may ring.
+    pub ring_timeout: Duration,
+    /// RTP inactivity that ends a connected call.
+    pub media_timeout: Duration,
+    /// How long a caller has for the first PIN digit.
+    pub pin_first_digit: Duration,
+    /// How long between PIN digits before the entry counts as complete.
+    pub pin_inter_digit: Duration,
+    /// PIN entries allowed.
+    pub pin_tries: u8,
+    /// Our relay addresses for the caller's and the callee's leg.
+    pub relay: [SocketAddr; 2],
+    /// Both parties hear the warning this long before the cap (none when
+    /// the cap is shorter).
+    pub warning_before: Duration,
+    /// How long each prompt plays (the time-up prompt ends at the cap).
+    pub prompt_lengths: Vec<(PromptName, Duration)>,
+}
+
+impl Settings {
+    fn prompt_length(&self, name: PromptName) -> Duration {
+        self.prompt_lengths
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(Duration::ZERO, |(_, d)| *d)
+    }
+}
+
+/// The Twilio call-status vocabulary the record uses (the ledger's type).
+pub use crate::ledger::CallStatus as Status;
+
+/// Something that happened to the call.
+#[derive(Debug)]
+pub enum Input {
+    /// Routing (or a PIN check) decided; a booking is already claimed.
+    Routed(Route),
+    /// The routed booking's cap: the longest the call may talk. Given
+    /// before the `Routed` it belongs to.
+    Cap(Duration),
+    /// How long each prompt plays in the routed booking's language (the
+    /// meter's warning and time-up are timed by them). Given before the
+    /// `Routed` it belongs to.
+    PromptLengths(Vec<(PromptName, Duration)>),
+    /// A card hold is being placed for the routed booking: the parties
+    /// are not bridged until it succeeds. Given before the `Routed`.
+    HoldPending,
+    /// The hold succeeded; it covers this much talk time.
+    HoldApproved(Duration),
+    /// The hold was declined (or its outcome is unknown): nobody talks
+    /// unpaid.
+    HoldDeclined(String),
+    /// The caller ACKed our 200.
+    CallerConfirmed,
+    /// The caller sent CANCEL.
+    CallerCancelled,
+    /// The caller sent BYE.
+    CallerHungUp,
+    /// The caller's leg died (no ACK, transport failure).
+    CallerFailed(String),
+    /// The caller sent a re-INVITE with this offer.
+    CallerReoffer(Vec<u8>),
+    /// The outbound INVITE went out (its SIP Call-ID) or could not.
+    CalleePlaced(Result<String, String>),
+    /// 180, or 183 with SDP.
+    CalleeRinging(Option<Vec<u8>>),
+    /// The callee answered with this SDP.
+    CalleeAnswered(Vec<u8>),
+    /// The callee (or the trunk on its way) refused with this final code.
+    CalleeRefused {
+        /// The SIP status code.
+        code: u16,
+        /// Twilio's `X-Twilio-Error` code on the refusal, when present.
+        twilio_error: Option<String>,
+    },
+    /// The callee sent BYE.
+    CalleeHungUp,
+    /// The callee's leg died.
+    CalleeFailed(String),
+    /// The callee sent a re-INVITE with this offer.
+    CalleeReoffer(Vec<u8>),
+    /// A DTMF key from the caller.
+    CallerKey(char),
+    /// A party's RTP stopped for the media timeout.
+    MediaInactive(Inactivity),
+    /// The daemon is stopping and its drain time is over: a talking call
+    /// hears the time-up prompt and ends (`drained`), any other ends now.
+    Drain,
+    /// An operator ends the call (`POST /v1/calls/{id}/hangup`, recorded
+    /// `hung-up`): with `announce`, a talking call hears the time-up prompt
+    /// first; an unanswered caller gets 603, so no trunk rings another host.
+    HangUp {
+        /// Play the time-up prompt to both parties before the BYEs.
+        announce: bool,
+    },
+}
+
+/// What an operator sees of a call in progress, from the machine's side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// `routing`, `pin`, `dialing`, `awaiting-hold`, `talking` or `ending`.
+    pub phase: &'static str,
+    /// Talk so far (zero before the callee answered).
+    pub talk: Duration,
+    /// Paid time left, when the call is talking under a cap.
+    pub remaining: Option<Duration>,
+    /// The codec both legs agreed on, once known.
+    pub codec: Option<Codec>,
+}
+
+/// What the call wants done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Answer the caller's INVITE with this failure.
+    RejectCaller {
+        /// The status code.
+        code: u16,
+    },
+    /// Send the caller 180, or 183 with this SDP.
+    RingCaller(Option<Vec<u8>>),
+    /// Send the caller 200 with this SDP.
+    AnswerCaller(Vec<u8>),
+    /// BYE the caller (603 if it was never answered).
+    HangUpCaller,
+    /// INVITE the booking's callee with this offer.
+    DialCallee(Vec<u8>),
+    /// CANCEL or BYE the callee, whichever fits (once it is placed).
+    HangUpCallee,
+    /// Answer a pending re-INVITE: 200 with SDP, or a failure code.
+    AnswerReoffer(Side, Result<Vec<u8>, u16>),
+    /// Tell the relay what a party's SDP said.
+    SetPeer(Side, Peer),
+    /// Arm the relay's inactivity watch.
+    WatchMedia(Duration),
+    /// Tell the relay to stop forwarding at this instant (the cap).
+    ForwardUntil(Instant),
+    /// Play a prompt to a party.
+    Play(Side, PromptName, PromptMode),
+    /// Look the entered PIN up (answered with [`Input::Routed`]).
+    CheckPin(String),
+    /// Store that the call is routed to this booking.
+    RecordBooking(String),
+    /// Store the callee leg's SIP Call-ID.
+    RecordCalleeCallId(String),
+    /// Store a status change.
+    Record(Event),
+    /// Store the end of the call.
+    RecordEnd(End),
+    /// Nothing more will happen: release the call.
+    Finish,
+}
+
+/// One status change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// The new status.
+    pub status: Status,
+    /// The SIP code behind it, when there is one.
+    pub sip_code: Option<u16>,
+    /// A short explanation.
+    pub detail: Option<String>,
+    /// The event is the warning both parties heard (the booking platform
+    /// is told: `call.warning`).
+    pub warning: bool,
+}
+
+/// How the call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct End {
+    /// The final status.
+    pub status: Status,
+    /// A stable reason word (`caller-hangup`, `no-answer`, ...).
+    pub reason: &'static str,
+    /// The SIP code behind it, when there is one.
+    pub sip_code: Option<u16>,
+    /// Talk time (callee's 200 to the end).
+    pub talk: Duration,
+    /// Whether the parties were ever connected.
+    pub connected: bool,
+    /// For a call ended at its paid cap: how long after the cap the meter
+    /// ended it (its timer's lateness), for the cap precision metric.
+    pub cap_lateness: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for routing.
+    Routing,
+    /// Collecting PIN digits.
+    Pin,
+    /// Waiting for a PIN lookup.
+    CheckingPin,
+    /// The callee is being dialled.
+    Dialing,
+    /// The callee answered; the card hold has not succeeded yet.
+    AwaitingHold,
+    /// Both parties are connected.
+    Connected,
+    /// The call has ended; a farewell prompt plays to the caller before
+    /// the hang-up.
+    Closing,
+    /// The call has ended.
+    Over,
+}
+
+/// The card hold that gates the bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// Ledger-only, or no card on the booking.
+    NotNeeded,
+    /// Being placed.
+    Pending,
+    /// Placed.
+    Approved,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CalleeLeg {
+    None,
+    Placing,
+    Placed,
+    Gone,
+}
+
+/// One call.
+#[derive(Debug)]
+pub struct Call {
+    settings: Settings,
+    phase: Phase,
+    commands: VecDeque<Command>,
+    caller_offer: Option<AudioStream>,
+    caller_answered: bool,
+    caller_gone: bool,
+    callee: CalleeLeg,
+    callee_offer: Option<LocalStream>,
+    codec: Option<Codec>,
+    callee_has_dtmf: bool,
+    caller_sdp: SdpWriter,
+    callee_sdp: SdpWriter,
+    caller_answer: Option<Vec<u8>>,
+    ringing_recorded: bool,
+    deadline: Option<Instant>,
+    pin: String,
+    pin_tries: u8,
+    answered_at: Option<Instant>,
+    codec_awaiting_hold: Option<Codec>,
+    cap: Option<Duration>,
+    hold: Hold,
+    warning_at: Option<Instant>,
+    time_up_at: Option<Instant>,
+    cap_at: Option<Instant>,
+    /// The reason recorded when `cap_at` comes (`cap-reached`, `drained`).
+    cap_reason: &'static str,
+    /// Talk is billed up to here rather than to the end (the quiet party's
+    /// last RTP when the media timeout ends the call).
+    talk_until: Option<Instant>,
+}
+
+impl Call {
+    /// A call offered with `offer` (the caller's SDP). `session_id` seeds our
+    /// SDP origin lines.
+    pub fn new(settings: Settings, offer: &[u8], session_id: u64) -> Call {
+        let mut call = Call {
+            settings,
+            phase: Phase::Routing,
+            commands: VecDeque::new(),
+            caller_offer: None,
+            caller_answered: false,
+            caller_gone: false,
+            callee: CalleeLeg::None,
+            callee_offer: None,
+            codec: None,
+            callee_has_dtmf: false,
+            caller_sdp: SdpWriter::new(session_id),
+            callee_sdp: SdpWriter::new(session_id.wrapping_add(1)),
+            caller_answer: None,
+            ringing_recorded: false,
+            deadline: None,
+            pin: String::new(),
+            pin_tries: 0,
+            answered_at: None,
+            codec_awaiting_hold: None,
+            cap: None,
+            hold: Hold::NotNeeded,
+            warning_at: None,
+            time_up_at: None,
+            cap_at: None,
+            cap_reason: "cap-reached",
+            talk_until: None,
+        };
+        call.record(Status::Queued, None, None);
+        let relay = call.settings.relay[0];
+        match AudioStream::parse(offer).and_then(|s| s.reachable_from(relay).map(|()| s)) {
+            Ok(stream) if !stream.codecs.is_empty() => {
+                call.push(Command::SetPeer(Side::Caller, peer_of(&stream, None)));
+                call.caller_offer = Some(stream);
+            }
+            Ok(_) => call.refuse(
+                RejectReason::NoCommonCodec,
+                "no-common-codec",
+                "the offer has neither PCMU nor PCMA",
+            ),
+            Err(e) => call.refuse(
+                RejectReason::NoCommonCodec,
+                "offer-not-acceptable",
+                &format!("unusable offer: {e}"),
+            ),
+        }
+        call
+    }
+
+    /// The next command, in order.
+    pub fn poll(&mut self) -> Option<Command> {
+        self.commands.pop_front()
+    }
+
+    /// When [`Call::handle_timeout`] is due.
+    pub fn deadline(&self) -> Option<Instant> {
+        [self.deadline, self.warning_at, self.time_up_at, self.cap_at]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Whether the call has ended (its record is closed).
+    pub fn is_over(&self) -> bool {
+        matches!(self.phase, Phase::Over | Phase::Closing)
+    }
+
+    fn push(&mut self, command: Command) {
+        self.commands.push_back(command);
+    }
+
+    fn record(&mut self, status: Status, sip_code: Option<u16>, detail: Option<String>) {
+        self.push(Command::Record(Event {
+            status,
+            sip_code,
+            detail,
+            warning: false,
+        }));
+    }
+
+    /// Feeds one input that happened at `now`. Timers already due run
+    /// first: a hang-up in the same millisecond as the cap finds the call
+    /// ended at the cap.
+    pub fn handle(&mut self, input: Input, now: Instant) {
+        self.handle_timeout(now);
+        if self.phase == Phase::Closing {
+            self.on_input_while_closing(input);
+            return;
+        }
+        let was_over = self.is_over();
+        self.on_input(input, now);
+        if !was_over && self.is_over() {
+            self.stamp_talk(now);
+        }
+    }
+
+    /// Time has come for whatever [`Call::deadline`] said.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let was_over = self.is_over();
+        self.run_meter(now);
+        let Some(deadline) = self.deadline else {
+            return;
+        };
+        if now < deadline {
+            return;
+        }
+        self.deadline = None;
+        if self.phase == Phase::Closing {
+            self.finish_now(None);
+            return;
+        }
+        self.on_deadline(now);
+        if !was_over && self.is_over() {
+            self.stamp_talk(now);
+        }
+    }
+
+    fn on_deadline(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Dialing => {
+                self.end_with(
+                    Status::NoAnswer,
+                    "no-answer",
+                    None,
+                    "the callee did not answer within the ring timeout",
+                    Some(RejectReason::CalleeNoAnswer.response().0),
+                    Some((PromptName::CalleeUnavailable, now)),
+                );
+            }
+            Phase::Pin => {
+                if self.pin.is_empty() {
+                    self.pin_failed(now);
+                } else {
+                    self.submit_pin();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_input(&mut self, input: Input, now: Instant) {
+        match input {
+            Input::Routed(route) => self.on_routed(route, now),
+            Input::Cap(cap) => self.cap = Some(cap),
+            Input::PromptLengths(lengths) => self.settings.prompt_lengths = lengths,
+            Input::HoldPending => self.hold = Hold::Pending,
+            Input::HoldApproved(covers) => {
+                self.hold = Hold::Approved;
+                self.cap = Some(self.cap.map_or(covers, |cap| cap.min(covers)));
+                if self.phase == Phase::AwaitingHold
+                    && let Some(codec) = self.codec_awaiting_hold.take()
+                {
+                    self.connect(codec, now);
+                }
+            }
+            Input::HoldDeclined(why) => self.on_hold_declined(&why, now),
+            Input::CallerConfirmed => {}
+            Input::CallerCancelled => {
+                self.caller_gone = true;
+                self.end(
+                    Status::Canceled,
+                    "caller-cancel",
+                    Some(487),
+                    "the caller cancelled",
+                    None,
+                );
+            }
+            Input::CallerHungUp => {
+                self.caller_gone = true;
+                let status = if self.phase == Phase::Connected {
+                    Status::Completed
+                } else {
+                    Status::Canceled
+                };
+                self.end(status, "caller-hangup", None, "the caller hung up", None);
+            }
+            Input::CallerFailed(why) => {
+                self.caller_gone = true;
+                let status = if self.phase == Phase::Connected {
+                    Status::Completed
+                } else {
+                    Status::Failed
+                };
+                self.end(
+                    status,
+                    "caller-leg-failed",
+                    None,
+                    &format!("the caller's leg failed: {why}"),
+                    None,
+                );
+            }
+            Input::CallerReoffer(offer) => self.on_reoffer(Side::Caller, &offer),
+            Input::CalleeReoffer(offer) => self.on_reoffer(Side::Callee, &offer),
+            Input::CalleePlaced(result) => self.on_placed(result, now),
+            Input::CalleeRinging(early) => self.on_ringing(early),
+            Input::CalleeAnswered(answer) => self.on_answered(&answer, now),
+            Input::CalleeRefused { code, twilio_error } => {
+                self.on_refused(code, twilio_error.as_deref(), now)
+            }
+            Input::CalleeHungUp => {
+                self.callee = CalleeLeg::Gone;
+                let status = if self.phase == Phase::Connected {
+                    Status::Completed
+                } else {
+                    Status::Failed
+                };
+                self.end(
+                    status,
+                    "callee-hangup",
+                    None,
+                    "the callee hung up",
+                    Some(RejectReason::CalleeRejected.response().0),
+                );
+            }
+            Input::CalleeFailed(why) => {
+                self.callee = CalleeLeg::Gone;
+                let (status, reason) = if self.phase == Phase::Connected {
+                    (Status::Completed, "callee-leg-failed")
+                } else {
+                    (Status::Failed, "callee-unreachable")
+                };
+                self.end(
+                    status,
+                    reason,
+                    None,
+                    &format!("the callee's leg failed: {why}"),
+                    Some(RejectReason::CalleeRejected.response().0),
+                );
+            }
+            Input::CallerKey(key) => self.on_key(key, now),
+            Input::MediaInactive(quiet) => self.on_media_inactive(quiet),
+            Input::Drain => self.on_drain(now),
+            Input::HangUp { announce } => self.on_hang_up(announce, now),
+        }
+    }
+
+    /// What an operator sees of the call now.
+    pub fn progress(&self, now: Instant) -> Progress {
+        let phase = match self.phase {
+            Phase::Routing | Phase::CheckingPin => "routing",
+            Phase::Pin => "pin",
+            Phase::Dialing => "dialing",
+            Phase::AwaitingHold => "awaiting-hold",
+            // The time-up prompt before a drain or an operator's hang-up.
+            Phase::Connected if self.cap_reason != "cap-reached" => "ending",
+            Phase::Connected => "talking",
+            Phase::Closing | Phase::Over => "ending",
+        };
+        let talk = self
+            .answered_at
+            .map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
+        let remaining = match self.phase {
+            Phase::Connected => self.cap_at.map(|cap| cap.saturating_duration_since(now)),
+            _ => None,
+        };
+        Progress {
+            phase,
+            talk,
+            remaining,
+            codec: self.codec,
+        }
+    }
+
+    fn on_routed(&mut self, route: Route, now: Instant) {
+        let pin_phase = self.phase == Phase::CheckingPin;
+        if !matches!(self.phase, Phase::Routing | Phase::CheckingPin) {
+            return;
+        }
+        match route {
+            Route::Booking(id) => {
+                self.push(Command::RecordBooking(id));
+                self.dial(now);
+            }
+            Route::AskPin if pin_phase => {
+                self.pin_failed(now);
+            }
+            Route::AskPin => self.ask_pin(now),
+            Route::Refuse(reason) => {
+                let word = match reason {
+                    RejectReason::UnknownNumber => "unknown-number",
+                    RejectReason::OutsideWindow => "outside-window",
+                    RejectReason::BookingInCall => "booking-in-call",
+                    _ => "no-booking",
+                };
+                self.refuse(reason, word, &format!("routing: {word}"));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
