@@ -403,6 +403,18 @@ fn a_hold_whose_answer_was_lost_is_found_by_its_metadata_and_released() {
     let call = ended_call(&daemon, &booking);
     assert_eq!(call["end_reason"], "payment-declined");
     assert_eq!(call["settlements"][0]["state"], "unknown");
+    // Its first send lost its answer: looked at again after 5 minutes,
+    // the first rung of the ladder.
+    let at = |field: &str| {
+        let text = call["settlements"][0][field].as_str().unwrap();
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).unwrap()
+    };
+    let wait = at("next_attempt_at") - at("updated_at");
+    assert!(
+        (time::Duration::minutes(5) - time::Duration::seconds(5)..=time::Duration::minutes(5))
+            .contains(&wait),
+        "looked at again after {wait}"
+    );
     let held = fake.intents();
     assert_eq!(
         (held.len(), held[0]["status"].as_str()),

@@ -66,8 +66,10 @@ pub async fn place_hold(
     let Some((row, terms)) = prepared else {
         return Err("the booking has no card to hold, or its cap's price does not fit".into());
     };
-    // The row was written `sent`, claimed by this node: the hold goes out.
-    let mut movement = row.movement();
+    // The row was written `sent`, claimed by this node: the hold goes out,
+    // its first send (a lost answer is looked for after 5 minutes, not
+    // after the second rung of the ladder).
+    let mut movement = Movement::new(row.facts.clone(), row.state, 0);
     movement.handle(Event::Claimed, now_ms());
     drive(ledger, gateway, &mut movement).await;
     match movement.outcome() {
