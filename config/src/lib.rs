@@ -9,8 +9,10 @@
 
 mod callees;
 mod error;
+mod network;
 mod schema;
 pub mod secret;
+mod storage;
 mod stripe;
 mod tree;
 mod trunks;
@@ -19,11 +21,13 @@ mod webhooks;
 
 pub use callees::CalleeConfig;
 pub use error::{ConfigError, LoadError};
+pub use network::{MediaConfig, SipConfig};
 pub use schema::{
-    BillingConfig, CallsConfig, ClusterConfig, Config, DatabaseConfig, ExportConfig, HttpConfig,
-    HttpTls, LogConfig, MediaConfig, NodeConfig, PromptsConfig, SipConfig, known_keys,
+    BillingConfig, CallsConfig, Config, ExportConfig, HttpConfig, HttpTls, LogConfig,
+    PromptsConfig, known_keys,
 };
 pub use secret::{Environment, ProcessEnvironment, Secret, SecretSource};
+pub use storage::{ClusterConfig, DatabaseConfig, NodeConfig};
 pub use stripe::{CURRENCIES, StripeConfig, StripeMode};
 pub use trunks::{Termination, TrunkConfig};
 pub use values::{

@@ -1,5 +1,9 @@
-//! The config schema: sections, their defaults, and the rules each key must
-//! meet.
+//! The config schema: the whole [`Config`], its defaults, the list of every
+//! key, and the readers of the small sections (`[http]`, `[billing]`,
+//! `[prompts]`, `[calls]`, `[log]`, `[export]`). The larger sections have
+//! modules of their own: `network` (`[sip]`, `[media]`), `storage`
+//! (`[database]`, `[node]`, `[cluster]`), `trunks`, `callees`, `stripe`,
+//! `webhooks`.
 
 use crate::stripe::StripeConfig;
 use crate::trunks::{TERMINATION_KEYS, TRUNK_KEYS, TrunkConfig, loopback_trunk, read_trunks};
@@ -8,11 +12,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{ConfigError, LoadError};
+use crate::network::{MEDIA_KEYS, MediaConfig, SIP_KEYS, SipConfig, read_media, read_sip};
 use crate::secret::{Environment, ProcessEnvironment, Secret};
+use crate::storage::{
+    CLUSTER_KEYS, ClusterConfig, DATABASE_KEYS, DatabaseConfig, NODE_KEYS, NodeConfig,
+    default_node_name, read_cluster, read_database, read_node,
+};
 use crate::tree::{Diagnostics, Item, TableReader};
 use crate::values::{
-    DurationSetting, Latch, ListenAddr, LogFormat, PortRange, PublicAddress, Transport,
-    UnknownSource, check_log_level,
+    DurationSetting, Latch, ListenAddr, LogFormat, PortRange, Transport, UnknownSource,
+    check_log_level,
 };
 use crate::webhooks::{WEBHOOK_KEYS, WebhookConfig, read_webhooks};
 
@@ -59,45 +68,6 @@ pub struct ExportConfig {
     pub timezone: String,
 }
 
-/// `[sip]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SipConfig {
-    /// `sip.listen`: where SIP is received.
-    pub listen: Vec<ListenAddr>,
-    /// `sip.public_address`: the host in our Contact and Via; when unset, the
-    /// listener's own address.
-    pub public_address: Option<PublicAddress>,
-    /// `sip.unknown_source`: answer 403 or stay silent to sources no trunk allows.
-    pub unknown_source: UnknownSource,
-    /// `sip.invites_per_second`: new INVITEs (and other out-of-dialog
-    /// requests but CANCEL/ACK) accepted per source address per second
-    /// (bursts up to twice that); over it, 503 with Retry-After.
-    pub invites_per_second: u32,
-    /// `sip.user_agent`: our `User-Agent` and `Server` header. Without the
-    /// version by default: a version tells a scanner what to try.
-    pub user_agent: String,
-}
-
-/// `[media]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MediaConfig {
-    /// `media.address`: local address the RTP sockets bind to.
-    pub address: IpAddr,
-    /// `media.public_address`: the address written in our SDP; when unset,
-    /// `media.address`.
-    pub public_address: Option<IpAddr>,
-    /// `media.ports`: RTP/RTCP port range.
-    pub ports: PortRange,
-    /// `media.timeout`: a call with no RTP for this long ends (not while on hold).
-    pub timeout: Duration,
-    /// `media.latch`: which sources RTP may be latched to.
-    pub latch: Latch,
-    /// `media.port_quarantine`: how long a released port pair (and the
-    /// ports of calls a crash left open, once their parties are hung up)
-    /// stays out of use, so late packets never reach another call.
-    pub port_quarantine: Duration,
-}
-
 /// `[http]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpConfig {
@@ -120,39 +90,6 @@ pub struct HttpTls {
     pub certificate: PathBuf,
     /// `http.tls.private_key`: the leaf's private key (PKCS#8, PKCS#1 or SEC1).
     pub private_key: PathBuf,
-}
-
-/// `[database]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DatabaseConfig {
-    /// `database.path`: the SQLite file (used when `url` is unset).
-    pub path: PathBuf,
-    /// `database.url`: a PostgreSQL server shared by several nodes, as a
-    /// `postgres://` URL without its password; replaces the SQLite file.
-    pub url: Option<String>,
-    /// `database.password`: the PostgreSQL role's password.
-    pub password: Option<Secret>,
-    /// `database.pool_size`: connections to PostgreSQL.
-    pub pool_size: u32,
-    /// `database.outage_buffer`: how many call writes (checkpoints,
-    /// closed records) are kept in memory while the ledger is unreachable.
-    pub outage_buffer: u32,
-}
-
-/// `[node]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NodeConfig {
-    /// `node.name`: names this daemon on every call row, in logs and
-    /// metrics; unique among the nodes sharing a ledger.
-    pub name: String,
-}
-
-/// `[cluster]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClusterConfig {
-    /// `cluster.node_timeout`: a node unseen this long is taken for dead
-    /// and another takes over its calls.
-    pub node_timeout: Duration,
 }
 
 /// `[billing]`.
@@ -203,26 +140,8 @@ const SECTIONS: [&str; 15] = [
     "prompts", "calls", "log", "webhook", "export",
 ];
 const EXPORT_KEYS: [&str; 1] = ["timezone"];
-const SIP_KEYS: [&str; 5] = [
-    "listen",
-    "public_address",
-    "unknown_source",
-    "invites_per_second",
-    "user_agent",
-];
-const MEDIA_KEYS: [&str; 6] = [
-    "address",
-    "public_address",
-    "ports",
-    "timeout",
-    "latch",
-    "port_quarantine",
-];
 const HTTP_KEYS: [&str; 3] = ["listen", "api_token", "tls"];
 const HTTP_TLS_KEYS: [&str; 2] = ["certificate", "private_key"];
-const DATABASE_KEYS: [&str; 5] = ["path", "url", "password", "pool_size", "outage_buffer"];
-const NODE_KEYS: [&str; 1] = ["name"];
-const CLUSTER_KEYS: [&str; 1] = ["node_timeout"];
 const BILLING_KEYS: [&str; 2] = ["checkpoint_interval", "late_cancellation"];
 const PROMPTS_KEYS: [&str; 3] = ["dir", "language", "warning_before"];
 const CALLS_KEYS: [&str; 2] = ["ring_timeout", "drain_timeout"];
@@ -521,107 +440,6 @@ pub(crate) fn check_secret(
     }
 }
 
-fn read_sip(mut t: TableReader, defaults: SipConfig) -> SipConfig {
-    let listen = match t.span("listen") {
-        Some(span) => {
-            let list = t.list::<ListenAddr>("listen").unwrap_or_default();
-            check_listeners(&t, &list, span);
-            list
-        }
-        None => defaults.listen,
-    };
-    let public_address = t.get::<PublicAddress>("public_address");
-    if public_address.is_none() && listen.iter().any(|l| l.addr.ip().is_unspecified()) {
-        t.diagnostics().report(
-            &t.key("public_address"),
-            None,
-            None,
-            "required when a sip.listen address is 0.0.0.0 or [::]: peers must be told an address they can reach",
-        );
-    }
-    let unknown_source = t.get("unknown_source").unwrap_or(defaults.unknown_source);
-    let invites_per_second = t
-        .get_with("invites_per_second", |node| match node {
-            crate::tree::Node::Int(n) if (1..=10_000).contains(n) => Ok(*n as u32),
-            _ => Err("expected an integer from 1 to 10000".to_owned()),
-        })
-        .unwrap_or(defaults.invites_per_second);
-    let user_agent = t
-        .get_with("user_agent", |node| match node {
-            crate::tree::Node::Str(s) if is_header_text(s) => Ok(s.clone()),
-            _ => Err(
-                "expected 1 to 128 printable ASCII characters, like \"Tollbridge\" or \"Tollbridge/0.1.0\""
-                    .to_owned(),
-            ),
-        })
-        .unwrap_or(defaults.user_agent);
-    t.finish(&SIP_KEYS);
-    SipConfig {
-        listen,
-        public_address,
-        unknown_source,
-        invites_per_second,
-        user_agent,
-    }
-}
-
-fn check_listeners(t: &TableReader, list: &[ListenAddr], span: std::ops::Range<usize>) {
-    let key = t.key("listen");
-    if list.is_empty() {
-        t.diagnostics().report(
-            &key,
-            Some("[]".to_owned()),
-            Some(span.clone()),
-            "at least one listener is needed",
-        );
-    }
-    for (i, listener) in list.iter().enumerate() {
-        if list[..i].contains(listener) {
-            t.diagnostics().report(
-                &key,
-                Some(format!("\"{listener}\"")),
-                Some(span.clone()),
-                "listed twice",
-            );
-        }
-    }
-}
-
-fn read_media(mut t: TableReader, defaults: MediaConfig) -> MediaConfig {
-    let address = t.get::<IpAddr>("address").unwrap_or(defaults.address);
-    let public_address = t.get::<IpAddr>("public_address");
-    if public_address.is_none() && address.is_unspecified() {
-        t.diagnostics().report(
-            &t.key("public_address"),
-            None,
-            None,
-            "required when media.address is 0.0.0.0 or ::, because it is the address written into SDP",
-        );
-    }
-    let media = MediaConfig {
-        address,
-        public_address,
-        ports: t.get("ports").unwrap_or(defaults.ports),
-        timeout: duration_in(
-            &mut t,
-            "timeout",
-            Duration::from_secs(1),
-            Duration::from_secs(3600),
-        )
-        .unwrap_or(defaults.timeout),
-        latch: t.get("latch").unwrap_or(defaults.latch),
-        port_quarantine: duration_in(
-            &mut t,
-            "port_quarantine",
-            Duration::ZERO,
-            Duration::from_secs(3600),
-        )
-        .unwrap_or(defaults.port_quarantine),
-    };
-    t.finish(&MEDIA_KEYS);
-    media
-}
-
 fn read_http(mut t: TableReader, env: &dyn Environment, defaults: HttpConfig) -> HttpConfig {
     let listen = t.get("listen").unwrap_or(defaults.listen);
     let api_token = secret(&mut t, "api_token", env);
@@ -669,164 +487,6 @@ fn read_http_tls(mut t: TableReader) -> Option<HttpTls> {
         certificate: certificate?,
         private_key: private_key?,
     })
-}
-
-fn read_database(
-    mut t: TableReader,
-    env: &dyn Environment,
-    defaults: DatabaseConfig,
-) -> DatabaseConfig {
-    let path_given = t.span("path").is_some();
-    let path = t
-        .get_with("path", |node| match node {
-            crate::tree::Node::Str(s) if !s.trim().is_empty() => Ok(PathBuf::from(s)),
-            _ => Err("expected a file path".to_owned()),
-        })
-        .unwrap_or(defaults.path);
-    let url = t.get_with("url", |node| match node {
-        crate::tree::Node::Str(s) => check_postgres_url(s).map(|()| s.clone()),
-        _ => Err("expected a postgres:// URL".to_owned()),
-    });
-    if url.is_some() && path_given {
-        t.diagnostics().report(
-            &t.key("url"),
-            None,
-            None,
-            "database.path and database.url are both set: the ledger is either a SQLite file or a PostgreSQL server",
-        );
-    }
-    let password = secret(&mut t, "password", env);
-    if password.is_some() && url.is_none() {
-        t.diagnostics().report(
-            &t.key("password"),
-            None,
-            None,
-            "only used with database.url (SQLite has no password)",
-        );
-    }
-    let pool_size = t
-        .get_with("pool_size", |node| match node {
-            crate::tree::Node::Int(n) if (1..=64).contains(n) => Ok(*n as u32),
-            _ => Err("expected an integer from 1 to 64".to_owned()),
-        })
-        .unwrap_or(defaults.pool_size);
-    let outage_buffer = t
-        .get_with("outage_buffer", |node| match node {
-            crate::tree::Node::Int(n) if (100..=1_000_000).contains(n) => Ok(*n as u32),
-            _ => Err("expected an integer from 100 to 1000000".to_owned()),
-        })
-        .unwrap_or(defaults.outage_buffer);
-    t.finish(&DATABASE_KEYS);
-    DatabaseConfig {
-        path,
-        url,
-        password,
-        pool_size,
-        outage_buffer,
-    }
-}
-
-/// A PostgreSQL connection URL as libpq reads it, without a password (that
-/// is `database.password`, a secret kept out of logs).
-fn check_postgres_url(url: &str) -> Result<(), String> {
-    let Some(rest) = url
-        .strip_prefix("postgres://")
-        .or_else(|| url.strip_prefix("postgresql://"))
-    else {
-        return Err("expected a postgres:// or postgresql:// URL".to_owned());
-    };
-    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("the URL contains spaces or control characters".to_owned());
-    }
-    let authority = rest.split(['/', '?']).next().unwrap_or_default();
-    let user_info = authority.rsplit_once('@').map(|(user, _)| user);
-    let query = rest.split_once('?').map(|(_, q)| q).unwrap_or_default();
-    if user_info.is_some_and(|user| user.contains(':'))
-        || query.split('&').any(|pair| pair.starts_with("password="))
-    {
-        return Err(
-            "the URL holds a password: put it in database.password (a secret) instead".to_owned(),
-        );
-    }
-    if query.split('&').any(|pair| {
-        matches!(
-            pair,
-            "sslmode=require" | "sslmode=verify-ca" | "sslmode=verify-full"
-        )
-    }) {
-        return Err(
-            "TLS to PostgreSQL is not supported by this build: reach the server on a private network, a Unix socket or a tunnel, with sslmode=disable or prefer".to_owned(),
-        );
-    }
-    let has_host = !authority.rsplit('@').next().unwrap_or_default().is_empty()
-        || query.split('&').any(|pair| pair.starts_with("host="));
-    if !has_host {
-        return Err("the URL names no host (a name, an address, or ?host=/socket/dir)".to_owned());
-    }
-    Ok(())
-}
-
-/// Whether `text` can stand as a SIP header value as it is: printable
-/// ASCII (spaces inside), no line breaks, not blank.
-fn is_header_text(text: &str) -> bool {
-    (1..=128).contains(&text.len())
-        && text.bytes().all(|b| (0x20..0x7f).contains(&b))
-        && !text.trim().is_empty()
-        && text.trim() == text
-}
-
-/// The machine's host name, made a valid node name; "tollbridge" if none.
-fn default_node_name(env: &dyn Environment) -> String {
-    let name: String = env
-        .host_name()
-        .unwrap_or_default()
-        .trim()
-        .chars()
-        .map(|c| if is_node_name_char(c) { c } else { '-' })
-        .take(NODE_NAME_MAX)
-        .collect();
-    if name.is_empty() {
-        "tollbridge".to_owned()
-    } else {
-        name
-    }
-}
-
-const NODE_NAME_MAX: usize = 63;
-
-fn is_node_name_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
-}
-
-fn read_node(mut t: TableReader, defaults: NodeConfig) -> NodeConfig {
-    let name = t
-        .get_with("name", |node| match node {
-            crate::tree::Node::Str(s)
-                if !s.is_empty()
-                    && s.len() <= NODE_NAME_MAX
-                    && s.chars().all(is_node_name_char) =>
-            {
-                Ok(s.clone())
-            }
-            _ => Err(format!(
-                "expected 1 to {NODE_NAME_MAX} letters, digits, '-', '_' or '.'"
-            )),
-        })
-        .unwrap_or(defaults.name);
-    t.finish(&NODE_KEYS);
-    NodeConfig { name }
-}
-
-fn read_cluster(mut t: TableReader, defaults: ClusterConfig) -> ClusterConfig {
-    let node_timeout = duration_in(
-        &mut t,
-        "node_timeout",
-        Duration::from_secs(2),
-        Duration::from_secs(600),
-    )
-    .unwrap_or(defaults.node_timeout);
-    t.finish(&CLUSTER_KEYS);
-    ClusterConfig { node_timeout }
 }
 
 fn read_billing(mut t: TableReader, defaults: BillingConfig) -> BillingConfig {
