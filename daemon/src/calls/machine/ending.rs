@@ -137,17 +137,7 @@ impl Call {
         }
         if self.phase == Phase::Connected {
             if announce {
-                let ends = now + self.settings.prompt_length(PromptName::TimeUp);
-                if self.cap_at.is_some_and(|cap| cap <= ends) {
-                    // The cap comes first, with its own prompt.
-                    return;
-                }
-                self.warning_at = None;
-                self.time_up_at = Some(now);
-                self.cap_at = Some(ends);
-                self.cap_reason = "hung-up";
-                self.push(Command::ForwardUntil(ends));
-                self.run_meter(now);
+                self.end_with_time_up("hung-up", now);
                 return;
             }
             self.end(
@@ -169,6 +159,22 @@ impl Call {
         );
     }
 
+    /// Plays the time-up prompt to both parties now and ends the talk as it
+    /// finishes, recorded with `reason`; nothing when the cap comes first
+    /// anyway, with its own prompt.
+    fn end_with_time_up(&mut self, reason: &'static str, now: Instant) {
+        let ends = now + self.settings.prompt_length(PromptName::TimeUp);
+        if self.cap_at.is_some_and(|cap| cap <= ends) {
+            return;
+        }
+        self.warning_at = None;
+        self.time_up_at = Some(now);
+        self.cap_at = Some(ends);
+        self.cap_reason = reason;
+        self.push(Command::ForwardUntil(ends));
+        self.run_meter(now);
+    }
+
     /// The drain time is over: a talking call hears the time-up prompt and
     /// ends as it finishes; anything else ends now, an unanswered caller
     /// with 503 so the trunk can try another host.
@@ -177,16 +183,7 @@ impl Call {
             return;
         }
         if self.phase == Phase::Connected {
-            let ends = now + self.settings.prompt_length(PromptName::TimeUp);
-            if self.cap_at.is_some_and(|cap| cap <= ends) {
-                return;
-            }
-            self.warning_at = None;
-            self.time_up_at = Some(now);
-            self.cap_at = Some(ends);
-            self.cap_reason = "drained";
-            self.push(Command::ForwardUntil(ends));
-            self.run_meter(now);
+            self.end_with_time_up("drained", now);
             return;
         }
         let status = if self.caller_answered {

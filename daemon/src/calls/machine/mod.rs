@@ -359,6 +359,16 @@ impl Call {
         matches!(self.phase, Phase::Over | Phase::Closing)
     }
 
+    /// How a call that ends now is recorded: `completed` once the parties
+    /// talked, `otherwise` before.
+    fn completed_or(&self, otherwise: Status) -> Status {
+        if self.phase == Phase::Connected {
+            Status::Completed
+        } else {
+            otherwise
+        }
+    }
+
     fn push(&mut self, command: Command) {
         self.commands.push_back(command);
     }
@@ -461,20 +471,12 @@ impl Call {
             }
             Input::CallerHungUp => {
                 self.caller_gone = true;
-                let status = if self.phase == Phase::Connected {
-                    Status::Completed
-                } else {
-                    Status::Canceled
-                };
+                let status = self.completed_or(Status::Canceled);
                 self.end(status, "caller-hangup", None, "the caller hung up", None);
             }
             Input::CallerFailed(why) => {
                 self.caller_gone = true;
-                let status = if self.phase == Phase::Connected {
-                    Status::Completed
-                } else {
-                    Status::Failed
-                };
+                let status = self.completed_or(Status::Failed);
                 self.end(
                     status,
                     "caller-leg-failed",
@@ -493,11 +495,7 @@ impl Call {
             }
             Input::CalleeHungUp => {
                 self.callee = CalleeLeg::Gone;
-                let status = if self.phase == Phase::Connected {
-                    Status::Completed
-                } else {
-                    Status::Failed
-                };
+                let status = self.completed_or(Status::Failed);
                 self.end(
                     status,
                     "callee-hangup",
