@@ -372,12 +372,7 @@ fn a_hold_reinvite_round_trip_is_answered_by_the_relay() {
     assert_passed("caller (hold answered recvonly, unhold sendrecv)", caller);
     assert_passed("expert", expert);
     let call = ended_call(&daemon, &booking);
-    let details: Vec<&str> = call["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["detail"].as_str())
-        .collect();
+    let details = event_details(&call);
     assert!(
         details.contains(&"caller re-INVITE: SendOnly"),
         "{details:?}"

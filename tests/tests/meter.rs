@@ -180,6 +180,28 @@ fn heard_call(
 
 /// A booking in Japanese: both parties hear the built-in Japanese warning
 /// and time-up, timed by their lengths, and none of the English ones.
+/// The frames of `prompt` that `who` got (see [`prompt_frames`]),
+/// checked to be every one of them, in order.
+fn heard_whole(
+    who: &str,
+    heard: &[(SystemTime, Vec<u8>)],
+    prompt: &tollbridge_media::prompt::Prompt,
+    answered: i64,
+) -> Vec<(usize, i64)> {
+    let frames = prompt_frames(heard, prompt.encoded(Codec::Pcmu), answered);
+    let name = prompt.name();
+    assert_eq!(
+        frames.len(),
+        prompt.frames(),
+        "{who} heard every frame of {name:?}"
+    );
+    assert!(
+        frames.windows(2).all(|w| w[1].0 == w[0].0 + 1),
+        "{who}: {name:?} frames in order"
+    );
+    frames
+}
+
 #[test]
 fn a_japanese_booking_is_warned_and_cut_in_japanese() {
     let daemon = start_daemon_sections(
@@ -200,17 +222,7 @@ fn a_japanese_booking_is_warned_and_cut_in_japanese() {
     for (who, heard) in [("caller", &caller_heard), ("expert", &expert_heard)] {
         let heard = heard.lock().unwrap();
         for name in [PromptName::Warning, PromptName::TimeUp] {
-            let prompt = japanese.get(name);
-            let frames = prompt_frames(&heard, prompt.encoded(Codec::Pcmu), answered);
-            assert_eq!(
-                frames.len(),
-                prompt.frames(),
-                "{who} heard every frame of the Japanese {name:?}"
-            );
-            assert!(
-                frames.windows(2).all(|w| w[1].0 == w[0].0 + 1),
-                "{who}: {name:?} frames in order"
-            );
+            heard_whole(who, &heard, &japanese.get(name), answered);
             let english = english.get(name);
             assert!(
                 prompt_frames(&heard, english.encoded(Codec::Pcmu), answered).is_empty(),
@@ -219,7 +231,7 @@ fn a_japanese_booking_is_warned_and_cut_in_japanese() {
         }
         // The Japanese time-up, timed by its own length, ends at the cap.
         let time_up = japanese.get(PromptName::TimeUp);
-        let told = prompt_frames(&heard, time_up.encoded(Codec::Pcmu), answered);
+        let told = heard_whole(who, &heard, &time_up, answered);
         let (first, last) = (told[0].1, told.last().unwrap().1);
         let expected_first = 10_000 - time_up.duration().as_millis() as i64;
         assert!(
@@ -275,12 +287,7 @@ fn at_the_cap_both_parties_hear_the_prompts_get_bye_and_the_cap_is_billed() {
         let heard = heard.lock().unwrap();
         // The whole warning, from its first frame, in order, ending before
         // the time-up prompt begins.
-        let warned = prompt_frames(&heard, warning.encoded(Codec::Pcmu), answered);
-        assert_eq!(
-            warned.len(),
-            warning.frames(),
-            "{who} heard every warning frame"
-        );
+        let warned = heard_whole(who, &heard, &warning, answered);
         assert_eq!(
             warned[0].0, 0,
             "{who}: the warning starts at its first frame"
@@ -290,21 +297,8 @@ fn at_the_cap_both_parties_hear_the_prompts_get_bye_and_the_cap_is_billed() {
             "{who}: warning at {} ms, expected {warning_at}",
             warned[0].1
         );
-        assert!(
-            warned.windows(2).all(|w| w[1].0 == w[0].0 + 1),
-            "{who}: warning frames in order"
-        );
         // The whole time-up prompt, ending at the cap.
-        let told = prompt_frames(&heard, time_up.encoded(Codec::Pcmu), answered);
-        assert_eq!(
-            told.len(),
-            time_up.frames(),
-            "{who} heard every time-up frame"
-        );
-        assert!(
-            told.windows(2).all(|w| w[1].0 == w[0].0 + 1),
-            "{who}: time-up frames in order"
-        );
+        let told = heard_whole(who, &heard, &time_up, answered);
         assert!(
             warned.last().unwrap().1 < told[0].1,
             "{who}: the warning ended before the time-up began"
@@ -347,12 +341,7 @@ fn at_the_cap_both_parties_hear_the_prompts_get_bye_and_the_cap_is_billed() {
         late.is_empty(),
         "caller audio forwarded after the cap: {late:?} ms"
     );
-    let details: Vec<&str> = call["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["detail"].as_str())
-        .collect();
+    let details = event_details(&call);
     assert!(
         details.contains(&"warning played to both parties"),
         "{details:?}"
@@ -416,12 +405,7 @@ fn a_call_killed_mid_talk_is_closed_at_restart_billed_up_to_its_last_checkpoint(
     assert_eq!(call["amount"], (billed_seconds * 100 + 59) / 60);
     // Closed at start-up; the BYEs to its parties are noted as they are
     // answered, before or after that (the restart races them).
-    let details: Vec<&str> = call["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["detail"].as_str())
-        .collect();
+    let details = event_details(call);
     assert!(
         details.contains(&"closed at start-up: the daemon stopped during the call"),
         "{details:?}"

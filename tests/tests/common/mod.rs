@@ -203,6 +203,16 @@ pub fn statuses(call: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The details of a call record's events, in order.
+pub fn event_details(call: &Value) -> Vec<&str> {
+    call["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["detail"].as_str())
+        .collect()
+}
+
 /// Reads `tollbridge_media_port_pairs_in_use` and `tollbridge_sip_dialogs`
 /// until both are zero (a call's ports and dialogs are released right
 /// after its last record; one kept would be memory never given back).
