@@ -7,7 +7,7 @@
 //! send a request, record an outcome with when to look again). It reads
 //! no clock and touches no socket or database, so every path, lost
 //! answers and crashes included, is tested on virtual time
-//! (`billing/tests/machine.rs`).
+//! (`billing/tests/machine/`).
 //!
 //! The rules it keeps:
 //! - a request goes out only once its row is claimed (committed `sent`);
