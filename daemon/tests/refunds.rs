@@ -100,6 +100,30 @@ async fn ask(ledger: &Ledger, call: &str, new: NewRefund) -> Result<(i64, bool),
         .map(|(row, created)| (row.facts.amount, created))
 }
 
+/// Delivers a Stripe event to the ledger; true when it was new.
+async fn deliver(
+    ledger: &Ledger,
+    id: &str,
+    kind: &str,
+    object: serde_json::Value,
+    at: i64,
+) -> bool {
+    ledger
+        .apply_stripe_event(id.into(), kind.into(), object, at)
+        .await
+        .unwrap()
+}
+
+/// What `call_1`'s record says was refunded.
+async fn refunded(ledger: &Ledger) -> i64 {
+    ledger
+        .call("call_1".into())
+        .await
+        .unwrap()
+        .unwrap()
+        .refunded_amount
+}
+
 async fn events_of(ledger: &Ledger, kind: &str) -> Vec<serde_json::Value> {
     ledger
         .events(Some("bk_1".into()), Some(kind.into()), None, 100)
@@ -250,47 +274,29 @@ async fn stripe_says_what_was_refunded_and_disputed(backend: Backend) {
     let charge = |refunded: i64| json!({"id": "ch_1", "object": "charge", "payment_intent": "pi_1", "amount_refunded": refunded});
     // Stripe's word for our own refund adds nothing and tells nothing new.
     assert!(
-        ledger
-            .apply_stripe_event(
-                "evt_r1".into(),
-                "charge.refunded".into(),
-                charge(100),
-                T0 + 102_000
-            )
-            .await
-            .unwrap()
+        deliver(
+            &ledger,
+            "evt_r1",
+            "charge.refunded",
+            charge(100),
+            T0 + 102_000
+        )
+        .await
     );
-    assert_eq!(
-        ledger
-            .call("call_1".into())
-            .await
-            .unwrap()
-            .unwrap()
-            .refunded_amount,
-        100
-    );
+    assert_eq!(refunded(&ledger).await, 100);
     assert_eq!(events_of(&ledger, "refund.succeeded").await.len(), 1);
     // ¥50 more refunded in Stripe's dashboard: counted and told, once.
     for _ in 0..2 {
-        ledger
-            .apply_stripe_event(
-                "evt_r2".into(),
-                "charge.refunded".into(),
-                charge(150),
-                T0 + 103_000,
-            )
-            .await
-            .unwrap();
+        deliver(
+            &ledger,
+            "evt_r2",
+            "charge.refunded",
+            charge(150),
+            T0 + 103_000,
+        )
+        .await;
     }
-    assert_eq!(
-        ledger
-            .call("call_1".into())
-            .await
-            .unwrap()
-            .unwrap()
-            .refunded_amount,
-        150
-    );
+    assert_eq!(refunded(&ledger).await, 150);
     let told = events_of(&ledger, "refund.succeeded").await;
     assert_eq!(told.len(), 2, "{told:?}");
     assert_eq!(
@@ -349,29 +355,20 @@ async fn a_refund_that_fails_later_gives_its_amount_back(backend: Backend) {
         Ok((100, true))
     );
     refund_succeeded(&ledger, "rf_1", "re_1").await;
-    assert_eq!(
-        ledger
-            .call("call_1".into())
-            .await
-            .unwrap()
-            .unwrap()
-            .refunded_amount,
-        100
-    );
+    assert_eq!(refunded(&ledger).await, 100);
     let updated = |id: &str, ours: &str, status: &str| {
         json!({"id": id, "object": "refund", "amount": 100, "payment_intent": "pi_1", "status": status,
                "failure_reason": "expired_or_canceled_card", "metadata": {"refund": ours}})
     };
     for _ in 0..2 {
-        ledger
-            .apply_stripe_event(
-                "evt_f1".into(),
-                "charge.refund.updated".into(),
-                updated("re_1", "rf_1", "failed"),
-                T0 + 102_000,
-            )
-            .await
-            .unwrap();
+        deliver(
+            &ledger,
+            "evt_f1",
+            "charge.refund.updated",
+            updated("re_1", "rf_1", "failed"),
+            T0 + 102_000,
+        )
+        .await;
     }
     let call = ledger.call("call_1".into()).await.unwrap().unwrap();
     assert_eq!(call.refunded_amount, 0);
@@ -392,15 +389,14 @@ async fn a_refund_that_fails_later_gives_its_amount_back(backend: Backend) {
         ask(&ledger, "call_1", refund("rf_2", None)).await,
         Ok((330, true))
     );
-    ledger
-        .apply_stripe_event(
-            "evt_f2".into(),
-            "refund.updated".into(),
-            updated("re_2", "rf_2", "succeeded"),
-            T0 + 103_000,
-        )
-        .await
-        .unwrap();
+    deliver(
+        &ledger,
+        "evt_f2",
+        "refund.updated",
+        updated("re_2", "rf_2", "succeeded"),
+        T0 + 103_000,
+    )
+    .await;
     let call = ledger.call("call_1".into()).await.unwrap().unwrap();
     let row = call.settlements.iter().find(|s| s.id == "rf_2").unwrap();
     assert_eq!(
@@ -409,24 +405,15 @@ async fn a_refund_that_fails_later_gives_its_amount_back(backend: Backend) {
     );
     assert_eq!(call.refunded_amount, 330);
     // Not ours: nothing changes.
-    ledger
-        .apply_stripe_event(
-            "evt_f3".into(),
-            "charge.refund.updated".into(),
-            updated("re_9", "rf_9", "failed"),
-            T0 + 104_000,
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        ledger
-            .call("call_1".into())
-            .await
-            .unwrap()
-            .unwrap()
-            .refunded_amount,
-        330
-    );
+    deliver(
+        &ledger,
+        "evt_f3",
+        "charge.refund.updated",
+        updated("re_9", "rf_9", "failed"),
+        T0 + 104_000,
+    )
+    .await;
+    assert_eq!(refunded(&ledger).await, 330);
 }
 
 /// A call cheaper than Stripe's minimum under `cancel` (2 s in 6 s
