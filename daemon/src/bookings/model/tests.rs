@@ -68,19 +68,9 @@ fn another_settlement_currency_needs_its_minimum_said() {
         body["cancellation_fee"] = serde_json::json!(fee);
         serde_json::from_value::<NewBooking>(body).unwrap()
     };
-    let trunks = ["twilio".to_owned()];
     let validate_with = |booking: NewBooking, minimums: &Minimums| {
         let charges = booking.stripe.is_some();
-        validate(
-            booking,
-            &Context {
-                now: now(),
-                trunks_with_termination: &trunks,
-                charges,
-                minimums,
-                languages: &[],
-            },
-        )
+        check_with(booking, charges, minimums)
     };
     let unknown = Minimums {
         settlement: Some(Currency::Usd),
@@ -109,6 +99,19 @@ fn another_settlement_currency_needs_its_minimum_said() {
 
 fn check(body: serde_json::Value, charges: bool) -> Result<ValidBooking, Vec<FieldError>> {
     let booking: NewBooking = serde_json::from_value(body).unwrap();
+    check_with(
+        booking,
+        charges,
+        &tollbridge_billing::settlement::Minimums::default(),
+    )
+}
+
+/// The rules with one trunk (`twilio`), prompts in en, ja and pt-BR.
+fn check_with(
+    booking: NewBooking,
+    charges: bool,
+    minimums: &tollbridge_billing::settlement::Minimums,
+) -> Result<ValidBooking, Vec<FieldError>> {
     let trunks = ["twilio".to_owned()];
     validate(
         booking,
@@ -116,7 +119,7 @@ fn check(body: serde_json::Value, charges: bool) -> Result<ValidBooking, Vec<Fie
             now: now(),
             trunks_with_termination: &trunks,
             charges,
-            minimums: &tollbridge_billing::settlement::Minimums::default(),
+            minimums,
             languages: &["en".to_owned(), "ja".to_owned(), "pt-BR".to_owned()],
         },
     )
