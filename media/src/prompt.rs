@@ -269,10 +269,11 @@ impl PromptLibrary {
             });
         }
         let mut missing = Vec::new();
-        let default = load_set(dir, default_language, None, &mut missing)?;
+        let english = Prompts::built_in("en")?;
+        let default = load_set(dir, default_language, &english, true, &mut missing)?;
         let mut sets = vec![(default_language.to_owned(), default.clone())];
         for language in languages.iter().filter(|l| *l != default_language) {
-            let set = load_set(dir, language, Some(&default), &mut missing)?;
+            let set = load_set(dir, language, &default, false, &mut missing)?;
             sets.push((language.clone(), set));
         }
         Ok(PromptLibrary {
@@ -331,22 +332,23 @@ fn language_dirs(dir: &Path) -> Result<Vec<String>, PromptError> {
 }
 
 /// One language's set: `dir/<language>/<name>.wav`, then (for the default
-/// language, `fallback` being `None`) `dir/<name>.wav`, then the built-in
-/// prompt, then `fallback`'s (or English's), noted in `missing`.
+/// language, `is_default`) `dir/<name>.wav`, then the built-in prompt,
+/// then `fallback`'s (the default language's, or English's for the
+/// default itself), noted in `missing`.
 fn load_set(
     dir: Option<&Path>,
     language: &str,
-    fallback: Option<&Prompts>,
+    fallback: &Prompts,
+    is_default: bool,
     missing: &mut Vec<(String, PromptName)>,
 ) -> Result<Prompts, PromptError> {
-    let english = Prompts::built_in("en")?;
     let mut prompts = Vec::with_capacity(PromptName::ALL.len());
     for name in PromptName::ALL {
         let file_name = format!("{}.wav", name.stem());
         let mut candidates = Vec::new();
         if let Some(dir) = dir {
             candidates.push(dir.join(language).join(&file_name));
-            if fallback.is_none() {
+            if is_default {
                 candidates.push(dir.join(&file_name));
             }
         }
@@ -359,7 +361,7 @@ fn load_set(
                 }
                 None => {
                     missing.push((language.to_owned(), name));
-                    fallback.unwrap_or(&english).get(name)
+                    fallback.get(name)
                 }
             },
         };
