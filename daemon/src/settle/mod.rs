@@ -160,56 +160,44 @@ async fn record(ledger: &Ledger, facts: &Facts, outcome: &Outcome) {
     let id = facts.id.clone();
     let state = outcome.state();
     let refund = facts.operation == Operation::Refund;
-    let recorded = match outcome.clone() {
+    // What the row's columns take: the PaymentIntent read, the Refund
+    // made, the error, when to look again.
+    let (payment_intent, stripe_refund, error, next) = match outcome.clone() {
+        Outcome::Held { .. } => (None, None, None, None),
+        Outcome::Succeeded {
+            payment_intent,
+            stripe_refund,
+        } => (payment_intent, stripe_refund, None, None),
+        Outcome::Failed {
+            payment_intent,
+            stripe_refund,
+            error,
+            ..
+        } => (payment_intent, stripe_refund, Some(error), None),
+        Outcome::Unknown {
+            error,
+            look_again_at,
+        } => (None, None, Some(error), Some(look_again_at)),
+    };
+    let recorded = match outcome {
         Outcome::Held {
             payment_intent,
             capture_before,
         } => {
             ledger
-                .hold_succeeded(id.clone(), payment_intent, capture_before, now)
+                .hold_succeeded(id.clone(), payment_intent.clone(), *capture_before, now)
                 .await
         }
-        Outcome::Succeeded { stripe_refund, .. } if refund => {
+        // A refund that concluded says so on its call; one still unknown
+        // only waits.
+        Outcome::Succeeded { .. } | Outcome::Failed { .. } if refund => {
             ledger
-                .refund_concluded(id.clone(), state, stripe_refund, None, None, now)
+                .refund_concluded(id.clone(), state, stripe_refund, error, None, now)
                 .await
         }
-        Outcome::Failed {
-            stripe_refund,
-            error,
-            ..
-        } if refund => {
+        _ => {
             ledger
-                .refund_concluded(id.clone(), state, stripe_refund, Some(error), None, now)
-                .await
-        }
-        Outcome::Succeeded { payment_intent, .. } => {
-            ledger
-                .conclude_settlement(id.clone(), state, payment_intent, None, None, now)
-                .await
-        }
-        Outcome::Failed {
-            payment_intent,
-            error,
-            ..
-        } => {
-            ledger
-                .conclude_settlement(id.clone(), state, payment_intent, Some(error), None, now)
-                .await
-        }
-        Outcome::Unknown {
-            error,
-            look_again_at,
-        } => {
-            ledger
-                .conclude_settlement(
-                    id.clone(),
-                    state,
-                    None,
-                    Some(error),
-                    Some(look_again_at),
-                    now,
-                )
+                .conclude_settlement(id.clone(), state, payment_intent, error, next, now)
                 .await
         }
     };
