@@ -6,6 +6,7 @@
 //! and the parameters stored with the row never change: a different amount
 //! would be a new row with a new key.
 
+pub mod blocks;
 pub mod machine;
 
 use std::time::Duration;
@@ -89,6 +90,15 @@ pub enum RefundRefusal {
     AboveRefundable {
         /// What is left.
         refundable: i64,
+    },
+    /// The call was captured in parts (extension blocks) and no one part
+    /// has that much left: a Stripe refund gives back from one charge.
+    #[error(
+        "the call was charged in parts; one refund can give back at most {largest} minor units"
+    )]
+    SpansCaptures {
+        /// The most one refund can give back now.
+        largest: i64,
     },
 }
 

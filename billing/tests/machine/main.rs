@@ -350,6 +350,43 @@ fn a_hold_whose_answer_was_lost_is_found_by_its_call() {
 }
 
 #[test]
+fn an_extension_blocks_hold_whose_answer_was_lost_is_found_by_its_own_key() {
+    // The call's first hold is in Stripe with the same `call` metadata:
+    // the block must not take it for its own.
+    let mut first = std::collections::HashMap::new();
+    first.insert("call".to_owned(), "ca_1".to_owned());
+    let mut stripe = Stripe::default();
+    stripe.create_intent("cus_1", 3_000, first);
+    let mut facts = facts(Operation::Authorize, 1_500, None);
+    facts.key = "tb:call:ca_1:authorize-2:v1".into();
+    let mut world = World::new(stripe, facts, SettlementState::Sent);
+    world.stripe.faults = [Fault::LoseAnswer].into();
+    let commands = place_hold(&mut world);
+    let Command::Send(Request::Hold(hold)) = &commands[0] else {
+        panic!("{commands:?}");
+    };
+    assert!(
+        hold.metadata
+            .contains(&("hold".into(), "tb:call:ca_1:authorize-2:v1".into()))
+    );
+    world.advance_to_timer();
+    let (_, commands) = world.pick_up(None);
+    assert!(
+        matches!(sends(&commands)[..], [Request::Find { key, value, .. }] if key == "hold" && value == "tb:call:ca_1:authorize-2:v1"),
+        "{commands:?}"
+    );
+    assert!(matches!(
+        &world.row.outcome,
+        Some(Outcome::Held { payment_intent, .. }) if payment_intent == "pi_2"
+    ));
+    assert_eq!(
+        world.stripe.moved.len(),
+        1,
+        "one block hold, never a second"
+    );
+}
+
+#[test]
 fn a_hold_that_never_reached_stripe_fails_when_looked_for() {
     let mut world = hold_world("pm_card");
     world.stripe.faults = [Fault::Down].into();

@@ -140,12 +140,20 @@ impl Movement {
                 else {
                     return self.fail(None, "no customer or call to look up");
                 };
+                // The first hold is found by its call (holds placed before
+                // extension blocks existed carry no `hold`); a block's by
+                // its own key.
+                let (key, value) = if facts.key == super::call_key(&call, Operation::Authorize) {
+                    ("call", call)
+                } else {
+                    ("hold", facts.key.clone())
+                };
                 self.ask(
                     Step::LookingBeforeSend,
                     Request::Find {
                         customer,
-                        key: "call".into(),
-                        value: call,
+                        key: key.into(),
+                        value,
                     },
                 );
                 return;
@@ -243,6 +251,7 @@ impl Movement {
                         ("call".into(), facts.call_id.clone().unwrap_or_default()),
                         ("booking".into(), booking),
                         ("attempt".into(), "1".into()),
+                        ("hold".into(), facts.key.clone()),
                     ]
                 } else {
                     vec![
