@@ -9,10 +9,12 @@ use crate::tree::{Diagnostics, Item, TableReader};
 use crate::trunks::is_trunk_name;
 
 /// The event types a `[[webhook]]` can name in `events`.
-pub const WEBHOOK_EVENT_TYPES: [&str; 13] = [
+pub const WEBHOOK_EVENT_TYPES: [&str; 15] = [
     "call.ringing",
     "call.answered",
     "call.warning",
+    "call.extended",
+    "call.extension_failed",
     "call.ended",
     "settlement.succeeded",
     "settlement.failed",

@@ -52,6 +52,7 @@ fn booking(n: usize) -> ValidBooking {
             stripe: None,
             cancellation_fee: None,
             language: None,
+            extension: None,
         },
         window_start_ms: T0 - 3_600_000,
         window_end_ms: T0 + 3_600_000,

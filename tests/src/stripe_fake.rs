@@ -102,6 +102,9 @@ struct Inner {
     requests: Vec<Recorded>,
     next_id: u64,
     hold_lifetime: Duration,
+    /// Cards with a credit limit: a hold that would take what the card
+    /// has on hold (uncaptured) past it is declined, `insufficient_funds`.
+    card_limits: HashMap<String, i64>,
 }
 
 impl Default for Inner {
@@ -113,6 +116,7 @@ impl Default for Inner {
             faults: HashMap::new(),
             requests: Vec::new(),
             next_id: 0,
+            card_limits: HashMap::new(),
             hold_lifetime: VISA_OFF_SESSION_HOLD,
         }
     }
@@ -224,6 +228,16 @@ impl StripeFake {
     pub fn set_hold_lifetime(&self, lifetime: Duration) {
         if let Ok(mut inner) = self.inner.lock() {
             inner.hold_lifetime = lifetime;
+        }
+    }
+
+    /// Gives the card `payment_method` a credit limit of `limit` minor
+    /// units: a hold that would take its holds not yet captured or
+    /// released past it is declined (`insufficient_funds`), as a card
+    /// near its limit is.
+    pub fn set_card_limit(&self, payment_method: &str, limit: i64) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.card_limits.insert(payment_method.to_owned(), limit);
         }
     }
 

@@ -35,6 +35,32 @@ pub struct NewBooking {
     /// `ja`, or a language of `prompts.dir`); `prompts.language` when absent.
     #[serde(default)]
     pub language: Option<String>,
+    /// Whether its calls' paid time grows past what the first card hold
+    /// covers; off when absent.
+    #[serde(default)]
+    pub extension: Option<Extension>,
+}
+
+/// How a call's paid time is extended past the booking's cap, a block at
+/// a time, each block its own card hold placed shortly before the covered
+/// time runs out.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Extension {
+    /// `off` (the call ends at the cap), `auto` (the next block is held
+    /// without asking; nobody hears a warning while it succeeds).
+    pub mode: String,
+    /// The talk time one more block buys.
+    pub block_seconds: i64,
+    /// The most talk time one call may reach with its blocks.
+    pub max_seconds: i64,
+}
+
+impl Extension {
+    /// Whether calls extend at all.
+    pub fn is_on(&self) -> bool {
+        self.mode != "off"
+    }
 }
 
 /// The body of `PATCH /v1/bookings/{id}`: the fields to change, each
@@ -62,6 +88,10 @@ pub struct BookingPatch {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub language: Option<Option<String>>,
+    /// A new extension policy; `null` turns extension off.
+    #[serde(default, deserialize_with = "present_extension")]
+    #[schema(value_type = Option<Extension>)]
+    pub extension: Option<Option<Extension>>,
     /// Fixed: the id.
     #[schema(ignore)]
     id: Option<serde_json::Value>,
@@ -79,6 +109,13 @@ pub struct BookingPatch {
 /// A field that is present, `null` included: `Some(None)` for `null`.
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
     Option::<String>::deserialize(d).map(Some)
+}
+
+/// [`present`] for the extension policy.
+fn present_extension<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<Extension>>, D::Error> {
+    Option::<Extension>::deserialize(d).map(Some)
 }
 
 impl BookingPatch {
@@ -105,12 +142,13 @@ impl BookingPatch {
             || self.tariff.is_some()
             || self.cap_seconds.is_some()
             || self.window.is_some()
-            || self.language.is_some();
+            || self.language.is_some()
+            || self.extension.is_some();
         if errors.is_empty() && !changes {
             errors.push(FieldError {
                 field: "body".to_owned(),
                 message:
-                    "names nothing to change (callers, pin, callee, tariff, cap_seconds, window, language)"
+                    "names nothing to change (callers, pin, callee, tariff, cap_seconds, window, language, extension)"
                         .to_owned(),
             });
         }
@@ -139,6 +177,9 @@ impl BookingPatch {
         }
         if let Some(language) = self.language {
             booking.language = language;
+        }
+        if let Some(extension) = self.extension {
+            booking.extension = extension;
         }
         booking
     }
@@ -304,6 +345,18 @@ fn stripe_limits(booking: &NewBooking, minimum: i64) -> Vec<(&'static str, Strin
     let (Some(rating), Ok(cap)) = (rating, u64::try_from(booking.cap_seconds)) else {
         return refused;
     };
+    if let Some(extension) = booking.extension.as_ref().filter(|e| e.is_on())
+        && let Ok(block) = u64::try_from(extension.block_seconds)
+        && tollbridge_billing::settlement::hold_amount(&rating, block, minimum)
+            .is_ok_and(|hold| hold > maximum)
+    {
+        refused.push((
+            "extension.block_seconds",
+            format!(
+                "the card hold for one block would be above Stripe's maximum charge of {maximum} {code} minor units"
+            ),
+        ));
+    }
     match tollbridge_billing::settlement::hold_amount(&rating, cap, minimum) {
         Ok(hold) if hold <= maximum => {}
         Ok(hold) => refused.push((
@@ -318,6 +371,37 @@ fn stripe_limits(booking: &NewBooking, minimum: i64) -> Vec<(&'static str, Strin
         )),
     }
     refused
+}
+
+/// What is wrong with an extension policy: an unknown mode, a block too
+/// short to be worth a card hold or longer than an hour, a maximum not
+/// beyond the cap, and extension without a card to hold.
+fn extension_mistakes(extension: &Extension, booking: &NewBooking) -> Vec<(&'static str, String)> {
+    let mut mistakes = Vec::new();
+    if !matches!(extension.mode.as_str(), "off" | "auto") {
+        mistakes.push(("extension.mode", "must be \"off\" or \"auto\"".to_owned()));
+    }
+    if !(10..=3_600).contains(&extension.block_seconds) {
+        mistakes.push(("extension.block_seconds", "must be 10 to 3600".to_owned()));
+    }
+    if !(1..=86_400).contains(&extension.max_seconds) {
+        mistakes.push(("extension.max_seconds", "must be 1 to 86400".to_owned()));
+    } else if extension.is_on() && extension.max_seconds <= booking.cap_seconds {
+        mistakes.push((
+            "extension.max_seconds",
+            format!(
+                "must be above cap_seconds ({}), or nothing is left to extend",
+                booking.cap_seconds
+            ),
+        ));
+    }
+    if extension.is_on() && booking.stripe.is_none() {
+        mistakes.push((
+            "extension",
+            "needs a stripe card: each block is a card hold".to_owned(),
+        ));
+    }
+    mistakes
 }
 
 /// Checks every rule and lists every failure.
@@ -363,6 +447,11 @@ pub fn validate(booking: NewBooking, context: &Context) -> Result<ValidBooking, 
                     "has no prompts here (these do: {known}); add a directory of them to prompts.dir"
                 ),
             );
+        }
+    }
+    if let Some(extension) = &booking.extension {
+        for (field, message) in extension_mistakes(extension, &booking) {
+            fail(field, &message);
         }
     }
     if booking.callers.is_empty() && booking.pin.is_none() {

@@ -84,7 +84,7 @@ fn checked(body: &RefundBody) -> Vec<FieldError> {
         (status = 201, description = "written; sent within a second", body = Refund),
         (status = 200, description = "the same refund, asked again", body = Refund),
         (status = 404, description = "`not_found`", body = ErrorBody),
-        (status = 409, description = "`call_not_captured`, `call_fully_refunded`, `refund_exceeds_captured`, `refund_exists`", body = ErrorBody),
+        (status = 409, description = "`call_not_captured`, `call_fully_refunded`, `refund_exceeds_captured`, `refund_spans_captures`, `refund_exists`", body = ErrorBody),
         (status = 422, description = "`validation_failed`", body = ErrorBody),
         (status = 401, description = "no or wrong bearer token", body = ErrorBody)))]
 pub(super) async fn create_refund(
@@ -130,6 +130,13 @@ pub(super) async fn create_refund(
                 format!("at most {refundable} minor units of the charge are left to refund"),
             ))
         }
+        Err(RefundRefused::Amount(RefundRefusal::SpansCaptures { largest })) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "refund_spans_captures",
+            format!(
+                "the call was charged in parts (extension blocks) and one refund gives back from one part: refund at most {largest} minor units now, the rest in further refunds"
+            ),
+        )),
         Err(RefundRefused::Amount(RefundRefusal::NotPositive)) => {
             Err(ApiError::validation(vec![FieldError {
                 field: "amount".into(),

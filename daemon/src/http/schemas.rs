@@ -75,6 +75,8 @@ pub struct Booking {
     pub cancellation_fee: Option<i64>,
     /// The prompt language its calls hear; `null`: `prompts.language`.
     pub language: Option<String>,
+    /// How its calls' paid time is extended; `null`: it is not.
+    pub extension: Option<crate::bookings::model::Extension>,
     /// Where it stands.
     #[schema(value_type = BookingStateWord)]
     pub state: &'static str,

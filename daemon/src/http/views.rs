@@ -33,6 +33,7 @@ pub fn booking(b: &BookingRecord) -> Value {
         stripe: b.stripe.clone(),
         cancellation_fee: b.cancellation_fee,
         language: b.language.clone(),
+        extension: b.extension.clone(),
         state: b.state.as_str(),
         created_at: rfc3339(b.created_ms),
     })

@@ -59,6 +59,7 @@ fn as_requested(record: &BookingRecord, pin: Option<String>) -> Option<NewBookin
         stripe: record.stripe.clone(),
         cancellation_fee: record.cancellation_fee,
         language: record.language.clone(),
+        extension: record.extension.clone(),
     })
 }
 
@@ -115,7 +116,8 @@ fn change(
              increment_seconds = ?7, minimum_seconds = ?8, under_minimum = ?9, cap_seconds = ?10,
              window_start_ms = ?11, window_end_ms = ?12, updated_ms = ?13,
              state = CASE WHEN ?14 = 1 THEN 'completed' ELSE state END, minimum_charge = ?15,
-             language = ?16
+             language = ?16, extension_mode = ?17, extension_block_seconds = ?18,
+             extension_max_seconds = ?19
          WHERE id = ?1",
         args![
             id,
@@ -134,6 +136,9 @@ fn change(
             i64::from(used_up),
             valid.minimum_charge,
             b.language.clone(),
+            b.extension.as_ref().map(|e| e.mode.clone()),
+            b.extension.as_ref().map(|e| e.block_seconds),
+            b.extension.as_ref().map(|e| e.max_seconds),
         ],
     )?;
     if valid.window_start_ms != current.window_start_ms {

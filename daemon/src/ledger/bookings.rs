@@ -8,7 +8,7 @@ use super::db::{Db, Row};
 use super::states::BookingState;
 use super::{Ledger, LedgerError, fees};
 use crate::args;
-use crate::bookings::model::{Callee, StripeCard, Tariff, ValidBooking};
+use crate::bookings::model::{Callee, Extension, StripeCard, Tariff, ValidBooking};
 
 /// A booking as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,11 +43,14 @@ pub struct BookingRecord {
     pub created_ms: i64,
     /// Its calls' prompt language; `None`: `prompts.language`.
     pub language: Option<String>,
+    /// How its calls' paid time is extended; `None`: it is not.
+    pub extension: Option<Extension>,
 }
 
 const COLUMNS: &str = "id, called, callers, pin IS NOT NULL, callee, currency, price_per_minute, \
      increment_seconds, minimum_seconds, cap_seconds, window_start_ms, window_end_ms, stripe_customer, \
-     stripe_payment_method, cancellation_fee, state, created_ms, under_minimum, used_seconds, language";
+     stripe_payment_method, cancellation_fee, state, created_ms, under_minimum, used_seconds, language, \
+     extension_mode, extension_block_seconds, extension_max_seconds";
 
 fn record_from(row: &Row) -> Result<BookingRecord, LedgerError> {
     let state = row.text(15)?;
@@ -80,6 +83,14 @@ fn record_from(row: &Row) -> Result<BookingRecord, LedgerError> {
             .ok_or_else(|| LedgerError::Decode(format!("booking state {state:?}")))?,
         created_ms: row.int(16)?,
         language: row.opt_text(19)?,
+        extension: match (row.opt_text(20)?, row.opt_int(21)?, row.opt_int(22)?) {
+            (Some(mode), Some(block_seconds), Some(max_seconds)) => Some(Extension {
+                mode,
+                block_seconds,
+                max_seconds,
+            }),
+            _ => None,
+        },
     })
 }
 
@@ -281,9 +292,10 @@ impl Ledger {
                     "INSERT INTO bookings (id, called, callers, pin, callee, currency, price_per_minute,
                          increment_seconds, minimum_seconds, cap_seconds, window_start_ms, window_end_ms,
                          stripe_customer, stripe_payment_method, cancellation_fee, state, created_ms,
-                         updated_ms, under_minimum, minimum_charge, language)
+                         updated_ms, under_minimum, minimum_charge, language, extension_mode,
+                         extension_block_seconds, extension_max_seconds)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 'active',
-                             ?16, ?16, ?17, ?18, ?19)",
+                             ?16, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
                     args![
                         id.as_str(),
                         b.called.as_str(),
@@ -304,6 +316,9 @@ impl Ledger {
                         b.tariff.under_minimum.as_str(),
                         valid.minimum_charge,
                         b.language.clone(),
+                        b.extension.as_ref().map(|e| e.mode.clone()),
+                        b.extension.as_ref().map(|e| e.block_seconds),
+                        b.extension.as_ref().map(|e| e.max_seconds),
                     ],
                 );
                 match inserted {

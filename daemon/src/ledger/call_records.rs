@@ -70,7 +70,7 @@ pub struct Rating {
     /// Billed at least, seconds.
     pub minimum_seconds: i64,
     /// The call's cap, seconds: what remained of its booking's budget
-    /// when it was routed.
+    /// when it was routed, moved by each extension block it held.
     pub cap_seconds: i64,
 }
 
@@ -125,9 +125,9 @@ pub struct CallRecord {
     pub node: String,
     /// The node that ended it in that node's place, when it fell silent.
     pub taken_over_by: Option<String>,
-    /// What was actually charged, minor units: the capture that
-    /// succeeded (the rated amount, or Stripe's minimum under
-    /// `charge-minimum`), 0 when its hold was released (a call cheaper
+    /// What was actually charged, minor units: the captures that
+    /// succeeded, one per hold the call placed (the rated amount, or
+    /// Stripe's minimum under `charge-minimum`), 0 when its hold was released (a call cheaper
     /// than the minimum under `cancel`, or one that never connected);
     /// `None` while it settles, or without Stripe.
     pub charged: Option<i64>,
@@ -276,17 +276,19 @@ fn record(db: &mut dyn Db, id: &str) -> Result<Option<CallRecord>, LedgerError> 
         })
         .collect::<Result<_, LedgerError>>()?;
     call.settlements = settlements::views(db, Some(id), None)?;
+    // Every capture of the call's holds (one per extension block).
     call.charged = call
         .settlements
         .iter()
-        .find(|s| s.state == "succeeded" && (s.operation == "capture" || s.operation == "cancel"))
+        .filter(|s| s.state == "succeeded" && (s.operation == "capture" || s.operation == "cancel"))
         .map(|s| {
             if s.operation == "capture" {
                 s.amount
             } else {
                 0
             }
-        });
+        })
+        .reduce(|a, b| a + b);
     Ok(Some(call))
 }
 

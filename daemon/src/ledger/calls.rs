@@ -43,6 +43,18 @@ pub struct Routed {
     pub card: bool,
     /// The booking's prompt language, when it names one.
     pub language: Option<String>,
+    /// How the call's paid time grows past `cap`, when the booking
+    /// extends it (and has a card to hold each block on).
+    pub extension: Option<ExtensionTerms>,
+}
+
+/// A routed call's extension policy, as the meter uses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtensionTerms {
+    /// The talk time one more card hold buys.
+    pub block_seconds: u64,
+    /// The most talk time the call may reach.
+    pub max_seconds: u64,
 }
 
 impl Routed {
@@ -53,6 +65,7 @@ impl Routed {
             cap: None,
             card: false,
             language: None,
+            extension: None,
         }
     }
 }
@@ -393,7 +406,8 @@ impl Ledger {
             }
             let terms = db.query_one(
                 "SELECT cap_seconds - used_seconds, CASE WHEN stripe_customer IS NOT NULL AND stripe_payment_method IS NOT NULL
-                                          THEN 1 ELSE 0 END, language
+                                          THEN 1 ELSE 0 END, language,
+                        extension_mode, extension_block_seconds, extension_max_seconds
                  FROM bookings WHERE id = ?1",
                 args![id.as_str()],
             )?;
@@ -402,11 +416,20 @@ impl Ledger {
                 "UPDATE calls SET cap_seconds = ?2 WHERE id = ?1",
                 args![call_id.as_str(), cap],
             )?;
+            let card = terms.flag(1)?;
+            let extension = match (terms.opt_text(3)?.as_deref(), terms.opt_int(4)?, terms.opt_int(5)?) {
+                (Some("auto"), Some(block), Some(max)) if card => Some(ExtensionTerms {
+                    block_seconds: u64::try_from(block).unwrap_or(0),
+                    max_seconds: u64::try_from(max).unwrap_or(0),
+                }),
+                _ => None,
+            };
             Ok(Routed {
                 route: Route::Booking(id),
                 cap: Some(cap),
-                card: terms.flag(1)?,
+                card,
                 language: terms.opt_text(2)?,
+                extension,
             })
         })
         .await
@@ -470,6 +493,59 @@ impl Ledger {
                  WHERE id = ?1 AND ended_ms IS NULL",
                 args![call_id, status.as_str(), now_ms],
             )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records what became of extension block `block`'s hold: the call's
+    /// new cap in seconds (the record and a restart's recovery then use
+    /// it), or why the paid time stays. The booking platform is told
+    /// (`call.extended`, `call.extension_failed`) in the same transaction.
+    pub async fn record_extension(
+        &self,
+        call_id: String,
+        block: u32,
+        cap_seconds: Result<u64, String>,
+        now_ms: i64,
+    ) -> Result<(), LedgerError> {
+        self.run(move |db| {
+            let Some(call) = db.query_opt(
+                "SELECT booking_id FROM calls WHERE id = ?1",
+                args![&call_id],
+            )?
+            else {
+                return Ok(());
+            };
+            let (kind, detail, data) = match &cap_seconds {
+                Ok(cap) => {
+                    db.execute(
+                        "UPDATE calls SET cap_seconds = ?2 WHERE id = ?1 AND ended_ms IS NULL",
+                        args![&call_id, i64::try_from(*cap).unwrap_or(i64::MAX)],
+                    )?;
+                    (
+                        "call.extended",
+                        format!("paid time extended to {cap} s (block {block})"),
+                        serde_json::json!({"block": block, "cap_seconds": cap}),
+                    )
+                }
+                Err(why) => (
+                    "call.extension_failed",
+                    format!("paid time not extended (block {block}): {why}"),
+                    serde_json::json!({"block": block, "error": why}),
+                ),
+            };
+            add_event(
+                db,
+                &call_id,
+                CallStatus::InProgress,
+                None,
+                Some(&detail),
+                now_ms,
+            )?;
+            if let Some(booking) = call.opt_text(0)? {
+                super::events::emit(db, kind, &booking, Some(&call_id), data, now_ms)?;
+            }
             Ok(())
         })
         .await

@@ -40,7 +40,7 @@ use tokio::sync::oneshot;
 pub use booking_changes::ChangeRefused;
 pub use bookings::{BookingRecord, BookingWrite, Terms};
 pub use call_records::{CallEvent, CallFilter, CallLeg, CallRecord, Dispute, LegMedia, Rating};
-pub use calls::{CallEnd, NewCall, Priced, Routed};
+pub use calls::{CallEnd, ExtensionTerms, NewCall, Priced, Routed};
 pub use events::{DeliveryOutcome, DeliveryView, DueDelivery, EventView, WebhookEndpoint};
 pub use export::{ExportCursor, ExportRow};
 pub use nodes::{NodeView, TakenOver};

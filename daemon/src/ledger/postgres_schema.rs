@@ -230,10 +230,25 @@ const V9: &str = r#"
 ALTER TABLE bookings ADD COLUMN language TEXT;
 "#;
 
+/// Schema v10 (see `sqlite_schema.rs`).
+const V10: &str = r#"
+ALTER TABLE bookings ADD COLUMN extension_mode TEXT;
+ALTER TABLE bookings ADD COLUMN extension_block_seconds BIGINT CHECK (extension_block_seconds > 0);
+ALTER TABLE bookings ADD COLUMN extension_max_seconds BIGINT CHECK (extension_max_seconds > 0);
+ALTER TABLE settlements ADD COLUMN block INTEGER CHECK (block > 0);
+"#;
+
 /// Every migration as (the schema version it brings, its statements),
 /// oldest first.
-pub(crate) const MIGRATIONS: &[(usize, &str)] =
-    &[(4, V4), (5, V5), (6, V6), (7, V7), (8, V8), (9, V9)];
+pub(crate) const MIGRATIONS: &[(usize, &str)] = &[
+    (4, V4),
+    (5, V5),
+    (6, V6),
+    (7, V7),
+    (8, V8),
+    (9, V9),
+    (10, V10),
+];
 
 /// The schema version this build writes.
-pub(crate) const LATEST_VERSION: usize = 9;
+pub(crate) const LATEST_VERSION: usize = 10;

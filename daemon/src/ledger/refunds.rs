@@ -11,6 +11,7 @@
 //! has refunded (a refund made in Stripe's dashboard counts too), and its
 //! dispute's id, state and amount.
 
+use tollbridge_billing::settlement::blocks;
 use tollbridge_billing::settlement::{self, Operation, RefundRefusal};
 
 use super::db::Db;
@@ -93,27 +94,37 @@ fn create(
             Err(RefundRefused::IdTaken(refund.id.clone()))
         });
     }
-    let Some(capture) = db.query_opt(
-        "SELECT amount, currency, payment_intent FROM settlements
-         WHERE call_id = ?1 AND operation = 'capture' AND state = 'succeeded' AND payment_intent IS NOT NULL",
+    // Each capture (one per hold the call placed, in order) with what
+    // our refunds took from it, succeeded or on their way.
+    let captures = db.query(
+        "SELECT c.amount, c.currency, c.payment_intent,
+                (SELECT CAST(COALESCE(SUM(r.amount), 0) AS BIGINT) FROM settlements r
+                 WHERE r.call_id = c.call_id AND r.operation = 'refund' AND r.state <> 'failed'
+                   AND r.payment_intent = c.payment_intent),
+                (SELECT CAST(COALESCE(SUM(r.amount), 0) AS BIGINT) FROM settlements r
+                 WHERE r.call_id = c.call_id AND r.operation = 'refund' AND r.state = 'succeeded')
+         FROM settlements c
+         WHERE c.call_id = ?1 AND c.operation = 'capture' AND c.state = 'succeeded' AND c.payment_intent IS NOT NULL
+         ORDER BY COALESCE(c.block, 1), c.created_ms",
         args![call_id],
-    )?
-    else {
+    )?;
+    let Some(first) = captures.first() else {
         return Ok(Err(RefundRefused::NotCaptured));
     };
-    let (captured, currency, payment_intent) =
-        (capture.int(0)?, capture.text(1)?, capture.text(2)?);
-    let in_flight = db
-        .query_one(
-            "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM settlements
-             WHERE call_id = ?1 AND operation = 'refund' AND state IN ('pending', 'sent', 'unknown')",
-            args![call_id],
-        )?
-        .int(0)?;
-    let amount = match settlement::refund_amount(captured, refunded + in_flight, refund.amount) {
-        Ok(amount) => amount,
+    let currency = first.text(1)?;
+    // Refunds made outside Tollbridge (Stripe's dashboard) are known only
+    // as a total: counted against the first capture.
+    let outside = refunded.saturating_sub(first.int(4)?).max(0);
+    let mut left = Vec::with_capacity(captures.len());
+    for (i, capture) in captures.iter().enumerate() {
+        let taken = capture.int(3)? + if i == 0 { outside } else { 0 };
+        left.push(capture.int(0)?.saturating_sub(taken).max(0));
+    }
+    let (source, amount) = match blocks::refund_source(&left, refund.amount) {
+        Ok(found) => found,
         Err(refusal) => return Ok(Err(refusal.into())),
     };
+    let payment_intent = captures[source].text(2)?;
     db.execute(
         "INSERT INTO settlements (id, booking_id, call_id, operation, attempt, idempotency_key, amount, currency,
              state, payment_intent, reason, created_ms, updated_ms)
@@ -145,24 +156,33 @@ pub(super) fn charge_refunded(
     amount_refunded: i64,
 ) -> Result<Vec<(String, String, i64)>, LedgerError> {
     let greatest = db.dialect().greatest();
+    // The call whose hold (the first or an extension block's) this is,
+    // with our refunds from this charge and our succeeded ones from its
+    // other charges.
     let calls = db.query(
         "SELECT c.id, c.booking_id,
                 (SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM settlements s
-                 WHERE s.call_id = c.id AND s.operation = 'refund' AND s.state <> 'failed')
-         FROM calls c WHERE c.payment_intent = ?1 AND c.booking_id IS NOT NULL",
+                 WHERE s.call_id = c.id AND s.operation = 'refund' AND s.state <> 'failed'
+                   AND s.payment_intent = ?1),
+                (SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM settlements s
+                 WHERE s.call_id = c.id AND s.operation = 'refund' AND s.state = 'succeeded'
+                   AND s.payment_intent <> ?1)
+         FROM calls c
+         WHERE c.id IN (SELECT call_id FROM settlements WHERE payment_intent = ?1 AND operation = 'authorize')
+           AND c.booking_id IS NOT NULL",
         args![payment_intent],
-    )?;
-    db.execute(
-        &format!(
-            "UPDATE calls SET refunded_amount = {greatest}(refunded_amount, ?2) WHERE payment_intent = ?1"
-        ),
-        args![payment_intent, amount_refunded],
     )?;
     let mut outside = Vec::new();
     for call in &calls {
-        let ours = call.int(2)?;
-        if amount_refunded > ours {
-            outside.push((call.text(0)?, call.text(1)?, amount_refunded - ours));
+        let (id, ours_here, ours_elsewhere) = (call.text(0)?, call.int(2)?, call.int(3)?);
+        db.execute(
+            &format!(
+                "UPDATE calls SET refunded_amount = {greatest}(refunded_amount, ?2) WHERE id = ?1"
+            ),
+            args![id.as_str(), amount_refunded + ours_elsewhere],
+        )?;
+        if amount_refunded > ours_here {
+            outside.push((id, call.text(1)?, amount_refunded - ours_here));
         }
     }
     Ok(outside)
@@ -243,7 +263,8 @@ pub(super) fn dispute_changed(
     dispute: &serde_json::Value,
 ) -> Result<(), LedgerError> {
     db.execute(
-        "UPDATE calls SET dispute_id = ?2, dispute_status = ?3, dispute_amount = ?4 WHERE payment_intent = ?1",
+        "UPDATE calls SET dispute_id = ?2, dispute_status = ?3, dispute_amount = ?4
+         WHERE id IN (SELECT call_id FROM settlements WHERE payment_intent = ?1 AND operation = 'authorize')",
         args![
             payment_intent,
             dispute["id"].as_str(),

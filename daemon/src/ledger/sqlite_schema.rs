@@ -366,6 +366,17 @@ const V9: &str = r#"
 ALTER TABLE bookings ADD COLUMN language TEXT;
 "#;
 
+/// Schema v10: a booking's extension policy (NULL mode: off): the talk
+/// time each further card hold buys and the most one call may reach; and
+/// which of a call's holds a settlement row places or acts on (NULL: the
+/// first, placed before the bridge).
+const V10: &str = r#"
+ALTER TABLE bookings ADD COLUMN extension_mode TEXT;
+ALTER TABLE bookings ADD COLUMN extension_block_seconds INTEGER CHECK (extension_block_seconds > 0);
+ALTER TABLE bookings ADD COLUMN extension_max_seconds INTEGER CHECK (extension_max_seconds > 0);
+ALTER TABLE settlements ADD COLUMN block INTEGER CHECK (block > 0);
+"#;
+
 const MIGRATIONS_SLICE: &[M<'static>] = &[
     M::up(V1).foreign_key_check(),
     M::up(V2).foreign_key_check(),
@@ -376,6 +387,7 @@ const MIGRATIONS_SLICE: &[M<'static>] = &[
     M::up(V7).foreign_key_check(),
     M::up(V8).foreign_key_check(),
     M::up(V9).foreign_key_check(),
+    M::up(V10).foreign_key_check(),
 ];
 
 /// Every migration, oldest first.

@@ -72,17 +72,51 @@ pub async fn place_hold(
     let mut movement = Movement::new(row.facts.clone(), row.state, 0);
     movement.handle(Event::Claimed, now_ms());
     drive(ledger, gateway, &mut movement).await;
-    match movement.outcome() {
-        Some(Outcome::Held { payment_intent, .. }) => {
-            let covers =
-                settlement::cap_for_hold(&terms.tariff, row.facts.amount, terms.remaining_seconds)
-                    .unwrap_or(terms.remaining_seconds);
-            Ok(Held {
-                payment_intent: payment_intent.clone(),
-                amount: row.facts.amount,
-                covers: Duration::from_secs(covers),
-            })
-        }
+    let payment_intent = hold_result(movement.outcome())?;
+    let covers = settlement::cap_for_hold(&terms.tariff, row.facts.amount, terms.remaining_seconds)
+        .unwrap_or(terms.remaining_seconds);
+    Ok(Held {
+        payment_intent,
+        amount: row.facts.amount,
+        covers: Duration::from_secs(covers),
+    })
+}
+
+/// Places the card hold for extension block `block` of a call routed to
+/// `booking`, bringing its paid time to `covered`: committed first, then
+/// sent, its answer recorded. `Err` says why the paid time stays as it is.
+pub async fn place_extension_hold(
+    ledger: &Ledger,
+    gateway: &dyn Gateway,
+    call_id: &str,
+    booking: &str,
+    block: u32,
+    covered: Duration,
+) -> Result<String, String> {
+    let row = ledger
+        .begin_extension_hold(
+            call_id.to_owned(),
+            booking.to_owned(),
+            block,
+            covered.as_secs(),
+            now_ms(),
+        )
+        .await
+        .map_err(|e| format!("cannot record the hold: {e}"))?
+        .ok_or("the booking has no card to hold, or the block's price does not fit")?;
+    let mut movement = row.movement();
+    if row.state == tollbridge_billing::settlement::SettlementState::Sent {
+        movement.handle(Event::Claimed, now_ms());
+    }
+    drive(ledger, gateway, &mut movement).await;
+    hold_result(movement.outcome())
+}
+
+/// What a hold's outcome means for the call: its PaymentIntent, or why
+/// nobody may talk on it.
+fn hold_result(outcome: Option<&Outcome>) -> Result<String, String> {
+    match outcome {
+        Some(Outcome::Held { payment_intent, .. }) => Ok(payment_intent.clone()),
         Some(Outcome::Failed {
             decline_code: Some(code),
             ..

@@ -41,6 +41,7 @@ pub fn booking(id: &str, called: &str, card: bool, fee: Option<i64>) -> ValidBoo
             }),
             cancellation_fee: fee,
             language: None,
+            extension: None,
         },
         window_start_ms: T0 - HOUR_MS,
         window_end_ms: T0 + HOUR_MS,

@@ -129,7 +129,21 @@ pub(super) async fn create(State(inner): Shared, headers: HeaderMap, body: Bytes
             inner.next_id += 1;
             let id = format!("pi_fake{:06}", inner.next_id);
             let card = param(&params, "payment_method").unwrap_or("");
+            let on_hold: i64 = inner
+                .intents
+                .values()
+                .filter(|i| i["status"] == "requires_capture" && i["payment_method"] == card)
+                .filter_map(|i| i["amount_capturable"].as_i64())
+                .sum();
+            let over_limit = inner
+                .card_limits
+                .get(card)
+                .is_some_and(|limit| on_hold + amount > *limit);
             let (status, failure) = match card {
+                _ if over_limit => (
+                    "requires_payment_method",
+                    Some(("card_declined", "Your card has insufficient funds.")),
+                ),
                 "pm_card_chargeDeclined" => (
                     "requires_payment_method",
                     Some(("card_declined", "Your card was declined.")),
@@ -156,7 +170,8 @@ pub(super) async fn create(State(inner): Shared, headers: HeaderMap, body: Bytes
                 Some((code, message)) => {
                     let (status, mut body) = error(402, "card_error", Some(code), message);
                     if code == "card_declined" {
-                        body["error"]["decline_code"] = json!("generic_decline");
+                        let decline = if over_limit { "insufficient_funds" } else { "generic_decline" };
+                        body["error"]["decline_code"] = json!(decline);
                     }
                     body["error"]["payment_intent"] = Value::Null;
                     (status, body)

@@ -262,3 +262,87 @@ fn the_language_is_a_tag_with_prompts() {
         assert!(errors[0].message.contains(says), "{language}: {errors:?}");
     }
 }
+
+#[test]
+fn an_extension_policy_is_checked_field_by_field() {
+    let card = serde_json::json!({"customer": "cus_1", "payment_method": "pm_1"});
+    // (extension, with a card, the fields refused)
+    let cases: Vec<(serde_json::Value, bool, Vec<&str>)> = vec![
+        (
+            serde_json::json!({"mode": "auto", "block_seconds": 300, "max_seconds": 3600}),
+            true,
+            vec![],
+        ),
+        (
+            serde_json::json!({"mode": "off", "block_seconds": 300, "max_seconds": 600}),
+            false,
+            vec![],
+        ),
+        (
+            serde_json::json!({"mode": "always", "block_seconds": 300, "max_seconds": 3600}),
+            true,
+            vec!["extension.mode"],
+        ),
+        (
+            serde_json::json!({"mode": "auto", "block_seconds": 5, "max_seconds": 3600}),
+            true,
+            vec!["extension.block_seconds"],
+        ),
+        (
+            serde_json::json!({"mode": "auto", "block_seconds": 300, "max_seconds": 1800}),
+            true,
+            vec!["extension.max_seconds"],
+        ),
+        (
+            serde_json::json!({"mode": "auto", "block_seconds": 300, "max_seconds": 90_000}),
+            true,
+            vec!["extension.max_seconds"],
+        ),
+        (
+            serde_json::json!({"mode": "auto", "block_seconds": 300, "max_seconds": 3600}),
+            false,
+            vec!["extension"],
+        ),
+    ];
+    for (extension, with_card, refused) in cases {
+        let mut body = good();
+        body["extension"] = extension.clone();
+        if with_card {
+            body["stripe"] = card.clone();
+        }
+        let fields: Vec<String> = check(body, with_card)
+            .err()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(fields, refused, "{extension}, card {with_card}");
+    }
+    // A block whose hold Stripe would refuse: ¥1,000,000,000 a minute.
+    let mut body = good();
+    body["tariff"]["price_per_minute"] = serde_json::json!(1_000_000_000);
+    body["cap_seconds"] = serde_json::json!(1);
+    body["extension"] =
+        serde_json::json!({"mode": "auto", "block_seconds": 600, "max_seconds": 3600});
+    body["stripe"] = card;
+    let fields: Vec<String> = check(body, true)
+        .err()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| e.field)
+        .collect();
+    assert!(
+        fields.contains(&"extension.block_seconds".to_owned()),
+        "{fields:?}"
+    );
+    // An unknown field of the policy is refused when the body is read.
+    let unknown = serde_json::from_value::<NewBooking>(serde_json::json!({
+        "called": "+81312345678",
+        "callee": {"uri": "sip:a@b.example"},
+        "tariff": {"currency": "jpy", "price_per_minute": 100},
+        "cap_seconds": 60,
+        "window": {"start": "x", "end": "y"},
+        "extension": {"mode": "auto", "block_seconds": 60, "max_seconds": 600, "blocks": 3}
+    }));
+    assert!(unknown.is_err());
+}

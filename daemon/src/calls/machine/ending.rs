@@ -48,6 +48,7 @@ impl Call {
         self.warning_at = None;
         self.time_up_at = None;
         self.cap_at = None;
+        self.extend_at = None;
         self.record(status, sip_code, Some(detail.to_owned()));
         let now_talk = Duration::ZERO;
         self.push(Command::RecordEnd(End {
@@ -168,6 +169,7 @@ impl Call {
             return;
         }
         self.warning_at = None;
+        self.extend_at = None;
         self.time_up_at = Some(now);
         self.cap_at = Some(ends);
         self.cap_reason = reason;

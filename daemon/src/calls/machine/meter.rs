@@ -1,7 +1,13 @@
 //! The meter: talk time stamped, the warning and time-up played at their
-//! instants, the cap enforced, and a declined card hold ended politely.
+//! instants, the cap enforced (and moved by extension blocks), and a
+//! declined card hold ended politely.
 
 use super::*;
+
+/// How long before the meter's first prompt (the warning, or the time-up
+/// when there is none) an extension block's hold is placed: room for
+/// Stripe's answer, so that nobody hears a warning the block makes moot.
+const EXTEND_LEAD: Duration = Duration::from_secs(10);
 
 impl Call {
     /// Sets the talk time on the `RecordEnd` just queued: from the
@@ -23,6 +29,10 @@ impl Call {
     pub(super) fn run_meter(&mut self, now: Instant) {
         if self.phase != Phase::Connected {
             return;
+        }
+        if self.extend_at.is_some_and(|at| now >= at) {
+            self.extend_at = None;
+            self.extend();
         }
         if self.warning_at.is_some_and(|at| now >= at) {
             self.warning_at = None;
@@ -75,16 +85,17 @@ impl Call {
         }));
     }
 
-    /// Sets the meter's instants from the answer: the cap, the time-up
-    /// prompt that ends at it, and the warning before it. Each prompt is
-    /// heard whole: the warning starts early enough to end before the
-    /// time-up begins, and is skipped when there is no room for it (or
-    /// the cap is not longer than its lead).
+    /// Sets the meter's instants from the answer (at the answer, and again
+    /// when an extension moves the cap): the cap, the time-up prompt that
+    /// ends at it, the warning before it, and the next extension block's
+    /// hold before both. Each prompt is heard whole: the warning starts
+    /// early enough to end before the time-up begins, and is skipped when
+    /// there is no room for it (or the cap is not longer than its lead).
     pub(super) fn start_meter(&mut self, now: Instant) {
         let Some(cap) = self.cap else {
             return;
         };
-        let cap_at = now + cap;
+        let cap_at = self.answered_at.unwrap_or(now) + cap;
         self.cap_at = Some(cap_at);
         self.push(Command::ForwardUntil(cap_at));
         let time_up = self.settings.prompt_length(PromptName::TimeUp);
@@ -97,6 +108,74 @@ impl Call {
             self.warning_at = latest
                 .map(|latest| (cap_at - lead).min(latest))
                 .filter(|at| *at >= now);
+        }
+        self.extend_at = self
+            .extension
+            .filter(|growth| cap < growth.most && !self.extending)
+            .map(|_| {
+                let first_prompt = self.warning_at.unwrap_or(time_up_at);
+                first_prompt
+                    .checked_sub(EXTEND_LEAD)
+                    .unwrap_or(now)
+                    .max(now)
+            });
+    }
+
+    /// Asks for the next extension block's hold: a block, or what is left
+    /// to the call's most.
+    fn extend(&mut self) {
+        let (Some(growth), Some(cap)) = (self.extension, self.cap) else {
+            return;
+        };
+        let adds = growth.block.min(growth.most.saturating_sub(cap));
+        if adds.is_zero() {
+            return;
+        }
+        self.extending = true;
+        self.blocks += 1;
+        self.push(Command::Extend {
+            block: self.blocks,
+            adds,
+            covered: cap + adds,
+        });
+    }
+
+    /// An extension block's hold came back: the cap moves and the meter is
+    /// timed again (the warning, already heard or not, comes before the
+    /// new cap), or the paid time stays and no block is asked again. A
+    /// hold that lands once the time-up prompt has begun, or the call is
+    /// ending for another reason, moves nothing: the call never talks on
+    /// it, and it is released after the call.
+    pub(super) fn on_extended(&mut self, result: Result<Duration, String>, now: Instant) {
+        self.extending = false;
+        let block = self.blocks;
+        let applies = self.phase == Phase::Connected
+            && self.cap_reason == "cap-reached"
+            && self.time_up_at.is_some();
+        match result {
+            Ok(adds) if applies => {
+                let cap = self.cap.unwrap_or_default() + adds;
+                self.cap = Some(cap);
+                self.push(Command::RecordExtension {
+                    block,
+                    cap: Ok(cap),
+                });
+                self.start_meter(now);
+            }
+            Ok(_) => {
+                self.extension = None;
+                self.push(Command::RecordExtension {
+                    block,
+                    cap: Err("the hold succeeded after the call had begun to end".into()),
+                });
+            }
+            Err(why) => {
+                self.extension = None;
+                self.push(Command::RecordExtension {
+                    block,
+                    cap: Err(why),
+                });
+            }
         }
     }
 

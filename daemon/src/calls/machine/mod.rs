@@ -77,8 +77,20 @@ pub enum Input {
     /// A card hold is being placed for the routed booking: the parties
     /// are not bridged until it succeeds. Given before the `Routed`.
     HoldPending,
+    /// The routed booking extends the paid time: the talk time one more
+    /// card hold buys, and the most the call may reach. Given before the
+    /// `Routed` it belongs to.
+    Extension {
+        /// One block's talk time.
+        block: Duration,
+        /// The call's talk time at most.
+        most: Duration,
+    },
     /// The hold succeeded; it covers this much talk time.
     HoldApproved(Duration),
+    /// The hold asked for by [`Command::Extend`] succeeded (it adds this
+    /// much talk time) or failed (why).
+    Extended(Result<Duration, String>),
     /// The hold was declined (or its outcome is unknown): nobody talks
     /// unpaid.
     HoldDeclined(String),
@@ -166,6 +178,24 @@ pub enum Command {
     WatchMedia(Duration),
     /// Tell the relay to stop forwarding at this instant (the cap).
     ForwardUntil(Instant),
+    /// Place the card hold for extension block `block` (2 on), adding
+    /// `adds` of talk time (answered with [`Input::Extended`]).
+    Extend {
+        /// Which of the call's holds it is.
+        block: u32,
+        /// The talk time it buys.
+        adds: Duration,
+        /// The call's paid time once it succeeds.
+        covered: Duration,
+    },
+    /// Store what became of an extension: the call's new cap, or why the
+    /// paid time stays as it was (the booking platform is told).
+    RecordExtension {
+        /// Which of the call's holds it was.
+        block: u32,
+        /// The new cap, or why there is none.
+        cap: Result<Duration, String>,
+    },
     /// Play a prompt to a party.
     Play(Side, PromptName, PromptMode),
     /// Look the entered PIN up (answered with [`Input::Routed`]).
@@ -235,6 +265,13 @@ enum Phase {
     Over,
 }
 
+/// How the paid time grows: a block per further card hold, up to a most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Growth {
+    block: Duration,
+    most: Duration,
+}
+
 /// The card hold that gates the bridge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Hold {
@@ -281,6 +318,14 @@ pub struct Call {
     warning_at: Option<Instant>,
     time_up_at: Option<Instant>,
     cap_at: Option<Instant>,
+    /// How the paid time grows past the cap, while it still may.
+    extension: Option<Growth>,
+    /// When the next extension block's hold is placed.
+    extend_at: Option<Instant>,
+    /// The call's holds so far (the first one's included).
+    blocks: u32,
+    /// An extension block's hold is on its way.
+    extending: bool,
     /// The reason recorded when `cap_at` comes (`cap-reached`, `drained`).
     cap_reason: &'static str,
     /// Talk is billed up to here rather than to the end (the quiet party's
@@ -317,6 +362,10 @@ impl Call {
             warning_at: None,
             time_up_at: None,
             cap_at: None,
+            extension: None,
+            extend_at: None,
+            blocks: 1,
+            extending: false,
             cap_reason: "cap-reached",
             talk_until: None,
         };
@@ -348,10 +397,16 @@ impl Call {
 
     /// When [`Call::handle_timeout`] is due.
     pub fn deadline(&self) -> Option<Instant> {
-        [self.deadline, self.warning_at, self.time_up_at, self.cap_at]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.deadline,
+            self.warning_at,
+            self.time_up_at,
+            self.cap_at,
+            self.extend_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Whether the call has ended (its record is closed).
@@ -458,6 +513,8 @@ impl Call {
                 }
             }
             Input::HoldDeclined(why) => self.on_hold_declined(&why, now),
+            Input::Extension { block, most } => self.extension = Some(Growth { block, most }),
+            Input::Extended(result) => self.on_extended(result, now),
             Input::CallerConfirmed => {}
             Input::CallerCancelled => {
                 self.caller_gone = true;

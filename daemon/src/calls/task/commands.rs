@@ -84,6 +84,49 @@ impl Shell {
                     media.play(side, prompts.get(prompt), mode);
                 }
             }
+            Command::Extend {
+                block,
+                adds,
+                covered,
+            } => {
+                let (Some(settler), Some(booking)) =
+                    (self.control.settler.clone(), self.booking.clone())
+                else {
+                    self.extending = Some(Box::pin(async {
+                        Err("no card to hold the block on".to_owned())
+                    }));
+                    return;
+                };
+                tracing::info!(block, adds_s = adds.as_secs(), "extending the paid time");
+                let (ledger, id) = (self.shared.ledger.clone(), self.id.clone());
+                self.extending = Some(Box::pin(async move {
+                    crate::settle::place_extension_hold(
+                        &ledger,
+                        settler.gateway(),
+                        &id,
+                        &booking,
+                        block,
+                        covered,
+                    )
+                    .await
+                    .map(|_| adds)
+                }));
+            }
+            Command::RecordExtension { block, cap } => {
+                match &cap {
+                    Ok(cap) => tracing::info!(block, cap_s = cap.as_secs(), "paid time extended"),
+                    Err(why) => tracing::warn!(block, reason = %why, "paid time not extended"),
+                }
+                let cap = cap.map(|cap| cap.as_secs());
+                if let Err(e) = self
+                    .shared
+                    .ledger
+                    .record_extension(self.id.clone(), block, cap, now_ms())
+                    .await
+                {
+                    tracing::error!(error = %e, "cannot record the extension");
+                }
+            }
             Command::CheckPin(pin) => {
                 let (id, called) = (self.id.clone(), self.called.clone());
                 let ledger = self.shared.ledger.clone();

@@ -182,6 +182,7 @@ async fn run_call(control: Arc<CallControl>, id: String, call: InboundCall) {
         placing: None,
         lookup: Some(lookup),
         holding: None,
+        extending: None,
         booking: None,
         language: None,
         media: Some(media),
@@ -227,6 +228,8 @@ struct Shell {
     placing: Option<Boxed<Result<Placed, EdgeError>>>,
     lookup: Option<Boxed<Result<Routed, LedgerError>>>,
     holding: Option<Boxed<Result<Held, String>>>,
+    /// An extension block's hold on its way: the talk time it adds.
+    extending: Option<Boxed<Result<Duration, String>>>,
     booking: Option<String>,
     /// The routed booking's prompt language (`None`: the default).
     language: Option<String>,
@@ -300,7 +303,7 @@ impl Shell {
                 Some(request) = self.operator.recv() => self.operator_input(request).await,
                 routed = maybe(&mut self.lookup) => {
                     self.lookup = None;
-                    let Routed { route, cap, card, language } = routed.unwrap_or_else(|e| {
+                    let Routed { route, cap, card, language, extension } = routed.unwrap_or_else(|e| {
                         tracing::error!(error = %e, "routing lookup failed");
                         Routed::not_to_a_booking(Route::Refuse(RejectReason::Overloaded))
                     });
@@ -312,6 +315,13 @@ impl Shell {
                     if let Some(cap) = cap {
                         let cap = Duration::from_secs(cap.unsigned_abs());
                         self.machine.handle(Input::Cap(cap), std::time::Instant::now());
+                    }
+                    if let Some(terms) = extension {
+                        let input = Input::Extension {
+                            block: Duration::from_secs(terms.block_seconds),
+                            most: Duration::from_secs(terms.max_seconds),
+                        };
+                        self.machine.handle(input, std::time::Instant::now());
                     }
                     if let Route::Booking(booking) = &route
                         && card
@@ -338,6 +348,10 @@ impl Shell {
                             Input::HoldDeclined(why)
                         }
                     })
+                }
+                extended = maybe(&mut self.extending) => {
+                    self.extending = None;
+                    Some(Input::Extended(extended))
                 }
                 event = next_media_event(&mut self.media) => match event {
                     Some(MediaEvent::Key(Side::Caller, key)) => Some(Input::CallerKey(key)),
@@ -448,6 +462,12 @@ impl Shell {
             // released (the call is over), not left to the reconciler.
             tokio::spawn(async move {
                 let _ = holding.await;
+            });
+        }
+        if let Some(extending) = self.extending.take() {
+            // The same for an extension block's hold.
+            tokio::spawn(async move {
+                let _ = extending.await;
             });
         }
         let caller = async {

@@ -5,6 +5,7 @@ use tollbridge_media::prompt::PromptName;
 use tollbridge_media::sdp::Direction;
 use tollbridge_media::stream::PromptMode;
 
+mod extended;
 mod metered;
 
 const CALLER_OFFER: &str = "v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\n\
