@@ -12,7 +12,7 @@ use tollbridge_sip::reject::RejectReason;
 
 use super::db::{Db, Value};
 use super::states::CallStatus;
-use super::{Ledger, LedgerError, bookings, fees, settlements};
+use super::{Ledger, LedgerError, bookings, fees, holds};
 use crate::args;
 use crate::calls::route::{Candidate, Route};
 
@@ -273,7 +273,7 @@ pub(super) fn close(
     let priced = {
         let priced = price_call(db, call_id, end.talk_ms, end.connected)?;
         // The hold's capture or release, in the same transaction.
-        settlements::after_call(
+        holds::after_call(
             db,
             call_id,
             priced.as_ref().map_or(0, |p| p.amount),

@@ -22,6 +22,7 @@ mod calls;
 mod events;
 mod export;
 mod fees;
+mod holds;
 mod nodes;
 mod postgres;
 mod postgres_schema;
@@ -43,10 +44,11 @@ pub use call_records::{CallEvent, CallFilter, CallLeg, CallRecord, Dispute, LegM
 pub use calls::{CallEnd, ExtensionTerms, NewCall, Priced, Routed};
 pub use events::{DeliveryOutcome, DeliveryView, DueDelivery, EventView, WebhookEndpoint};
 pub use export::{ExportCursor, ExportRow};
+pub use holds::HoldTerms;
 pub use nodes::{NodeView, TakenOver};
 pub use recovery::Unfinished;
 pub use refunds::{NewRefund, RefundRefused};
-pub use settlements::{HoldTerms, NewSettlement, Settlement, SettlementView};
+pub use settlements::{NewSettlement, Settlement, SettlementView};
 pub use states::{BookingState, CallStatus, SettlementState};
 
 use db::Db;

@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
-use crate::ledger::settlements::held_until;
+use crate::ledger::holds::held_until;
 
 const DAY_MS: i64 = 86_400_000;
 
