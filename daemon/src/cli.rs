@@ -406,7 +406,7 @@ fn missing_prompts(prompts: &PromptLibrary) -> Vec<String> {
             .missing()
             .iter()
             .filter(|(l, _)| l == language)
-            .map(|(_, name)| name.stem())
+            .map(|(_, stem)| stem.as_str())
             .collect();
         if !lacking.is_empty() {
             let instead = if language == prompts.default_language() {

@@ -107,7 +107,7 @@ pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow
             .context("cannot load the prompts (prompts.dir, prompts.language)")?,
     );
     for (language, prompt) in prompts.missing() {
-        warn!(language = %language, prompt = prompt.stem(), default = prompts.default_language(), "prompt missing; the default language's plays instead");
+        warn!(language = %language, prompt = %prompt, default = prompts.default_language(), "prompt missing; the default language's plays instead");
     }
 
     let (sip, calls) = SipEdge::start(crate::edge::edge_config(&config))

@@ -50,11 +50,21 @@ pub enum PromptName {
     Warning,
     /// The paid time has run out.
     TimeUp,
+    /// An extension offer to the caller, before the block's length: "To
+    /// extend your call by" (played as one prompt with the length and
+    /// [`PromptName::ExtendOfferEnd`], see [`Prompts::extend_offer`]).
+    ExtendOffer,
+    /// An extension offer, after the block's length: "press 1."
+    ExtendOfferEnd,
+    /// The caller's extension succeeded.
+    Extended,
+    /// The caller's extension failed.
+    NotExtended,
 }
 
 impl PromptName {
     /// Every prompt.
-    pub const ALL: [PromptName; 7] = [
+    pub const ALL: [PromptName; 11] = [
         PromptName::Pin,
         PromptName::WrongPin,
         PromptName::NoBooking,
@@ -62,6 +72,10 @@ impl PromptName {
         PromptName::CalleeUnavailable,
         PromptName::Warning,
         PromptName::TimeUp,
+        PromptName::ExtendOffer,
+        PromptName::ExtendOfferEnd,
+        PromptName::Extended,
+        PromptName::NotExtended,
     ];
 
     /// The file name stem (`warning` for `warning.wav`).
@@ -74,6 +88,10 @@ impl PromptName {
             PromptName::CalleeUnavailable => "callee-unavailable",
             PromptName::Warning => "warning",
             PromptName::TimeUp => "time-up",
+            PromptName::ExtendOffer => "extend-offer",
+            PromptName::ExtendOfferEnd => "extend-offer-end",
+            PromptName::Extended => "extended",
+            PromptName::NotExtended => "not-extended",
         }
     }
 
@@ -93,6 +111,32 @@ macro_rules! built_in {
             include_bytes!(concat!("../prompts/", $language, "/callee-unavailable.wav")).as_slice(),
             include_bytes!(concat!("../prompts/", $language, "/warning.wav")).as_slice(),
             include_bytes!(concat!("../prompts/", $language, "/time-up.wav")).as_slice(),
+            include_bytes!(concat!("../prompts/", $language, "/extend-offer.wav")).as_slice(),
+            include_bytes!(concat!("../prompts/", $language, "/extend-offer-end.wav")).as_slice(),
+            include_bytes!(concat!("../prompts/", $language, "/extended.wav")).as_slice(),
+            include_bytes!(concat!("../prompts/", $language, "/not-extended.wav")).as_slice(),
+        ]
+    };
+}
+
+/// The block lengths, in minutes, an extension offer can say ("to extend
+/// your call by N minutes"): each a `minutes-N.wav` in every language.
+pub const OFFERED_MINUTES: [u32; 10] = [1, 2, 3, 5, 10, 15, 20, 30, 45, 60];
+
+/// The built-in lengths of one language, in [`OFFERED_MINUTES`]' order.
+macro_rules! built_in_minutes {
+    ($language:literal) => {
+        [
+            include_bytes!(concat!("../prompts/", $language, "/minutes-1.wav")).as_slice(),
+            include_bytes!(concat!("../prompts/", $language, "/minutes-2.wav")).as_slice(),
+            include_bytes!(concat!("../prompts/", $language, "/minutes-3.wav")).as_slice(),
+            include_bytes!(concat!("../prompts/", $language, "/minutes-5.wav")).as_slice(),
+            include_bytes!(concat!("../prompts/", $language, "/minutes-10.wav")).as_slice(),
+            include_bytes!(concat!("../prompts/", $language, "/minutes-15.wav")).as_slice(),
+            include_bytes!(concat!("../prompts/", $language, "/minutes-20.wav")).as_slice(),
+            include_bytes!(concat!("../prompts/", $language, "/minutes-30.wav")).as_slice(),
+            include_bytes!(concat!("../prompts/", $language, "/minutes-45.wav")).as_slice(),
+            include_bytes!(concat!("../prompts/", $language, "/minutes-60.wav")).as_slice(),
         ]
     };
 }
@@ -102,11 +146,23 @@ pub const BUILT_IN_LANGUAGES: [&str; 2] = ["en", "ja"];
 
 /// The built-in prompt `name` of `language`, when it has one.
 fn built_in(language: &str, name: PromptName) -> Option<&'static [u8]> {
-    const ENGLISH: [&[u8]; 7] = built_in!("en");
-    const JAPANESE: [&[u8]; 7] = built_in!("ja");
+    const ENGLISH: [&[u8]; 11] = built_in!("en");
+    const JAPANESE: [&[u8]; 11] = built_in!("ja");
     match language {
         "en" => Some(ENGLISH[name.index()]),
         "ja" => Some(JAPANESE[name.index()]),
+        _ => None,
+    }
+}
+
+/// The built-in saying of the `index`th of [`OFFERED_MINUTES`] in
+/// `language`, when it has one.
+fn built_in_minutes(language: &str, index: usize) -> Option<&'static [u8]> {
+    const ENGLISH: [&[u8]; 10] = built_in_minutes!("en");
+    const JAPANESE: [&[u8]; 10] = built_in_minutes!("ja");
+    match language {
+        "en" => ENGLISH.get(index).copied(),
+        "ja" => JAPANESE.get(index).copied(),
         _ => None,
     }
 }
@@ -155,7 +211,7 @@ impl Prompt {
                 spec.sample_rate, spec.channels, spec.bits_per_sample, spec.sample_format
             )));
         }
-        let mut samples: Vec<i16> = reader
+        let samples: Vec<i16> = reader
             .into_samples::<i16>()
             .collect::<Result<_, _>>()
             .map_err(|e| fail(format!("unreadable samples: {e}")))?;
@@ -165,17 +221,22 @@ impl Prompt {
         if samples.len() > MAX_SECONDS * 8000 {
             return Err(fail(format!("is longer than {MAX_SECONDS} s")));
         }
+        Ok(Prompt::from_samples(name, samples))
+    }
+
+    /// A prompt of these 8 kHz samples, padded to whole frames.
+    fn from_samples(name: PromptName, mut samples: Vec<i16>) -> Prompt {
         samples.resize(samples.len().div_ceil(FRAME_SAMPLES) * FRAME_SAMPLES, 0);
         let mut pcmu = vec![0; samples.len()];
         let mut pcma = vec![0; samples.len()];
         g711::encode(Codec::Pcmu, &samples, &mut pcmu);
         g711::encode(Codec::Pcma, &samples, &mut pcma);
-        Ok(Prompt {
+        Prompt {
             name,
             samples,
             pcmu,
             pcma,
-        })
+        }
     }
 
     /// Which prompt this is.
@@ -211,6 +272,8 @@ impl Prompt {
 #[derive(Debug, Clone)]
 pub struct Prompts {
     prompts: Vec<Arc<Prompt>>,
+    /// How each of [`OFFERED_MINUTES`] is said.
+    minutes: Vec<Arc<Prompt>>,
 }
 
 impl Prompts {
@@ -227,12 +290,41 @@ impl Prompts {
                 Prompt::from_wav(*name, bytes, &file).map(Arc::new)
             })
             .collect::<Result<_, _>>()?;
-        Ok(Prompts { prompts })
+        let minutes = OFFERED_MINUTES
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let (bytes, from) = match built_in_minutes(language, i) {
+                    Some(bytes) => (bytes, language),
+                    None => (built_in_minutes("en", i).unwrap_or_default(), "en"),
+                };
+                let file = format!("built-in {from}/minutes-{n}.wav");
+                Prompt::from_wav(PromptName::ExtendOffer, bytes, &file).map(Arc::new)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Prompts { prompts, minutes })
     }
 
     /// One prompt.
     pub fn get(&self, name: PromptName) -> Arc<Prompt> {
         self.prompts[name.index()].clone()
+    }
+
+    /// The offer of an extension by `minutes` (one of [`OFFERED_MINUTES`];
+    /// `None` for another length): [`PromptName::ExtendOffer`], the
+    /// length, [`PromptName::ExtendOfferEnd`], played as one prompt.
+    pub fn extend_offer(&self, minutes: u32) -> Option<Prompt> {
+        let index = OFFERED_MINUTES.iter().position(|m| *m == minutes)?;
+        let parts = [
+            self.get(PromptName::ExtendOffer),
+            self.minutes[index].clone(),
+            self.get(PromptName::ExtendOfferEnd),
+        ];
+        let samples = parts
+            .iter()
+            .flat_map(|p| p.samples().iter().copied())
+            .collect();
+        Some(Prompt::from_samples(PromptName::ExtendOffer, samples))
     }
 }
 
@@ -243,7 +335,7 @@ pub struct PromptLibrary {
     default_language: String,
     default: Prompts,
     sets: Vec<(String, Prompts)>,
-    missing: Vec<(String, PromptName)>,
+    missing: Vec<(String, String)>,
 }
 
 impl PromptLibrary {
@@ -302,9 +394,10 @@ impl PromptLibrary {
             .map_or(&self.default, |(_, set)| set)
     }
 
-    /// The prompts a language lacks, which play in the default language
-    /// (or, for a default language of `prompts.dir`'s own, in English).
-    pub fn missing(&self) -> &[(String, PromptName)] {
+    /// The prompts a language lacks (their file names' stems), which play
+    /// in the default language (or, for a default language of
+    /// `prompts.dir`'s own, in English).
+    pub fn missing(&self) -> &[(String, String)] {
         &self.missing
     }
 }
@@ -340,11 +433,10 @@ fn load_set(
     language: &str,
     fallback: &Prompts,
     is_default: bool,
-    missing: &mut Vec<(String, PromptName)>,
+    missing: &mut Vec<(String, String)>,
 ) -> Result<Prompts, PromptError> {
-    let mut prompts = Vec::with_capacity(PromptName::ALL.len());
-    for name in PromptName::ALL {
-        let file_name = format!("{}.wav", name.stem());
+    let mut one = |stem: String, name: PromptName, built: Option<&[u8]>| {
+        let file_name = format!("{stem}.wav");
         let mut candidates = Vec::new();
         if let Some(dir) = dir {
             candidates.push(dir.join(language).join(&file_name));
@@ -352,22 +444,32 @@ fn load_set(
                 candidates.push(dir.join(&file_name));
             }
         }
-        let prompt = match candidates.into_iter().find(|path| path.is_file()) {
-            Some(path) => Arc::new(read_file(name, &path)?),
-            None => match built_in(language, name) {
+        match candidates.into_iter().find(|path| path.is_file()) {
+            Some(path) => read_file(name, &path).map(|p| Some(Arc::new(p))),
+            None => match built {
                 Some(bytes) => {
                     let file = format!("built-in {language}/{file_name}");
-                    Arc::new(Prompt::from_wav(name, bytes, &file)?)
+                    Prompt::from_wav(name, bytes, &file).map(|p| Some(Arc::new(p)))
                 }
                 None => {
-                    missing.push((language.to_owned(), name));
-                    fallback.get(name)
+                    missing.push((language.to_owned(), stem));
+                    Ok(None)
                 }
             },
-        };
-        prompts.push(prompt);
+        }
+    };
+    let mut prompts = Vec::with_capacity(PromptName::ALL.len());
+    for name in PromptName::ALL {
+        let prompt = one(name.stem().to_owned(), name, built_in(language, name))?;
+        prompts.push(prompt.unwrap_or_else(|| fallback.get(name)));
     }
-    Ok(Prompts { prompts })
+    let mut minutes = Vec::with_capacity(OFFERED_MINUTES.len());
+    for (i, n) in OFFERED_MINUTES.iter().enumerate() {
+        let built = built_in_minutes(language, i);
+        let said = one(format!("minutes-{n}"), PromptName::ExtendOffer, built)?;
+        minutes.push(said.unwrap_or_else(|| fallback.minutes[i].clone()));
+    }
+    Ok(Prompts { prompts, minutes })
 }
 
 fn read_file(name: PromptName, path: &Path) -> Result<Prompt, PromptError> {
@@ -527,16 +629,20 @@ mod tests {
             french.get(PromptName::TimeUp),
             japanese.get(PromptName::TimeUp)
         );
-        let lacking: Vec<PromptName> = library
+        let lacking: Vec<&str> = library
             .missing()
             .iter()
-            .map(|(language, name)| {
+            .map(|(language, stem)| {
                 assert_eq!(language, "fr");
-                *name
+                stem.as_str()
             })
             .collect();
-        assert_eq!(lacking.len(), PromptName::ALL.len() - 1);
-        assert!(!lacking.contains(&PromptName::Warning));
+        assert_eq!(
+            lacking.len(),
+            PromptName::ALL.len() - 1 + OFFERED_MINUTES.len()
+        );
+        assert!(!lacking.contains(&"warning"));
+        assert!(lacking.contains(&"minutes-45"));
         // A call in a language without a set hears the default's.
         assert_eq!(
             library.prompts(Some("de")).get(PromptName::Pin),
@@ -549,6 +655,28 @@ mod tests {
     }
 
     #[test]
+    fn an_extension_offer_says_its_length_between_its_two_halves() {
+        for language in BUILT_IN_LANGUAGES {
+            let prompts = Prompts::built_in(language).unwrap();
+            let offer = prompts.extend_offer(10).unwrap();
+            let (start, end) = (
+                prompts.get(PromptName::ExtendOffer),
+                prompts.get(PromptName::ExtendOfferEnd),
+            );
+            let ten = &prompts.minutes[4];
+            assert_eq!(offer.frames(), start.frames() + ten.frames() + end.frames());
+            assert_eq!(&offer.samples()[..start.samples().len()], start.samples());
+            assert!(offer.samples().ends_with(end.samples()));
+            assert_ne!(
+                prompts.extend_offer(5).unwrap().samples(),
+                offer.samples(),
+                "{language}: each length is said"
+            );
+            assert!(prompts.extend_offer(7).is_none(), "not an offered length");
+        }
+    }
+
+    #[test]
     fn a_default_language_without_prompts_is_refused_naming_the_key() {
         let error = PromptLibrary::load(None, "fr").unwrap_err();
         assert_eq!(error.file, "prompts.language");
@@ -557,7 +685,10 @@ mod tests {
         std::fs::create_dir(dir.path().join("fr")).unwrap();
         let library = PromptLibrary::load(Some(dir.path()), "fr").unwrap();
         // Nothing in fr/: every prompt is English's, and listed.
-        assert_eq!(library.missing().len(), PromptName::ALL.len());
+        assert_eq!(
+            library.missing().len(),
+            PromptName::ALL.len() + OFFERED_MINUTES.len()
+        );
         let missing_dir = dir.path().join("nowhere");
         assert!(PromptLibrary::load(Some(&missing_dir), "en").is_ok());
     }

@@ -259,7 +259,7 @@ fn check_config_lists_missing_prompts_and_refuses_bad_ones() {
     assert_eq!(output.status.code(), Some(0), "{stdout}");
     assert_eq!(
         stdout,
-        "prompts: fr lacks pin, wrong-pin, no-booking, payment-declined, callee-unavailable, time-up; the ja prompts play instead\nok\n"
+        "prompts: fr lacks pin, wrong-pin, no-booking, payment-declined, callee-unavailable, time-up, extend-offer, extend-offer-end, extended, not-extended, minutes-1, minutes-2, minutes-3, minutes-5, minutes-10, minutes-15, minutes-20, minutes-30, minutes-45, minutes-60; the ja prompts play instead\nok\n"
     );
     let output = check("xx");
     assert_eq!(output.status.code(), Some(2));
