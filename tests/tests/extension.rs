@@ -9,9 +9,12 @@
 
 mod common;
 
+use common::heard::*;
 use common::stripe::*;
 use common::*;
 use tollbridge_e2e::stripe_fake::{Endpoint, Fault, StripeFake};
+use tollbridge_media::prompt::{PromptName, Prompts};
+use tollbridge_media::sdp::Codec;
 
 /// A daemon charging through `fake`, warning 3 s before the paid time
 /// ends, with a media timeout longer than the calls (the phones are
@@ -286,4 +289,219 @@ fn a_daemon_killed_while_stripe_answers_an_extension_hold_holds_it_once_and_rele
         .unwrap();
     assert_eq!(first["amount_received"], amount);
     assert_eq!(call["charged"], amount);
+}
+
+/// Waits until the call of `booking` has an event saying `detail`; the call.
+fn event_seen(daemon: &Daemon, booking: &str, detail: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, body) = daemon.api("GET", &format!("/v1/calls?booking={booking}"), TOKEN, None);
+        let call = body["calls"][0].clone();
+        if details(&call).iter().any(|d| d == detail) {
+            return call;
+        }
+        assert!(Instant::now() < deadline, "no {detail:?}: {body}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends RFC 4733 key `key` (event number) as the caller's phone would:
+/// a start packet and three end packets, one RTP timestamp.
+fn press(socket: &UdpSocket, relay: SocketAddr, key: u8, first_seq: u16) {
+    for (i, end) in [false, true, true, true].into_iter().enumerate() {
+        let flags = if end { 0x8a } else { 0x0a };
+        let marker = if i == 0 { 0x80 } else { 0 };
+        let mut packet = rtp(
+            marker | 96,
+            first_seq + i as u16,
+            0x1111,
+            &[key, flags, 0x03, 0x20],
+        );
+        packet[4..8].copy_from_slice(&90_000u32.to_be_bytes());
+        socket.send_to(&packet, relay).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// An ask-mode call from caller 1 (¥1,200 a minute, 15 s, blocks of one
+/// minute up to 75 s) whose phones are the test's sockets: both talk for
+/// the first second (latching), then listen in silence until `listen_for`
+/// is over. The booking, the phones, the caller's socket and relay, and
+/// what each phone got.
+struct AskingCall {
+    booking: String,
+    caller: SippPeer,
+    expert: SippPeer,
+    caller_media: UdpSocket,
+    caller_relay: SocketAddr,
+    heard: [Heard; 2],
+    listeners: [std::thread::JoinHandle<()>; 2],
+}
+
+fn asking_call(daemon: &Daemon, listen_for: Duration) -> AskingCall {
+    let (caller_media, expert_media) = (media_socket(), media_socket());
+    let expert = expert("expert_answers.xml", &port_of(&expert_media), &[]);
+    let mut booking = card_booking(&caller_id(1), "pm_card_visa", &expert_uri(&expert));
+    booking["cap_seconds"] = json!(15);
+    booking["extension"] = json!({"mode": "ask", "block_seconds": 60, "max_seconds": 75});
+    let booking = create_booking(daemon, &booking);
+    let caller = caller(
+        daemon,
+        "caller_waits_bye.xml",
+        CALLER_PREFIX,
+        &port_of(&caller_media),
+        "0 96",
+        &[],
+    );
+    let caller_relay = wait_relay(&caller, "SIP/2.0 200 OK");
+    let expert_relay = wait_relay(&expert, "INVITE sip:expert");
+    let until = Instant::now() + listen_for;
+    let (caller_heard, caller_thread) = listen(&caller_media, until);
+    let (expert_heard, expert_thread) = listen(&expert_media, until);
+    let expert_talk = std::thread::spawn(move || {
+        talk(
+            &expert_media,
+            expert_relay,
+            0x22,
+            0x2222,
+            1,
+            Duration::from_millis(1000),
+        )
+    });
+    talk(
+        &caller_media,
+        caller_relay,
+        0x11,
+        0x1111,
+        1,
+        Duration::from_millis(1000),
+    );
+    expert_talk.join().unwrap();
+    AskingCall {
+        booking,
+        caller,
+        expert,
+        caller_media,
+        caller_relay,
+        heard: [caller_heard, expert_heard],
+        listeners: [caller_thread, expert_thread],
+    }
+}
+
+const OFFERED: &str = "warning played to both parties; the caller was offered an extension";
+
+#[test]
+fn in_ask_mode_the_caller_takes_a_block_with_1_and_only_the_caller_hears_the_offer() {
+    let fake = StripeFake::start();
+    let daemon = daemon_with_warnings(&fake);
+    let prompts = Prompts::built_in("en").unwrap();
+    let offer = prompts.extend_offer(1).unwrap();
+    let call = asking_call(&daemon, Duration::from_secs(17));
+    event_seen(&daemon, &call.booking, OFFERED);
+    // The caller hears the offer out, then presses 1 (a key during it
+    // would cut it short: the outcome replaces it).
+    std::thread::sleep(offer.duration());
+    press(&call.caller_media, call.caller_relay, 1, 200);
+    let extended = event_seen(
+        &daemon,
+        &call.booking,
+        "paid time extended to 75 s (block 2)",
+    );
+    assert!(
+        details(&extended)
+            .iter()
+            .any(|d| d == "the caller pressed 1 to extend")
+    );
+    // Both listen on: the caller hears the outcome; then the operator ends it.
+    let [caller_thread, expert_thread] = call.listeners;
+    caller_thread.join().unwrap();
+    expert_thread.join().unwrap();
+    let id = extended["id"].as_str().unwrap();
+    let (status, _) = daemon.api("POST", &format!("/v1/calls/{id}/hangup"), TOKEN, Some("{}"));
+    assert_eq!(status, 202);
+    assert_passed("caller", call.caller);
+    assert_passed("expert", call.expert);
+
+    let answered = parse_ms(extended["answered_at"].as_str().unwrap());
+    let [caller_heard, expert_heard] = &call.heard;
+    let caller_heard = caller_heard.lock().unwrap();
+    let expert_heard = expert_heard.lock().unwrap();
+    // "To extend your call by one minute, press 1." to the caller, whole;
+    // the usual warning to the expert; "extended" to the caller alone.
+    heard_whole("caller", &caller_heard, &offer, answered);
+    assert!(prompt_frames(&expert_heard, offer.encoded(Codec::Pcmu), answered).is_empty());
+    heard_whole(
+        "expert",
+        &expert_heard,
+        &prompts.get(PromptName::Warning),
+        answered,
+    );
+    heard_whole(
+        "caller",
+        &caller_heard,
+        &prompts.get(PromptName::Extended),
+        answered,
+    );
+    let extended_prompt = prompts.get(PromptName::Extended);
+    assert!(
+        prompt_frames(
+            &expert_heard,
+            extended_prompt.encoded(Codec::Pcmu),
+            answered
+        )
+        .is_empty()
+    );
+    drop((caller_heard, expert_heard));
+
+    // Talked past the first 10 s on the second hold; both captured.
+    let call = settled(&daemon, &call.booking);
+    assert_eq!(call["end_reason"], "hung-up");
+    let talk_ms = call["talk_ms"].as_i64().unwrap();
+    assert!(
+        talk_ms > 10_000,
+        "talked {talk_ms} ms: past the first block"
+    );
+    let amount = call["amount"].as_i64().unwrap();
+    let rows = rows(&call);
+    assert_eq!(
+        rows[..2],
+        [
+            row("authorize", "authorize:v1", "succeeded", 300),
+            row("authorize", "authorize-2:v1", "succeeded", 1_200),
+        ]
+    );
+    let captured: i64 = rows
+        .iter()
+        .filter(|r| r.0 == "capture" && r.2 == "succeeded")
+        .map(|r| r.3)
+        .sum();
+    assert_eq!((captured, call["charged"].as_i64()), (amount, Some(amount)));
+    assert_eq!(
+        posts(&fake.requests(), "/capture").len(),
+        2,
+        "one per hold: {rows:?}"
+    );
+}
+
+#[test]
+fn in_ask_mode_a_caller_who_presses_nothing_is_cut_at_the_cap() {
+    let fake = StripeFake::start();
+    let daemon = daemon_with_warnings(&fake);
+    let call = asking_call(&daemon, Duration::from_secs(1));
+    // A key that is not 1 extends nothing.
+    event_seen(&daemon, &call.booking, OFFERED);
+    press(&call.caller_media, call.caller_relay, 2, 200);
+    assert_passed("caller (BYE at the cap)", call.caller);
+    assert_passed("expert (BYE at the cap)", call.expert);
+    let call = settled(&daemon, &call.booking);
+    assert_eq!(call["end_reason"], "cap-reached");
+    assert_eq!(call["talk_ms"], 15_000);
+    assert_eq!(
+        rows(&call),
+        [
+            row("authorize", "authorize:v1", "succeeded", 300),
+            row("capture", "capture:v1", "succeeded", 300),
+        ]
+    );
+    assert_eq!(posts(&fake.requests(), "/v1/payment_intents").len(), 1);
 }

@@ -48,7 +48,8 @@ pub struct NewBooking {
 #[serde(deny_unknown_fields)]
 pub struct Extension {
     /// `off` (the call ends at the cap), `auto` (the next block is held
-    /// without asking; nobody hears a warning while it succeeds).
+    /// without asking; nobody hears a warning while it succeeds) or `ask`
+    /// (the caller's warning offers the next block, `1` takes it).
     pub mode: String,
     /// The talk time one more block buys.
     pub block_seconds: i64,
@@ -378,11 +379,26 @@ fn stripe_limits(booking: &NewBooking, minimum: i64) -> Vec<(&'static str, Strin
 /// beyond the cap, and extension without a card to hold.
 fn extension_mistakes(extension: &Extension, booking: &NewBooking) -> Vec<(&'static str, String)> {
     let mut mistakes = Vec::new();
-    if !matches!(extension.mode.as_str(), "off" | "auto") {
-        mistakes.push(("extension.mode", "must be \"off\" or \"auto\"".to_owned()));
+    if !matches!(extension.mode.as_str(), "off" | "auto" | "ask") {
+        mistakes.push((
+            "extension.mode",
+            "must be \"off\", \"auto\" or \"ask\"".to_owned(),
+        ));
     }
     if !(10..=3_600).contains(&extension.block_seconds) {
         mistakes.push(("extension.block_seconds", "must be 10 to 3600".to_owned()));
+    } else if extension.mode == "ask" && !offered(extension.block_seconds) {
+        let minutes: Vec<String> = tollbridge_media::prompt::OFFERED_MINUTES
+            .iter()
+            .map(u32::to_string)
+            .collect();
+        mistakes.push((
+            "extension.block_seconds",
+            format!(
+                "in ask mode the offer says the block's length: it must be {} minutes",
+                minutes.join(", ")
+            ),
+        ));
     }
     if !(1..=86_400).contains(&extension.max_seconds) {
         mistakes.push(("extension.max_seconds", "must be 1 to 86400".to_owned()));
@@ -402,6 +418,14 @@ fn extension_mistakes(extension: &Extension, booking: &NewBooking) -> Vec<(&'sta
         ));
     }
     mistakes
+}
+
+/// Whether an offer can say a block of `seconds`: whole minutes the
+/// prompts have a word for.
+fn offered(seconds: i64) -> bool {
+    seconds % 60 == 0
+        && u32::try_from(seconds / 60)
+            .is_ok_and(|minutes| tollbridge_media::prompt::OFFERED_MINUTES.contains(&minutes))
 }
 
 /// Checks every rule and lists every failure.

@@ -55,6 +55,9 @@ pub struct ExtensionTerms {
     pub block_seconds: u64,
     /// The most talk time the call may reach.
     pub max_seconds: u64,
+    /// Each block is offered to the caller, who takes it with `1`
+    /// (`ask`), rather than held without asking (`auto`).
+    pub ask: bool,
 }
 
 impl Routed {
@@ -418,9 +421,10 @@ impl Ledger {
             )?;
             let card = terms.flag(1)?;
             let extension = match (terms.opt_text(3)?.as_deref(), terms.opt_int(4)?, terms.opt_int(5)?) {
-                (Some("auto"), Some(block), Some(max)) if card => Some(ExtensionTerms {
+                (Some(mode @ ("auto" | "ask")), Some(block), Some(max)) if card => Some(ExtensionTerms {
                     block_seconds: u64::try_from(block).unwrap_or(0),
                     max_seconds: u64::try_from(max).unwrap_or(0),
+                    ask: mode == "ask",
                 }),
                 _ => None,
             };

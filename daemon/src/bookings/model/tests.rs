@@ -284,6 +284,22 @@ fn an_extension_policy_is_checked_field_by_field() {
             vec!["extension.mode"],
         ),
         (
+            serde_json::json!({"mode": "ask", "block_seconds": 600, "max_seconds": 3600}),
+            true,
+            vec![],
+        ),
+        // An offer says whole minutes it has a word for: not 7, not 90 s.
+        (
+            serde_json::json!({"mode": "ask", "block_seconds": 420, "max_seconds": 3600}),
+            true,
+            vec!["extension.block_seconds"],
+        ),
+        (
+            serde_json::json!({"mode": "ask", "block_seconds": 90, "max_seconds": 3600}),
+            true,
+            vec!["extension.block_seconds"],
+        ),
+        (
             serde_json::json!({"mode": "auto", "block_seconds": 5, "max_seconds": 3600}),
             true,
             vec!["extension.block_seconds"],

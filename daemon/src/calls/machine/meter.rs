@@ -9,6 +9,10 @@ use super::*;
 /// Stripe's answer, so that nobody hears a warning the block makes moot.
 const EXTEND_LEAD: Duration = Duration::from_secs(10);
 
+/// In ask mode, the time left after the offer for the caller to press `1`
+/// and for the block's hold to land before the time-up prompt begins.
+const ANSWER_WINDOW: Duration = Duration::from_secs(5);
+
 impl Call {
     /// Sets the talk time on the `RecordEnd` just queued: from the
     /// callee's answer to now (or to `talk_until`), never beyond the cap.
@@ -36,14 +40,39 @@ impl Call {
         }
         if self.warning_at.is_some_and(|at| now >= at) {
             self.warning_at = None;
-            self.play_both(
-                PromptName::Warning,
-                PromptMode::Mix,
-                "warning played to both parties",
-            );
+            if self.offers_a_block() {
+                // The caller hears the offer in the warning's place.
+                self.offer_open = true;
+                self.push(Command::Play(
+                    Side::Caller,
+                    PromptName::ExtendOffer,
+                    PromptMode::Mix,
+                ));
+                self.push(Command::Play(
+                    Side::Callee,
+                    PromptName::Warning,
+                    PromptMode::Mix,
+                ));
+                self.push(Command::Record(Event {
+                    status: Status::InProgress,
+                    sip_code: None,
+                    detail: Some(
+                        "warning played to both parties; the caller was offered an extension"
+                            .into(),
+                    ),
+                    warning: true,
+                }));
+            } else {
+                self.play_both(
+                    PromptName::Warning,
+                    PromptMode::Mix,
+                    "warning played to both parties",
+                );
+            }
         }
         if self.time_up_at.is_some_and(|at| now >= at) {
             self.time_up_at = None;
+            self.offer_open = false;
             self.play_both(
                 PromptName::TimeUp,
                 PromptMode::Replace,
@@ -102,7 +131,13 @@ impl Call {
         let time_up_at = cap_at.checked_sub(time_up).unwrap_or(now).max(now);
         self.time_up_at = Some(time_up_at);
         let lead = self.settings.warning_before;
-        let warning = self.settings.prompt_length(PromptName::Warning);
+        let mut warning = self.settings.prompt_length(PromptName::Warning);
+        if self.offers_a_block() {
+            // The caller's offer plays in the warning's slot, and is
+            // answered before the time-up.
+            warning =
+                warning.max(self.settings.prompt_length(PromptName::ExtendOffer)) + ANSWER_WINDOW;
+        }
         if !lead.is_zero() && cap > lead {
             let latest = time_up_at.checked_sub(warning);
             self.warning_at = latest
@@ -111,7 +146,7 @@ impl Call {
         }
         self.extend_at = self
             .extension
-            .filter(|growth| cap < growth.most && !self.extending)
+            .filter(|growth| !growth.ask && cap < growth.most && !self.extending)
             .map(|_| {
                 let first_prompt = self.warning_at.unwrap_or(time_up_at);
                 first_prompt
@@ -119,6 +154,28 @@ impl Call {
                     .unwrap_or(now)
                     .max(now)
             });
+    }
+
+    /// Whether the caller is offered the next block with the warning: the
+    /// booking asks, and there is a block left to buy.
+    fn offers_a_block(&self) -> bool {
+        self.extension.is_some_and(|growth| {
+            growth.ask && !self.extending && self.cap.is_some_and(|cap| cap < growth.most)
+        })
+    }
+
+    /// A key the caller pressed while talking: `1` takes an open offer.
+    pub(super) fn on_talking_key(&mut self, key: char) {
+        if key == '1' && self.offer_open && !self.extending {
+            self.offer_open = false;
+            self.push(Command::Record(Event {
+                status: Status::InProgress,
+                sip_code: None,
+                detail: Some("the caller pressed 1 to extend".into()),
+                warning: false,
+            }));
+            self.extend();
+        }
     }
 
     /// Asks for the next extension block's hold: a block, or what is left
@@ -152,6 +209,13 @@ impl Call {
         let applies = self.phase == Phase::Connected
             && self.cap_reason == "cap-reached"
             && self.time_up_at.is_some();
+        let asked = self.extension.is_some_and(|growth| growth.ask);
+        // The caller who asked hears how it went (not over the time-up).
+        let tell = |call: &mut Call, prompt: PromptName| {
+            if asked && applies {
+                call.push(Command::Play(Side::Caller, prompt, PromptMode::Mix));
+            }
+        };
         match result {
             Ok(adds) if applies => {
                 let cap = self.cap.unwrap_or_default() + adds;
@@ -160,6 +224,7 @@ impl Call {
                     block,
                     cap: Ok(cap),
                 });
+                tell(self, PromptName::Extended);
                 self.start_meter(now);
             }
             Ok(_) => {
@@ -170,6 +235,7 @@ impl Call {
                 });
             }
             Err(why) => {
+                tell(self, PromptName::NotExtended);
                 self.extension = None;
                 self.push(Command::RecordExtension {
                     block,

@@ -85,6 +85,9 @@ pub enum Input {
         block: Duration,
         /// The call's talk time at most.
         most: Duration,
+        /// The caller is offered each block with the warning and takes it
+        /// with `1`, rather than it being held without asking.
+        ask: bool,
     },
     /// The hold succeeded; it covers this much talk time.
     HoldApproved(Duration),
@@ -270,6 +273,7 @@ enum Phase {
 struct Growth {
     block: Duration,
     most: Duration,
+    ask: bool,
 }
 
 /// The card hold that gates the bridge.
@@ -326,6 +330,8 @@ pub struct Call {
     blocks: u32,
     /// An extension block's hold is on its way.
     extending: bool,
+    /// The caller was offered the next block and may still press `1`.
+    offer_open: bool,
     /// The reason recorded when `cap_at` comes (`cap-reached`, `drained`).
     cap_reason: &'static str,
     /// Talk is billed up to here rather than to the end (the quiet party's
@@ -366,6 +372,7 @@ impl Call {
             extend_at: None,
             blocks: 1,
             extending: false,
+            offer_open: false,
             cap_reason: "cap-reached",
             talk_until: None,
         };
@@ -513,7 +520,9 @@ impl Call {
                 }
             }
             Input::HoldDeclined(why) => self.on_hold_declined(&why, now),
-            Input::Extension { block, most } => self.extension = Some(Growth { block, most }),
+            Input::Extension { block, most, ask } => {
+                self.extension = Some(Growth { block, most, ask })
+            }
             Input::Extended(result) => self.on_extended(result, now),
             Input::CallerConfirmed => {}
             Input::CallerCancelled => {
@@ -576,6 +585,7 @@ impl Call {
                     Some(RejectReason::CalleeRejected.response().0),
                 );
             }
+            Input::CallerKey(key) if self.phase == Phase::Connected => self.on_talking_key(key),
             Input::CallerKey(key) => self.on_key(key, now),
             Input::MediaInactive(quiet) => self.on_media_inactive(quiet),
             Input::Drain => self.on_drain(now),

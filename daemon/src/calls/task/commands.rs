@@ -81,7 +81,11 @@ impl Shell {
             Command::Play(side, prompt, mode) => {
                 if let Some(media) = &self.media {
                     let prompts = self.control.prompts.prompts(self.language.as_deref());
-                    media.play(side, prompts.get(prompt), mode);
+                    let audio = match (&self.offer, prompt) {
+                        (Some(offer), PromptName::ExtendOffer) => offer.clone(),
+                        _ => prompts.get(prompt),
+                    };
+                    media.play(side, audio, mode);
                 }
             }
             Command::Extend {

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tollbridge_config::{Config, Latch};
 use tollbridge_media::bridge::Side;
-use tollbridge_media::prompt::{PromptLibrary, PromptName, Prompts};
+use tollbridge_media::prompt::{Prompt, PromptLibrary, PromptName, Prompts};
 use tollbridge_media::relay::{CallMedia, MediaEvent, Relay};
 use tollbridge_sip::edge::{
     EdgeError, InboundCall, InboundLeg, LegEvent, OutboundEvent, OutboundLeg, OutboundRequest,
@@ -185,6 +185,7 @@ async fn run_call(control: Arc<CallControl>, id: String, call: InboundCall) {
         extending: None,
         booking: None,
         language: None,
+        offer: None,
         media: Some(media),
         hang_up_caller: false,
         hanging_up_callee: None,
@@ -233,6 +234,9 @@ struct Shell {
     booking: Option<String>,
     /// The routed booking's prompt language (`None`: the default).
     language: Option<String>,
+    /// The offer of an extension block, said in the call's language with
+    /// the block's length (ask mode only).
+    offer: Option<Arc<Prompt>>,
     media: Option<CallMedia>,
     hang_up_caller: bool,
     /// The callee's hang-up, running on its own so a slow BYE holds nothing.
@@ -303,38 +307,7 @@ impl Shell {
                 Some(request) = self.operator.recv() => self.operator_input(request).await,
                 routed = maybe(&mut self.lookup) => {
                     self.lookup = None;
-                    let Routed { route, cap, card, language, extension } = routed.unwrap_or_else(|e| {
-                        tracing::error!(error = %e, "routing lookup failed");
-                        Routed::not_to_a_booking(Route::Refuse(RejectReason::Overloaded))
-                    });
-                    if language.is_some() {
-                        let lengths = prompt_lengths(self.control.prompts.prompts(language.as_deref()));
-                        self.machine.handle(Input::PromptLengths(lengths), std::time::Instant::now());
-                        self.language = language;
-                    }
-                    if let Some(cap) = cap {
-                        let cap = Duration::from_secs(cap.unsigned_abs());
-                        self.machine.handle(Input::Cap(cap), std::time::Instant::now());
-                    }
-                    if let Some(terms) = extension {
-                        let input = Input::Extension {
-                            block: Duration::from_secs(terms.block_seconds),
-                            most: Duration::from_secs(terms.max_seconds),
-                        };
-                        self.machine.handle(input, std::time::Instant::now());
-                    }
-                    if let Route::Booking(booking) = &route
-                        && card
-                        && let Some(settler) = self.control.settler.clone()
-                    {
-                        // The hold runs while the expert's phone rings.
-                        self.machine.handle(Input::HoldPending, std::time::Instant::now());
-                        let (ledger, id, booking) = (self.shared.ledger.clone(), self.id.clone(), booking.clone());
-                        self.holding = Some(Box::pin(async move {
-                            crate::settle::place_hold(&ledger, settler.gateway(), &id, &booking).await
-                        }));
-                    }
-                    Some(Input::Routed(route))
+                    Some(self.routed_input(routed))
                 }
                 held = maybe(&mut self.holding) => {
                     self.holding = None;
@@ -371,6 +344,66 @@ impl Shell {
                 self.machine.handle(input, std::time::Instant::now());
             }
         }
+    }
+
+    /// What routing decided, told to the machine: the booking's prompt
+    /// lengths, cap and extension terms first, the card hold set off
+    /// (it runs while the expert's phone rings), then the route itself.
+    fn routed_input(&mut self, routed: Result<Routed, LedgerError>) -> Input {
+        let Routed {
+            route,
+            cap,
+            card,
+            language,
+            extension,
+        } = routed.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "routing lookup failed");
+            Routed::not_to_a_booking(Route::Refuse(RejectReason::Overloaded))
+        });
+        let now = std::time::Instant::now;
+        let prompts = self.control.prompts.prompts(language.as_deref());
+        // An offer to extend says the block's length, in the call's language.
+        self.offer = extension
+            .filter(|terms| terms.ask)
+            .and_then(|terms| u32::try_from(terms.block_seconds / 60).ok())
+            .and_then(|minutes| prompts.extend_offer(minutes))
+            .map(Arc::new);
+        if language.is_some() || self.offer.is_some() {
+            let mut lengths = prompt_lengths(prompts);
+            if let Some(offer) = &self.offer {
+                for (name, length) in lengths.iter_mut() {
+                    if *name == PromptName::ExtendOffer {
+                        *length = offer.duration();
+                    }
+                }
+            }
+            self.machine.handle(Input::PromptLengths(lengths), now());
+        }
+        self.language = language;
+        if let Some(cap) = cap {
+            let cap = Duration::from_secs(cap.unsigned_abs());
+            self.machine.handle(Input::Cap(cap), now());
+        }
+        if let Some(terms) = extension {
+            let input = Input::Extension {
+                block: Duration::from_secs(terms.block_seconds),
+                most: Duration::from_secs(terms.max_seconds),
+                ask: terms.ask,
+            };
+            self.machine.handle(input, now());
+        }
+        if let Route::Booking(booking) = &route
+            && card
+            && let Some(settler) = self.control.settler.clone()
+        {
+            self.machine.handle(Input::HoldPending, now());
+            let (ledger, id, booking) =
+                (self.shared.ledger.clone(), self.id.clone(), booking.clone());
+            self.holding = Some(Box::pin(async move {
+                crate::settle::place_hold(&ledger, settler.gateway(), &id, &booking).await
+            }));
+        }
+        Input::Routed(route)
     }
 
     /// An operator's request: a hang-up is the machine's to carry out;
