@@ -10,7 +10,7 @@
 mod support;
 
 use support::Backend;
-use tollbridge_billing::settlement::RefundRefusal;
+use tollbridge_billing::settlement::{Operation, RefundRefusal};
 use tollbridge_daemon::bookings::model::Extension;
 use tollbridge_daemon::calls::route::Route;
 use tollbridge_daemon::ledger::{Ledger, NewRefund, RefundRefused, Routed, SettlementState};
@@ -261,6 +261,54 @@ async fn an_extended_calls_refunds_give_back_from_one_capture_each(backend: Back
     );
 }
 
+async fn where_the_first_hold_can_be_raised_blocks_raise_it_and_one_capture_takes_all(
+    backend: Backend,
+) {
+    let ledger = support::open(backend).await;
+    extending_call(&ledger).await;
+    let first = ledger
+        .call("call_1".into())
+        .await
+        .unwrap()
+        .unwrap()
+        .settlements[0]
+        .id
+        .clone();
+    ledger.hold_is_raisable(first).await.unwrap();
+    for (block, covered, total) in [(2, 900, 4_500), (3, 1_200, 6_000)] {
+        let row = ledger
+            .begin_extension_hold("call_1".into(), "bk_1".into(), block, covered, T0 + 100)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.facts.operation, Operation::Increment);
+        assert_eq!(
+            row.facts.key,
+            format!("tb:call:call_1:increment-{block}:v1")
+        );
+        assert_eq!(row.facts.payment_intent.as_deref(), Some("pi_1"));
+        assert_eq!(row.facts.amount, total, "the new total of the one hold");
+        ledger
+            .hold_succeeded(row.facts.id, "pi_1".into(), None, T0 + 110)
+            .await
+            .unwrap();
+    }
+    // 1,100 s: ¥5,500, all from the one raised hold.
+    ledger
+        .close_call("call_1".into(), talked(1_098_000), T0 + 1_200_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        after_call_rows(&ledger).await,
+        [(
+            "tb:call:call_1:capture:v1".into(),
+            "capture".into(),
+            5_490,
+            "pi_1".into()
+        )]
+    );
+}
+
 async fn a_declined_block_is_neither_captured_nor_released(backend: Backend) {
     let ledger = support::open(backend).await;
     extending_call(&ledger).await;
@@ -351,6 +399,7 @@ async fn a_block_held_after_the_call_ended_is_released_whole(backend: Backend) {
 on_both_backends!(
     the_rated_amount_is_captured_across_the_holds_in_order,
     an_extended_calls_refunds_give_back_from_one_capture_each,
+    where_the_first_hold_can_be_raised_blocks_raise_it_and_one_capture_takes_all,
     a_declined_block_is_neither_captured_nor_released,
     a_block_held_after_the_call_ended_is_released_whole,
 );

@@ -26,6 +26,7 @@
 //!   at a time ([`refunds`]).
 //! - Every request is recorded for assertions.
 
+mod increments;
 mod intents;
 mod refunds;
 
@@ -67,6 +68,8 @@ pub enum Endpoint {
     Capture,
     /// `POST /v1/payment_intents/{id}/cancel`
     Cancel,
+    /// `POST /v1/payment_intents/{id}/increment_authorization`
+    Increment,
     /// `POST /v1/refunds`
     Refund,
 }
@@ -105,6 +108,8 @@ struct Inner {
     /// Cards with a credit limit: a hold that would take what the card
     /// has on hold (uncaptured) past it is declined, `insufficient_funds`.
     card_limits: HashMap<String, i64>,
+    /// Cards whose holds can be raised by incremental authorization.
+    incremental_cards: Vec<String>,
 }
 
 impl Default for Inner {
@@ -117,6 +122,7 @@ impl Default for Inner {
             requests: Vec::new(),
             next_id: 0,
             card_limits: HashMap::new(),
+            incremental_cards: Vec::new(),
             hold_lifetime: VISA_OFF_SESSION_HOLD,
         }
     }
@@ -188,6 +194,10 @@ impl StripeFake {
             .route("/v1/payment_intents/{id}", get(intents::retrieve))
             .route("/v1/payment_intents/{id}/capture", post(intents::capture))
             .route("/v1/payment_intents/{id}/cancel", post(intents::cancel))
+            .route(
+                "/v1/payment_intents/{id}/increment_authorization",
+                post(increments::increment),
+            )
             .route("/v1/refunds", post(refunds::create).get(refunds::list))
             .with_state(inner.clone());
         let (address_tx, address_rx) = std::sync::mpsc::channel();
@@ -238,6 +248,16 @@ impl StripeFake {
     pub fn set_card_limit(&self, payment_method: &str, limit: i64) {
         if let Ok(mut inner) = self.inner.lock() {
             inner.card_limits.insert(payment_method.to_owned(), limit);
+        }
+    }
+
+    /// Lets the holds placed on `payment_method` from now on be raised by
+    /// incremental authorization when asked for (their charge says
+    /// `incremental_authorization.status = available`); other cards'
+    /// say `unavailable`, as most do.
+    pub fn allow_incremental(&self, payment_method: &str) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.incremental_cards.push(payment_method.to_owned());
         }
     }
 

@@ -168,6 +168,18 @@ fn three_blocks_are_held_captured_and_nobody_is_warned_before_the_last() {
             format!("tb:call:{call_id}:authorize-3:v1"),
         ]
     );
+    // Each asked for incremental authorization; the card said it is not
+    // available, so each block is a hold of its own (the portable path).
+    for hold in &holds {
+        assert_eq!(
+            param(
+                hold,
+                "payment_method_options[card][request_incremental_authorization]"
+            ),
+            Some("if_available")
+        );
+    }
+    assert!(posts(&requests, "/increment_authorization").is_empty());
     let captures = posts(&requests, "/capture");
     assert_eq!(captures.len(), 3);
     let captured: i64 = fake
@@ -504,4 +516,107 @@ fn in_ask_mode_a_caller_who_presses_nothing_is_cut_at_the_cap() {
         ]
     );
     assert_eq!(posts(&fake.requests(), "/v1/payment_intents").len(), 1);
+}
+
+#[test]
+fn where_the_card_allows_it_blocks_raise_the_first_hold_and_one_capture_takes_all() {
+    let fake = StripeFake::start();
+    fake.allow_incremental("pm_card_visa");
+    let daemon = daemon_with_warnings(&fake);
+    let call = extended_call(&daemon, "pm_card_visa");
+    assert_eq!(call["talk_ms"], 30_000);
+    assert_eq!(call["charged"], 600);
+    assert_eq!(
+        rows(&call),
+        [
+            row("authorize", "authorize:v1", "succeeded", 200),
+            row("increment", "increment-2:v1", "succeeded", 400),
+            row("increment", "increment-3:v1", "succeeded", 600),
+            row("capture", "capture:v1", "succeeded", 600),
+        ]
+    );
+    let requests = fake.requests();
+    assert_eq!(posts(&requests, "/v1/payment_intents").len(), 1, "one hold");
+    let raised: Vec<&str> = posts(&requests, "/increment_authorization")
+        .iter()
+        .map(|r| param(r, "amount").unwrap())
+        .collect();
+    assert_eq!(raised, ["400", "600"], "each the new total");
+    let intents = fake.intents();
+    assert_eq!(intents.len(), 1);
+    assert_eq!(intents[0]["amount_received"], 600);
+}
+
+#[test]
+fn a_declined_increment_leaves_the_warning_and_time_up_at_the_end_of_the_second_block() {
+    let fake = StripeFake::start();
+    fake.allow_incremental("pm_card_visa");
+    fake.set_card_limit("pm_card_visa", 400);
+    let daemon = daemon_with_warnings(&fake);
+    let call = extended_call(&daemon, "pm_card_visa");
+    assert_eq!(call["end_reason"], "cap-reached");
+    assert_eq!(call["talk_ms"], 20_000);
+    assert_eq!(
+        rows(&call),
+        [
+            row("authorize", "authorize:v1", "succeeded", 200),
+            row("increment", "increment-2:v1", "succeeded", 400),
+            row("increment", "increment-3:v1", "failed", 600),
+            row("capture", "capture:v1", "succeeded", 400),
+        ]
+    );
+    let warned = warnings(&call);
+    assert_eq!(warned.len(), 1, "{:?}", details(&call));
+    assert!(warned[0] > position(&call, "paid time not extended (block 3): card_declined"));
+    let intents = fake.intents();
+    assert_eq!(
+        (intents.len(), &intents[0]["amount_received"]),
+        (1, &json!(400))
+    );
+}
+
+#[test]
+fn a_daemon_killed_while_stripe_answers_an_increment_raises_the_hold_once() {
+    let fake = StripeFake::start();
+    fake.allow_incremental("pm_card_visa");
+    let daemon = daemon_with_warnings(&fake);
+    let (booking, caller, expert) = extending_call(&daemon, "pm_card_visa", 20);
+    // Stripe raises the hold and answers 10 s later: the daemon dies in
+    // between, its increment row committed and the request sent.
+    fake.inject(
+        Endpoint::Increment,
+        Fault::SlowAnswer(Duration::from_secs(10)),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fake.intents().first().and_then(|i| i["amount"].as_i64()) != Some(600) {
+        assert!(
+            Instant::now() < deadline,
+            "never raised: {:?}",
+            fake.intents()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let daemon = daemon.crash_and_restart();
+    drop((caller, expert));
+    let call = settled(&daemon, &booking);
+    assert_eq!(call["end_reason"], "recovered", "{call}");
+    let amount = call["amount"].as_i64().unwrap();
+    // Read back after the restart (raised), never sent twice; the call's
+    // one capture takes what it talked.
+    assert_eq!(
+        rows(&call),
+        [
+            row("authorize", "authorize:v1", "succeeded", 400),
+            row("increment", "increment-2:v1", "succeeded", 600),
+            row("capture", "capture:v1", "succeeded", amount),
+        ]
+    );
+    let requests = fake.requests();
+    let raises = posts(&requests, "/increment_authorization");
+    assert!(
+        raises.iter().all(|r| r.status == 200 || r.status == 409),
+        "{raises:?}"
+    );
+    assert_eq!(fake.intents()[0]["amount_received"], amount);
+    assert_eq!(fake.intents().len(), 1);
 }

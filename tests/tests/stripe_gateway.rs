@@ -40,6 +40,7 @@ fn hold(card: &str, key: &str) -> HoldRequest {
             ("booking".into(), "bk_1".into()),
         ],
         idempotency_key: format!("tb:call:{key}:authorize:v1"),
+        incremental: false,
     }
 }
 

@@ -18,8 +18,12 @@ pub use machine::SettlementState;
 /// The Stripe operations a call needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
-    /// The hold placed before the bridge.
+    /// A call's hold: the one placed before the bridge, or an extension
+    /// block's.
     Authorize,
+    /// An extension block raising the first hold's authorized amount
+    /// (incremental authorization), where its charge allows it.
+    Increment,
     /// Taking the rated amount.
     Capture,
     /// Releasing the whole hold (nothing owed).
@@ -35,6 +39,7 @@ impl Operation {
     pub fn as_str(self) -> &'static str {
         match self {
             Operation::Authorize => "authorize",
+            Operation::Increment => "increment",
             Operation::Capture => "capture",
             Operation::Cancel => "cancel",
             Operation::CancellationFee => "cancellation-fee",
@@ -46,6 +51,7 @@ impl Operation {
     pub fn parse(word: &str) -> Option<Operation> {
         match word {
             "authorize" => Some(Operation::Authorize),
+            "increment" => Some(Operation::Increment),
             "capture" => Some(Operation::Capture),
             "cancel" => Some(Operation::Cancel),
             "cancellation-fee" => Some(Operation::CancellationFee),
@@ -308,6 +314,8 @@ pub fn resolve(
         (Operation::Capture, "canceled") => {
             Resolution::Failed("the hold was canceled or expired before capture".into())
         }
+        // An increment is read from the amount authorized, not received.
+        (Operation::Increment, _) => Resolution::Resend,
         (Operation::Refund, _) => {
             Resolution::Failed("a refund is read from its Refund, not the PaymentIntent".into())
         }

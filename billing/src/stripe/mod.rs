@@ -23,10 +23,13 @@ use stripe_core::payment_intent::{
     CancelPaymentIntent, CancelPaymentIntentCancellationReason, CapturePaymentIntent,
     CreatePaymentIntent, CreatePaymentIntentAutomaticPaymentMethods,
     CreatePaymentIntentAutomaticPaymentMethodsAllowRedirects, CreatePaymentIntentOffSession,
-    ListPaymentIntent, RetrievePaymentIntent,
+    CreatePaymentIntentPaymentMethodOptions, CreatePaymentIntentPaymentMethodOptionsCard,
+    CreatePaymentIntentPaymentMethodOptionsCardRequestIncrementalAuthorization,
+    IncrementAuthorizationPaymentIntent, ListPaymentIntent, RetrievePaymentIntent,
 };
 use stripe_core::refund::{CreateRefund, CreateRefundReason, ListRefund};
 use stripe_core::{PaymentIntent, PaymentIntentCaptureMethod};
+use stripe_shared::PaymentFlowsPrivatePaymentMethodsCardDetailsApiResourceEnterpriseFeaturesIncrementalAuthorizationIncrementalAuthorizationStatus as IncrementalStatus;
 use stripe_types::Expandable;
 
 use crate::rating::Currency;
@@ -49,6 +52,9 @@ pub struct HoldRequest {
     pub metadata: Vec<(String, String)>,
     /// Derived from the settlement row; never reused with other values.
     pub idempotency_key: String,
+    /// Ask for incremental authorization where the card allows it
+    /// (`request_incremental_authorization=if_available`).
+    pub incremental: bool,
 }
 
 /// What we read of a PaymentIntent.
@@ -70,18 +76,24 @@ pub struct Intent {
     /// charge (`latest_charge.payment_method_details.card.capture_before`)
     /// when Stripe gave it.
     pub capture_before: Option<i64>,
+    /// Whether its charge can be raised by incremental authorization
+    /// (`...card.incremental_authorization.status = available`).
+    pub incremental_authorization: bool,
 }
 
 impl Intent {
     fn from_stripe(intent: PaymentIntent) -> Intent {
-        let capture_before = match &intent.latest_charge {
+        let card = match &intent.latest_charge {
             Some(Expandable::Object(charge)) => charge
                 .payment_method_details
                 .as_ref()
-                .and_then(|details| details.card.as_ref())
-                .and_then(|card| card.capture_before),
+                .and_then(|details| details.card.as_ref()),
             _ => None,
         };
+        let capture_before = card.and_then(|card| card.capture_before);
+        let incremental_authorization = card
+            .and_then(|card| card.incremental_authorization.as_ref())
+            .is_some_and(|incremental| incremental.status == IncrementalStatus::Available);
         Intent {
             id: intent.id.as_str().to_owned(),
             status: intent.status.as_str().to_owned(),
@@ -90,6 +102,7 @@ impl Intent {
             amount_received: intent.amount_received,
             metadata: intent.metadata,
             capture_before,
+            incremental_authorization,
         }
     }
 }
@@ -222,6 +235,8 @@ pub trait Gateway: Send + Sync {
         key: String,
         reason: ReleaseReason,
     ) -> GatewayFuture<'_, Intent>;
+    /// Raises a hold's authorized amount to `amount` in all.
+    fn increment(&self, intent: String, amount: i64, key: String) -> GatewayFuture<'_, Intent>;
     /// Reads a PaymentIntent.
     fn retrieve(&self, intent: String) -> GatewayFuture<'_, Intent>;
     /// Finds a customer's PaymentIntent whose metadata has `key` = `value`.
@@ -401,7 +416,31 @@ impl Gateway for StripeGateway {
                 })
                 .metadata(metadata)
                 .expand([LATEST_CHARGE.to_owned()]);
+            let request = if hold.incremental {
+                let mut card = CreatePaymentIntentPaymentMethodOptionsCard::new();
+                card.request_incremental_authorization =
+                    Some(CreatePaymentIntentPaymentMethodOptionsCardRequestIncrementalAuthorization::IfAvailable);
+                let mut options = CreatePaymentIntentPaymentMethodOptions::new();
+                options.card = Some(card);
+                request.payment_method_options(options)
+            } else {
+                request
+            };
             self.send_keyed("hold", &request, strategy).await
+        })
+    }
+
+    fn increment(
+        &self,
+        intent: String,
+        amount: i64,
+        key_value: String,
+    ) -> GatewayFuture<'_, Intent> {
+        Box::pin(async move {
+            let strategy = key(&key_value)?;
+            let request = IncrementAuthorizationPaymentIntent::new(intent.as_str(), amount)
+                .expand([LATEST_CHARGE.to_owned()]);
+            self.send_keyed("increment", &request, strategy).await
         })
     }
 

@@ -320,7 +320,7 @@ fn a_call_hold_is_placed_with_metadata_to_find_it_by() {
     assert!(hold.metadata.contains(&("call".into(), "ca_1".into())));
     assert!(matches!(
         &world.row.outcome,
-        Some(Outcome::Held { payment_intent, capture_before: Some(_) }) if payment_intent == "pi_1"
+        Some(Outcome::Held { payment_intent, capture_before: Some(_), .. }) if payment_intent == "pi_1"
     ));
 }
 
@@ -384,6 +384,71 @@ fn an_extension_blocks_hold_whose_answer_was_lost_is_found_by_its_own_key() {
         1,
         "one block hold, never a second"
     );
+}
+
+/// A raisable hold of ¥3,000 (`pi_1`) and the increment row taking it
+/// to ¥4,500 in all.
+fn increment_world() -> World {
+    let (mut stripe, intent) = Stripe::with_hold(3_000);
+    if let Some(hold) = stripe.intents.get_mut(&intent) {
+        hold.incremental_authorization = true;
+    }
+    let mut facts = facts(Operation::Increment, 4_500, Some(&intent));
+    facts.key = "tb:call:ca_1:increment-2:v1".into();
+    World::new(stripe, facts, SettlementState::Sent)
+}
+
+#[test]
+fn an_increment_raises_the_hold_to_its_new_total() {
+    let mut world = increment_world();
+    let commands = place_hold(&mut world);
+    assert!(
+        matches!(&sends(&commands)[..], [Request::Increment { payment_intent, amount: 4_500, key }]
+            if payment_intent == "pi_1" && key == "tb:call:ca_1:increment-2:v1"),
+        "{commands:?}"
+    );
+    assert!(
+        matches!(&world.row.outcome, Some(Outcome::Held { payment_intent, .. }) if payment_intent == "pi_1")
+    );
+    assert_eq!(world.stripe.intents["pi_1"].amount_capturable, 4_500);
+}
+
+#[test]
+fn an_increment_whose_answer_was_lost_is_read_back_not_raised_twice() {
+    let mut world = increment_world();
+    world.stripe.faults = [Fault::LoseAnswer].into();
+    let commands = place_hold(&mut world);
+    // Read back at once, as a capture is: raised, so done.
+    assert!(
+        matches!(
+            sends(&commands)[..],
+            [Request::Increment { .. }, Request::Retrieve { .. }]
+        ),
+        "{commands:?}"
+    );
+    assert!(matches!(&world.row.outcome, Some(Outcome::Held { .. })));
+    assert_eq!(
+        world.stripe.moved,
+        [("increment", "pi_1".to_owned(), 1_500)]
+    );
+}
+
+#[test]
+fn an_increment_that_never_arrived_is_sent_again_with_its_key() {
+    let mut world = increment_world();
+    world.stripe.faults = [Fault::Down].into();
+    place_hold(&mut world);
+    world.advance_to_timer();
+    let (_, commands) = world.pick_up(None);
+    // Read back at ¥3,000: sent again, same key and total.
+    let sent = sends(&commands);
+    assert!(matches!(sent[0], Request::Retrieve { .. }), "{commands:?}");
+    assert!(
+        matches!(sent[1], Request::Increment { amount: 4_500, key, .. } if key == "tb:call:ca_1:increment-2:v1"),
+        "{commands:?}"
+    );
+    assert_eq!(world.stripe.intents["pi_1"].amount_capturable, 4_500);
+    assert_eq!(world.stripe.moved.len(), 1);
 }
 
 #[test]

@@ -57,6 +57,7 @@ impl Stripe {
                 amount,
                 amount_capturable: amount,
                 amount_received: 0,
+                incremental_authorization: false,
                 metadata,
                 capture_before: Some(1_900_000_000),
             },
@@ -166,6 +167,27 @@ impl Stripe {
                     intent.amount_capturable = 0;
                     self.moved.push(("cancel", payment_intent.clone(), 0));
                 }
+                Answer::Intent(Ok(intent.clone()))
+            }
+            Request::Increment {
+                payment_intent,
+                amount,
+                ..
+            } => {
+                let intent = self.intents.get_mut(&payment_intent).unwrap();
+                if intent.status != "requires_capture" || !intent.incremental_authorization {
+                    return Answer::Intent(Err(GatewayError::Refused {
+                        status: 400,
+                        kind: "invalid_request_error".into(),
+                        code: Some("payment_intent_unexpected_state".into()),
+                        message: "the PaymentIntent cannot be incremented".into(),
+                    }));
+                }
+                let raised = amount - intent.amount;
+                intent.amount = amount;
+                intent.amount_capturable = amount;
+                self.moved
+                    .push(("increment", payment_intent.clone(), raised));
                 Answer::Intent(Ok(intent.clone()))
             }
             Request::Retrieve { payment_intent } => {

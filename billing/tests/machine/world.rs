@@ -132,6 +132,7 @@ pub fn lost(request: &Request, why: String) -> Answer {
         Request::Hold(_)
         | Request::Capture { .. }
         | Request::Cancel { .. }
+        | Request::Increment { .. }
         | Request::Retrieve { .. } => Answer::Intent(Err(error)),
         Request::Find { .. } => Answer::Found(Err(error)),
         Request::Refund(_) => Answer::Refund(Err(error)),

@@ -45,10 +45,10 @@ pub(super) fn hold_succeeded(
     let (Some(call), operation) = (hold.opt_text(0)?, hold.text(1)?) else {
         return Ok(());
     };
-    if operation != Operation::Authorize.as_str() {
+    if operation != Operation::Authorize.as_str() && operation != Operation::Increment.as_str() {
         return Ok(());
     }
-    if hold.int(2)? == 1 {
+    if hold.int(2)? == 1 && operation == Operation::Authorize.as_str() {
         db.execute(
             "UPDATE calls SET payment_intent = ?2 WHERE id = ?1",
             args![call.as_str(), payment_intent],
@@ -56,9 +56,11 @@ pub(super) fn hold_succeeded(
     }
     // What the call's holds hold together (its extension blocks' too).
     db.execute(
-        "UPDATE calls SET hold_amount = (SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM settlements
-             WHERE call_id = ?1 AND operation = 'authorize' AND state = 'succeeded')
-         WHERE id = ?1",
+        &format!(
+            "UPDATE calls SET hold_amount = (SELECT CAST(COALESCE(SUM({HOLDS_NOW}), 0) AS BIGINT) FROM settlements s
+                 WHERE s.call_id = ?1 AND s.operation = 'authorize' AND s.state = 'succeeded')
+             WHERE id = ?1"
+        ),
         args![call.as_str()],
     )?;
     let owed = db
@@ -117,14 +119,14 @@ pub(super) fn after_call(
     now_ms: i64,
 ) -> Result<(), LedgerError> {
     let holds = db.query(
-        "SELECT s.payment_intent, s.currency, s.booking_id, COALESCE(b.under_minimum, 'cancel'), s.act_by_ms,
-                b.minimum_charge, s.amount, COALESCE(s.block, 1),
+        &format!("SELECT s.payment_intent, s.currency, s.booking_id, COALESCE(b.under_minimum, 'cancel'), s.act_by_ms,
+                b.minimum_charge, {HOLDS_NOW}, COALESCE(s.block, 1),
                 EXISTS (SELECT 1 FROM settlements d WHERE d.call_id = s.call_id
                         AND d.operation IN ('capture', 'cancel') AND d.payment_intent = s.payment_intent)
          FROM settlements s LEFT JOIN bookings b ON b.id = s.booking_id
          WHERE s.call_id = ?1 AND s.operation = 'authorize' AND s.state = 'succeeded'
            AND s.payment_intent IS NOT NULL
-         ORDER BY COALESCE(s.block, 1), s.created_ms",
+         ORDER BY COALESCE(s.block, 1), s.created_ms"),
         args![call_id],
     )?;
     let Some(first) = holds.first() else {
@@ -199,6 +201,15 @@ pub(super) fn after_call(
     }
     Ok(())
 }
+
+/// What an `authorize` row `s` holds now: its amount, or what increments
+/// raised it to since.
+const HOLDS_NOW: &str = "COALESCE((SELECT MAX(i.amount) FROM settlements i
+     WHERE i.operation = 'increment' AND i.state = 'succeeded' AND i.payment_intent = s.payment_intent), s.amount)";
+
+/// Stripe's most incremental authorization attempts on one
+/// PaymentIntent, declines included.
+const MOST_INCREMENTS: i64 = 10;
 
 /// What a call's card hold needs of its booking.
 #[derive(Debug, Clone)]
@@ -297,8 +308,10 @@ impl Ledger {
             };
             let held = db
                 .query_one(
-                    "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM settlements
-                     WHERE call_id = ?1 AND operation = 'authorize' AND state = 'succeeded'",
+                    &format!(
+                        "SELECT CAST(COALESCE(SUM({HOLDS_NOW}), 0) AS BIGINT) FROM settlements s
+                         WHERE s.call_id = ?1 AND s.operation = 'authorize' AND s.state = 'succeeded'"
+                    ),
                     args![call_id.as_str()],
                 )?
                 .int(0)?;
@@ -307,7 +320,27 @@ impl Ledger {
             else {
                 return Ok(None);
             };
-            let key = blocks::block_key(&call_id, Operation::Authorize, block);
+            // Where the first hold's charge allows it, the block raises
+            // that hold to its new total; otherwise it is a hold of its own.
+            let raisable = db.query_opt(
+                &format!(
+                    "SELECT s.payment_intent, {HOLDS_NOW} FROM settlements s
+                     WHERE s.call_id = ?1 AND s.operation = 'authorize' AND s.state = 'succeeded'
+                       AND COALESCE(s.block, 1) = 1 AND s.incremental = 1 AND s.payment_intent IS NOT NULL
+                       AND (SELECT COUNT(*) FROM settlements i WHERE i.operation = 'increment'
+                            AND i.payment_intent = s.payment_intent) < ?2"
+                ),
+                args![call_id.as_str(), MOST_INCREMENTS],
+            )?;
+            let (operation, amount, payment_intent) = match &raisable {
+                Some(first) => (
+                    Operation::Increment,
+                    first.int(1)?.saturating_add(amount),
+                    Some(first.text(0)?),
+                ),
+                None => (Operation::Authorize, amount, None),
+            };
+            let key = blocks::block_key(&call_id, operation, block);
             let row = insert_keyed(
                 db,
                 &key,
@@ -315,10 +348,10 @@ impl Ledger {
                 &NewSettlement {
                     call_id: &call_id,
                     booking_id: Some(&booking_id),
-                    operation: Operation::Authorize,
+                    operation,
                     amount,
                     currency: terms.tariff.currency.code(),
-                    payment_intent: None,
+                    payment_intent: payment_intent.as_deref(),
                     customer: Some(&customer),
                     payment_method: Some(&payment_method),
                     act_by_ms: None,
@@ -346,6 +379,22 @@ impl Ledger {
     }
     /// Records a hold that succeeded and what follows from it, all in one
     /// transaction (see [`hold_succeeded`]).
+    /// Notes that a call's hold `id` can be raised by incremental
+    /// authorization (its charge said so): the call's extension blocks
+    /// raise it rather than placing holds of their own. Its own
+    /// transaction: lost, the blocks are holds of their own, which is
+    /// always allowed.
+    pub async fn hold_is_raisable(&self, id: String) -> Result<(), LedgerError> {
+        self.run(move |db| {
+            db.execute(
+                "UPDATE settlements SET incremental = 1 WHERE id = ?1 AND operation = 'authorize'",
+                args![id],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     pub async fn hold_succeeded(
         &self,
         id: String,

@@ -235,7 +235,11 @@ const V10: &str = r#"
 ALTER TABLE bookings ADD COLUMN extension_mode TEXT;
 ALTER TABLE bookings ADD COLUMN extension_block_seconds BIGINT CHECK (extension_block_seconds > 0);
 ALTER TABLE bookings ADD COLUMN extension_max_seconds BIGINT CHECK (extension_max_seconds > 0);
-ALTER TABLE settlements ADD COLUMN block INTEGER CHECK (block > 0);
+ALTER TABLE settlements ADD COLUMN block BIGINT CHECK (block > 0);
+ALTER TABLE settlements ADD COLUMN incremental BIGINT NOT NULL DEFAULT 0 CHECK (incremental IN (0, 1));
+ALTER TABLE settlements DROP CONSTRAINT settlements_operation_check;
+ALTER TABLE settlements ADD CONSTRAINT settlements_operation_check CHECK (operation IN
+    ('authorize', 'increment', 'capture', 'cancel', 'cancellation-fee', 'refund'));
 "#;
 
 /// Every migration as (the schema version it brings, its statements),

@@ -369,12 +369,57 @@ ALTER TABLE bookings ADD COLUMN language TEXT;
 /// Schema v10: a booking's extension policy (NULL mode: off): the talk
 /// time each further card hold buys and the most one call may reach; and
 /// which of a call's holds a settlement row places or acts on (NULL: the
-/// first, placed before the bridge).
+/// first, placed before the bridge), whether a hold's charge can be
+/// raised by incremental authorization, and the `increment` operation
+/// that raises it (the operation CHECK grows: the table is rebuilt, as in
+/// V8).
 const V10: &str = r#"
 ALTER TABLE bookings ADD COLUMN extension_mode TEXT;
 ALTER TABLE bookings ADD COLUMN extension_block_seconds INTEGER CHECK (extension_block_seconds > 0);
 ALTER TABLE bookings ADD COLUMN extension_max_seconds INTEGER CHECK (extension_max_seconds > 0);
-ALTER TABLE settlements ADD COLUMN block INTEGER CHECK (block > 0);
+CREATE TABLE settlements_v10 (
+    id                TEXT PRIMARY KEY,
+    booking_id        TEXT REFERENCES bookings (id),
+    call_id           TEXT REFERENCES calls (id),
+    operation         TEXT NOT NULL CHECK (operation IN
+                      ('authorize', 'increment', 'capture', 'cancel', 'cancellation-fee', 'refund')),
+    attempt           INTEGER NOT NULL DEFAULT 1 CHECK (attempt > 0),
+    idempotency_key   TEXT NOT NULL UNIQUE,
+    amount            INTEGER NOT NULL CHECK (amount >= 0),
+    currency          TEXT NOT NULL,
+    state             TEXT NOT NULL DEFAULT 'pending' CHECK (state IN
+                      ('pending', 'sent', 'succeeded', 'failed', 'unknown')),
+    payment_intent    TEXT,
+    customer          TEXT,
+    payment_method    TEXT,
+    tries             INTEGER NOT NULL DEFAULT 0 CHECK (tries >= 0),
+    last_error        TEXT,
+    created_ms        INTEGER NOT NULL,
+    updated_ms        INTEGER NOT NULL,
+    next_attempt_ms   INTEGER,
+    capture_before_ms INTEGER,
+    act_by_ms         INTEGER,
+    claimed_by        TEXT,
+    claimed_until_ms  INTEGER,
+    reason            TEXT,
+    stripe_object     TEXT,
+    block             INTEGER CHECK (block > 0),
+    incremental       INTEGER NOT NULL DEFAULT 0 CHECK (incremental IN (0, 1))
+) STRICT;
+INSERT INTO settlements_v10 (id, booking_id, call_id, operation, attempt, idempotency_key, amount, currency,
+                             state, payment_intent, customer, payment_method, tries, last_error, created_ms,
+                             updated_ms, next_attempt_ms, capture_before_ms, act_by_ms, claimed_by,
+                             claimed_until_ms, reason, stripe_object)
+    SELECT id, booking_id, call_id, operation, attempt, idempotency_key, amount, currency, state,
+           payment_intent, customer, payment_method, tries, last_error, created_ms, updated_ms,
+           next_attempt_ms, capture_before_ms, act_by_ms, claimed_by, claimed_until_ms, reason, stripe_object
+    FROM settlements;
+DROP TABLE settlements;
+ALTER TABLE settlements_v10 RENAME TO settlements;
+CREATE INDEX settlements_open ON settlements (next_attempt_ms)
+    WHERE state IN ('pending', 'sent', 'unknown');
+CREATE INDEX settlements_by_call ON settlements (call_id);
+CREATE INDEX settlements_by_intent ON settlements (payment_intent);
 "#;
 
 const MIGRATIONS_SLICE: &[M<'static>] = &[

@@ -10,6 +10,11 @@ use super::db::Db;
 use super::{Ledger, LedgerError};
 use crate::args;
 
+/// The calls a PaymentIntent (`?1`) holds money for: the one it is the
+/// first hold of, or an extension block of.
+const CALLS_OF_INTENT: &str =
+    "id IN (SELECT call_id FROM settlements WHERE payment_intent = ?1 AND operation = 'authorize')";
+
 /// Applies one event to the rows of the PaymentIntent it concerns.
 fn apply_to(
     db: &mut dyn Db,
@@ -50,11 +55,11 @@ fn apply_to(
             }
         }
         "charge.refund.updated" | "refund.updated" | "refund.failed" => {
-            super::calls::lock_call_events(db, "payment_intent = ?1", args![intent])?;
+            super::calls::lock_call_events(db, CALLS_OF_INTENT, args![intent])?;
             super::refunds::refund_changed(db, object, now)?;
         }
         "charge.refunded" => {
-            super::calls::lock_call_events(db, "payment_intent = ?1", args![intent])?;
+            super::calls::lock_call_events(db, CALLS_OF_INTENT, args![intent])?;
             let total = object["amount_refunded"].as_i64().unwrap_or(0);
             // Our own refunds are told as they conclude; what no refund of
             // ours accounts for was made in Stripe's dashboard.
@@ -75,7 +80,7 @@ fn apply_to(
         | "charge.dispute.closed"
         | "charge.dispute.funds_withdrawn"
         | "charge.dispute.funds_reinstated" => {
-            super::calls::lock_call_events(db, "payment_intent = ?1", args![intent])?;
+            super::calls::lock_call_events(db, CALLS_OF_INTENT, args![intent])?;
             super::refunds::dispute_changed(db, intent, object)?;
             let told = match kind {
                 "charge.dispute.created" => Some((
@@ -89,7 +94,9 @@ fn apply_to(
             };
             if let Some((platform_kind, detail)) = told {
                 let calls = db.query(
-                    "SELECT id, booking_id FROM calls WHERE payment_intent = ?1 AND booking_id IS NOT NULL",
+                    &format!(
+                        "SELECT id, booking_id FROM calls WHERE {CALLS_OF_INTENT} AND booking_id IS NOT NULL"
+                    ),
                     args![intent],
                 )?;
                 for call in &calls {
@@ -108,7 +115,7 @@ fn apply_to(
             }
         }
         "charge.expired" => {
-            super::calls::lock_call_events(db, "payment_intent = ?1", args![intent])?;
+            super::calls::lock_call_events(db, CALLS_OF_INTENT, args![intent])?;
             note_on_calls(db, intent, "stripe: the uncaptured charge expired", now)?;
         }
         _ => {}
@@ -142,10 +149,12 @@ fn settled_by_webhook(
 /// locked by the caller).
 fn note_on_calls(db: &mut dyn Db, intent: &str, detail: &str, now: i64) -> Result<(), LedgerError> {
     db.execute(
-        "INSERT INTO call_events (call_id, seq, at_ms, status, detail)
-         SELECT id, (SELECT COALESCE(MAX(seq), 0) + 1 FROM call_events WHERE call_id = calls.id), ?2,
-                status, ?3
-         FROM calls WHERE payment_intent = ?1",
+        &format!(
+            "INSERT INTO call_events (call_id, seq, at_ms, status, detail)
+             SELECT id, (SELECT COALESCE(MAX(seq), 0) + 1 FROM call_events WHERE call_id = calls.id), ?2,
+                    status, ?3
+             FROM calls WHERE {CALLS_OF_INTENT}"
+        ),
         args![intent, now, detail],
     )?;
     Ok(())

@@ -170,6 +170,11 @@ async fn send(gateway: &dyn Gateway, request: Request) -> Answer {
             key,
             reason,
         } => Answer::Intent(gateway.cancel(payment_intent, key, reason).await),
+        Request::Increment {
+            payment_intent,
+            amount,
+            key,
+        } => Answer::Intent(gateway.increment(payment_intent, amount, key).await),
         Request::Retrieve { payment_intent } => {
             Answer::Intent(gateway.retrieve(payment_intent).await)
         }
@@ -217,7 +222,14 @@ async fn record(ledger: &Ledger, facts: &Facts, outcome: &Outcome) {
         Outcome::Held {
             payment_intent,
             capture_before,
+            incremental,
         } => {
+            if *incremental
+                && facts.operation == Operation::Authorize
+                && let Err(e) = ledger.hold_is_raisable(id.clone()).await
+            {
+                tracing::warn!(error = %e, settlement = %id, "cannot note that the hold can be raised; its blocks will be holds of their own");
+            }
             ledger
                 .hold_succeeded(id.clone(), payment_intent.clone(), *capture_before, now)
                 .await

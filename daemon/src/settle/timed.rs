@@ -71,6 +71,10 @@ impl<G: Gateway> Gateway for TimedGateway<G> {
         self.timed("cancel", self.inner.cancel(intent, key, reason))
     }
 
+    fn increment(&self, intent: String, amount: i64, key: String) -> GatewayFuture<'_, Intent> {
+        self.timed("increment", self.inner.increment(intent, amount, key))
+    }
+
     fn retrieve(&self, intent: String) -> GatewayFuture<'_, Intent> {
         self.timed("retrieve", self.inner.retrieve(intent))
     }

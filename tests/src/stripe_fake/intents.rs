@@ -163,6 +163,16 @@ pub(super) async fn create(State(inner): Shared, headers: HeaderMap, body: Bytes
                 let capture_before = unix_now() + inner.hold_lifetime.as_secs() as i64;
                 intent["latest_charge"] =
                     charge_json(&charge, &id, &params, amount, capture_before);
+                // Raisable when asked for and the card allows it.
+                let asked = param(&params, "payment_method_options[card][request_incremental_authorization]")
+                    == Some("if_available");
+                let status = if asked && inner.incremental_cards.iter().any(|c| c == card) {
+                    "available"
+                } else {
+                    "unavailable"
+                };
+                intent["latest_charge"]["payment_method_details"]["card"]["incremental_authorization"] =
+                    json!({"status": status});
             }
             inner.intents.insert(id, intent.clone());
             let intent = shown(&intent, expands(&params, "latest_charge"));

@@ -152,6 +152,16 @@ pub enum Request {
         /// Why, in Stripe's words.
         reason: ReleaseReason,
     },
+    /// Raise a hold's authorized amount to `amount` in all
+    /// ([`Answer::Intent`]).
+    Increment {
+        /// `pi_...`
+        payment_intent: String,
+        /// The new total, minor units.
+        amount: i64,
+        /// The row's key.
+        key: String,
+    },
     /// Read a PaymentIntent back ([`Answer::Intent`]).
     Retrieve {
         /// `pi_...`
@@ -192,6 +202,8 @@ pub enum Outcome {
         payment_intent: String,
         /// Until when it can be captured (unix seconds), when Stripe said.
         capture_before: Option<i64>,
+        /// Its charge can be raised by incremental authorization.
+        incremental: bool,
     },
     /// Done.
     Succeeded {

@@ -125,7 +125,7 @@ impl Movement {
         let facts = &self.facts;
         let pending = self.state == SettlementState::Pending;
         let lookup = match facts.operation {
-            Operation::Capture | Operation::Cancel => {
+            Operation::Capture | Operation::Cancel | Operation::Increment => {
                 let Some(intent) = facts.payment_intent.clone() else {
                     return self.fail(None, "no PaymentIntent to act on");
                 };
@@ -231,6 +231,11 @@ impl Movement {
                 amount: facts.amount,
                 key: facts.key.clone(),
             },
+            Operation::Increment => Request::Increment {
+                payment_intent: intent()?,
+                amount: facts.amount,
+                key: facts.key.clone(),
+            },
             Operation::Cancel => Request::Cancel {
                 payment_intent: intent()?,
                 key: facts.key.clone(),
@@ -267,6 +272,9 @@ impl Movement {
                     payment_method,
                     metadata,
                     idempotency_key: facts.key.clone(),
+                    // A call's hold may be raised for an extension block
+                    // where the card allows it.
+                    incremental: facts.operation == Operation::Authorize,
                 })
             }
             Operation::Refund => Request::Refund(RefundRequest {
@@ -328,7 +336,7 @@ impl Movement {
             }
             (Step::Sending, Answer::Intent(Err(GatewayError::Unknown(why)))) => {
                 match self.facts.operation {
-                    Operation::Capture | Operation::Cancel => {
+                    Operation::Capture | Operation::Cancel | Operation::Increment => {
                         if let Some(intent) = self.facts.payment_intent.clone() {
                             self.ask(
                                 Step::LookingAfterLoss(why),
@@ -389,6 +397,24 @@ impl Movement {
     /// must be sent (again).
     fn conclude_from(&mut self, read: &Intent) -> bool {
         let operation = self.facts.operation;
+        if operation == Operation::Increment {
+            // Raised when the hold stands at the new total or more.
+            match read.status.as_str() {
+                "requires_capture" if read.amount >= self.facts.amount => {
+                    self.record(Outcome::Held {
+                        payment_intent: read.id.clone(),
+                        capture_before: read.capture_before,
+                        incremental: read.incremental_authorization,
+                    })
+                }
+                "requires_capture" => return false,
+                other => {
+                    let why = format!("the hold is {other}");
+                    self.fail(Some(read.id.clone()), &why)
+                }
+            }
+            return true;
+        }
         match resolve(
             operation,
             &read.status,
@@ -401,6 +427,7 @@ impl Movement {
                 self.record(Outcome::Held {
                     payment_intent: read.id.clone(),
                     capture_before: read.capture_before,
+                    incremental: read.incremental_authorization,
                 })
             }
             Resolution::Succeeded => self.record(Outcome::Succeeded {
