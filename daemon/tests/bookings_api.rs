@@ -85,6 +85,75 @@ async fn invalid_bookings_get_422_listing_each_field_and_store_nothing(backend: 
     assert_eq!(listed["bookings"], json!([]));
 }
 
+async fn an_extension_policy_is_stored_shown_changed_and_refused_field_by_field(backend: Backend) {
+    let api = Api::new(backend).await;
+    let mut bad = booking();
+    bad["extension"] = json!({"mode": "sometimes", "block_seconds": 5, "max_seconds": 600});
+    let (status, body) = api.create(bad).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let fields: Vec<&str> = body["error"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "extension.mode",
+            "extension.block_seconds",
+            "extension.max_seconds",
+            "extension"
+        ],
+        "each mistake, the missing card too"
+    );
+    let mut no_card = booking();
+    no_card["extension"] = json!({"mode": "auto", "block_seconds": 600, "max_seconds": 3600});
+    let (status, body) = api.create(no_card.clone()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["error"]["fields"][0]["field"], "extension", "{body}");
+    let (_, listed) = api.send("GET", "/v1/bookings", None).await;
+    assert_eq!(listed["bookings"], json!([]), "nothing stored");
+
+    let mut good = no_card;
+    good["stripe"] = json!({"customer": "cus_1", "payment_method": "pm_1"});
+    let (status, created) = api.create(good).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(
+        created["extension"],
+        json!({"mode": "auto", "block_seconds": 600, "max_seconds": 3600})
+    );
+    let id = created["id"].as_str().unwrap();
+    let path = format!("/v1/bookings/{id}");
+    let (status, asked) = api
+        .send(
+            "PATCH",
+            &path,
+            Some(r#"{"extension": {"mode": "ask", "block_seconds": 300, "max_seconds": 3600}}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{asked}");
+    assert_eq!(asked["extension"]["mode"], "ask");
+    // An offer says whole minutes it has words for.
+    let (status, body) = api
+        .send(
+            "PATCH",
+            &path,
+            Some(r#"{"extension": {"mode": "ask", "block_seconds": 420, "max_seconds": 3600}}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        body["error"]["fields"][0]["field"],
+        "extension.block_seconds"
+    );
+    let (status, off) = api
+        .send("PATCH", &path, Some(r#"{"extension": null}"#))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{off}");
+    assert_eq!(off["extension"], Value::Null);
+}
+
 async fn malformed_requests_get_json_errors_with_stable_codes(backend: Backend) {
     let api = Api::new(backend).await;
     let (status, body) = api.send("POST", "/v1/bookings", Some("{not json")).await;
@@ -439,6 +508,7 @@ on_both_backends!(
     bookings_a_call_could_not_tell_apart_are_refused,
     a_booking_is_created_read_listed_and_canceled,
     invalid_bookings_get_422_listing_each_field_and_store_nothing,
+    an_extension_policy_is_stored_shown_changed_and_refused_field_by_field,
     malformed_requests_get_json_errors_with_stable_codes,
     a_given_id_is_kept_and_cannot_be_reused,
     a_booking_in_a_call_cannot_be_canceled,
