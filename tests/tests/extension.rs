@@ -336,68 +336,15 @@ fn press(socket: &UdpSocket, relay: SocketAddr, key: u8, first_seq: u16) {
 }
 
 /// An ask-mode call from caller 1 (¥1,200 a minute, 15 s, blocks of one
-/// minute up to 75 s) whose phones are the test's sockets: both talk for
-/// the first second (latching), then listen in silence until `listen_for`
-/// is over. The booking, the phones, the caller's socket and relay, and
-/// what each phone got.
-struct AskingCall {
-    booking: String,
-    caller: SippPeer,
-    expert: SippPeer,
-    caller_media: UdpSocket,
-    caller_relay: SocketAddr,
-    heard: [Heard; 2],
-    listeners: [std::thread::JoinHandle<()>; 2],
-}
-
-fn asking_call(daemon: &Daemon, listen_for: Duration) -> AskingCall {
-    let (caller_media, expert_media) = (media_socket(), media_socket());
-    let expert = expert("expert_answers.xml", &port_of(&expert_media), &[]);
-    let mut booking = card_booking(&caller_id(1), "pm_card_visa", &expert_uri(&expert));
-    booking["cap_seconds"] = json!(15);
-    booking["extension"] = json!({"mode": "ask", "block_seconds": 60, "max_seconds": 75});
-    let booking = create_booking(daemon, &booking);
-    let caller = caller(
-        daemon,
-        "caller_waits_bye.xml",
-        CALLER_PREFIX,
-        &port_of(&caller_media),
-        "0 96",
-        &[],
-    );
-    let caller_relay = wait_relay(&caller, "SIP/2.0 200 OK");
-    let expert_relay = wait_relay(&expert, "INVITE sip:expert");
-    let until = Instant::now() + listen_for;
-    let (caller_heard, caller_thread) = listen(&caller_media, until);
-    let (expert_heard, expert_thread) = listen(&expert_media, until);
-    let expert_talk = std::thread::spawn(move || {
-        talk(
-            &expert_media,
-            expert_relay,
-            0x22,
-            0x2222,
-            1,
-            Duration::from_millis(1000),
-        )
-    });
-    talk(
-        &caller_media,
-        caller_relay,
-        0x11,
-        0x1111,
-        1,
-        Duration::from_millis(1000),
-    );
-    expert_talk.join().unwrap();
-    AskingCall {
-        booking,
-        caller,
-        expert,
-        caller_media,
-        caller_relay,
-        heard: [caller_heard, expert_heard],
-        listeners: [caller_thread, expert_thread],
-    }
+/// minute up to 75 s) whose phones are the test's sockets, listening for
+/// `listen_for` ([`heard_call`]).
+fn asking_call(daemon: &Daemon, listen_for: Duration) -> HeardCall {
+    heard_call(daemon, listen_for, |expert| {
+        let mut booking = card_booking(&caller_id(1), "pm_card_visa", expert);
+        booking["cap_seconds"] = json!(15);
+        booking["extension"] = json!({"mode": "ask", "block_seconds": 60, "max_seconds": 75});
+        booking
+    })
 }
 
 const OFFERED: &str = "warning played to both parties; the caller was offered an extension";
@@ -413,7 +360,7 @@ fn in_ask_mode_the_caller_takes_a_block_with_1_and_only_the_caller_hears_the_off
     // The caller hears the offer out, then presses 1 (a key during it
     // would cut it short: the outcome replaces it).
     std::thread::sleep(offer.duration());
-    press(&call.caller_media, call.caller_relay, 1, 200);
+    press(&call.caller_media, call.caller_relay, 1, call.caller_seq);
     let extended = event_seen(
         &daemon,
         &call.booking,
@@ -435,9 +382,8 @@ fn in_ask_mode_the_caller_takes_a_block_with_1_and_only_the_caller_hears_the_off
     assert_passed("expert", call.expert);
 
     let answered = parse_ms(extended["answered_at"].as_str().unwrap());
-    let [caller_heard, expert_heard] = &call.heard;
-    let caller_heard = caller_heard.lock().unwrap();
-    let expert_heard = expert_heard.lock().unwrap();
+    let caller_heard = call.caller_heard.lock().unwrap();
+    let expert_heard = call.expert_heard.lock().unwrap();
     // "To extend your call by one minute, press 1." to the caller, whole;
     // the usual warning to the expert; "extended" to the caller alone.
     heard_whole("caller", &caller_heard, &offer, answered);
@@ -502,7 +448,7 @@ fn in_ask_mode_a_caller_who_presses_nothing_is_cut_at_the_cap() {
     let call = asking_call(&daemon, Duration::from_secs(1));
     // A key that is not 1 extends nothing.
     event_seen(&daemon, &call.booking, OFFERED);
-    press(&call.caller_media, call.caller_relay, 2, 200);
+    press(&call.caller_media, call.caller_relay, 2, call.caller_seq);
     assert_passed("caller (BYE at the cap)", call.caller);
     assert_passed("expert (BYE at the cap)", call.expert);
     let call = settled(&daemon, &call.booking);

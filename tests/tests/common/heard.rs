@@ -104,3 +104,92 @@ pub fn heard_whole(
     );
     frames
 }
+
+/// A call whose two phones are the test's sockets, everything they get
+/// recorded: the expert (SIPp) answers, the caller (SIPp) waits for the
+/// BYE, and both talk for the first 1.5 s (latching: a stream each party
+/// hears), then stay quiet unless the test talks on.
+pub struct HeardCall {
+    pub booking: String,
+    pub caller: SippPeer,
+    pub expert: SippPeer,
+    pub caller_media: UdpSocket,
+    pub caller_relay: SocketAddr,
+    /// The caller's next RTP sequence number.
+    pub caller_seq: u16,
+    pub caller_heard: Heard,
+    pub expert_heard: Heard,
+    pub listeners: [std::thread::JoinHandle<()>; 2],
+}
+
+impl HeardCall {
+    /// Waits until the recording time is over: both phones must have got
+    /// the BYE at the cap, after `talk_ms` of talk. Returns the call
+    /// record and what each phone got.
+    pub fn cut_at_the_cap(self, daemon: &Daemon, talk_ms: i64) -> (Value, Heard, Heard) {
+        let [caller_thread, expert_thread] = self.listeners;
+        caller_thread.join().unwrap();
+        expert_thread.join().unwrap();
+        assert_passed("caller (got BYE at the cap)", self.caller);
+        assert_passed("expert (got BYE at the cap)", self.expert);
+        let call = ended_call(daemon, &self.booking);
+        assert_eq!(call["end_reason"], "cap-reached");
+        assert_eq!(call["talk_ms"], talk_ms);
+        (call, self.caller_heard, self.expert_heard)
+    }
+}
+
+/// Books `booking(expert URI)`, places the call and records what both
+/// phones get for `listen_for` from the answer.
+pub fn heard_call(
+    daemon: &Daemon,
+    listen_for: Duration,
+    booking: impl FnOnce(&str) -> Value,
+) -> HeardCall {
+    let (caller_media, expert_media) = (media_socket(), media_socket());
+    let expert = expert("expert_answers.xml", &port_of(&expert_media), &[]);
+    let booking = create_booking(daemon, &booking(&expert_uri(&expert)));
+    let caller = caller(
+        daemon,
+        "caller_waits_bye.xml",
+        CALLER_PREFIX,
+        &port_of(&caller_media),
+        "0 96",
+        &[],
+    );
+    let caller_relay = wait_relay(&caller, "SIP/2.0 200 OK");
+    let expert_relay = wait_relay(&expert, "INVITE sip:expert");
+    let until = Instant::now() + listen_for;
+    let (caller_heard, caller_thread) = listen(&caller_media, until);
+    let (expert_heard, expert_thread) = listen(&expert_media, until);
+    let expert_talk = std::thread::spawn(move || {
+        talk(
+            &expert_media,
+            expert_relay,
+            0x22,
+            0x2222,
+            1,
+            Duration::from_millis(1500),
+        )
+    });
+    let caller_seq = talk(
+        &caller_media,
+        caller_relay,
+        0x11,
+        0x1111,
+        1,
+        Duration::from_millis(1500),
+    );
+    expert_talk.join().unwrap();
+    HeardCall {
+        booking,
+        caller,
+        expert,
+        caller_media,
+        caller_relay,
+        caller_seq,
+        caller_heard,
+        expert_heard,
+        listeners: [caller_thread, expert_thread],
+    }
+}
