@@ -45,6 +45,9 @@ pub struct MediaConfig {
     /// ports of calls a crash left open, once their parties are hung up)
     /// stays out of use, so late packets never reach another call.
     pub port_quarantine: Duration,
+    /// `media.threads`: relay threads, calls spread over them; `None`:
+    /// one per core.
+    pub threads: Option<usize>,
 }
 
 pub(crate) const SIP_KEYS: [&str; 5] = [
@@ -54,13 +57,14 @@ pub(crate) const SIP_KEYS: [&str; 5] = [
     "invites_per_second",
     "user_agent",
 ];
-pub(crate) const MEDIA_KEYS: [&str; 6] = [
+pub(crate) const MEDIA_KEYS: [&str; 7] = [
     "address",
     "public_address",
     "ports",
     "timeout",
     "latch",
     "port_quarantine",
+    "threads",
 ];
 
 pub(crate) fn read_sip(mut t: TableReader, defaults: SipConfig) -> SipConfig {
@@ -159,6 +163,12 @@ pub(crate) fn read_media(mut t: TableReader, defaults: MediaConfig) -> MediaConf
             Duration::from_secs(3600),
         )
         .unwrap_or(defaults.port_quarantine),
+        threads: t
+            .get_with("threads", |node| match node {
+                crate::tree::Node::Int(n) if (1..=256).contains(n) => Ok(Some(*n as usize)),
+                _ => Err("expected an integer from 1 to 256 (relay threads)".to_owned()),
+            })
+            .unwrap_or(defaults.threads),
     };
     t.finish(&MEDIA_KEYS);
     media

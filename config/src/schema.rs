@@ -212,6 +212,7 @@ impl Config {
                 timeout: Duration::from_secs(30),
                 latch: Latch::Learn,
                 port_quarantine: Duration::from_secs(60),
+                threads: None,
             },
             http: HttpConfig {
                 listen: SocketAddr::new(loopback, 8080),

@@ -44,6 +44,7 @@ fn an_empty_file_runs_on_loopback_in_ledger_only_mode() {
     assert_eq!(config.media.timeout, Duration::from_secs(30));
     assert_eq!(config.media.latch, Latch::Learn);
     assert_eq!(config.media.port_quarantine, Duration::from_secs(60));
+    assert_eq!(config.media.threads, None, "one per core");
     assert_eq!(config.database.path, PathBuf::from("./tollbridge.db"));
     assert_eq!(config.stripe.mode(), StripeMode::LedgerOnly);
     assert_eq!(config.billing.checkpoint_interval, Duration::from_secs(2));
@@ -189,6 +190,7 @@ ports = "30000-30099"
 timeout = "1m"
 latch = "any"
 port_quarantine = "90s"
+threads = 4
 
 [http]
 listen = "[::1]:9000"
@@ -237,6 +239,7 @@ format = "json"
     assert_eq!(termination.calls_per_second, 1);
     assert_eq!(config.media.latch, Latch::Any);
     assert_eq!(config.media.port_quarantine, Duration::from_secs(90));
+    assert_eq!(config.media.threads, Some(4));
     assert_eq!(
         config.trunks[0].media_allow,
         vec!["168.86.128.0/18".parse::<ipnet::IpNet>().unwrap()]

@@ -131,6 +131,12 @@ fn every_validation_rule_names_its_key() {
             "media.port_quarantine",
             "between",
         ),
+        ("[media]\nthreads = 0", "media.threads", "from 1 to 256"),
+        (
+            "[media]\nthreads = \"all\"",
+            "media.threads",
+            "from 1 to 256",
+        ),
         (
             "[[trunk]]\nname = \"t\"\nmedia_allow = [\"168.86.128.0/33\"]",
             "trunk[0].media_allow[0]",

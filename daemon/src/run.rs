@@ -274,13 +274,17 @@ fn start_relay(config: &Config) -> anyhow::Result<Relay> {
         media.port_quarantine,
     );
     let public_ip = media.public_address.unwrap_or(media.address);
+    let threads = media.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
     let relay = Relay::start(
         pool,
         crate::calls::task::latch_policy(media.latch),
         public_ip,
+        threads,
     )
-    .context("cannot start the media relay thread")?;
-    info!(address = %media.address, public = %public_ip, ports = %media.ports, pairs = relay.capacity(), "media relay ready");
+    .context("cannot start the media relay threads")?;
+    info!(address = %media.address, public = %public_ip, ports = %media.ports, pairs = relay.capacity(), threads, "media relay ready");
     Ok(relay)
 }
 

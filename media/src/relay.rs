@@ -1,6 +1,10 @@
-//! The relay's IO shell: one dedicated thread running its own
-//! single-threaded tokio runtime, one task per call owning that call's four
-//! sockets and its [`Bridge`]. The per-packet path is a `recv_from` into a
+//! The relay's IO shell: `media.threads` dedicated threads, each running
+//! its own single-threaded tokio runtime, one task per call owning that
+//! call's four sockets and its [`Bridge`]. A call is placed on the thread
+//! with the fewest calls when it opens and stays there: its packets, its
+//! prompts and its cap never cross threads, and no lock is shared on the
+//! packet path (the per-thread call count is touched at open and close
+//! only). The per-packet path is a `recv_from` into a
 //! buffer the task owns, the bridge's decision, and a non-blocking
 //! `send_to`: no allocation, no lock, no log line. Prompt frames go out on
 //! a 20 ms timer that runs only while a prompt plays. The call's owner
@@ -8,7 +12,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
@@ -69,14 +73,61 @@ enum Control {
     Close(oneshot::Sender<CallStats>),
 }
 
-/// The media relay: a port pool and the thread that moves the packets.
+/// The media relay: a port pool and the threads that move the packets.
 pub struct Relay {
     pool: Arc<PortPool>,
-    runtime: tokio::runtime::Handle,
+    shards: Vec<Shard>,
     policy: LatchPolicy,
     public_ip: IpAddr,
+}
+
+/// One relay thread: its runtime, how many calls it carries, and how to
+/// stop it.
+struct Shard {
+    runtime: tokio::runtime::Handle,
+    calls: Arc<AtomicUsize>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Shard {
+    fn start(index: usize) -> Result<Shard, RelayError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(format!("tb-media-{index}"))
+            .spawn(move || {
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+            })?;
+        Ok(Shard {
+            runtime: handle,
+            calls: Arc::new(AtomicUsize::new(0)),
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+/// Counts a call on its thread while its task lives.
+struct OnShard(Arc<AtomicUsize>);
+
+impl OnShard {
+    fn new(calls: &Arc<AtomicUsize>) -> OnShard {
+        calls.fetch_add(1, Ordering::Relaxed);
+        OnShard(calls.clone())
+    }
+}
+
+impl Drop for OnShard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for Relay {
@@ -89,33 +140,31 @@ impl std::fmt::Debug for Relay {
 }
 
 impl Relay {
-    /// Starts the relay thread. `public_ip` is what our SDP says.
+    /// Starts `threads` relay threads (at least one). `public_ip` is what
+    /// our SDP says.
     pub fn start(
         pool: PortPool,
         policy: LatchPolicy,
         public_ip: IpAddr,
+        threads: usize,
     ) -> Result<Relay, RelayError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .enable_time()
-            .build()?;
-        let handle = runtime.handle().clone();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("tb-media".into())
-            .spawn(move || {
-                runtime.block_on(async {
-                    let _ = stopped.await;
-                });
-            })?;
+        let shards = (0..threads.max(1))
+            .map(Shard::start)
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Relay {
             pool: Arc::new(pool),
-            runtime: handle,
+            shards,
             policy,
             public_ip,
-            stop: Some(stop),
-            thread: Some(thread),
         })
+    }
+
+    /// How many calls each relay thread carries now.
+    pub fn calls_per_thread(&self) -> Vec<usize> {
+        self.shards
+            .iter()
+            .map(|shard| shard.calls.load(Ordering::Relaxed))
+            .collect()
     }
 
     /// RTP/RTCP pairs in use (two per open call).
@@ -151,7 +200,15 @@ impl Relay {
         let policy = self.policy;
         let announced = Arc::new(AtomicBool::new(false));
         let sockets_announced = announced.clone();
-        let task = self.runtime.spawn(async move {
+        let (thread, shard) = self
+            .shards
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, shard)| shard.calls.load(Ordering::Relaxed))
+            .ok_or(RelayError::Stopped)?;
+        let on_shard = OnShard::new(&shard.calls);
+        let task = shard.runtime.spawn(async move {
+            let _on_shard = on_shard;
             match CallSockets::new(caller, callee, sockets_announced) {
                 Ok(sockets) => relay_call(sockets, policy, commands, events_tx).await,
                 Err(e) => tracing::error!(error = %e, "cannot register media sockets"),
@@ -163,17 +220,22 @@ impl Relay {
             events,
             addresses,
             announced,
+            thread,
         })
     }
 }
 
 impl Drop for Relay {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+        for shard in &mut self.shards {
+            if let Some(stop) = shard.stop.take() {
+                let _ = stop.send(());
+            }
         }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        for shard in &mut self.shards {
+            if let Some(thread) = shard.thread.take() {
+                let _ = thread.join();
+            }
         }
     }
 }
@@ -185,9 +247,16 @@ pub struct CallMedia {
     events: mpsc::UnboundedReceiver<MediaEvent>,
     addresses: [SocketAddr; 2],
     announced: Arc<AtomicBool>,
+    thread: usize,
 }
 
 impl CallMedia {
+    /// The relay thread (`tb-media-N`) that carries this call, all its
+    /// life.
+    pub fn thread(&self) -> usize {
+        self.thread
+    }
+
     /// Records that our SDP with these ports is going out to a party: from
     /// now on they wait out the quarantine when the call ends. Ports never
     /// announced return to the pool at once.

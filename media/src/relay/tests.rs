@@ -15,7 +15,14 @@ fn relay() -> Relay {
         base + 39,
         std::time::Duration::ZERO,
     );
-    Relay::start(pool, LatchPolicy::SignalledIp, "127.0.0.1".parse().unwrap()).unwrap()
+    // Two threads: every test here runs on a sharded relay.
+    Relay::start(
+        pool,
+        LatchPolicy::SignalledIp,
+        "127.0.0.1".parse().unwrap(),
+        2,
+    )
+    .unwrap()
 }
 
 fn peer(socket: &std::net::UdpSocket) -> Peer {
@@ -41,6 +48,65 @@ fn rtp(payload_type: u8, seq: u16, fill: u8) -> Vec<u8> {
     packet[2..4].copy_from_slice(&seq.to_be_bytes());
     packet.extend_from_slice(&[fill; 160]);
     packet
+}
+
+/// Waits (a second at most) until the threads carry `calls`: a closed
+/// call's task ends just after it answers the close.
+async fn counted(relay: &Relay, calls: [usize; 2]) {
+    for _ in 0..100 {
+        if relay.calls_per_thread() == calls {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(relay.calls_per_thread(), calls);
+}
+
+#[tokio::test]
+async fn calls_are_spread_over_the_threads_and_each_relays_on_its_own() {
+    let relay = relay();
+    let mut calls = Vec::new();
+    for _ in 0..6 {
+        let call = relay.open_call().unwrap();
+        let (caller, callee) = (party(), party());
+        call.set_peer(Side::Caller, peer(&caller));
+        call.set_peer(Side::Callee, peer(&callee));
+        call.stats().await.unwrap();
+        calls.push((call, caller, callee));
+    }
+    assert_eq!(
+        relay.calls_per_thread(),
+        [3, 3],
+        "the least loaded thread each time"
+    );
+    let threads: Vec<usize> = calls.iter().map(|(call, _, _)| call.thread()).collect();
+    assert_eq!(threads, [0, 1, 0, 1, 0, 1]);
+    let mut buf = [0u8; 2048];
+    for (n, (call, caller, callee)) in calls.iter().enumerate() {
+        for seq in 0..3u16 {
+            let packet = rtp(0, seq, n as u8);
+            caller.send_to(&packet, call.address(Side::Caller)).unwrap();
+            let (len, _) = callee.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..len], &packet[..], "call {n}");
+            callee.send_to(&packet, call.address(Side::Callee)).unwrap();
+            let (len, _) = caller.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..len], &packet[..], "call {n}");
+        }
+    }
+    // Closing one on thread 0 makes thread 0 the next call's.
+    let (first, _, _) = calls.remove(0);
+    first.close().await.unwrap();
+    counted(&relay, [2, 3]).await;
+    let next = relay.open_call().unwrap();
+    assert_eq!(next.thread(), 0);
+    next.close().await.unwrap();
+    for (call, _, _) in calls {
+        let stats = call.close().await.unwrap();
+        assert_eq!(stats.caller.packets_received, 3);
+        assert_eq!(stats.callee.packets_received, 3);
+    }
+    counted(&relay, [0, 0]).await;
+    assert_eq!(relay.pairs_in_use(), 0, "every port back");
 }
 
 #[tokio::test]
@@ -182,7 +248,7 @@ async fn only_ports_given_to_a_party_wait_out_the_quarantine() {
         base + 3,
         Duration::from_secs(60),
     );
-    let relay = Relay::start(pool, LatchPolicy::Learn, "127.0.0.1".parse().unwrap()).unwrap();
+    let relay = Relay::start(pool, LatchPolicy::Learn, "127.0.0.1".parse().unwrap(), 2).unwrap();
     // Refused before any SDP went out: the ports come back at once.
     let refused = relay.open_call().unwrap();
     refused.close().await;

@@ -5,9 +5,10 @@
 //! endpoints with no relay.
 //!
 //! `cargo run --release -p tollbridge-e2e --bin relay-bench -- [SECONDS] [CALLS...]`
-//! (defaults: 10 s at 50, 200 and 500 calls). Prints a Markdown table:
-//! relay CPU time per relayed packet (the `tb-media` thread's user+sys from
-//! /proc over the packets it forwarded), the load generator's own CPU per
+//! (defaults: 10 s at 50, 200 and 500 calls; `RELAY_THREADS=N` sets the
+//! relay's threads, default 1). Prints a Markdown table: relay CPU time
+//! per relayed packet (the `tb-media-N` threads' user+sys from /proc over
+//! the packets they forwarded), the load generator's own CPU per
 //! packet, loss, and one-way latency percentiles; "added" is the relay's
 //! median minus the direct run's median.
 //!
@@ -48,7 +49,7 @@ fn clock_ticks() -> f64 {
 }
 
 /// user+sys seconds of this process's threads, split into the relay
-/// thread (`tb-media`) and everything else.
+/// threads (`tb-media-N`) and everything else.
 fn cpu_seconds(ticks: f64) -> (f64, f64) {
     let mut relay = 0.0;
     let mut rest = 0.0;
@@ -63,7 +64,7 @@ fn cpu_seconds(ticks: f64) -> (f64, f64) {
         let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
         let used =
             (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) / ticks;
-        if name == "tb-media" {
+        if name.starts_with("tb-media") {
             relay += used;
         } else {
             rest += used;
@@ -287,8 +288,19 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let pool = PortPool::new("127.0.0.1".parse().unwrap(), 40000, 42999, Duration::ZERO);
-    let relay = Relay::start(pool, LatchPolicy::SignalledIp, "127.0.0.1".parse().unwrap()).unwrap();
+    let pool = PortPool::new("127.0.0.1".parse().unwrap(), 40000, 48999, Duration::ZERO);
+    let threads: usize = std::env::var("RELAY_THREADS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    let relay = Relay::start(
+        pool,
+        LatchPolicy::SignalledIp,
+        "127.0.0.1".parse().unwrap(),
+        threads,
+    )
+    .unwrap();
+    println!("relay threads: {threads}");
     println!(
         "| path | calls | packets sent | received | loss % | relay CPU µs/pkt | generator CPU µs/pkt | latency p50 µs | p99 µs | max µs | added p50 µs |"
     );
