@@ -61,6 +61,8 @@ pub struct Scrape<'a> {
     pub sip_turned_away: &'a [(&'static str, u64)],
     /// RTP/RTCP port pairs the relay holds (two per call in progress).
     pub media_port_pairs_in_use: usize,
+    /// The calls each relay thread carries (`tb-media-N`, in order).
+    pub media_calls_per_thread: &'a [usize],
     /// SIP dialogs the edge keeps (two per call in progress).
     pub sip_dialogs: usize,
     /// Whether the ledger answered this node's last heartbeat.
@@ -84,6 +86,7 @@ pub struct Metrics {
     disputes: Family<Labels, Gauge>,
     sip_turned_away: Family<Labels, Counter>,
     media_port_pairs: Gauge,
+    media_relay_calls: Family<Labels, Gauge>,
     sip_dialogs: Gauge,
     talk_seconds: Family<Labels, Counter>,
     billed_amount: Family<Labels, Counter>,
@@ -202,6 +205,12 @@ impl Metrics {
             "RTP/RTCP port pairs the relay holds (two per call in progress)",
             media_port_pairs.clone(),
         );
+        let media_relay_calls = Family::<Labels, Gauge>::default();
+        registry.register(
+            "media_relay_calls",
+            "Calls each relay thread carries (thread = N of tb-media-N); even when balanced",
+            media_relay_calls.clone(),
+        );
         let sip_dialogs = Gauge::default();
         registry.register(
             "sip_dialogs",
@@ -315,6 +324,7 @@ impl Metrics {
             talk_seconds,
             billed_amount,
             media_port_pairs,
+            media_relay_calls,
             sip_dialogs,
             registry,
             uptime_seconds,
@@ -459,6 +469,11 @@ impl Metrics {
         }
         self.media_port_pairs
             .set(i64::try_from(scrape.media_port_pairs_in_use).unwrap_or(i64::MAX));
+        for (thread, calls) in scrape.media_calls_per_thread.iter().enumerate() {
+            self.media_relay_calls
+                .get_or_create(&vec![("thread", thread.to_string())])
+                .set(i64::try_from(*calls).unwrap_or(i64::MAX));
+        }
         self.sip_dialogs
             .set(i64::try_from(scrape.sip_dialogs).unwrap_or(i64::MAX));
         self.ledger_up.set(i64::from(scrape.ledger_up));

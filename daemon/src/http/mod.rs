@@ -154,6 +154,11 @@ pub(super) async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
             ("unknown-method", read(&stats.unknown_method)),
         ]
     });
+    let media_calls_per_thread = shared
+        .relay
+        .as_ref()
+        .map(|relay| relay.calls_per_thread())
+        .unwrap_or_default();
     let text = shared.metrics.render(&crate::metrics::Scrape {
         uptime_seconds: shared.started.elapsed().as_secs_f64(),
         active_calls: shared.active_calls(),
@@ -166,6 +171,7 @@ pub(super) async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
             .relay
             .as_ref()
             .map_or(0, |relay| relay.pairs_in_use()),
+        media_calls_per_thread: &media_calls_per_thread,
         ledger_up: shared.ledger_up(),
         ledger_writes_waiting: shared.journal.waiting(),
         ledger_writes_dropped: shared.journal.dropped(),
