@@ -43,16 +43,7 @@ async fn extending_call(ledger: &Ledger) -> Routed {
         .await
         .unwrap();
     assert_eq!(routed.route, Route::Booking("bk_1".into()));
-    let (hold, _) = ledger
-        .begin_hold("call_1".into(), "bk_1".into(), T0 + 10)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(hold.facts.amount, 3_000);
-    ledger
-        .hold_succeeded(hold.facts.id, "pi_1".into(), None, T0 + 20)
-        .await
-        .unwrap();
+    assert_eq!(held(ledger).await, 3_000);
     routed
 }
 

@@ -34,19 +34,6 @@ async fn refund_succeeded(ledger: &Ledger, id: &str, stripe_id: &str) {
         .unwrap();
 }
 
-/// Call `call_1`'s card hold on `bk_1`, placed as `pi_1`.
-async fn held(ledger: &Ledger) {
-    let (hold, _) = ledger
-        .begin_hold("call_1".into(), "bk_1".into(), T0)
-        .await
-        .unwrap()
-        .unwrap();
-    ledger
-        .hold_succeeded(hold.facts.id, "pi_1".into(), None, T0 + 10)
-        .await
-        .unwrap();
-}
-
 /// A call on `bk_1` of 62 s at ¥300 a minute in 6 s increments (¥330),
 /// held on `pi_1` and captured.
 async fn captured_call(ledger: &Ledger) {

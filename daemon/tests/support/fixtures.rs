@@ -135,3 +135,17 @@ pub async fn talking_call(ledger: &Ledger, id: &str, booking_id: &str, called: &
         .await
         .unwrap();
 }
+
+/// Call `call_1`'s card hold on `bk_1`, placed as `pi_1`; its amount.
+pub async fn held(ledger: &Ledger) -> i64 {
+    let (hold, _) = ledger
+        .begin_hold("call_1".into(), "bk_1".into(), T0)
+        .await
+        .unwrap()
+        .unwrap();
+    ledger
+        .hold_succeeded(hold.facts.id, "pi_1".into(), None, T0 + 10)
+        .await
+        .unwrap();
+    hold.facts.amount
+}
