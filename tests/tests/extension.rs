@@ -60,25 +60,9 @@ fn extended_call(daemon: &Daemon, card: &str) -> Value {
 }
 
 /// The booking's call, once it ended and every settlement row of it is
-/// done, a capture among them.
+/// done.
 fn settled(daemon: &Daemon, booking: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, body) = daemon.api("GET", &format!("/v1/calls?booking={booking}"), TOKEN, None);
-        let call = body["calls"][0].clone();
-        let settled = !call["ended_at"].is_null()
-            && call["settlements"].as_array().is_some_and(|rows| {
-                rows.iter().any(|r| r["operation"] == "capture")
-                    && rows
-                        .iter()
-                        .all(|r| matches!(r["state"].as_str(), Some("succeeded" | "failed")))
-            });
-        if settled {
-            return call;
-        }
-        assert!(Instant::now() < deadline, "not settled: {body}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    settled_calls(daemon, booking).remove(0)
 }
 
 /// The call's settlement rows as (operation, key suffix, state, amount).

@@ -12,28 +12,6 @@ use common::stripe::*;
 use common::*;
 use tollbridge_e2e::stripe_fake::{Endpoint, Fault, StripeFake};
 
-/// Waits until every settlement of `booking`'s calls is settled, then
-/// returns the calls.
-fn settled_calls(daemon: &Daemon, booking: &str) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, body) = daemon.api("GET", &format!("/v1/calls?booking={booking}"), TOKEN, None);
-        let calls = body["calls"].as_array().cloned().unwrap_or_default();
-        let open = calls.iter().any(|call| {
-            call["ended_at"].is_null()
-                || call["settlements"].as_array().is_none_or(|s| {
-                    s.iter()
-                        .any(|row| !matches!(row["state"].as_str(), Some("succeeded" | "failed")))
-                })
-        });
-        if !calls.is_empty() && !open {
-            return calls;
-        }
-        assert!(Instant::now() < deadline, "settlements still open: {body}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// The settlement of one call: its hold, and one capture of exactly the
 /// rated amount; no request ever drew an idempotency error.
 fn assert_settled_once(fake: &StripeFake, call: &Value) {
