@@ -11,7 +11,7 @@
 //! refused with the file's name: the daemon does not resample.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::g711;
@@ -274,9 +274,21 @@ pub struct Prompts {
     prompts: Vec<Arc<Prompt>>,
     /// How each of [`OFFERED_MINUTES`] is said.
     minutes: Vec<Arc<Prompt>>,
+    /// Each offer, joined the first time a call needs it and shared by
+    /// every call after (an offer is ~4 s: 128 KB of samples and
+    /// encodings, not to be built per call).
+    offers: Vec<OnceLock<Arc<Prompt>>>,
 }
 
 impl Prompts {
+    fn new(prompts: Vec<Arc<Prompt>>, minutes: Vec<Arc<Prompt>>) -> Prompts {
+        Prompts {
+            prompts,
+            minutes,
+            offers: OFFERED_MINUTES.iter().map(|_| OnceLock::new()).collect(),
+        }
+    }
+
     /// The built-in prompts of `language` (English's where it has none).
     pub fn built_in(language: &str) -> Result<Prompts, PromptError> {
         let prompts = PromptName::ALL
@@ -302,7 +314,7 @@ impl Prompts {
                 Prompt::from_wav(PromptName::ExtendOffer, bytes, &file).map(Arc::new)
             })
             .collect::<Result<_, _>>()?;
-        Ok(Prompts { prompts, minutes })
+        Ok(Prompts::new(prompts, minutes))
     }
 
     /// One prompt.
@@ -313,18 +325,21 @@ impl Prompts {
     /// The offer of an extension by `minutes` (one of [`OFFERED_MINUTES`];
     /// `None` for another length): [`PromptName::ExtendOffer`], the
     /// length, [`PromptName::ExtendOfferEnd`], played as one prompt.
-    pub fn extend_offer(&self, minutes: u32) -> Option<Prompt> {
+    pub fn extend_offer(&self, minutes: u32) -> Option<Arc<Prompt>> {
         let index = OFFERED_MINUTES.iter().position(|m| *m == minutes)?;
-        let parts = [
-            self.get(PromptName::ExtendOffer),
-            self.minutes[index].clone(),
-            self.get(PromptName::ExtendOfferEnd),
-        ];
-        let samples = parts
-            .iter()
-            .flat_map(|p| p.samples().iter().copied())
-            .collect();
-        Some(Prompt::from_samples(PromptName::ExtendOffer, samples))
+        let offer = self.offers.get(index)?.get_or_init(|| {
+            let parts = [
+                self.get(PromptName::ExtendOffer),
+                self.minutes[index].clone(),
+                self.get(PromptName::ExtendOfferEnd),
+            ];
+            let samples = parts
+                .iter()
+                .flat_map(|p| p.samples().iter().copied())
+                .collect();
+            Arc::new(Prompt::from_samples(PromptName::ExtendOffer, samples))
+        });
+        Some(offer.clone())
     }
 }
 
@@ -469,7 +484,7 @@ fn load_set(
         let said = one(format!("minutes-{n}"), PromptName::ExtendOffer, built)?;
         minutes.push(said.unwrap_or_else(|| fallback.minutes[i].clone()));
     }
-    Ok(Prompts { prompts, minutes })
+    Ok(Prompts::new(prompts, minutes))
 }
 
 fn read_file(name: PromptName, path: &Path) -> Result<Prompt, PromptError> {
@@ -673,6 +688,10 @@ mod tests {
                 "{language}: each length is said"
             );
             assert!(prompts.extend_offer(7).is_none(), "not an offered length");
+            assert!(
+                Arc::ptr_eq(&prompts.extend_offer(10).unwrap(), &offer),
+                "{language}: joined once, shared by every call after"
+            );
         }
     }
 

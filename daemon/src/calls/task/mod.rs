@@ -366,8 +366,7 @@ impl Shell {
         self.offer = extension
             .filter(|terms| terms.ask)
             .and_then(|terms| u32::try_from(terms.block_seconds / 60).ok())
-            .and_then(|minutes| prompts.extend_offer(minutes))
-            .map(Arc::new);
+            .and_then(|minutes| prompts.extend_offer(minutes));
         if language.is_some() || self.offer.is_some() {
             let mut lengths = prompt_lengths(prompts);
             if let Some(offer) = &self.offer {
