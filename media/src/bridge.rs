@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::dtmf::KeyDetector;
 use crate::leg::{LatchPolicy, Leg, LegStats, Peer, RtpHeader};
-use crate::prompt::Prompt;
+use crate::prompt::{FRAME_SAMPLES, Prompt};
 use crate::stream::{OutStream, PROMPT_PACKET, PromptMode};
 
 /// Which party a leg belongs to.
@@ -57,11 +57,40 @@ pub struct Verdict {
     pub send_to: Option<SocketAddr>,
     /// A DTMF key the packet completed.
     pub key: Option<char>,
+    /// The party's G.711 audio, admitted before the cut: what a recording
+    /// of the call keeps.
+    pub audio: Option<Audio>,
+}
+
+/// Where a packet's audio is, for a recording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Audio {
+    /// Its codec.
+    pub codec: crate::sdp::Codec,
+    /// Its RTP timestamp.
+    pub timestamp: u32,
+    /// Where its payload starts in the packet.
+    pub payload_offset: usize,
+    /// Where it ends (before any RTP padding).
+    pub payload_end: usize,
+}
+
+/// Where a packet's payload ends: before the padding its last byte counts
+/// when the padding bit is set.
+fn payload_end(packet: &[u8]) -> usize {
+    let padded = packet.first().is_some_and(|b| b & 0x20 != 0);
+    let padding = if padded {
+        packet.last().map_or(0, |n| usize::from(*n))
+    } else {
+        0
+    };
+    packet.len().saturating_sub(padding)
 }
 
 const DROP: Verdict = Verdict {
     send_to: None,
     key: None,
+    audio: None,
 };
 
 /// A party that went quiet for the armed timeout, with what the relay
@@ -149,14 +178,17 @@ impl Bridge {
 
     /// The prompt frame due at `now` for `side`, written into `out`: its
     /// length and where to send it (from `side`'s own socket).
+    /// `prompt_only` gets its prompt payload without the other party mixed
+    /// in (for a recording).
     pub fn poll_prompt(
         &mut self,
         side: Side,
         now: Instant,
         out: &mut [u8; PROMPT_PACKET],
+        prompt_only: &mut [u8; FRAME_SAMPLES],
     ) -> Option<(usize, SocketAddr)> {
         let ssrc = 0x7b1d_0000 | side.index() as u32;
-        let len = self.streams[side.index()].poll_frame(now, out, ssrc)?;
+        let len = self.streams[side.index()].poll_frame(now, out, ssrc, prompt_only)?;
         let leg = &mut self.legs[side.index()];
         let target = leg.rtp_target()?;
         leg.on_sent(len);
@@ -209,9 +241,16 @@ impl Bridge {
         } else {
             None
         };
-        let deliver = self.forward_until.is_none_or(|until| now < until)
-            && from.peer().direction.sends()
-            && to.peer().direction.receives();
+        let before_cut = self.forward_until.is_none_or(|until| now < until);
+        let audio = crate::g711::codec_of(header.payload_type)
+            .filter(|_| before_cut && !is_event)
+            .map(|codec| Audio {
+                codec,
+                timestamp: header.timestamp,
+                payload_offset: header.payload_offset,
+                payload_end: payload_end(packet).max(header.payload_offset),
+            });
+        let deliver = before_cut && from.peer().direction.sends() && to.peer().direction.receives();
         let target = to.rtp_target().filter(|_| deliver);
         let send_to = match (target, is_event) {
             (Some(target), false) => Some(target),
@@ -244,7 +283,11 @@ impl Bridge {
         if send_to.is_some() {
             to.on_sent(packet.len());
         }
-        Verdict { send_to, key }
+        Verdict {
+            send_to,
+            key,
+            audio,
+        }
     }
 
     /// Decides about an RTCP datagram that arrived on `side`'s RTCP socket.

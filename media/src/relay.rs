@@ -21,7 +21,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::bridge::{Bridge, Inactivity, Side};
 use crate::leg::{LatchPolicy, LegStats, Peer};
 use crate::ports::{PairGuard, PortPair, PortPool};
-use crate::prompt::Prompt;
+use crate::prompt::{FRAME_SAMPLES, Prompt};
+use crate::recording::{RecordingTap, Source};
 use crate::stream::{PROMPT_PACKET, PromptMode};
 
 /// The largest datagram relayed; anything longer is truncated by the
@@ -69,6 +70,8 @@ enum Control {
     ForwardUntil(Option<Instant>),
     Play(Side, Arc<Prompt>, PromptMode),
     Watch(Option<Duration>),
+    Record(RecordingTap),
+    StopRecording(Instant),
     Stats(oneshot::Sender<CallStats>),
     Close(oneshot::Sender<CallStats>),
 }
@@ -300,6 +303,18 @@ impl CallMedia {
         let _ = self.control.send(Control::Play(side, prompt, mode));
     }
 
+    /// Records both parties (and the prompts each hears) through `tap`
+    /// from now on, replacing any recording running.
+    pub fn record(&self, tap: RecordingTap) {
+        let _ = self.control.send(Control::Record(tap));
+    }
+
+    /// Ends the recording at `at` (its file is as long as the talk); the
+    /// recording also ends when the call's media closes.
+    pub fn stop_recording(&self, at: Instant) {
+        let _ = self.control.send(Control::StopRecording(at));
+    }
+
     /// Arms (or with `None` disarms) the inactivity watch.
     pub fn watch(&self, timeout: Option<Duration>) {
         let _ = self.control.send(Control::Watch(timeout));
@@ -406,6 +421,8 @@ async fn relay_loop(
     let [caller_rtp, callee_rtp] = &sockets.rtp;
     let [caller_rtcp, callee_rtcp] = &sockets.rtcp;
     let mut frame = [0u8; PROMPT_PACKET];
+    let mut prompt_only = [0u8; FRAME_SAMPLES];
+    let mut recording: Option<RecordingTap> = None;
     let mut tick = tokio::time::interval(INACTIVITY_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // One timer for prompt frames, moved only when the next frame's time
@@ -430,6 +447,12 @@ async fn relay_loop(
                 Some(Control::ForwardUntil(at)) => bridge.forward_until(at),
                 Some(Control::Play(side, prompt, mode)) => bridge.play(side, prompt, mode, Instant::now()),
                 Some(Control::Watch(timeout)) => bridge.watch(timeout, Instant::now()),
+                Some(Control::Record(tap)) => recording = Some(tap),
+                Some(Control::StopRecording(at)) => {
+                    if let Some(tap) = recording.take() {
+                        tap.stop(at);
+                    }
+                }
                 Some(Control::Stats(reply)) => {
                     let _ = reply.send(stats_of(&bridge));
                 }
@@ -438,12 +461,12 @@ async fn relay_loop(
             },
             received = caller_rtp.recv_from(caller_rtp_buf) => {
                 if let Ok((len, source)) = received {
-                    relay_rtp(&mut bridge, Side::Caller, source, &mut caller_rtp_buf[..len], callee_rtp, &events);
+                    relay_rtp(&mut bridge, Side::Caller, source, &mut caller_rtp_buf[..len], callee_rtp, &events, recording.as_ref());
                 }
             }
             received = callee_rtp.recv_from(callee_rtp_buf) => {
                 if let Ok((len, source)) = received {
-                    relay_rtp(&mut bridge, Side::Callee, source, &mut callee_rtp_buf[..len], caller_rtp, &events);
+                    relay_rtp(&mut bridge, Side::Callee, source, &mut callee_rtp_buf[..len], caller_rtp, &events, recording.as_ref());
                 }
             }
             received = caller_rtcp.recv_from(caller_rtcp_buf) => {
@@ -464,8 +487,11 @@ async fn relay_loop(
                 prompt_armed = None;
                 let now = Instant::now();
                 for (side, socket) in [(Side::Caller, caller_rtp), (Side::Callee, callee_rtp)] {
-                    while let Some((len, target)) = bridge.poll_prompt(side, now, &mut frame) {
+                    while let Some((len, target)) = bridge.poll_prompt(side, now, &mut frame, &mut prompt_only) {
                         let _ = socket.try_send_to(&frame[..len], target);
+                        if let Some(tap) = &recording {
+                            record_prompt(tap, side, now, &frame, &prompt_only);
+                        }
                     }
                 }
             }
@@ -485,15 +511,46 @@ fn relay_rtp(
     packet: &mut [u8],
     out: &UdpSocket,
     events: &mpsc::UnboundedSender<MediaEvent>,
+    recording: Option<&RecordingTap>,
 ) {
-    let verdict = bridge.on_rtp(side, source, packet, Instant::now());
+    let now = Instant::now();
+    let verdict = bridge.on_rtp(side, source, packet, now);
     if let Some(target) = verdict.send_to {
         // A full socket buffer drops the packet, as the network would.
         let _ = out.try_send_to(packet, target);
     }
+    if let (Some(tap), Some(audio)) = (recording, verdict.audio)
+        && let Some(payload) = packet.get(audio.payload_offset..audio.payload_end)
+    {
+        let whose = match side {
+            Side::Caller => Source::CallerVoice,
+            Side::Callee => Source::CalleeVoice,
+        };
+        tap.frame(whose, now, audio.timestamp, audio.codec, payload);
+    }
     if let Some(key) = verdict.key {
         let _ = events.send(MediaEvent::Key(side, key));
     }
+}
+
+/// Hands the recording the prompt frame just sent to `side`: the prompt
+/// alone, timed by the frame's RTP timestamp.
+fn record_prompt(
+    tap: &RecordingTap,
+    side: Side,
+    now: Instant,
+    frame: &[u8; PROMPT_PACKET],
+    prompt_only: &[u8; FRAME_SAMPLES],
+) {
+    let Some(codec) = crate::g711::codec_of(frame[1] & 0x7f) else {
+        return;
+    };
+    let timestamp = u32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let source = match side {
+        Side::Caller => Source::PromptToCaller,
+        Side::Callee => Source::PromptToCallee,
+    };
+    tap.frame(source, now, timestamp, codec, prompt_only);
 }
 
 #[cfg(test)]

@@ -187,12 +187,15 @@ impl OutStream {
 
     /// Writes the prompt frame due at `now` into `out` and returns its
     /// length; `None` when no frame is due. `fallback_ssrc` names the
-    /// stream when the party has heard nothing yet.
+    /// stream when the party has heard nothing yet. `prompt_only` gets the
+    /// frame's prompt without the other party mixed under it (what a
+    /// recording keeps in this party's channel).
     pub fn poll_frame(
         &mut self,
         now: Instant,
         out: &mut [u8; PROMPT_PACKET],
         fallback_ssrc: u32,
+        prompt_only: &mut [u8; FRAME_SAMPLES],
     ) -> Option<usize> {
         let playing = self.playing.as_mut()?;
         if now < playing.next_at {
@@ -219,6 +222,7 @@ impl OutStream {
         out[8..12].copy_from_slice(&ssrc.to_be_bytes());
         let start = playing.frame * FRAME_SAMPLES;
         let encoded = &playing.prompt.encoded(playing.codec)[start..start + FRAME_SAMPLES];
+        prompt_only.copy_from_slice(encoded);
         let payload = &mut out[HEADER..];
         match playing.held.take() {
             Some(held) if playing.mode == PromptMode::Mix => {

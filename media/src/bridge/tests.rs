@@ -319,11 +319,13 @@ fn a_prompt_goes_to_its_party_from_its_leg_and_replaces_the_other_party() {
     bridge.play(Side::Callee, prompt.clone(), PromptMode::Replace, now);
     assert_eq!(bridge.next_prompt_at(), Some(now));
     let mut out = [0u8; PROMPT_PACKET];
-    let (len, target) = bridge.poll_prompt(Side::Callee, now, &mut out).unwrap();
+    let (len, target) = bridge
+        .poll_prompt(Side::Callee, now, &mut out, &mut [0; FRAME_SAMPLES])
+        .unwrap();
     assert_eq!((len, target), (172, addr(CALLEE)));
     assert_eq!(&out[12..], &prompt.encoded(crate::sdp::Codec::Pcmu)[..160]);
     assert_eq!(
-        bridge.poll_prompt(Side::Caller, now, &mut out),
+        bridge.poll_prompt(Side::Caller, now, &mut out, &mut [0; FRAME_SAMPLES]),
         None,
         "the caller hears no prompt"
     );

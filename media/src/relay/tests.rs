@@ -262,3 +262,89 @@ async fn only_ports_given_to_a_party_wait_out_the_quarantine() {
         "announced ports are quarantined"
     );
 }
+
+/// Where `needle` starts in `haystack`, if anywhere.
+fn find(haystack: &[i16], needle: &[i16]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[tokio::test]
+async fn a_recorded_call_keeps_each_party_and_the_prompts_it_heard_in_its_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = crate::recording::Recorder::start().unwrap();
+    let relay = relay();
+    let call = relay.open_call().unwrap();
+    let (caller, callee) = (party(), party());
+    call.set_peer(Side::Caller, peer(&caller));
+    call.set_peer(Side::Callee, peer(&callee));
+    let origin = Instant::now();
+    let path = dir.path().join("call.wav");
+    let (tap, outcome) = recorder.begin(path.clone(), origin).unwrap();
+    call.record(tap);
+    let prompt = crate::prompt::Prompts::built_in("en")
+        .unwrap()
+        .get(crate::prompt::PromptName::TimeUp);
+    call.play(Side::Caller, prompt.clone(), PromptMode::Replace);
+    call.play(Side::Callee, prompt.clone(), PromptMode::Replace);
+    let mut buf = [0u8; 2048];
+    for _ in 0..prompt.frames() {
+        caller.recv_from(&mut buf).unwrap();
+        callee.recv_from(&mut buf).unwrap();
+    }
+    // Then each party says something of its own: ten frames each.
+    for seq in 0..10u16 {
+        let mut from_caller = rtp(0, seq, 0xaa);
+        from_caller[4..8].copy_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+        caller
+            .send_to(&from_caller, call.address(Side::Caller))
+            .unwrap();
+        let mut from_callee = rtp(0, seq, 0x55);
+        from_callee[4..8].copy_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+        callee
+            .send_to(&from_callee, call.address(Side::Callee))
+            .unwrap();
+        callee.recv_from(&mut buf).unwrap();
+        caller.recv_from(&mut buf).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let end = Instant::now();
+    call.stop_recording(end);
+    let outcome = tokio::time::timeout(Duration::from_secs(5), outcome)
+        .await
+        .unwrap()
+        .unwrap();
+    call.close().await.unwrap();
+    assert_eq!(outcome.error, None);
+    let expected = end.duration_since(origin);
+    let diff = outcome.duration.abs_diff(expected);
+    assert!(
+        diff <= Duration::from_millis(1),
+        "{:?} vs {expected:?}",
+        outcome.duration
+    );
+    let samples = crate::recording::tests::channels(&path);
+    let left: Vec<i16> = samples.iter().map(|s| s.0).collect();
+    let right: Vec<i16> = samples.iter().map(|s| s.1).collect();
+    let caller_voice = [crate::g711::ulaw_decode(0xaa); 160];
+    let callee_voice = [crate::g711::ulaw_decode(0x55); 160];
+    assert!(find(&left, &caller_voice).is_some(), "the caller, left");
+    assert!(find(&right, &callee_voice).is_some(), "the expert, right");
+    assert!(find(&left, &callee_voice).is_none() && find(&right, &caller_voice).is_none());
+    // A loud frame of the prompt, in both channels, before the voices.
+    let loud = (0..prompt.frames())
+        .max_by_key(|i| {
+            prompt.samples()[i * 160..(i + 1) * 160]
+                .iter()
+                .map(|s| i64::from(*s).abs())
+                .sum::<i64>()
+        })
+        .unwrap();
+    let heard: Vec<i16> = prompt.encoded(crate::sdp::Codec::Pcmu)[loud * 160..(loud + 1) * 160]
+        .iter()
+        .map(|b| crate::g711::ulaw_decode(*b))
+        .collect();
+    let in_left = find(&left, &heard).expect("the prompt, left");
+    let in_right = find(&right, &heard).expect("the prompt, right");
+    assert!(in_left < find(&left, &caller_voice).unwrap());
+    assert!(in_right < find(&right, &callee_voice).unwrap());
+}

@@ -82,10 +82,10 @@ fn a_prompt_continues_the_stream_and_forwarding_continues_after_it() {
     let mut out = [0u8; PROMPT_PACKET];
     let mut frames = Vec::new();
     let mut at = start;
-    while let Some(len) = stream.poll_frame(at, &mut out, 99) {
+    while let Some(len) = stream.poll_frame(at, &mut out, 99, &mut [0; FRAME_SAMPLES]) {
         frames.push(out[..len].to_vec());
         assert_eq!(
-            stream.poll_frame(at, &mut out, 99),
+            stream.poll_frame(at, &mut out, 99, &mut [0; FRAME_SAMPLES]),
             None,
             "one frame per 20 ms"
         );
@@ -129,7 +129,9 @@ fn replace_mutes_and_mix_mixes_the_other_party() {
     let header = header_of(&p);
     assert!(!replace.forward(&mut p, header, true, now));
     let mut out = [0u8; PROMPT_PACKET];
-    replace.poll_frame(now, &mut out, 1).unwrap();
+    replace
+        .poll_frame(now, &mut out, 1, &mut [0; FRAME_SAMPLES])
+        .unwrap();
     assert_eq!(
         &out[12..],
         &prompt.encoded(Codec::Pcma)[..160],
@@ -145,7 +147,13 @@ fn replace_mutes_and_mix_mixes_the_other_party() {
         !mix.forward(&mut loud, header, true, now),
         "held for mixing"
     );
-    mix.poll_frame(now, &mut out, 1).unwrap();
+    let mut prompt_only = [0; FRAME_SAMPLES];
+    mix.poll_frame(now, &mut out, 1, &mut prompt_only).unwrap();
+    assert_eq!(
+        &prompt_only[..],
+        &prompt.encoded(Codec::Pcma)[..160],
+        "a recording gets the prompt without the other party"
+    );
     for (i, byte) in out[12..].iter().enumerate() {
         let expected = g711::alaw_encode(
             prompt.samples()[i].saturating_add(g711::alaw_decode(g711::alaw_encode(8000))),
@@ -153,7 +161,8 @@ fn replace_mutes_and_mix_mixes_the_other_party() {
         assert_eq!(*byte, expected, "sample {i}");
     }
     // No audio from the other party this frame: the prompt alone.
-    mix.poll_frame(now + FRAME, &mut out, 1).unwrap();
+    mix.poll_frame(now + FRAME, &mut out, 1, &mut [0; FRAME_SAMPLES])
+        .unwrap();
     assert_eq!(&out[12..], &prompt.encoded(Codec::Pcma)[160..320]);
 }
 
@@ -168,7 +177,10 @@ fn a_party_that_heard_nothing_gets_a_fresh_stream_and_late_timers_catch_up() {
     // The timer woke 65 ms late: the due frames come out back to back.
     let late = start + Duration::from_millis(65);
     let mut burst = 0;
-    while stream.poll_frame(late, &mut out, 0x1234).is_some() {
+    while stream
+        .poll_frame(late, &mut out, 0x1234, &mut [0; FRAME_SAMPLES])
+        .is_some()
+    {
         burst += 1;
     }
     assert_eq!(burst, 4, "frames due at 0, 20, 40 and 60 ms");
