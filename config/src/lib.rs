@@ -10,6 +10,7 @@
 mod callees;
 mod error;
 mod network;
+mod recording;
 mod schema;
 pub mod secret;
 mod storage;
@@ -22,6 +23,7 @@ mod webhooks;
 pub use callees::CalleeConfig;
 pub use error::{ConfigError, LoadError};
 pub use network::{MediaConfig, SipConfig};
+pub use recording::RecordingConfig;
 pub use schema::{
     BillingConfig, CallsConfig, Config, ExportConfig, HttpConfig, HttpTls, LogConfig,
     PromptsConfig, known_keys,

@@ -58,6 +58,8 @@ pub struct Config {
     pub webhooks: Vec<WebhookConfig>,
     /// `[export]`: the accounting export.
     pub export: ExportConfig,
+    /// `[recording]`: where recordings are kept and for how long.
+    pub recording: crate::recording::RecordingConfig,
 }
 
 /// `[export]`.
@@ -135,9 +137,23 @@ pub struct LogConfig {
     pub format: LogFormat,
 }
 
-const SECTIONS: [&str; 15] = [
-    "sip", "trunk", "callee", "media", "http", "database", "node", "cluster", "stripe", "billing",
-    "prompts", "calls", "log", "webhook", "export",
+const SECTIONS: [&str; 16] = [
+    "sip",
+    "trunk",
+    "callee",
+    "media",
+    "http",
+    "database",
+    "node",
+    "cluster",
+    "stripe",
+    "billing",
+    "prompts",
+    "calls",
+    "log",
+    "webhook",
+    "export",
+    "recording",
 ];
 const EXPORT_KEYS: [&str; 1] = ["timezone"];
 const HTTP_KEYS: [&str; 3] = ["listen", "api_token", "tls"];
@@ -149,7 +165,7 @@ const LOG_KEYS: [&str; 2] = ["level", "format"];
 
 /// Every dotted key the schema knows, for documentation checks.
 pub fn known_keys() -> Vec<String> {
-    let sections: [(&str, &[&str]); 17] = [
+    let sections: [(&str, &[&str]); 18] = [
         ("sip", &SIP_KEYS),
         ("trunk", &TRUNK_KEYS),
         ("trunk.termination", &TERMINATION_KEYS),
@@ -167,6 +183,7 @@ pub fn known_keys() -> Vec<String> {
         ("log", &LOG_KEYS),
         ("webhook", &WEBHOOK_KEYS),
         ("export", &EXPORT_KEYS),
+        ("recording", &crate::recording::RECORDING_KEYS),
     ];
     sections
         .iter()
@@ -262,6 +279,11 @@ impl Config {
             export: ExportConfig {
                 timezone: "UTC".to_owned(),
             },
+            recording: crate::recording::RecordingConfig {
+                dir: database_dir.join("recordings"),
+                retention: None,
+                min_free_mb: 512,
+            },
         }
     }
 
@@ -336,6 +358,8 @@ fn read_config(root: Item, env: &dyn Environment, diagnostics: &Diagnostics) -> 
     let log = read_log(section(&mut root, "log"), defaults.log);
     let webhooks = read_webhooks(root.tables("webhook"), env, diagnostics);
     let export = read_export(section(&mut root, "export"), defaults.export);
+    let recording =
+        crate::recording::read_recording(section(&mut root, "recording"), defaults.recording);
     root.finish(&SECTIONS);
 
     Config {
@@ -354,6 +378,7 @@ fn read_config(root: Item, env: &dyn Environment, diagnostics: &Diagnostics) -> 
         log,
         webhooks,
         export,
+        recording,
     }
 }
 

@@ -13,7 +13,7 @@ use crate::tree::{FromScalar, Node, parse_str};
 /// `ms`, `s`, `m`, `h`: `"2s"`, `"500ms"`, `"1m30s"`. Hand-written because
 /// this is the whole grammar and a crate for it would be larger than it.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let usage = "write a duration like \"2s\", \"500ms\", \"5m\" or \"1h30m\"";
+    let usage = "write a duration like \"2s\", \"500ms\", \"5m\", \"1h30m\" or \"90d\"";
     let text = text.trim();
     if text.is_empty() {
         return Err(format!("empty duration; {usage}"));
@@ -40,6 +40,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "s" => Duration::from_secs(number),
             "m" => Duration::from_secs(number.saturating_mul(60)),
             "h" => Duration::from_secs(number.saturating_mul(3600)),
+            "d" => Duration::from_secs(number.saturating_mul(86_400)),
             "" => return Err(format!("missing unit after {number}; {usage}")),
             other => return Err(format!("unknown unit {other:?}; {usage}")),
         };

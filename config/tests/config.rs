@@ -120,6 +120,11 @@ fn under_systemd_the_database_goes_to_the_state_directory() {
         config.database.path,
         PathBuf::from("/var/lib/tollbridge/tollbridge.db")
     );
+    assert_eq!(
+        config.recording.dir,
+        PathBuf::from("/var/lib/tollbridge/recordings")
+    );
+    assert_eq!(config.recording.retention, None);
 }
 
 #[test]
@@ -135,6 +140,7 @@ fn the_example_file_parses_and_shows_the_defaults() {
     assert_eq!(config.prompts, defaults.prompts);
     assert_eq!(config.calls, defaults.calls);
     assert_eq!(config.log, defaults.log);
+    assert_eq!(config.recording, defaults.recording);
     assert_eq!(config.trunks.len(), 1);
     assert_eq!(config.trunks[0].profile, TrunkProfile::Twilio);
     assert_eq!(config.trunks[0].allowed_sources().len(), 8);
@@ -221,6 +227,11 @@ drain_timeout = "1h"
 [log]
 level = "debug,hyper=warn"
 format = "json"
+
+[recording]
+dir = "/srv/recordings"
+retention = "90d"
+min_free_mb = 2048
 "#,
         dir = dir.path().display()
     );
@@ -260,6 +271,12 @@ format = "json"
     assert_eq!(config.calls.drain_timeout, Duration::from_secs(3600));
     assert_eq!(config.log.format, LogFormat::Json);
     assert_eq!(config.prompts.dir.as_deref(), Some(dir.path()));
+    assert_eq!(config.recording.dir, PathBuf::from("/srv/recordings"));
+    assert_eq!(
+        config.recording.retention,
+        Some(Duration::from_secs(90 * 86_400))
+    );
+    assert_eq!(config.recording.min_free_mb, 2048);
 }
 
 /// Each rule: a file with one mistake, the key it must name, and a phrase of

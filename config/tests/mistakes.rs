@@ -229,6 +229,27 @@ fn every_validation_rule_names_its_key() {
             "export.timezone",
             "IANA time zone",
         ),
+        ("[recording]\ndir = \"\"", "recording.dir", "directory path"),
+        (
+            "[recording]\nretention = \"10m\"",
+            "recording.retention",
+            "between 3600s and",
+        ),
+        (
+            "[recording]\nretention = \"90 days\"",
+            "recording.retention",
+            "unknown unit",
+        ),
+        (
+            "[recording]\nmin_free_mb = -1",
+            "recording.min_free_mb",
+            "whole number of megabytes",
+        ),
+        (
+            "[recording]\nkeep = true",
+            "recording.keep",
+            "unknown",
+        ),
         ("[database]\npath = \"\"", "database.path", "file path"),
         (
             "[database]\nurl = \"mysql://db/x\"",
