@@ -60,11 +60,14 @@ pub enum PromptName {
     Extended,
     /// The caller's extension failed.
     NotExtended,
+    /// "This call is recorded", to both parties before they hear each
+    /// other, when the booking records its calls.
+    RecordingNotice,
 }
 
 impl PromptName {
     /// Every prompt.
-    pub const ALL: [PromptName; 11] = [
+    pub const ALL: [PromptName; 12] = [
         PromptName::Pin,
         PromptName::WrongPin,
         PromptName::NoBooking,
@@ -76,6 +79,7 @@ impl PromptName {
         PromptName::ExtendOfferEnd,
         PromptName::Extended,
         PromptName::NotExtended,
+        PromptName::RecordingNotice,
     ];
 
     /// The file name stem (`warning` for `warning.wav`).
@@ -92,6 +96,7 @@ impl PromptName {
             PromptName::ExtendOfferEnd => "extend-offer-end",
             PromptName::Extended => "extended",
             PromptName::NotExtended => "not-extended",
+            PromptName::RecordingNotice => "recording-notice",
         }
     }
 
@@ -115,6 +120,7 @@ macro_rules! built_in {
             include_bytes!(concat!("../prompts/", $language, "/extend-offer-end.wav")).as_slice(),
             include_bytes!(concat!("../prompts/", $language, "/extended.wav")).as_slice(),
             include_bytes!(concat!("../prompts/", $language, "/not-extended.wav")).as_slice(),
+            include_bytes!(concat!("../prompts/", $language, "/recording-notice.wav")).as_slice(),
         ]
     };
 }
@@ -146,8 +152,8 @@ pub const BUILT_IN_LANGUAGES: [&str; 2] = ["en", "ja"];
 
 /// The built-in prompt `name` of `language`, when it has one.
 fn built_in(language: &str, name: PromptName) -> Option<&'static [u8]> {
-    const ENGLISH: [&[u8]; 11] = built_in!("en");
-    const JAPANESE: [&[u8]; 11] = built_in!("ja");
+    const ENGLISH: [&[u8]; 12] = built_in!("en");
+    const JAPANESE: [&[u8]; 12] = built_in!("ja");
     match language {
         "en" => Some(ENGLISH[name.index()]),
         "ja" => Some(JAPANESE[name.index()]),
