@@ -171,9 +171,130 @@ impl Tariff {
     }
 }
 
+/// A recorded call's amount in its two parts; the capture is their sum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordedRating {
+    /// Seconds of talk charged (increment and minimum applied).
+    pub billed_seconds: u64,
+    /// What the talk costs, at the talk price alone.
+    pub talk: Money,
+    /// What the recording adds.
+    pub recording: Money,
+}
+
+/// Rates a call of `talk_seconds` whose recording ran `recorded_seconds`
+/// of it, recording priced at `recording_per_minute` on top of `talk`'s
+/// price and rated like talk (the same increment and minimum). Their sum
+/// never exceeds what the two prices together rate the whole talk at,
+/// which is what the card hold and the cap were priced by: a recording
+/// that stopped early costs less, never more.
+pub fn rate_recorded(
+    talk: &Tariff,
+    recording_per_minute: u64,
+    talk_seconds: u64,
+    recorded_seconds: u64,
+) -> Result<RecordedRating, RatingError> {
+    let rated = talk.rate(talk_seconds)?;
+    let none = Money {
+        minor: 0,
+        currency: talk.currency,
+    };
+    let recorded = recorded_seconds.min(talk_seconds);
+    if recording_per_minute == 0 || (recorded == 0 && talk_seconds > 0) {
+        return Ok(RecordedRating {
+            billed_seconds: rated.billed_seconds,
+            talk: rated.amount,
+            recording: none,
+        });
+    }
+    let together = Tariff {
+        price_per_minute: talk
+            .price_per_minute
+            .checked_add(recording_per_minute)
+            .ok_or(RatingError::Overflow)?,
+        ..*talk
+    };
+    let most = together.rate(talk_seconds)?.amount.minor - rated.amount.minor;
+    let recording = if recorded == talk_seconds {
+        most
+    } else {
+        let part = Tariff {
+            price_per_minute: recording_per_minute,
+            ..*talk
+        };
+        part.rate(recorded)?.amount.minor.min(most)
+    };
+    Ok(RecordedRating {
+        billed_seconds: rated.billed_seconds,
+        talk: rated.amount,
+        recording: Money {
+            minor: recording,
+            currency: talk.currency,
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// (talk tariff, recording price, talk s, recorded s, billed s, talk
+    /// amount, recording amount)
+    #[test]
+    fn recorded_rating_table() {
+        let per_second = tariff(Currency::Jpy, 1_200, 1, 0);
+        let per_minute = tariff(Currency::Jpy, 300, 60, 0);
+        let with_minimum = tariff(Currency::Jpy, 100, 1, 60);
+        let usd = tariff(Currency::Usd, 199, 6, 0);
+        let cases: &[(Tariff, u64, u64, u64, u64, i64, i64)] = &[
+            // ¥1,200 + ¥300 a minute, 30 s recorded whole: 600 + 150.
+            (per_second, 300, 30, 30, 30, 600, 150),
+            // Recording free: nothing added.
+            (per_second, 0, 30, 30, 30, 600, 0),
+            // The recording failed to start: nothing added.
+            (per_second, 300, 30, 0, 30, 600, 0),
+            // It stopped after 10 s: 10 s of recording.
+            (per_second, 300, 30, 10, 30, 600, 50),
+            // A file a little longer than the talk is the talk.
+            (per_second, 300, 30, 31, 30, 600, 150),
+            // 61 s at 60/60: two minutes of each.
+            (per_minute, 100, 61, 61, 120, 600, 200),
+            // 20 s recorded of 61 s at 60/60: one minute of recording.
+            (per_minute, 100, 61, 20, 120, 600, 100),
+            // The minimum applies to the recording as to the talk.
+            (with_minimum, 60, 10, 10, 60, 100, 60),
+            // 12 s at $1.99 is 39.8 cents, rounded up to 40: the rounding
+            // already paid the recording's 0.2 cent, so it adds nothing.
+            (usd, 1, 7, 7, 12, 40, 0),
+            // At $0.50 a minute more it adds 10 cents.
+            (usd, 50, 7, 7, 12, 40, 10),
+            // A call answered and ended at once still bills the minimum.
+            (with_minimum, 60, 0, 0, 60, 100, 60),
+        ];
+        for (i, (t, recording, talk, recorded, billed, talk_amount, recording_amount)) in
+            cases.iter().enumerate()
+        {
+            let rated = rate_recorded(t, *recording, *talk, *recorded).unwrap();
+            assert_eq!(
+                (
+                    rated.billed_seconds,
+                    rated.talk.minor,
+                    rated.recording.minor
+                ),
+                (*billed, *talk_amount, *recording_amount),
+                "case {i}"
+            );
+            let together = Tariff {
+                price_per_minute: t.price_per_minute + recording,
+                ..*t
+            };
+            assert!(
+                rated.talk.minor + rated.recording.minor
+                    <= together.rate(*talk).unwrap().amount.minor,
+                "case {i}: never above what the hold was priced by"
+            );
+        }
+    }
 
     fn tariff(currency: Currency, price: u64, increment: u32, minimum: u32) -> Tariff {
         Tariff {
