@@ -245,11 +245,7 @@ fn every_validation_rule_names_its_key() {
             "recording.min_free_mb",
             "whole number of megabytes",
         ),
-        (
-            "[recording]\nkeep = true",
-            "recording.keep",
-            "unknown",
-        ),
+        ("[recording]\nkeep = true", "recording.keep", "unknown"),
         ("[database]\npath = \"\"", "database.path", "file path"),
         (
             "[database]\nurl = \"mysql://db/x\"",

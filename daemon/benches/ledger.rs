@@ -53,6 +53,7 @@ fn booking(id: &str, called: &str, caller: &str) -> ValidBooking {
                 increment_seconds: 1,
                 minimum_seconds: 0,
                 under_minimum: "cancel".to_owned(),
+                recording_price_per_minute: 0,
             },
             cap_seconds: 3600,
             window: Window {
@@ -63,6 +64,7 @@ fn booking(id: &str, called: &str, caller: &str) -> ValidBooking {
             cancellation_fee: None,
             language: None,
             extension: None,
+            recording: None,
         },
         window_start_ms: T0 - 3_600_000,
         window_end_ms: T0 + 3_600_000,

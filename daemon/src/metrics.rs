@@ -73,6 +73,8 @@ pub struct Scrape<'a> {
     pub ledger_writes_dropped: u64,
     /// Webhook deliveries not yet made.
     pub webhook_pending: u64,
+    /// Frames the recorder's full queue dropped (monotonic).
+    pub recording_frames_dropped: u64,
 }
 
 /// Every metric the daemon exports.
@@ -105,6 +107,8 @@ pub struct Metrics {
     resident_memory: Gauge,
     webhook_deliveries: Family<Labels, Counter>,
     webhook_pending: Gauge,
+    recordings: Family<Labels, Counter>,
+    recording_frames_dropped: Counter,
 }
 
 fn jitter_histogram() -> Histogram {
@@ -305,7 +309,21 @@ impl Metrics {
             "Webhook deliveries not yet made, in the ledger (every node's), read at scrape",
             webhook_pending.clone(),
         );
+        let recordings = Family::<Labels, Counter>::default();
+        registry.register(
+            "recordings",
+            "Call recordings by outcome: complete, failed (stopped short: the disk full), refused (not started: too little free disk, the recorder behind)",
+            recordings.clone(),
+        );
+        let recording_frames_dropped = Counter::default();
+        registry.register(
+            "recording_frames_dropped",
+            "Audio frames left out of recordings because the recorder's queue was full (the disk slower than the calls)",
+            recording_frames_dropped.clone(),
+        );
         Metrics {
+            recordings,
+            recording_frames_dropped,
             webhook_deliveries,
             webhook_pending,
             calls_started,
@@ -344,6 +362,14 @@ impl Metrics {
                 ("endpoint", endpoint.to_owned()),
                 ("outcome", outcome.to_owned()),
             ])
+            .inc();
+    }
+
+    /// Counts a recording that ended `outcome` (`complete`, `failed`,
+    /// `refused`).
+    pub fn recording_finished(&self, outcome: &str) {
+        self.recordings
+            .get_or_create(&vec![("outcome", outcome.to_owned())])
             .inc();
     }
 
@@ -491,6 +517,11 @@ impl Metrics {
                 .get_or_create(&vec![("reason", (*reason).to_owned())]);
             counter.inc_by(total.saturating_sub(counter.get()));
         }
+        self.recording_frames_dropped.inc_by(
+            scrape
+                .recording_frames_dropped
+                .saturating_sub(self.recording_frames_dropped.get()),
+        );
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut text, &self.registry);

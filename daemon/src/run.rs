@@ -72,6 +72,17 @@ pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow
         .await
         .context("cannot register this node in the ledger")?;
 
+    // Before the calls are closed and priced: a recording a crash cut
+    // short is made playable and measured.
+    let finalized = crate::calls::recording::finalize_left_open(&ledger)
+        .await
+        .context("cannot finalize the recordings a previous run left open")?;
+    if finalized > 0 {
+        warn!(
+            recordings = finalized,
+            "finalized recordings left open by a previous run"
+        );
+    }
     let recovered = ledger
         .recover_open_calls(now_ms())
         .await
@@ -136,6 +147,9 @@ pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow
     let _ = shared
         .prompt_languages
         .set(prompts.languages().map(str::to_owned).collect());
+    let recorder = tollbridge_media::recording::Recorder::start()
+        .context("cannot start the recording writer thread")?;
+    let _ = shared.recorder.set(Arc::new(recorder));
     let mut background = Background::default();
     let hangups = Arc::new(recovery::Hangups {
         ledger: ledger.clone(),
@@ -204,6 +218,10 @@ pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow
     background.spawn(
         "webhooks",
         crate::notify::deliver_loop(shared.clone(), background.signal()),
+    );
+    background.spawn(
+        "recording-retention",
+        crate::calls::recording::retention_loop(shared.clone(), background.signal()),
     );
     background.spawn(
         "booking-windows",

@@ -42,6 +42,9 @@ pub struct Shared {
     /// The languages with prompts, once they are loaded (before that,
     /// and in tests of the HTTP surface: the built-in ones).
     pub prompt_languages: std::sync::OnceLock<Vec<String>>,
+    /// The recording writer, once started (absent in tests of the HTTP
+    /// surface).
+    pub recorder: std::sync::OnceLock<Arc<tollbridge_media::recording::Recorder>>,
     draining: AtomicBool,
     ledger_up: AtomicBool,
     listeners_bound: AtomicBool,
@@ -74,6 +77,7 @@ impl Shared {
             relay,
             started: Instant::now(),
             prompt_languages: std::sync::OnceLock::new(),
+            recorder: std::sync::OnceLock::new(),
             draining: AtomicBool::new(false),
             ledger_up: AtomicBool::new(true),
             listeners_bound: AtomicBool::new(false),

@@ -25,7 +25,7 @@ async fn a_booking_is_created_read_listed_and_canceled(backend: Backend) {
     assert!(created.get("pin").is_none(), "the PIN is never returned");
     assert_eq!(
         created["tariff"],
-        json!({"currency": "jpy", "price_per_minute": 300, "increment_seconds": 6, "minimum_seconds": 0, "under_minimum": "cancel"})
+        json!({"currency": "jpy", "price_per_minute": 300, "increment_seconds": 6, "minimum_seconds": 0, "under_minimum": "cancel", "recording_price_per_minute": 0})
     );
     assert_eq!(created["window"]["start"], "2030-01-01T01:00:00Z");
 

@@ -43,6 +43,7 @@ fn booking(n: usize) -> ValidBooking {
                 increment_seconds: 1 + (n % 6) as i64,
                 minimum_seconds: 0,
                 under_minimum: "cancel".to_owned(),
+                recording_price_per_minute: 0,
             },
             cap_seconds: 1800,
             window: Window {
@@ -53,6 +54,7 @@ fn booking(n: usize) -> ValidBooking {
             cancellation_fee: None,
             language: None,
             extension: None,
+            recording: None,
         },
         window_start_ms: T0 - 3_600_000,
         window_end_ms: T0 + 3_600_000,

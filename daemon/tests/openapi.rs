@@ -87,6 +87,7 @@ fn routes_in_source() -> BTreeSet<String> {
         include_str!("../src/http/calls.rs"),
         include_str!("../src/http/events.rs"),
         include_str!("../src/http/exports.rs"),
+        include_str!("../src/http/recordings.rs"),
         include_str!("../src/http/refunds.rs"),
     ];
     let mut paths = BTreeSet::new();

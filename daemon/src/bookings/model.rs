@@ -39,6 +39,45 @@ pub struct NewBooking {
     /// covers; off when absent.
     #[serde(default)]
     pub extension: Option<Extension>,
+    /// Whether its calls are recorded (both parties, two channels);
+    /// not when absent.
+    #[serde(default)]
+    pub recording: Option<Recording>,
+}
+
+/// Recording as a paid option: both parties on two channels of one file
+/// per call, priced by `tariff.recording_price_per_minute`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Recording {
+    /// Whether its calls are recorded.
+    pub enabled: bool,
+    /// Both parties hear that the call is recorded before they hear each
+    /// other (on unless turned off; the law where the parties are decides).
+    #[serde(default = "yes")]
+    pub announce: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl NewBooking {
+    /// Whether its calls are recorded.
+    pub fn records(&self) -> bool {
+        self.recording.as_ref().is_some_and(|r| r.enabled)
+    }
+
+    /// What a minute of its calls costs: talk, and the recording when its
+    /// calls are recorded. The card hold and the cap are priced by it.
+    pub fn charged_per_minute(&self) -> i64 {
+        let recording = if self.records() {
+            self.tariff.recording_price_per_minute
+        } else {
+            0
+        };
+        self.tariff.price_per_minute.saturating_add(recording)
+    }
 }
 
 /// How a call's paid time is extended past the booking's cap, a block at
@@ -93,6 +132,10 @@ pub struct BookingPatch {
     #[serde(default, deserialize_with = "present_extension")]
     #[schema(value_type = Option<Extension>)]
     pub extension: Option<Option<Extension>>,
+    /// A new recording option; `null` turns recording off.
+    #[serde(default, deserialize_with = "present_recording")]
+    #[schema(value_type = Option<Recording>)]
+    pub recording: Option<Option<Recording>>,
     /// Fixed: the id.
     #[schema(ignore)]
     id: Option<serde_json::Value>,
@@ -117,6 +160,13 @@ fn present_extension<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Option<Option<Extension>>, D::Error> {
     Option::<Extension>::deserialize(d).map(Some)
+}
+
+/// [`present`] for the recording option.
+fn present_recording<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<Recording>>, D::Error> {
+    Option::<Recording>::deserialize(d).map(Some)
 }
 
 impl BookingPatch {
@@ -144,12 +194,13 @@ impl BookingPatch {
             || self.cap_seconds.is_some()
             || self.window.is_some()
             || self.language.is_some()
-            || self.extension.is_some();
+            || self.extension.is_some()
+            || self.recording.is_some();
         if errors.is_empty() && !changes {
             errors.push(FieldError {
                 field: "body".to_owned(),
                 message:
-                    "names nothing to change (callers, pin, callee, tariff, cap_seconds, window, language, extension)"
+                    "names nothing to change (callers, pin, callee, tariff, cap_seconds, window, language, extension, recording)"
                         .to_owned(),
             });
         }
@@ -181,6 +232,9 @@ impl BookingPatch {
         }
         if let Some(extension) = self.extension {
             booking.extension = extension;
+        }
+        if let Some(recording) = self.recording {
+            booking.recording = recording;
         }
         booking
     }
@@ -222,6 +276,11 @@ pub struct Tariff {
     /// `cancel` (charge nothing) or `charge-minimum`.
     #[serde(default = "cancel")]
     pub under_minimum: String,
+    /// Minor units per minute of recorded talk, on top of
+    /// `price_per_minute`, when the booking records its calls; rated like
+    /// talk time and shown apart.
+    #[serde(default)]
+    pub recording_price_per_minute: i64,
 }
 
 fn cancel() -> String {
@@ -338,7 +397,7 @@ fn stripe_limits(booking: &NewBooking, minimum: i64) -> Vec<(&'static str, Strin
     let rating = (|| {
         Some(Rating {
             currency,
-            price_per_minute: u64::try_from(tariff.price_per_minute).ok()?,
+            price_per_minute: u64::try_from(booking.charged_per_minute()).ok()?,
             increment_seconds: u32::try_from(tariff.increment_seconds).ok()?,
             minimum_seconds: u32::try_from(tariff.minimum_seconds).ok()?,
         })
@@ -510,6 +569,12 @@ pub fn validate(booking: NewBooking, context: &Context) -> Result<ValidBooking, 
     if !(0..=1_000_000_000).contains(&tariff.price_per_minute) {
         fail(
             "tariff.price_per_minute",
+            "must be 0 to 1000000000 minor units",
+        );
+    }
+    if !(0..=1_000_000_000).contains(&tariff.recording_price_per_minute) {
+        fail(
+            "tariff.recording_price_per_minute",
             "must be 0 to 1000000000 minor units",
         );
     }

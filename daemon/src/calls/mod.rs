@@ -5,6 +5,7 @@ pub mod journal;
 pub mod live;
 pub mod machine;
 pub mod meter;
+pub mod recording;
 pub mod recovery;
 pub mod route;
 pub mod task;

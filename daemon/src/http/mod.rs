@@ -16,6 +16,7 @@ mod error;
 mod events;
 mod exports;
 pub mod openapi;
+mod recordings;
 mod refunds;
 pub use exports::range_of as export_range;
 pub mod schemas;
@@ -56,6 +57,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .merge(calls::routes())
         .merge(events::routes())
         .merge(exports::routes())
+        .merge(recordings::routes())
         .merge(refunds::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
@@ -176,6 +178,10 @@ pub(super) async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         ledger_writes_waiting: shared.journal.waiting(),
         ledger_writes_dropped: shared.journal.dropped(),
         webhook_pending,
+        recording_frames_dropped: shared
+            .recorder
+            .get()
+            .map_or(0, |recorder| recorder.dropped_frames()),
     });
     (
         [(

@@ -77,6 +77,8 @@ pub struct Booking {
     pub language: Option<String>,
     /// How its calls' paid time is extended; `null`: it is not.
     pub extension: Option<crate::bookings::model::Extension>,
+    /// Whether its calls are recorded; `null`: they are not.
+    pub recording: Option<crate::bookings::model::Recording>,
     /// Where it stands.
     #[schema(value_type = BookingStateWord)]
     pub state: &'static str,
@@ -149,6 +151,39 @@ pub struct CallRating {
     pub minimum_seconds: i64,
     /// What remained of the booking's budget when it was routed.
     pub cap_seconds: i64,
+    /// Minor units a minute of recording, on top (recorded bookings only).
+    pub recording_price_per_minute: Option<i64>,
+}
+
+/// A call's recording: where the file is and what became of it
+/// (`GET /v1/calls/{id}/recording` serves the file).
+#[derive(Serialize, ToSchema)]
+pub struct CallRecording {
+    /// `recording`, `complete`, `failed` (not made, or stopped short:
+    /// `error` says why) or `deleted`.
+    pub state: &'static str,
+    /// The node whose disk holds the file.
+    pub node: String,
+    /// RFC 3339.
+    pub started_at: String,
+    /// RFC 3339, once closed.
+    pub ended_at: Option<String>,
+    /// The file's size in bytes, header included.
+    pub bytes: Option<i64>,
+    /// The file's SHA-256, lowercase hex.
+    pub sha256: Option<String>,
+    /// How long the audio is, ms.
+    pub duration_ms: Option<i64>,
+    /// Audio frames dropped because the recorder was behind.
+    pub dropped_frames: i64,
+    /// Audio frames that arrived too late for their place.
+    pub late_frames: i64,
+    /// Why it was not made or stopped short.
+    pub error: Option<String>,
+    /// RFC 3339, when the file was deleted.
+    pub deleted_at: Option<String>,
+    /// Why (`api`, `retention 90d`).
+    pub deleted_reason: Option<String>,
 }
 
 /// One status change of a call (Twilio's vocabulary).
@@ -265,6 +300,11 @@ pub struct Call {
     pub refunded_amount: i64,
     /// Its charge's dispute.
     pub dispute: Option<CallDispute>,
+    /// The part of `amount` that paid for the recording (recorded bookings
+    /// with a recording price).
+    pub recording_amount: Option<i64>,
+    /// Its recording (recorded bookings).
+    pub recording: Option<CallRecording>,
     /// The tariff and cap it was rated with.
     pub rating: Option<CallRating>,
     /// Its status changes, in order.

@@ -34,6 +34,7 @@ pub fn booking(b: &BookingRecord) -> Value {
         cancellation_fee: b.cancellation_fee,
         language: b.language.clone(),
         extension: b.extension.clone(),
+        recording: b.recording.clone(),
         state: b.state.as_str(),
         created_at: rfc3339(b.created_ms),
     })
@@ -95,6 +96,22 @@ pub fn call(c: &CallRecord) -> Value {
             increment_seconds: r.increment_seconds,
             minimum_seconds: r.minimum_seconds,
             cap_seconds: r.cap_seconds,
+            recording_price_per_minute: r.recording_price_per_minute,
+        }),
+        recording_amount: c.recording_amount,
+        recording: c.recording.as_ref().map(|r| schemas::CallRecording {
+            state: r.state.as_str(),
+            node: r.node.clone(),
+            started_at: rfc3339(r.started_ms),
+            ended_at: r.ended_ms.map(rfc3339),
+            bytes: r.bytes,
+            sha256: r.sha256.clone(),
+            duration_ms: r.duration_ms,
+            dropped_frames: r.dropped_frames,
+            late_frames: r.late_frames,
+            error: r.error.clone(),
+            deleted_at: r.deleted_ms.map(rfc3339),
+            deleted_reason: r.deleted_reason.clone(),
         }),
         events: c
             .events

@@ -60,6 +60,7 @@ fn as_requested(record: &BookingRecord, pin: Option<String>) -> Option<NewBookin
         cancellation_fee: record.cancellation_fee,
         language: record.language.clone(),
         extension: record.extension.clone(),
+        recording: record.recording.clone(),
     })
 }
 
@@ -117,7 +118,8 @@ fn change(
              window_start_ms = ?11, window_end_ms = ?12, updated_ms = ?13,
              state = CASE WHEN ?14 = 1 THEN 'completed' ELSE state END, minimum_charge = ?15,
              language = ?16, extension_mode = ?17, extension_block_seconds = ?18,
-             extension_max_seconds = ?19
+             extension_max_seconds = ?19, recording_enabled = ?20, recording_announce = ?21,
+             recording_price_per_minute = ?22
          WHERE id = ?1",
         args![
             id,
@@ -139,6 +141,9 @@ fn change(
             b.extension.as_ref().map(|e| e.mode.clone()),
             b.extension.as_ref().map(|e| e.block_seconds),
             b.extension.as_ref().map(|e| e.max_seconds),
+            i64::from(b.records()),
+            i64::from(b.recording.as_ref().is_none_or(|r| r.announce)),
+            b.tariff.recording_price_per_minute,
         ],
     )?;
     if valid.window_start_ms != current.window_start_ms {

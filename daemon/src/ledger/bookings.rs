@@ -8,7 +8,7 @@ use super::db::{Db, Row};
 use super::states::BookingState;
 use super::{Ledger, LedgerError, fees};
 use crate::args;
-use crate::bookings::model::{Callee, Extension, StripeCard, Tariff, ValidBooking};
+use crate::bookings::model::{Callee, Extension, Recording, StripeCard, Tariff, ValidBooking};
 
 /// A booking as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,12 +45,15 @@ pub struct BookingRecord {
     pub language: Option<String>,
     /// How its calls' paid time is extended; `None`: it is not.
     pub extension: Option<Extension>,
+    /// Whether its calls are recorded; `None`: they are not.
+    pub recording: Option<Recording>,
 }
 
 const COLUMNS: &str = "id, called, callers, pin IS NOT NULL, callee, currency, price_per_minute, \
      increment_seconds, minimum_seconds, cap_seconds, window_start_ms, window_end_ms, stripe_customer, \
      stripe_payment_method, cancellation_fee, state, created_ms, under_minimum, used_seconds, language, \
-     extension_mode, extension_block_seconds, extension_max_seconds";
+     extension_mode, extension_block_seconds, extension_max_seconds, recording_enabled, \
+     recording_announce, recording_price_per_minute";
 
 fn record_from(row: &Row) -> Result<BookingRecord, LedgerError> {
     let state = row.text(15)?;
@@ -66,6 +69,7 @@ fn record_from(row: &Row) -> Result<BookingRecord, LedgerError> {
             increment_seconds: row.int(7)?,
             minimum_seconds: row.int(8)?,
             under_minimum: row.text(17)?,
+            recording_price_per_minute: row.int(25)?,
         },
         cap_seconds: row.int(9)?,
         used_seconds: row.int(18)?,
@@ -91,6 +95,10 @@ fn record_from(row: &Row) -> Result<BookingRecord, LedgerError> {
             }),
             _ => None,
         },
+        recording: row.flag(23)?.then_some(Recording {
+            enabled: true,
+            announce: row.flag(24)?,
+        }),
     })
 }
 
@@ -170,8 +178,12 @@ pub(super) fn get(db: &mut dyn Db, id: &str) -> Result<Option<BookingRecord>, Le
 /// What rating and settlement read of a booking.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Terms {
-    /// How talk time is priced.
+    /// How a minute of its calls is priced: talk, and the recording when
+    /// its calls are recorded (holds and caps are priced by it).
     pub tariff: RatingTariff,
+    /// The part of `tariff.price_per_minute` that pays for the recording
+    /// (zero when its calls are not recorded).
+    pub recording_per_minute: u64,
     /// The talk time its next call may use: the budget less what its
     /// earlier calls were billed.
     pub remaining_seconds: u64,
@@ -186,7 +198,8 @@ pub struct Terms {
 pub(super) fn terms(db: &mut dyn Db, id: &str) -> Result<Option<Terms>, LedgerError> {
     let Some(row) = db.query_opt(
         "SELECT currency, price_per_minute, increment_seconds, minimum_seconds,
-                cap_seconds - used_seconds, stripe_customer, stripe_payment_method, minimum_charge
+                cap_seconds - used_seconds, stripe_customer, stripe_payment_method, minimum_charge,
+                CASE WHEN recording_enabled = 1 THEN recording_price_per_minute ELSE 0 END
          FROM bookings WHERE id = ?1",
         args![id],
     )?
@@ -202,13 +215,18 @@ pub(super) fn terms(db: &mut dyn Db, id: &str) -> Result<Option<Terms>, LedgerEr
     );
     let card = row.opt_text(5)?.zip(row.opt_text(6)?);
     let minimum_charge = row.opt_int(7)?;
+    let recording = row.int(8)?;
     Ok((|| {
         let currency = Currency::from_code(&currency)?;
+        let recording_per_minute = u64::try_from(recording).ok()?;
         Some(Terms {
             minimum_charge: minimum_charge.unwrap_or(currency.stripe_minimum()),
+            recording_per_minute,
             tariff: RatingTariff {
                 currency,
-                price_per_minute: u64::try_from(price).ok()?,
+                price_per_minute: u64::try_from(price)
+                    .ok()?
+                    .checked_add(recording_per_minute)?,
                 increment_seconds: u32::try_from(increment).ok()?,
                 minimum_seconds: u32::try_from(minimum).ok()?,
             },
@@ -293,9 +311,10 @@ impl Ledger {
                          increment_seconds, minimum_seconds, cap_seconds, window_start_ms, window_end_ms,
                          stripe_customer, stripe_payment_method, cancellation_fee, state, created_ms,
                          updated_ms, under_minimum, minimum_charge, language, extension_mode,
-                         extension_block_seconds, extension_max_seconds)
+                         extension_block_seconds, extension_max_seconds, recording_enabled,
+                         recording_announce, recording_price_per_minute)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 'active',
-                             ?16, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
+                             ?16, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)",
                     args![
                         id.as_str(),
                         b.called.as_str(),
@@ -319,6 +338,9 @@ impl Ledger {
                         b.extension.as_ref().map(|e| e.mode.clone()),
                         b.extension.as_ref().map(|e| e.block_seconds),
                         b.extension.as_ref().map(|e| e.max_seconds),
+                        i64::from(b.records()),
+                        i64::from(b.recording.as_ref().is_none_or(|r| r.announce)),
+                        b.tariff.recording_price_per_minute,
                     ],
                 );
                 match inserted {

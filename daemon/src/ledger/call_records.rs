@@ -72,6 +72,8 @@ pub struct Rating {
     /// The call's cap, seconds: what remained of its booking's budget
     /// when it was routed, moved by each extension block it held.
     pub cap_seconds: i64,
+    /// Minor units a minute of recording, when the booking records calls.
+    pub recording_price_per_minute: Option<i64>,
 }
 
 /// A call record with everything the API shows.
@@ -135,6 +137,11 @@ pub struct CallRecord {
     pub refunded_amount: i64,
     /// Its charge's dispute, when the customer opened one.
     pub dispute: Option<Dispute>,
+    /// The part of `amount` that paid for its recording, when its booking
+    /// prices recording.
+    pub recording_amount: Option<i64>,
+    /// Its recording, when its booking records calls.
+    pub recording: Option<super::RecordingRow>,
 }
 
 /// A dispute on a call's charge, as Stripe last described it.
@@ -169,7 +176,7 @@ fn record(db: &mut dyn Db, id: &str) -> Result<Option<CallRecord>, LedgerError> 
         "SELECT id, booking_id, inbound_call_id, outbound_call_id, twilio_call_sid, caller, called, status,
                 created_ms, ringing_ms, answered_ms, ended_ms, talk_ms, billed_seconds, amount, currency, end_reason,
                 caller_rtp_port, callee_rtp_port, payment_intent, candidates, node, taken_over_by,
-                refunded_amount, dispute_id, dispute_status, dispute_amount
+                refunded_amount, dispute_id, dispute_status, dispute_amount, recording_amount
          FROM calls WHERE id = ?1",
         args![id],
     )?
@@ -225,12 +232,15 @@ fn record(db: &mut dyn Db, id: &str) -> Result<Option<CallRecord>, LedgerError> 
                 })
             })
             .transpose()?,
+        recording_amount: row.opt_int(27)?,
+        recording: super::recordings::get(db, id)?,
     };
     // The rating inputs: the booking's tariff, the call's cap.
     call.rating = db
         .query_opt(
             "SELECT b.currency, b.price_per_minute, b.increment_seconds, b.minimum_seconds,
-                    COALESCE(c.cap_seconds, b.cap_seconds)
+                    COALESCE(c.cap_seconds, b.cap_seconds),
+                    CASE WHEN b.recording_enabled = 1 THEN b.recording_price_per_minute END
              FROM calls c JOIN bookings b ON b.id = c.booking_id WHERE c.id = ?1",
             args![id],
         )?
@@ -241,6 +251,7 @@ fn record(db: &mut dyn Db, id: &str) -> Result<Option<CallRecord>, LedgerError> 
                 increment_seconds: row.int(2)?,
                 minimum_seconds: row.int(3)?,
                 cap_seconds: row.int(4)?,
+                recording_price_per_minute: row.opt_int(5)?,
             })
         })
         .transpose()?;

@@ -5,7 +5,7 @@
 //! in one transaction. The record as the API shows it is
 //! `call_records.rs`.
 
-use tollbridge_billing::rating::Tariff;
+use tollbridge_billing::rating::{Tariff, rate_recorded};
 use tollbridge_media::bridge::Side;
 use tollbridge_media::relay::CallStats;
 
@@ -36,8 +36,11 @@ pub struct Priced {
     pub talk_seconds: u64,
     /// Seconds billed (increment and minimum applied).
     pub billed_seconds: u64,
-    /// The amount in minor units.
+    /// The amount in minor units: talk and recording together (what is
+    /// captured).
     pub amount: i64,
+    /// The part of `amount` that pays for the call's recording.
+    pub recording_amount: i64,
     /// ISO currency code, lower case.
     pub currency: &'static str,
 }
@@ -97,8 +100,9 @@ pub(super) fn add_event(
     Ok(())
 }
 
-/// The tariff of the booking a call belongs to.
-fn tariff_of_call(db: &mut dyn Db, call_id: &str) -> Result<Option<Tariff>, LedgerError> {
+/// The talk tariff of the booking a call belongs to, and what its
+/// recording costs a minute on top (zero when not recorded).
+fn tariff_of_call(db: &mut dyn Db, call_id: &str) -> Result<Option<(Tariff, u64)>, LedgerError> {
     let booking = db
         .query_opt("SELECT booking_id FROM calls WHERE id = ?1", args![call_id])?
         .map(|row| row.opt_text(0))
@@ -107,41 +111,70 @@ fn tariff_of_call(db: &mut dyn Db, call_id: &str) -> Result<Option<Tariff>, Ledg
     let Some(booking) = booking else {
         return Ok(None);
     };
-    Ok(bookings::terms(db, &booking)?.map(|terms| terms.tariff))
+    Ok(bookings::terms(db, &booking)?.map(|terms| {
+        let recording = terms.recording_per_minute;
+        let talk = Tariff {
+            price_per_minute: terms.tariff.price_per_minute - recording,
+            ..terms.tariff
+        };
+        (talk, recording)
+    }))
 }
 
-/// Rates `talk_ms` of talk under the call's tariff (a call that never
-/// connected costs nothing, not even the minimum) and stores the result.
+/// Rates `talk_ms` of talk under the call's tariff, and its recording for
+/// as long as it ran (a call that never connected costs nothing, not even
+/// the minimum), and stores the result.
 fn price_call(
     db: &mut dyn Db,
     call_id: &str,
     talk_ms: i64,
     connected: bool,
 ) -> Result<Option<Priced>, LedgerError> {
-    let Some(tariff) = tariff_of_call(db, call_id)? else {
+    let Some((tariff, recording_per_minute)) = tariff_of_call(db, call_id)? else {
         return Ok(None);
     };
     let talk_seconds = u64::try_from(talk_ms).unwrap_or(0).div_ceil(1000);
-    let (billed_seconds, amount) = if connected {
-        match tariff.rate(talk_seconds) {
-            Ok(rating) => (rating.billed_seconds, rating.amount.minor),
+    let recorded_ms = super::recordings::recorded_ms(db, call_id, talk_ms)?;
+    let recorded_seconds = u64::try_from(recorded_ms).unwrap_or(0).div_ceil(1000);
+    let (billed_seconds, talk_amount, recording_amount) = if connected {
+        match rate_recorded(
+            &tariff,
+            recording_per_minute,
+            talk_seconds,
+            recorded_seconds,
+        ) {
+            Ok(rated) => (
+                rated.billed_seconds,
+                rated.talk.minor,
+                rated.recording.minor,
+            ),
             Err(e) => {
                 tracing::error!(call = call_id, error = %e, "cannot rate the call; left unrated");
                 return Ok(None);
             }
         }
     } else {
-        (0, 0)
+        (0, 0, 0)
     };
+    let amount = talk_amount + recording_amount;
     let currency = tariff.currency.code();
+    let recording_amount_stored = (recording_per_minute > 0).then_some(recording_amount);
     db.execute(
-        "UPDATE calls SET billed_seconds = ?2, amount = ?3, currency = ?4 WHERE id = ?1",
-        args![call_id, billed_seconds, amount, currency],
+        "UPDATE calls SET billed_seconds = ?2, amount = ?3, currency = ?4, recording_amount = ?5
+         WHERE id = ?1",
+        args![
+            call_id,
+            billed_seconds,
+            amount,
+            currency,
+            recording_amount_stored
+        ],
     )?;
     Ok(Some(Priced {
         talk_seconds,
         billed_seconds,
         amount,
+        recording_amount,
         currency,
     }))
 }
@@ -246,6 +279,7 @@ pub(super) fn close(
             "talk_ms": end.talk_ms,
             "billed_seconds": priced.as_ref().map_or(0, |p| p.billed_seconds),
             "amount": priced.as_ref().map_or(0, |p| p.amount),
+            "recording_amount": priced.as_ref().map_or(0, |p| p.recording_amount),
             "currency": priced.as_ref().map(|p| p.currency),
         });
         super::events::emit(db, "call.ended", &booking, Some(call_id), data, ended_ms)?;

@@ -199,6 +199,25 @@ pub(super) fn after_call(
             now_ms,
         )?;
     }
+    // A recorded call's captures say what paid for what.
+    let split = db.query_opt(
+        "SELECT amount, recording_amount, currency FROM calls
+         WHERE id = ?1 AND recording_amount IS NOT NULL",
+        args![call_id],
+    )?;
+    if let Some(split) = split {
+        let (amount, recording) = (split.int(0)?, split.int(1)?);
+        let reason = format!(
+            "the call's {amount} {}: talk {}, recording {recording}",
+            split.text(2)?,
+            amount - recording
+        );
+        db.execute(
+            "UPDATE settlements SET reason = ?2
+             WHERE call_id = ?1 AND operation = 'capture' AND reason IS NULL",
+            args![call_id, reason],
+        )?;
+    }
     Ok(())
 }
 

@@ -26,6 +26,7 @@ mod holds;
 mod nodes;
 mod postgres;
 mod postgres_schema;
+mod recordings;
 mod recovery;
 mod refunds;
 mod routing;
@@ -47,9 +48,10 @@ pub use events::{DeliveryOutcome, DeliveryView, DueDelivery, EventView, WebhookE
 pub use export::{ExportCursor, ExportRow};
 pub use holds::HoldTerms;
 pub use nodes::{NodeView, TakenOver};
+pub use recordings::{RecordingDone, RecordingRow, RecordingState};
 pub use recovery::Unfinished;
 pub use refunds::{NewRefund, RefundRefused};
-pub use routing::{ExtensionTerms, Routed};
+pub use routing::{ExtensionTerms, RecordingTerms, Routed};
 pub use settlements::{NewSettlement, Settlement, SettlementView};
 pub use states::{BookingState, CallStatus, SettlementState};
 

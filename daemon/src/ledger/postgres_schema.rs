@@ -242,6 +242,33 @@ ALTER TABLE settlements ADD CONSTRAINT settlements_operation_check CHECK (operat
     ('authorize', 'increment', 'capture', 'cancel', 'cancellation-fee', 'refund'));
 "#;
 
+/// Schema v11 (see `sqlite_schema.rs`).
+const V11: &str = r#"
+ALTER TABLE bookings ADD COLUMN recording_enabled BIGINT NOT NULL DEFAULT 0 CHECK (recording_enabled IN (0, 1));
+ALTER TABLE bookings ADD COLUMN recording_announce BIGINT NOT NULL DEFAULT 1 CHECK (recording_announce IN (0, 1));
+ALTER TABLE bookings ADD COLUMN recording_price_per_minute BIGINT NOT NULL DEFAULT 0
+    CHECK (recording_price_per_minute >= 0);
+ALTER TABLE calls ADD COLUMN recording_amount BIGINT CHECK (recording_amount >= 0);
+CREATE TABLE recordings (
+    call_id        TEXT PRIMARY KEY REFERENCES calls (id),
+    node           TEXT NOT NULL,
+    path           TEXT NOT NULL,
+    state          TEXT NOT NULL CHECK (state IN ('recording', 'complete', 'failed', 'deleted')),
+    started_ms     BIGINT NOT NULL,
+    ended_ms       BIGINT,
+    bytes          BIGINT CHECK (bytes >= 0),
+    sha256         TEXT,
+    duration_ms    BIGINT CHECK (duration_ms >= 0),
+    dropped_frames BIGINT NOT NULL DEFAULT 0 CHECK (dropped_frames >= 0),
+    late_frames    BIGINT NOT NULL DEFAULT 0 CHECK (late_frames >= 0),
+    error          TEXT,
+    deleted_ms     BIGINT,
+    deleted_reason TEXT
+);
+CREATE INDEX recordings_by_end ON recordings (ended_ms) WHERE state = 'complete';
+CREATE INDEX recordings_open ON recordings (node) WHERE state = 'recording';
+"#;
+
 /// Every migration as (the schema version it brings, its statements),
 /// oldest first.
 pub(crate) const MIGRATIONS: &[(usize, &str)] = &[
@@ -252,7 +279,8 @@ pub(crate) const MIGRATIONS: &[(usize, &str)] = &[
     (8, V8),
     (9, V9),
     (10, V10),
+    (11, V11),
 ];
 
 /// The schema version this build writes.
-pub(crate) const LATEST_VERSION: usize = 10;
+pub(crate) const LATEST_VERSION: usize = 11;

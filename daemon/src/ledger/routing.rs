@@ -1,7 +1,7 @@
 //! Routing a call to a booking: the bookings on the dialled number that
 //! routing may consider, and the booking it picks claimed (active →
 //! in-call) in the same transaction, with what the call needs of it (its
-//! cap, card, prompt language and extension terms).
+//! cap, card, prompt language, extension terms and recording option).
 
 use tollbridge_sip::reject::RejectReason;
 
@@ -25,6 +25,15 @@ pub struct Routed {
     /// How the call's paid time grows past `cap`, when the booking
     /// extends it (and has a card to hold each block on).
     pub extension: Option<ExtensionTerms>,
+    /// Whether the call is recorded, and announced as such.
+    pub recording: Option<RecordingTerms>,
+}
+
+/// A routed call's recording option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordingTerms {
+    /// Both parties hear that the call is recorded before the bridge.
+    pub announce: bool,
 }
 
 /// A routed call's extension policy, as the meter uses it.
@@ -48,6 +57,7 @@ impl Routed {
             card: false,
             language: None,
             extension: None,
+            recording: None,
         }
     }
 }
@@ -128,7 +138,8 @@ impl Ledger {
             let terms = db.query_one(
                 "SELECT cap_seconds - used_seconds, CASE WHEN stripe_customer IS NOT NULL AND stripe_payment_method IS NOT NULL
                                           THEN 1 ELSE 0 END, language,
-                        extension_mode, extension_block_seconds, extension_max_seconds
+                        extension_mode, extension_block_seconds, extension_max_seconds,
+                        recording_enabled, recording_announce
                  FROM bookings WHERE id = ?1",
                 args![id.as_str()],
             )?;
@@ -152,6 +163,9 @@ impl Ledger {
                 card,
                 language: terms.opt_text(2)?,
                 extension,
+                recording: terms.flag(6)?.then_some(RecordingTerms {
+                    announce: terms.flag(7)?,
+                }),
             })
         })
         .await

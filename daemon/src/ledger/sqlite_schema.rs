@@ -422,6 +422,37 @@ CREATE INDEX settlements_by_call ON settlements (call_id);
 CREATE INDEX settlements_by_intent ON settlements (payment_intent);
 "#;
 
+/// Schema v11: recording as a paid option. A booking records its calls
+/// (announced or not) at an extra price per minute; a call's record keeps
+/// the part of its amount that paid for the recording; a recording is a
+/// file on the node that made it, whose size, hash and fate (complete,
+/// failed and why, deleted and why) the ledger keeps.
+const V11: &str = r#"
+ALTER TABLE bookings ADD COLUMN recording_enabled INTEGER NOT NULL DEFAULT 0 CHECK (recording_enabled IN (0, 1));
+ALTER TABLE bookings ADD COLUMN recording_announce INTEGER NOT NULL DEFAULT 1 CHECK (recording_announce IN (0, 1));
+ALTER TABLE bookings ADD COLUMN recording_price_per_minute INTEGER NOT NULL DEFAULT 0
+    CHECK (recording_price_per_minute >= 0);
+ALTER TABLE calls ADD COLUMN recording_amount INTEGER CHECK (recording_amount >= 0);
+CREATE TABLE recordings (
+    call_id        TEXT PRIMARY KEY REFERENCES calls (id),
+    node           TEXT NOT NULL,
+    path           TEXT NOT NULL,
+    state          TEXT NOT NULL CHECK (state IN ('recording', 'complete', 'failed', 'deleted')),
+    started_ms     INTEGER NOT NULL,
+    ended_ms       INTEGER,
+    bytes          INTEGER CHECK (bytes >= 0),
+    sha256         TEXT,
+    duration_ms    INTEGER CHECK (duration_ms >= 0),
+    dropped_frames INTEGER NOT NULL DEFAULT 0 CHECK (dropped_frames >= 0),
+    late_frames    INTEGER NOT NULL DEFAULT 0 CHECK (late_frames >= 0),
+    error          TEXT,
+    deleted_ms     INTEGER,
+    deleted_reason TEXT
+) STRICT;
+CREATE INDEX recordings_by_end ON recordings (ended_ms) WHERE state = 'complete';
+CREATE INDEX recordings_open ON recordings (node) WHERE state = 'recording';
+"#;
+
 const MIGRATIONS_SLICE: &[M<'static>] = &[
     M::up(V1).foreign_key_check(),
     M::up(V2).foreign_key_check(),
@@ -433,6 +464,7 @@ const MIGRATIONS_SLICE: &[M<'static>] = &[
     M::up(V8).foreign_key_check(),
     M::up(V9).foreign_key_check(),
     M::up(V10).foreign_key_check(),
+    M::up(V11).foreign_key_check(),
 ];
 
 /// Every migration, oldest first.

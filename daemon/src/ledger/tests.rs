@@ -49,6 +49,7 @@ async fn an_empty_file_is_migrated_to_the_latest_schema() {
             "events",
             "leases",
             "nodes",
+            "recordings",
             "settlements",
             "stripe_events",
             "webhook_endpoints",

@@ -7,6 +7,7 @@ fn renders_every_family_with_scraped_values() {
     metrics.call_ended("busy");
     metrics.call_rated("jpy", 61, 102);
     metrics.call_rated("jpy", 6, 10);
+    metrics.recording_finished("refused");
     let scrape = Scrape {
         uptime_seconds: 12.5,
         active_calls: 3,
@@ -21,6 +22,7 @@ fn renders_every_family_with_scraped_values() {
         ledger_writes_waiting: 5,
         ledger_writes_dropped: 1,
         webhook_pending: 2,
+        recording_frames_dropped: 9,
     };
     // A second scrape with the same totals must not add them again.
     let _ = metrics.render(&scrape);
@@ -49,6 +51,8 @@ fn renders_every_family_with_scraped_values() {
         "tollbridge_sip_dialogs 2",
         "tollbridge_talk_seconds_total{currency=\"jpy\"} 67",
         "tollbridge_billed_amount_total{currency=\"jpy\"} 112",
+        "tollbridge_recordings_total{outcome=\"refused\"} 1",
+        "tollbridge_recording_frames_dropped_total 9",
         "# EOF",
     ] {
         assert!(text.contains(line), "missing {line:?} in:\n{text}");
@@ -66,6 +70,7 @@ fn exported_names() -> std::collections::BTreeSet<String> {
     metrics.call_started();
     metrics.webhook_attempted("platform", "delivered");
     metrics.caller_refused(603);
+    metrics.recording_finished("complete");
     metrics.cap_reached(std::time::Duration::from_millis(2));
     let mut stats = tollbridge_media::relay::CallStats::default();
     stats.caller.packets_received = 50;
@@ -92,6 +97,7 @@ fn exported_names() -> std::collections::BTreeSet<String> {
         ledger_writes_waiting: 0,
         ledger_writes_dropped: 0,
         webhook_pending: 0,
+        recording_frames_dropped: 0,
     };
     metrics
         .render(&scrape)

@@ -29,6 +29,7 @@ pub fn booking(id: &str, called: &str, card: bool, fee: Option<i64>) -> ValidBoo
                 increment_seconds: 6,
                 minimum_seconds: 0,
                 under_minimum: "cancel".to_owned(),
+                recording_price_per_minute: 0,
             },
             cap_seconds: 1800,
             window: Window {
@@ -42,6 +43,7 @@ pub fn booking(id: &str, called: &str, card: bool, fee: Option<i64>) -> ValidBoo
             cancellation_fee: fee,
             language: None,
             extension: None,
+            recording: None,
         },
         window_start_ms: T0 - HOUR_MS,
         window_end_ms: T0 + HOUR_MS,

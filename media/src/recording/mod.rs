@@ -232,5 +232,30 @@ impl Drop for RecordingTap {
     }
 }
 
+/// A file's size and SHA-256 (lowercase hex), read through once.
+pub fn digest(path: &std::path::Path) -> std::io::Result<(u64, String)> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut bytes = 0u64;
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        bytes += n as u64;
+        hasher.update(&buffer[..n]);
+    }
+    Ok((bytes, hex::encode(hasher.finalize())))
+}
+
+/// How long `audio_bytes` of a recording's audio (after the header) play.
+pub fn duration_of(audio_bytes: u64) -> Duration {
+    let samples = audio_bytes / wav::BLOCK_ALIGN;
+    Duration::from_micros(samples * 1_000_000 / timeline::RATE)
+}
+
 #[cfg(test)]
 pub(crate) mod tests;

@@ -2,19 +2,18 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
 use super::timeline::{HOLD_BACK, RATE, Timeline};
 use super::wav::{self, BLOCK_ALIGN, HEADER_LEN};
-use super::{CHECKPOINT, Frame, MAX_PAYLOAD, Message, Outcome};
+use super::{CHECKPOINT, Frame, MAX_PAYLOAD, Message, Outcome, digest, duration_of};
 use crate::g711;
 
 /// One open recording.
@@ -105,12 +104,11 @@ impl Track {
             self.error = Some(describe(&e));
         }
         let (bytes, sha256) = digest(&self.path).unwrap_or_default();
-        let audio = bytes.saturating_sub(HEADER_LEN) / BLOCK_ALIGN;
         let outcome = Outcome {
             path: self.path,
             bytes,
             sha256,
-            duration: Duration::from_micros(audio * 1_000_000 / RATE),
+            duration: duration_of(bytes.saturating_sub(HEADER_LEN)),
             dropped_frames: self.dropped.load(Ordering::Relaxed),
             late_frames: self.timeline.late(),
             error: self.error,
@@ -125,23 +123,6 @@ fn describe(e: &io::Error) -> String {
     } else {
         e.to_string()
     }
-}
-
-/// The file's size and SHA-256 (lowercase hex).
-fn digest(path: &std::path::Path) -> io::Result<(u64, String)> {
-    let mut file = File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 64 * 1024];
-    let mut bytes = 0u64;
-    loop {
-        let n = file.read(&mut buffer)?;
-        if n == 0 {
-            break;
-        }
-        bytes += n as u64;
-        hasher.update(&buffer[..n]);
-    }
-    Ok((bytes, hex::encode(hasher.finalize())))
 }
 
 /// The thread's loop: until every sender is gone, then each open file is

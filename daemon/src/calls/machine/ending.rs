@@ -50,6 +50,12 @@ impl Call {
         self.cap_at = None;
         self.extend_at = None;
         self.record(status, sip_code, Some(detail.to_owned()));
+        if self.recording_started
+            && let Some(started) = self.answered_at
+        {
+            // Its instant becomes the talk's end, set with the talk time.
+            self.push(Command::StopRecording(started));
+        }
         let now_talk = Duration::ZERO;
         self.push(Command::RecordEnd(End {
             status,

@@ -178,6 +178,20 @@ impl Call {
         self.answered_at = Some(now);
         self.record(Status::InProgress, Some(200), None);
         self.push(Command::WatchMedia(self.settings.media_timeout));
+        if let Some(announce) = self.recording {
+            // The recording starts with the talk, the notice in it.
+            self.recording_started = true;
+            self.push(Command::StartRecording(now));
+            if announce {
+                for side in [Side::Caller, Side::Callee] {
+                    self.push(Command::Play(
+                        side,
+                        PromptName::RecordingNotice,
+                        PromptMode::Replace,
+                    ));
+                }
+            }
+        }
         self.start_meter(now);
     }
 

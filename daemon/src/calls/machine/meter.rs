@@ -22,9 +22,12 @@ impl Call {
             .answered_at
             .map_or(Duration::ZERO, |t| until.saturating_duration_since(t));
         let talk = self.cap.map_or(talk, |cap| talk.min(cap));
+        let talk_end = self.answered_at.map(|t| t + talk);
         for command in self.commands.iter_mut() {
-            if let Command::RecordEnd(end) = command {
-                end.talk = talk;
+            match command {
+                Command::RecordEnd(end) => end.talk = talk,
+                Command::StopRecording(at) => *at = talk_end.unwrap_or(*at),
+                _ => {}
             }
         }
     }

@@ -89,6 +89,12 @@ pub enum Input {
         /// with `1`, rather than it being held without asking.
         ask: bool,
     },
+    /// The routed booking records its calls (announced to both parties
+    /// first when `announce`). Given before the `Routed` it belongs to.
+    Recording {
+        /// Both parties hear the recording notice before each other.
+        announce: bool,
+    },
     /// The hold succeeded; it covers this much talk time.
     HoldApproved(Duration),
     /// The hold asked for by [`Command::Extend`] succeeded (it adds this
@@ -201,6 +207,12 @@ pub enum Command {
     },
     /// Play a prompt to a party.
     Play(Side, PromptName, PromptMode),
+    /// Start recording both parties; the file's time begins at this
+    /// instant (the talk's start).
+    StartRecording(Instant),
+    /// End the recording at this instant (the talk's end, as billed), and
+    /// store what it came to before the call's end is recorded.
+    StopRecording(Instant),
     /// Look the entered PIN up (answered with [`Input::Routed`]).
     CheckPin(String),
     /// Store that the call is routed to this booking.
@@ -337,6 +349,10 @@ pub struct Call {
     /// Talk is billed up to here rather than to the end (the quiet party's
     /// last RTP when the media timeout ends the call).
     talk_until: Option<Instant>,
+    /// The routed booking records its calls: whether it is announced.
+    recording: Option<bool>,
+    /// The recording was started (it is stopped when the call ends).
+    recording_started: bool,
 }
 
 impl Call {
@@ -375,6 +391,8 @@ impl Call {
             offer_open: false,
             cap_reason: "cap-reached",
             talk_until: None,
+            recording: None,
+            recording_started: false,
         };
         call.record(Status::Queued, None, None);
         let relay = call.settings.relay[0];
@@ -524,6 +542,7 @@ impl Call {
                 self.extension = Some(Growth { block, most, ask })
             }
             Input::Extended(result) => self.on_extended(result, now),
+            Input::Recording { announce } => self.recording = Some(announce),
             Input::CallerConfirmed => {}
             Input::CallerCancelled => {
                 self.caller_gone = true;

@@ -88,6 +88,8 @@ impl Shell {
                     media.play(side, audio, mode);
                 }
             }
+            Command::StartRecording(origin) => self.start_recording(origin).await,
+            Command::StopRecording(at) => self.stop_recording(at).await,
             Command::Extend {
                 block,
                 adds,

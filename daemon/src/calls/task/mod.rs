@@ -33,6 +33,7 @@ use crate::state::Shared;
 
 /// How long a caller has for the first digit of a PIN.
 mod commands;
+mod recording;
 
 const PIN_FIRST_DIGIT: Duration = Duration::from_secs(10);
 /// How long between PIN digits before the entry counts as complete.
@@ -190,6 +191,7 @@ async fn run_call(control: Arc<CallControl>, id: String, call: InboundCall) {
         hang_up_caller: false,
         hanging_up_callee: None,
         announced: false,
+        recording: None,
     };
     shell.run().await;
 }
@@ -243,6 +245,8 @@ struct Shell {
     hanging_up_callee: Option<tokio::task::JoinHandle<()>>,
     /// Whether our SDP (the relay's ports) has gone out to a party.
     announced: bool,
+    /// The call's recording, until its file is closed.
+    recording: Option<tokio::sync::oneshot::Receiver<tollbridge_media::recording::Outcome>>,
 }
 
 /// How long each prompt of a language's set plays.
@@ -356,6 +360,7 @@ impl Shell {
             card,
             language,
             extension,
+            recording,
         } = routed.unwrap_or_else(|e| {
             tracing::error!(error = %e, "routing lookup failed");
             Routed::not_to_a_booking(Route::Refuse(RejectReason::Overloaded))
@@ -388,6 +393,12 @@ impl Shell {
                 block: Duration::from_secs(terms.block_seconds),
                 most: Duration::from_secs(terms.max_seconds),
                 ask: terms.ask,
+            };
+            self.machine.handle(input, now());
+        }
+        if let Some(terms) = recording {
+            let input = Input::Recording {
+                announce: terms.announce,
             };
             self.machine.handle(input, now());
         }
@@ -517,9 +528,14 @@ impl Shell {
             }
         };
         tokio::join!(caller, callee);
-        if let Some(media) = self.media.take()
-            && let Some(stats) = media.close().await
-        {
+        let media = self.media.take();
+        let stats = match media {
+            Some(media) => media.close().await,
+            None => None,
+        };
+        // A recording the call's end did not stop ended with the media.
+        self.store_recording().await;
+        if let Some(stats) = stats {
             self.shared.metrics.media_closed(&stats);
             self.shared
                 .journal
