@@ -154,6 +154,54 @@ async fn an_extension_policy_is_stored_shown_changed_and_refused_field_by_field(
     assert_eq!(off["extension"], Value::Null);
 }
 
+async fn a_recording_option_is_stored_shown_changed_and_refused(backend: Backend) {
+    let api = Api::new(backend).await;
+    let mut bad = booking();
+    bad["tariff"]["recording_price_per_minute"] = json!(-5);
+    bad["recording"] = json!({"enabled": true});
+    let (status, body) = api.create(bad).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(
+        body["error"]["fields"][0]["field"], "tariff.recording_price_per_minute",
+        "{body}"
+    );
+    let mut wrong_type = booking();
+    wrong_type["recording"] = json!({"enabled": "yes"});
+    let (status, body) = api.create(wrong_type).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(
+        body["error"]["fields"][0]["field"], "recording.enabled",
+        "{body}"
+    );
+
+    let mut recorded = booking();
+    recorded["tariff"]["recording_price_per_minute"] = json!(50);
+    recorded["recording"] = json!({"enabled": true, "announce": false});
+    let (status, created) = api.create(recorded).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(
+        created["recording"],
+        json!({"enabled": true, "announce": false})
+    );
+    assert_eq!(created["tariff"]["recording_price_per_minute"], 50);
+    let path = format!("/v1/bookings/{}", created["id"].as_str().unwrap());
+    let (status, announced) = api
+        .send("PATCH", &path, Some(r#"{"recording": {"enabled": true}}"#))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{announced}");
+    assert_eq!(
+        announced["recording"],
+        json!({"enabled": true, "announce": true})
+    );
+    let (status, off) = api
+        .send("PATCH", &path, Some(r#"{"recording": null}"#))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{off}");
+    assert_eq!(off["recording"], Value::Null);
+    let (_, shown) = api.send("GET", &path, None).await;
+    assert_eq!(shown["recording"], Value::Null);
+}
+
 async fn malformed_requests_get_json_errors_with_stable_codes(backend: Backend) {
     let api = Api::new(backend).await;
     let (status, body) = api.send("POST", "/v1/bookings", Some("{not json")).await;
@@ -509,6 +557,7 @@ on_both_backends!(
     a_booking_is_created_read_listed_and_canceled,
     invalid_bookings_get_422_listing_each_field_and_store_nothing,
     an_extension_policy_is_stored_shown_changed_and_refused_field_by_field,
+    a_recording_option_is_stored_shown_changed_and_refused,
     malformed_requests_get_json_errors_with_stable_codes,
     a_given_id_is_kept_and_cannot_be_reused,
     a_booking_in_a_call_cannot_be_canceled,

@@ -194,9 +194,9 @@ pub async fn expire(ledger: &Ledger, retention: Duration) -> usize {
 /// `90d`, `36h`, `3600s`: the retention as an operator wrote it.
 fn show_days(retention: Duration) -> String {
     let seconds = retention.as_secs();
-    if seconds % 86_400 == 0 {
+    if seconds.is_multiple_of(86_400) {
         format!("{}d", seconds / 86_400)
-    } else if seconds % 3_600 == 0 {
+    } else if seconds.is_multiple_of(3_600) {
         format!("{}h", seconds / 3_600)
     } else {
         format!("{seconds}s")

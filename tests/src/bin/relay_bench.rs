@@ -243,6 +243,7 @@ fn prompt_cost(frames: u32) {
     for mode in [PromptMode::Replace, PromptMode::Mix] {
         let mut stream = OutStream::default();
         let mut out = [0u8; PROMPT_PACKET];
+        let mut prompt_only = [0u8; 160];
         let mut packet = [0x33u8; PACKET];
         packet[0] = 0x80;
         packet[1] = 0;
@@ -254,7 +255,7 @@ fn prompt_cost(frames: u32) {
             }
             let header = RtpHeader::read(&packet).unwrap();
             std::hint::black_box(stream.forward(&mut packet, header, true, now));
-            std::hint::black_box(stream.poll_frame(now, &mut out, 1));
+            std::hint::black_box(stream.poll_frame(now, &mut out, 1, &mut prompt_only));
             now += PROMPT_FRAME;
         }
         let ns = started.elapsed().as_nanos() as f64 / f64::from(frames);

@@ -362,3 +362,62 @@ fn an_extension_policy_is_checked_field_by_field() {
     }));
     assert!(unknown.is_err());
 }
+
+#[test]
+fn a_recorded_booking_is_held_and_capped_at_both_prices() {
+    // ¥1,157 + ¥1 a minute for a day is ¥1,667,520: fits. ¥69,000 + ¥500
+    // a minute for a day in dollars passes Stripe's maximum only because
+    // of the recording.
+    type Case = (&'static str, i64, i64, bool, Option<&'static str>);
+    let cases: [Case; 5] = [
+        ("jpy", 1_157, 1, true, None),
+        ("usd", 69_000, 444, true, None),
+        ("usd", 69_000, 500, true, Some("cap_seconds")),
+        // Not recorded: the recording price is not charged, nor held.
+        ("usd", 69_000, 500, false, None),
+        (
+            "jpy",
+            100,
+            -1,
+            true,
+            Some("tariff.recording_price_per_minute"),
+        ),
+    ];
+    for (currency, price, recording, enabled, refused) in cases {
+        let mut body = good();
+        body["tariff"]["currency"] = serde_json::json!(currency);
+        body["tariff"]["price_per_minute"] = serde_json::json!(price);
+        body["tariff"]["recording_price_per_minute"] = serde_json::json!(recording);
+        body["cap_seconds"] = serde_json::json!(86_400);
+        body["stripe"] = serde_json::json!({"customer": "cus_1", "payment_method": "pm_1"});
+        body["recording"] = serde_json::json!({"enabled": enabled});
+        let fields: Vec<String> = check(body, true)
+            .err()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        let expected: Vec<String> = refused.iter().map(|f| (*f).to_owned()).collect();
+        assert_eq!(
+            fields, expected,
+            "{currency} {price}+{recording}/min, recorded: {enabled}"
+        );
+    }
+}
+
+#[test]
+fn a_recording_is_announced_unless_said_otherwise() {
+    let mut body = good();
+    body["recording"] = serde_json::json!({"enabled": true});
+    let booking: NewBooking = serde_json::from_value(body.clone()).unwrap();
+    assert_eq!(
+        booking.recording,
+        Some(Recording {
+            enabled: true,
+            announce: true
+        })
+    );
+    assert!(booking.records());
+    body["recording"] = serde_json::json!({"enabled": true, "loud": true});
+    assert!(serde_json::from_value::<NewBooking>(body).is_err());
+}

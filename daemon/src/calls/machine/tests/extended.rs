@@ -203,16 +203,6 @@ fn asking() -> Harness {
     h
 }
 
-fn plays_to(commands: &[Command]) -> Vec<(Side, PromptName)> {
-    commands
-        .iter()
-        .filter_map(|c| match c {
-            Command::Play(side, name, _) => Some((*side, *name)),
-            _ => None,
-        })
-        .collect()
-}
-
 #[test]
 fn in_ask_mode_the_caller_is_offered_the_block_and_takes_it_with_1() {
     let mut h = asking();

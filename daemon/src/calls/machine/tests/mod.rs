@@ -7,6 +7,7 @@ use tollbridge_media::stream::PromptMode;
 
 mod extended;
 mod metered;
+mod recorded;
 
 const CALLER_OFFER: &str = "v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\n\
 m=audio 40000 RTP/AVP 0 8 96\r\na=rtpmap:96 telephone-event/8000\r\na=ptime:20\r\n";
@@ -122,6 +123,17 @@ fn quiet(side: Side, last: Option<Instant>) -> Inactivity {
         last_received: last,
         dropped_foreign: 0,
     }
+}
+
+/// The prompts played, to whom, in order.
+fn plays_to(commands: &[Command]) -> Vec<(Side, PromptName)> {
+    commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::Play(side, name, _) => Some((*side, *name)),
+            _ => None,
+        })
+        .collect()
 }
 
 fn has(commands: &[Command], wanted: &Command) -> bool {
