@@ -150,6 +150,7 @@ impl Default for NotifySocket {
 }
 
 /// How to start a daemon.
+#[derive(Debug, Default)]
 pub struct DaemonOptions {
     /// Config file contents; `None` runs on the built-in defaults.
     pub config: Option<String>,
@@ -159,6 +160,11 @@ pub struct DaemonOptions {
     /// then started through `sh` so `WATCHDOG_PID` can name its own pid, as
     /// systemd does.
     pub watchdog_usec: Option<u64>,
+    /// A small disk: the daemon runs in a mount namespace of its own with
+    /// a tmpfs of this many bytes at this directory (under its working
+    /// directory), to fill up (`unshare` from util-linux; no root needed
+    /// where user namespaces are allowed).
+    pub small_disk: Option<(&'static str, u64)>,
 }
 
 /// A running `tollbridge run`, killed on drop if still running.
@@ -179,22 +185,33 @@ impl Daemon {
     pub fn start(config: &str) -> Daemon {
         Daemon::start_with(DaemonOptions {
             config: Some(config.to_owned()),
-            env: Vec::new(),
-            watchdog_usec: None,
+            ..DaemonOptions::default()
         })
     }
 
     /// Starts a daemon as `options` say.
     pub fn start_with(options: DaemonOptions) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut command = match options.watchdog_usec {
-            None => Command::new(binary()),
-            Some(_) => {
+        let mut command = match (options.watchdog_usec, options.small_disk) {
+            (None, None) => Command::new(binary()),
+            (Some(_), _) => {
                 let mut shell = Command::new("sh");
                 shell
                     .args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\""])
                     .arg(binary());
                 shell
+            }
+            (None, Some((mount, bytes))) => {
+                let mut unshare = Command::new("unshare");
+                unshare
+                    .args(["--mount", "--map-root-user", "sh", "-c"])
+                    .arg(
+                        "mkdir -p \"$1\" && mount -t tmpfs -o size=\"$2\" tmpfs \"$1\" && shift 2 && exec \"$0\" \"$@\"",
+                    )
+                    .arg(binary())
+                    .arg(dir.path().join(mount))
+                    .arg(bytes.to_string());
+                unshare
             }
         };
         command.arg("run").current_dir(dir.path());
@@ -434,6 +451,44 @@ pub fn http_request_with(
     headers: &[(&str, &str)],
     json: Option<&str>,
 ) -> std::io::Result<(u16, String)> {
+    let response = http_exchange(address, method, path, headers, json)?;
+    Ok((
+        response.status,
+        String::from_utf8_lossy(&response.body).into_owned(),
+    ))
+}
+
+/// An HTTP response as it came: status, headers (names lower case) and
+/// the body's bytes.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// The status code.
+    pub status: u16,
+    /// The headers, names lower case, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body, as sent (no chunked coding: our server sends lengths).
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The first header called `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A minimal HTTP/1.1 exchange with extra headers and an optional JSON
+/// body, the response read to the end.
+pub fn http_exchange(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    json: Option<&str>,
+) -> std::io::Result<HttpResponse> {
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let extra: String = headers
@@ -453,18 +508,34 @@ pub fn http_request_with(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: {address}\r\n{extra}{content}Connection: close\r\n\r\n{body}"
     )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response
-        .split(' ')
-        .nth(1)
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let not_http = || {
+        std::io::Error::other(format!(
+            "not an HTTP response: {:?}",
+            String::from_utf8_lossy(&response)
+        ))
+    };
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(not_http)?;
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
         .and_then(|code| code.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {response:?}")))?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
+        .ok_or_else(not_http)?;
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    Ok(HttpResponse {
+        status,
+        headers,
+        body: response[split + 4..].to_vec(),
+    })
 }
 
 /// A config for tests: every listener on an ephemeral loopback port and

@@ -30,7 +30,7 @@ fn runs_on_defaults_notifies_systemd_and_drains_on_sigterm() {
     let mut daemon = Daemon::start_with(DaemonOptions {
         config: None,
         env: vec![("NOTIFY_SOCKET".into(), notify.path().display().to_string())],
-        watchdog_usec: None,
+        ..DaemonOptions::default()
     });
     assert_eq!(daemon.http.to_string(), "127.0.0.1:8080");
     assert_eq!(
@@ -138,7 +138,7 @@ fn systemd_directories_hold_the_database_and_the_credentials() {
                 credentials.path().display().to_string(),
             ),
         ],
-        watchdog_usec: None,
+        ..DaemonOptions::default()
     });
     assert_eq!(daemon.get("/v1/status", Some(TOKEN)).0, 200);
     assert!(state.path().join("tollbridge.db").is_file());
@@ -155,6 +155,7 @@ fn the_watchdog_is_pinged_when_systemd_asks() {
         config: Some(test_config("", "")),
         env: vec![("NOTIFY_SOCKET".into(), notify.path().display().to_string())],
         watchdog_usec: Some(200_000),
+        ..DaemonOptions::default()
     });
     let pinged = notify.wait_for("WATCHDOG=1", Duration::from_secs(5));
     assert!(pinged.is_ok(), "no WATCHDOG=1: {pinged:?}");
@@ -259,7 +260,7 @@ fn check_config_lists_missing_prompts_and_refuses_bad_ones() {
     assert_eq!(output.status.code(), Some(0), "{stdout}");
     assert_eq!(
         stdout,
-        "prompts: fr lacks pin, wrong-pin, no-booking, payment-declined, callee-unavailable, time-up, extend-offer, extend-offer-end, extended, not-extended, minutes-1, minutes-2, minutes-3, minutes-5, minutes-10, minutes-15, minutes-20, minutes-30, minutes-45, minutes-60; the ja prompts play instead\nok\n"
+        "prompts: fr lacks pin, wrong-pin, no-booking, payment-declined, callee-unavailable, time-up, extend-offer, extend-offer-end, extended, not-extended, recording-notice, minutes-1, minutes-2, minutes-3, minutes-5, minutes-10, minutes-15, minutes-20, minutes-30, minutes-45, minutes-60; the ja prompts play instead\nok\n"
     );
     let output = check("xx");
     assert_eq!(output.status.code(), Some(2));

@@ -43,7 +43,15 @@ impl Track {
         let created = path
             .parent()
             .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| File::create(&path))
+            .and_then(|()| {
+                // Read too: a failed write repairs the header from the file.
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&path)
+            })
             .and_then(|mut file| file.write_all(&wav::header(0)).map(|()| file));
         let (file, error) = match created {
             Ok(file) => (Some(file), None),

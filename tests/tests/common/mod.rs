@@ -46,11 +46,24 @@ pub fn start_daemon_with(calls: &str, media_timeout: &str) -> Daemon {
 
 /// A daemon with `[calls]` keys, this `media.timeout`, and more sections.
 pub fn start_daemon_sections(calls: &str, media_timeout: &str, more: &str) -> Daemon {
+    start_daemon_as(tollbridge_e2e::DaemonOptions {
+        config: Some(daemon_config(calls, media_timeout, more)),
+        ..tollbridge_e2e::DaemonOptions::default()
+    })
+}
+
+/// The config of [`start_daemon_sections`].
+pub fn daemon_config(calls: &str, media_timeout: &str, more: &str) -> String {
     let sections = format!(
         "[media]\naddress = \"127.0.0.1\"\nports = \"{}\"\ntimeout = \"{media_timeout}\"\nport_quarantine = \"{PORT_QUARANTINE}\"\n\n[calls]\n{calls}\n\n{more}\n",
         port_range()
     );
-    let daemon = Daemon::start(&test_config(&format!("api_token = \"{TOKEN}\""), &sections));
+    test_config(&format!("api_token = \"{TOKEN}\""), &sections)
+}
+
+/// A daemon started as `options` say, once its SIP edge listens.
+pub fn start_daemon_as(options: tollbridge_e2e::DaemonOptions) -> Daemon {
+    let daemon = Daemon::start_with(options);
     assert!(
         daemon.wait_for_log("sip listening", Duration::from_secs(10)),
         "{:?}",

@@ -24,7 +24,10 @@ impl Shell {
             tokio::task::spawn_blocking(move || room_for_recording(&dir, settings.min_free_mb))
                 .await
                 .unwrap_or_else(|e| Err(e.to_string()));
+        // Absolute: the ledger keeps it, and the API serves it, whatever
+        // the working directory.
         let path = path_of(&self.config.recording.dir, &self.id);
+        let path = std::path::absolute(&path).unwrap_or(path);
         let began = room.and_then(|()| {
             recorder
                 .begin(path.clone(), origin)
