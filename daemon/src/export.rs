@@ -14,8 +14,9 @@ use crate::ledger::{ExportCursor, ExportRow, Ledger, LedgerError};
 /// Calls read from the ledger per page.
 pub const PAGE: i64 = 500;
 
-/// The export's columns, in order.
-pub const COLUMNS: [&str; 27] = [
+/// The export's columns, in order (new ones are added at the end, so a
+/// reader by position keeps working).
+pub const COLUMNS: [&str; 29] = [
     "call",
     "booking",
     "caller",
@@ -43,6 +44,8 @@ pub const COLUMNS: [&str; 27] = [
     "node",
     "timezone",
     "exported_at",
+    "recording_price_per_minute",
+    "recording_amount",
 ];
 
 /// An export file's format.
@@ -156,6 +159,8 @@ impl Export {
             json!(row.node),
             json!(self.zone_name),
             json!(self.exported_at),
+            json!(row.recording_price_per_minute),
+            json!(row.recording_amount),
         ]
     }
 
@@ -252,6 +257,8 @@ mod tests {
             settlement_state: None,
             dispute_status: None,
             node: "tb1".into(),
+            recording_price_per_minute: Some(300),
+            recording_amount: Some(330),
         }
     }
 
@@ -262,7 +269,10 @@ mod tests {
         assert!(header.starts_with(
             "call,booking,caller,called,status,end_reason,started_utc,started_local,"
         ));
-        assert!(header.ends_with("timezone,exported_at\r\n"));
+        assert!(
+            header
+                .ends_with("timezone,exported_at,recording_price_per_minute,recording_amount\r\n")
+        );
         let line = String::from_utf8(export.rows(&[row()])).unwrap();
         assert!(
             line.starts_with(
@@ -278,6 +288,7 @@ mod tests {
             line.contains(",65500,66,1200,1,0,1320,jpy,,0,0,,,tb1,Asia/Tokyo,"),
             "{line}"
         );
+        assert!(line.ends_with(",300,330\r\n"), "{line}");
         // One record per call, split by CSV readers as it was written.
         let file = format!("{header}{line}");
         let mut reader = csv::Reader::from_reader(file.as_bytes());

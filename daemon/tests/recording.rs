@@ -124,6 +124,15 @@ async fn the_hold_and_the_price_count_the_recording_apart(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(ended[0].body["data"]["recording_amount"], 150);
+    let exported = ledger.export_page(T0 - 1, T0 + 1, None, 10).await.unwrap();
+    assert_eq!(
+        (
+            exported[0].amount,
+            exported[0].recording_price_per_minute,
+            exported[0].recording_amount
+        ),
+        (Some(750), Some(300), Some(150))
+    );
 }
 
 async fn a_recording_that_stopped_short_is_charged_for_what_it_holds(backend: Backend) {

@@ -53,6 +53,10 @@ pub struct ExportRow {
     pub dispute_status: Option<String>,
     /// The node that carried it.
     pub node: String,
+    /// The booking's recording price a minute, when it records calls.
+    pub recording_price_per_minute: Option<i64>,
+    /// The part of `amount` that paid for the recording.
+    pub recording_amount: Option<i64>,
 }
 
 fn export_row(row: &Row) -> Result<ExportRow, LedgerError> {
@@ -79,6 +83,8 @@ fn export_row(row: &Row) -> Result<ExportRow, LedgerError> {
         node: row.text(19)?,
         refunded: row.int(20)?,
         dispute_status: row.opt_text(21)?,
+        recording_price_per_minute: row.opt_int(22)?,
+        recording_amount: row.opt_int(23)?,
     })
 }
 
@@ -111,7 +117,9 @@ fn page(
                 (SELECT s.state FROM settlements s
                  WHERE s.call_id = c.id AND s.operation IN ('capture', 'cancel')
                  ORDER BY s.created_ms DESC, s.id DESC LIMIT 1),
-                c.node, c.refunded_amount, c.dispute_status
+                c.node, c.refunded_amount, c.dispute_status,
+                CASE WHEN b.recording_enabled = 1 THEN b.recording_price_per_minute END,
+                c.recording_amount
          FROM calls c LEFT JOIN bookings b ON b.id = c.booking_id
          WHERE c.created_ms >= ?1 AND c.created_ms < ?2
            AND (c.created_ms > ?3 OR (c.created_ms = ?3 AND c.id > ?4))
