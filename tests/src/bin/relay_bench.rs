@@ -15,6 +15,12 @@
 //! `relay-bench prompts [FRAMES]` measures instead the CPU cost of one
 //! prompt frame played in `replace` and in `mix` mode (the other party's
 //! audio decoded, mixed under the prompt and re-encoded), side by side.
+//!
+//! `relay-bench recording [SECONDS] [CALLS] [ROUNDS]` runs the same calls
+//! with recording off and with every call recorded, alternately (default
+//! 10 s, 500 calls, 2 rounds of each): the relay's CPU per packet in both,
+//! the recorder thread's (`tb-recorder`) per relayed packet, frames the
+//! recorder's queue dropped, and the disk bytes per recorded minute.
 
 // A benchmark tool: a failed setup step aborts it with a message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -30,6 +36,7 @@ use tollbridge_media::leg::RtpHeader;
 use tollbridge_media::leg::{LatchPolicy, Peer};
 use tollbridge_media::ports::PortPool;
 use tollbridge_media::prompt::{PromptName, Prompts};
+use tollbridge_media::recording::Recorder;
 use tollbridge_media::relay::{CallMedia, Relay};
 use tollbridge_media::sdp::{Codec, Direction};
 use tollbridge_media::stream::{FRAME as PROMPT_FRAME, OutStream, PROMPT_PACKET, PromptMode};
@@ -49,9 +56,11 @@ fn clock_ticks() -> f64 {
 }
 
 /// user+sys seconds of this process's threads, split into the relay
-/// threads (`tb-media-N`) and everything else.
-fn cpu_seconds(ticks: f64) -> (f64, f64) {
+/// threads (`tb-media-N`), the recorder (`tb-recorder`) and everything
+/// else.
+fn cpu_seconds(ticks: f64) -> (f64, f64, f64) {
     let mut relay = 0.0;
+    let mut recorder = 0.0;
     let mut rest = 0.0;
     for entry in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
@@ -66,11 +75,13 @@ fn cpu_seconds(ticks: f64) -> (f64, f64) {
             (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) / ticks;
         if name.starts_with("tb-media") {
             relay += used;
+        } else if name.starts_with("tb-recorder") {
+            recorder += used;
         } else {
             rest += used;
         }
     }
-    (relay, rest)
+    (relay, recorder, rest)
 }
 
 struct Stats {
@@ -112,7 +123,16 @@ struct Outcome {
     p99_us: f64,
     max_us: f64,
     relay_cpu: f64,
+    recorder_cpu: f64,
     generator_cpu: f64,
+    /// Recorded: files' bytes, audio seconds, frames the queue dropped.
+    recorded: Option<(u64, f64, u64)>,
+}
+
+/// Where a run's calls are recorded, if they are.
+struct Recording<'a> {
+    recorder: &'a Recorder,
+    dir: &'a std::path::Path,
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -122,11 +142,19 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0
 }
 
-/// Runs `calls` calls for `seconds`, through `relay` or directly.
-async fn run(relay: Option<&Relay>, calls: usize, seconds: u64, ticks: f64) -> Outcome {
+/// Runs `calls` calls for `seconds`, through `relay` or directly, each
+/// recorded when `recording` says where.
+async fn run(
+    relay: Option<&Relay>,
+    calls: usize,
+    seconds: u64,
+    ticks: f64,
+    recording: Option<&Recording<'_>>,
+) -> Outcome {
     let mut parties: Vec<Party> = Vec::with_capacity(calls * 2);
     let mut media: Vec<CallMedia> = Vec::new();
-    for _ in 0..calls {
+    let mut files = Vec::new();
+    for index in 0..calls {
         let a = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
         let b = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
         let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
@@ -142,6 +170,12 @@ async fn run(relay: Option<&Relay>, calls: usize, seconds: u64, ticks: f64) -> O
                 let call = relay.open_call().unwrap();
                 call.set_peer(Side::Caller, peer(a_addr));
                 call.set_peer(Side::Callee, peer(b_addr));
+                if let Some(recording) = recording {
+                    let path = recording.dir.join(format!("{index}.wav"));
+                    let (tap, done) = recording.recorder.begin(path, Instant::now()).unwrap();
+                    call.record(tap);
+                    files.push(done);
+                }
                 call.stats().await.unwrap();
                 parties.push(Party {
                     socket: a,
@@ -184,7 +218,7 @@ async fn run(relay: Option<&Relay>, calls: usize, seconds: u64, ticks: f64) -> O
             ))
         })
         .collect();
-    let (relay_before, rest_before) = cpu_seconds(ticks);
+    let (relay_before, recorder_before, rest_before) = cpu_seconds(ticks);
     // Each party sends every 20 ms, the parties spread evenly over the frame.
     let mut packet = [0u8; PACKET];
     packet[0] = 0x80;
@@ -217,10 +251,23 @@ async fn run(relay: Option<&Relay>, calls: usize, seconds: u64, ticks: f64) -> O
     for receiver in receivers {
         receiver.await.unwrap();
     }
-    let (relay_after, rest_after) = cpu_seconds(ticks);
     for call in media {
         call.close().await;
     }
+    // The recorder's work includes closing, syncing and hashing the files.
+    let mut recorded = None;
+    if !files.is_empty() {
+        let (mut bytes, mut audio, mut dropped) = (0, 0.0, 0);
+        for done in files {
+            let outcome = done.await.unwrap();
+            bytes += outcome.bytes;
+            audio += outcome.duration.as_secs_f64();
+            dropped += outcome.dropped_frames;
+            let _ = std::fs::remove_file(&outcome.path);
+        }
+        recorded = Some((bytes, audio, dropped));
+    }
+    let (relay_after, recorder_after, rest_after) = cpu_seconds(ticks);
     let mut latencies = std::mem::take(&mut *stats.latencies_ns.lock().unwrap());
     latencies.sort_unstable();
     let received = stats.received.load(Ordering::Relaxed);
@@ -231,7 +278,56 @@ async fn run(relay: Option<&Relay>, calls: usize, seconds: u64, ticks: f64) -> O
         p99_us: percentile(&latencies, 0.99),
         max_us: latencies.last().map_or(f64::NAN, |v| *v as f64 / 1000.0),
         relay_cpu: relay_after - relay_before,
+        recorder_cpu: recorder_after - recorder_before,
         generator_cpu: rest_after - rest_before,
+        recorded,
+    }
+}
+
+/// Recording off and on, alternately, at `calls` calls: the relay's CPU
+/// per packet in each, what the recorder costs, and the disk it fills.
+fn recording_cost(runtime: &tokio::runtime::Runtime, relay: &Relay, ticks: f64) {
+    let mut args = std::env::args().skip(2);
+    let seconds: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let calls: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(500);
+    let rounds: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(2);
+    let recorder = Recorder::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let recording = Recording {
+        recorder: &recorder,
+        dir: dir.path(),
+    };
+    println!(
+        "| recording | calls | packets relayed | loss % | relay CPU µs/pkt | recorder CPU µs/pkt | frames dropped | disk bytes per recorded minute |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for _ in 0..rounds {
+        for on in [false, true] {
+            let outcome = runtime.block_on(run(
+                Some(relay),
+                calls,
+                seconds,
+                ticks,
+                on.then_some(&recording),
+            ));
+            let relayed = outcome.received.max(1) as f64;
+            let loss = 100.0 * (outcome.sent - outcome.received.min(outcome.sent)) as f64
+                / outcome.sent.max(1) as f64;
+            let (recorder_cpu, dropped, per_minute) = match outcome.recorded {
+                Some((bytes, audio, dropped)) => (
+                    format!("{:.2}", outcome.recorder_cpu * 1e6 / relayed),
+                    dropped.to_string(),
+                    format!("{:.0}", bytes as f64 * 60.0 / audio.max(1e-9)),
+                ),
+                None => ("-".into(), "-".into(), "-".into()),
+            };
+            println!(
+                "| {} | {calls} | {} | {loss:.3} | {:.2} | {recorder_cpu} | {dropped} | {per_minute} |",
+                if on { "every call" } else { "off" },
+                outcome.received,
+                outcome.relay_cpu * 1e6 / relayed,
+            );
+        }
     }
 }
 
@@ -302,13 +398,17 @@ fn main() {
     )
     .unwrap();
     println!("relay threads: {threads}");
+    if std::env::args().nth(1).as_deref() == Some("recording") {
+        recording_cost(&runtime, &relay, ticks);
+        return;
+    }
     println!(
         "| path | calls | packets sent | received | loss % | relay CPU µs/pkt | generator CPU µs/pkt | latency p50 µs | p99 µs | max µs | added p50 µs |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for calls in sizes {
-        let direct = runtime.block_on(run(None, calls, seconds, ticks));
-        let relayed = runtime.block_on(run(Some(&relay), calls, seconds, ticks));
+        let direct = runtime.block_on(run(None, calls, seconds, ticks, None));
+        let relayed = runtime.block_on(run(Some(&relay), calls, seconds, ticks, None));
         for (name, outcome) in [("direct (baseline)", &direct), ("relay", &relayed)] {
             let loss = 100.0 * (outcome.sent - outcome.received.min(outcome.sent)) as f64
                 / outcome.sent.max(1) as f64;
