@@ -284,7 +284,109 @@ async fn retention_deletes_old_files_and_records_why(backend: Backend) {
     assert_eq!(expire(&ledger, Duration::from_secs(48 * 3_600)).await, 0);
 }
 
+/// Every answer of `/v1/calls/{id}/recording` but a served file (the end
+/// to end suite serves and ranges real ones): each refusal a stable code,
+/// changing nothing.
+async fn the_recording_endpoints_say_why_they_cannot_serve(backend: Backend) {
+    let api = support::api::Api::new(backend).await;
+    let ledger = api.shared.ledger.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let node = ledger.node().to_owned();
+    for (id, on) in [
+        ("call_live", node.as_str()),
+        ("call_never", node.as_str()),
+        ("call_gone", node.as_str()),
+        ("call_away", "tb-other"),
+        ("call_plain", node.as_str()),
+    ] {
+        ledger
+            .for_node(on)
+            .begin_call(new_call(id, CALLED), T0)
+            .await
+            .unwrap();
+    }
+    ledger
+        .begin_recording("call_live".into(), "/r/live.wav".into(), T0)
+        .await
+        .unwrap();
+    ledger
+        .refuse_recording("call_never".into(), "the recorder is behind".into(), T0)
+        .await
+        .unwrap();
+    let gone = dir.path().join("gone.wav");
+    ledger
+        .begin_recording("call_gone".into(), gone.display().to_string(), T0)
+        .await
+        .unwrap();
+    ledger
+        .finish_recording("call_gone".into(), done(1_000, None), T0 + 1_000)
+        .await
+        .unwrap();
+    ledger
+        .for_node("tb-other")
+        .begin_recording("call_away".into(), "/r/away.wav".into(), T0)
+        .await
+        .unwrap();
+    ledger
+        .for_node("tb-other")
+        .finish_recording("call_away".into(), done(1_000, None), T0 + 1_000)
+        .await
+        .unwrap();
+    let cases = [
+        ("GET", "call_nope", 404, "no_recording"),
+        ("GET", "call_plain", 404, "no_recording"),
+        ("GET", "call_live", 409, "recording_in_progress"),
+        ("DELETE", "call_live", 409, "recording_in_progress"),
+        ("GET", "call_never", 404, "recording_not_made"),
+        ("GET", "call_away", 409, "recording_on_another_node"),
+        ("DELETE", "call_away", 409, "recording_on_another_node"),
+        ("GET", "call_gone", 410, "recording_missing"),
+    ];
+    for (method, id, status, code) in cases {
+        let (got, body) = api
+            .send(method, &format!("/v1/calls/{id}/recording"), None)
+            .await;
+        assert_eq!(
+            (got.as_u16(), body["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{method} {id}: {body}"
+        );
+    }
+    let (_, body) = api
+        .send("GET", "/v1/calls/call_never/recording", None)
+        .await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the recorder is behind")
+    );
+    let (_, body) = api.send("GET", "/v1/calls/call_away/recording", None).await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tb-other")
+    );
+    // A file removed by hand can still be marked deleted; then 410 says so.
+    let (status, _) = api
+        .send("DELETE", "/v1/calls/call_gone/recording", None)
+        .await;
+    assert_eq!(status.as_u16(), 204);
+    let (status, body) = api.send("GET", "/v1/calls/call_gone/recording", None).await;
+    assert_eq!(
+        (status.as_u16(), body["error"]["code"].as_str()),
+        (410, Some("recording_deleted"))
+    );
+    // Nothing was changed by the refusals.
+    let live = ledger.recording("call_live".into()).await.unwrap().unwrap();
+    assert_eq!(live.state, RecordingState::Recording);
+    let away = ledger.recording("call_away".into()).await.unwrap().unwrap();
+    assert_eq!(away.state, RecordingState::Complete);
+}
+
 on_both_backends!(
+    the_recording_endpoints_say_why_they_cannot_serve,
     the_hold_and_the_price_count_the_recording_apart,
     a_recording_that_stopped_short_is_charged_for_what_it_holds,
     a_recording_never_made_costs_nothing_and_says_why,

@@ -2,7 +2,8 @@
 //! disk of the node that made it, and its deletion.
 //!
 //! - `GET`: the WAV file (`audio/wav`), streamed, with HTTP Range for
-//!   seeking (one range per request), `ETag` and `X-Recording-SHA256`;
+//!   seeking (one range per request), `Last-Modified` and
+//!   `X-Recording-SHA256`;
 //! - `DELETE`: removes the file and records that it was (204).
 //!
 //! Range, `If-Range` and `HEAD` are tower-http's `ServeFile`: the same
