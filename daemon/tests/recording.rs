@@ -64,6 +64,37 @@ fn done(duration_ms: i64, error: Option<&str>) -> RecordingDone {
     }
 }
 
+/// Call `call_1`'s recording begins at 2 s into `/r/call_1.wav`.
+async fn begin(ledger: &Ledger) {
+    ledger
+        .begin_recording("call_1".into(), "/r/call_1.wav".into(), T0 + 2_000)
+        .await
+        .unwrap();
+}
+
+/// Call `call_1`'s recording came to `done`.
+async fn finish(ledger: &Ledger, done: RecordingDone) {
+    ledger
+        .finish_recording("call_1".into(), done, T0 + 32_000)
+        .await
+        .unwrap();
+}
+
+/// Closes call `call_1` after `talk_ms` of talk: (amount, recording part).
+async fn close(ledger: &Ledger, talk_ms: i64) -> (i64, i64) {
+    let priced = ledger
+        .close_call("call_1".into(), talked(talk_ms), T0 + 32_000)
+        .await
+        .unwrap()
+        .unwrap();
+    (priced.amount, priced.recording_amount)
+}
+
+/// Call `call_1`'s recording as the ledger has it.
+async fn recording_of(ledger: &Ledger) -> tollbridge_daemon::ledger::RecordingRow {
+    ledger.recording("call_1".into()).await.unwrap().unwrap()
+}
+
 /// The call's capture rows: (amount, reason).
 async fn captures(ledger: &Ledger) -> Vec<(i64, Option<String>)> {
     let record = ledger.call("call_1".into()).await.unwrap().unwrap();
@@ -79,21 +110,10 @@ async fn the_hold_and_the_price_count_the_recording_apart(backend: Backend) {
     let ledger = support::open(backend).await;
     // 600 s at ¥1,500/min together: ¥15,000 held.
     assert_eq!(recorded_call(&ledger).await, 15_000);
-    ledger
-        .begin_recording("call_1".into(), "/r/call_1.wav".into(), T0 + 2_000)
-        .await
-        .unwrap();
-    ledger
-        .finish_recording("call_1".into(), done(30_000, None), T0 + 32_000)
-        .await
-        .unwrap();
-    let priced = ledger
-        .close_call("call_1".into(), talked(30_000), T0 + 32_000)
-        .await
-        .unwrap()
-        .unwrap();
+    begin(&ledger).await;
+    finish(&ledger, done(30_000, None)).await;
     // 30 s: ¥600 talk + ¥150 recording.
-    assert_eq!((priced.amount, priced.recording_amount), (750, 150));
+    assert_eq!(close(&ledger, 30_000).await, (750, 150));
     assert_eq!(
         captures(&ledger).await,
         [(
@@ -138,27 +158,11 @@ async fn the_hold_and_the_price_count_the_recording_apart(backend: Backend) {
 async fn a_recording_that_stopped_short_is_charged_for_what_it_holds(backend: Backend) {
     let ledger = support::open(backend).await;
     recorded_call(&ledger).await;
-    ledger
-        .begin_recording("call_1".into(), "/r/call_1.wav".into(), T0 + 2_000)
-        .await
-        .unwrap();
-    ledger
-        .finish_recording(
-            "call_1".into(),
-            done(10_000, Some("the disk is full")),
-            T0 + 32_000,
-        )
-        .await
-        .unwrap();
-    let priced = ledger
-        .close_call("call_1".into(), talked(30_000), T0 + 32_000)
-        .await
-        .unwrap()
-        .unwrap();
+    begin(&ledger).await;
+    finish(&ledger, done(10_000, Some("the disk is full"))).await;
     // 30 s of talk, 10 s of recording: ¥600 + ¥50.
-    assert_eq!((priced.amount, priced.recording_amount), (650, 50));
-    let record = ledger.call("call_1".into()).await.unwrap().unwrap();
-    let recording = record.recording.unwrap();
+    assert_eq!(close(&ledger, 30_000).await, (650, 50));
+    let recording = recording_of(&ledger).await;
     assert_eq!(recording.state, RecordingState::Failed);
     assert_eq!(recording.error.as_deref(), Some("the disk is full"));
 }
@@ -174,14 +178,8 @@ async fn a_recording_never_made_costs_nothing_and_says_why(backend: Backend) {
         )
         .await
         .unwrap();
-    let priced = ledger
-        .close_call("call_1".into(), talked(30_000), T0 + 32_000)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!((priced.amount, priced.recording_amount), (600, 0));
-    let record = ledger.call("call_1".into()).await.unwrap().unwrap();
-    let recording = record.recording.unwrap();
+    assert_eq!(close(&ledger, 30_000).await, (600, 0));
+    let recording = recording_of(&ledger).await;
     assert_eq!(recording.state, RecordingState::Failed);
     assert!(recording.error.unwrap().contains("min_free_mb"));
     assert_eq!(recording.path, "");
@@ -191,16 +189,8 @@ async fn a_recording_whose_outcome_is_unknown_is_charged_with_the_talk(backend: 
     let ledger = support::open(backend).await;
     recorded_call(&ledger).await;
     // The node died mid-call: its recording row was never closed.
-    ledger
-        .begin_recording("call_1".into(), "/r/call_1.wav".into(), T0 + 2_000)
-        .await
-        .unwrap();
-    let priced = ledger
-        .close_call("call_1".into(), talked(30_000), T0 + 32_000)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!((priced.amount, priced.recording_amount), (750, 150));
+    begin(&ledger).await;
+    assert_eq!(close(&ledger, 30_000).await, (750, 150));
 }
 
 async fn a_file_a_crash_left_open_is_finalized_at_start(backend: Backend) {
@@ -232,7 +222,7 @@ async fn a_file_a_crash_left_open_is_finalized_at_start(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(finalize_left_open(&ledger).await.unwrap(), 1);
-    let row = ledger.recording("call_1".into()).await.unwrap().unwrap();
+    let row = recording_of(&ledger).await;
     assert_eq!(row.state, RecordingState::Complete);
     assert_eq!(row.duration_ms, Some(2_500));
     assert_eq!(row.bytes, Some(44 + 80_000));
@@ -244,12 +234,7 @@ async fn a_file_a_crash_left_open_is_finalized_at_start(backend: Backend) {
     let elsewhere = ledger.recording("call_2".into()).await.unwrap().unwrap();
     assert_eq!(elsewhere.state, RecordingState::Recording);
     // The call is priced with the recording as it was finalized.
-    let priced = ledger
-        .close_call("call_1".into(), talked(3_000), T0 + 5_000)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!((priced.amount, priced.recording_amount), (75, 15));
+    assert_eq!(close(&ledger, 3_000).await, (75, 15));
 }
 
 async fn retention_deletes_old_files_and_records_why(backend: Backend) {

@@ -54,64 +54,6 @@ fn recorded_booking(expert: &str) -> Value {
     booking
 }
 
-/// Both phones of a call to `booking`, and their relay addresses.
-struct Phones {
-    booking: String,
-    caller: SippPeer,
-    expert: SippPeer,
-    caller_media: UdpSocket,
-    expert_media: UdpSocket,
-    caller_relay: SocketAddr,
-    expert_relay: SocketAddr,
-}
-
-fn place(daemon: &Daemon, booking: impl FnOnce(&str) -> Value) -> Phones {
-    let (caller_media, expert_media) = (media_socket(), media_socket());
-    let expert = expert("expert_answers.xml", &port_of(&expert_media), &[]);
-    let booking = create_booking(daemon, &booking(&expert_uri(&expert)));
-    let caller = caller(
-        daemon,
-        "caller_waits_bye.xml",
-        CALLER_PREFIX,
-        &port_of(&caller_media),
-        "0 96",
-        &[],
-    );
-    let caller_relay = wait_relay(&caller, "SIP/2.0 200 OK");
-    let expert_relay = wait_relay(&expert, "INVITE sip:expert");
-    Phones {
-        booking,
-        caller,
-        expert,
-        caller_media,
-        expert_media,
-        caller_relay,
-        expert_relay,
-    }
-}
-
-impl Phones {
-    /// Both parties send `fill` for `duration` at once (each its own
-    /// stream, from `seq` on); returns the next sequence number.
-    fn talk(&self, fills: (u8, u8), seq: u16, duration: Duration) -> u16 {
-        let expert_media = self.expert_media.try_clone().unwrap();
-        let expert_relay = self.expert_relay;
-        let expert = std::thread::spawn(move || {
-            talk(&expert_media, expert_relay, fills.1, 0x2222, seq, duration)
-        });
-        let next = talk(
-            &self.caller_media,
-            self.caller_relay,
-            fills.0,
-            0x1111,
-            seq,
-            duration,
-        );
-        expert.join().unwrap();
-        next
-    }
-}
-
 /// The WAV's channels, read with hound.
 fn channels(wav: &[u8]) -> (Vec<i16>, Vec<i16>) {
     let reader = hound::WavReader::new(std::io::Cursor::new(wav)).unwrap();

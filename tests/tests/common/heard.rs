@@ -146,6 +146,40 @@ pub fn heard_call(
     listen_for: Duration,
     booking: impl FnOnce(&str) -> Value,
 ) -> HeardCall {
+    let phones = place(daemon, booking);
+    let until = Instant::now() + listen_for;
+    let (caller_heard, caller_thread) = listen(&phones.caller_media, until);
+    let (expert_heard, expert_thread) = listen(&phones.expert_media, until);
+    let caller_seq = phones.talk((0x11, 0x22), 1, Duration::from_millis(1500));
+    HeardCall {
+        booking: phones.booking,
+        caller: phones.caller,
+        expert: phones.expert,
+        caller_media: phones.caller_media,
+        caller_relay: phones.caller_relay,
+        caller_seq,
+        caller_heard,
+        expert_heard,
+        listeners: [caller_thread, expert_thread],
+    }
+}
+
+/// Both phones of a call to a booking, the test's sockets, and their
+/// relay addresses.
+pub struct Phones {
+    pub booking: String,
+    pub caller: SippPeer,
+    pub expert: SippPeer,
+    pub caller_media: UdpSocket,
+    pub expert_media: UdpSocket,
+    pub caller_relay: SocketAddr,
+    pub expert_relay: SocketAddr,
+}
+
+/// Books `booking(expert URI)` and places a call to it from caller 1:
+/// SIPp signals (the expert answers, the caller waits for the BYE), the
+/// test's sockets carry the media.
+pub fn place(daemon: &Daemon, booking: impl FnOnce(&str) -> Value) -> Phones {
     let (caller_media, expert_media) = (media_socket(), media_socket());
     let expert = expert("expert_answers.xml", &port_of(&expert_media), &[]);
     let booking = create_booking(daemon, &booking(&expert_uri(&expert)));
@@ -159,37 +193,35 @@ pub fn heard_call(
     );
     let caller_relay = wait_relay(&caller, "SIP/2.0 200 OK");
     let expert_relay = wait_relay(&expert, "INVITE sip:expert");
-    let until = Instant::now() + listen_for;
-    let (caller_heard, caller_thread) = listen(&caller_media, until);
-    let (expert_heard, expert_thread) = listen(&expert_media, until);
-    let expert_talk = std::thread::spawn(move || {
-        talk(
-            &expert_media,
-            expert_relay,
-            0x22,
-            0x2222,
-            1,
-            Duration::from_millis(1500),
-        )
-    });
-    let caller_seq = talk(
-        &caller_media,
-        caller_relay,
-        0x11,
-        0x1111,
-        1,
-        Duration::from_millis(1500),
-    );
-    expert_talk.join().unwrap();
-    HeardCall {
+    Phones {
         booking,
         caller,
         expert,
         caller_media,
+        expert_media,
         caller_relay,
-        caller_seq,
-        caller_heard,
-        expert_heard,
-        listeners: [caller_thread, expert_thread],
+        expert_relay,
+    }
+}
+
+impl Phones {
+    /// Both parties send `fill` for `duration` at once (each its own
+    /// stream, from `seq` on); returns the next sequence number.
+    pub fn talk(&self, fills: (u8, u8), seq: u16, duration: Duration) -> u16 {
+        let expert_media = self.expert_media.try_clone().unwrap();
+        let expert_relay = self.expert_relay;
+        let expert = std::thread::spawn(move || {
+            talk(&expert_media, expert_relay, fills.1, 0x2222, seq, duration)
+        });
+        let next = talk(
+            &self.caller_media,
+            self.caller_relay,
+            fills.0,
+            0x1111,
+            seq,
+            duration,
+        );
+        expert.join().unwrap();
+        next
     }
 }

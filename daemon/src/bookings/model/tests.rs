@@ -42,15 +42,9 @@ fn stripe_limits_table() {
         body["cap_seconds"] = serde_json::json!(cap);
         body["stripe"] = serde_json::json!({"customer": "cus_1", "payment_method": "pm_1"});
         body["cancellation_fee"] = serde_json::json!(fee);
-        let fields: Vec<String> = check(body, true)
-            .err()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|e| e.field)
-            .collect();
-        let expected: Vec<String> = refused.iter().map(|f| (*f).to_owned()).collect();
         assert_eq!(
-            fields, expected,
+            refused_fields(body),
+            refused.map(str::to_owned).into_iter().collect::<Vec<_>>(),
             "{currency} fee {fee:?}, {price}/min for {cap} s"
         );
     }
@@ -95,6 +89,16 @@ fn another_settlement_currency_needs_its_minimum_said() {
     no_card["cancellation_fee"] = serde_json::Value::Null;
     let booking: NewBooking = serde_json::from_value(no_card).unwrap();
     assert_eq!(validate_with(booking, &unknown).unwrap().minimum_charge, 50);
+}
+
+/// The fields a booking with a card is refused on (none when valid).
+fn refused_fields(body: serde_json::Value) -> Vec<String> {
+    check(body, true)
+        .err()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| e.field)
+        .collect()
 }
 
 fn check(body: serde_json::Value, charges: bool) -> Result<ValidBooking, Vec<FieldError>> {
@@ -391,15 +395,9 @@ fn a_recorded_booking_is_held_and_capped_at_both_prices() {
         body["cap_seconds"] = serde_json::json!(86_400);
         body["stripe"] = serde_json::json!({"customer": "cus_1", "payment_method": "pm_1"});
         body["recording"] = serde_json::json!({"enabled": enabled});
-        let fields: Vec<String> = check(body, true)
-            .err()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|e| e.field)
-            .collect();
-        let expected: Vec<String> = refused.iter().map(|f| (*f).to_owned()).collect();
         assert_eq!(
-            fields, expected,
+            refused_fields(body),
+            refused.map(str::to_owned).into_iter().collect::<Vec<_>>(),
             "{currency} {price}+{recording}/min, recorded: {enabled}"
         );
     }
