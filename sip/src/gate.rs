@@ -37,7 +37,25 @@ pub struct GateRules {
     pub unknown_source: UnknownSourcePolicy,
     /// Size limits.
     pub limits: Limits,
+    /// Where experts' softphones may be (`registrar.allow`): from these
+    /// sources REGISTER, responses and requests within a dialog pass, never
+    /// a new INVITE (a softphone is called, it does not call in).
+    pub registrar: Vec<ipnet::IpNet>,
 }
+
+impl GateRules {
+    /// Whether `source` is in `registrar.allow`.
+    fn is_registrar_source(&self, source: IpAddr) -> bool {
+        let source = match source {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(source, IpAddr::V4),
+            v4 => v4,
+        };
+        self.registrar.iter().any(|net| net.contains(&source))
+    }
+}
+
+/// The "trunk" of what passes from a registrar source: none.
+const NO_TRUNK: &str = "";
 
 /// What to do with one datagram.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +122,15 @@ pub struct Gate<C: Clock = DefaultClock> {
 /// The methods we handle, for `Allow` (in 405s and OPTIONS answers).
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS";
 
+/// [`ALLOW`], with REGISTER when the registrar takes it.
+pub fn allow(registrar: bool) -> &'static str {
+    if registrar {
+        "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER"
+    } else {
+        ALLOW
+    }
+}
+
 /// Whether the SIP stack knows `method` (a method it does not know makes
 /// its parser refuse the whole message).
 fn is_known_method(method: &str) -> bool {
@@ -144,6 +171,13 @@ impl<C: Clock + Clone> Gate<C> {
         self.invites.retain_recent();
     }
 
+    /// Whether a connection from `source` may be opened at all: a trunk's,
+    /// or a softphone's in `registrar.allow` (each message is checked too).
+    pub fn admits_connection(&self, source: IpAddr) -> bool {
+        let rules = self.rules.load();
+        rules.acl.trunk_for(source).is_some() || rules.is_registrar_source(source)
+    }
+
     /// The trunk whose ACL allows `source`, if any (for connection-oriented
     /// transports, checked when the connection is accepted).
     pub fn trunk_for(&self, source: IpAddr) -> Option<String> {
@@ -170,7 +204,17 @@ impl<C: Clock + Clone> Gate<C> {
         source: SocketAddr,
     ) -> Result<(Arc<str>, rsipstack::sip::SipMessage), Verdict> {
         let rules = self.rules.load();
-        let Some(trunk) = rules.acl.trunk_for(source.ip()) else {
+        let trunk = match rules.acl.trunk_for(source.ip()) {
+            Some(trunk) => Some(trunk.clone()),
+            None if rules.is_registrar_source(source.ip())
+                && wire::check(datagram, rules.limits)
+                    .is_ok_and(|checked| from_a_softphone(&checked)) =>
+            {
+                Some(Arc::from(NO_TRUNK))
+            }
+            None => None,
+        };
+        let Some(trunk) = trunk else {
             self.stats.unknown_source.fetch_add(1, Ordering::Relaxed);
             if rules.unknown_source == UnknownSourcePolicy::Reject
                 && let Ok(checked) = wire::check(datagram, rules.limits)
@@ -258,7 +302,21 @@ impl<C: Clock + Clone> Gate<C> {
                 },
             );
         }
-        Ok((trunk.clone(), parsed))
+        Ok((trunk, parsed))
+    }
+}
+
+/// What a softphone (a source in `registrar.allow`, not a trunk) may send:
+/// REGISTER, OPTIONS (its keep-alive), responses (to the INVITEs and
+/// OPTIONS we send it), and requests within a dialog (BYE, ACK and
+/// re-INVITEs carry a To tag). Never a new INVITE: calls come in through
+/// a trunk only.
+fn from_a_softphone(checked: &wire::Checked) -> bool {
+    match &checked.kind {
+        Kind::Response(_) => true,
+        Kind::Request(method) => {
+            matches!(method.as_str(), "REGISTER" | "OPTIONS") || checked.has_to_tag()
+        }
     }
 }
 

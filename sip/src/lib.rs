@@ -5,7 +5,8 @@
 //! the source-address ACL per trunk ([`acl`]), the response codes we give
 //! the trunk when a call cannot be connected ([`reject`]), the transaction
 //! and dialog layers (built on `rsipstack`, hidden behind this crate's API),
-//! and digest authentication towards a trunk's termination URI.
+//! digest authentication towards a trunk's termination URI, and of the
+//! REGISTERs experts' softphones send us ([`digest`]).
 //!
 //! It knows nothing of bookings, media or money. The daemon sees two kinds of
 //! legs through it: *inbound legs* (an offer arrived; answer, ring, reject or
@@ -16,6 +17,7 @@
 //! `shared/TWILIO.md`.
 
 pub mod acl;
+pub mod digest;
 pub mod edge;
 pub mod gate;
 pub mod reject;

@@ -11,12 +11,18 @@
 //!   or 503 in those same states, so the trunk fails over;
 //! - ACK, CANCEL, BYE and re-INVITEs of known dialogs → the dialog layer;
 //!   BYE/CANCEL for unknown dialogs → 481;
+//! - REGISTER → the daemon's registrar, when `registrar.allow` is set
+//!   ([`RegisterRequest`]); 405 otherwise;
 //! - anything else → 405 with `Allow`.
 
 mod dialog_record;
+mod fork;
 mod inbound;
+mod keepalive;
 mod leg;
+mod nat;
 mod outbound;
+mod register;
 mod tcp;
 mod udp;
 
@@ -38,13 +44,19 @@ use rsipstack::transport::udp::UdpConnection;
 use tokio::sync::mpsc;
 
 pub use dialog_record::{ByeOutcome, DialogRecord, DialogRole};
+pub use fork::best_final;
 pub use inbound::{InboundCall, InboundLeg, LegEvent, Reoffer};
 pub use outbound::{OutboundEvent, OutboundLeg, OutboundRequest, twilio_error_for_operator};
+pub use register::{BadContact, ContactBinding, RegisterContacts, RegisterRequest};
 
-use crate::gate::{ALLOW, Gate, GateRules};
+use crate::gate::{Gate, GateRules, allow};
 
 /// How many new calls may wait for the daemon before the edge answers 503.
 const PENDING_CALLS: usize = 256;
+
+/// How many REGISTERs may wait for the registrar before the edge answers
+/// 503 (a reboot of an office full of phones comes at once).
+const PENDING_REGISTERS: usize = 1024;
 
 /// A SIP transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -81,6 +93,9 @@ pub struct EdgeConfig {
     pub tcp_connections_per_source: usize,
     /// Our `User-Agent` / `Server` string.
     pub user_agent: String,
+    /// Whether REGISTER goes to the daemon's registrar (taken with
+    /// [`SipEdge::take_registers`]); 405 otherwise.
+    pub registrar: bool,
 }
 
 /// Why the edge could not start or act.
@@ -123,9 +138,18 @@ pub struct SipEdge {
     refusal: Arc<Refusal>,
     cancel: CancellationToken,
     bound: Vec<Listener>,
+    registers: std::sync::Mutex<Option<mpsc::Receiver<RegisterRequest>>>,
+    /// Where registered devices behind NAT are reached.
+    nat: nat::NatTargets,
 }
 
 impl SipEdge {
+    /// The REGISTERs for the daemon's registrar, once (`None` after the
+    /// first call, or when the edge has no registrar).
+    pub fn take_registers(&self) -> Option<mpsc::Receiver<RegisterRequest>> {
+        self.registers.lock().ok()?.take()
+    }
+
     /// Binds every listener and starts serving. New calls arrive on the
     /// returned receiver.
     pub async fn start(
@@ -181,21 +205,28 @@ impl SipEdge {
         }
 
         let connection_counts = tcp::ConnectionCounts::default();
+        let nat = nat::NatTargets::default();
         let endpoint = Arc::new(
             EndpointBuilder::new()
                 .with_transport_inspector(Box::new(tcp::ClosedConnections(
                     connection_counts.clone(),
                 )))
+                .with_target_locator(Box::new(nat.clone()))
                 .with_cancel_token(cancel.clone())
                 .with_transport_layer(transport_layer)
                 .with_user_agent(&config.user_agent)
-                .with_allows(vec![
-                    Method::Invite,
-                    Method::Ack,
-                    Method::Bye,
-                    Method::Cancel,
-                    Method::Options,
-                ])
+                .with_allows(
+                    [
+                        Method::Invite,
+                        Method::Ack,
+                        Method::Bye,
+                        Method::Cancel,
+                        Method::Options,
+                    ]
+                    .into_iter()
+                    .chain(config.registrar.then_some(Method::Register))
+                    .collect(),
+                )
                 .build(),
         );
         let first = bound
@@ -234,6 +265,12 @@ impl SipEdge {
         let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
         let refusal = Arc::new(Refusal::default());
         let (calls, receiver) = mpsc::channel(PENDING_CALLS);
+        let (registers, register_receiver) = if config.registrar {
+            let (sender, receiver) = mpsc::channel(PENDING_REGISTERS);
+            (Some(sender), Some(receiver))
+        } else {
+            (None, None)
+        };
 
         let serve_endpoint = endpoint.clone();
         tokio::spawn(async move { serve_endpoint.serve().await });
@@ -251,6 +288,7 @@ impl SipEdge {
                 contacts: contacts.clone(),
                 refusal: refusal.clone(),
                 calls,
+                registers,
             }
             .run(incoming),
         );
@@ -275,6 +313,8 @@ impl SipEdge {
                 refusal,
                 cancel,
                 bound,
+                registers: std::sync::Mutex::new(register_receiver),
+                nat,
             },
             receiver,
         ))
@@ -453,6 +493,7 @@ struct Dispatcher {
     contacts: Contacts,
     refusal: Arc<Refusal>,
     calls: mpsc::Sender<InboundCall>,
+    registers: Option<mpsc::Sender<RegisterRequest>>,
 }
 
 /// Why new calls are refused with 503, if they are.
@@ -490,11 +531,12 @@ impl Dispatcher {
                 }
                 Method::Options => {
                     let headers = vec![
-                        Header::Other("Allow".into(), ALLOW.into()),
+                        Header::Other("Allow".into(), allow(self.registers.is_some()).into()),
                         Header::Other("Accept".into(), "application/sdp".into()),
                     ];
                     tokio::spawn(async move { tx.reply_with(StatusCode::OK, headers, None).await });
                 }
+                Method::Register if self.registers.is_some() => self.register(tx),
                 Method::Ack => {}
                 Method::Bye | Method::Cancel => {
                     tokio::spawn(
@@ -502,13 +544,34 @@ impl Dispatcher {
                     );
                 }
                 _ => {
-                    let headers = vec![Header::Other("Allow".into(), ALLOW.into())];
+                    let allow = allow(self.registers.is_some());
+                    let headers = vec![Header::Other("Allow".into(), allow.into())];
                     tokio::spawn(async move {
                         tx.reply_with(StatusCode::MethodNotAllowed, headers, None)
                             .await
                     });
                 }
             }
+        }
+    }
+
+    /// Hands a REGISTER to the registrar (503 when it is behind).
+    fn register(&self, tx: Transaction) {
+        let Some(registers) = &self.registers else {
+            return;
+        };
+        let transport = if tx.connection.as_ref().is_some_and(|c| c.is_reliable()) {
+            Transport::Tcp
+        } else {
+            Transport::Udp
+        };
+        let source = describe(&tx).source;
+        let request = RegisterRequest::read(tx, source, transport);
+        if let Err(
+            mpsc::error::TrySendError::Full(request) | mpsc::error::TrySendError::Closed(request),
+        ) = registers.try_send(request)
+        {
+            tokio::spawn(request.slow_down(5));
         }
     }
 
@@ -613,6 +676,20 @@ fn user_part(value: &str) -> Option<String> {
     let (user, _) = after_scheme.split_once('@')?;
     let user = user.split(';').next().unwrap_or(user);
     (!user.is_empty()).then(|| user.to_owned())
+}
+
+/// Every value of header `name`, in order.
+pub(crate) fn header_values(headers: &rsipstack::sip::Headers, name: &str) -> Vec<String> {
+    headers
+        .iter()
+        .filter_map(|header| {
+            let text = header.to_string();
+            let (key, value) = text.split_once(':')?;
+            key.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_owned())
+        })
+        .collect()
 }
 
 /// The value of the first header called `name` (any case), from its

@@ -162,26 +162,19 @@ impl CpsLimiters {
 /// response) once the dialog has reported the failure it ended in.
 const FINAL_RESPONSE_WAIT: Duration = Duration::from_millis(500);
 
-/// Control of one outbound leg.
-pub struct OutboundLeg {
+/// One INVITE we placed and the dialog it made: a leg has one, or, when
+/// it rings every device of an expert, one per device until one answers.
+pub(crate) struct Branch {
     leg: Leg,
     /// The INVITE transaction, resolving to its final response.
     invite: Option<rsipstack::platform::JoinHandle<InviteAsyncResult>>,
-    /// The SIP Call-ID, for the call record.
-    pub call_id: String,
+    /// Its SIP Call-ID.
+    pub(crate) call_id: String,
 }
 
-impl std::fmt::Debug for OutboundLeg {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OutboundLeg")
-            .field("call_id", &self.call_id)
-            .finish()
-    }
-}
-
-impl OutboundLeg {
+impl Branch {
     /// The next event, or `None` once nothing more will happen.
-    pub async fn next_event(&mut self) -> Option<OutboundEvent> {
+    pub(crate) async fn next_event(&mut self) -> Option<OutboundEvent> {
         loop {
             let event = match self.leg.next_state().await? {
                 DialogState::Early(_, response) => OutboundEvent::Ringing {
@@ -229,15 +222,73 @@ impl OutboundLeg {
         super::header_value(&response?.headers, name)
     }
 
-    /// What it takes to end this leg's dialog after a restart; meaningful
-    /// once it is answered.
-    pub fn dialog_record(&self) -> super::DialogRecord {
+    /// What it takes to end this dialog after a restart.
+    pub(crate) fn record(&self) -> super::DialogRecord {
         self.leg.record()
     }
 
-    /// Ends the leg: CANCEL while it rings, BYE once answered.
-    pub async fn hang_up(&mut self) -> Result<(), EdgeError> {
+    /// CANCEL while it rings, BYE once answered.
+    pub(crate) async fn hang_up(&mut self) -> Result<(), EdgeError> {
         self.leg.end().await
+    }
+}
+
+/// Control of one outbound leg.
+pub struct OutboundLeg {
+    /// The INVITE placed; while a fork rings, one of its devices' (the one
+    /// that answered, once one has).
+    pub(crate) main: Branch,
+    /// The other devices of a fork still ringing.
+    pub(crate) others: Vec<Branch>,
+    /// How the fork stands, when the leg rang several devices.
+    pub(crate) fork: Option<super::fork::Fork>,
+    /// The SIP Call-ID, for the call record (the answering device's once
+    /// one has answered).
+    pub call_id: String,
+}
+
+impl std::fmt::Debug for OutboundLeg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboundLeg")
+            .field("call_id", &self.call_id)
+            .field("ringing_too", &self.others.len())
+            .finish()
+    }
+}
+
+impl OutboundLeg {
+    fn single(branch: Branch) -> OutboundLeg {
+        OutboundLeg {
+            call_id: branch.call_id.clone(),
+            main: branch,
+            others: Vec::new(),
+            fork: None,
+        }
+    }
+
+    /// The next event, or `None` once nothing more will happen.
+    pub async fn next_event(&mut self) -> Option<OutboundEvent> {
+        if self.fork.is_some() {
+            return self.next_forked_event().await;
+        }
+        self.main.next_event().await
+    }
+
+    /// What it takes to end this leg's dialog after a restart; meaningful
+    /// once it is answered.
+    pub fn dialog_record(&self) -> super::DialogRecord {
+        self.main.record()
+    }
+
+    /// Ends the leg: CANCEL while it rings (every device of a fork), BYE
+    /// once answered.
+    pub async fn hang_up(&mut self) -> Result<(), EdgeError> {
+        for other in &mut self.others {
+            if let Err(e) = other.hang_up().await {
+                tracing::debug!(error = %e, call_id = %other.call_id, "cannot cancel a forked INVITE");
+            }
+        }
+        self.main.hang_up().await
     }
 }
 
@@ -397,11 +448,11 @@ pub(crate) async fn place(
                 dialogs.remove_dialog(&id);
             }
             Ok(Some(state)) => {
-                return Ok(OutboundLeg {
+                return Ok(OutboundLeg::single(Branch {
                     leg: Leg::new(dialog, states, Some(state), dialogs.clone(), transport),
                     invite: Some(invite),
                     call_id,
-                });
+                }));
             }
             Ok(None) => {
                 last_error = format!("{address}: the dialog ended before any response");

@@ -107,7 +107,7 @@ pub(crate) async fn accept_loop(
                 continue;
             }
         };
-        if gate.trunk_for(remote.ip()).is_none() {
+        if !gate.admits_connection(remote.ip()) {
             let seen = gate.stats.unknown_source.fetch_add(1, Ordering::Relaxed) + 1;
             if seen.is_power_of_two() {
                 tracing::warn!(source = %remote, seen, "sip tcp connection from an unknown source closed");

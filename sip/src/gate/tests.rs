@@ -33,6 +33,7 @@ fn gate(
         acl,
         unknown_source: policy,
         limits: Limits::default(),
+        registrar: Vec::new(),
     };
     let clock = FakeRelativeClock::default();
     let gate = Gate::with_clock(rules, NonZeroU32::new(per_second).unwrap(), clock.clone());
@@ -150,6 +151,7 @@ fn new_rules_apply_to_the_next_datagram() {
         acl,
         unknown_source: UnknownSourcePolicy::Drop,
         limits: Limits::default(),
+        registrar: Vec::new(),
     });
     assert_eq!(
         gate.inspect(&options("a"), STRANGER.parse().unwrap()),
@@ -173,6 +175,7 @@ fn on_the_real_clock_a_burst_of_invites_passes() {
         acl,
         unknown_source: UnknownSourcePolicy::Drop,
         limits: Limits::default(),
+        registrar: Vec::new(),
     };
     let gate = Gate::new(rules, NonZeroU32::new(50).unwrap());
     let source = CALLER.parse().unwrap();
@@ -226,5 +229,64 @@ fn an_unknown_method_gets_405_with_allow_not_400() {
     assert!(
         status_line(&verdict).starts_with("SIP/2.0 400"),
         "{verdict:?}"
+    );
+}
+
+fn register(call_id: &str) -> Vec<u8> {
+    format!(
+        "REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.7:5070;branch=z9hG4bK{call_id};rport\r\n\
+         From: <sip:alice@127.0.0.1>;tag=1\r\nTo: <sip:alice@127.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: 1 REGISTER\r\n\
+         Contact: <sip:alice@192.0.2.7:5070>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+fn response(code: u16) -> Vec<u8> {
+    format!(
+        "SIP/2.0 {code} X\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKq\r\n\
+         From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:x@192.0.2.7>;tag=2\r\nCall-ID: q\r\nCSeq: 1 INVITE\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// A softphone in `registrar.allow` may register, answer what we send it
+/// and act within its dialogs, but never call in: a new INVITE from it
+/// is an unknown source's, whatever it claims.
+#[test]
+fn a_softphone_registers_and_answers_but_cannot_call_in() {
+    let (gate, _) = gate(UnknownSourcePolicy::Reject, 10);
+    gate.set_rules(GateRules {
+        acl: Acl::new(vec![("lab".into(), vec!["127.0.0.1/32".parse().unwrap()])]),
+        unknown_source: UnknownSourcePolicy::Reject,
+        limits: Limits::default(),
+        registrar: vec!["192.0.2.0/24".parse().unwrap()],
+    });
+    let phone: SocketAddr = "192.0.2.7:5070".parse().unwrap();
+    let softphone = Verdict::Pass { trunk: "".into() };
+    assert_eq!(gate.inspect(&register("r1"), phone), softphone);
+    assert_eq!(gate.inspect(&options("o1"), phone), softphone);
+    assert_eq!(gate.inspect(&response(180), phone), softphone);
+    assert_eq!(
+        gate.inspect(&invite("re", true), phone),
+        softphone,
+        "a re-INVITE"
+    );
+    let call_in = gate.inspect(&invite("new", false), phone);
+    assert_eq!(status_line(&call_in), "SIP/2.0 403 Forbidden");
+    // Outside the range, even REGISTER is a stranger's.
+    let elsewhere: SocketAddr = "198.51.100.9:5070".parse().unwrap();
+    assert_eq!(
+        status_line(&gate.inspect(&register("r2"), elsewhere)),
+        "SIP/2.0 403 Forbidden"
+    );
+    assert!(gate.admits_connection(phone.ip()));
+    assert!(!gate.admits_connection(elsewhere.ip()));
+    // A trunk's source keeps its trunk.
+    assert_eq!(
+        gate.inspect(&register("r3"), CALLER.parse().unwrap()),
+        Verdict::Pass {
+            trunk: "lab".into()
+        }
     );
 }
