@@ -11,6 +11,7 @@ mod callees;
 mod error;
 mod network;
 mod recording;
+mod registrar;
 mod schema;
 pub mod secret;
 mod storage;
@@ -24,6 +25,7 @@ pub use callees::CalleeConfig;
 pub use error::{ConfigError, LoadError};
 pub use network::{MediaConfig, SipConfig};
 pub use recording::RecordingConfig;
+pub use registrar::RegistrarConfig;
 pub use schema::{
     BillingConfig, CallsConfig, Config, ExportConfig, HttpConfig, HttpTls, LogConfig,
     PromptsConfig, known_keys,

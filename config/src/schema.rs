@@ -60,6 +60,8 @@ pub struct Config {
     pub export: ExportConfig,
     /// `[recording]`: where recordings are kept and for how long.
     pub recording: crate::recording::RecordingConfig,
+    /// `[registrar]`: experts' softphones registering with us.
+    pub registrar: crate::registrar::RegistrarConfig,
 }
 
 /// `[export]`.
@@ -137,7 +139,7 @@ pub struct LogConfig {
     pub format: LogFormat,
 }
 
-const SECTIONS: [&str; 16] = [
+const SECTIONS: [&str; 17] = [
     "sip",
     "trunk",
     "callee",
@@ -154,6 +156,7 @@ const SECTIONS: [&str; 16] = [
     "webhook",
     "export",
     "recording",
+    "registrar",
 ];
 const EXPORT_KEYS: [&str; 1] = ["timezone"];
 const HTTP_KEYS: [&str; 3] = ["listen", "api_token", "tls"];
@@ -165,7 +168,7 @@ const LOG_KEYS: [&str; 2] = ["level", "format"];
 
 /// Every dotted key the schema knows, for documentation checks.
 pub fn known_keys() -> Vec<String> {
-    let sections: [(&str, &[&str]); 18] = [
+    let sections: [(&str, &[&str]); 19] = [
         ("sip", &SIP_KEYS),
         ("trunk", &TRUNK_KEYS),
         ("trunk.termination", &TERMINATION_KEYS),
@@ -184,6 +187,7 @@ pub fn known_keys() -> Vec<String> {
         ("webhook", &WEBHOOK_KEYS),
         ("export", &EXPORT_KEYS),
         ("recording", &crate::recording::RECORDING_KEYS),
+        ("registrar", &crate::registrar::REGISTRAR_KEYS),
     ];
     sections
         .iter()
@@ -284,6 +288,7 @@ impl Config {
                 retention: None,
                 min_free_mb: 512,
             },
+            registrar: crate::registrar::RegistrarConfig::defaults(),
         }
     }
 
@@ -360,6 +365,8 @@ fn read_config(root: Item, env: &dyn Environment, diagnostics: &Diagnostics) -> 
     let export = read_export(section(&mut root, "export"), defaults.export);
     let recording =
         crate::recording::read_recording(section(&mut root, "recording"), defaults.recording);
+    let registrar =
+        crate::registrar::read_registrar(section(&mut root, "registrar"), defaults.registrar);
     root.finish(&SECTIONS);
 
     Config {
@@ -379,6 +386,7 @@ fn read_config(root: Item, env: &dyn Environment, diagnostics: &Diagnostics) -> 
         webhooks,
         export,
         recording,
+        registrar,
     }
 }
 
