@@ -38,6 +38,7 @@ pub fn edge_config(config: &Config) -> EdgeConfig {
             .unwrap_or(NonZeroU32::MIN),
         tcp_connections_per_source: TCP_CONNECTIONS_PER_SOURCE,
         user_agent: config.sip.user_agent.clone(),
+        registrar: config.registrar.enabled(),
     }
 }
 
@@ -56,6 +57,7 @@ pub fn gate_rules(config: &Config) -> GateRules {
             UnknownSource::Reject => UnknownSourcePolicy::Reject,
         },
         limits: Limits::default(),
+        registrar: config.registrar.allow.clone(),
     }
 }
 

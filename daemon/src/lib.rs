@@ -1,7 +1,8 @@
 //! Tollbridge, the daemon: everything that knows all the other crates.
 //!
 //! It owns the ledger (bookings, call records, settlements), call control
-//! (the B2BUA state machine) and routing of calls to bookings, the HTTP
+//! (the B2BUA state machine) and routing of calls to bookings, the
+//! registrar experts' softphones register with, the HTTP
 //! API and the command line's client of it, metrics, systemd integration
 //! and the daemon's life cycle. The binary's `main` only parses the
 //! command line and calls in here.
@@ -19,6 +20,7 @@ pub mod ledger;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod registrar;
 mod reload;
 pub mod run;
 pub mod settle;

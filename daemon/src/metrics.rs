@@ -109,6 +109,9 @@ pub struct Metrics {
     webhook_pending: Gauge,
     recordings: Family<Labels, Counter>,
     recording_frames_dropped: Counter,
+    registers: Family<Labels, Counter>,
+    register_auth_failures: Family<Labels, Counter>,
+    register_lockouts: Counter,
 }
 
 fn jitter_histogram() -> Histogram {
@@ -321,7 +324,28 @@ impl Metrics {
             "Audio frames left out of recordings because the recorder's queue was full (the disk slower than the calls)",
             recording_frames_dropped.clone(),
         );
+        let registers = Family::<Labels, Counter>::default();
+        registry.register(
+            "registers",
+            "REGISTERs answered by the registrar, by outcome: registered, challenged (401), or why refused",
+            registers.clone(),
+        );
+        let register_auth_failures = Family::<Labels, Counter>::default();
+        registry.register(
+            "register_auth_failures",
+            "REGISTERs that failed digest authentication, by reason (wrong-password, unknown-user, forged-nonce, replay, another-account, realm-changed, malformed)",
+            register_auth_failures.clone(),
+        );
+        let register_lockouts = Counter::default();
+        registry.register(
+            "register_lockouts",
+            "Source addresses locked out after registrar.max_failures failed attempts",
+            register_lockouts.clone(),
+        );
         Metrics {
+            registers,
+            register_auth_failures,
+            register_lockouts,
             recordings,
             recording_frames_dropped,
             webhook_deliveries,
@@ -371,6 +395,25 @@ impl Metrics {
         self.recordings
             .get_or_create(&vec![("outcome", outcome.to_owned())])
             .inc();
+    }
+
+    /// Counts a REGISTER answered `outcome`.
+    pub fn register_answered(&self, outcome: &str) {
+        self.registers
+            .get_or_create(&vec![("outcome", outcome.to_owned())])
+            .inc();
+    }
+
+    /// Counts a REGISTER that failed authentication, and why.
+    pub fn register_auth_failed(&self, reason: &str) {
+        self.register_auth_failures
+            .get_or_create(&vec![("reason", reason.to_owned())])
+            .inc();
+    }
+
+    /// Counts a source locked out.
+    pub fn register_lockout(&self) {
+        self.register_lockouts.inc();
     }
 
     /// Counts a call offered.

@@ -39,6 +39,43 @@ pub enum ConfigSource {
     File(PathBuf),
 }
 
+fn config_registrar_enabled(shared: &Shared) -> bool {
+    shared.config.load().registrar.enabled()
+}
+
+/// Starts the registrar: its nonce secret from the ledger (made by the
+/// first node to need one), the REGISTERs from the edge, and the
+/// keep-alives toward the devices registered through this node.
+async fn start_registrar(
+    shared: &Arc<Shared>,
+    sip: &Arc<SipEdge>,
+    background: &mut Background,
+) -> anyhow::Result<()> {
+    let fresh = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let secret = shared
+        .ledger
+        .registrar_secret(fresh)
+        .await
+        .context("cannot read the registrar's nonce secret from the ledger")?;
+    let registrar = Arc::new(crate::registrar::Registrar::new(
+        shared.clone(),
+        secret.as_bytes(),
+    ));
+    if let Some(registers) = sip.take_registers() {
+        tokio::spawn(registrar.clone().serve(registers));
+    }
+    info!(realm = %crate::registrar::realm_of(&shared.config.load()), "registrar on (registrar.allow)");
+    background.spawn(
+        "registrar keep-alives",
+        crate::registrar::keep_alive_loop(registrar, sip.clone(), background.signal()),
+    );
+    Ok(())
+}
+
 /// Runs the daemon until SIGTERM/SIGINT and a finished drain.
 pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow::Result<()> {
     info!(version = env!("CARGO_PKG_VERSION"), config = ?source, "starting tollbridge");
@@ -219,6 +256,9 @@ pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow
         "webhooks",
         crate::notify::deliver_loop(shared.clone(), background.signal()),
     );
+    if config_registrar_enabled(&shared) {
+        start_registrar(&shared, &sip, &mut background).await?;
+    }
     background.spawn(
         "recording-retention",
         crate::calls::recording::retention_loop(shared.clone(), background.signal()),

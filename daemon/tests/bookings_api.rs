@@ -165,6 +165,25 @@ async fn a_recording_option_is_stored_shown_changed_and_refused(backend: Backend
         body["error"]["fields"][0]["field"], "tariff.recording_price_per_minute",
         "{body}"
     );
+    let mut bad_expert = booking();
+    bad_expert["callee"] = json!({"expert": "two words"});
+    let (status, body) = api.create(bad_expert).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(
+        body["error"]["fields"][0]["field"], "callee.expert",
+        "{body}"
+    );
+    let mut no_expert = booking();
+    no_expert["callee"] = json!({"expert": "nobody"});
+    let (status, body) = api.create(no_expert).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"]["fields"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("POST /v1/experts"),
+        "{body}"
+    );
     let mut wrong_type = booking();
     wrong_type["recording"] = json!({"enabled": "yes"});
     let (status, body) = api.create(wrong_type).await;

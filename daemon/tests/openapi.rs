@@ -86,6 +86,7 @@ fn routes_in_source() -> BTreeSet<String> {
         include_str!("../src/http/bookings.rs"),
         include_str!("../src/http/calls.rs"),
         include_str!("../src/http/events.rs"),
+        include_str!("../src/http/experts.rs"),
         include_str!("../src/http/exports.rs"),
         include_str!("../src/http/recordings.rs"),
         include_str!("../src/http/refunds.rs"),

@@ -256,6 +256,20 @@ pub enum Callee {
         /// The `[[trunk]]` name.
         trunk: String,
     },
+    /// An expert's registered softphones (`POST /v1/experts`): every
+    /// device it has registered rings, the first to answer takes the call.
+    Expert {
+        /// The expert's name.
+        expert: String,
+    },
+}
+
+/// True for an expert's name: 1 to 64 of letters, digits, `.`, `-`, `_`.
+pub fn is_expert_name(text: &str) -> bool {
+    (1..=64).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
 }
 
 /// The price of talk time.
@@ -548,6 +562,14 @@ pub fn validate(booking: NewBooking, context: &Context) -> Result<ValidBooking, 
             let scheme_ok = uri.starts_with("sip:") || uri.starts_with("sips:");
             if !scheme_ok || uri.len() < 6 || uri.contains(char::is_whitespace) {
                 fail("callee.uri", "must be a sip: or sips: URI");
+            }
+        }
+        Callee::Expert { expert } => {
+            if !is_expert_name(expert) {
+                fail(
+                    "callee.expert",
+                    "must be an expert's name: 1 to 64 letters, digits, '.', '-' or '_'",
+                );
             }
         }
         Callee::Number { number, trunk } => {

@@ -56,6 +56,14 @@ pub(super) fn internal(error: LedgerError) -> ApiError {
     )
 }
 
+/// 422 on `callee.expert`: no expert has that name.
+fn unknown_expert(expert: &str) -> ApiError {
+    ApiError::validation(vec![FieldError {
+        field: "callee.expert".to_owned(),
+        message: format!("no expert is called {expert:?}; create it with POST /v1/experts"),
+    }])
+}
+
 /// [`internal`] for a booking write.
 fn write_failed(error: BookingWrite) -> ApiError {
     match error {
@@ -194,6 +202,7 @@ pub(super) async fn create_booking(
             "booking_exists",
             "a booking with this id already exists",
         )),
+        Err(BookingWrite::UnknownExpert(expert)) => Err(unknown_expert(&expert)),
         Err(e) => Err(write_failed(e)),
     }
 }
@@ -341,6 +350,9 @@ pub(super) async fn change_booking(
         )),
         Err(ChangeRefused::Write(BookingWrite::InCall)) => Err(in_call()),
         Err(ChangeRefused::Write(BookingWrite::Overlaps(other))) => Err(overlaps(&other)),
+        Err(ChangeRefused::Write(BookingWrite::UnknownExpert(expert))) => {
+            Err(unknown_expert(&expert))
+        }
         Err(ChangeRefused::Write(e)) => Err(write_failed(e)),
     }
 }

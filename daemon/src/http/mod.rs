@@ -14,6 +14,7 @@ mod bookings;
 mod calls;
 mod error;
 mod events;
+mod experts;
 mod exports;
 pub mod openapi;
 mod recordings;
@@ -56,6 +57,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .merge(bookings::routes())
         .merge(calls::routes())
         .merge(events::routes())
+        .merge(experts::routes())
         .merge(exports::routes())
         .merge(recordings::routes())
         .merge(refunds::routes())

@@ -99,6 +99,9 @@ fn change(
     if b.cap_seconds < current.used_seconds {
         return Err(ChangeRefused::BelowUsed(current.used_seconds));
     }
+    if let Some(expert) = super::bookings::unknown_expert(db, &b.callee)? {
+        return Err(BookingWrite::UnknownExpert(expert).into());
+    }
     if b.pin.is_none()
         && let Some(other) = ambiguous_with(
             db,

@@ -118,6 +118,9 @@ pub enum BookingWrite {
         "booking {0} on the same number shares a caller and overlaps this window, and neither has a PIN"
     )]
     Overlaps(String),
+    /// The callee is an expert with no account.
+    #[error("no expert is called {0}")]
+    UnknownExpert(String),
     /// The database failed.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
@@ -163,8 +166,24 @@ pub(super) fn stored_callee(callee: &Callee) -> String {
     match callee {
         Callee::Uri { uri } => serde_json::json!({"uri": uri}),
         Callee::Number { number, trunk } => serde_json::json!({"number": number, "trunk": trunk}),
+        Callee::Expert { expert } => serde_json::json!({"expert": expert}),
     }
     .to_string()
+}
+
+/// A booking whose callee is an expert with no account: refused.
+pub(super) fn unknown_expert(
+    db: &mut dyn Db,
+    callee: &Callee,
+) -> Result<Option<String>, LedgerError> {
+    let Callee::Expert { expert } = callee else {
+        return Ok(None);
+    };
+    let found = db.query_opt(
+        "SELECT 1 FROM experts WHERE name = ?1",
+        args![expert.as_str()],
+    )?;
+    Ok(found.is_none().then(|| expert.clone()))
 }
 
 /// One booking by id.
@@ -301,6 +320,9 @@ impl Ledger {
     ) -> Result<BookingRecord, BookingWrite> {
         self.run(move |db| {
                 let b = &valid.booking;
+                if let Some(expert) = unknown_expert(db, &b.callee)? {
+                    return Ok(Err(BookingWrite::UnknownExpert(expert)));
+                }
                 if b.pin.is_none()
                     && let Some(other) = ambiguous_with(db, &b.called, &b.callers, valid.window_start_ms, valid.window_end_ms, None)?
                 {

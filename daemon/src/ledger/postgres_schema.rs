@@ -269,6 +269,36 @@ CREATE INDEX recordings_by_end ON recordings (ended_ms) WHERE state = 'complete'
 CREATE INDEX recordings_open ON recordings (node) WHERE state = 'recording';
 "#;
 
+/// Schema v12 (see `sqlite_schema.rs`).
+const V12: &str = r#"
+CREATE TABLE experts (
+    name        TEXT PRIMARY KEY,
+    username    TEXT NOT NULL UNIQUE,
+    realm       TEXT NOT NULL,
+    ha1         TEXT NOT NULL,
+    created_ms  BIGINT NOT NULL,
+    updated_ms  BIGINT NOT NULL
+);
+CREATE TABLE registrations (
+    expert        TEXT NOT NULL REFERENCES experts (name) ON DELETE CASCADE,
+    contact       TEXT NOT NULL,
+    received      TEXT NOT NULL,
+    transport     TEXT NOT NULL CHECK (transport IN ('udp', 'tcp')),
+    node          TEXT NOT NULL,
+    call_id       TEXT NOT NULL,
+    cseq          BIGINT NOT NULL CHECK (cseq >= 0),
+    user_agent    TEXT,
+    registered_ms BIGINT NOT NULL,
+    expires_ms    BIGINT NOT NULL,
+    PRIMARY KEY (expert, contact)
+);
+CREATE INDEX registrations_by_expiry ON registrations (expires_ms);
+CREATE TABLE registrar_keys (
+    name   TEXT PRIMARY KEY,
+    secret TEXT NOT NULL
+);
+"#;
+
 /// Every migration as (the schema version it brings, its statements),
 /// oldest first.
 pub(crate) const MIGRATIONS: &[(usize, &str)] = &[
@@ -280,7 +310,8 @@ pub(crate) const MIGRATIONS: &[(usize, &str)] = &[
     (9, V9),
     (10, V10),
     (11, V11),
+    (12, V12),
 ];
 
 /// The schema version this build writes.
-pub(crate) const LATEST_VERSION: usize = 11;
+pub(crate) const LATEST_VERSION: usize = 12;

@@ -453,6 +453,41 @@ CREATE INDEX recordings_by_end ON recordings (ended_ms) WHERE state = 'complete'
 CREATE INDEX recordings_open ON recordings (node) WHERE state = 'recording';
 "#;
 
+/// Schema v12: experts registering softphones. An expert is a SIP
+/// account (its password kept only as HA1 for the realm it was set in); a
+/// registration binds one of its devices until it expires, with the
+/// address the REGISTER came from (the device is called there, behind its
+/// NAT) and the node it came through; the registrar's nonce secret is
+/// shared by the nodes.
+const V12: &str = r#"
+CREATE TABLE experts (
+    name        TEXT PRIMARY KEY,
+    username    TEXT NOT NULL UNIQUE,
+    realm       TEXT NOT NULL,
+    ha1         TEXT NOT NULL,
+    created_ms  INTEGER NOT NULL,
+    updated_ms  INTEGER NOT NULL
+) STRICT;
+CREATE TABLE registrations (
+    expert        TEXT NOT NULL REFERENCES experts (name) ON DELETE CASCADE,
+    contact       TEXT NOT NULL,
+    received      TEXT NOT NULL,
+    transport     TEXT NOT NULL CHECK (transport IN ('udp', 'tcp')),
+    node          TEXT NOT NULL,
+    call_id       TEXT NOT NULL,
+    cseq          INTEGER NOT NULL CHECK (cseq >= 0),
+    user_agent    TEXT,
+    registered_ms INTEGER NOT NULL,
+    expires_ms    INTEGER NOT NULL,
+    PRIMARY KEY (expert, contact)
+) STRICT;
+CREATE INDEX registrations_by_expiry ON registrations (expires_ms);
+CREATE TABLE registrar_keys (
+    name   TEXT PRIMARY KEY,
+    secret TEXT NOT NULL
+) STRICT;
+"#;
+
 const MIGRATIONS_SLICE: &[M<'static>] = &[
     M::up(V1).foreign_key_check(),
     M::up(V2).foreign_key_check(),
@@ -465,6 +500,7 @@ const MIGRATIONS_SLICE: &[M<'static>] = &[
     M::up(V9).foreign_key_check(),
     M::up(V10).foreign_key_check(),
     M::up(V11).foreign_key_check(),
+    M::up(V12).foreign_key_check(),
 ];
 
 /// Every migration, oldest first.

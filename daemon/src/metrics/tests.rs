@@ -71,6 +71,9 @@ fn exported_names() -> std::collections::BTreeSet<String> {
     metrics.webhook_attempted("platform", "delivered");
     metrics.caller_refused(603);
     metrics.recording_finished("complete");
+    metrics.register_answered("registered");
+    metrics.register_auth_failed("wrong-password");
+    metrics.register_lockout();
     metrics.cap_reached(std::time::Duration::from_millis(2));
     let mut stats = tollbridge_media::relay::CallStats::default();
     stats.caller.packets_received = 50;

@@ -285,6 +285,15 @@ impl Shell {
                     media_allowed(&config, trunk)
                 }
                 crate::bookings::model::Callee::Uri { .. } => Vec::new(),
+                crate::bookings::model::Callee::Expert { expert } => {
+                    let devices = ledger
+                        .devices(expert.clone(), now_ms())
+                        .await
+                        .map_err(|e| EdgeError::BadTarget(e.to_string()))?;
+                    let targets = expert_targets(expert, &devices, &from_user, &offer)?;
+                    tracing::info!(expert = %expert, devices = targets.len(), "ringing the expert's devices");
+                    return Ok((edge.place_fork(targets).await?, Vec::new()));
+                }
             };
             let request = outbound_request(&config, &callee, from_user, offer)?;
             Ok((edge.place_call(request).await?, allowed))
@@ -317,6 +326,42 @@ impl Shell {
     }
 }
 
+/// One INVITE per registered device of `expert`: to its Contact, sent
+/// where its REGISTER came from (its NAT's public side) over the transport
+/// it registered with.
+fn expert_targets(
+    expert: &str,
+    devices: &[crate::ledger::Device],
+    from_user: &str,
+    offer: &[u8],
+) -> Result<Vec<(OutboundRequest, std::net::SocketAddr)>, EdgeError> {
+    let targets: Vec<_> = devices
+        .iter()
+        .filter_map(|device| {
+            let address = device.received.parse().ok()?;
+            let transport = match device.transport.as_str() {
+                "tcp" => tollbridge_sip::edge::Transport::Tcp,
+                _ => tollbridge_sip::edge::Transport::Udp,
+            };
+            let request = OutboundRequest {
+                request_uri: device.contact.clone(),
+                from_user: from_user.to_owned(),
+                offer: offer.to_vec(),
+                credentials: None,
+                trunk: None,
+                transport: Some(transport),
+            };
+            Some((request, address))
+        })
+        .collect();
+    if targets.is_empty() {
+        return Err(EdgeError::Unreachable(format!(
+            "expert {expert} has no registered device"
+        )));
+    }
+    Ok(targets)
+}
+
 /// The INVITE for a booking's callee: a SIP URI as given (with the
 /// credentials of its host's `[[callee]]`, for a PBX that challenges us),
 /// or a number through its trunk's termination (URI template, credentials,
@@ -329,6 +374,9 @@ fn outbound_request(
 ) -> Result<OutboundRequest, EdgeError> {
     use crate::bookings::model::Callee;
     match callee {
+        Callee::Expert { expert } => Err(EdgeError::BadTarget(format!(
+            "expert {expert}: rung through its devices"
+        ))),
         Callee::Uri { uri } => Ok(OutboundRequest {
             request_uri: uri.clone(),
             from_user,
