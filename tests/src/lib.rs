@@ -9,6 +9,7 @@
 // crate panics with a message instead of returning errors.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+pub mod phone;
 pub mod postgres;
 mod sipp;
 pub mod stripe_fake;

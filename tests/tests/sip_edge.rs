@@ -52,10 +52,12 @@ async fn start_edge(policy: UnknownSourcePolicy) -> Harness {
             acl: Acl::new(vec![("lab".into(), vec!["127.0.0.1/32".parse().unwrap()])]),
             unknown_source: policy,
             limits: Limits::default(),
+            registrar: Vec::new(),
         },
         invites_per_second: NonZeroU32::new(50).unwrap(),
         tcp_connections_per_source: 4,
         user_agent: "tollbridge-test".into(),
+        registrar: false,
     };
     let (edge, mut calls) = SipEdge::start(config).await.expect("edge starts");
     let udp = edge

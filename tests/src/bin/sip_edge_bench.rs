@@ -229,10 +229,12 @@ fn main() {
                 )]),
                 unknown_source: UnknownSourcePolicy::Drop,
                 limits: Limits::default(),
+                registrar: Vec::new(),
             },
             invites_per_second: NonZeroU32::new(10_000).unwrap(),
             tcp_connections_per_source: 64,
             user_agent: "tollbridge-bench".into(),
+            registrar: false,
         };
         let (edge, calls) = SipEdge::start(config).await.unwrap();
         tokio::spawn(answer_all(calls));
