@@ -361,3 +361,270 @@ fn the_experts_api_refuses_bad_input_and_never_shows_a_password() {
     assert_eq!(status, 404);
     assert_eq!(phone.register("a brand new passphrase", 60), Some(403));
 }
+
+/// A baresip (Debian's `baresip-core`) registered as expert `name`: its
+/// process, where it keeps the audio it heard, and its config directory.
+struct Baresip {
+    child: std::process::Child,
+    heard: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Baresip {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes 30 s of a 440 Hz tone, 8 kHz mono 16-bit, to `path`: what
+/// baresip says (its `ausine` source runs at 48 kHz only).
+fn tone(path: &std::path::Path) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut writer = hound::WavWriter::create(path, spec).unwrap();
+    for i in 0..8_000 * 30 {
+        let phase = 2.0 * std::f64::consts::PI * 440.0 * f64::from(i) / 8_000.0;
+        writer
+            .write_sample((phase.sin() * 12_000.0) as i16)
+            .unwrap();
+    }
+    writer.finalize().unwrap();
+}
+
+/// Starts baresip registering `name` at `registrar`, answering every call
+/// at once, saying a 440 Hz tone and keeping what it hears (sndfile).
+fn baresip(name: &str, registrar: SocketAddr) -> Baresip {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = {
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
+    let heard = dir.path().join("heard");
+    std::fs::create_dir_all(&heard).unwrap();
+    let says = dir.path().join("tone.wav");
+    tone(&says);
+    let config = format!(
+        "poll_method epoll\nsip_listen {listen}\nsip_transports udp\n\
+         audio_player aufile,{sink}\naudio_source aufile,{says}\naudio_alert aufile,/dev/null\n\
+         module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aufile.so\n\
+         module sndfile.so\nmodule_app account.so\nmodule_app menu.so\nsnd_path {heard}\n",
+        sink = dir.path().join("played.wav").display(),
+        says = says.display(),
+        heard = heard.display(),
+    );
+    std::fs::write(dir.path().join("config"), config).unwrap();
+    std::fs::write(
+        dir.path().join("accounts"),
+        format!(
+            "<sip:{name}@{registrar};transport=udp>;auth_pass=\"{PASSWORD}\";answermode=auto;regint=120;audio_codecs=PCMU\n"
+        ),
+    )
+    .unwrap();
+    let child = std::process::Command::new("baresip")
+        .arg("-f")
+        .arg(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("baresip (apt-get install baresip-core)");
+    Baresip {
+        child,
+        heard,
+        _dir: dir,
+    }
+}
+
+/// The largest sample in the WAVs baresip kept of what it received.
+fn loudest_heard(dir: &std::path::Path) -> i32 {
+    let mut loudest = 0;
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.contains("dec") {
+            continue;
+        }
+        if let Ok(mut reader) = hound::WavReader::open(&path) {
+            for sample in reader.samples::<i16>().flatten() {
+                loudest = loudest.max(i32::from(sample).abs());
+            }
+        }
+    }
+    loudest
+}
+
+#[test]
+fn a_baresip_expert_registers_takes_a_booked_call_and_hears_the_caller() {
+    let daemon = registrar_daemon();
+    create_expert(&daemon, "frank");
+    let phone = baresip("frank", sip_address(&daemon));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while devices(&daemon, "frank").is_empty() {
+        assert!(Instant::now() < deadline, "baresip never registered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let device = devices(&daemon, "frank").remove(0);
+    assert!(
+        device["user_agent"]
+            .as_str()
+            .unwrap()
+            .starts_with("baresip"),
+        "{device}"
+    );
+    let booking = book_expert(&daemon, "frank", 5);
+    let caller_media = media_socket();
+    let caller = caller(
+        &daemon,
+        "caller_waits_bye.xml",
+        CALLER_PREFIX,
+        &port_of(&caller_media),
+        "0 96",
+        &[],
+    );
+    let caller_relay = wait_relay(&caller, "SIP/2.0 200 OK");
+    let until = Instant::now() + Duration::from_secs(5);
+    let (heard, listener) = common::heard::listen(&caller_media, until);
+    common::heard::talk(
+        &caller_media,
+        caller_relay,
+        0x11,
+        0x1111,
+        1,
+        Duration::from_millis(3_000),
+    );
+    listener.join().unwrap();
+    assert_passed("caller (BYE at the cap)", caller);
+    let call = ended_call(&daemon, &booking);
+    assert_eq!(call["end_reason"], "cap-reached");
+    assert_eq!(call["talk_ms"], 5_000);
+    // The caller heard baresip's tone (frames whose payload varies) and
+    // the time-up prompt.
+    let toned = heard
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, p)| p.len() == 172 && p[12..].iter().any(|b| *b != p[12]))
+        .count();
+    assert!(toned > 50, "{toned} frames of tone reached the caller");
+    let answered = common::heard::parse_ms(call["answered_at"].as_str().unwrap());
+    let time_up = tollbridge_media::prompt::Prompts::built_in("en")
+        .unwrap()
+        .get(tollbridge_media::prompt::PromptName::TimeUp);
+    common::heard::heard_whole("caller", &heard.lock().unwrap(), &time_up, answered);
+    // baresip keeps what it heard once its call has ended.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut loudest = 0;
+    while loudest < 5_000 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        loudest = loudest_heard(&phone.heard);
+    }
+    assert!(
+        loudest >= 5_000,
+        "baresip heard the caller: loudest sample {loudest}"
+    );
+}
+
+/// Where the suite's PJSIP (`pjsua2-python` from PyPI, put in
+/// `target/pjsua2` by `scripts/test`) is.
+fn pjsua2_path() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pjsua2")
+}
+
+#[test]
+fn a_pjsua2_expert_registers_takes_a_booked_call_and_hears_the_caller() {
+    let daemon = registrar_daemon();
+    create_expert(&daemon, "gina");
+    let dir = tempfile::tempdir().unwrap();
+    let says = dir.path().join("tone.wav");
+    let heard_file = dir.path().join("heard.wav");
+    tone(&says);
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("softphones/pjsua2_expert.py");
+    let mut phone = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(sip_address(&daemon).to_string())
+        .arg("gina")
+        .arg(PASSWORD)
+        .arg(&says)
+        .arg(&heard_file)
+        .arg("30")
+        .env("PYTHONPATH", pjsua2_path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 with pjsua2 (scripts/test installs pjsua2-python)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while devices(&daemon, "gina").is_empty() {
+        assert!(Instant::now() < deadline, "pjsua2 never registered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let device = devices(&daemon, "gina").remove(0);
+    assert!(
+        device["user_agent"].as_str().unwrap().starts_with("pjsua2"),
+        "{device}"
+    );
+    let booking = book_expert(&daemon, "gina", 5);
+    let caller_media = media_socket();
+    let caller = caller(
+        &daemon,
+        "caller_waits_bye.xml",
+        CALLER_PREFIX,
+        &port_of(&caller_media),
+        "0 96",
+        &[],
+    );
+    let caller_relay = wait_relay(&caller, "SIP/2.0 200 OK");
+    let until = Instant::now() + Duration::from_secs(5);
+    let (heard, listener) = common::heard::listen(&caller_media, until);
+    common::heard::talk(
+        &caller_media,
+        caller_relay,
+        0x11,
+        0x1111,
+        1,
+        Duration::from_millis(3_000),
+    );
+    listener.join().unwrap();
+    assert_passed("caller (BYE at the cap)", caller);
+    let status = phone.wait().unwrap();
+    assert!(
+        status.success(),
+        "pjsua2 answered and its call ended at the cap"
+    );
+    let call = ended_call(&daemon, &booking);
+    assert_eq!(call["end_reason"], "cap-reached");
+    assert_eq!(call["talk_ms"], 5_000);
+    let toned = heard
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, p)| p.len() == 172 && p[12..].iter().any(|b| *b != p[12]))
+        .count();
+    assert!(
+        toned > 50,
+        "{toned} frames of pjsua2's tone reached the caller"
+    );
+    let answered = common::heard::parse_ms(call["answered_at"].as_str().unwrap());
+    let time_up = tollbridge_media::prompt::Prompts::built_in("en")
+        .unwrap()
+        .get(tollbridge_media::prompt::PromptName::TimeUp);
+    common::heard::heard_whole("caller", &heard.lock().unwrap(), &time_up, answered);
+    // pjsua2 recorded what it heard: the caller's loud 0x11.
+    let loudest = hound::WavReader::open(&heard_file)
+        .unwrap()
+        .samples::<i16>()
+        .flatten()
+        .map(|s| i32::from(s).abs())
+        .max()
+        .unwrap_or(0);
+    assert!(
+        loudest >= 5_000,
+        "pjsua2 heard the caller: loudest sample {loudest}"
+    );
+}
