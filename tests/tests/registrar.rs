@@ -468,18 +468,34 @@ fn a_baresip_expert_registers_takes_a_booked_call_and_hears_the_caller() {
         assert!(Instant::now() < deadline, "baresip never registered");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let device = devices(&daemon, "frank").remove(0);
+    call_the_softphone(&daemon, "frank", "baresip");
+    // baresip keeps what it heard once its call has ended.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut loudest = 0;
+    while loudest < 5_000 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        loudest = loudest_heard(&phone.heard);
+    }
     assert!(
-        device["user_agent"]
-            .as_str()
-            .unwrap()
-            .starts_with("baresip"),
+        loudest >= 5_000,
+        "baresip heard the caller: loudest sample {loudest}"
+    );
+}
+
+/// A booked call to `expert`, registered on a real softphone whose
+/// User-Agent starts with `agent` and which says a tone: the call ends at
+/// its 5 s cap, the caller heard the tone and the time-up prompt whole.
+/// The caller talks (loud μ-law 0x11) for 3 s, for the phone to hear.
+fn call_the_softphone(daemon: &Daemon, expert: &str, agent: &str) {
+    let device = devices(daemon, expert).remove(0);
+    assert!(
+        device["user_agent"].as_str().unwrap().starts_with(agent),
         "{device}"
     );
-    let booking = book_expert(&daemon, "frank", 5);
+    let booking = book_expert(daemon, expert, 5);
     let caller_media = media_socket();
     let caller = caller(
-        &daemon,
+        daemon,
         "caller_waits_bye.xml",
         CALLER_PREFIX,
         &port_of(&caller_media),
@@ -499,34 +515,25 @@ fn a_baresip_expert_registers_takes_a_booked_call_and_hears_the_caller() {
     );
     listener.join().unwrap();
     assert_passed("caller (BYE at the cap)", caller);
-    let call = ended_call(&daemon, &booking);
+    let call = ended_call(daemon, &booking);
     assert_eq!(call["end_reason"], "cap-reached");
     assert_eq!(call["talk_ms"], 5_000);
-    // The caller heard baresip's tone (frames whose payload varies) and
-    // the time-up prompt.
+    // The tone: frames whose payload varies.
     let toned = heard
         .lock()
         .unwrap()
         .iter()
         .filter(|(_, p)| p.len() == 172 && p[12..].iter().any(|b| *b != p[12]))
         .count();
-    assert!(toned > 50, "{toned} frames of tone reached the caller");
+    assert!(
+        toned > 50,
+        "{toned} frames of {agent}'s tone reached the caller"
+    );
     let answered = common::heard::parse_ms(call["answered_at"].as_str().unwrap());
     let time_up = tollbridge_media::prompt::Prompts::built_in("en")
         .unwrap()
         .get(tollbridge_media::prompt::PromptName::TimeUp);
     common::heard::heard_whole("caller", &heard.lock().unwrap(), &time_up, answered);
-    // baresip keeps what it heard once its call has ended.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut loudest = 0;
-    while loudest < 5_000 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-        loudest = loudest_heard(&phone.heard);
-    }
-    assert!(
-        loudest >= 5_000,
-        "baresip heard the caller: loudest sample {loudest}"
-    );
 }
 
 /// Where the suite's PJSIP (`pjsua2-python` from PyPI, put in
@@ -564,57 +571,12 @@ fn a_pjsua2_expert_registers_takes_a_booked_call_and_hears_the_caller() {
         assert!(Instant::now() < deadline, "pjsua2 never registered");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let device = devices(&daemon, "gina").remove(0);
-    assert!(
-        device["user_agent"].as_str().unwrap().starts_with("pjsua2"),
-        "{device}"
-    );
-    let booking = book_expert(&daemon, "gina", 5);
-    let caller_media = media_socket();
-    let caller = caller(
-        &daemon,
-        "caller_waits_bye.xml",
-        CALLER_PREFIX,
-        &port_of(&caller_media),
-        "0 96",
-        &[],
-    );
-    let caller_relay = wait_relay(&caller, "SIP/2.0 200 OK");
-    let until = Instant::now() + Duration::from_secs(5);
-    let (heard, listener) = common::heard::listen(&caller_media, until);
-    common::heard::talk(
-        &caller_media,
-        caller_relay,
-        0x11,
-        0x1111,
-        1,
-        Duration::from_millis(3_000),
-    );
-    listener.join().unwrap();
-    assert_passed("caller (BYE at the cap)", caller);
+    call_the_softphone(&daemon, "gina", "pjsua2");
     let status = phone.wait().unwrap();
     assert!(
         status.success(),
         "pjsua2 answered and its call ended at the cap"
     );
-    let call = ended_call(&daemon, &booking);
-    assert_eq!(call["end_reason"], "cap-reached");
-    assert_eq!(call["talk_ms"], 5_000);
-    let toned = heard
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(_, p)| p.len() == 172 && p[12..].iter().any(|b| *b != p[12]))
-        .count();
-    assert!(
-        toned > 50,
-        "{toned} frames of pjsua2's tone reached the caller"
-    );
-    let answered = common::heard::parse_ms(call["answered_at"].as_str().unwrap());
-    let time_up = tollbridge_media::prompt::Prompts::built_in("en")
-        .unwrap()
-        .get(tollbridge_media::prompt::PromptName::TimeUp);
-    common::heard::heard_whole("caller", &heard.lock().unwrap(), &time_up, answered);
     // pjsua2 recorded what it heard: the caller's loud 0x11.
     let loudest = hound::WavReader::open(&heard_file)
         .unwrap()
