@@ -35,8 +35,9 @@ pub struct RegistrarConfig {
     pub registers_per_minute: u32,
     /// `registrar.max_devices`: registered devices per expert.
     pub max_devices: u32,
-    /// `registrar.keepalive`: how often each device registered over UDP
-    /// through this node is sent an OPTIONS, so its NAT mapping stays open.
+    /// `registrar.keepalive`: how often each device registered through
+    /// this node is sent an OPTIONS, so its NAT mapping (or TCP
+    /// connection) stays open.
     pub keepalive: Duration,
 }
 

@@ -329,10 +329,19 @@ impl Daemon {
 
     /// The UDP address the daemon's SIP edge listens on (from its log).
     pub fn sip_udp(&self) -> Option<SocketAddr> {
+        self.sip_listener("Udp")
+    }
+
+    /// Where the daemon's SIP TCP listener is, from its log.
+    pub fn sip_tcp(&self) -> Option<SocketAddr> {
+        self.sip_listener("Tcp")
+    }
+
+    fn sip_listener(&self, transport: &str) -> Option<SocketAddr> {
         self.logs().iter().find_map(|line| {
             let value: serde_json::Value = serde_json::from_str(line).ok()?;
             let fields = &value["fields"];
-            (fields["message"] == "sip listening" && fields["transport"] == "Udp")
+            (fields["message"] == "sip listening" && fields["transport"] == transport)
                 .then(|| fields["address"].as_str()?.parse().ok())
                 .flatten()
         })

@@ -6,7 +6,8 @@
 //! another Call-ID. It can also pretend to be behind a NAT: the Contact
 //! and SDP it writes name a private address it is not at.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
@@ -81,9 +82,39 @@ fn parameter(value: &str, name: &str) -> Option<String> {
     })
 }
 
+/// How a phone talks SIP.
+enum Link {
+    /// Its own UDP socket.
+    Udp(UdpSocket),
+    /// One connection to the registrar, and what was read of it but not
+    /// yet framed.
+    Tcp(TcpStream, Vec<u8>),
+}
+
+/// One framed message at the front of `buffer` (headers and
+/// Content-Length body), taken off it; CRLF keep-alives are dropped.
+fn frame(buffer: &mut Vec<u8>) -> Option<String> {
+    while buffer.starts_with(b"\r\n") {
+        buffer.drain(..2);
+    }
+    let end = buffer.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
+    let length: usize = head
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.trim().parse().ok())
+        .unwrap_or(0);
+    if buffer.len() < end + length {
+        return None;
+    }
+    let message: Vec<u8> = buffer.drain(..end + length).collect();
+    Some(String::from_utf8_lossy(&message).into_owned())
+}
+
 /// A softphone registered (or registering) at a registrar.
 pub struct Phone {
-    socket: UdpSocket,
+    link: Link,
     /// Where it listens.
     pub addr: SocketAddr,
     /// Its media socket (for the SDP it answers with).
@@ -100,17 +131,30 @@ pub struct Phone {
 }
 
 impl Phone {
-    /// A phone for `user` that registers at `registrar`.
+    /// A phone for `user` that registers at `registrar` over UDP.
     pub fn new(user: &str, registrar: SocketAddr) -> Phone {
         let socket = UdpSocket::bind("127.0.0.1:0").expect("phone socket");
+        let addr = socket.local_addr().expect("phone address");
+        Phone::on(Link::Udp(socket), addr, user, registrar)
+    }
+
+    /// A phone for `user` that registers at `registrar` over one TCP
+    /// connection, and takes its calls on it (it listens nowhere, as
+    /// behind a NAT).
+    pub fn over_tcp(user: &str, registrar: SocketAddr) -> Phone {
+        let stream = TcpStream::connect(registrar).expect("phone connection");
+        let addr = stream.local_addr().expect("phone address");
+        Phone::on(Link::Tcp(stream, Vec::new()), addr, user, registrar)
+    }
+
+    fn on(link: Link, addr: SocketAddr, user: &str, registrar: SocketAddr) -> Phone {
         let media = UdpSocket::bind("127.0.0.1:0").expect("phone media socket");
         media
             .set_read_timeout(Some(Duration::from_millis(500)))
             .expect("media timeout");
-        let addr = socket.local_addr().expect("phone address");
         Phone {
             contact_host: addr.to_string(),
-            socket,
+            link,
             addr,
             media,
             user: user.to_owned(),
@@ -130,23 +174,59 @@ impl Phone {
 
     /// Its Contact URI.
     pub fn contact(&self) -> String {
-        format!("sip:{}@{}", self.user, self.contact_host)
+        match self.link {
+            Link::Udp(_) => format!("sip:{}@{}", self.user, self.contact_host),
+            Link::Tcp(..) => format!("sip:{}@{};transport=tcp", self.user, self.contact_host),
+        }
+    }
+
+    fn transport(&self) -> &'static str {
+        match self.link {
+            Link::Udp(_) => "UDP",
+            Link::Tcp(..) => "TCP",
+        }
+    }
+
+    /// One message off the link within `timeout`.
+    fn receive(&mut self, timeout: Duration) -> Option<(String, SocketAddr)> {
+        let mut buf = vec![0u8; 65_535];
+        match &mut self.link {
+            Link::Udp(socket) => {
+                socket.set_read_timeout(Some(timeout)).ok()?;
+                let (n, source) = socket.recv_from(&mut buf).ok()?;
+                Some((String::from_utf8_lossy(&buf[..n]).into_owned(), source))
+            }
+            Link::Tcp(stream, pending) => {
+                let peer = stream.peer_addr().ok()?;
+                let deadline = Instant::now() + timeout;
+                loop {
+                    if let Some(message) = frame(pending) {
+                        return Some((message, peer));
+                    }
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return None;
+                    }
+                    stream.set_read_timeout(Some(left)).ok()?;
+                    let n = stream.read(&mut buf).ok()?;
+                    if n == 0 {
+                        return None;
+                    }
+                    pending.extend_from_slice(&buf[..n]);
+                }
+            }
+        }
     }
 
     /// The next message within `timeout`, kept in [`Phone::received`].
     pub fn next(&mut self, timeout: Duration) -> Option<Message> {
         let deadline = Instant::now() + timeout;
-        let mut buf = vec![0u8; 65_535];
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return None;
             }
-            self.socket
-                .set_read_timeout(Some(left.min(Duration::from_millis(200))))
-                .ok()?;
-            if let Ok((n, source)) = self.socket.recv_from(&mut buf) {
-                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if let Some((text, source)) = self.receive(left.min(Duration::from_millis(200))) {
                 if text.trim().is_empty() {
                     continue;
                 }
@@ -172,7 +252,15 @@ impl Phone {
     }
 
     fn send(&self, text: &str, to: SocketAddr) {
-        let _ = self.socket.send_to(text.as_bytes(), to);
+        match &self.link {
+            Link::Udp(socket) => {
+                let _ = socket.send_to(text.as_bytes(), to);
+            }
+            Link::Tcp(stream, _) => {
+                let mut stream = stream;
+                let _ = stream.write_all(text.as_bytes());
+            }
+        }
     }
 
     fn register_request(&mut self, expires: u32, authorization: Option<String>) -> String {
@@ -182,7 +270,7 @@ impl Phone {
             .unwrap_or_default();
         format!(
             "REGISTER sip:{registrar} SIP/2.0\r\n\
-             Via: SIP/2.0/UDP {host};branch=z9hG4bK{branch};rport\r\n\
+             Via: SIP/2.0/{transport} {host};branch=z9hG4bK{branch};rport\r\n\
              Max-Forwards: 70\r\n\
              From: <sip:{user}@{registrar}>;tag=ph{port}\r\n\
              To: <sip:{user}@{registrar}>\r\n\
@@ -193,6 +281,7 @@ impl Phone {
              User-Agent: tollbridge-test-phone\r\n\
              {authorization}Content-Length: 0\r\n\r\n",
             registrar = self.registrar,
+            transport = self.transport(),
             host = self.contact_host,
             branch = uuid_like(self.cseq, self.addr.port()),
             user = self.user,

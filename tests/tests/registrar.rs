@@ -590,3 +590,45 @@ fn a_pjsua2_expert_registers_takes_a_booked_call_and_hears_the_caller() {
         "pjsua2 heard the caller: loudest sample {loudest}"
     );
 }
+
+#[test]
+fn a_device_registered_over_tcp_is_called_on_its_connection() {
+    let daemon = registrar_daemon();
+    create_expert(&daemon, "hana");
+    let tcp = daemon.sip_tcp().expect("the daemon's SIP TCP address");
+    // It listens nowhere: only the connection it opened reaches it.
+    let mut phone = Phone::over_tcp("hana", tcp);
+    assert_eq!(phone.register(PASSWORD, 300), Some(200));
+    let listed = devices(&daemon, "hana");
+    assert_eq!(listed[0]["transport"], "tcp", "{listed:?}");
+    assert_eq!(listed[0]["source"], phone.addr.to_string());
+    // Kept alive on its connection.
+    let ping = phone
+        .next_request("OPTIONS", Duration::from_secs(7))
+        .expect("a keep-alive on the connection");
+    phone.respond(&ping, 200, None);
+    let booking = book_expert(&daemon, "hana", 3);
+    let caller_media = media_socket();
+    let caller = caller(
+        &daemon,
+        "caller_waits_bye.xml",
+        CALLER_PREFIX,
+        &port_of(&caller_media),
+        "0 96",
+        &[],
+    );
+    let invite = phone
+        .next_request("INVITE", Duration::from_secs(10))
+        .expect("the INVITE comes on the device's connection");
+    assert!(invite.text.contains("SIP/2.0/TCP"), "{}", invite.text);
+    answer(&mut phone, &invite);
+    let caller_relay = wait_relay(&caller, "SIP/2.0 200 OK");
+    talk_both_ways(&caller_media, caller_relay, &phone, offered_relay(&invite));
+    let bye = phone
+        .next_request("BYE", Duration::from_secs(8))
+        .expect("BYE at the cap, on the connection");
+    phone.respond(&bye, 200, None);
+    assert_passed("caller (BYE at the cap)", caller);
+    let call = ended_call(&daemon, &booking);
+    assert_eq!(call["end_reason"], "cap-reached");
+}

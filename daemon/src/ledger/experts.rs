@@ -357,13 +357,13 @@ impl Ledger {
         self.run(move |db| devices(db, &expert, now_ms)).await
     }
 
-    /// The devices registered over UDP through this node, for keep-alives.
+    /// The devices registered through this node, for keep-alives.
     pub async fn devices_through_this_node(&self, now_ms: i64) -> Result<Vec<Device>, LedgerError> {
         let node = self.node().to_owned();
         self.run(move |db| {
             let sql = format!(
                 "SELECT {DEVICE_COLUMNS} FROM registrations
-                 WHERE node = ?1 AND transport = 'udp' AND expires_ms > ?2
+                 WHERE node = ?1 AND expires_ms > ?2
                  ORDER BY received"
             );
             db.query(&sql, args![node, now_ms])?

@@ -328,8 +328,8 @@ fn remaining(devices: &[Device], now: i64) -> Vec<(String, u32)> {
         .collect()
 }
 
-/// Keeps the NAT mappings of the devices registered over UDP through this
-/// node open (an OPTIONS each `registrar.keepalive`), forgets lapsed
+/// Keeps the NAT mappings (or TCP connections) of the devices registered
+/// through this node open (an OPTIONS each `registrar.keepalive`), forgets lapsed
 /// bindings, and tidies the registrar's memory, until the daemon stops.
 pub async fn keep_alive_loop(
     registrar: Arc<Registrar>,
@@ -357,8 +357,12 @@ pub async fn keep_alive_loop(
         let pings = devices.into_iter().filter_map(|device| {
             let address = device.received.parse().ok()?;
             let edge = edge.clone();
+            let transport = match device.transport.as_str() {
+                "tcp" => tollbridge_sip::edge::Transport::Tcp,
+                _ => tollbridge_sip::edge::Transport::Udp,
+            };
             Some(async move {
-                let answered = edge.keep_alive(&device.contact, address).await;
+                let answered = edge.keep_alive(&device.contact, address, transport).await;
                 if !answered {
                     tracing::debug!(contact = %device.contact, %address, "a registered device did not answer its keep-alive");
                 }

@@ -1,6 +1,7 @@
 //! Keep-alives toward registered devices behind NAT: an OPTIONS from our
-//! SIP socket to the address a device registered from keeps its NAT's
-//! mapping to us open, so our INVITE still reaches it minutes later (as
+//! SIP socket to the address a device registered from (over TCP, on the
+//! connection it registered on) keeps its NAT's mapping, or its
+//! connection, open, so our INVITE still reaches it minutes later (as
 //! Kamailio's nathelper pings do). The answer, or its absence, says
 //! whether the device is still there.
 
@@ -19,19 +20,27 @@ use super::{SipEdge, Transport};
 const ANSWER_WAIT: Duration = Duration::from_secs(5);
 
 impl SipEdge {
-    /// Sends OPTIONS for `uri` to `address` over UDP; true when the device
+    /// Sends OPTIONS for `uri` to `address` over `transport` (over TCP, on
+    /// the connection the device registered on); true when the device
     /// answered (anything final) within 5 s.
-    pub async fn keep_alive(&self, uri: &str, address: SocketAddr) -> bool {
+    pub async fn keep_alive(&self, uri: &str, address: SocketAddr, transport: Transport) -> bool {
         let Ok(target) = rsipstack::sip::Uri::try_from(uri) else {
             return false;
         };
         let endpoint = self.dialogs.endpoint.clone();
-        let Ok(via) = endpoint.get_via(None, None) else {
+        let destination = SipAddr {
+            r#type: Some(match transport {
+                Transport::Udp => rsipstack::sip::transport::Transport::Udp,
+                Transport::Tcp => rsipstack::sip::transport::Transport::Tcp,
+            }),
+            addr: address.into(),
+        };
+        let Ok(via) = endpoint.get_via(Some(destination.clone()), None) else {
             return false;
         };
         let from = rsipstack::sip::typed::From {
             display_name: None,
-            uri: self.contacts.for_transport(Transport::Udp).clone(),
+            uri: self.contacts.for_transport(transport).clone(),
             params: vec![Param::Tag(make_tag())],
         };
         let to = rsipstack::sip::typed::To {
@@ -44,10 +53,7 @@ impl SipEdge {
             return false;
         };
         let mut tx = Transaction::new_client(key, request, endpoint, None);
-        tx.destination = Some(SipAddr {
-            r#type: Some(rsipstack::sip::transport::Transport::Udp),
-            addr: address.into(),
-        });
+        tx.destination = Some(destination);
         if tx.send().await.is_err() {
             return false;
         }
