@@ -16,6 +16,10 @@
 //! prompt frame played in `replace` and in `mix` mode (the other party's
 //! audio decoded, mixed under the prompt and re-encoded), side by side.
 //!
+//! `relay-bench floor [SECONDS] [ROUNDS] [CALLS...]` runs the calls
+//! through a minimal C relay the bench builds (the floor: one `recvfrom`
+//! and one `sendto` per packet, epoll) and through ours, alternately.
+//!
 //! `relay-bench recording [SECONDS] [CALLS] [ROUNDS]` runs the same calls
 //! with recording off and with every call recorded, alternately (default
 //! 10 s, 500 calls, 2 rounds of each): the relay's CPU per packet in both,
@@ -40,6 +44,9 @@ use tollbridge_media::recording::Recorder;
 use tollbridge_media::relay::{CallMedia, Relay};
 use tollbridge_media::sdp::{Codec, Direction};
 use tollbridge_media::stream::{FRAME as PROMPT_FRAME, OutStream, PROMPT_PACKET, PromptMode};
+
+#[path = "relay_bench/floor.rs"]
+mod floor;
 
 const PACKET: usize = 172;
 const FRAME: Duration = Duration::from_millis(20);
@@ -151,6 +158,18 @@ async fn run(
     ticks: f64,
     recording: Option<&Recording<'_>>,
 ) -> Outcome {
+    run_through(relay, None, calls, seconds, ticks, recording).await
+}
+
+/// [`run`], or through the C floor relay when `floor` is given.
+async fn run_through(
+    relay: Option<&Relay>,
+    floor: Option<&floor::Floor>,
+    calls: usize,
+    seconds: u64,
+    ticks: f64,
+    recording: Option<&Recording<'_>>,
+) -> Outcome {
     let mut parties: Vec<Party> = Vec::with_capacity(calls * 2);
     let mut media: Vec<CallMedia> = Vec::new();
     let mut files = Vec::new();
@@ -165,8 +184,19 @@ async fn run(
             telephone_event: Some(101),
             codec: Some(tollbridge_media::sdp::Codec::Pcmu),
         };
-        match relay {
-            Some(relay) => {
+        match (relay, floor) {
+            (_, Some(floor)) => {
+                let (to_a, to_b) = floor.addresses(index);
+                parties.push(Party {
+                    socket: a,
+                    target: to_a,
+                });
+                parties.push(Party {
+                    socket: b,
+                    target: to_b,
+                });
+            }
+            (Some(relay), None) => {
                 let call = relay.open_call().unwrap();
                 call.set_peer(Side::Caller, peer(a_addr));
                 call.set_peer(Side::Callee, peer(b_addr));
@@ -187,7 +217,7 @@ async fn run(
                 });
                 media.push(call);
             }
-            None => {
+            (None, None) => {
                 parties.push(Party {
                     socket: a,
                     target: b_addr,
@@ -219,6 +249,7 @@ async fn run(
         })
         .collect();
     let (relay_before, recorder_before, rest_before) = cpu_seconds(ticks);
+    let floor_before = floor.map_or(0.0, |f| f.cpu_seconds(ticks));
     // Each party sends every 20 ms, the parties spread evenly over the frame.
     let mut packet = [0u8; PACKET];
     packet[0] = 0x80;
@@ -268,6 +299,7 @@ async fn run(
         recorded = Some((bytes, audio, dropped));
     }
     let (relay_after, recorder_after, rest_after) = cpu_seconds(ticks);
+    let floor_after = floor.map_or(0.0, |f| f.cpu_seconds(ticks));
     let mut latencies = std::mem::take(&mut *stats.latencies_ns.lock().unwrap());
     latencies.sort_unstable();
     let received = stats.received.load(Ordering::Relaxed);
@@ -277,7 +309,10 @@ async fn run(
         p50_us: percentile(&latencies, 0.5),
         p99_us: percentile(&latencies, 0.99),
         max_us: latencies.last().map_or(f64::NAN, |v| *v as f64 / 1000.0),
-        relay_cpu: relay_after - relay_before,
+        relay_cpu: match floor {
+            Some(_) => floor_after - floor_before,
+            None => relay_after - relay_before,
+        },
         recorder_cpu: recorder_after - recorder_before,
         generator_cpu: rest_after - rest_before,
         recorded,
@@ -365,6 +400,53 @@ fn prompt_cost(frames: u32) {
     }
 }
 
+/// The C floor and our relay, alternately at each size (`relay-bench
+/// floor [SECONDS] [ROUNDS] [CALLS...]`): CPU per relayed packet of each,
+/// and ours over the floor's.
+fn against_the_floor(runtime: &tokio::runtime::Runtime, relay: &Relay, ticks: f64) {
+    let mut args = std::env::args().skip(2);
+    let seconds: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let rounds: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(2);
+    let mut sizes: Vec<usize> = args.filter_map(|s| s.parse().ok()).collect();
+    if sizes.is_empty() {
+        sizes = vec![50, 500, 1000];
+    }
+    println!(
+        "| path | calls | packets relayed | loss % | CPU µs/pkt | latency p50 µs | p99 µs | relay / floor |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for calls in sizes {
+        for _ in 0..rounds {
+            let base = FLOOR_PORTS;
+            let floor = floor::Floor::start(base, calls);
+            let below =
+                runtime.block_on(run_through(None, Some(&floor), calls, seconds, ticks, None));
+            drop(floor);
+            let ours = runtime.block_on(run(Some(relay), calls, seconds, ticks, None));
+            let per_packet = |o: &Outcome| o.relay_cpu * 1e6 / o.received.max(1) as f64;
+            for (name, outcome) in [("C floor", &below), ("tollbridge", &ours)] {
+                let loss = 100.0 * (outcome.sent - outcome.received.min(outcome.sent)) as f64
+                    / outcome.sent.max(1) as f64;
+                let ratio = if name == "tollbridge" {
+                    format!("{:.2}", per_packet(&ours) / per_packet(&below).max(1e-9))
+                } else {
+                    "-".into()
+                };
+                println!(
+                    "| {name} | {calls} | {} | {loss:.3} | {:.2} | {:.0} | {:.0} | {ratio} |",
+                    outcome.received,
+                    per_packet(outcome),
+                    outcome.p50_us,
+                    outcome.p99_us,
+                );
+            }
+        }
+    }
+}
+
+/// Where the C floor's ports start (the relay's pool is 40000–48999).
+const FLOOR_PORTS: u16 = 49_000;
+
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("prompts") {
         let frames = std::env::args()
@@ -400,6 +482,10 @@ fn main() {
     println!("relay threads: {threads}");
     if std::env::args().nth(1).as_deref() == Some("recording") {
         recording_cost(&runtime, &relay, ticks);
+        return;
+    }
+    if std::env::args().nth(1).as_deref() == Some("floor") {
+        against_the_floor(&runtime, &relay, ticks);
         return;
     }
     println!(
