@@ -256,6 +256,10 @@ impl Ledger {
     ) -> Result<Option<(Settlement, HoldTerms)>, LedgerError> {
         let node = self.node.clone();
         self.run(move |db| {
+            // The call's row before the booking's (the settlement row's
+            // foreign keys take both): the order a call's events take
+            // them in, or PostgreSQL finds a deadlock between the two.
+            super::calls::lock_call_events(db, "id = ?1", args![call_id.as_str()])?;
             let Some(terms) = bookings::terms(db, &booking_id)? else {
                 return Ok(None);
             };
@@ -319,6 +323,8 @@ impl Ledger {
     ) -> Result<Option<Settlement>, LedgerError> {
         let node = self.node.clone();
         self.run(move |db| {
+            // The call's row before the booking's, as in `begin_hold`.
+            super::calls::lock_call_events(db, "id = ?1", args![call_id.as_str()])?;
             let Some(terms) = bookings::terms(db, &booking_id)? else {
                 return Ok(None);
             };
