@@ -40,9 +40,18 @@ impl Shell {
                     .begin_recording(self.id.clone(), path.display().to_string(), now_ms())
                     .await;
                 if let Err(e) = stored {
-                    // Without its row the file would be nobody's: none is made.
+                    // Without its row the file would be nobody's: it is
+                    // removed once the writer has closed it.
                     tracing::error!(error = %e, "cannot record the recording in the ledger; the call is not recorded");
                     tap.stop(origin);
+                    tokio::spawn(async move {
+                        if let Ok(closed) = outcome.await {
+                            let _ = tokio::task::spawn_blocking(move || {
+                                std::fs::remove_file(closed.path)
+                            })
+                            .await;
+                        }
+                    });
                     return;
                 }
                 media.record(tap);
