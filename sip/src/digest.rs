@@ -202,12 +202,16 @@ pub enum NonceCheck {
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// Per nonce: when it was first seen, and the highest count since.
+type NonceCounts = HashMap<String, (u64, u32)>;
+
 /// Issues and checks nonces; remembers the highest nonce count seen per
 /// nonce, to refuse replays.
 pub struct Nonces {
     secret: Vec<u8>,
     lifetime_ms: u64,
-    counts: Mutex<HashMap<String, (u64, u32)>>,
+    /// Per nonce (first seen, highest count), and when it was last swept.
+    counts: Mutex<(NonceCounts, u64)>,
 }
 
 impl std::fmt::Debug for Nonces {
@@ -218,6 +222,9 @@ impl std::fmt::Debug for Nonces {
     }
 }
 
+/// How often forgotten nonces are swept out of the replay table.
+const SWEEP_MS: u64 = 60_000;
+
 /// Bytes of the HMAC kept in a nonce.
 const MAC_BYTES: usize = 16;
 
@@ -227,7 +234,7 @@ impl Nonces {
         Nonces {
             secret: secret.to_vec(),
             lifetime_ms,
-            counts: Mutex::new(HashMap::new()),
+            counts: Mutex::new((HashMap::new(), 0)),
         }
     }
 
@@ -275,21 +282,28 @@ impl Nonces {
     }
 
     /// Records nonce count `count` for `nonce` at `now_ms`; false when it
-    /// is not above the last one seen (a replay). Forgets nonces past
-    /// their lifetime as it goes.
+    /// is not above the last one seen (a replay). Nonces past their
+    /// lifetime count as unseen, and are swept out at most once a minute
+    /// (not on every REGISTER).
     pub fn first_use(&self, nonce: &str, count: u32, now_ms: u64) -> bool {
-        let Ok(mut counts) = self.counts.lock() else {
+        let Ok(mut guard) = self.counts.lock() else {
             return false;
         };
+        let (counts, swept_ms) = &mut *guard;
         let lifetime = self.lifetime_ms;
-        counts.retain(|_, (seen_ms, _)| now_ms.saturating_sub(*seen_ms) <= lifetime);
+        if now_ms.saturating_sub(*swept_ms) >= SWEEP_MS {
+            counts.retain(|_, (seen_ms, _)| now_ms.saturating_sub(*seen_ms) <= lifetime);
+            *swept_ms = now_ms;
+        }
         match counts.get_mut(nonce) {
-            Some((_, last)) if count <= *last => false,
-            Some(entry) => {
-                *entry = (entry.0, count);
+            Some((seen_ms, last)) if now_ms.saturating_sub(*seen_ms) <= lifetime => {
+                if count <= *last {
+                    return false;
+                }
+                *last = count;
                 true
             }
-            None => {
+            _ => {
                 counts.insert(nonce.to_owned(), (now_ms, count));
                 true
             }
