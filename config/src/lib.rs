@@ -23,12 +23,12 @@ mod webhooks;
 
 pub use callees::CalleeConfig;
 pub use error::{ConfigError, LoadError};
-pub use network::{MediaConfig, SipConfig};
+pub use network::{MediaConfig, SipConfig, SipTls};
 pub use recording::RecordingConfig;
 pub use registrar::RegistrarConfig;
 pub use schema::{
-    BillingConfig, CallsConfig, Config, ExportConfig, HttpConfig, HttpTls, LogConfig,
-    PromptsConfig, known_keys,
+    BillingConfig, CallsConfig, Config, ExportConfig, HttpConfig, LogConfig, PromptsConfig,
+    TlsFiles, known_keys,
 };
 pub use secret::{Environment, ProcessEnvironment, Secret, SecretSource};
 pub use storage::{ClusterConfig, DatabaseConfig, NodeConfig};

@@ -4,9 +4,11 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::schema::duration_in;
+use std::path::PathBuf;
+
+use crate::schema::{TlsFiles, duration_in, existing_file, read_tls_files};
 use crate::tree::TableReader;
-use crate::values::{Latch, ListenAddr, PortRange, PublicAddress, UnknownSource};
+use crate::values::{Latch, ListenAddr, PortRange, PublicAddress, Transport, UnknownSource};
 
 /// `[sip]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +27,21 @@ pub struct SipConfig {
     /// `sip.user_agent`: our `User-Agent` and `Server` header. Without the
     /// version by default: a version tells a scanner what to try.
     pub user_agent: String,
+    /// `[sip.tls]`: our certificate for `tls:` listeners, and whom we trust
+    /// when we open TLS to a peer.
+    pub tls: SipTls,
+}
+
+/// `[sip.tls]`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SipTls {
+    /// `sip.tls.certificate` and `sip.tls.private_key`: what `tls:`
+    /// listeners serve (required with one); re-read on reload.
+    pub files: Option<TlsFiles>,
+    /// `sip.tls.ca`: PEM certificates of the authorities trusted for
+    /// outbound TLS (a trunk's `;transport=tls` termination URI) instead of
+    /// the system's roots; for a private PKI or a test.
+    pub ca: Option<PathBuf>,
 }
 
 /// `[media]`.
@@ -50,13 +67,15 @@ pub struct MediaConfig {
     pub threads: Option<usize>,
 }
 
-pub(crate) const SIP_KEYS: [&str; 5] = [
+pub(crate) const SIP_KEYS: [&str; 6] = [
     "listen",
     "public_address",
     "unknown_source",
     "invites_per_second",
     "user_agent",
+    "tls",
 ];
+pub(crate) const SIP_TLS_KEYS: [&str; 3] = ["certificate", "private_key", "ca"];
 pub(crate) const MEDIA_KEYS: [&str; 7] = [
     "address",
     "public_address",
@@ -101,6 +120,24 @@ pub(crate) fn read_sip(mut t: TableReader, defaults: SipConfig) -> SipConfig {
             ),
         })
         .unwrap_or(defaults.user_agent);
+    let serves_tls = listen.iter().any(|l| l.transport == Transport::Tls);
+    let tls = match t.take("tls") {
+        Some(item) => read_sip_tls(
+            TableReader::new(&t.key("tls"), Some(item), t.diagnostics()),
+            serves_tls,
+        ),
+        None => {
+            if serves_tls {
+                t.diagnostics().report(
+                    &t.key("tls"),
+                    None,
+                    None,
+                    "required with a tls: listener in sip.listen: [sip.tls] certificate and private_key",
+                );
+            }
+            defaults.tls
+        }
+    };
     t.finish(&SIP_KEYS);
     SipConfig {
         listen,
@@ -108,7 +145,22 @@ pub(crate) fn read_sip(mut t: TableReader, defaults: SipConfig) -> SipConfig {
         unknown_source,
         invites_per_second,
         user_agent,
+        tls,
     }
+}
+
+/// `[sip.tls]`: the certificate and key are required with a `tls:`
+/// listener and go together without one; `ca` stands alone.
+fn read_sip_tls(mut t: TableReader, serves_tls: bool) -> SipTls {
+    let files = if serves_tls || t.span("certificate").is_some() || t.span("private_key").is_some()
+    {
+        read_tls_files(&mut t, "[sip.tls]")
+    } else {
+        None
+    };
+    let ca = existing_file(&mut t, "ca");
+    t.finish(&SIP_TLS_KEYS);
+    SipTls { files, ca }
 }
 
 fn check_listeners(t: &TableReader, list: &[ListenAddr], span: std::ops::Range<usize>) {

@@ -82,17 +82,17 @@ pub struct HttpConfig {
     pub api_token: Option<Secret>,
     /// `[http.tls]`: serve HTTPS instead of plain HTTP (Stripe delivers
     /// webhooks only over HTTPS).
-    pub tls: Option<HttpTls>,
+    pub tls: Option<TlsFiles>,
 }
 
-/// `[http.tls]`: the listener's certificate chain and key, PEM files read
-/// at start and again on every reload (a renewed certificate takes effect
-/// without a restart).
+/// A TLS listener's certificate chain and key (`[http.tls]`,
+/// `[sip.tls]`), PEM files read at start and again on every reload (a
+/// renewed certificate takes effect without a restart).
 #[derive(Debug, Clone, PartialEq)]
-pub struct HttpTls {
-    /// `http.tls.certificate`: the certificate chain, leaf first.
+pub struct TlsFiles {
+    /// `certificate`: the certificate chain, leaf first.
     pub certificate: PathBuf,
-    /// `http.tls.private_key`: the leaf's private key (PKCS#8, PKCS#1 or SEC1).
+    /// `private_key`: the leaf's private key (PKCS#8, PKCS#1 or SEC1).
     pub private_key: PathBuf,
 }
 
@@ -168,8 +168,9 @@ const LOG_KEYS: [&str; 2] = ["level", "format"];
 
 /// Every dotted key the schema knows, for documentation checks.
 pub fn known_keys() -> Vec<String> {
-    let sections: [(&str, &[&str]); 19] = [
+    let sections: [(&str, &[&str]); 20] = [
         ("sip", &SIP_KEYS),
+        ("sip.tls", &crate::network::SIP_TLS_KEYS),
         ("trunk", &TRUNK_KEYS),
         ("trunk.termination", &TERMINATION_KEYS),
         ("callee", &crate::callees::CALLEE_KEYS),
@@ -221,6 +222,7 @@ impl Config {
                 unknown_source: UnknownSource::Drop,
                 invites_per_second: 30,
                 user_agent: "Tollbridge".to_owned(),
+                tls: crate::network::SipTls::default(),
             },
             trunks: vec![loopback_trunk()],
             media: MediaConfig {
@@ -497,29 +499,44 @@ fn read_http(mut t: TableReader, env: &dyn Environment, defaults: HttpConfig) ->
     }
 }
 
-fn read_http_tls(mut t: TableReader) -> Option<HttpTls> {
-    let file = |t: &mut TableReader, key: &str| {
-        if t.span(key).is_none() {
-            t.diagnostics().report(
-                &t.key(key),
-                None,
-                None,
-                "required with [http.tls]: a PEM file",
-            );
-            return None;
-        }
-        t.get_with(key, |node| match node {
-            crate::tree::Node::Str(s) if Path::new(s).is_file() => Ok(PathBuf::from(s)),
-            crate::tree::Node::Str(_) => Err("no such file".to_owned()),
-            _ => Err("expected a file path".to_owned()),
-        })
-    };
-    let certificate = file(&mut t, "certificate");
-    let private_key = file(&mut t, "private_key");
+fn read_http_tls(mut t: TableReader) -> Option<TlsFiles> {
+    let files = read_tls_files(&mut t, "[http.tls]");
     t.finish(&HTTP_TLS_KEYS);
-    Some(HttpTls {
+    files
+}
+
+/// `certificate` and `private_key` of a TLS table (`[http.tls]`,
+/// `[sip.tls]`): both required, both existing files. The caller finishes
+/// the table.
+pub(crate) fn read_tls_files(t: &mut TableReader, table: &str) -> Option<TlsFiles> {
+    let certificate = pem_file(t, "certificate", table);
+    let private_key = pem_file(t, "private_key", table);
+    Some(TlsFiles {
         certificate: certificate?,
         private_key: private_key?,
+    })
+}
+
+/// A PEM file the table needs: reported when missing or not a file.
+pub(crate) fn pem_file(t: &mut TableReader, key: &str, table: &str) -> Option<PathBuf> {
+    if t.span(key).is_none() {
+        t.diagnostics().report(
+            &t.key(key),
+            None,
+            None,
+            format!("required with {table}: a PEM file"),
+        );
+        return None;
+    }
+    existing_file(t, key)
+}
+
+/// An optional file path: `None` when absent, reported when not a file.
+pub(crate) fn existing_file(t: &mut TableReader, key: &str) -> Option<PathBuf> {
+    t.get_with(key, |node| match node {
+        crate::tree::Node::Str(s) if Path::new(s).is_file() => Ok(PathBuf::from(s)),
+        crate::tree::Node::Str(_) => Err("no such file".to_owned()),
+        _ => Err("expected a file path".to_owned()),
     })
 }
 

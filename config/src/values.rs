@@ -76,6 +76,8 @@ pub enum Transport {
     Udp,
     /// SIP over TCP.
     Tcp,
+    /// SIP over TLS (1.2 or 1.3) on TCP: Twilio's Secure Trunking.
+    Tls,
 }
 
 impl fmt::Display for Transport {
@@ -83,11 +85,13 @@ impl fmt::Display for Transport {
         f.write_str(match self {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
         })
     }
 }
 
-/// One SIP listener: `"udp:127.0.0.1:5060"`, `"tcp:[::1]:5060"`.
+/// One SIP listener: `"udp:127.0.0.1:5060"`, `"tcp:[::1]:5060"`,
+/// `"tls:0.0.0.0:5061"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ListenAddr {
     /// Which transport to listen on.
@@ -105,14 +109,15 @@ impl fmt::Display for ListenAddr {
 impl FromStr for ListenAddr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let usage = "write it as \"udp:ADDRESS:PORT\" or \"tcp:ADDRESS:PORT\"";
+        let usage =
+            "write it as \"udp:ADDRESS:PORT\", \"tcp:ADDRESS:PORT\" or \"tls:ADDRESS:PORT\"";
         let (transport, addr) = s
             .split_once(':')
             .ok_or_else(|| format!("missing transport; {usage}"))?;
         let transport = match transport {
             "udp" => Transport::Udp,
             "tcp" => Transport::Tcp,
-            "tls" => return Err("TLS listeners are not supported yet; use udp or tcp".to_owned()),
+            "tls" => Transport::Tls,
             other => return Err(format!("unknown transport {other:?}; {usage}")),
         };
         let addr = addr
@@ -473,12 +478,19 @@ mod tests {
             "tcp:[::1]:0".parse::<ListenAddr>().map(|l| l.transport),
             Ok(Transport::Tcp)
         );
+        assert_eq!(
+            "tls:1.2.3.4:5061"
+                .parse::<ListenAddr>()
+                .map(|l| l.transport),
+            Ok(Transport::Tls)
+        );
         for bad in [
             "127.0.0.1:5060",
             "sctp:127.0.0.1:5060",
             "udp:localhost:5060",
             "udp:127.0.0.1",
-            "tls:1.2.3.4:5061",
+            "tls:example.com:5061",
+            "TLS:1.2.3.4:5061",
         ] {
             assert!(
                 bad.parse::<ListenAddr>().is_err(),

@@ -174,6 +174,31 @@ fn every_validation_rule_names_its_key() {
             "unknown key",
         ),
         (
+            "[sip]\nlisten = [\"tls:127.0.0.1:5061\"]",
+            "sip.tls",
+            "required with a tls: listener",
+        ),
+        (
+            "[sip]\nlisten = [\"tls:127.0.0.1:5061\"]\n[sip.tls]\nca = \"/etc/passwd\"",
+            "sip.tls.certificate",
+            "required with [sip.tls]",
+        ),
+        (
+            "[sip.tls]\nprivate_key = \"/etc/passwd\"",
+            "sip.tls.certificate",
+            "required with [sip.tls]",
+        ),
+        (
+            "[sip.tls]\nca = \"/nonexistent/ca.pem\"",
+            "sip.tls.ca",
+            "no such file",
+        ),
+        (
+            "[sip.tls]\nca = \"/etc/passwd\"\nverify = false",
+            "sip.tls.verify",
+            "unknown key",
+        ),
+        (
             "[sip]\nuser_agent = \"\"",
             "sip.user_agent",
             "printable ASCII",

@@ -366,8 +366,12 @@ pub fn check_config(path: &Path) -> ExitCode {
         Ok(config) => {
             // The files must hold a certificate and the key that fits it.
             if let Some(tls) = &config.http.tls
-                && let Err(e) = crate::http::tls::load(tls)
+                && let Err(e) = crate::tls::load("http.tls", tls)
             {
+                eprintln!("{}: {e}", path.display());
+                return ExitCode::from(EXIT_BAD_CONFIG);
+            }
+            if let Err(e) = crate::edge::SipTls::open(&config) {
                 eprintln!("{}: {e}", path.display());
                 return ExitCode::from(EXIT_BAD_CONFIG);
             }

@@ -1,6 +1,9 @@
-//! The daemon's side of the SIP edge: the edge's settings from the config.
+//! The daemon's side of the SIP edge: the edge's settings from the config,
+//! and its TLS (our certificate for `tls:` listeners, whom we trust when we
+//! dial TLS).
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 
 use tollbridge_config::{Config, Transport as ConfigTransport, UnknownSource};
 use tollbridge_sip::acl::Acl;
@@ -13,8 +16,55 @@ use tollbridge_sip::wire::Limits;
 /// holding sockets without bound.
 const TCP_CONNECTIONS_PER_SOURCE: usize = 64;
 
-/// The edge's settings from `[sip]` and `[[trunk]]`.
-pub fn edge_config(config: &Config) -> EdgeConfig {
+/// The edge's TLS, read from `[sip.tls]`.
+#[derive(Clone)]
+pub struct SipTls {
+    /// What `tls:` listeners serve, when there is one; re-read on reload.
+    pub certificates: Option<Arc<crate::tls::Certificates>>,
+    /// The listeners' rustls configuration over `certificates`.
+    server: Option<Arc<rustls::ServerConfig>>,
+    /// Outbound TLS: the roots of `sip.tls.ca` or the system's.
+    pub client: Arc<rustls::ClientConfig>,
+}
+
+impl SipTls {
+    /// Reads `[sip.tls]`'s files: the certificate only when a `tls:`
+    /// listener needs it (or it is configured anyway, so a mistake shows).
+    pub fn open(config: &Config) -> Result<SipTls, crate::tls::TlsError> {
+        let certificates = config
+            .sip
+            .tls
+            .files
+            .as_ref()
+            .map(|files| crate::tls::Certificates::open("sip.tls", files))
+            .transpose()?;
+        let unusable = |e: rustls::Error| crate::tls::TlsError::File {
+            table: "sip.tls",
+            key: "certificate",
+            path: String::new(),
+            reason: e.to_string(),
+        };
+        let server = certificates
+            .as_ref()
+            .map(|certificates| crate::tls::server_config(certificates.clone(), &[]))
+            .transpose()
+            .map_err(unusable)?;
+        let roots = crate::tls::client_roots(config.sip.tls.ca.as_deref())?;
+        let client = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(unusable)?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(SipTls {
+            certificates,
+            server,
+            client: Arc::new(client),
+        })
+    }
+}
+
+/// The edge's settings from `[sip]` and `[[trunk]]`, with its TLS.
+pub fn edge_config(config: &Config, tls: &SipTls) -> EdgeConfig {
     EdgeConfig {
         listen: config
             .sip
@@ -24,6 +74,7 @@ pub fn edge_config(config: &Config) -> EdgeConfig {
                 transport: match listener.transport {
                     ConfigTransport::Udp => Transport::Udp,
                     ConfigTransport::Tcp => Transport::Tcp,
+                    ConfigTransport::Tls => Transport::Tls,
                 },
                 addr: listener.addr,
             })
@@ -39,6 +90,8 @@ pub fn edge_config(config: &Config) -> EdgeConfig {
         tcp_connections_per_source: TCP_CONNECTIONS_PER_SOURCE,
         user_agent: config.sip.user_agent.clone(),
         registrar: config.registrar.enabled(),
+        tls_server: tls.server.clone(),
+        tls_client: tls.client.clone(),
     }
 }
 
@@ -68,7 +121,8 @@ mod tests {
     #[test]
     fn the_default_config_allows_loopback_on_both_transports() {
         let config = Config::defaults(&std::collections::HashMap::new());
-        let edge = edge_config(&config);
+        let tls = SipTls::open(&config).unwrap();
+        let edge = edge_config(&config, &tls);
         assert_eq!(edge.listen.len(), 2);
         assert_eq!(
             edge.rules

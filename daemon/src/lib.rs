@@ -27,3 +27,4 @@ pub mod settle;
 pub mod shutdown;
 pub mod state;
 pub mod systemd;
+pub mod tls;

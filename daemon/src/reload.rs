@@ -55,6 +55,19 @@ pub async fn reload(shared: &Arc<Shared>, source: &ConfigSource, log: &LogHandle
             Err(e) => error!(error = %e, "https certificate reload task failed"),
         }
     }
+    if let (Some(certificates), Some(files)) =
+        (shared.sip_certificates.get(), &applied.sip.tls.files)
+    {
+        let files = files.clone();
+        let certificates = certificates.clone();
+        match tokio::task::spawn_blocking(move || certificates.reload(&files)).await {
+            Ok(Ok(())) => info!("sip tls certificate re-read"),
+            Ok(Err(e)) => {
+                error!(error = %e, "sip tls certificate not reloaded; serving the running one")
+            }
+            Err(e) => error!(error = %e, "sip tls certificate reload task failed"),
+        }
+    }
     log.apply(&applied.log);
     if let Some(sip) = &shared.sip {
         sip.set_rules(crate::edge::gate_rules(&applied));
@@ -93,6 +106,10 @@ fn keep_restart_only_keys(running: &Config, mut new: Config) -> Config {
     if new.sip.invites_per_second != running.sip.invites_per_second {
         restart_needed.push("sip.invites_per_second");
         new.sip.invites_per_second = running.sip.invites_per_second;
+    }
+    if new.sip.tls.ca != running.sip.tls.ca {
+        restart_needed.push("sip.tls.ca");
+        new.sip.tls.ca = running.sip.tls.ca.clone();
     }
     if new.media != running.media {
         restart_needed.push("media");

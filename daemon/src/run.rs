@@ -83,8 +83,13 @@ pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow
     // READY=1 and the handler would otherwise kill the process (its default).
     let mut signals = Signals::install()?;
     // Bad certificate files stop the start before anything is opened.
+    // The process default, for what rsipstack builds itself.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let sip_tls = crate::edge::SipTls::open(&config).context("cannot use [sip.tls]")?;
     let https = match &config.http.tls {
-        Some(tls) => Some(crate::http::tls::Certificates::open(tls).context("cannot serve HTTPS")?),
+        Some(tls) => {
+            Some(crate::tls::Certificates::open("http.tls", tls).context("cannot serve HTTPS")?)
+        }
         None => None,
     };
     // One daemon per SQLite file; `tollbridge restore` checks for it too.
@@ -158,7 +163,7 @@ pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow
         warn!(language = %language, prompt = %prompt, default = prompts.default_language(), "prompt missing; the default language's plays instead");
     }
 
-    let (sip, calls) = SipEdge::start(crate::edge::edge_config(&config))
+    let (sip, calls) = SipEdge::start(crate::edge::edge_config(&config, &sip_tls))
         .await
         .context("cannot start the SIP edge (sip.listen)")?;
     for listener in sip.listeners() {
@@ -186,6 +191,9 @@ pub async fn run(source: ConfigSource, config: Config, log: LogHandle) -> anyhow
         .set(prompts.languages().map(str::to_owned).collect());
     let recorder = tollbridge_media::recording::Recorder::start()
         .context("cannot start the recording writer thread")?;
+    if let Some(certificates) = &sip_tls.certificates {
+        let _ = shared.sip_certificates.set(certificates.clone());
+    }
     let _ = shared.recorder.set(Arc::new(recorder));
     let mut background = Background::default();
     let hangups = Arc::new(recovery::Hangups {
@@ -395,7 +403,7 @@ fn log_modes(config: &Config) {
 /// when given, until `stop`.
 async fn serve_http(
     listener: TcpListener,
-    https: Option<Arc<crate::http::tls::Certificates>>,
+    https: Option<Arc<crate::tls::Certificates>>,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {

@@ -32,7 +32,9 @@ pub struct Shared {
     /// The calls in progress on this node, for the API to see and end.
     pub live: Arc<LiveCalls>,
     /// The HTTPS listener's certificate, re-read on reload (`[http.tls]`).
-    pub https: std::sync::OnceLock<Arc<crate::http::tls::Certificates>>,
+    pub https: std::sync::OnceLock<Arc<crate::tls::Certificates>>,
+    /// The SIP `tls:` listeners' certificate, re-read on reload (`[sip.tls]`).
+    pub sip_certificates: std::sync::OnceLock<Arc<crate::tls::Certificates>>,
     /// The SIP edge, once started (absent in tests of the HTTP surface).
     pub sip: Option<Arc<SipEdge>>,
     /// The media relay (absent in tests of the HTTP surface).
@@ -73,6 +75,7 @@ impl Shared {
             metrics,
             live: Arc::default(),
             https: std::sync::OnceLock::new(),
+            sip_certificates: std::sync::OnceLock::new(),
             sip,
             relay,
             started: Instant::now(),

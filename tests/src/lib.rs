@@ -13,6 +13,7 @@ pub mod phone;
 pub mod postgres;
 mod sipp;
 pub mod stripe_fake;
+pub mod tls;
 
 pub use sipp::*;
 

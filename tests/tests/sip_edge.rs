@@ -58,6 +58,8 @@ async fn start_edge(policy: UnknownSourcePolicy) -> Harness {
         tcp_connections_per_source: 4,
         user_agent: "tollbridge-test".into(),
         registrar: false,
+        tls_server: None,
+        tls_client: tollbridge_e2e::tls::trusting_nothing(),
     };
     let (edge, mut calls) = SipEdge::start(config).await.expect("edge starts");
     let udp = edge

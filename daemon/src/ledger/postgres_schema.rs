@@ -299,6 +299,13 @@ CREATE TABLE registrar_keys (
 );
 "#;
 
+/// Schema v13 (see `sqlite_schema.rs`): registrations over TLS.
+const V13: &str = r#"
+ALTER TABLE registrations DROP CONSTRAINT registrations_transport_check;
+ALTER TABLE registrations ADD CONSTRAINT registrations_transport_check
+    CHECK (transport IN ('udp', 'tcp', 'tls'));
+"#;
+
 /// Every migration as (the schema version it brings, its statements),
 /// oldest first.
 pub(crate) const MIGRATIONS: &[(usize, &str)] = &[
@@ -311,7 +318,8 @@ pub(crate) const MIGRATIONS: &[(usize, &str)] = &[
     (10, V10),
     (11, V11),
     (12, V12),
+    (13, V13),
 ];
 
 /// The schema version this build writes.
-pub(crate) const LATEST_VERSION: usize = 12;
+pub(crate) const LATEST_VERSION: usize = 13;

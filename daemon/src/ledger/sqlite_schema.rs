@@ -488,6 +488,28 @@ CREATE TABLE registrar_keys (
 ) STRICT;
 "#;
 
+/// Schema v13: softphones register over TLS too (`transport = 'tls'`);
+/// SQLite changes a CHECK only by rebuilding the table.
+const V13: &str = r#"
+CREATE TABLE registrations_v13 (
+    expert        TEXT NOT NULL REFERENCES experts (name) ON DELETE CASCADE,
+    contact       TEXT NOT NULL,
+    received      TEXT NOT NULL,
+    transport     TEXT NOT NULL CHECK (transport IN ('udp', 'tcp', 'tls')),
+    node          TEXT NOT NULL,
+    call_id       TEXT NOT NULL,
+    cseq          INTEGER NOT NULL CHECK (cseq >= 0),
+    user_agent    TEXT,
+    registered_ms INTEGER NOT NULL,
+    expires_ms    INTEGER NOT NULL,
+    PRIMARY KEY (expert, contact)
+) STRICT;
+INSERT INTO registrations_v13 SELECT * FROM registrations;
+DROP TABLE registrations;
+ALTER TABLE registrations_v13 RENAME TO registrations;
+CREATE INDEX registrations_by_expiry ON registrations (expires_ms);
+"#;
+
 const MIGRATIONS_SLICE: &[M<'static>] = &[
     M::up(V1).foreign_key_check(),
     M::up(V2).foreign_key_check(),
@@ -501,6 +523,7 @@ const MIGRATIONS_SLICE: &[M<'static>] = &[
     M::up(V10).foreign_key_check(),
     M::up(V11).foreign_key_check(),
     M::up(V12).foreign_key_check(),
+    M::up(V13).foreign_key_check(),
 ];
 
 /// Every migration, oldest first.

@@ -272,6 +272,7 @@ impl Registrar {
             received: request.source.to_string(),
             transport: match request.transport {
                 tollbridge_sip::edge::Transport::Tcp => "tcp",
+                tollbridge_sip::edge::Transport::Tls => "tls",
                 tollbridge_sip::edge::Transport::Udp => "udp",
             }
             .to_owned(),
@@ -359,6 +360,7 @@ pub async fn keep_alive_loop(
             let edge = edge.clone();
             let transport = match device.transport.as_str() {
                 "tcp" => tollbridge_sip::edge::Transport::Tcp,
+                "tls" => tollbridge_sip::edge::Transport::Tls,
                 _ => tollbridge_sip::edge::Transport::Udp,
             };
             Some(async move {

@@ -108,16 +108,16 @@ impl DialogRecord {
             .map_err(|e| bad("Contact", e))?;
         // A stream leg whose target names no transport is reached over the
         // transport it was established on, as rsipstack does for a UAS.
-        if self.transport == Transport::Tcp
+        if self.transport != Transport::Udp
             && self.route_set.is_empty()
             && !remote_uri
                 .params
                 .iter()
                 .any(|p| matches!(p, rsipstack::sip::Param::Transport(_)))
         {
-            remote_uri.params.push(rsipstack::sip::Param::Transport(
-                rsipstack::sip::Transport::Tcp,
-            ));
+            remote_uri
+                .params
+                .push(rsipstack::sip::Param::Transport(self.transport.on_stack()));
         }
         Ok(DialogSnapshot {
             state: DialogSnapshotState::Confirmed,
@@ -219,6 +219,12 @@ mod tests {
         assert_eq!(
             snapshot.remote_uri.to_string(),
             "sip:expert@192.0.2.10:5070;transport=tcp"
+        );
+        let mut tls = tcp.clone();
+        tls.transport = Transport::Tls;
+        assert_eq!(
+            tls.snapshot().unwrap().remote_uri.to_string(),
+            "sip:expert@192.0.2.10:5070;transport=tls"
         );
     }
 

@@ -78,11 +78,7 @@ impl Dispatcher {
         let Some(registers) = &self.registers else {
             return;
         };
-        let transport = if tx.connection.as_ref().is_some_and(|c| c.is_reliable()) {
-            Transport::Tcp
-        } else {
-            Transport::Udp
-        };
+        let transport = Transport::of(tx.connection.as_ref());
         let source = describe(&tx).source;
         let request = RegisterRequest::read(tx, source, transport);
         if let Err(
@@ -94,12 +90,8 @@ impl Dispatcher {
     }
 
     fn contact_for(&self, tx: &Transaction) -> &rsipstack::sip::Uri {
-        let reliable = tx.connection.as_ref().is_some_and(|c| c.is_reliable());
-        self.contacts.for_transport(if reliable {
-            Transport::Tcp
-        } else {
-            Transport::Udp
-        })
+        self.contacts
+            .for_transport(Transport::of(tx.connection.as_ref()))
     }
 
     fn new_call(&self, mut tx: Transaction) {
@@ -133,11 +125,7 @@ impl Dispatcher {
             }
         };
         let dialog_for_leg = dialog.clone();
-        let transport = if tx.connection.as_ref().is_some_and(|c| c.is_reliable()) {
-            Transport::Tcp
-        } else {
-            Transport::Udp
-        };
+        let transport = Transport::of(tx.connection.as_ref());
         let mut details = describe(&tx);
         details.trunk = self.gate.trunk_for(details.source.ip()).unwrap_or_default();
         // The dialog task sends 100 Trying first, then runs the transaction.

@@ -29,10 +29,7 @@ impl SipEdge {
         };
         let endpoint = self.dialogs.endpoint.clone();
         let destination = SipAddr {
-            r#type: Some(match transport {
-                Transport::Udp => rsipstack::sip::transport::Transport::Udp,
-                Transport::Tcp => rsipstack::sip::transport::Transport::Tcp,
-            }),
+            r#type: Some(transport.on_stack()),
             addr: address.into(),
         };
         let Ok(via) = endpoint.get_via(Some(destination.clone()), None) else {

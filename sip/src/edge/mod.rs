@@ -26,6 +26,7 @@ mod nat;
 mod outbound;
 mod register;
 mod tcp;
+mod tls;
 mod udp;
 
 use std::net::{IpAddr, SocketAddr};
@@ -68,12 +69,39 @@ pub enum Transport {
     Udp,
     /// TCP.
     Tcp,
+    /// TLS over TCP (1.2 or 1.3).
+    Tls,
+}
+
+impl Transport {
+    /// The stack's name for it.
+    pub(crate) fn on_stack(self) -> rsipstack::sip::transport::Transport {
+        match self {
+            Transport::Udp => rsipstack::sip::transport::Transport::Udp,
+            Transport::Tcp => rsipstack::sip::transport::Transport::Tcp,
+            Transport::Tls => rsipstack::sip::transport::Transport::Tls,
+        }
+    }
+
+    /// The transport a message came over or a transaction uses.
+    pub(crate) fn of(connection: Option<&rsipstack::transport::SipConnection>) -> Transport {
+        match connection {
+            Some(connection)
+                if connection.get_addr().r#type
+                    == Some(rsipstack::sip::transport::Transport::Tls) =>
+            {
+                Transport::Tls
+            }
+            Some(connection) if connection.is_reliable() => Transport::Tcp,
+            _ => Transport::Udp,
+        }
+    }
 }
 
 /// One listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Listener {
-    /// UDP or TCP.
+    /// UDP, TCP or TLS.
     pub transport: Transport,
     /// Where to bind; port 0 picks a free one.
     pub addr: SocketAddr,
@@ -98,6 +126,12 @@ pub struct EdgeConfig {
     /// Whether REGISTER goes to the daemon's registrar (taken with
     /// [`SipEdge::take_registers`]); 405 otherwise.
     pub registrar: bool,
+    /// What `tls:` listeners serve (the daemon's certificate store, so a
+    /// reload reaches new handshakes); required with one.
+    pub tls_server: Option<Arc<rustls::ServerConfig>>,
+    /// Whom outbound TLS trusts (the system's roots or `sip.tls.ca`); the
+    /// peer's certificate must also name the host we dial.
+    pub tls_client: Arc<rustls::ClientConfig>,
 }
 
 /// Why the edge could not start or act.
@@ -128,6 +162,10 @@ pub enum EdgeError {
     /// The trunk's calls-per-second queue was full for too long.
     #[error("trunk {0}: calls-per-second limit reached, call not placed")]
     CpsQueueFull(String),
+    /// No TLS connection could be made to any address of the target (its
+    /// certificate not trusted, not for the host we dialled, no answer).
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// A running SIP edge. Dropping it does not stop it; call [`SipEdge::stop`].
@@ -143,6 +181,8 @@ pub struct SipEdge {
     registers: std::sync::Mutex<Option<mpsc::Receiver<RegisterRequest>>>,
     /// Where registered devices behind NAT are reached.
     nat: nat::NatTargets,
+    /// Outbound TLS connections we opened, reused while they live.
+    tls_flows: tls::TlsFlows,
 }
 
 impl SipEdge {
@@ -166,7 +206,7 @@ impl SipEdge {
             .and_then(|(host, _)| host.parse::<IpAddr>().ok());
 
         let mut bound = Vec::new();
-        let mut tcp_listeners = Vec::new();
+        let mut stream_listeners = Vec::new();
         for listener in &config.listen {
             let bind_error = |source| EdgeError::Bind {
                 transport: listener.transport,
@@ -192,16 +232,27 @@ impl SipEdge {
                         addr: local,
                     });
                 }
-                Transport::Tcp => {
+                Transport::Tcp | Transport::Tls => {
+                    let acceptor = match listener.transport {
+                        Transport::Tls => Some(tokio_rustls::TlsAcceptor::from(
+                            config.tls_server.clone().ok_or_else(|| {
+                                EdgeError::Stack(format!(
+                                    "the tls listener on {} has no certificate",
+                                    listener.addr
+                                ))
+                            })?,
+                        )),
+                        _ => None,
+                    };
                     let socket = tokio::net::TcpListener::bind(listener.addr)
                         .await
                         .map_err(bind_error)?;
                     let local = socket.local_addr().map_err(bind_error)?;
                     bound.push(Listener {
-                        transport: Transport::Tcp,
+                        transport: listener.transport,
                         addr: local,
                     });
-                    tcp_listeners.push(socket);
+                    stream_listeners.push((socket, listener.transport, acceptor));
                 }
             }
         }
@@ -246,18 +297,24 @@ impl SipEdge {
                 .find(|l| l.transport == Transport::Tcp)
                 .map(|l| contact_uri(&config, l))
                 .transpose()?,
+            tls: bound
+                .iter()
+                .find(|l| l.transport == Transport::Tls)
+                .map(|l| contact_uri(&config, l))
+                .transpose()?,
         };
-        for listener in tcp_listeners {
+        for (listener, transport, acceptor) in stream_listeners {
             tokio::spawn(tcp::accept_loop(
                 listener,
-                endpoint.inner.clone(),
-                gate.clone(),
-                connection_counts.clone(),
-                config.tcp_connections_per_source,
-                contacts
-                    .for_transport(Transport::Tcp)
-                    .host_with_port
-                    .to_string(),
+                tcp::StreamEdge {
+                    endpoint: endpoint.inner.clone(),
+                    gate: gate.clone(),
+                    counts: connection_counts.clone(),
+                    limit: config.tcp_connections_per_source,
+                    transport,
+                    sent_by: contacts.for_transport(transport).host_with_port.to_string(),
+                    tls: acceptor,
+                },
                 cancel.clone(),
             ));
         }
@@ -305,6 +362,7 @@ impl SipEdge {
                 }
             }
         });
+        let tls_flows = tls::TlsFlows::new(config.tls_client.clone(), cancel.clone());
         Ok((
             SipEdge {
                 gate,
@@ -317,6 +375,7 @@ impl SipEdge {
                 bound,
                 registers: std::sync::Mutex::new(register_receiver),
                 nat,
+                tls_flows,
             },
             receiver,
         ))
@@ -358,6 +417,14 @@ impl SipEdge {
         transport: Transport,
         addresses: Vec<SocketAddr>,
     ) -> Result<OutboundLeg, EdgeError> {
+        let addresses = if transport == Transport::Tls {
+            let name = outbound::target_host(&request)?;
+            self.tls_flows
+                .reach(&self.dialogs.endpoint.transport_layer, &name, addresses)
+                .await?
+        } else {
+            addresses
+        };
         outbound::place(
             &self.dialogs,
             self.contacts.for_transport(transport),
@@ -452,6 +519,7 @@ struct Contacts {
     first: rsipstack::sip::Uri,
     udp: Option<rsipstack::sip::Uri>,
     tcp: Option<rsipstack::sip::Uri>,
+    tls: Option<rsipstack::sip::Uri>,
 }
 
 impl Contacts {
@@ -459,12 +527,14 @@ impl Contacts {
         let specific = match transport {
             Transport::Udp => &self.udp,
             Transport::Tcp => &self.tcp,
+            Transport::Tls => &self.tls,
         };
         specific.as_ref().unwrap_or(&self.first)
     }
 }
 
-/// `sip:HOST:PORT` (with `;transport=tcp` for TCP) for `listener`, with
+/// `sip:HOST:PORT` (with `;transport=tcp` or `;transport=tls` for the
+/// streams: Twilio does not use `sips:`) for `listener`, with
 /// `sip.public_address` as host (and port) when set.
 fn contact_uri(config: &EdgeConfig, listener: &Listener) -> Result<rsipstack::sip::Uri, EdgeError> {
     let host_port = match &config.public_host {
@@ -478,10 +548,10 @@ fn contact_uri(config: &EdgeConfig, listener: &Listener) -> Result<rsipstack::si
         }
         None => listener.addr.to_string(),
     };
-    let suffix = if listener.transport == Transport::Tcp {
-        ";transport=tcp"
-    } else {
-        ""
+    let suffix = match listener.transport {
+        Transport::Udp => "",
+        Transport::Tcp => ";transport=tcp",
+        Transport::Tls => ";transport=tls",
     };
     let text = format!("sip:{host_port}{suffix}");
     rsipstack::sip::Uri::try_from(text.as_str())

@@ -64,10 +64,7 @@ impl TargetLocator for NatTargets {
     async fn locate(&self, uri: &rsipstack::sip::Uri) -> rsipstack::Result<SipAddr> {
         match self.lookup(uri) {
             Some((address, transport)) => Ok(SipAddr {
-                r#type: Some(match transport {
-                    Transport::Udp => rsipstack::sip::transport::Transport::Udp,
-                    Transport::Tcp => rsipstack::sip::transport::Transport::Tcp,
-                }),
+                r#type: Some(transport.on_stack()),
                 addr: address.into(),
             }),
             None => SipAddr::try_from(uri),

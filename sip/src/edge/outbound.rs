@@ -292,9 +292,26 @@ impl OutboundLeg {
     }
 }
 
-/// The host and port a Request-URI names (the port defaulting to 5060).
-fn uri_target(uri: &rsipstack::sip::Uri) -> (String, u16) {
-    let port = uri.host_with_port.port.as_ref().map_or(5060, |p| p.value());
+/// The host a Request-URI names: the name a TLS peer's certificate must
+/// carry.
+pub(crate) fn target_host(request: &OutboundRequest) -> Result<String, EdgeError> {
+    let callee = rsipstack::sip::Uri::try_from(request.request_uri.as_str())
+        .map_err(|e| EdgeError::BadTarget(format!("{}: {e}", request.request_uri)))?;
+    Ok(uri_target(&callee, Transport::Tls).0)
+}
+
+/// The host and port a Request-URI names (the port defaulting to 5060, or
+/// 5061 for TLS).
+fn uri_target(uri: &rsipstack::sip::Uri, transport: Transport) -> (String, u16) {
+    let default = match transport {
+        Transport::Tls => 5061,
+        _ => 5060,
+    };
+    let port = uri
+        .host_with_port
+        .port
+        .as_ref()
+        .map_or(default, |p| p.value());
     let host = uri.host_with_port.host.to_string();
     let host = host
         .trim_start_matches('[')
@@ -303,7 +320,8 @@ fn uri_target(uri: &rsipstack::sip::Uri) -> (String, u16) {
     (host, port)
 }
 
-/// The transport a request goes over: as asked, else UDP unless the
+/// The transport a request goes over: as asked, else as its Request-URI's
+/// `transport` parameter names, else UDP unless the
 /// INVITE as the stack renders it (plus the digest answer a challenge
 /// would add) is too large for one datagram.
 pub(crate) fn transport_for(
@@ -314,6 +332,23 @@ pub(crate) fn transport_for(
 ) -> Result<Transport, EdgeError> {
     if let Some(transport) = request.transport {
         return Ok(transport);
+    }
+    let callee = rsipstack::sip::Uri::try_from(request.request_uri.as_str())
+        .map_err(|e| EdgeError::BadTarget(format!("{}: {e}", request.request_uri)))?;
+    // A termination URI may name its transport (`;transport=tls` for
+    // Twilio's Secure Trunking).
+    for param in &callee.params {
+        if let rsipstack::sip::Param::Transport(named) = param {
+            return match named {
+                rsipstack::sip::transport::Transport::Udp => Ok(Transport::Udp),
+                rsipstack::sip::transport::Transport::Tcp => Ok(Transport::Tcp),
+                rsipstack::sip::transport::Transport::Tls => Ok(Transport::Tls),
+                other => Err(EdgeError::BadTarget(format!(
+                    "{}: transport {other} is not one we speak (udp, tcp, tls)",
+                    request.request_uri
+                ))),
+            };
+        }
     }
     let option = invite_option(request, contact, public_host, Transport::Udp, None)?;
     let rendered = dialogs
@@ -363,10 +398,7 @@ fn invite_option(
         caller,
         callee,
         destination: address.map(|address| SipAddr {
-            r#type: Some(match transport {
-                Transport::Udp => rsipstack::sip::transport::Transport::Udp,
-                Transport::Tcp => rsipstack::sip::transport::Transport::Tcp,
-            }),
+            r#type: Some(transport.on_stack()),
             addr: address.into(),
         }),
         content_type: Some("application/sdp".to_owned()),
@@ -390,7 +422,7 @@ pub(crate) async fn resolve(
 ) -> Result<Vec<SocketAddr>, EdgeError> {
     let callee = rsipstack::sip::Uri::try_from(request.request_uri.as_str())
         .map_err(|e| EdgeError::BadTarget(format!("{}: {e}", request.request_uri)))?;
-    let (host, port) = uri_target(&callee);
+    let (host, port) = uri_target(&callee, transport);
     let reachable = |address: &SocketAddr| {
         listeners
             .iter()

@@ -1,16 +1,20 @@
-//! SIP over TCP, framed and checked by us before rsipstack sees a message.
+//! SIP over TCP and TLS, framed and checked by us before rsipstack sees a
+//! message.
 //!
 //! Our own accept loop binds the port at start and applies the ACL and the
 //! per-source connection limit on accept (a refused connection is closed
 //! at once, for both `unknown_source` policies: there is no request yet to
-//! answer 403 to). Each accepted stream is read here, cut into messages by
+//! answer 403 to). On a `tls:` listener the handshake follows, in a task
+//! of its own with a time limit, so a peer that stalls mid-handshake holds
+//! nothing but its task and its connection slot. Each accepted stream is
+//! read here, cut into messages by
 //! Content-Length ([`wire::frame_length`]), and every message goes through
 //! the same checks as a datagram ([`Gate::inspect`]): a bad one gets its 400
 //! on the connection, a stream that cannot be framed is closed. Messages
 //! that pass reach rsipstack through its in-memory channel transport; what
 //! it sends back comes out of that channel and is written to the stream,
-//! with the top Via of our own requests naming TCP and our TCP listener
-//! (the channel transport would otherwise say UDP).
+//! with the top Via of our own requests naming the stream's transport and
+//! our listener (the channel transport would otherwise say UDP).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -20,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use rsipstack::transaction::endpoint::TransportEventInspector;
 use rsipstack::transport::TransportEvent;
 use rsipstack::transport::channel::ChannelConnection;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::gate::Verdict;
 use crate::wire;
@@ -28,6 +32,9 @@ use crate::wire;
 /// A connection with no traffic for this long is closed (rsipstack's own
 /// stream transports use the same 300 s).
 const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The longest a peer may take over its TLS handshake.
+const HANDSHAKE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 use rsipstack::platform::CancellationToken;
 use rsipstack::transaction::endpoint::EndpointInnerRef;
@@ -86,13 +93,25 @@ impl TransportEventInspector for ClosedConnections {
     }
 }
 
+/// What a stream listener's connections share.
+#[derive(Clone)]
+pub(crate) struct StreamEdge {
+    pub(crate) endpoint: EndpointInnerRef,
+    pub(crate) gate: Arc<Gate>,
+    pub(crate) counts: ConnectionCounts,
+    /// Open connections allowed per source address.
+    pub(crate) limit: usize,
+    /// TCP or TLS.
+    pub(crate) transport: super::Transport,
+    /// Our listener as our requests' top Via names it.
+    pub(crate) sent_by: String,
+    /// The handshake, on a `tls:` listener.
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
 pub(crate) async fn accept_loop(
     listener: tokio::net::TcpListener,
-    endpoint: EndpointInnerRef,
-    gate: Arc<Gate>,
-    counts: ConnectionCounts,
-    limit: usize,
-    sent_by: String,
+    edge: StreamEdge,
     cancel: CancellationToken,
 ) {
     loop {
@@ -103,77 +122,126 @@ pub(crate) async fn accept_loop(
         let (stream, remote) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
-                tracing::warn!(error = %e, "tcp accept failed");
+                tracing::warn!(error = %e, "sip stream accept failed");
                 continue;
             }
         };
-        if !gate.admits_connection(remote.ip()) {
-            let seen = gate.stats.unknown_source.fetch_add(1, Ordering::Relaxed) + 1;
+        if !edge.gate.admits_connection(remote.ip()) {
+            let seen = edge
+                .gate
+                .stats
+                .unknown_source
+                .fetch_add(1, Ordering::Relaxed)
+                + 1;
             if seen.is_power_of_two() {
-                tracing::warn!(source = %remote, seen, "sip tcp connection from an unknown source closed");
+                tracing::warn!(source = %remote, seen, "sip stream connection from an unknown source closed");
             }
             continue;
         }
-        if !counts.try_open(remote.ip(), limit) {
-            let seen = gate.stats.connection_limit.fetch_add(1, Ordering::Relaxed) + 1;
+        if !edge.counts.try_open(remote.ip(), edge.limit) {
+            let seen = edge
+                .gate
+                .stats
+                .connection_limit
+                .fetch_add(1, Ordering::Relaxed)
+                + 1;
             if seen.is_power_of_two() {
-                tracing::warn!(source = %remote, limit, seen, "sip tcp connection over the per-source limit closed");
+                tracing::warn!(source = %remote, limit = edge.limit, seen, "sip stream connection over the per-source limit closed");
             }
             continue;
         }
+        let token = cancel.child_token();
+        let edge = edge.clone();
+        tokio::spawn(async move {
+            match edge.tls.clone() {
+                None => edge.serve(stream, remote, token).await,
+                Some(acceptor) => {
+                    let handshake = tokio::select! {
+                        _ = token.cancelled() => return edge.counts.closed(remote.ip()),
+                        handshake = tokio::time::timeout(HANDSHAKE_LIMIT, acceptor.accept(stream)) => handshake,
+                    };
+                    match handshake {
+                        Ok(Ok(tls)) => edge.serve(tls, remote, token).await,
+                        Ok(Err(e)) => {
+                            edge.counts.closed(remote.ip());
+                            tracing::info!(source = %remote, error = %e, "sip tls handshake failed; closed");
+                        }
+                        Err(_) => {
+                            edge.counts.closed(remote.ip());
+                            tracing::info!(source = %remote, "sip tls handshake took over 10 s; closed");
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+impl StreamEdge {
+    /// Hands the stream's messages to the stack through a channel
+    /// connection and serves it until it ends.
+    async fn serve<S>(self, stream: S, remote: std::net::SocketAddr, token: CancellationToken)
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
         let remote_sip = SipAddr {
-            r#type: Some(rsipstack::sip::transport::Transport::Tcp),
+            r#type: Some(self.transport.on_stack()),
             addr: remote.into(),
         };
         let (to_stack, from_us) = tokio::sync::mpsc::unbounded_channel();
         let (to_us, from_stack) = tokio::sync::mpsc::unbounded_channel();
-        let token = cancel.child_token();
-        match ChannelConnection::create_connection(
-            from_us,
-            to_us,
-            remote_sip.clone(),
-            Some(token.clone()),
-        )
-        .await
+        match ChannelConnection::create_connection(from_us, to_us, remote_sip, Some(token.clone()))
+            .await
         {
             Ok(channel) => {
                 let connection = SipConnection::Channel(channel);
-                endpoint.transport_layer.add_connection(connection.clone());
-                tokio::spawn(serve_stream(
+                self.endpoint
+                    .transport_layer
+                    .add_connection(connection.clone());
+                serve_stream(
                     stream,
                     remote,
-                    sent_by.clone(),
+                    self.transport,
+                    self.sent_by,
                     connection,
                     to_stack,
                     from_stack,
-                    gate.clone(),
+                    self.gate,
                     token,
-                ));
+                )
+                .await;
             }
             Err(e) => {
-                counts.closed(remote.ip());
-                tracing::warn!(source = %remote, error = %e, "cannot serve a tcp connection");
+                self.counts.closed(remote.ip());
+                tracing::warn!(source = %remote, error = %e, "cannot serve a sip stream connection");
             }
         }
     }
 }
 
-/// Reads, frames and checks one TCP stream, and writes what the stack sends
+/// Reads, frames and checks one stream, and writes what the stack sends
 /// on it. Ends when the peer closes, the stream cannot be framed, it idles
 /// for [`IDLE_TIMEOUT`], or the edge stops; dropping `to_stack` then ends
 /// the stack's side (which reports the connection closed).
 #[allow(clippy::too_many_arguments)]
-async fn serve_stream(
-    stream: tokio::net::TcpStream,
+async fn serve_stream<S>(
+    stream: S,
     remote: std::net::SocketAddr,
+    transport: super::Transport,
     via_sent_by: String,
     connection: SipConnection,
     to_stack: rsipstack::transport::connection::TransportSender,
     mut from_stack: rsipstack::transport::connection::TransportReceiver,
     gate: Arc<Gate>,
     cancel: CancellationToken,
-) {
-    let (mut reader, mut writer) = stream.into_split();
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let protocol = match transport {
+        super::Transport::Tls => "TLS",
+        _ => "TCP",
+    };
     // Bytes we write ourselves (keep-alive answers, the gate's replies).
     let (raw, mut raw_queue) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
     let write_task = tokio::spawn(async move {
@@ -181,7 +249,7 @@ async fn serve_stream(
             let bytes = tokio::select! {
                 event = from_stack.recv() => match event {
                     Some(TransportEvent::Incoming(message, _, _)) => {
-                        tcp_top_via(message.to_string(), &via_sent_by).into_bytes()
+                        stream_top_via(message.to_string(), protocol, &via_sent_by).into_bytes()
                     }
                     Some(_) => continue,
                     None => break,
@@ -198,7 +266,7 @@ async fn serve_stream(
         let _ = writer.shutdown().await;
     });
     let remote_sip = SipAddr {
-        r#type: Some(rsipstack::sip::transport::Transport::Tcp),
+        r#type: Some(transport.on_stack()),
         addr: remote.into(),
     };
     let mut buffer: Vec<u8> = Vec::with_capacity(4096);
@@ -247,14 +315,11 @@ async fn serve_stream(
                 }
                 Err(_) => continue,
             };
-            let message = match SipConnection::update_msg_received(
-                message,
-                remote,
-                rsipstack::sip::transport::Transport::Tcp,
-            ) {
-                Ok(message) => message,
-                Err(_) => continue,
-            };
+            let message =
+                match SipConnection::update_msg_received(message, remote, transport.on_stack()) {
+                    Ok(message) => message,
+                    Err(_) => continue,
+                };
             if to_stack
                 .send(TransportEvent::Incoming(
                     message,
@@ -272,9 +337,10 @@ async fn serve_stream(
     write_task.abort();
 }
 
-/// Rewrites the top Via of a request we send on a TCP stream to name TCP
-/// and our listener; responses and other lines pass unchanged.
-fn tcp_top_via(text: String, sent_by: &str) -> String {
+/// Rewrites the top Via of a request we send on a stream to name its
+/// `protocol` (`TCP`, `TLS`) and our listener; responses and other lines
+/// pass unchanged.
+fn stream_top_via(text: String, protocol: &str, sent_by: &str) -> String {
     // Responses, the usual case, go out as they are, without a copy.
     if text.starts_with("SIP/2.0 ") {
         return text;
@@ -286,7 +352,9 @@ fn tcp_top_via(text: String, sent_by: &str) -> String {
         if !done && is_via {
             done = true;
             if let Some((_, rest)) = line.split_once(';') {
-                out.push_str("Via: SIP/2.0/TCP ");
+                out.push_str("Via: SIP/2.0/");
+                out.push_str(protocol);
+                out.push(' ');
                 out.push_str(sent_by);
                 out.push(';');
                 out.push_str(rest);
@@ -300,16 +368,20 @@ fn tcp_top_via(text: String, sent_by: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::tcp_top_via;
+    use super::stream_top_via;
 
     #[test]
-    fn our_requests_on_a_stream_name_tcp_in_their_top_via() {
+    fn our_requests_on_a_stream_name_its_transport_in_their_top_via() {
         let bye = "BYE sip:a@h SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK1;rport\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=x\r\nCSeq: 2 BYE\r\n\r\n";
         assert_eq!(
-            tcp_top_via(bye.to_owned(), "127.0.0.1:5070"),
+            stream_top_via(bye.to_owned(), "TCP", "127.0.0.1:5070"),
             "BYE sip:a@h SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5070;branch=z9hG4bK1;rport\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=x\r\nCSeq: 2 BYE\r\n\r\n"
         );
+        assert_eq!(
+            stream_top_via(bye.to_owned(), "TLS", "192.0.2.1:5061"),
+            "BYE sip:a@h SIP/2.0\r\nVia: SIP/2.0/TLS 192.0.2.1:5061;branch=z9hG4bK1;rport\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=x\r\nCSeq: 2 BYE\r\n\r\n"
+        );
         let ok = "SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP 10.0.0.1;branch=x\r\n\r\n";
-        assert_eq!(tcp_top_via(ok.to_owned(), "127.0.0.1:5070"), ok);
+        assert_eq!(stream_top_via(ok.to_owned(), "TLS", "127.0.0.1:5070"), ok);
     }
 }

@@ -235,6 +235,8 @@ fn main() {
             tcp_connections_per_source: 64,
             user_agent: "tollbridge-bench".into(),
             registrar: false,
+            tls_server: None,
+            tls_client: tollbridge_e2e::tls::trusting_nothing(),
         };
         let (edge, calls) = SipEdge::start(config).await.unwrap();
         tokio::spawn(answer_all(calls));

@@ -341,6 +341,7 @@ fn expert_targets(
             let address = device.received.parse().ok()?;
             let transport = match device.transport.as_str() {
                 "tcp" => tollbridge_sip::edge::Transport::Tcp,
+                "tls" => tollbridge_sip::edge::Transport::Tls,
                 _ => tollbridge_sip::edge::Transport::Udp,
             };
             let request = OutboundRequest {
