@@ -5,6 +5,13 @@ first call, says the WAV given into it and records what it hears, until
 the call ends or the time runs out. No sound card: PJSIP's null device.
 
     pjsua2_expert.py REGISTRAR USER PASSWORD SAYS.wav HEARD.wav SECONDS
+        [--tls CA.crt [CERT.crt KEY.key]]
+
+With --tls it speaks SIP over TLS (1.2 or newer) only, checking the
+server's certificate against CA.crt; with CERT and KEY it also serves
+that certificate on a TLS listener of its own. REGISTRAR "-" registers
+nowhere: the phone waits on its listener, whose port it prints as
+"listening <port>", for a call dialled to it.
 
 Prints "registered <code>" when the registrar answers, "answered" and
 "ended" as the call goes; exits 0 when a call was answered and ended.
@@ -15,6 +22,7 @@ import time
 import pjsua2 as pj
 
 registrar, user, password, says, heard, seconds = sys.argv[1:7]
+tls = sys.argv[8:] if sys.argv[7:8] == ["--tls"] else None
 state = {"registered": None, "answered": False, "ended": False, "call": None}
 
 
@@ -68,7 +76,17 @@ endpoint.libInit(config)
 transport = pj.TransportConfig()
 transport.boundAddress = "127.0.0.1"
 transport.port = 0
-endpoint.transportCreate(pj.PJSIP_TRANSPORT_UDP, transport)
+if tls:
+    transport.tlsConfig.CaListFile = tls[0]
+    transport.tlsConfig.verifyServer = True
+    transport.tlsConfig.method = pj.PJSIP_TLSV1_2_METHOD
+    if len(tls) >= 3:
+        transport.tlsConfig.certFile = tls[1]
+        transport.tlsConfig.privKeyFile = tls[2]
+    transport_id = endpoint.transportCreate(pj.PJSIP_TRANSPORT_TLS, transport)
+else:
+    transport_id = endpoint.transportCreate(pj.PJSIP_TRANSPORT_UDP, transport)
+print("listening", endpoint.transportGetInfo(transport_id).localName.split(":")[-1], flush=True)
 endpoint.libStart()
 endpoint.audDevManager().setNullDev()
 for codec in endpoint.codecEnum2():
@@ -76,10 +94,14 @@ for codec in endpoint.codecEnum2():
     endpoint.codecSetPriority(codec.codecId, priority)
 
 account_config = pj.AccountConfig()
-account_config.idUri = f"sip:{user}@{registrar}"
-account_config.regConfig.registrarUri = f"sip:{registrar}"
-account_config.regConfig.timeoutSec = 120
-account_config.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", user, 0, password))
+suffix = ";transport=tls" if tls else ""
+if registrar == "-":
+    account_config.idUri = f"sip:{user}@127.0.0.1"
+else:
+    account_config.idUri = f"sip:{user}@{registrar}"
+    account_config.regConfig.registrarUri = f"sip:{registrar}{suffix}"
+    account_config.regConfig.timeoutSec = 120
+    account_config.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", user, 0, password))
 account = Account()
 account.create(account_config)
 

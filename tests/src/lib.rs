@@ -338,6 +338,11 @@ impl Daemon {
         self.sip_listener("Tcp")
     }
 
+    /// Where the daemon's SIP TLS listener is, from its log.
+    pub fn sip_tls(&self) -> Option<SocketAddr> {
+        self.sip_listener("Tls")
+    }
+
     fn sip_listener(&self, transport: &str) -> Option<SocketAddr> {
         self.logs().iter().find_map(|line| {
             let value: serde_json::Value = serde_json::from_str(line).ok()?;

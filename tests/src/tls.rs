@@ -50,8 +50,21 @@ impl TestCa {
     /// A certificate for `names` (DNS names or IP addresses), written as
     /// `<stem>.crt` (with the CA after the leaf) and `<stem>.key`.
     pub fn issue(&self, stem: &str, names: &[&str]) -> Issued {
+        self.issue_valid(stem, names, None)
+    }
+
+    /// [`TestCa::issue`] valid only from 2020 to 2021: long expired.
+    pub fn issue_expired(&self, stem: &str, names: &[&str]) -> Issued {
+        self.issue_valid(stem, names, Some((2020, 2021)))
+    }
+
+    fn issue_valid(&self, stem: &str, names: &[&str], years: Option<(i32, i32)>) -> Issued {
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
         let mut params = rcgen::CertificateParams::new(names.clone()).expect("leaf params");
+        if let Some((from, to)) = years {
+            params.not_before = rcgen::date_time_ymd(from, 1, 1);
+            params.not_after = rcgen::date_time_ymd(to, 1, 1);
+        }
         params.distinguished_name.push(
             rcgen::DnType::CommonName,
             names.first().cloned().unwrap_or_default(),

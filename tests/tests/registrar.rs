@@ -10,10 +10,9 @@
 
 mod common;
 
+use common::experts::*;
 use common::*;
 use tollbridge_e2e::phone::{Message, Phone};
-
-const PASSWORD: &str = "correct horse battery";
 
 /// A daemon taking REGISTER from loopback, locking an address out after
 /// three failures, pinging devices every 5 s.
@@ -27,29 +26,6 @@ fn registrar_daemon() -> Daemon {
 
 fn sip_address(daemon: &Daemon) -> SocketAddr {
     daemon.sip_udp().expect("the daemon's SIP UDP address")
-}
-
-/// Creates expert `name` whose devices register as `name`.
-fn create_expert(daemon: &Daemon, name: &str) {
-    let body = json!({"name": name, "username": name, "password": PASSWORD});
-    let (status, created) = daemon.api("POST", "/v1/experts", TOKEN, Some(&body.to_string()));
-    assert_eq!(status, 201, "{created}");
-    assert_eq!(created["realm"], "tollbridge.test");
-    assert!(created.get("password").is_none() && !created.to_string().contains(PASSWORD));
-}
-
-/// A booking for caller 1 whose callee is expert `name`, capped at `cap`.
-fn book_expert(daemon: &Daemon, name: &str, cap: u32) -> String {
-    let mut booking = booking_json(&[caller_id(1)], "sip:unused@127.0.0.1", cap);
-    booking["callee"] = json!({"expert": name});
-    create_booking(daemon, &booking)
-}
-
-/// The expert's devices as the API shows them.
-fn devices(daemon: &Daemon, name: &str) -> Vec<Value> {
-    let (status, expert) = daemon.api("GET", &format!("/v1/experts/{name}"), TOKEN, None);
-    assert_eq!(status, 200, "{expert}");
-    expert["devices"].as_array().cloned().unwrap_or_default()
 }
 
 /// The relay address an INVITE's SDP offers.
@@ -377,25 +353,6 @@ impl Drop for Baresip {
     }
 }
 
-/// Writes 30 s of a 440 Hz tone, 8 kHz mono 16-bit, to `path`: what
-/// baresip says (its `ausine` source runs at 48 kHz only).
-fn tone(path: &std::path::Path) {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 8_000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut writer = hound::WavWriter::create(path, spec).unwrap();
-    for i in 0..8_000 * 30 {
-        let phase = 2.0 * std::f64::consts::PI * 440.0 * f64::from(i) / 8_000.0;
-        writer
-            .write_sample((phase.sin() * 12_000.0) as i16)
-            .unwrap();
-    }
-    writer.finalize().unwrap();
-}
-
 /// Starts baresip registering `name` at `registrar`, answering every call
 /// at once, saying a 440 Hz tone and keeping what it hears (sndfile).
 fn baresip(name: &str, registrar: SocketAddr) -> Baresip {
@@ -480,66 +437,6 @@ fn a_baresip_expert_registers_takes_a_booked_call_and_hears_the_caller() {
         loudest >= 5_000,
         "baresip heard the caller: loudest sample {loudest}"
     );
-}
-
-/// A booked call to `expert`, registered on a real softphone whose
-/// User-Agent starts with `agent` and which says a tone: the call ends at
-/// its 5 s cap, the caller heard the tone and the time-up prompt whole.
-/// The caller talks (loud μ-law 0x11) for 3 s, for the phone to hear.
-fn call_the_softphone(daemon: &Daemon, expert: &str, agent: &str) {
-    let device = devices(daemon, expert).remove(0);
-    assert!(
-        device["user_agent"].as_str().unwrap().starts_with(agent),
-        "{device}"
-    );
-    let booking = book_expert(daemon, expert, 5);
-    let caller_media = media_socket();
-    let caller = caller(
-        daemon,
-        "caller_waits_bye.xml",
-        CALLER_PREFIX,
-        &port_of(&caller_media),
-        "0 96",
-        &[],
-    );
-    let caller_relay = wait_relay(&caller, "SIP/2.0 200 OK");
-    let until = Instant::now() + Duration::from_secs(5);
-    let (heard, listener) = common::heard::listen(&caller_media, until);
-    common::heard::talk(
-        &caller_media,
-        caller_relay,
-        0x11,
-        0x1111,
-        1,
-        Duration::from_millis(3_000),
-    );
-    listener.join().unwrap();
-    assert_passed("caller (BYE at the cap)", caller);
-    let call = ended_call(daemon, &booking);
-    assert_eq!(call["end_reason"], "cap-reached");
-    assert_eq!(call["talk_ms"], 5_000);
-    // The tone: frames whose payload varies.
-    let toned = heard
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(_, p)| p.len() == 172 && p[12..].iter().any(|b| *b != p[12]))
-        .count();
-    assert!(
-        toned > 50,
-        "{toned} frames of {agent}'s tone reached the caller"
-    );
-    let answered = common::heard::parse_ms(call["answered_at"].as_str().unwrap());
-    let time_up = tollbridge_media::prompt::Prompts::built_in("en")
-        .unwrap()
-        .get(tollbridge_media::prompt::PromptName::TimeUp);
-    common::heard::heard_whole("caller", &heard.lock().unwrap(), &time_up, answered);
-}
-
-/// Where the suite's PJSIP (`pjsua2-python` from PyPI, put in
-/// `target/pjsua2` by `scripts/test`) is.
-fn pjsua2_path() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pjsua2")
 }
 
 #[test]

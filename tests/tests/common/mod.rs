@@ -5,6 +5,7 @@
 // uses every helper.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
+pub mod experts;
 pub mod heard;
 pub mod stripe;
 

@@ -1,0 +1,369 @@
+//! SIP over TLS end to end: the real daemon with a `tls:` listener and a
+//! certificate from a CA the test makes (rcgen), PJSIP (pjsua2) as the
+//! expert's softphone over TLS, SIPp as the caller. A softphone registers
+//! over TLS and takes a booked call on its connection; a callee dialled at
+//! a `;transport=tls` URI is reached over TLS with its certificate
+//! checked; one whose certificate names another host is not called and
+//! the call record says why; a renewed certificate is served after SIGHUP
+//! while a connection made before it goes on; `check-config` names the key
+//! of a bad certificate.
+
+// Test code: a failed setup step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use common::experts::*;
+use common::*;
+use tollbridge_e2e::tls::{Issued, TestCa};
+
+/// A daemon with UDP, TCP and TLS listeners, serving `ours`, trusting the
+/// test CA for outbound TLS, taking REGISTER from loopback.
+fn tls_daemon(ca: &TestCa, ours: &Issued) -> Daemon {
+    let config = daemon_config(
+        "ring_timeout = \"10s\"",
+        "30s",
+        "[registrar]\nallow = [\"127.0.0.0/8\"]\nrealm = \"tollbridge.test\"\nkeepalive = \"5s\"\n",
+    );
+    let listeners = "\"tcp:127.0.0.1:0\"]";
+    assert!(config.contains(listeners));
+    let config = config.replace(
+        listeners,
+        &format!(
+            "\"tcp:127.0.0.1:0\", \"tls:127.0.0.1:0\"]\ntls = {{ certificate = {:?}, private_key = {:?}, ca = {:?} }}",
+            ours.certificate,
+            ours.private_key,
+            ca.ca_file()
+        ),
+    );
+    start_daemon_as(tollbridge_e2e::DaemonOptions {
+        config: Some(config),
+        ..tollbridge_e2e::DaemonOptions::default()
+    })
+}
+
+/// pjsua2 over TLS (see `softphones/pjsua2_expert.py`), saying a tone
+/// and recording what it hears into `dir`, for up to 30 s.
+struct Pjsua2 {
+    child: Child,
+    /// Its TLS listener's port.
+    port: u16,
+    heard: std::path::PathBuf,
+}
+
+impl Pjsua2 {
+    /// Registers as `user` at `registrar` ("-": nowhere), trusting `ca`,
+    /// serving `own` on its listener when given.
+    fn start(
+        dir: &std::path::Path,
+        registrar: &str,
+        user: &str,
+        ca: &TestCa,
+        own: Option<&Issued>,
+    ) -> Pjsua2 {
+        let says = dir.join("tone.wav");
+        tone(&says);
+        let heard = dir.join(format!("heard-{user}.wav"));
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("softphones/pjsua2_expert.py");
+        let mut command = Command::new("python3");
+        command
+            .arg(&script)
+            .arg(registrar)
+            .arg(user)
+            .arg(PASSWORD)
+            .arg(&says)
+            .arg(&heard)
+            .arg("30")
+            .arg("--tls")
+            .arg(ca.ca_file());
+        if let Some(own) = own {
+            command.arg(&own.certificate).arg(&own.private_key);
+        }
+        let mut child = command
+            .env("PYTHONPATH", pjsua2_path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 with pjsua2 (scripts/test installs pjsua2-python)");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        // PJSIP logs its start on stdout before its log level applies.
+        let port = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|line| line.strip_prefix("listening ")?.trim().parse().ok())
+            .expect("pjsua2 says where it listens");
+        // The rest of its output is not read; drain it so it never blocks.
+        std::thread::spawn(move || for _ in lines {});
+        Pjsua2 { child, port, heard }
+    }
+
+    /// Waits for it to end; whether it answered a call that then ended.
+    fn answered_and_ended(mut self) -> bool {
+        self.child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+
+    /// The loudest sample it recorded.
+    fn loudest_heard(&self) -> i32 {
+        hound::WavReader::open(&self.heard)
+            .unwrap()
+            .samples::<i16>()
+            .flatten()
+            .map(|s| i32::from(s).abs())
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Pjsua2 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_pjsua2_expert_registers_over_tls_and_takes_a_booked_call_on_its_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path());
+    let ours = ca.issue("daemon", &["localhost", "127.0.0.1"]);
+    let daemon = tls_daemon(&ca, &ours);
+    let tls = daemon.sip_tls().expect("the daemon's TLS listener");
+    create_expert(&daemon, "ines");
+    let phone = Pjsua2::start(dir.path(), &tls.to_string(), "ines", &ca, None);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while devices(&daemon, "ines").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "pjsua2 never registered over TLS"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let device = devices(&daemon, "ines").remove(0);
+    assert_eq!(device["transport"], "tls", "{device}");
+    call_the_softphone(&daemon, "ines", "pjsua2");
+    let loudest = phone.loudest_heard();
+    assert!(
+        phone.answered_and_ended(),
+        "pjsua2 answered; the call ended at the cap"
+    );
+    assert!(
+        loudest >= 5_000,
+        "pjsua2 heard the caller: loudest sample {loudest}"
+    );
+}
+
+#[test]
+fn a_callee_at_a_tls_uri_is_reached_over_tls_and_a_misnamed_one_is_not_called() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path());
+    let ours = ca.issue("daemon", &["localhost", "127.0.0.1"]);
+    let daemon = tls_daemon(&ca, &ours);
+
+    // Its certificate names the host we dial: called over TLS, talks.
+    let theirs = ca.issue("callee", &["localhost"]);
+    let phone = Pjsua2::start(dir.path(), "-", "jun", &ca, Some(&theirs));
+    let uri = format!("sip:jun@localhost:{};transport=tls", phone.port);
+    let booking = create_booking(&daemon, &booking_json(&[caller_id(1)], &uri, 5));
+    talk_until_the_cap(&daemon, &booking, "pjsua2");
+    let loudest = phone.loudest_heard();
+    assert!(phone.answered_and_ended(), "pjsua2 answered over TLS");
+    assert!(
+        loudest >= 5_000,
+        "pjsua2 heard the caller: loudest sample {loudest}"
+    );
+
+    // Its certificate is for another host: no INVITE, the caller is
+    // refused, and the record says why.
+    let misnamed = ca.issue("misnamed", &["expert.example.net"]);
+    let phone = Pjsua2::start(dir.path(), "-", "kai", &ca, Some(&misnamed));
+    let uri = format!("sip:kai@localhost:{};transport=tls", phone.port);
+    let booking = create_booking(&daemon, &booking_json(&[caller_id(1)], &uri, 5));
+    let refused = caller(
+        &daemon,
+        "caller_refused.xml",
+        CALLER_PREFIX,
+        "40000",
+        "0 96",
+        &[],
+    );
+    assert_passed("caller (refused)", refused);
+    let call = ended_call(&daemon, &booking);
+    assert_eq!(call["end_reason"], "callee-unreachable", "{call}");
+    let text = call.to_string();
+    assert!(
+        text.contains("TLS: cannot reach localhost") && text.contains("not valid for name"),
+        "the record says the certificate is for another name: {text}"
+    );
+    drop(phone);
+}
+
+/// A TLS connection to the daemon trusting `client`'s roots, by name
+/// `localhost`, its handshake done (or the reason it failed).
+fn tls_client(
+    client: Arc<rustls::ClientConfig>,
+    address: SocketAddr,
+) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>> {
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let connection = rustls::ClientConnection::new(client, name).unwrap();
+    let socket = std::net::TcpStream::connect(address)?;
+    socket.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut stream = rustls::StreamOwned::new(connection, socket);
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock)?;
+    }
+    Ok(stream)
+}
+
+/// Sends OPTIONS on `stream`; the status line of the answer.
+fn options(
+    stream: &mut rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
+    n: u32,
+) -> String {
+    let local = stream.sock.local_addr().unwrap();
+    let request = format!(
+        "OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TLS {local};branch=z9hG4bKo{n}\r\nMax-Forwards: 70\r\nFrom: <sip:probe@{local}>;tag=p{n}\r\nTo: <sip:127.0.0.1>\r\nCall-ID: probe-{n}\r\nCSeq: {n} OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut buffer = [0u8; 2048];
+    let n = stream.read(&mut buffer).unwrap();
+    String::from_utf8_lossy(&buffer[..n])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn a_renewed_sip_certificate_is_served_after_sighup_and_open_connections_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let first_ca = TestCa::new(&subdir(dir.path(), "first"));
+    let ours = first_ca.issue("daemon", &["localhost"]);
+    let daemon = tls_daemon(&first_ca, &ours);
+    let tls = daemon.sip_tls().unwrap();
+    let mut before = tls_client(first_ca.client(), tls).unwrap();
+    assert_eq!(options(&mut before, 1), "SIP/2.0 200 OK");
+
+    // Bad files on reload: logged, the running certificate stays.
+    let served = std::fs::read(&ours.certificate).unwrap();
+    std::fs::write(&ours.certificate, "truncated").unwrap();
+    daemon.signal("HUP");
+    assert!(
+        daemon.wait_for_log("sip tls certificate not reloaded", Duration::from_secs(10)),
+        "{:?}",
+        daemon.logs()
+    );
+    assert_eq!(
+        options(&mut tls_client(first_ca.client(), tls).unwrap(), 2),
+        "SIP/2.0 200 OK"
+    );
+
+    // A renewed certificate (from another CA, to tell them apart).
+    let second_ca = TestCa::new(&subdir(dir.path(), "second"));
+    let renewed = second_ca.issue("daemon", &["localhost"]);
+    std::fs::copy(&renewed.certificate, &ours.certificate).unwrap();
+    std::fs::copy(&renewed.private_key, &ours.private_key).unwrap();
+    daemon.signal("HUP");
+    assert!(
+        daemon.wait_for_log("sip tls certificate re-read", Duration::from_secs(10)),
+        "{:?}",
+        daemon.logs()
+    );
+    assert_eq!(
+        options(&mut tls_client(second_ca.client(), tls).unwrap(), 3),
+        "SIP/2.0 200 OK"
+    );
+    let stale = tls_client(first_ca.client(), tls);
+    let refused = stale.expect_err("the old CA no longer fits").to_string();
+    assert!(refused.contains("invalid peer certificate"), "{refused}");
+    // The connection made before the renewal goes on.
+    assert_eq!(options(&mut before, 4), "SIP/2.0 200 OK");
+    drop(served);
+}
+
+#[test]
+fn check_config_names_the_sip_tls_key_of_a_bad_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path());
+    let good = ca.issue("good", &["localhost"]);
+    let other = ca.issue("other", &["localhost"]);
+    let expired = ca.issue_expired("expired", &["localhost"]);
+    let config = |certificate: &std::path::Path, key: &std::path::Path, ca: &std::path::Path| {
+        let path = dir.path().join("tollbridge.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[sip]\nlisten = [\"tls:127.0.0.1:5061\"]\ntls = {{ certificate = {certificate:?}, private_key = {key:?}, ca = {ca:?} }}\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let check = |path: &std::path::Path| {
+        let output = Command::new(tollbridge_e2e::binary())
+            .arg("check-config")
+            .arg(path)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    assert_eq!(
+        check(&config(&good.certificate, &good.private_key, &ca.ca_file())),
+        (Some(0), String::new())
+    );
+    let (code, err) = check(&config(
+        &expired.certificate,
+        &expired.private_key,
+        &ca.ca_file(),
+    ));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("sip.tls.certificate") && err.contains("expired on"),
+        "{err}"
+    );
+    let (code, err) = check(&config(
+        &good.certificate,
+        &other.private_key,
+        &ca.ca_file(),
+    ));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("sip.tls.private_key") && err.contains("does not belong"),
+        "{err}"
+    );
+    let (code, err) = check(&config(
+        &good.certificate,
+        &good.private_key,
+        &good.private_key,
+    ));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("sip.tls.ca"), "{err}");
+    // `run` refuses an expired certificate too, and says why.
+    let output = Command::new(tollbridge_e2e::binary())
+        .args(["run", "--config"])
+        .arg(config(
+            &expired.certificate,
+            &expired.private_key,
+            &ca.ca_file(),
+        ))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("expired on"), "{err}");
+}
+
+/// A new directory `name` under `dir`, for a CA of its own.
+fn subdir(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::create_dir_all(&path).unwrap();
+    path
+}
