@@ -21,4 +21,5 @@ pub mod prompt;
 pub mod recording;
 pub mod relay;
 pub mod sdp;
+pub mod srtp;
 pub mod stream;
