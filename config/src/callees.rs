@@ -1,7 +1,7 @@
-//! `[[callee]]`: digest credentials for SIP-URI callees (an expert's PBX
-//! or SIP account) that challenge our INVITE with 401 or 407, matched by
-//! the host of the booking's callee URI, as a trunk's termination has its
-//! own.
+//! `[[callee]]`: what we need to reach SIP-URI callees (an expert's PBX
+//! or SIP account), matched by the host of the booking's callee URI, as a
+//! trunk's termination has its own: digest credentials for one that
+//! challenges our INVITE with 401 or 407, and its SRTP policy.
 
 use crate::schema::secret;
 use crate::secret::{Environment, Secret};
@@ -13,10 +13,12 @@ pub struct CalleeConfig {
     /// `callee.host`: the host, or host and port, of the callee URIs these
     /// credentials are for (`pbx.example.com`, `192.0.2.10:5070`).
     pub host: String,
-    /// `callee.username`: the digest user name.
-    pub username: String,
-    /// `callee.password`: the digest password.
-    pub password: Secret,
+    /// `callee.username` and `callee.password`: digest credentials, when
+    /// the callee challenges.
+    pub credentials: Option<(String, Secret)>,
+    /// `callee.srtp`: SRTP towards these callees; `None` follows
+    /// `media.srtp`.
+    pub srtp: Option<crate::values::Srtp>,
 }
 
 impl CalleeConfig {
@@ -31,7 +33,7 @@ impl CalleeConfig {
     }
 }
 
-pub(crate) const CALLEE_KEYS: [&str; 3] = ["host", "username", "password"];
+pub(crate) const CALLEE_KEYS: [&str; 4] = ["host", "username", "password", "srtp"];
 
 /// The `host[:port]` of a `sip:` or `sips:` URI, lower-case.
 fn host_and_port(uri: &str) -> Option<String> {
@@ -118,26 +120,30 @@ pub(crate) fn read_callees(
                 }
             },
         };
+        let has_username = t.span("username").is_some();
+        let has_password = t.span("password").is_some();
         let username = t.get::<String>("username").filter(|u| !u.is_empty());
         let password = secret(&mut t, "password", env);
-        if username.is_none() || password.is_none() {
-            diagnostics.report(
-                &t.key(if username.is_none() {
-                    "username"
-                } else {
-                    "password"
-                }),
-                None,
-                None,
-                "a [[callee]] needs both username and password for digest authentication",
-            );
-        }
+        let srtp = t.get("srtp");
+        let credentials = match (username, password) {
+            (Some(username), Some(password)) => Some((username, password)),
+            _ if has_username || has_password || t.span("srtp").is_none() => {
+                diagnostics.report(
+                    &t.key(if has_username { "password" } else { "username" }),
+                    None,
+                    None,
+                    "a [[callee]] needs both username and password for digest authentication (or only srtp)",
+                );
+                None
+            }
+            _ => None,
+        };
         t.finish(&CALLEE_KEYS);
-        if let (Some(host), Some(username), Some(password)) = (host, username, password) {
+        if let Some(host) = host {
             callees.push(CalleeConfig {
                 host,
-                username,
-                password,
+                credentials,
+                srtp,
             });
         }
     }
@@ -151,8 +157,8 @@ mod tests {
     fn callee(host: &str) -> CalleeConfig {
         CalleeConfig {
             host: host.to_owned(),
-            username: "tollbridge".into(),
-            password: Secret::inline("s"),
+            credentials: Some(("tollbridge".into(), Secret::inline("s"))),
+            srtp: None,
         }
     }
 

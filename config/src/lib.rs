@@ -35,7 +35,7 @@ pub use storage::{ClusterConfig, DatabaseConfig, NodeConfig};
 pub use stripe::{CURRENCIES, StripeConfig, StripeMode};
 pub use trunks::{Termination, TrunkConfig};
 pub use values::{
-    Latch, ListenAddr, LogFormat, PortRange, PublicAddress, TWILIO_MEDIA_RANGE,
+    Latch, ListenAddr, LogFormat, PortRange, PublicAddress, Srtp, TWILIO_MEDIA_RANGE,
     TWILIO_SIGNALLING_RANGES, Transport, TrunkProfile, UnknownSource, parse_duration,
 };
 pub use webhooks::{WEBHOOK_EVENT_TYPES, WebhookConfig};

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use crate::schema::{TlsFiles, duration_in, existing_file, read_tls_files};
 use crate::tree::TableReader;
-use crate::values::{Latch, ListenAddr, PortRange, PublicAddress, Transport, UnknownSource};
+use crate::values::{Latch, ListenAddr, PortRange, PublicAddress, Srtp, Transport, UnknownSource};
 
 /// `[sip]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,6 +65,8 @@ pub struct MediaConfig {
     /// `media.threads`: relay threads, calls spread over them; `None`:
     /// one per core.
     pub threads: Option<usize>,
+    /// `media.srtp`: SRTP on legs whose trunk or callee says nothing.
+    pub srtp: Srtp,
 }
 
 pub(crate) const SIP_KEYS: [&str; 6] = [
@@ -76,7 +78,7 @@ pub(crate) const SIP_KEYS: [&str; 6] = [
     "tls",
 ];
 pub(crate) const SIP_TLS_KEYS: [&str; 3] = ["certificate", "private_key", "ca"];
-pub(crate) const MEDIA_KEYS: [&str; 7] = [
+pub(crate) const MEDIA_KEYS: [&str; 8] = [
     "address",
     "public_address",
     "ports",
@@ -84,6 +86,7 @@ pub(crate) const MEDIA_KEYS: [&str; 7] = [
     "latch",
     "port_quarantine",
     "threads",
+    "srtp",
 ];
 
 pub(crate) fn read_sip(mut t: TableReader, defaults: SipConfig) -> SipConfig {
@@ -221,6 +224,7 @@ pub(crate) fn read_media(mut t: TableReader, defaults: MediaConfig) -> MediaConf
                 _ => Err("expected an integer from 1 to 256 (relay threads)".to_owned()),
             })
             .unwrap_or(defaults.threads),
+        srtp: t.get("srtp").unwrap_or(defaults.srtp),
     };
     t.finish(&MEDIA_KEYS);
     media

@@ -236,6 +236,7 @@ impl Config {
                 latch: Latch::Learn,
                 port_quarantine: Duration::from_secs(60),
                 threads: None,
+                srtp: crate::values::Srtp::Optional,
             },
             http: HttpConfig {
                 listen: SocketAddr::new(loopback, 8080),

@@ -24,6 +24,9 @@ pub struct TrunkConfig {
     /// `trunk.media_allow`: when not empty, the only networks RTP of this
     /// trunk's legs may come from (Twilio: 168.86.128.0/18).
     pub media_allow: Vec<IpNet>,
+    /// `trunk.srtp`: SRTP on calls from this trunk and through its
+    /// termination; `None` follows `media.srtp`.
+    pub srtp: Option<crate::values::Srtp>,
 }
 
 impl TrunkConfig {
@@ -57,7 +60,14 @@ pub struct Termination {
     pub calls_per_second: u32,
 }
 
-pub(crate) const TRUNK_KEYS: [&str; 5] = ["name", "profile", "allow", "termination", "media_allow"];
+pub(crate) const TRUNK_KEYS: [&str; 6] = [
+    "name",
+    "profile",
+    "allow",
+    "termination",
+    "media_allow",
+    "srtp",
+];
 pub(crate) const TERMINATION_KEYS: [&str; 5] = [
     "uri",
     "username",
@@ -77,6 +87,7 @@ pub(crate) fn loopback_trunk() -> TrunkConfig {
             .collect(),
         termination: None,
         media_allow: Vec::new(),
+        srtp: None,
     }
 }
 
@@ -127,6 +138,7 @@ pub(crate) fn read_trunks(
             );
         }
         let media_allow = t.list::<IpNet>("media_allow").unwrap_or_default();
+        let srtp = t.get("srtp");
         let termination = t.take("termination").map(|item| {
             read_termination(
                 TableReader::new(&t.key("termination"), Some(item), diagnostics),
@@ -140,6 +152,7 @@ pub(crate) fn read_trunks(
             allow,
             termination: termination.flatten(),
             media_allow,
+            srtp,
         });
     }
     trunks

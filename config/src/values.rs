@@ -349,6 +349,20 @@ keyword_enum! {
 }
 
 keyword_enum! {
+    /// Whether a call leg's media is SRTP (`media.srtp`, `trunk.srtp`,
+    /// `callee.srtp`).
+    Srtp {
+        /// Plain RTP only; an offer of SRTP alone gets 488.
+        Off = "off",
+        /// SRTP when the party offers it, plain RTP otherwise; our offers
+        /// are plain (the default).
+        Optional = "optional",
+        /// SRTP only: a plain offer gets 488, and our offers are SRTP.
+        Required = "required",
+    }
+}
+
+keyword_enum! {
     /// Which source a call leg's RTP may be latched to.
     Latch {
         /// The first source, then for a few seconds a closer one (same IP,

@@ -173,6 +173,17 @@ fn every_validation_rule_names_its_key() {
             "http.tls.ciphers",
             "unknown key",
         ),
+        ("[media]\nsrtp = \"on\"", "media.srtp", "expected one of"),
+        (
+            "[[trunk]]\nname = \"t\"\nsrtp = true",
+            "trunk[0].srtp",
+            "\"optional\"",
+        ),
+        (
+            "[[callee]]\nhost = \"pbx.example.com\"",
+            "callee[0].username",
+            "or only srtp",
+        ),
         (
             "[sip]\nlisten = [\"tls:127.0.0.1:5061\"]",
             "sip.tls",

@@ -33,7 +33,8 @@ impl Side {
         }
     }
 
-    fn index(self) -> usize {
+    /// 0 for the caller, 1 for the callee: its place in per-leg arrays.
+    pub fn index(self) -> usize {
         match self {
             Side::Caller => 0,
             Side::Callee => 1,
@@ -204,6 +205,12 @@ impl Bridge {
     /// Counters for one leg.
     pub fn stats(&self, side: Side) -> LegStats {
         self.legs[side.index()].stats()
+    }
+
+    /// Counts an SRTP or SRTCP packet from `side` that the relay refused
+    /// before it reached the bridge.
+    pub fn on_srtp_refused(&mut self, side: Side) {
+        self.legs[side.index()].on_srtp_refused();
     }
 
     /// Decides about an RTP datagram that arrived on `side`'s socket from

@@ -146,6 +146,9 @@ pub struct LegStats {
     pub dropped_malformed: u64,
     /// RTCP packets received from the party.
     pub rtcp_received: u64,
+    /// SRTP and SRTCP packets from the party's address that failed
+    /// authentication or replayed one already seen, dropped.
+    pub srtp_refused: u64,
 }
 
 /// RFC 3550 A.1/A.3 sequence bookkeeping and A.8 jitter for one stream.
@@ -326,6 +329,11 @@ impl Leg {
     /// Counts a datagram that was not RTP.
     pub fn on_malformed(&mut self) {
         self.stats.dropped_malformed += 1;
+    }
+
+    /// Counts an SRTP or SRTCP packet refused (forged, tampered, replayed).
+    pub fn on_srtp_refused(&mut self) {
+        self.stats.srtp_refused += 1;
     }
 
     /// Where RTP for the party goes: the latched source, else the signalled

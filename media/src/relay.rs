@@ -74,6 +74,65 @@ enum Control {
     StopRecording(Instant),
     Stats(oneshot::Sender<CallStats>),
     Close(oneshot::Sender<CallStats>),
+    Srtp(Side, Box<LegSrtp>),
+}
+
+/// SRTP on one leg: what checks and decrypts the party's packets, what
+/// encrypts ours to it. A part left `None` stays as it was (a re-INVITE
+/// with a new key of the party's replaces only `receive`: our own
+/// context must go on, or its keystream would repeat).
+pub struct LegSrtp {
+    /// The party's key.
+    pub receive: Option<crate::srtp::Unprotector>,
+    /// Our key.
+    pub send: Option<crate::srtp::Protector>,
+}
+
+/// The SRTP contexts of a call's two legs, on its relay task.
+#[derive(Default)]
+struct CallSrtp {
+    receive: [Option<Box<crate::srtp::Unprotector>>; 2],
+    send: [Option<Box<crate::srtp::Protector>>; 2],
+}
+
+impl CallSrtp {
+    fn set(&mut self, side: Side, leg: LegSrtp) {
+        if let Some(receive) = leg.receive {
+            self.receive[side.index()] = Some(Box::new(receive));
+        }
+        if let Some(send) = leg.send {
+            self.send[side.index()] = Some(Box::new(send));
+        }
+    }
+
+    /// The plain length of the packet from `side` in `buffer[..len]`
+    /// (decrypted in place), or `None` when it is refused.
+    fn open(&mut self, side: Side, buffer: &mut [u8], len: usize, rtcp: bool) -> Option<usize> {
+        let Some(receive) = &mut self.receive[side.index()] else {
+            return Some(len);
+        };
+        let packet = buffer.get_mut(..len)?;
+        let opened = if rtcp {
+            receive.unprotect_rtcp(packet)
+        } else {
+            receive.unprotect_rtp(packet)
+        };
+        opened.ok()
+    }
+
+    /// The length of the packet for `side` in `buffer[..len]`, encrypted
+    /// in place when the leg is SRTP; `None` when it cannot be.
+    fn seal(&mut self, side: Side, buffer: &mut [u8], len: usize, rtcp: bool) -> Option<usize> {
+        let Some(send) = &mut self.send[side.index()] else {
+            return Some(len);
+        };
+        let sealed = if rtcp {
+            send.protect_rtcp(buffer, len)
+        } else {
+            send.protect_rtp(buffer, len)
+        };
+        sealed.ok()
+    }
 }
 
 /// The media relay: a port pool and the threads that move the packets.
@@ -315,6 +374,11 @@ impl CallMedia {
         let _ = self.control.send(Control::StopRecording(at));
     }
 
+    /// Makes `side` an SRTP leg, or changes its keys (see [`LegSrtp`]).
+    pub fn secure(&self, side: Side, leg: LegSrtp) {
+        let _ = self.control.send(Control::Srtp(side, Box::new(leg)));
+    }
+
     /// Arms (or with `None` disarms) the inactivity watch.
     pub fn watch(&self, timeout: Option<Duration>) {
         let _ = self.control.send(Control::Watch(timeout));
@@ -421,6 +485,8 @@ async fn relay_loop(
     let [caller_rtp, callee_rtp] = &sockets.rtp;
     let [caller_rtcp, callee_rtcp] = &sockets.rtcp;
     let mut frame = [0u8; PROMPT_PACKET];
+    let mut sealed_frame = [0u8; PROMPT_PACKET + crate::srtp::MAX_OVERHEAD];
+    let mut srtp = CallSrtp::default();
     let mut prompt_only = [0u8; FRAME_SAMPLES];
     let mut recording: Option<RecordingTap> = None;
     let mut tick = tokio::time::interval(INACTIVITY_TICK);
@@ -457,30 +523,31 @@ async fn relay_loop(
                     let _ = reply.send(stats_of(&bridge));
                 }
                 Some(Control::Close(reply)) => return Some((reply, stats_of(&bridge))),
+                Some(Control::Srtp(side, leg)) => srtp.set(side, *leg),
                 None => return None,
             },
             received = caller_rtp.recv_from(caller_rtp_buf) => {
                 if let Ok((len, source)) = received {
-                    relay_rtp(&mut bridge, Side::Caller, source, &mut caller_rtp_buf[..len], callee_rtp, &events, recording.as_ref());
+                    let arrived = Arrived { side: Side::Caller, source, len };
+                    relay_rtp(&mut bridge, &mut srtp, arrived, caller_rtp_buf, callee_rtp, &events, recording.as_ref());
                 }
             }
             received = callee_rtp.recv_from(callee_rtp_buf) => {
                 if let Ok((len, source)) = received {
-                    relay_rtp(&mut bridge, Side::Callee, source, &mut callee_rtp_buf[..len], caller_rtp, &events, recording.as_ref());
+                    let arrived = Arrived { side: Side::Callee, source, len };
+                    relay_rtp(&mut bridge, &mut srtp, arrived, callee_rtp_buf, caller_rtp, &events, recording.as_ref());
                 }
             }
             received = caller_rtcp.recv_from(caller_rtcp_buf) => {
-                if let Ok((len, source)) = received
-                    && let Some(target) = bridge.on_rtcp(Side::Caller, source, Instant::now())
-                {
-                    let _ = callee_rtcp.try_send_to(&caller_rtcp_buf[..len], target);
+                if let Ok((len, source)) = received {
+                    let arrived = Arrived { side: Side::Caller, source, len };
+                    relay_rtcp(&mut bridge, &mut srtp, arrived, caller_rtcp_buf, callee_rtcp);
                 }
             }
             received = callee_rtcp.recv_from(callee_rtcp_buf) => {
-                if let Ok((len, source)) = received
-                    && let Some(target) = bridge.on_rtcp(Side::Callee, source, Instant::now())
-                {
-                    let _ = caller_rtcp.try_send_to(&callee_rtcp_buf[..len], target);
+                if let Ok((len, source)) = received {
+                    let arrived = Arrived { side: Side::Callee, source, len };
+                    relay_rtcp(&mut bridge, &mut srtp, arrived, callee_rtcp_buf, caller_rtcp);
                 }
             }
             () = &mut prompt_timer, if prompt_armed.is_some() => {
@@ -488,7 +555,10 @@ async fn relay_loop(
                 let now = Instant::now();
                 for (side, socket) in [(Side::Caller, caller_rtp), (Side::Callee, callee_rtp)] {
                     while let Some((len, target)) = bridge.poll_prompt(side, now, &mut frame, &mut prompt_only) {
-                        let _ = socket.try_send_to(&frame[..len], target);
+                        sealed_frame[..len].copy_from_slice(&frame[..len]);
+                        if let Some(len) = srtp.seal(side, &mut sealed_frame, len, false) {
+                            let _ = socket.try_send_to(&sealed_frame[..len], target);
+                        }
                         if let Some(tap) = &recording {
                             record_prompt(tap, side, now, &frame, &prompt_only);
                         }
@@ -504,23 +574,36 @@ async fn relay_loop(
     }
 }
 
-fn relay_rtp(
-    bridge: &mut Bridge,
+/// A datagram that arrived on one of a call's sockets.
+#[derive(Debug, Clone, Copy)]
+struct Arrived {
+    /// The leg whose socket it reached.
     side: Side,
     source: SocketAddr,
-    packet: &mut [u8],
+    len: usize,
+}
+
+/// An RTP datagram in `buffer[..arrived.len]`: opened when its leg is
+/// SRTP (refused ones are counted and go no further), judged by the
+/// bridge, recorded, and sealed for the other leg when that one is SRTP.
+fn relay_rtp(
+    bridge: &mut Bridge,
+    srtp: &mut CallSrtp,
+    arrived: Arrived,
+    buffer: &mut [u8],
     out: &UdpSocket,
     events: &mpsc::UnboundedSender<MediaEvent>,
     recording: Option<&RecordingTap>,
 ) {
+    let Arrived { side, source, len } = arrived;
+    let Some(len) = srtp.open(side, buffer, len, false) else {
+        bridge.on_srtp_refused(side);
+        return;
+    };
     let now = Instant::now();
-    let verdict = bridge.on_rtp(side, source, packet, now);
-    if let Some(target) = verdict.send_to {
-        // A full socket buffer drops the packet, as the network would.
-        let _ = out.try_send_to(packet, target);
-    }
+    let verdict = bridge.on_rtp(side, source, &mut buffer[..len], now);
     if let (Some(tap), Some(audio)) = (recording, verdict.audio)
-        && let Some(payload) = packet.get(audio.payload_offset..audio.payload_end)
+        && let Some(payload) = buffer.get(audio.payload_offset..audio.payload_end)
     {
         let whose = match side {
             Side::Caller => Source::CallerVoice,
@@ -530,6 +613,33 @@ fn relay_rtp(
     }
     if let Some(key) = verdict.key {
         let _ = events.send(MediaEvent::Key(side, key));
+    }
+    if let Some(target) = verdict.send_to
+        && let Some(len) = srtp.seal(side.other(), buffer, len, false)
+    {
+        // A full socket buffer drops the packet, as the network would.
+        let _ = out.try_send_to(&buffer[..len], target);
+    }
+}
+
+/// An RTCP datagram, opened and sealed as [`relay_rtp`] does.
+fn relay_rtcp(
+    bridge: &mut Bridge,
+    srtp: &mut CallSrtp,
+    arrived: Arrived,
+    buffer: &mut [u8],
+    out: &UdpSocket,
+) {
+    let Arrived { side, source, len } = arrived;
+    let Some(len) = srtp.open(side, buffer, len, true) else {
+        bridge.on_srtp_refused(side);
+        return;
+    };
+    let Some(target) = bridge.on_rtcp(side, source, Instant::now()) else {
+        return;
+    };
+    if let Some(len) = srtp.seal(side.other(), buffer, len, true) {
+        let _ = out.try_send_to(&buffer[..len], target);
     }
 }
 

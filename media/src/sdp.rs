@@ -3,16 +3,21 @@
 //! The relay never transcodes: both legs must agree on one G.711 codec
 //! (PCMU or PCMA, static payload types 0 and 8), and telephone-event
 //! (RFC 4733) is carried when both sides offer it, with its dynamic payload
-//! type rewritten between the legs. Only the first plain `RTP/AVP` audio
-//! stream counts; every other m-line of an offer is refused in our answer
-//! with port 0, in its place, as RFC 3264 §6 asks. An offer we cannot
-//! honour (only SRTP or another profile, a multicast or broadcast address,
-//! an address whose family its `c=` line does not state) is an error, so
-//! the call gets 488 instead of an answer that would not work.
+//! type rewritten between the legs. Only the first audio stream we can
+//! take counts: plain `RTP/AVP`, or `RTP/SAVP` keyed by an `a=crypto`
+//! line (SDES, RFC 4568) with a suite we speak; every other m-line of an
+//! offer is refused in our answer with port 0, in its place, as RFC 3264
+//! §6 asks. An offer we cannot honour (another profile, SRTP without a
+//! usable key, a multicast or broadcast address, an address whose family
+//! its `c=` line does not state) is an error, so the call gets 488
+//! instead of an answer that would not work. Whether SRTP is used on a
+//! leg is the leg's [`SrtpPolicy`]'s to say ([`negotiate_crypto`]).
 
 use std::net::{IpAddr, SocketAddr};
 
 use sdp_types::{Attribute, Connection, Media, Origin, Session};
+
+use crate::srtp::{MasterKey, Suite};
 
 /// Why an SDP body cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,12 +34,149 @@ pub enum SdpError {
     /// The audio stream offers neither PCMU nor PCMA.
     #[error("no common codec (PCMU or PCMA)")]
     NoCommonCodec,
-    /// Audio is offered only over a profile the relay does not speak.
-    #[error("audio is offered only as {0} (plain RTP/AVP is required; SRTP is not supported)")]
+    /// Audio is offered only over a profile the relay does not speak (or
+    /// SRTP without a key in a suite we speak).
+    #[error(
+        "audio is offered only as {0} (RTP/AVP, or RTP/SAVP with an AES_CM_128_HMAC_SHA1_80 or _32 a=crypto line, is required)"
+    )]
     Profile(String),
+    /// The leg's policy refuses SRTP and the offer has nothing else.
+    #[error("SRTP is offered but off for this leg (media.srtp = \"off\")")]
+    SrtpOff,
+    /// The leg's policy requires SRTP and the SDP has no usable key.
+    #[error(
+        "SRTP is required for this leg (media.srtp = \"required\") and the SDP has no usable a=crypto line"
+    )]
+    SrtpRequired,
     /// The connection address is not one we can send unicast RTP to.
     #[error("unusable connection address: {0}")]
     BadAddress(String),
+}
+
+/// Whether SRTP is used on a leg (`media.srtp`, per trunk and callee).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SrtpPolicy {
+    /// Plain RTP only: an offer of SRTP alone gets 488.
+    Off,
+    /// SRTP when the party offers it, plain RTP otherwise; our own offers
+    /// are plain.
+    Optional,
+    /// SRTP only: a plain offer or answer ends the leg (488).
+    Required,
+}
+
+/// One `a=crypto` line (RFC 4568): its tag, suite and master key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Crypto {
+    /// The tag an answer repeats to say which offered line it took.
+    pub tag: u32,
+    /// The crypto suite.
+    pub suite: Suite,
+    /// The sender's master key and salt.
+    pub key: MasterKey,
+}
+
+impl Crypto {
+    /// Reads an `a=crypto` value we can use: a suite we speak, one
+    /// `inline:` key, no MKI and no session parameters. Anything else is
+    /// `None` (the line is skipped, as RFC 4568 §5.1.2 lets an answerer).
+    pub fn parse(value: &str) -> Option<Crypto> {
+        let mut parts = value.split_whitespace();
+        let tag_text = parts.next()?;
+        if tag_text.len() > 9 || !tag_text.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let tag = tag_text.parse().ok()?;
+        let suite = Suite::from_name(parts.next()?)?;
+        let key_params = parts.next()?;
+        if parts.next().is_some() || key_params.contains(';') {
+            return None;
+        }
+        let mut fields = key_params.strip_prefix("inline:")?.split('|');
+        let key = MasterKey::from_inline(fields.next()?)?;
+        // A lifetime ("2^31" or a number) is fine; an MKI ("1:4") is not.
+        if fields.any(|field| field.contains(':')) {
+            return None;
+        }
+        Some(Crypto { tag, suite, key })
+    }
+
+    fn attribute_value(&self) -> String {
+        format!(
+            "{} {} inline:{}",
+            self.tag,
+            self.suite.name(),
+            self.key.inline()
+        )
+    }
+}
+
+/// The crypto our answer takes from `offer` on a leg with `policy`:
+/// `None` for plain RTP, else the offered line we take (the first we can
+/// use, the offerer's preference). Disagreement is an error (488).
+pub fn negotiate_crypto(
+    offer: &AudioStream,
+    policy: SrtpPolicy,
+) -> Result<Option<Crypto>, SdpError> {
+    match policy {
+        SrtpPolicy::Off if offer.secure => Err(SdpError::SrtpOff),
+        SrtpPolicy::Off => Ok(None),
+        SrtpPolicy::Optional => Ok(offer.crypto.first().cloned()),
+        SrtpPolicy::Required => offer
+            .crypto
+            .first()
+            .cloned()
+            .map(Some)
+            .ok_or(SdpError::SrtpRequired),
+    }
+}
+
+/// Our key in the suite of `theirs`, under its tag: the `a=crypto` line
+/// of an answer to it.
+pub fn answering_crypto(theirs: &Crypto, ours: &MasterKey) -> Crypto {
+    Crypto {
+        tag: theirs.tag,
+        suite: theirs.suite,
+        key: ours.clone(),
+    }
+}
+
+/// Our offer's lines for `ours`: every suite we speak, the 80-bit one
+/// first (Twilio's only one).
+pub fn offered_crypto(ours: &MasterKey) -> Vec<Crypto> {
+    Suite::ALL
+        .into_iter()
+        .zip(1..)
+        .map(|(suite, tag)| Crypto {
+            tag,
+            suite,
+            key: ours.clone(),
+        })
+        .collect()
+}
+
+/// What the party's answer to our offer `offered` keys: `(ours, theirs)`,
+/// the line of ours it took and its own; `None` when we offered plain
+/// RTP. An answer that takes none of our lines is an error.
+pub fn answered_crypto(
+    offered: &LocalStream,
+    answer: &AudioStream,
+) -> Result<Option<(Crypto, Crypto)>, SdpError> {
+    if offered.crypto.is_empty() {
+        return Ok(None);
+    }
+    answer
+        .crypto
+        .iter()
+        .find_map(|theirs| {
+            offered
+                .crypto
+                .iter()
+                .find(|ours| ours.tag == theirs.tag && ours.suite == theirs.suite)
+                .map(|ours| (ours.clone(), theirs.clone()))
+        })
+        .map(Some)
+        .ok_or(SdpError::SrtpRequired)
 }
 
 /// One m-line of an offer, as an answer must repeat it when refusing it.
@@ -189,11 +331,24 @@ pub struct AudioStream {
     pub medias: Vec<OfferedMedia>,
     /// This stream's place among [`AudioStream::medias`].
     pub index: usize,
+    /// Whether its profile is `RTP/SAVP` (an answer repeats it).
+    pub secure: bool,
+    /// Its `a=crypto` lines we can use, in the party's order; an
+    /// `RTP/AVP` stream may carry some too (best-effort SRTP).
+    pub crypto: Vec<Crypto>,
 }
 
 impl AudioStream {
-    /// Reads the first plain RTP audio stream of an SDP body.
+    /// Reads the first audio stream of an SDP body we can take: plain
+    /// RTP, or SRTP with a usable `a=crypto` line.
     pub fn parse(body: &[u8]) -> Result<AudioStream, SdpError> {
+        AudioStream::parse_with(body, true)
+    }
+
+    /// [`AudioStream::parse`], passing over `RTP/SAVP` streams unless
+    /// `srtp` (a leg whose SRTP is off takes the plain stream of an offer
+    /// that has both).
+    pub fn parse_with(body: &[u8], srtp: bool) -> Result<AudioStream, SdpError> {
         let session = Session::parse(body).map_err(|e| SdpError::Unparseable(e.to_string()))?;
         let medias: Vec<OfferedMedia> = session
             .medias
@@ -214,9 +369,23 @@ impl AudioStream {
             .peek()
             .map(|(_, m)| m.proto.clone())
             .ok_or(SdpError::NoAudio)?;
+        let usable_crypto = |m: &Media| -> Vec<Crypto> {
+            m.attributes
+                .iter()
+                .filter(|a| a.attribute == "crypto")
+                .filter_map(|a| Crypto::parse(a.value.as_deref()?))
+                .collect()
+        };
         let (index, media) = audio
-            .find(|(_, m)| m.proto.eq_ignore_ascii_case("RTP/AVP"))
+            .find(|(_, m)| {
+                m.proto.eq_ignore_ascii_case("RTP/AVP")
+                    || (srtp
+                        && m.proto.eq_ignore_ascii_case("RTP/SAVP")
+                        && !usable_crypto(m).is_empty())
+            })
             .ok_or(SdpError::Profile(first_proto))?;
+        let secure = media.proto.eq_ignore_ascii_case("RTP/SAVP");
+        let crypto = usable_crypto(media);
         let connection = media
             .connections
             .first()
@@ -285,6 +454,8 @@ impl AudioStream {
             direction,
             medias,
             index,
+            secure,
+            crypto,
         })
     }
 }
@@ -320,6 +491,11 @@ pub struct LocalStream {
     /// For an answer: the offer's m-lines and our stream's place among
     /// them (the others are refused with port 0). `None` for an offer.
     pub mirror: Option<(usize, Vec<OfferedMedia>)>,
+    /// `RTP/SAVP` rather than `RTP/AVP`.
+    pub secure: bool,
+    /// Our `a=crypto` lines: every suite for an offer, the one taken for
+    /// an answer; none for plain RTP.
+    pub crypto: Vec<Crypto>,
 }
 
 /// The payload type we offer telephone-event on when the caller gave none
@@ -340,6 +516,8 @@ pub fn offer_for_callee(caller: &AudioStream, relay: SocketAddr) -> Result<Local
         ptime: caller.ptime,
         direction: Direction::SendRecv,
         mirror: None,
+        secure: false,
+        crypto: Vec::new(),
     })
 }
 
@@ -354,12 +532,15 @@ pub fn chosen_codec(offered: &LocalStream, answer: &AudioStream) -> Result<Codec
 }
 
 /// Our answer to an offer, using `codec` (already agreed with the other
-/// leg) and carrying DTMF when both the offer and the other leg have it.
+/// leg) and carrying DTMF when both the offer and the other leg have it;
+/// SRTP with `crypto` (ours, see [`answering_crypto`]) when given, in the
+/// offer's profile.
 pub fn answer_to(
     offer: &AudioStream,
     codec: Codec,
     dtmf_on_other_leg: bool,
     relay: SocketAddr,
+    crypto: Option<Crypto>,
 ) -> Result<LocalStream, SdpError> {
     if !offer.codecs.contains(&codec) {
         return Err(SdpError::NoCommonCodec);
@@ -371,6 +552,8 @@ pub fn answer_to(
         ptime: offer.ptime,
         direction: offer.direction.answer(),
         mirror: Some((offer.index, offer.medias.clone())),
+        secure: offer.secure && crypto.is_some(),
+        crypto: crypto.into_iter().collect(),
     })
 }
 
@@ -434,6 +617,9 @@ impl SdpWriter {
             attributes.push(attribute("ptime", Some(ptime.to_string())));
         }
         attributes.push(attribute(stream.direction.attribute(), None));
+        for crypto in &stream.crypto {
+            attributes.push(attribute("crypto", Some(crypto.attribute_value())));
+        }
         let session = Session {
             origin: Origin {
                 username: Some("tollbridge".into()),
@@ -460,7 +646,7 @@ impl SdpWriter {
             media: "audio".into(),
             port: stream.address.port(),
             num_ports: None,
-            proto: "RTP/AVP".into(),
+            proto: if stream.secure { "RTP/SAVP" } else { "RTP/AVP" }.into(),
             fmt: formats.join(" "),
             media_title: None,
             connections: Vec::new(),

@@ -187,7 +187,8 @@ impl SessionKeys {
         for (byte, index_byte) in iv[8..14].iter_mut().zip(&index.to_be_bytes()[2..]) {
             *byte ^= index_byte;
         }
-        let mut keystream = AesCm::from_core(ctr::CtrCore::inner_iv_init(self.cipher.clone(), &iv.into()));
+        let mut keystream =
+            AesCm::from_core(ctr::CtrCore::inner_iv_init(self.cipher.clone(), &iv.into()));
         keystream.apply_keystream(data);
     }
 }
@@ -363,12 +364,7 @@ fn rtp_payload_offset(packet: &[u8]) -> Option<usize> {
 }
 
 fn ssrc_at(packet: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([
-        packet[at],
-        packet[at + 1],
-        packet[at + 2],
-        packet[at + 3],
-    ])
+    u32::from_be_bytes([packet[at], packet[at + 1], packet[at + 2], packet[at + 3]])
 }
 
 /// Protects what we send to one party, with our key for it.

@@ -8,4 +8,5 @@ pub mod meter;
 pub mod recording;
 pub mod recovery;
 pub mod route;
+pub mod srtp;
 pub mod task;

@@ -116,6 +116,9 @@ pub struct LegMedia {
     pub dropped_malformed: i64,
     /// RTCP packets from the party.
     pub rtcp_received: i64,
+    /// SRTP or SRTCP packets that failed authentication or replayed one
+    /// already seen (tampered, forged, or another key), dropped.
+    pub srtp_refused: i64,
 }
 
 /// One leg of a call.

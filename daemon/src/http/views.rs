@@ -54,6 +54,7 @@ fn leg(leg: &CallLeg) -> schemas::CallLeg {
             dropped_foreign: m.dropped_foreign,
             dropped_malformed: m.dropped_malformed,
             rtcp_received: m.rtcp_received,
+            srtp_refused: m.srtp_refused,
         }),
     }
 }

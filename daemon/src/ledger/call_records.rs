@@ -39,6 +39,8 @@ pub struct LegMedia {
     pub dropped_malformed: i64,
     /// RTCP packets received.
     pub rtcp_received: i64,
+    /// Dropped: SRTP or SRTCP that failed authentication or replayed.
+    pub srtp_refused: i64,
 }
 
 /// One status change of a call.
@@ -167,6 +169,7 @@ fn leg_media(row: &Row) -> Result<LegMedia, LedgerError> {
         dropped_foreign: row.int(7)?,
         dropped_malformed: row.int(8)?,
         rtcp_received: row.int(9)?,
+        srtp_refused: row.int(10)?,
     })
 }
 
@@ -257,7 +260,8 @@ fn record(db: &mut dyn Db, id: &str) -> Result<Option<CallRecord>, LedgerError> 
         .transpose()?;
     for row in db.query(
         "SELECT side, packets_received, bytes_received, packets_sent, bytes_sent, packets_lost, jitter_ms,
-                dropped_foreign, dropped_malformed, rtcp_received FROM call_legs WHERE call_id = ?1",
+                dropped_foreign, dropped_malformed, rtcp_received, srtp_refused
+         FROM call_legs WHERE call_id = ?1",
         args![id],
     )? {
         let media = Some(leg_media(&row)?);

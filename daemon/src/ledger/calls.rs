@@ -546,14 +546,16 @@ impl Ledger {
             for (side, leg) in [("caller", &stats.caller), ("callee", &stats.callee)] {
                 db.execute(
                     "INSERT INTO call_legs (call_id, side, packets_received, bytes_received, packets_sent,
-                         bytes_sent, packets_lost, jitter_ms, dropped_foreign, dropped_malformed, rtcp_received)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                         bytes_sent, packets_lost, jitter_ms, dropped_foreign, dropped_malformed, rtcp_received,
+                         srtp_refused)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                      ON CONFLICT (call_id, side) DO UPDATE SET
                          packets_received = excluded.packets_received, bytes_received = excluded.bytes_received,
                          packets_sent = excluded.packets_sent, bytes_sent = excluded.bytes_sent,
                          packets_lost = excluded.packets_lost, jitter_ms = excluded.jitter_ms,
                          dropped_foreign = excluded.dropped_foreign,
-                         dropped_malformed = excluded.dropped_malformed, rtcp_received = excluded.rtcp_received",
+                         dropped_malformed = excluded.dropped_malformed, rtcp_received = excluded.rtcp_received,
+                         srtp_refused = excluded.srtp_refused",
                     args![
                         call_id.as_str(),
                         side,
@@ -565,7 +567,8 @@ impl Ledger {
                         leg.jitter_ms,
                         leg.dropped_foreign,
                         leg.dropped_malformed,
-                        leg.rtcp_received
+                        leg.rtcp_received,
+                        leg.srtp_refused
                     ],
                 )?;
             }

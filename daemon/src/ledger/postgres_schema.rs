@@ -299,11 +299,14 @@ CREATE TABLE registrar_keys (
 );
 "#;
 
-/// Schema v13 (see `sqlite_schema.rs`): registrations over TLS.
+/// Schema v13 (see `sqlite_schema.rs`): registrations over TLS, refused
+/// SRTP packets.
 const V13: &str = r#"
 ALTER TABLE registrations DROP CONSTRAINT registrations_transport_check;
 ALTER TABLE registrations ADD CONSTRAINT registrations_transport_check
     CHECK (transport IN ('udp', 'tcp', 'tls'));
+ALTER TABLE call_legs ADD COLUMN srtp_refused BIGINT NOT NULL DEFAULT 0
+    CHECK (srtp_refused >= 0);
 "#;
 
 /// Every migration as (the schema version it brings, its statements),

@@ -488,8 +488,9 @@ CREATE TABLE registrar_keys (
 ) STRICT;
 "#;
 
-/// Schema v13: softphones register over TLS too (`transport = 'tls'`);
-/// SQLite changes a CHECK only by rebuilding the table.
+/// Schema v13: softphones register over TLS too (`transport = 'tls'`;
+/// SQLite changes a CHECK only by rebuilding the table); a leg counts the
+/// SRTP packets it refused.
 const V13: &str = r#"
 CREATE TABLE registrations_v13 (
     expert        TEXT NOT NULL REFERENCES experts (name) ON DELETE CASCADE,
@@ -508,6 +509,8 @@ INSERT INTO registrations_v13 SELECT * FROM registrations;
 DROP TABLE registrations;
 ALTER TABLE registrations_v13 RENAME TO registrations;
 CREATE INDEX registrations_by_expiry ON registrations (expires_ms);
+ALTER TABLE call_legs ADD COLUMN srtp_refused INTEGER NOT NULL DEFAULT 0
+    CHECK (srtp_refused >= 0);
 "#;
 
 const MIGRATIONS_SLICE: &[M<'static>] = &[

@@ -348,3 +348,87 @@ async fn a_recorded_call_keeps_each_party_and_the_prompts_it_heard_in_its_channe
     assert!(in_left < find(&left, &caller_voice).unwrap());
     assert!(in_right < find(&right, &callee_voice).unwrap());
 }
+
+#[tokio::test]
+async fn an_srtp_leg_is_opened_and_sealed_and_tampered_packets_are_counted() {
+    use crate::srtp::{MasterKey, Protector, Suite, Unprotector};
+    let relay = relay();
+    let call = relay.open_call().unwrap();
+    let (caller, callee) = (party(), party());
+    call.set_peer(Side::Caller, peer(&caller));
+    call.set_peer(Side::Callee, peer(&callee));
+    // The caller's key (it encrypts with it) and ours for it.
+    let (theirs, ours) = (
+        MasterKey::generate().unwrap(),
+        MasterKey::generate().unwrap(),
+    );
+    let suite = Suite::AesCm128HmacSha1_80;
+    call.secure(
+        Side::Caller,
+        LegSrtp {
+            receive: Some(Unprotector::new(suite, &theirs)),
+            send: Some(Protector::new(suite, &ours)),
+        },
+    );
+    call.stats().await.unwrap();
+    let mut caller_sends = Protector::new(suite, &theirs);
+    let mut caller_hears = Unprotector::new(suite, &ours);
+    let mut buf = [0u8; 2048];
+    for seq in 0..5u16 {
+        // SRTP from the caller reaches the plain callee decrypted.
+        let plain = rtp(0, seq, 0x21);
+        let mut sealed = [0u8; 256];
+        sealed[..plain.len()].copy_from_slice(&plain);
+        let len = caller_sends.protect_rtp(&mut sealed, plain.len()).unwrap();
+        assert_ne!(&sealed[12..172], &plain[12..172], "encrypted on the wire");
+        caller
+            .send_to(&sealed[..len], call.address(Side::Caller))
+            .unwrap();
+        let (got, _) = callee.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..got], &plain[..], "seq {seq}");
+        // Plain RTP from the callee reaches the caller encrypted, with our key.
+        let reply = rtp(0, 100 + seq, 0x42);
+        callee.send_to(&reply, call.address(Side::Callee)).unwrap();
+        let (got, _) = caller.recv_from(&mut buf).unwrap();
+        assert_eq!(got, reply.len() + 10);
+        let opened = caller_hears.unprotect_rtp(&mut buf[..got]).unwrap();
+        assert_eq!(&buf[..opened], &reply[..]);
+    }
+    // A tampered packet, a replayed one and a plain one go no further.
+    let plain = rtp(0, 9, 0x21);
+    let mut sealed = [0u8; 256];
+    sealed[..plain.len()].copy_from_slice(&plain);
+    let len = caller_sends.protect_rtp(&mut sealed, plain.len()).unwrap();
+    let mut tampered = sealed[..len].to_vec();
+    tampered[40] ^= 1;
+    caller
+        .send_to(&tampered, call.address(Side::Caller))
+        .unwrap();
+    caller.send_to(&plain, call.address(Side::Caller)).unwrap();
+    caller
+        .send_to(&sealed[..len], call.address(Side::Caller))
+        .unwrap();
+    caller
+        .send_to(&sealed[..len], call.address(Side::Caller))
+        .unwrap();
+    let (got, _) = callee.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..got], &plain[..], "only the genuine packet, once");
+    callee
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(
+        callee.recv_from(&mut buf).is_err(),
+        "nothing else came through"
+    );
+    // A prompt to the SRTP caller is sealed too.
+    let prompt = crate::prompt::Prompts::built_in("en")
+        .unwrap()
+        .get(crate::prompt::PromptName::Warning);
+    call.play(Side::Caller, prompt, PromptMode::Replace);
+    let (got, _) = caller.recv_from(&mut buf).unwrap();
+    assert!(caller_hears.unprotect_rtp(&mut buf[..got]).is_ok());
+    let stats = call.close().await.unwrap();
+    assert_eq!(stats.caller.srtp_refused, 3, "tampered, plain, replayed");
+    assert_eq!(stats.caller.packets_received, 6);
+    assert_eq!(stats.callee.srtp_refused, 0);
+}

@@ -116,6 +116,7 @@ m=audio 30000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n",
         codec,
         answer.telephone_event.is_some(),
         caller_relay,
+        None,
     )
     .unwrap();
     assert_eq!(ours.codecs, vec![Codec::Pcmu]);
@@ -132,7 +133,7 @@ m=audio 30000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n",
         direction: Direction::SendOnly,
         ..caller.clone()
     };
-    let ours = answer_to(&hold, codec, true, caller_relay).unwrap();
+    let ours = answer_to(&hold, codec, true, caller_relay, None).unwrap();
     assert_eq!(ours.direction, Direction::RecvOnly);
     // A re-offer without the agreed codec is refused.
     let pcma_only = AudioStream {
@@ -140,7 +141,7 @@ m=audio 30000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n",
         ..caller
     };
     assert_eq!(
-        answer_to(&pcma_only, Codec::Pcmu, true, caller_relay),
+        answer_to(&pcma_only, Codec::Pcmu, true, caller_relay, None),
         Err(SdpError::NoCommonCodec)
     );
 }
@@ -219,7 +220,7 @@ fn every_offered_m_line_is_answered_in_place_the_extra_ones_refused() {
     let caller = AudioStream::parse(offer.as_bytes()).unwrap();
     assert_eq!(caller.index, 1);
     let relay = "203.0.113.5:20000".parse().unwrap();
-    let ours = answer_to(&caller, Codec::Pcma, true, relay).unwrap();
+    let ours = answer_to(&caller, Codec::Pcma, true, relay, None).unwrap();
     let body = String::from_utf8(SdpWriter::new(1).render(&ours)).unwrap();
     let m_lines: Vec<&str> = body.lines().filter(|l| l.starts_with("m=")).collect();
     assert_eq!(
@@ -234,4 +235,175 @@ fn every_offered_m_line_is_answered_in_place_the_extra_ones_refused() {
     let offer = offer_for_callee(&caller, relay).unwrap();
     let body = String::from_utf8(SdpWriter::new(2).render(&offer)).unwrap();
     assert_eq!(body.matches("m=").count(), 1, "{body}");
+}
+
+/// Twilio's Secure Trunking offer shape: RTP/SAVP, one 80-bit line.
+const KEY_A: &str = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
+const KEY_B: &str = "d0RmdmcmVCspeEc3QGZiNWpVLFJhQX1cfHAwJSoj";
+
+fn srtp_offer(proto: &str, crypto_lines: &str) -> String {
+    PHONE_OFFER
+        .replace("RTP/AVP", proto)
+        .replace("a=ptime:20\r\n", &format!("a=ptime:20\r\n{crypto_lines}"))
+}
+
+#[test]
+fn an_srtp_offer_is_read_with_the_crypto_lines_we_can_use() {
+    let lines = format!(
+        "a=crypto:1 AES_CM_256_HMAC_SHA1_80 inline:{KEY_A}\r\n\
+         a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:{KEY_A}|2^31|1:4\r\n\
+         a=crypto:3 AES_CM_128_HMAC_SHA1_80 inline:{KEY_A} KDR=1\r\n\
+         a=crypto:4 AES_CM_128_HMAC_SHA1_32 inline:short\r\n\
+         a=crypto:5 AES_CM_128_HMAC_SHA1_32 inline:{KEY_B}|2^31\r\n\
+         a=crypto:6 AES_CM_128_HMAC_SHA1_80 inline:{KEY_A}\r\n\
+         a=crypto:x AES_CM_128_HMAC_SHA1_80 inline:{KEY_A}\r\n"
+    );
+    let stream = AudioStream::parse(srtp_offer("RTP/SAVP", &lines).as_bytes()).unwrap();
+    assert!(stream.secure);
+    // Another suite, an MKI, session parameters, a bad key or tag: skipped.
+    let tags: Vec<(u32, Suite)> = stream.crypto.iter().map(|c| (c.tag, c.suite)).collect();
+    assert_eq!(
+        tags,
+        [
+            (5, Suite::AesCm128HmacSha1_32),
+            (6, Suite::AesCm128HmacSha1_80)
+        ]
+    );
+    assert_eq!(stream.crypto[1].key.inline(), KEY_A);
+    // SRTP with no line we can use is refused, naming what would do.
+    let unusable = srtp_offer(
+        "RTP/SAVP",
+        &format!("a=crypto:1 AEAD_AES_128_GCM inline:{KEY_A}\r\n"),
+    );
+    let error = AudioStream::parse(unusable.as_bytes()).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("RTP/SAVP with an AES_CM_128_HMAC_SHA1_80"),
+        "{error}"
+    );
+    // Best-effort SRTP: plain RTP/AVP with a crypto line.
+    let best_effort = srtp_offer(
+        "RTP/AVP",
+        &format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY_A}\r\n"),
+    );
+    let stream = AudioStream::parse(best_effort.as_bytes()).unwrap();
+    assert!(!stream.secure);
+    assert_eq!(stream.crypto.len(), 1);
+}
+
+#[test]
+fn the_leg_policy_decides_between_srtp_plain_and_488() {
+    let line = format!("a=crypto:7 AES_CM_128_HMAC_SHA1_80 inline:{KEY_A}\r\n");
+    let savp = AudioStream::parse(srtp_offer("RTP/SAVP", &line).as_bytes()).unwrap();
+    let best_effort = AudioStream::parse(srtp_offer("RTP/AVP", &line).as_bytes()).unwrap();
+    let plain = AudioStream::parse(PHONE_OFFER.as_bytes()).unwrap();
+    let tag = |r: Result<Option<Crypto>, SdpError>| r.map(|c| c.map(|c| c.tag));
+    let table = [
+        (&savp, SrtpPolicy::Off, Err(SdpError::SrtpOff)),
+        (&savp, SrtpPolicy::Optional, Ok(Some(7))),
+        (&savp, SrtpPolicy::Required, Ok(Some(7))),
+        (&best_effort, SrtpPolicy::Off, Ok(None)),
+        (&best_effort, SrtpPolicy::Optional, Ok(Some(7))),
+        (&best_effort, SrtpPolicy::Required, Ok(Some(7))),
+        (&plain, SrtpPolicy::Off, Ok(None)),
+        (&plain, SrtpPolicy::Optional, Ok(None)),
+        (&plain, SrtpPolicy::Required, Err(SdpError::SrtpRequired)),
+    ];
+    for (offer, policy, expected) in table {
+        assert_eq!(
+            tag(negotiate_crypto(offer, policy)),
+            expected,
+            "{policy:?} secure={} lines={}",
+            offer.secure,
+            offer.crypto.len()
+        );
+    }
+    // A leg whose SRTP is off takes the plain line of an offer with both.
+    let both = srtp_offer("RTP/SAVP", &line).replace(
+        "m=audio 40000 RTP/SAVP",
+        "m=audio 40002 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\nm=audio 40000 RTP/AVP",
+    );
+    let stream = AudioStream::parse_with(both.as_bytes(), false).unwrap();
+    assert_eq!((stream.index, stream.secure), (1, false));
+    let stream = AudioStream::parse_with(both.as_bytes(), true).unwrap();
+    assert_eq!((stream.index, stream.secure), (0, true));
+}
+
+#[test]
+fn our_answer_and_offer_carry_our_key_and_read_back() {
+    let line = format!("a=crypto:7 AES_CM_128_HMAC_SHA1_32 inline:{KEY_A}\r\n");
+    let offer = AudioStream::parse(srtp_offer("RTP/SAVP", &line).as_bytes()).unwrap();
+    let theirs = negotiate_crypto(&offer, SrtpPolicy::Optional)
+        .unwrap()
+        .unwrap();
+    let ours = MasterKey::from_inline(KEY_B).unwrap();
+    let relay = "203.0.113.5:20000".parse().unwrap();
+    let answer = answer_to(
+        &offer,
+        Codec::Pcma,
+        false,
+        relay,
+        Some(answering_crypto(&theirs, &ours)),
+    )
+    .unwrap();
+    let body = String::from_utf8(SdpWriter::new(1).render(&answer)).unwrap();
+    assert!(body.contains("m=audio 20000 RTP/SAVP 8\r\n"), "{body}");
+    assert!(
+        body.contains(&format!(
+            "a=crypto:7 AES_CM_128_HMAC_SHA1_32 inline:{KEY_B}\r\n"
+        )),
+        "{body}"
+    );
+    let read = AudioStream::parse(body.as_bytes()).unwrap();
+    assert_eq!(read.crypto, vec![answering_crypto(&theirs, &ours)]);
+
+    // Our SRTP offer: both suites, 80 first; the answer picks one by tag.
+    let caller = AudioStream::parse(PHONE_OFFER.as_bytes()).unwrap();
+    let mut ours_offer = offer_for_callee(&caller, relay).unwrap();
+    ours_offer.secure = true;
+    ours_offer.crypto = offered_crypto(&ours);
+    let body = String::from_utf8(SdpWriter::new(2).render(&ours_offer)).unwrap();
+    assert!(body.contains("RTP/SAVP"), "{body}");
+    assert!(
+        body.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"),
+        "{body}"
+    );
+    assert!(
+        body.contains("a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:"),
+        "{body}"
+    );
+    let answer_with = |tag_suite: &str| {
+        AudioStream::parse(
+            srtp_offer(
+                "RTP/SAVP",
+                &format!("a=crypto:{tag_suite} inline:{KEY_A}\r\n"),
+            )
+            .as_bytes(),
+        )
+        .unwrap()
+    };
+    let (taken, theirs) = answered_crypto(&ours_offer, &answer_with("2 AES_CM_128_HMAC_SHA1_32"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (taken.tag, taken.suite, theirs.tag),
+        (2, Suite::AesCm128HmacSha1_32, 2)
+    );
+    // A tag we never offered, or the wrong suite under ours: refused.
+    for wrong in ["3 AES_CM_128_HMAC_SHA1_80", "1 AES_CM_128_HMAC_SHA1_32"] {
+        assert_eq!(
+            answered_crypto(&ours_offer, &answer_with(wrong)),
+            Err(SdpError::SrtpRequired),
+            "{wrong}"
+        );
+    }
+    // A plain answer to an SRTP offer is refused; to a plain offer, fine.
+    let plain = AudioStream::parse(PHONE_OFFER.as_bytes()).unwrap();
+    assert_eq!(
+        answered_crypto(&ours_offer, &plain),
+        Err(SdpError::SrtpRequired)
+    );
+    let plain_offer = offer_for_callee(&caller, relay).unwrap();
+    assert_eq!(answered_crypto(&plain_offer, &plain), Ok(None));
 }

@@ -13,7 +13,8 @@ fn libsrtp_key() -> MasterKey {
 }
 
 const RTP: &str = "800f1234decafbadcafebabeabababababababababababababababab";
-const SRTP_80: &str = "800f1234decafbadcafebabe4e55dc4ce79978d88ca4d215949d2402b78d6acc99ea179b8dbb";
+const SRTP_80: &str =
+    "800f1234decafbadcafebabe4e55dc4ce79978d88ca4d215949d2402b78d6acc99ea179b8dbb";
 const RTCP: &str = "81c8000bcafebabeabababababababababababababababab";
 const SRTCP: &str = "81c8000bcafebabe7128035be487b9bdbef89041f977a5a880000001993e08cd54d6c1230798";
 
@@ -131,7 +132,12 @@ fn replays_are_refused_and_late_packets_within_the_window_pass() {
     for (i, packet) in sent.iter().enumerate() {
         if i != 50 {
             let mut copy = packet.clone();
-            assert_eq!(receiver.unprotect_rtp(&mut copy), Ok(172), "seq {}", 100 + i);
+            assert_eq!(
+                receiver.unprotect_rtp(&mut copy),
+                Ok(172),
+                "seq {}",
+                100 + i
+            );
         }
     }
     // 150 arrives 49 packets late: inside the window.
@@ -200,7 +206,10 @@ fn a_stream_table_full_of_strangers_keeps_the_real_stream() {
     let (mut sender, mut receiver) = pair();
     let (mut packet, len) = rtp(10, 1);
     let protected = sender.protect_rtp(&mut packet, len).unwrap();
-    assert_eq!(receiver.unprotect_rtp(&mut packet[..protected].to_vec()), Ok(172));
+    assert_eq!(
+        receiver.unprotect_rtp(&mut packet[..protected].to_vec()),
+        Ok(172)
+    );
     // Forged packets under other SSRCs fail and are not remembered.
     for ssrc in 0..100u32 {
         let mut forged = packet[..protected].to_vec();

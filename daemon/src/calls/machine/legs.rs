@@ -28,6 +28,10 @@ impl Call {
             // The caller already talks to us (PIN): keep its codec.
             offer.codecs = vec![codec];
         }
+        if self.callee_srtp == SrtpPolicy::Required {
+            offer.secure = true;
+            offer.crypto = sdp::offered_crypto(&self.settings.srtp_keys[1]);
+        }
         let body = self.callee_sdp.render(&offer);
         self.callee_offer = Some(offer);
         self.callee = CalleeLeg::Placing;
@@ -69,9 +73,16 @@ impl Call {
         {
             return Some(body.clone());
         }
+        let crypto = self.caller_answer_crypto();
         let offer = self.caller_offer.as_ref()?;
-        let answer =
-            sdp::answer_to(offer, codec, self.callee_has_dtmf, self.settings.relay[0]).ok()?;
+        let answer = sdp::answer_to(
+            offer,
+            codec,
+            self.callee_has_dtmf,
+            self.settings.relay[0],
+            crypto,
+        )
+        .ok()?;
         let body = self.caller_sdp.render(&answer);
         self.codec = Some(codec);
         self.caller_answer = Some(body.clone());
@@ -86,7 +97,21 @@ impl Call {
             .map_err(|e| e.to_string())?;
         let offer = self.callee_offer.as_ref().ok_or("no offer was sent")?;
         let codec = sdp::chosen_codec(offer, &stream).map_err(|e| e.to_string())?;
+        let keys = sdp::answered_crypto(offer, &stream).map_err(|e| e.to_string())?;
         self.callee_has_dtmf = stream.telephone_event.is_some() && offer.telephone_event.is_some();
+        // Early media and the 200 may both carry the answer: keys once,
+        // and again only when the callee's changed.
+        if let Some((ours, theirs)) = keys
+            && self.callee_crypto.as_ref().map(|(_, t)| t) != Some(&theirs)
+        {
+            let first = self.callee_crypto.is_none();
+            self.push(Command::Srtp {
+                side: Side::Callee,
+                receive: Some(theirs.clone()),
+                send: first.then(|| ours.clone()),
+            });
+            self.callee_crypto = Some((ours, theirs));
+        }
         self.push(Command::SetPeer(
             Side::Callee,
             peer_of(&stream, Some(codec)),
@@ -139,13 +164,17 @@ impl Call {
             Ok(codec) if !self.caller_answered || Some(codec) == self.codec => {
                 self.connect(codec, now)
             }
-            Ok(_) | Err(_) => {
+            unusable => {
                 let (code, _) = RejectReason::NoCommonCodec.response();
+                let detail = match unusable {
+                    Err(why) => format!("the callee's answer cannot be used: {why}"),
+                    Ok(_) => "the callee's answer has no codec the caller offered".to_owned(),
+                };
                 self.end(
                     Status::Failed,
                     "no-common-codec",
                     Some(code),
-                    "the callee's answer has no codec the caller offered",
+                    &detail,
                     Some(code),
                 );
             }
@@ -241,17 +270,52 @@ impl Call {
                 .as_ref()
                 .is_some_and(|o| o.telephone_event.is_some()),
         };
-        let parsed = AudioStream::parse(offer).and_then(|s| s.reachable_from(relay).map(|()| s));
+        let (policy, current) = match side {
+            Side::Caller => (self.settings.caller_srtp, self.caller_crypto.clone()),
+            Side::Callee => (
+                self.callee_srtp,
+                self.callee_crypto
+                    .as_ref()
+                    .map(|(_, theirs)| theirs.clone()),
+            ),
+        };
+        let parsed = AudioStream::parse_with(offer, current.is_some())
+            .and_then(|s| s.reachable_from(relay).map(|()| s))
+            .and_then(|s| sdp::negotiate_crypto(&s, policy).map(|crypto| (s, crypto)));
+        // A leg stays SRTP or plain for the whole call: switching would
+        // need our own key renegotiated, and a downgrade is an attack.
         let answer = match (parsed, self.codec) {
-            (Ok(stream), Some(codec)) => sdp::answer_to(&stream, codec, other_has_dtmf, relay)
-                .ok()
-                .map(|answer| (stream, answer)),
+            (Ok((stream, crypto)), Some(codec)) if crypto.is_some() == current.is_some() => {
+                let ours = crypto.as_ref().map(|theirs| {
+                    sdp::answering_crypto(theirs, &self.settings.srtp_keys[side.index()])
+                });
+                sdp::answer_to(&stream, codec, other_has_dtmf, relay, ours)
+                    .ok()
+                    .map(|answer| (stream, answer, crypto))
+            }
             _ => None,
         };
-        let Some((stream, answer)) = answer else {
+        let Some((stream, answer, crypto)) = answer else {
             self.push(Command::AnswerReoffer(side, Err(488)));
             return;
         };
+        if let Some(theirs) = crypto
+            && current.as_ref() != Some(&theirs)
+        {
+            self.push(Command::Srtp {
+                side,
+                receive: Some(theirs.clone()),
+                send: None,
+            });
+            match side {
+                Side::Caller => self.caller_crypto = Some(theirs),
+                Side::Callee => {
+                    if let Some((_, known)) = &mut self.callee_crypto {
+                        *known = theirs;
+                    }
+                }
+            }
+        }
         let body = match side {
             Side::Caller => self.caller_sdp.render(&answer),
             Side::Callee => self.callee_sdp.render(&answer),

@@ -257,7 +257,13 @@ impl Call {
         if !self.caller_answered
             && let Some(offer) = self.caller_offer.clone()
             && let Some(codec) = offer.codecs.first().copied()
-            && let Ok(answer) = sdp::answer_to(&offer, codec, false, self.settings.relay[0])
+            && let Ok(answer) = sdp::answer_to(
+                &offer,
+                codec,
+                false,
+                self.settings.relay[0],
+                self.caller_answer_crypto(),
+            )
         {
             let body = self.caller_sdp.render(&answer);
             self.caller_answered = true;

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use tollbridge_media::bridge::{Inactivity, Side};
 use tollbridge_media::leg::Peer;
 use tollbridge_media::prompt::PromptName;
-use tollbridge_media::sdp::{self, AudioStream, Codec, LocalStream, SdpWriter};
+use tollbridge_media::sdp::{self, AudioStream, Codec, Crypto, LocalStream, SdpWriter, SrtpPolicy};
+use tollbridge_media::srtp::MasterKey;
 use tollbridge_media::stream::PromptMode;
 use tollbridge_sip::reject::RejectReason;
 
@@ -48,6 +49,11 @@ pub struct Settings {
     pub warning_before: Duration,
     /// How long each prompt plays (the time-up prompt ends at the cap).
     pub prompt_lengths: Vec<(PromptName, Duration)>,
+    /// SRTP on the caller's leg (its trunk's policy).
+    pub caller_srtp: SrtpPolicy,
+    /// Our SRTP master keys for the caller's and the callee's leg, used
+    /// when the leg is SRTP; the call's own, never logged.
+    pub srtp_keys: [MasterKey; 2],
 }
 
 impl Settings {
@@ -113,6 +119,9 @@ pub enum Input {
     CallerFailed(String),
     /// The caller sent a re-INVITE with this offer.
     CallerReoffer(Vec<u8>),
+    /// SRTP on the callee's leg (its trunk's or callee's policy), known
+    /// once the call is routed; given before [`Input::Routed`].
+    CalleeSrtp(SrtpPolicy),
     /// The outbound INVITE went out (its SIP Call-ID) or could not.
     CalleePlaced(Result<String, String>),
     /// 180, or 183 with SDP.
@@ -183,6 +192,16 @@ pub enum Command {
     AnswerReoffer(Side, Result<Vec<u8>, u16>),
     /// Tell the relay what a party's SDP said.
     SetPeer(Side, Peer),
+    /// Make a leg SRTP, or change its keys: `receive` is the party's line
+    /// (its key), `send` ours; `None` leaves that direction as it is.
+    Srtp {
+        /// The leg.
+        side: Side,
+        /// The party's key, to check and decrypt what it sends.
+        receive: Option<Crypto>,
+        /// Our key, to encrypt what we send it.
+        send: Option<Crypto>,
+    },
     /// Arm the relay's inactivity watch.
     WatchMedia(Duration),
     /// Tell the relay to stop forwarding at this instant (the cap).
@@ -314,6 +333,12 @@ pub struct Call {
     phase: Phase,
     commands: VecDeque<Command>,
     caller_offer: Option<AudioStream>,
+    /// The caller's `a=crypto` line we took; `None`: plain RTP.
+    caller_crypto: Option<Crypto>,
+    /// SRTP towards the callee.
+    callee_srtp: SrtpPolicy,
+    /// The callee's answer's keys: (our line it took, its own).
+    callee_crypto: Option<(Crypto, Crypto)>,
     caller_answered: bool,
     caller_gone: bool,
     callee: CalleeLeg,
@@ -364,6 +389,9 @@ impl Call {
             phase: Phase::Routing,
             commands: VecDeque::new(),
             caller_offer: None,
+            caller_crypto: None,
+            callee_srtp: SrtpPolicy::Optional,
+            callee_crypto: None,
             caller_answered: false,
             caller_gone: false,
             callee: CalleeLeg::None,
@@ -396,9 +424,21 @@ impl Call {
         };
         call.record(Status::Queued, None, None);
         let relay = call.settings.relay[0];
-        match AudioStream::parse(offer).and_then(|s| s.reachable_from(relay).map(|()| s)) {
-            Ok(stream) if !stream.codecs.is_empty() => {
+        let policy = call.settings.caller_srtp;
+        let parsed = AudioStream::parse_with(offer, policy != SrtpPolicy::Off)
+            .and_then(|s| s.reachable_from(relay).map(|()| s))
+            .and_then(|s| sdp::negotiate_crypto(&s, policy).map(|crypto| (s, crypto)));
+        match parsed {
+            Ok((stream, crypto)) if !stream.codecs.is_empty() => {
                 call.push(Command::SetPeer(Side::Caller, peer_of(&stream, None)));
+                if let Some(theirs) = &crypto {
+                    call.push(Command::Srtp {
+                        side: Side::Caller,
+                        receive: Some(theirs.clone()),
+                        send: Some(sdp::answering_crypto(theirs, &call.settings.srtp_keys[0])),
+                    });
+                }
+                call.caller_crypto = crypto;
                 call.caller_offer = Some(stream);
             }
             Ok(_) => call.refuse(
@@ -451,6 +491,14 @@ impl Call {
 
     fn push(&mut self, command: Command) {
         self.commands.push_back(command);
+    }
+
+    /// Our `a=crypto` line for an answer to the caller: our key under the
+    /// line of the caller's we took; `None` when the leg is plain.
+    fn caller_answer_crypto(&self) -> Option<Crypto> {
+        self.caller_crypto
+            .as_ref()
+            .map(|theirs| sdp::answering_crypto(theirs, &self.settings.srtp_keys[0]))
     }
 
     fn record(&mut self, status: Status, sip_code: Option<u16>, detail: Option<String>) {
@@ -543,6 +591,7 @@ impl Call {
             }
             Input::Extended(result) => self.on_extended(result, now),
             Input::Recording { announce } => self.recording = Some(announce),
+            Input::CalleeSrtp(policy) => self.callee_srtp = policy,
             Input::CallerConfirmed => {}
             Input::CallerCancelled => {
                 self.caller_gone = true;

@@ -29,7 +29,8 @@ impl Call {
             );
             return;
         };
-        let Ok(answer) = sdp::answer_to(&offer, codec, true, self.settings.relay[0]) else {
+        let crypto = self.caller_answer_crypto();
+        let Ok(answer) = sdp::answer_to(&offer, codec, true, self.settings.relay[0], crypto) else {
             self.refuse(
                 RejectReason::NoCommonCodec,
                 "no-common-codec",

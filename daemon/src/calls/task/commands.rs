@@ -63,6 +63,25 @@ impl Shell {
                     }
                 }
             }
+            Command::Srtp {
+                side,
+                receive,
+                send,
+            } => {
+                if let Some(media) = &self.media {
+                    let suite = receive.as_ref().or(send.as_ref()).map(|c| c.suite.name());
+                    tracing::info!(
+                        side = side.as_str(),
+                        suite,
+                        rekeyed = send.is_none(),
+                        "srtp on the leg"
+                    );
+                    media.secure(
+                        side,
+                        crate::calls::srtp::contexts(receive.as_ref(), send.as_ref()),
+                    );
+                }
+            }
             Command::SetPeer(side, peer) => {
                 if let Some(media) = &self.media {
                     media.set_peer(side, peer);
@@ -134,16 +153,13 @@ impl Shell {
                 }
             }
             Command::CheckPin(pin) => {
-                let (id, called) = (self.id.clone(), self.called.clone());
-                let ledger = self.shared.ledger.clone();
                 let now = now_ms();
-                self.lookup = Some(Box::pin(async move {
-                    ledger
-                        .route_and_claim(id, called, now, move |bookings| {
-                            route::route_by_pin(bookings, &pin, now)
-                        })
-                        .await
-                }));
+                self.lookup = Some(super::route_lookup(
+                    self.shared.ledger.clone(),
+                    self.config.clone(),
+                    (self.id.clone(), self.called.clone(), now),
+                    move |bookings| route::route_by_pin(bookings, &pin, now),
+                ));
             }
             Command::RecordBooking(booking) => {
                 tracing::info!(booking = %booking, "routed");
@@ -386,7 +402,8 @@ fn outbound_request(
                 .callees
                 .iter()
                 .find(|callee| callee.serves(uri))
-                .map(|callee| (callee.username.clone(), callee.password.expose().to_owned())),
+                .and_then(|callee| callee.credentials.as_ref())
+                .map(|(username, password)| (username.clone(), password.expose().to_owned())),
             trunk: None,
             transport: None,
         }),

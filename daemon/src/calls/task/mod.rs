@@ -136,6 +136,32 @@ async fn run_call(control: Arc<CallControl>, id: String, call: InboundCall) {
             return;
         }
     };
+    // Our SRTP keys for the two legs, used if the legs turn out SRTP.
+    let keys = (
+        tollbridge_media::srtp::MasterKey::generate(),
+        tollbridge_media::srtp::MasterKey::generate(),
+    );
+    let (Ok(caller_key), Ok(callee_key)) = keys else {
+        tracing::error!("the system's random source failed; refusing the call with 503");
+        let _ = leg.reject(RejectReason::Overloaded.response().0);
+        let _ = media.close().await;
+        let end = CallEnd {
+            status: Status::Failed,
+            reason: "no-randomness".to_owned(),
+            talk_ms: 0,
+            connected: false,
+        };
+        let _ = shared
+            .journal
+            .write(CallWrite::Close {
+                call_id: id,
+                end,
+                ended_ms: now_ms(),
+            })
+            .await;
+        shared.metrics.call_ended(Status::Failed.as_str());
+        return;
+    };
     let settings = Settings {
         ring_timeout: config.calls.ring_timeout,
         media_timeout: config.media.timeout,
@@ -145,22 +171,21 @@ async fn run_call(control: Arc<CallControl>, id: String, call: InboundCall) {
         relay: [media.address(Side::Caller), media.address(Side::Callee)],
         warning_before: config.prompts.warning_before,
         prompt_lengths: prompt_lengths(control.prompts.prompts(None)),
+        caller_srtp: crate::calls::srtp::caller_policy(&config, &call.trunk),
+        srtp_keys: [caller_key, callee_key],
     };
     media.restrict_sources(Side::Caller, media_allowed(&config, &call.trunk));
     let session_id = now_ms().unsigned_abs();
     let machine = Call::new(settings, &call.offer, session_id);
     tracing::info!(caller = ?record.caller, called = ?record.called, trunk = %call.trunk, "call offered");
-    let lookup: Boxed<Result<Routed, LedgerError>> = {
-        let (id, called) = (id.clone(), record.called.clone());
-        let ledger = shared.ledger.clone();
+    let lookup = {
         let now = now_ms();
-        Box::pin(async move {
-            ledger
-                .route_and_claim(id, called, now, move |bookings| {
-                    route::route(bookings, &caller_ids, now)
-                })
-                .await
-        })
+        route_lookup(
+            shared.ledger.clone(),
+            config.clone(),
+            (id.clone(), record.called.clone(), now),
+            move |bookings| route::route(bookings, &caller_ids, now),
+        )
     };
     let drain = shared.watch_drain_deadline();
     let (registration, operator) = shared.live.register(&id);
@@ -196,6 +221,37 @@ async fn run_call(control: Arc<CallControl>, id: String, call: InboundCall) {
     shell.run().await;
 }
 
+/// What a routing lookup gives: the decision, and for a booking the SRTP
+/// policy of its callee's leg.
+type RoutedLookup = Result<(Routed, Option<tollbridge_media::sdp::SrtpPolicy>), LedgerError>;
+
+/// Routes the call `(id, called, now)` with `decide`, claiming the
+/// booking it picks, and reads the policy of that booking's callee (a
+/// callee that cannot be read is dialled, and fails, later; its leg
+/// follows `media.srtp` until then).
+fn route_lookup(
+    ledger: crate::ledger::Ledger,
+    config: Arc<Config>,
+    (id, called, now): (String, Option<String>, i64),
+    decide: impl FnOnce(&[route::Candidate]) -> Route + Send + 'static,
+) -> Boxed<RoutedLookup> {
+    Box::pin(async move {
+        let routed = ledger.route_and_claim(id, called, now, decide).await?;
+        let policy = match &routed.route {
+            Route::Booking(booking) => match ledger.callee_of(booking.clone()).await {
+                Ok(Some(callee)) => Some(crate::calls::srtp::callee_policy(&config, &callee)),
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the callee's SRTP policy");
+                    None
+                }
+            },
+            _ => None,
+        };
+        Ok((routed, policy))
+    })
+}
+
 /// The networks a trunk's media may come from (none: anywhere).
 fn media_allowed(config: &Config, trunk: &str) -> Vec<ipnet::IpNet> {
     config
@@ -229,7 +285,7 @@ struct Shell {
     callee: Option<OutboundLeg>,
     callee_reoffer: Option<Reoffer>,
     placing: Option<Boxed<Result<Placed, EdgeError>>>,
-    lookup: Option<Boxed<Result<Routed, LedgerError>>>,
+    lookup: Option<Boxed<RoutedLookup>>,
     holding: Option<Boxed<Result<Held, String>>>,
     /// An extension block's hold on its way: the talk time it adds.
     extending: Option<Boxed<Result<Duration, String>>>,
@@ -353,7 +409,14 @@ impl Shell {
     /// What routing decided, told to the machine: the booking's prompt
     /// lengths, cap and extension terms first, the card hold set off
     /// (it runs while the expert's phone rings), then the route itself.
-    fn routed_input(&mut self, routed: Result<Routed, LedgerError>) -> Input {
+    fn routed_input(&mut self, routed: RoutedLookup) -> Input {
+        let routed = routed.map(|(routed, callee_srtp)| {
+            if let Some(policy) = callee_srtp {
+                self.machine
+                    .handle(Input::CalleeSrtp(policy), std::time::Instant::now());
+            }
+            routed
+        });
         let Routed {
             route,
             cap,

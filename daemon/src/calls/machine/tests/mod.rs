@@ -8,6 +8,7 @@ use tollbridge_media::stream::PromptMode;
 mod extended;
 mod metered;
 mod recorded;
+mod secured;
 
 const CALLER_OFFER: &str = "v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\n\
 m=audio 40000 RTP/AVP 0 8 96\r\na=rtpmap:96 telephone-event/8000\r\na=ptime:20\r\n";
@@ -40,8 +41,17 @@ fn settings() -> Settings {
             (PromptName::NoBooking, Duration::from_secs(3)),
             (PromptName::CalleeUnavailable, Duration::from_secs(3)),
         ],
+        caller_srtp: SrtpPolicy::Optional,
+        srtp_keys: [
+            MasterKey::from_inline(OUR_CALLER_KEY).unwrap(),
+            MasterKey::from_inline(OUR_CALLEE_KEY).unwrap(),
+        ],
     }
 }
+
+/// Our SRTP keys in the tests' calls.
+const OUR_CALLER_KEY: &str = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNk";
+const OUR_CALLEE_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZmdoaWprbG1ub3BxcnN0";
 
 struct Harness {
     call: Call,
@@ -51,8 +61,12 @@ struct Harness {
 
 impl Harness {
     fn new(offer: &str) -> Harness {
+        Harness::with(settings(), offer)
+    }
+
+    fn with(settings: Settings, offer: &str) -> Harness {
         let mut harness = Harness {
-            call: Call::new(settings(), offer.as_bytes(), 42),
+            call: Call::new(settings, offer.as_bytes(), 42),
             start: Instant::now(),
             log: Vec::new(),
         };
