@@ -122,12 +122,13 @@ pub(crate) fn read_callees(
         };
         let has_username = t.span("username").is_some();
         let has_password = t.span("password").is_some();
+        let has_srtp = t.span("srtp").is_some();
         let username = t.get::<String>("username").filter(|u| !u.is_empty());
         let password = secret(&mut t, "password", env);
         let srtp = t.get("srtp");
         let credentials = match (username, password) {
             (Some(username), Some(password)) => Some((username, password)),
-            _ if has_username || has_password || t.span("srtp").is_none() => {
+            _ if has_username || has_password || !has_srtp => {
                 diagnostics.report(
                     &t.key(if has_username { "password" } else { "username" }),
                     None,

@@ -13,21 +13,29 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Stdio};
+use std::io::{Read, Write};
+use std::process::Command;
 use std::sync::Arc;
 
 use common::experts::*;
+use common::pjsua2::{Pjsua2, Setup};
 use common::*;
 use tollbridge_e2e::tls::{Issued, TestCa};
 
 /// A daemon with UDP, TCP and TLS listeners, serving `ours`, trusting the
 /// test CA for outbound TLS, taking REGISTER from loopback.
 fn tls_daemon(ca: &TestCa, ours: &Issued) -> Daemon {
+    tls_daemon_with(ca, ours, "")
+}
+
+/// [`tls_daemon`] with `more` config sections.
+fn tls_daemon_with(ca: &TestCa, ours: &Issued, more: &str) -> Daemon {
     let config = daemon_config(
         "ring_timeout = \"10s\"",
         "30s",
-        "[registrar]\nallow = [\"127.0.0.0/8\"]\nrealm = \"tollbridge.test\"\nkeepalive = \"5s\"\n",
+        &format!(
+            "[registrar]\nallow = [\"127.0.0.0/8\"]\nrealm = \"tollbridge.test\"\nkeepalive = \"5s\"\n\n{more}"
+        ),
     );
     let listeners = "\"tcp:127.0.0.1:0\"]";
     assert!(config.contains(listeners));
@@ -46,84 +54,15 @@ fn tls_daemon(ca: &TestCa, ours: &Issued) -> Daemon {
     })
 }
 
-/// pjsua2 over TLS (see `softphones/pjsua2_expert.py`), saying a tone
-/// and recording what it hears into `dir`, for up to 30 s.
-struct Pjsua2 {
-    child: Child,
-    /// Its TLS listener's port.
-    port: u16,
-    heard: std::path::PathBuf,
-}
-
-impl Pjsua2 {
-    /// Registers as `user` at `registrar` ("-": nowhere), trusting `ca`,
-    /// serving `own` on its listener when given.
-    fn start(
-        dir: &std::path::Path,
-        registrar: &str,
-        user: &str,
-        ca: &TestCa,
-        own: Option<&Issued>,
-    ) -> Pjsua2 {
-        let says = dir.join("tone.wav");
-        tone(&says);
-        let heard = dir.join(format!("heard-{user}.wav"));
-        let script =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("softphones/pjsua2_expert.py");
-        let mut command = Command::new("python3");
-        command
-            .arg(&script)
-            .arg(registrar)
-            .arg(user)
-            .arg(PASSWORD)
-            .arg(&says)
-            .arg(&heard)
-            .arg("30")
-            .arg("--tls")
-            .arg(ca.ca_file());
-        if let Some(own) = own {
-            command.arg(&own.certificate).arg(&own.private_key);
-        }
-        let mut child = command
-            .env("PYTHONPATH", pjsua2_path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 with pjsua2 (scripts/test installs pjsua2-python)");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        // PJSIP logs its start on stdout before its log level applies.
-        let port = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .find_map(|line| line.strip_prefix("listening ")?.trim().parse().ok())
-            .expect("pjsua2 says where it listens");
-        // The rest of its output is not read; drain it so it never blocks.
-        std::thread::spawn(move || for _ in lines {});
-        Pjsua2 { child, port, heard }
-    }
-
-    /// Waits for it to end; whether it answered a call that then ended.
-    fn answered_and_ended(mut self) -> bool {
-        self.child.wait().map(|s| s.success()).unwrap_or(false)
-    }
-
-    /// The loudest sample it recorded.
-    fn loudest_heard(&self) -> i32 {
-        hound::WavReader::open(&self.heard)
-            .unwrap()
-            .samples::<i16>()
-            .flatten()
-            .map(|s| i32::from(s).abs())
-            .max()
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for Pjsua2 {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// A PJSIP callee on a TLS listener serving `own`, registering nowhere.
+fn callee_setup<'a>(user: &'a str, ca: &'a TestCa, own: &'a Issued, srtp: &'a str) -> Setup<'a> {
+    Setup {
+        registrar: "-".into(),
+        user,
+        tls: Some((ca, Some(own))),
+        srtp,
+        call: None,
+        tone_hz: 440.0,
     }
 }
 
@@ -135,7 +74,17 @@ fn a_pjsua2_expert_registers_over_tls_and_takes_a_booked_call_on_its_connection(
     let daemon = tls_daemon(&ca, &ours);
     let tls = daemon.sip_tls().expect("the daemon's TLS listener");
     create_expert(&daemon, "ines");
-    let phone = Pjsua2::start(dir.path(), &tls.to_string(), "ines", &ca, None);
+    let mut phone = Pjsua2::start(
+        dir.path(),
+        Setup {
+            registrar: tls.to_string(),
+            user: "ines",
+            tls: Some((&ca, None)),
+            srtp: "off",
+            call: None,
+            tone_hz: 440.0,
+        },
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while devices(&daemon, "ines").is_empty() {
         assert!(
@@ -147,13 +96,13 @@ fn a_pjsua2_expert_registers_over_tls_and_takes_a_booked_call_on_its_connection(
     let device = devices(&daemon, "ines").remove(0);
     assert_eq!(device["transport"], "tls", "{device}");
     call_the_softphone(&daemon, "ines", "pjsua2");
-    let loudest = phone.loudest_heard();
     assert!(
         phone.answered_and_ended(),
         "pjsua2 answered; the call ended at the cap"
     );
+    let loudest = phone.heard().loudest();
     assert!(
-        loudest >= 5_000,
+        loudest >= 5_000.0,
         "pjsua2 heard the caller: loudest sample {loudest}"
     );
 }
@@ -167,21 +116,21 @@ fn a_callee_at_a_tls_uri_is_reached_over_tls_and_a_misnamed_one_is_not_called() 
 
     // Its certificate names the host we dial: called over TLS, talks.
     let theirs = ca.issue("callee", &["localhost"]);
-    let phone = Pjsua2::start(dir.path(), "-", "jun", &ca, Some(&theirs));
+    let mut phone = Pjsua2::start(dir.path(), callee_setup("jun", &ca, &theirs, "off"));
     let uri = format!("sip:jun@localhost:{};transport=tls", phone.port);
     let booking = create_booking(&daemon, &booking_json(&[caller_id(1)], &uri, 5));
     talk_until_the_cap(&daemon, &booking, "pjsua2");
-    let loudest = phone.loudest_heard();
     assert!(phone.answered_and_ended(), "pjsua2 answered over TLS");
+    let loudest = phone.heard().loudest();
     assert!(
-        loudest >= 5_000,
+        loudest >= 5_000.0,
         "pjsua2 heard the caller: loudest sample {loudest}"
     );
 
     // Its certificate is for another host: no INVITE, the caller is
     // refused, and the record says why.
     let misnamed = ca.issue("misnamed", &["expert.example.net"]);
-    let phone = Pjsua2::start(dir.path(), "-", "kai", &ca, Some(&misnamed));
+    let phone = Pjsua2::start(dir.path(), callee_setup("kai", &ca, &misnamed, "off"));
     let uri = format!("sip:kai@localhost:{};transport=tls", phone.port);
     let booking = create_booking(&daemon, &booking_json(&[caller_id(1)], &uri, 5));
     let refused = caller(

@@ -32,6 +32,11 @@ pub fn devices(daemon: &Daemon, name: &str) -> Vec<Value> {
 /// Writes 30 s of a 440 Hz tone, 8 kHz mono 16-bit, to `path`: what
 /// baresip says (its `ausine` source runs at 48 kHz only).
 pub fn tone(path: &std::path::Path) {
+    tone_at(path, 440.0);
+}
+
+/// Writes 30 s of a `hz` tone, 8 kHz mono 16-bit, to `path`.
+pub fn tone_at(path: &std::path::Path, hz: f64) {
     let spec = hound::WavSpec {
         channels: 1,
         sample_rate: 8_000,
@@ -40,7 +45,7 @@ pub fn tone(path: &std::path::Path) {
     };
     let mut writer = hound::WavWriter::create(path, spec).unwrap();
     for i in 0..8_000 * 30 {
-        let phase = 2.0 * std::f64::consts::PI * 440.0 * f64::from(i) / 8_000.0;
+        let phase = 2.0 * std::f64::consts::PI * hz * f64::from(i) / 8_000.0;
         writer
             .write_sample((phase.sin() * 12_000.0) as i16)
             .unwrap();

@@ -7,6 +7,7 @@
 
 pub mod experts;
 pub mod heard;
+pub mod pjsua2;
 pub mod stripe;
 
 pub use std::net::{SocketAddr, UdpSocket};

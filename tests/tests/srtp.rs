@@ -1,0 +1,226 @@
+//! SRTP end to end: the real daemon between PJSIP phones (pjsua2, whose
+//! SRTP is libsrtp2) that speak SDES-SRTP, and SIPp where a plain peer is
+//! wanted. A call over TLS with SRTP on both legs carries each party's
+//! tone to the other and the prompts to both, each leg with its own keys;
+//! an SRTP caller is bridged to a plain callee; a plain offer to a trunk
+//! that requires SRTP gets 488 and the record says why.
+
+// Test code: a failed setup step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::pjsua2::{Pjsua2, Setup};
+use common::*;
+use tollbridge_e2e::tls::TestCa;
+
+/// The caller's and the callee's tones: each side checks it heard the
+/// other's, not its own or noise.
+const CALLER_HZ: f64 = 440.0;
+const CALLEE_HZ: f64 = 1_000.0;
+
+/// A daemon with a TLS listener whose `[[callee]]` at `localhost` must be
+/// reached with SRTP (`callee_srtp`), with `more` config sections.
+fn daemon(ca: &TestCa, callee_srtp: &str, more: &str) -> Daemon {
+    let ours = ca.issue("daemon", &["localhost", "127.0.0.1"]);
+    let config = daemon_config(
+        "ring_timeout = \"10s\"",
+        "30s",
+        &format!("[[callee]]\nhost = \"localhost\"\nsrtp = \"{callee_srtp}\"\n\n{more}"),
+    )
+    .replace(
+        "\"tcp:127.0.0.1:0\"]",
+        &format!(
+            "\"tcp:127.0.0.1:0\", \"tls:127.0.0.1:0\"]\ntls = {{ certificate = {:?}, private_key = {:?}, ca = {:?} }}",
+            ours.certificate,
+            ours.private_key,
+            ca.ca_file()
+        ),
+    );
+    start_daemon_as(tollbridge_e2e::DaemonOptions {
+        config: Some(config),
+        ..tollbridge_e2e::DaemonOptions::default()
+    })
+}
+
+/// Checks that `phone` heard the other party's tone at `hz` and, at the
+/// cap, the time-up prompt: loud windows that are not that tone.
+fn heard_tone_and_prompt(who: &str, phone: &Pjsua2, hz: f64) {
+    let heard = phone.heard();
+    let (loud, tone) = heard.loud_and_tone(hz);
+    assert!(
+        tone >= 10,
+        "{who} heard the other's {hz} Hz tone: {tone} of {loud} loud 100 ms windows"
+    );
+    assert!(
+        loud - tone >= 5,
+        "{who} heard the prompt: {} loud windows are not the tone",
+        loud - tone
+    );
+}
+
+/// The media counters of `call`'s leg `side` (`caller` or `callee`).
+fn media(call: &Value, side: &str) -> Value {
+    call["legs"][side]["media"].clone()
+}
+
+#[test]
+fn a_tls_call_with_srtp_on_both_legs_carries_both_tones_and_the_prompts() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path());
+    let daemon = daemon(&ca, "required", "");
+    let tls = daemon.sip_tls().unwrap();
+    let expert_cert = ca.issue("expert", &["localhost"]);
+    let mut expert = Pjsua2::start(
+        dir.path(),
+        Setup {
+            registrar: "-".into(),
+            user: "expert",
+            tls: Some((&ca, Some(&expert_cert))),
+            srtp: "mandatory",
+            call: None,
+            tone_hz: CALLEE_HZ,
+        },
+    );
+    let uri = format!("sip:expert@localhost:{};transport=tls", expert.port);
+    let booking = create_booking(&daemon, &booking_json(&[caller_id(1)], &uri, 5));
+    let mut caller = Pjsua2::start(
+        dir.path(),
+        Setup {
+            registrar: "-".into(),
+            user: &caller_id(1),
+            tls: Some((&ca, None)),
+            srtp: "mandatory",
+            call: Some(format!(
+                "sip:{NUMBER}@127.0.0.1:{};transport=tls",
+                tls.port()
+            )),
+            tone_hz: CALLER_HZ,
+        },
+    );
+    assert!(
+        caller.answered_and_ended(),
+        "the caller's call was answered and ended: {}\n{:?}",
+        caller.log_tail(),
+        daemon.logs()
+    );
+    assert!(
+        expert.answered_and_ended(),
+        "the expert answered and was hung up: {}",
+        expert.log_tail()
+    );
+    let call = ended_call(&daemon, &booking);
+    assert_eq!(call["end_reason"], "cap-reached", "{call}");
+    assert_eq!(call["talk_ms"], 5_000);
+    heard_tone_and_prompt("the caller", &caller, CALLEE_HZ);
+    heard_tone_and_prompt("the expert", &expert, CALLER_HZ);
+    for leg in ["caller", "callee"] {
+        let counters = media(&call, leg);
+        assert!(
+            counters["packets_received"].as_i64().unwrap() > 150,
+            "{leg}: {counters}"
+        );
+        assert_eq!(counters["srtp_refused"], 0, "{leg}: {counters}");
+    }
+    let logs = daemon.logs().join("\n");
+    for side in ["caller", "callee"] {
+        assert!(
+            logs.contains(&format!(
+                "\"side\":\"{side}\",\"suite\":\"AES_CM_128_HMAC_SHA1_80\""
+            )),
+            "the {side}'s leg is SRTP"
+        );
+    }
+    assert!(!logs.contains("inline:"), "no SDES key in the log");
+}
+
+#[test]
+fn an_srtp_caller_is_bridged_to_a_plain_callee() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path());
+    let daemon = daemon(&ca, "off", "");
+    let udp = daemon.sip_udp().unwrap();
+    let mut expert = Pjsua2::start(
+        dir.path(),
+        Setup {
+            registrar: "-".into(),
+            user: "plain",
+            tls: None,
+            srtp: "off",
+            call: None,
+            tone_hz: CALLEE_HZ,
+        },
+    );
+    let uri = format!("sip:plain@127.0.0.1:{}", expert.port);
+    let booking = create_booking(&daemon, &booking_json(&[caller_id(1)], &uri, 5));
+    let mut caller = Pjsua2::start(
+        dir.path(),
+        Setup {
+            registrar: "-".into(),
+            user: &caller_id(1),
+            tls: None,
+            srtp: "mandatory",
+            call: Some(format!("sip:{NUMBER}@{udp}")),
+            tone_hz: CALLER_HZ,
+        },
+    );
+    assert!(
+        caller.answered_and_ended(),
+        "the SRTP caller: {}\n{:?}",
+        caller.log_tail(),
+        daemon.logs()
+    );
+    assert!(
+        expert.answered_and_ended(),
+        "the plain callee: {}",
+        expert.log_tail()
+    );
+    let call = ended_call(&daemon, &booking);
+    assert_eq!(call["end_reason"], "cap-reached", "{call}");
+    heard_tone_and_prompt("the SRTP caller", &caller, CALLEE_HZ);
+    heard_tone_and_prompt("the plain callee", &expert, CALLER_HZ);
+    let logs = daemon.logs().join("\n");
+    assert!(logs.contains("\"side\":\"caller\",\"suite\":\"AES_CM_128_HMAC_SHA1_80\""));
+    assert!(
+        !logs.contains("\"side\":\"callee\",\"suite\""),
+        "the callee's leg is plain"
+    );
+}
+
+#[test]
+fn a_plain_offer_to_a_trunk_that_requires_srtp_gets_488() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path());
+    let daemon = daemon(
+        &ca,
+        "optional",
+        "[[trunk]]\nname = \"secure\"\nprofile = \"none\"\nallow = [\"127.0.0.0/8\"]\nsrtp = \"required\"\n",
+    );
+    create_booking(
+        &daemon,
+        &booking_json(&[caller_id(1)], "sip:unused@127.0.0.1", 60),
+    );
+    let refused = SippPeer::start(
+        "caller_offer_refused.xml",
+        daemon.sip_udp(),
+        NUMBER,
+        &[
+            ("caller_prefix", CALLER_PREFIX.into()),
+            ("rtp_port", "40000".into()),
+            ("proto", "RTP/AVP".into()),
+            ("connection", "IN IP4 127.0.0.1".into()),
+        ],
+        &[],
+        SIPP_LIMIT,
+    );
+    assert_passed("caller (488)", refused);
+    // Refused before routing: the record has no booking.
+    let (status, calls) = daemon.api("GET", "/v1/calls?called=%2B81500000001", TOKEN, None);
+    assert_eq!(status, 200);
+    let call = &calls["calls"][0];
+    assert_eq!(call["end_reason"], "offer-not-acceptable", "{calls}");
+    assert!(
+        call.to_string().contains("SRTP is required for this leg"),
+        "the record says why: {call}"
+    );
+}
