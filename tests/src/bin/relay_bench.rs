@@ -20,6 +20,11 @@
 //! through a minimal C relay the bench builds (the floor: one `recvfrom`
 //! and one `sendto` per packet, epoll) and through ours, alternately.
 //!
+//! `relay-bench srtp [SECONDS] [ROUNDS] [CALLS...]` runs the calls with
+//! plain RTP and with SRTP on both legs (AES_CM_128_HMAC_SHA1_80, the
+//! parties encrypting and decrypting with their own keys, the relay
+//! decrypting and re-encrypting every packet), alternately.
+//!
 //! `relay-bench recording [SECONDS] [CALLS] [ROUNDS]` runs the same calls
 //! with recording off and with every call recorded, alternately (default
 //! 10 s, 500 calls, 2 rounds of each): the relay's CPU per packet in both,
@@ -43,6 +48,7 @@ use tollbridge_media::prompt::{PromptName, Prompts};
 use tollbridge_media::recording::Recorder;
 use tollbridge_media::relay::{CallMedia, Relay};
 use tollbridge_media::sdp::{Codec, Direction};
+use tollbridge_media::srtp::{MasterKey, Protector, Suite, Unprotector};
 use tollbridge_media::stream::{FRAME as PROMPT_FRAME, OutStream, PROMPT_PACKET, PromptMode};
 
 #[path = "relay_bench/floor.rs"]
@@ -97,13 +103,32 @@ struct Stats {
     latencies_ns: std::sync::Mutex<Vec<u64>>,
 }
 
-/// One party of one call: its socket and where it sends.
+/// One party of one call: its socket and where it sends; on an SRTP leg,
+/// its own key (it encrypts with) and the relay's for it (it decrypts
+/// with).
 struct Party {
     socket: Arc<UdpSocket>,
     target: SocketAddr,
+    srtp: Option<(Protector, Unprotector)>,
 }
 
-async fn receive(socket: Arc<UdpSocket>, origin: Instant, stats: Arc<Stats>, stop: Instant) {
+impl Party {
+    fn plain(socket: Arc<UdpSocket>, target: SocketAddr) -> Party {
+        Party {
+            socket,
+            target,
+            srtp: None,
+        }
+    }
+}
+
+async fn receive(
+    socket: Arc<UdpSocket>,
+    origin: Instant,
+    stats: Arc<Stats>,
+    stop: Instant,
+    mut open: Option<Unprotector>,
+) {
     let mut buf = [0u8; 2048];
     let mut latencies = Vec::with_capacity(1024);
     while let Ok(Ok((n, _))) = tokio::time::timeout(
@@ -112,6 +137,13 @@ async fn receive(socket: Arc<UdpSocket>, origin: Instant, stats: Arc<Stats>, sto
     )
     .await
     {
+        let n = match &mut open {
+            Some(open) => match open.unprotect_rtp(&mut buf[..n]) {
+                Ok(n) => n,
+                Err(_) => continue,
+            },
+            None => n,
+        };
         if n < 20 {
             continue;
         }
@@ -158,18 +190,44 @@ async fn run(
     ticks: f64,
     recording: Option<&Recording<'_>>,
 ) -> Outcome {
-    run_through(relay, None, calls, seconds, ticks, recording).await
+    let path = Path {
+        relay,
+        floor: None,
+        recording,
+        srtp: false,
+    };
+    run_through(path, calls, seconds, ticks).await
 }
 
-/// [`run`], or through the C floor relay when `floor` is given.
-async fn run_through(
-    relay: Option<&Relay>,
-    floor: Option<&floor::Floor>,
-    calls: usize,
-    seconds: u64,
-    ticks: f64,
-    recording: Option<&Recording<'_>>,
-) -> Outcome {
+/// What the packets go through: our relay (its calls recorded, or SRTP on
+/// both legs), the C floor relay, or nothing.
+struct Path<'a> {
+    relay: Option<&'a Relay>,
+    floor: Option<&'a floor::Floor>,
+    recording: Option<&'a Recording<'a>>,
+    srtp: bool,
+}
+
+/// The keys of one SRTP leg: the party's side and the relay's.
+fn srtp_leg(suite: Suite) -> ((Protector, Unprotector), tollbridge_media::relay::LegSrtp) {
+    let (theirs, ours) = (MasterKey::generate().unwrap(), MasterKey::generate().unwrap());
+    (
+        (Protector::new(suite, &theirs), Unprotector::new(suite, &ours)),
+        tollbridge_media::relay::LegSrtp {
+            receive: Some(Unprotector::new(suite, &theirs)),
+            send: Some(Protector::new(suite, &ours)),
+        },
+    )
+}
+
+/// [`run`] along `path`.
+async fn run_through(path: Path<'_>, calls: usize, seconds: u64, ticks: f64) -> Outcome {
+    let Path {
+        relay,
+        floor,
+        recording,
+        srtp,
+    } = path;
     let mut parties: Vec<Party> = Vec::with_capacity(calls * 2);
     let mut media: Vec<CallMedia> = Vec::new();
     let mut files = Vec::new();
@@ -187,14 +245,8 @@ async fn run_through(
         match (relay, floor) {
             (_, Some(floor)) => {
                 let (to_a, to_b) = floor.addresses(index);
-                parties.push(Party {
-                    socket: a,
-                    target: to_a,
-                });
-                parties.push(Party {
-                    socket: b,
-                    target: to_b,
-                });
+                parties.push(Party::plain(a, to_a));
+                parties.push(Party::plain(b, to_b));
             }
             (Some(relay), None) => {
                 let call = relay.open_call().unwrap();
@@ -206,26 +258,32 @@ async fn run_through(
                     call.record(tap);
                     files.push(done);
                 }
+                let (a_keys, b_keys) = if srtp {
+                    let suite = Suite::AesCm128HmacSha1_80;
+                    let (a_keys, caller_leg) = srtp_leg(suite);
+                    let (b_keys, callee_leg) = srtp_leg(suite);
+                    call.secure(Side::Caller, caller_leg);
+                    call.secure(Side::Callee, callee_leg);
+                    (Some(a_keys), Some(b_keys))
+                } else {
+                    (None, None)
+                };
                 call.stats().await.unwrap();
                 parties.push(Party {
                     socket: a,
                     target: call.address(Side::Caller),
+                    srtp: a_keys,
                 });
                 parties.push(Party {
                     socket: b,
                     target: call.address(Side::Callee),
+                    srtp: b_keys,
                 });
                 media.push(call);
             }
             (None, None) => {
-                parties.push(Party {
-                    socket: a,
-                    target: b_addr,
-                });
-                parties.push(Party {
-                    socket: b,
-                    target: a_addr,
-                });
+                parties.push(Party::plain(a, b_addr));
+                parties.push(Party::plain(b, a_addr));
             }
         }
     }
@@ -245,14 +303,14 @@ async fn run_through(
                 origin,
                 stats.clone(),
                 stop_receiving,
+                p.srtp.as_ref().map(|(_, open)| open.clone()),
             ))
         })
         .collect();
     let (relay_before, recorder_before, rest_before) = cpu_seconds(ticks);
     let floor_before = floor.map_or(0.0, |f| f.cpu_seconds(ticks));
     // Each party sends every 20 ms, the parties spread evenly over the frame.
-    let mut packet = [0u8; PACKET];
-    packet[0] = 0x80;
+    let mut packet = [0u8; PACKET + tollbridge_media::srtp::MAX_OVERHEAD];
     let mut next = vec![Duration::ZERO; parties.len()];
     for (i, slot) in next.iter_mut().enumerate() {
         *slot = FRAME * i as u32 / parties.len() as u32;
@@ -263,10 +321,12 @@ async fn run_through(
     while origin.elapsed() < duration {
         tick.tick().await;
         let now = origin.elapsed();
-        for (i, party) in parties.iter().enumerate() {
+        for (i, party) in parties.iter_mut().enumerate() {
             if next[i] > now {
                 continue;
             }
+            packet[0] = 0x80;
+            packet[1] = 0;
             next[i] += FRAME;
             seq[i] = seq[i].wrapping_add(1);
             packet[2..4].copy_from_slice(&seq[i].to_be_bytes());
@@ -274,7 +334,12 @@ async fn run_through(
             packet[8..12].copy_from_slice(&(i as u32).to_be_bytes());
             // The send time rides where the relay never looks: the payload.
             packet[12..20].copy_from_slice(&(origin.elapsed().as_nanos() as u64).to_be_bytes());
-            if party.socket.try_send_to(&packet, party.target).is_ok() {
+            packet[20..PACKET].fill(0);
+            let len = match &mut party.srtp {
+                Some((seal, _)) => seal.protect_rtp(&mut packet, PACKET).unwrap(),
+                None => PACKET,
+            };
+            if party.socket.try_send_to(&packet[..len], party.target).is_ok() {
                 stats.sent.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -419,8 +484,13 @@ fn against_the_floor(runtime: &tokio::runtime::Runtime, relay: &Relay, ticks: f6
         for _ in 0..rounds {
             let base = FLOOR_PORTS;
             let floor = floor::Floor::start(base, calls);
-            let below =
-                runtime.block_on(run_through(None, Some(&floor), calls, seconds, ticks, None));
+            let through_floor = Path {
+                relay: None,
+                floor: Some(&floor),
+                recording: None,
+                srtp: false,
+            };
+            let below = runtime.block_on(run_through(through_floor, calls, seconds, ticks));
             drop(floor);
             let ours = runtime.block_on(run(Some(relay), calls, seconds, ticks, None));
             let per_packet = |o: &Outcome| o.relay_cpu * 1e6 / o.received.max(1) as f64;
@@ -436,6 +506,53 @@ fn against_the_floor(runtime: &tokio::runtime::Runtime, relay: &Relay, ticks: f6
                     "| {name} | {calls} | {} | {loss:.3} | {:.2} | {:.0} | {:.0} | {ratio} |",
                     outcome.received,
                     per_packet(outcome),
+                    outcome.p50_us,
+                    outcome.p99_us,
+                );
+            }
+        }
+    }
+}
+
+/// Plain RTP and SRTP on both legs, alternately at each size (`relay-bench
+/// srtp [SECONDS] [ROUNDS] [CALLS...]`): the relay's CPU per packet in
+/// each, and SRTP's over plain.
+fn srtp_cost(runtime: &tokio::runtime::Runtime, relay: &Relay, ticks: f64) {
+    let mut args = std::env::args().skip(2);
+    let seconds: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let rounds: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(2);
+    let mut sizes: Vec<usize> = args.filter_map(|s| s.parse().ok()).collect();
+    if sizes.is_empty() {
+        sizes = vec![50, 500];
+    }
+    println!(
+        "| legs | calls | packets relayed | loss % | relay CPU µs/pkt | latency p50 µs | p99 µs | SRTP / plain |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for calls in sizes {
+        for _ in 0..rounds {
+            let mut plain_cost = f64::NAN;
+            for srtp in [false, true] {
+                let path = Path {
+                    relay: Some(relay),
+                    floor: None,
+                    recording: None,
+                    srtp,
+                };
+                let outcome = runtime.block_on(run_through(path, calls, seconds, ticks));
+                let per_packet = outcome.relay_cpu * 1e6 / outcome.received.max(1) as f64;
+                let loss = 100.0 * (outcome.sent - outcome.received.min(outcome.sent)) as f64
+                    / outcome.sent.max(1) as f64;
+                let ratio = if srtp {
+                    format!("{:.2}", per_packet / plain_cost)
+                } else {
+                    plain_cost = per_packet;
+                    "-".into()
+                };
+                println!(
+                    "| {} | {calls} | {} | {loss:.3} | {per_packet:.2} | {:.0} | {:.0} | {ratio} |",
+                    if srtp { "SRTP both" } else { "plain" },
+                    outcome.received,
                     outcome.p50_us,
                     outcome.p99_us,
                 );
@@ -482,6 +599,10 @@ fn main() {
     println!("relay threads: {threads}");
     if std::env::args().nth(1).as_deref() == Some("recording") {
         recording_cost(&runtime, &relay, ticks);
+        return;
+    }
+    if std::env::args().nth(1).as_deref() == Some("srtp") {
+        srtp_cost(&runtime, &relay, ticks);
         return;
     }
     if std::env::args().nth(1).as_deref() == Some("floor") {
