@@ -48,7 +48,10 @@ fn leg() -> ((Protector, Unprotector), LegSrtp) {
         MasterKey::generate().unwrap(),
     );
     (
-        (Protector::new(suite, &theirs), Unprotector::new(suite, &ours)),
+        (
+            Protector::new(suite, &theirs),
+            Unprotector::new(suite, &ours),
+        ),
         LegSrtp {
             receive: Some(Unprotector::new(suite, &theirs)),
             send: Some(Protector::new(suite, &ours)),

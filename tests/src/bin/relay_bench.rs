@@ -210,9 +210,15 @@ struct Path<'a> {
 
 /// The keys of one SRTP leg: the party's side and the relay's.
 fn srtp_leg(suite: Suite) -> ((Protector, Unprotector), tollbridge_media::relay::LegSrtp) {
-    let (theirs, ours) = (MasterKey::generate().unwrap(), MasterKey::generate().unwrap());
+    let (theirs, ours) = (
+        MasterKey::generate().unwrap(),
+        MasterKey::generate().unwrap(),
+    );
     (
-        (Protector::new(suite, &theirs), Unprotector::new(suite, &ours)),
+        (
+            Protector::new(suite, &theirs),
+            Unprotector::new(suite, &ours),
+        ),
         tollbridge_media::relay::LegSrtp {
             receive: Some(Unprotector::new(suite, &theirs)),
             send: Some(Protector::new(suite, &ours)),
@@ -339,7 +345,11 @@ async fn run_through(path: Path<'_>, calls: usize, seconds: u64, ticks: f64) -> 
                 Some((seal, _)) => seal.protect_rtp(&mut packet, PACKET).unwrap(),
                 None => PACKET,
             };
-            if party.socket.try_send_to(&packet[..len], party.target).is_ok() {
+            if party
+                .socket
+                .try_send_to(&packet[..len], party.target)
+                .is_ok()
+            {
                 stats.sent.fetch_add(1, Ordering::Relaxed);
             }
         }
