@@ -82,7 +82,7 @@ async fn values_of_every_kind_round_trip(backend: Backend) {
                 args!["c1", "é 😀 'quoted'", i64::MAX, 65535u16, None::<String>],
             )?;
             db.execute(
-                "INSERT INTO call_legs VALUES (?1, 'caller', 1, 2, 3, 4, 5, ?2, 0, 0, ?3)",
+                "INSERT INTO call_legs VALUES (?1, 'caller', 1, 2, 3, 4, 5, ?2, 0, 0, ?3, 0)",
                 args!["c1", 1.25f64, 7i64],
             )?;
             db.query_one(
@@ -477,7 +477,7 @@ async fn nodes_starting_together_migrate_postgresql_once() {
     let database = url.split('/').nth(3).unwrap().split('?').next().unwrap();
     assert_eq!(
         server.psql(database, "SELECT version FROM schema_version"),
-        "12"
+        "13"
     );
 }
 
@@ -522,7 +522,7 @@ async fn postgresql_refuses_what_it_cannot_use() {
             errors[0],
             LedgerError::TooNew {
                 found: 99,
-                supported: 12,
+                supported: 13,
                 ..
             }
         ),
@@ -567,7 +567,7 @@ async fn postgresql_as_an_owner_role_with_a_password() {
     ledger.close().await;
     assert_eq!(
         server.psql("tb_owner", "SELECT version FROM schema_version"),
-        "12"
+        "13"
     );
     assert_eq!(
         server.psql(
