@@ -1,9 +1,11 @@
 //! SRTP end to end: the real daemon between PJSIP phones (pjsua2, whose
 //! SRTP is libsrtp2) that speak SDES-SRTP, and SIPp where a plain peer is
 //! wanted. A call over TLS with SRTP on both legs carries each party's
-//! tone to the other and the prompts to both, each leg with its own keys;
-//! an SRTP caller is bridged to a plain callee; a plain offer to a trunk
-//! that requires SRTP gets 488 and the record says why.
+//! tone to the other and the prompts to both, each leg with its own keys,
+//! and forged packets sent to the relay's port in the middle of it are
+//! dropped and counted; an SRTP caller is bridged to a plain callee; a
+//! plain offer to a trunk that requires SRTP gets 488 and the record says
+//! why.
 
 // Test code: a failed setup step is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -59,13 +61,42 @@ fn heard_tone_and_prompt(who: &str, phone: &Pjsua2, hz: f64) {
     );
 }
 
+/// Forged packets sent to the caller's relay port of the call in
+/// progress on `booking`, once it is answered: RTP headers, a payload and
+/// a tag of junk, as an attacker on the path would send.
+const FORGED: u64 = 7;
+
+fn forge_into_the_call(daemon: &Daemon, booking: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let port = loop {
+        let (_, body) = daemon.api("GET", &format!("/v1/calls?booking={booking}"), TOKEN, None);
+        let call = &body["calls"][0];
+        if call["status"] == "in-progress"
+            && let Some(port) = call["legs"]["caller"]["relay_port"].as_u64()
+        {
+            break port;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the call was never answered: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for n in 0..FORGED {
+        let mut packet = vec![0x80, 0, 0, n as u8, 0, 0, 0, 160, 0xde, 0xad, 0xbe, 0xef];
+        packet.extend(std::iter::repeat_n(0x5a, 170));
+        socket.send_to(&packet, ("127.0.0.1", port as u16)).unwrap();
+    }
+}
+
 /// The media counters of `call`'s leg `side` (`caller` or `callee`).
 fn media(call: &Value, side: &str) -> Value {
     call["legs"][side]["media"].clone()
 }
 
 #[test]
-fn a_tls_call_with_srtp_on_both_legs_carries_both_tones_and_the_prompts() {
+fn a_tls_call_with_srtp_on_both_legs_carries_both_tones_and_the_prompts_and_drops_forgeries() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new(dir.path());
     let daemon = daemon(&ca, "required", "");
@@ -98,6 +129,7 @@ fn a_tls_call_with_srtp_on_both_legs_carries_both_tones_and_the_prompts() {
             tone_hz: CALLER_HZ,
         },
     );
+    forge_into_the_call(&daemon, &booking);
     assert!(
         caller.answered_and_ended(),
         "the caller's call was answered and ended: {}\n{:?}",
@@ -114,13 +146,13 @@ fn a_tls_call_with_srtp_on_both_legs_carries_both_tones_and_the_prompts() {
     assert_eq!(call["talk_ms"], 5_000);
     heard_tone_and_prompt("the caller", &caller, CALLEE_HZ);
     heard_tone_and_prompt("the expert", &expert, CALLER_HZ);
-    for leg in ["caller", "callee"] {
+    for (leg, forged) in [("caller", FORGED), ("callee", 0)] {
         let counters = media(&call, leg);
         assert!(
             counters["packets_received"].as_i64().unwrap() > 150,
             "{leg}: {counters}"
         );
-        assert_eq!(counters["srtp_refused"], 0, "{leg}: {counters}");
+        assert_eq!(counters["srtp_refused"], forged, "{leg}: {counters}");
     }
     let logs = daemon.logs().join("\n");
     for side in ["caller", "callee"] {
