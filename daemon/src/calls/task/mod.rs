@@ -113,29 +113,6 @@ async fn run_call(control: Arc<CallControl>, id: String, call: InboundCall) {
         let _ = leg.reject(RejectReason::Overloaded.response().0);
         return;
     }
-    let media = match control.relay.open_call() {
-        Ok(media) => media,
-        Err(e) => {
-            tracing::error!(error = %e, "no media ports; refusing the call with 503");
-            let _ = leg.reject(RejectReason::Overloaded.response().0);
-            let end = CallEnd {
-                status: Status::Failed,
-                reason: "no-media-ports".to_owned(),
-                talk_ms: 0,
-                connected: false,
-            };
-            let _ = shared
-                .journal
-                .write(CallWrite::Close {
-                    call_id: id,
-                    end,
-                    ended_ms: now_ms(),
-                })
-                .await;
-            shared.metrics.call_ended(Status::Failed.as_str());
-            return;
-        }
-    };
     // Our SRTP keys for the two legs, used if the legs turn out SRTP.
     let keys = (
         tollbridge_media::srtp::MasterKey::generate(),
@@ -143,24 +120,16 @@ async fn run_call(control: Arc<CallControl>, id: String, call: InboundCall) {
     );
     let (Ok(caller_key), Ok(callee_key)) = keys else {
         tracing::error!("the system's random source failed; refusing the call with 503");
-        let _ = leg.reject(RejectReason::Overloaded.response().0);
-        let _ = media.close().await;
-        let end = CallEnd {
-            status: Status::Failed,
-            reason: "no-randomness".to_owned(),
-            talk_ms: 0,
-            connected: false,
-        };
-        let _ = shared
-            .journal
-            .write(CallWrite::Close {
-                call_id: id,
-                end,
-                ended_ms: now_ms(),
-            })
-            .await;
-        shared.metrics.call_ended(Status::Failed.as_str());
+        refuse_unstarted(&shared, &mut leg, id, "no-randomness").await;
         return;
+    };
+    let media = match control.relay.open_call() {
+        Ok(media) => media,
+        Err(e) => {
+            tracing::error!(error = %e, "no media ports; refusing the call with 503");
+            refuse_unstarted(&shared, &mut leg, id, "no-media-ports").await;
+            return;
+        }
     };
     let settings = Settings {
         ring_timeout: config.calls.ring_timeout,
@@ -219,6 +188,27 @@ async fn run_call(control: Arc<CallControl>, id: String, call: InboundCall) {
         recording: None,
     };
     shell.run().await;
+}
+
+/// Refuses a recorded call that cannot start with 503 (the trunk fails
+/// over) and closes its record as failed for `reason`.
+async fn refuse_unstarted(shared: &Shared, leg: &mut InboundLeg, id: String, reason: &str) {
+    let _ = leg.reject(RejectReason::Overloaded.response().0);
+    let end = CallEnd {
+        status: Status::Failed,
+        reason: reason.to_owned(),
+        talk_ms: 0,
+        connected: false,
+    };
+    let _ = shared
+        .journal
+        .write(CallWrite::Close {
+            call_id: id,
+            end,
+            ended_ms: now_ms(),
+        })
+        .await;
+    shared.metrics.call_ended(Status::Failed.as_str());
 }
 
 /// What a routing lookup gives: the decision, and for a booking the SRTP
