@@ -9,6 +9,7 @@
 // crate panics with a message instead of returning errors.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+pub mod edge;
 pub mod phone;
 pub mod postgres;
 mod sipp;
@@ -31,6 +32,20 @@ use std::time::{Duration, Instant};
 pub fn binary() -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(build_binary).clone()
+}
+
+/// `tollbridge check-config PATH`: its exit code and what it printed on
+/// stderr.
+pub fn check_config(path: &std::path::Path) -> (Option<i32>, String) {
+    let output = Command::new(binary())
+        .arg("check-config")
+        .arg(path)
+        .output()
+        .expect("run tollbridge check-config");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 fn build_binary() -> PathBuf {

@@ -248,17 +248,7 @@ fn bad_certificate_files_are_refused_naming_the_key() {
         .unwrap();
         path
     };
-    let check = |path: &Path| {
-        let output = Command::new(tollbridge_e2e::binary())
-            .arg("check-config")
-            .arg(path)
-            .output()
-            .unwrap();
-        (
-            output.status.code(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
-    };
+    let check = tollbridge_e2e::check_config;
     assert_eq!(
         check(&config(&first.certificate, &first.private_key)),
         (Some(0), String::new())

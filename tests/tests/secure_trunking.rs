@@ -25,33 +25,11 @@ use tollbridge_e2e::tls::{Issued, TestCa};
 /// A daemon with UDP, TCP and TLS listeners, serving `ours`, trusting the
 /// test CA for outbound TLS, taking REGISTER from loopback.
 fn tls_daemon(ca: &TestCa, ours: &Issued) -> Daemon {
-    tls_daemon_with(ca, ours, "")
-}
-
-/// [`tls_daemon`] with `more` config sections.
-fn tls_daemon_with(ca: &TestCa, ours: &Issued, more: &str) -> Daemon {
-    let config = daemon_config(
-        "ring_timeout = \"10s\"",
-        "30s",
-        &format!(
-            "[registrar]\nallow = [\"127.0.0.0/8\"]\nrealm = \"tollbridge.test\"\nkeepalive = \"5s\"\n\n{more}"
-        ),
-    );
-    let listeners = "\"tcp:127.0.0.1:0\"]";
-    assert!(config.contains(listeners));
-    let config = config.replace(
-        listeners,
-        &format!(
-            "\"tcp:127.0.0.1:0\", \"tls:127.0.0.1:0\"]\ntls = {{ certificate = {:?}, private_key = {:?}, ca = {:?} }}",
-            ours.certificate,
-            ours.private_key,
-            ca.ca_file()
-        ),
-    );
-    start_daemon_as(tollbridge_e2e::DaemonOptions {
-        config: Some(config),
-        ..tollbridge_e2e::DaemonOptions::default()
-    })
+    start_tls_daemon(
+        ca,
+        ours,
+        "[registrar]\nallow = [\"127.0.0.0/8\"]\nrealm = \"tollbridge.test\"\nkeepalive = \"5s\"\n",
+    )
 }
 
 /// A PJSIP callee on a TLS listener serving `own`, registering nowhere.
@@ -253,17 +231,7 @@ fn check_config_names_the_sip_tls_key_of_a_bad_certificate() {
         .unwrap();
         path
     };
-    let check = |path: &std::path::Path| {
-        let output = Command::new(tollbridge_e2e::binary())
-            .arg("check-config")
-            .arg(path)
-            .output()
-            .unwrap();
-        (
-            output.status.code(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
-    };
+    let check = tollbridge_e2e::check_config;
     assert_eq!(
         check(&config(&good.certificate, &good.private_key, &ca.ca_file())),
         (Some(0), String::new())

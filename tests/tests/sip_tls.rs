@@ -10,20 +10,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tollbridge_e2e::edge::{lab_edge_config, listener};
 use tollbridge_e2e::tls::TestCa;
-use tollbridge_sip::acl::Acl;
 use tollbridge_sip::edge::{
-    EdgeConfig, EdgeError, InboundCall, Listener, OutboundEvent, OutboundRequest, SipEdge,
-    Transport,
+    EdgeConfig, EdgeError, InboundCall, OutboundEvent, OutboundRequest, SipEdge, Transport,
 };
-use tollbridge_sip::gate::{GateRules, UnknownSourcePolicy};
-use tollbridge_sip::wire::Limits;
+use tollbridge_sip::gate::UnknownSourcePolicy;
 
 const SDP: &str = "v=0\r\no=t 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
 
@@ -39,37 +36,12 @@ async fn start_edge() -> (Harness, tokio::sync::mpsc::Receiver<InboundCall>) {
     let ca = TestCa::new(dir.path());
     let ours = ca.issue("edge", &["localhost", "127.0.0.1"]);
     let config = EdgeConfig {
-        listen: vec![
-            Listener {
-                transport: Transport::Udp,
-                addr: "127.0.0.1:0".parse().unwrap(),
-            },
-            Listener {
-                transport: Transport::Tls,
-                addr: "127.0.0.1:0".parse().unwrap(),
-            },
-        ],
-        public_host: None,
-        rules: GateRules {
-            acl: Acl::new(vec![("lab".into(), vec!["127.0.0.1/32".parse().unwrap()])]),
-            unknown_source: UnknownSourcePolicy::Drop,
-            limits: Limits::default(),
-            registrar: Vec::new(),
-        },
-        invites_per_second: NonZeroU32::new(50).unwrap(),
-        tcp_connections_per_source: 4,
-        user_agent: "tollbridge-test".into(),
-        registrar: false,
         tls_server: Some(ca.server(&ours)),
         tls_client: ca.client(),
+        ..lab_edge_config(&[Transport::Udp, Transport::Tls], UnknownSourcePolicy::Drop)
     };
     let (edge, calls) = SipEdge::start(config).await.expect("edge starts");
-    let tls = edge
-        .listeners()
-        .iter()
-        .find(|l| l.transport == Transport::Tls)
-        .unwrap()
-        .addr;
+    let tls = listener(&edge, Transport::Tls);
     (
         Harness {
             edge,

@@ -25,24 +25,11 @@ const CALLEE_HZ: f64 = 1_000.0;
 /// reached with SRTP (`callee_srtp`), with `more` config sections.
 fn daemon(ca: &TestCa, callee_srtp: &str, more: &str) -> Daemon {
     let ours = ca.issue("daemon", &["localhost", "127.0.0.1"]);
-    let config = daemon_config(
-        "ring_timeout = \"10s\"",
-        "30s",
+    start_tls_daemon(
+        ca,
+        &ours,
         &format!("[[callee]]\nhost = \"localhost\"\nsrtp = \"{callee_srtp}\"\n\n{more}"),
     )
-    .replace(
-        "\"tcp:127.0.0.1:0\"]",
-        &format!(
-            "\"tcp:127.0.0.1:0\", \"tls:127.0.0.1:0\"]\ntls = {{ certificate = {:?}, private_key = {:?}, ca = {:?} }}",
-            ours.certificate,
-            ours.private_key,
-            ca.ca_file()
-        ),
-    );
-    start_daemon_as(tollbridge_e2e::DaemonOptions {
-        config: Some(config),
-        ..tollbridge_e2e::DaemonOptions::default()
-    })
 }
 
 /// Checks that `phone` heard the other party's tone at `hz` and, at the
@@ -90,6 +77,34 @@ fn forge_into_the_call(daemon: &Daemon, booking: &str) {
     }
 }
 
+/// Waits for both phones: the call on `booking` was answered and ended at
+/// its 5 s cap, and each heard the other's tone and the time-up prompt.
+/// The call's record.
+fn talked_to_the_cap(
+    daemon: &Daemon,
+    booking: &str,
+    caller: &mut Pjsua2,
+    expert: &mut Pjsua2,
+) -> Value {
+    assert!(
+        caller.answered_and_ended(),
+        "the caller's call was answered and ended: {}\n{:?}",
+        caller.log_tail(),
+        daemon.logs()
+    );
+    assert!(
+        expert.answered_and_ended(),
+        "the expert answered and was hung up: {}",
+        expert.log_tail()
+    );
+    let call = ended_call(daemon, booking);
+    assert_eq!(call["end_reason"], "cap-reached", "{call}");
+    assert_eq!(call["talk_ms"], 5_000);
+    heard_tone_and_prompt("the caller", caller, CALLEE_HZ);
+    heard_tone_and_prompt("the expert", expert, CALLER_HZ);
+    call
+}
+
 /// The media counters of `call`'s leg `side` (`caller` or `callee`).
 fn media(call: &Value, side: &str) -> Value {
     call["legs"][side]["media"].clone()
@@ -130,22 +145,7 @@ fn a_tls_call_with_srtp_on_both_legs_carries_both_tones_and_the_prompts_and_drop
         },
     );
     forge_into_the_call(&daemon, &booking);
-    assert!(
-        caller.answered_and_ended(),
-        "the caller's call was answered and ended: {}\n{:?}",
-        caller.log_tail(),
-        daemon.logs()
-    );
-    assert!(
-        expert.answered_and_ended(),
-        "the expert answered and was hung up: {}",
-        expert.log_tail()
-    );
-    let call = ended_call(&daemon, &booking);
-    assert_eq!(call["end_reason"], "cap-reached", "{call}");
-    assert_eq!(call["talk_ms"], 5_000);
-    heard_tone_and_prompt("the caller", &caller, CALLEE_HZ);
-    heard_tone_and_prompt("the expert", &expert, CALLER_HZ);
+    let call = talked_to_the_cap(&daemon, &booking, &mut caller, &mut expert);
     for (leg, forged) in [("caller", FORGED), ("callee", 0)] {
         let counters = media(&call, leg);
         assert!(
@@ -196,21 +196,7 @@ fn an_srtp_caller_is_bridged_to_a_plain_callee() {
             tone_hz: CALLER_HZ,
         },
     );
-    assert!(
-        caller.answered_and_ended(),
-        "the SRTP caller: {}\n{:?}",
-        caller.log_tail(),
-        daemon.logs()
-    );
-    assert!(
-        expert.answered_and_ended(),
-        "the plain callee: {}",
-        expert.log_tail()
-    );
-    let call = ended_call(&daemon, &booking);
-    assert_eq!(call["end_reason"], "cap-reached", "{call}");
-    heard_tone_and_prompt("the SRTP caller", &caller, CALLEE_HZ);
-    heard_tone_and_prompt("the plain callee", &expert, CALLER_HZ);
+    talked_to_the_cap(&daemon, &booking, &mut caller, &mut expert);
     let logs = daemon.logs().join("\n");
     assert!(logs.contains("\"side\":\"caller\",\"suite\":\"AES_CM_128_HMAC_SHA1_80\""));
     assert!(

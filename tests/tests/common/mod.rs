@@ -63,6 +63,31 @@ pub fn daemon_config(calls: &str, media_timeout: &str, more: &str) -> String {
     test_config(&format!("api_token = \"{TOKEN}\""), &sections)
 }
 
+/// A daemon as [`daemon_config`] says (`more` its extra sections), with a
+/// `tls:` listener serving `ours` and trusting `ca` for outbound TLS.
+pub fn start_tls_daemon(
+    ca: &tollbridge_e2e::tls::TestCa,
+    ours: &tollbridge_e2e::tls::Issued,
+    more: &str,
+) -> Daemon {
+    let config = daemon_config("ring_timeout = \"10s\"", "30s", more);
+    let listeners = "\"tcp:127.0.0.1:0\"]";
+    assert!(config.contains(listeners));
+    let config = config.replace(
+        listeners,
+        &format!(
+            "\"tcp:127.0.0.1:0\", \"tls:127.0.0.1:0\"]\ntls = {{ certificate = {:?}, private_key = {:?}, ca = {:?} }}",
+            ours.certificate,
+            ours.private_key,
+            ca.ca_file()
+        ),
+    );
+    start_daemon_as(tollbridge_e2e::DaemonOptions {
+        config: Some(config),
+        ..tollbridge_e2e::DaemonOptions::default()
+    })
+}
+
 /// A daemon started as `options` say, once its SIP edge listens.
 pub fn start_daemon_as(options: tollbridge_e2e::DaemonOptions) -> Daemon {
     let daemon = Daemon::start_with(options);
