@@ -1,36 +1,36 @@
-//! The relay's IO shell: `media.threads` dedicated threads, each running
-//! its own single-threaded tokio runtime, one task per call owning that
-//! call's four sockets and its [`Bridge`]. A call is placed on the thread
-//! with the fewest calls when it opens and stays there: its packets, its
-//! prompts and its cap never cross threads, and no lock is shared on the
-//! packet path (the per-thread call count is touched at open and close
-//! only). The per-packet path is a `recv_from` into a
-//! buffer the task owns, the bridge's decision, and a non-blocking
-//! `send_to`: no allocation, no lock, no log line. Prompt frames go out on
-//! a 20 ms timer that runs only while a prompt plays. The call's owner
-//! steers it with messages and hears back DTMF keys and inactivity.
+//! The relay's IO shell: `media.threads` dedicated threads, each a loop
+//! over one epoll instance and a table of the calls it carries
+//! ([`shard`]). A call is placed on the thread with the fewest calls when
+//! it opens and stays there: its packets, its prompts and its cap never
+//! cross threads, and no lock is shared on the packet path (the
+//! per-thread call count is touched at open and close only). The
+//! per-packet path is one `recvmmsg` per readable socket into the
+//! thread's receive batch ([`batch`]), the bridge's decision, and a
+//! non-blocking `send_to`: no allocation, no lock, no log line, no task
+//! to wake. Prompt frames go out from the thread's timer heap only while a
+//! prompt plays. The call's owner steers it with messages through the
+//! thread's inbox and hears back DTMF keys and inactivity.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::bridge::{Bridge, Inactivity, Side};
+use crate::bridge::{Inactivity, Side};
 use crate::leg::{LatchPolicy, LegStats, Peer};
-use crate::ports::{PairGuard, PortPair, PortPool};
-use crate::prompt::{FRAME_SAMPLES, Prompt};
-use crate::recording::{RecordingTap, Source};
-use crate::stream::{PROMPT_PACKET, PromptMode};
+use crate::ports::PortPool;
+use crate::prompt::Prompt;
+use crate::recording::RecordingTap;
+use crate::stream::PromptMode;
+
+use call::{OnShard, Opening};
+use shard::{Inbox, Message, ShardLoop};
 
 /// The largest datagram relayed; anything longer is truncated by the
 /// kernel and then fails the RTP length checks. G.711 at 20 ms is 172.
 const DATAGRAM: usize = 2048;
-
-/// How often each call checks for inactivity.
-const INACTIVITY_TICK: Duration = Duration::from_millis(500);
 
 /// Why a relay call could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +64,7 @@ pub struct CallStats {
     pub callee: LegStats,
 }
 
-enum Control {
+pub(crate) enum Control {
     SetPeer(Side, Peer),
     RestrictSources(Side, Vec<ipnet::IpNet>),
     ForwardUntil(Option<Instant>),
@@ -88,107 +88,34 @@ pub struct LegSrtp {
     pub send: Option<crate::srtp::Protector>,
 }
 
-/// The SRTP contexts of a call's two legs, on its relay task.
-#[derive(Default)]
-struct CallSrtp {
-    receive: [Option<Box<crate::srtp::Unprotector>>; 2],
-    send: [Option<Box<crate::srtp::Protector>>; 2],
-}
-
-impl CallSrtp {
-    fn set(&mut self, side: Side, leg: LegSrtp) {
-        if let Some(receive) = leg.receive {
-            self.receive[side.index()] = Some(Box::new(receive));
-        }
-        if let Some(send) = leg.send {
-            self.send[side.index()] = Some(Box::new(send));
-        }
-    }
-
-    /// The plain length of the packet from `side` in `buffer[..len]`
-    /// (decrypted in place), or `None` when it is refused.
-    fn open(&mut self, side: Side, buffer: &mut [u8], len: usize, rtcp: bool) -> Option<usize> {
-        let Some(receive) = &mut self.receive[side.index()] else {
-            return Some(len);
-        };
-        let packet = buffer.get_mut(..len)?;
-        let opened = if rtcp {
-            receive.unprotect_rtcp(packet)
-        } else {
-            receive.unprotect_rtp(packet)
-        };
-        opened.ok()
-    }
-
-    /// The length of the packet for `side` in `buffer[..len]`, encrypted
-    /// in place when the leg is SRTP; `None` when it cannot be.
-    fn seal(&mut self, side: Side, buffer: &mut [u8], len: usize, rtcp: bool) -> Option<usize> {
-        let Some(send) = &mut self.send[side.index()] else {
-            return Some(len);
-        };
-        let sealed = if rtcp {
-            send.protect_rtcp(buffer, len)
-        } else {
-            send.protect_rtp(buffer, len)
-        };
-        sealed.ok()
-    }
-}
-
 /// The media relay: a port pool and the threads that move the packets.
 pub struct Relay {
     pool: Arc<PortPool>,
     shards: Vec<Shard>,
     policy: LatchPolicy,
     public_ip: IpAddr,
+    next_call: AtomicU64,
 }
 
-/// One relay thread: its runtime, how many calls it carries, and how to
-/// stop it.
+/// One relay thread: its inbox, how many calls it carries, and its
+/// handle.
 struct Shard {
-    runtime: tokio::runtime::Handle,
+    inbox: Inbox,
     calls: Arc<AtomicUsize>,
-    stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Shard {
     fn start(index: usize) -> Result<Shard, RelayError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .enable_time()
-            .build()?;
-        let handle = runtime.handle().clone();
-        let (stop, stopped) = oneshot::channel::<()>();
+        let (shard, inbox) = ShardLoop::new()?;
         let thread = std::thread::Builder::new()
             .name(format!("tb-media-{index}"))
-            .spawn(move || {
-                runtime.block_on(async {
-                    let _ = stopped.await;
-                });
-            })?;
+            .spawn(move || shard.run())?;
         Ok(Shard {
-            runtime: handle,
+            inbox,
             calls: Arc::new(AtomicUsize::new(0)),
-            stop: Some(stop),
             thread: Some(thread),
         })
-    }
-}
-
-/// Counts a call on its thread while its task lives.
-struct OnShard(Arc<AtomicUsize>);
-
-impl OnShard {
-    fn new(calls: &Arc<AtomicUsize>) -> OnShard {
-        calls.fetch_add(1, Ordering::Relaxed);
-        OnShard(calls.clone())
-    }
-}
-
-impl Drop for OnShard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -218,6 +145,7 @@ impl Relay {
             shards,
             policy,
             public_ip,
+            next_call: AtomicU64::new(0),
         })
     }
 
@@ -257,28 +185,30 @@ impl Relay {
             SocketAddr::new(self.public_ip, caller.rtp_addr()?.port()),
             SocketAddr::new(self.public_ip, callee.rtp_addr()?.port()),
         ];
-        let (control, commands) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::unbounded_channel();
-        let policy = self.policy;
         let announced = Arc::new(AtomicBool::new(false));
-        let sockets_announced = announced.clone();
         let (thread, shard) = self
             .shards
             .iter()
             .enumerate()
             .min_by_key(|(_, shard)| shard.calls.load(Ordering::Relaxed))
             .ok_or(RelayError::Stopped)?;
-        let on_shard = OnShard::new(&shard.calls);
-        let task = shard.runtime.spawn(async move {
-            let _on_shard = on_shard;
-            match CallSockets::new(caller, callee, sockets_announced) {
-                Ok(sockets) => relay_call(sockets, policy, commands, events_tx).await,
-                Err(e) => tracing::error!(error = %e, "cannot register media sockets"),
-            }
-        });
-        drop(task);
+        let id = self.next_call.fetch_add(1, Ordering::Relaxed);
+        let opening = Opening {
+            id,
+            caller,
+            callee,
+            announced: announced.clone(),
+            policy: self.policy,
+            events: events_tx,
+            on_shard: OnShard::new(&shard.calls),
+        };
+        if !shard.inbox.send(Message::Open(Box::new(opening))) {
+            return Err(RelayError::Stopped);
+        }
         Ok(CallMedia {
-            control,
+            id,
+            inbox: shard.inbox.clone(),
             events,
             addresses,
             announced,
@@ -289,10 +219,8 @@ impl Relay {
 
 impl Drop for Relay {
     fn drop(&mut self) {
-        for shard in &mut self.shards {
-            if let Some(stop) = shard.stop.take() {
-                let _ = stop.send(());
-            }
+        for shard in &self.shards {
+            shard.inbox.send(Message::Stop);
         }
         for shard in &mut self.shards {
             if let Some(thread) = shard.thread.take() {
@@ -305,7 +233,8 @@ impl Drop for Relay {
 /// One call's media, as its owner sees it.
 #[derive(Debug)]
 pub struct CallMedia {
-    control: mpsc::UnboundedSender<Control>,
+    id: u64,
+    inbox: Inbox,
     events: mpsc::UnboundedReceiver<MediaEvent>,
     addresses: [SocketAddr; 2],
     announced: Arc<AtomicBool>,
@@ -313,6 +242,10 @@ pub struct CallMedia {
 }
 
 impl CallMedia {
+    fn send(&self, control: Control) -> bool {
+        self.inbox.send(Message::Control(self.id, control))
+    }
+
     /// The relay thread (`tb-media-N`) that carries this call, all its
     /// life.
     pub fn thread(&self) -> usize {
@@ -342,326 +275,84 @@ impl CallMedia {
 
     /// Sets what a party's SDP said (again after a re-INVITE).
     pub fn set_peer(&self, side: Side, peer: Peer) {
-        let _ = self.control.send(Control::SetPeer(side, peer));
+        self.send(Control::SetPeer(side, peer));
     }
 
     /// Admits a party's media only from these networks (a trunk's media
     /// range); none admits any source.
     pub fn restrict_sources(&self, side: Side, allowed: Vec<ipnet::IpNet>) {
-        let _ = self.control.send(Control::RestrictSources(side, allowed));
+        self.send(Control::RestrictSources(side, allowed));
     }
 
     /// Stops forwarding between the parties at `at` (by the relay's clock,
     /// packet by packet), however late anything else is.
     pub fn forward_until(&self, at: Option<Instant>) {
-        let _ = self.control.send(Control::ForwardUntil(at));
+        self.send(Control::ForwardUntil(at));
     }
 
     /// Plays a prompt to one party, replacing any prompt playing to it.
     pub fn play(&self, side: Side, prompt: Arc<Prompt>, mode: PromptMode) {
-        let _ = self.control.send(Control::Play(side, prompt, mode));
+        self.send(Control::Play(side, prompt, mode));
     }
 
     /// Records both parties (and the prompts each hears) through `tap`
     /// from now on, replacing any recording running.
     pub fn record(&self, tap: RecordingTap) {
-        let _ = self.control.send(Control::Record(tap));
+        self.send(Control::Record(tap));
     }
 
     /// Ends the recording at `at` (its file is as long as the talk); the
     /// recording also ends when the call's media closes.
     pub fn stop_recording(&self, at: Instant) {
-        let _ = self.control.send(Control::StopRecording(at));
+        self.send(Control::StopRecording(at));
     }
 
     /// Makes `side` an SRTP leg, or changes its keys (see [`LegSrtp`]).
     pub fn secure(&self, side: Side, leg: LegSrtp) {
-        let _ = self.control.send(Control::Srtp(side, Box::new(leg)));
+        self.send(Control::Srtp(side, Box::new(leg)));
     }
 
     /// Arms (or with `None` disarms) the inactivity watch.
     pub fn watch(&self, timeout: Option<Duration>) {
-        let _ = self.control.send(Control::Watch(timeout));
+        self.send(Control::Watch(timeout));
     }
 
     /// The counters so far.
     pub async fn stats(&self) -> Option<CallStats> {
         let (reply, answer) = oneshot::channel();
-        self.control.send(Control::Stats(reply)).ok()?;
+        if !self.send(Control::Stats(reply)) {
+            return None;
+        }
         answer.await.ok()
     }
 
-    /// The next event; `None` once the call's relay task has ended.
+    /// The next event; `None` once the call's relay has ended.
     pub async fn next_event(&mut self) -> Option<MediaEvent> {
         self.events.recv().await
     }
 
-    /// Ends the relay task, releases its ports, and returns the final
+    /// Ends the call's relay, releases its ports, and returns the final
     /// counters.
     pub async fn close(self) -> Option<CallStats> {
         let (reply, answer) = oneshot::channel();
-        self.control.send(Control::Close(reply)).ok()?;
+        if !self.send(Control::Close(reply)) {
+            return None;
+        }
         answer.await.ok()
     }
 }
 
-struct CallSockets {
-    rtp: [UdpSocket; 2],
-    rtcp: [UdpSocket; 2],
-    guards: [PairGuard; 2],
-    announced: Arc<AtomicBool>,
-}
-
-impl CallSockets {
-    fn new(
-        caller: PortPair,
-        callee: PortPair,
-        announced: Arc<AtomicBool>,
-    ) -> std::io::Result<Self> {
-        Ok(CallSockets {
-            rtp: [
-                UdpSocket::from_std(caller.rtp)?,
-                UdpSocket::from_std(callee.rtp)?,
-            ],
-            rtcp: [
-                UdpSocket::from_std(caller.rtcp)?,
-                UdpSocket::from_std(callee.rtcp)?,
-            ],
-            guards: [caller.guard, callee.guard],
-            announced,
-        })
-    }
-}
-
-impl Drop for CallSockets {
-    /// Ports no party was told of need no quarantine.
+impl Drop for CallMedia {
+    /// An owner that goes away without closing ends the call: its thread
+    /// drops it and its ports return to the pool.
     fn drop(&mut self) {
-        if !self.announced.load(Ordering::Relaxed) {
-            for guard in &mut self.guards {
-                guard.release_at_once();
-            }
-        }
+        self.inbox.send(Message::Gone(self.id));
     }
 }
 
-fn stats_of(bridge: &Bridge) -> CallStats {
-    CallStats {
-        caller: bridge.stats(Side::Caller),
-        callee: bridge.stats(Side::Callee),
-    }
-}
-
-/// Relays one call until its owner closes it or goes away.
-async fn relay_call(
-    sockets: CallSockets,
-    policy: LatchPolicy,
-    commands: mpsc::UnboundedReceiver<Control>,
-    events: mpsc::UnboundedSender<MediaEvent>,
-) {
-    let closed = relay_loop(&sockets, policy, commands, events).await;
-    // The ports are back in the pool before the owner hears it is closed.
-    drop(sockets);
-    if let Some((reply, stats)) = closed {
-        let _ = reply.send(stats);
-    }
-}
-
-/// The call's packet loop; returns who asked to close it and the final
-/// counters, or `None` when its owner went away.
-async fn relay_loop(
-    sockets: &CallSockets,
-    policy: LatchPolicy,
-    mut commands: mpsc::UnboundedReceiver<Control>,
-    events: mpsc::UnboundedSender<MediaEvent>,
-) -> Option<(oneshot::Sender<CallStats>, CallStats)> {
-    let mut bridge = Bridge::new(policy, Instant::now());
-    let mut buffers = Box::new([[0u8; DATAGRAM]; 4]);
-    let [
-        caller_rtp_buf,
-        callee_rtp_buf,
-        caller_rtcp_buf,
-        callee_rtcp_buf,
-    ] = &mut *buffers;
-    let [caller_rtp, callee_rtp] = &sockets.rtp;
-    let [caller_rtcp, callee_rtcp] = &sockets.rtcp;
-    let mut frame = [0u8; PROMPT_PACKET];
-    let mut sealed_frame = [0u8; PROMPT_PACKET + crate::srtp::MAX_OVERHEAD];
-    let mut srtp = CallSrtp::default();
-    let mut prompt_only = [0u8; FRAME_SAMPLES];
-    let mut recording: Option<RecordingTap> = None;
-    let mut tick = tokio::time::interval(INACTIVITY_TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // One timer for prompt frames, moved only when the next frame's time
-    // changes: a packet arriving while a prompt plays costs no timer work.
-    let prompt_timer = tokio::time::sleep(INACTIVITY_TICK);
-    tokio::pin!(prompt_timer);
-    let mut prompt_armed: Option<Instant> = None;
-    loop {
-        let next_prompt = bridge.next_prompt_at();
-        if next_prompt != prompt_armed {
-            if let Some(at) = next_prompt {
-                prompt_timer
-                    .as_mut()
-                    .reset(tokio::time::Instant::from_std(at));
-            }
-            prompt_armed = next_prompt;
-        }
-        tokio::select! {
-            command = commands.recv() => match command {
-                Some(Control::SetPeer(side, peer)) => bridge.set_peer(side, peer),
-                Some(Control::RestrictSources(side, allowed)) => bridge.restrict_sources(side, allowed),
-                Some(Control::ForwardUntil(at)) => bridge.forward_until(at),
-                Some(Control::Play(side, prompt, mode)) => bridge.play(side, prompt, mode, Instant::now()),
-                Some(Control::Watch(timeout)) => bridge.watch(timeout, Instant::now()),
-                Some(Control::Record(tap)) => recording = Some(tap),
-                Some(Control::StopRecording(at)) => {
-                    if let Some(tap) = recording.take() {
-                        tap.stop(at);
-                    }
-                }
-                Some(Control::Stats(reply)) => {
-                    let _ = reply.send(stats_of(&bridge));
-                }
-                Some(Control::Close(reply)) => return Some((reply, stats_of(&bridge))),
-                Some(Control::Srtp(side, leg)) => srtp.set(side, *leg),
-                None => return None,
-            },
-            received = caller_rtp.recv_from(caller_rtp_buf) => {
-                if let Ok((len, source)) = received {
-                    let arrived = Arrived { side: Side::Caller, source, len };
-                    relay_rtp(&mut bridge, &mut srtp, arrived, caller_rtp_buf, callee_rtp, &events, recording.as_ref());
-                }
-            }
-            received = callee_rtp.recv_from(callee_rtp_buf) => {
-                if let Ok((len, source)) = received {
-                    let arrived = Arrived { side: Side::Callee, source, len };
-                    relay_rtp(&mut bridge, &mut srtp, arrived, callee_rtp_buf, caller_rtp, &events, recording.as_ref());
-                }
-            }
-            received = caller_rtcp.recv_from(caller_rtcp_buf) => {
-                if let Ok((len, source)) = received {
-                    let arrived = Arrived { side: Side::Caller, source, len };
-                    relay_rtcp(&mut bridge, &mut srtp, arrived, caller_rtcp_buf, callee_rtcp);
-                }
-            }
-            received = callee_rtcp.recv_from(callee_rtcp_buf) => {
-                if let Ok((len, source)) = received {
-                    let arrived = Arrived { side: Side::Callee, source, len };
-                    relay_rtcp(&mut bridge, &mut srtp, arrived, callee_rtcp_buf, caller_rtcp);
-                }
-            }
-            () = &mut prompt_timer, if prompt_armed.is_some() => {
-                prompt_armed = None;
-                let now = Instant::now();
-                for (side, socket) in [(Side::Caller, caller_rtp), (Side::Callee, callee_rtp)] {
-                    while let Some((len, target)) = bridge.poll_prompt(side, now, &mut frame, &mut prompt_only) {
-                        sealed_frame[..len].copy_from_slice(&frame[..len]);
-                        if let Some(len) = srtp.seal(side, &mut sealed_frame, len, false) {
-                            let _ = socket.try_send_to(&sealed_frame[..len], target);
-                        }
-                        if let Some(tap) = &recording {
-                            record_prompt(tap, side, now, &frame, &prompt_only);
-                        }
-                    }
-                }
-            }
-            _ = tick.tick() => {
-                if let Some(inactivity) = bridge.poll_inactivity(Instant::now()) {
-                    let _ = events.send(MediaEvent::Inactive(inactivity));
-                }
-            }
-        }
-    }
-}
-
-/// A datagram that arrived on one of a call's sockets.
-#[derive(Debug, Clone, Copy)]
-struct Arrived {
-    /// The leg whose socket it reached.
-    side: Side,
-    source: SocketAddr,
-    len: usize,
-}
-
-/// An RTP datagram in `buffer[..arrived.len]`: opened when its leg is
-/// SRTP (refused ones are counted and go no further), judged by the
-/// bridge, recorded, and sealed for the other leg when that one is SRTP.
-fn relay_rtp(
-    bridge: &mut Bridge,
-    srtp: &mut CallSrtp,
-    arrived: Arrived,
-    buffer: &mut [u8],
-    out: &UdpSocket,
-    events: &mpsc::UnboundedSender<MediaEvent>,
-    recording: Option<&RecordingTap>,
-) {
-    let Arrived { side, source, len } = arrived;
-    let Some(len) = srtp.open(side, buffer, len, false) else {
-        bridge.on_srtp_refused(side);
-        return;
-    };
-    let now = Instant::now();
-    let verdict = bridge.on_rtp(side, source, &mut buffer[..len], now);
-    if let (Some(tap), Some(audio)) = (recording, verdict.audio)
-        && let Some(payload) = buffer.get(audio.payload_offset..audio.payload_end)
-    {
-        let whose = match side {
-            Side::Caller => Source::CallerVoice,
-            Side::Callee => Source::CalleeVoice,
-        };
-        tap.frame(whose, now, audio.timestamp, audio.codec, payload);
-    }
-    if let Some(key) = verdict.key {
-        let _ = events.send(MediaEvent::Key(side, key));
-    }
-    if let Some(target) = verdict.send_to
-        && let Some(len) = srtp.seal(side.other(), buffer, len, false)
-    {
-        // A full socket buffer drops the packet, as the network would.
-        let _ = out.try_send_to(&buffer[..len], target);
-    }
-}
-
-/// An RTCP datagram, opened and sealed as [`relay_rtp`] does.
-fn relay_rtcp(
-    bridge: &mut Bridge,
-    srtp: &mut CallSrtp,
-    arrived: Arrived,
-    buffer: &mut [u8],
-    out: &UdpSocket,
-) {
-    let Arrived { side, source, len } = arrived;
-    let Some(len) = srtp.open(side, buffer, len, true) else {
-        bridge.on_srtp_refused(side);
-        return;
-    };
-    let Some(target) = bridge.on_rtcp(side, source, Instant::now()) else {
-        return;
-    };
-    if let Some(len) = srtp.seal(side.other(), buffer, len, true) {
-        let _ = out.try_send_to(&buffer[..len], target);
-    }
-}
-
-/// Hands the recording the prompt frame just sent to `side`: the prompt
-/// alone, timed by the frame's RTP timestamp.
-fn record_prompt(
-    tap: &RecordingTap,
-    side: Side,
-    now: Instant,
-    frame: &[u8; PROMPT_PACKET],
-    prompt_only: &[u8; FRAME_SAMPLES],
-) {
-    let Some(codec) = crate::g711::codec_of(frame[1] & 0x7f) else {
-        return;
-    };
-    let timestamp = u32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-    let source = match side {
-        Side::Caller => Source::PromptToCaller,
-        Side::Callee => Source::PromptToCallee,
-    };
-    tap.frame(source, now, timestamp, codec, prompt_only);
-}
+mod batch;
+mod call;
+mod shard;
 
 #[cfg(test)]
 mod tests;

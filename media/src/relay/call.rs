@@ -1,0 +1,405 @@
+//! One call on its relay thread: its four sockets, its [`Bridge`], its
+//! SRTP contexts and recording, and the packet path between them. The
+//! thread's loop ([`super::shard`]) hands it readable sockets, due prompt
+//! frames and its owner's commands; nothing here blocks or allocates per
+//! packet.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use mio::net::UdpSocket;
+use mio::{Interest, Registry, Token};
+use tokio::sync::{mpsc, oneshot};
+
+use super::batch::{BATCH, Batch};
+use super::{CallStats, Control, LegSrtp, MediaEvent};
+use crate::bridge::{Bridge, Side};
+use crate::leg::LatchPolicy;
+use crate::ports::{PairGuard, PortPair};
+use crate::prompt::FRAME_SAMPLES;
+use crate::recording::{RecordingTap, Source};
+use crate::stream::PROMPT_PACKET;
+
+/// Sockets per call: each leg's RTP and RTCP.
+pub(super) const SOCKETS: usize = 4;
+
+/// The most batches taken from one socket before the thread serves the
+/// others; what is left is read on the next turn of the loop.
+const BATCHES_PER_TURN: usize = 16;
+
+/// What the thread needs to open a call; sent from [`super::Relay::open_call`].
+pub(super) struct Opening {
+    pub id: u64,
+    pub caller: PortPair,
+    pub callee: PortPair,
+    pub announced: Arc<AtomicBool>,
+    pub policy: LatchPolicy,
+    pub events: mpsc::UnboundedSender<MediaEvent>,
+    pub on_shard: OnShard,
+}
+
+/// Counts a call on its thread while it lives.
+pub(super) struct OnShard(Arc<AtomicUsize>);
+
+impl OnShard {
+    pub fn new(calls: &Arc<AtomicUsize>) -> OnShard {
+        calls.fetch_add(1, Ordering::Relaxed);
+        OnShard(calls.clone())
+    }
+}
+
+impl Drop for OnShard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A call's sockets, in token order: caller RTP, callee RTP, caller RTCP,
+/// callee RTCP. A socket's peer on the other leg is at `index ^ 1`.
+struct CallSockets {
+    all: [UdpSocket; SOCKETS],
+    guards: [PairGuard; 2],
+    announced: Arc<AtomicBool>,
+}
+
+impl Drop for CallSockets {
+    /// Ports no party was told of need no quarantine.
+    fn drop(&mut self) {
+        if !self.announced.load(Ordering::Relaxed) {
+            for guard in &mut self.guards {
+                guard.release_at_once();
+            }
+        }
+    }
+}
+
+/// The SRTP contexts of a call's two legs.
+#[derive(Default)]
+struct CallSrtp {
+    receive: [Option<Box<crate::srtp::Unprotector>>; 2],
+    send: [Option<Box<crate::srtp::Protector>>; 2],
+}
+
+impl CallSrtp {
+    fn set(&mut self, side: Side, leg: LegSrtp) {
+        if let Some(receive) = leg.receive {
+            self.receive[side.index()] = Some(Box::new(receive));
+        }
+        if let Some(send) = leg.send {
+            self.send[side.index()] = Some(Box::new(send));
+        }
+    }
+
+    /// The plain length of the packet from `side` in `buffer[..len]`
+    /// (decrypted in place), or `None` when it is refused.
+    fn open(&mut self, side: Side, buffer: &mut [u8], len: usize, rtcp: bool) -> Option<usize> {
+        let Some(receive) = &mut self.receive[side.index()] else {
+            return Some(len);
+        };
+        let packet = buffer.get_mut(..len)?;
+        let opened = if rtcp {
+            receive.unprotect_rtcp(packet)
+        } else {
+            receive.unprotect_rtp(packet)
+        };
+        opened.ok()
+    }
+
+    /// The length of the packet for `side` in `buffer[..len]`, encrypted
+    /// in place when the leg is SRTP; `None` when it cannot be.
+    fn seal(&mut self, side: Side, buffer: &mut [u8], len: usize, rtcp: bool) -> Option<usize> {
+        let Some(send) = &mut self.send[side.index()] else {
+            return Some(len);
+        };
+        let sealed = if rtcp {
+            send.protect_rtcp(buffer, len)
+        } else {
+            send.protect_rtp(buffer, len)
+        };
+        sealed.ok()
+    }
+}
+
+/// Buffers a relay thread lends its calls to build prompt frames.
+pub(super) struct PromptScratch {
+    frame: [u8; PROMPT_PACKET],
+    sealed: [u8; PROMPT_PACKET + crate::srtp::MAX_OVERHEAD],
+    prompt_only: [u8; FRAME_SAMPLES],
+}
+
+impl Default for PromptScratch {
+    fn default() -> Self {
+        PromptScratch {
+            frame: [0; PROMPT_PACKET],
+            sealed: [0; PROMPT_PACKET + crate::srtp::MAX_OVERHEAD],
+            prompt_only: [0; FRAME_SAMPLES],
+        }
+    }
+}
+
+/// How reading a socket ended.
+pub(super) enum Drained {
+    /// The socket's queue is empty.
+    Empty,
+    /// The turn's share was used up; datagrams may still wait.
+    More,
+}
+
+/// One live call.
+pub(super) struct Call {
+    /// The id its owner knows it by.
+    pub id: u64,
+    sockets: CallSockets,
+    bridge: Bridge,
+    srtp: CallSrtp,
+    recording: Option<RecordingTap>,
+    events: mpsc::UnboundedSender<MediaEvent>,
+    /// The prompt frame time the thread's timer holds for this call.
+    pub prompt_armed: Option<Instant>,
+    _on_shard: OnShard,
+}
+
+impl Call {
+    /// Takes the call's ports and registers its sockets for reading under
+    /// tokens `slot * 4 ..= slot * 4 + 3`.
+    pub fn open(opening: Opening, registry: &Registry, slot: usize) -> io::Result<Call> {
+        let Opening {
+            id,
+            caller,
+            callee,
+            announced,
+            policy,
+            events,
+            on_shard,
+        } = opening;
+        let mut sockets = CallSockets {
+            all: [
+                UdpSocket::from_std(caller.rtp),
+                UdpSocket::from_std(callee.rtp),
+                UdpSocket::from_std(caller.rtcp),
+                UdpSocket::from_std(callee.rtcp),
+            ],
+            guards: [caller.guard, callee.guard],
+            announced,
+        };
+        for (index, socket) in sockets.all.iter_mut().enumerate() {
+            registry.register(socket, Token(slot * SOCKETS + index), Interest::READABLE)?;
+        }
+        Ok(Call {
+            id,
+            sockets,
+            bridge: Bridge::new(policy, Instant::now()),
+            srtp: CallSrtp::default(),
+            recording: None,
+            events,
+            prompt_armed: None,
+            _on_shard: on_shard,
+        })
+    }
+
+    /// Takes the sockets out of the thread's poll before they close.
+    pub fn deregister(&mut self, registry: &Registry) {
+        for socket in &mut self.sockets.all {
+            let _ = registry.deregister(socket);
+        }
+    }
+
+    /// Both legs' counters so far.
+    pub fn stats(&self) -> CallStats {
+        CallStats {
+            caller: self.bridge.stats(Side::Caller),
+            callee: self.bridge.stats(Side::Callee),
+        }
+    }
+
+    /// When the next prompt frame is due, if one plays.
+    pub fn next_prompt_at(&self) -> Option<Instant> {
+        self.bridge.next_prompt_at()
+    }
+
+    /// Applies an owner's command; a `Close` is handed back for the
+    /// thread to end the call and answer.
+    pub fn control(&mut self, control: Control) -> Option<oneshot::Sender<CallStats>> {
+        match control {
+            Control::SetPeer(side, peer) => self.bridge.set_peer(side, peer),
+            Control::RestrictSources(side, allowed) => self.bridge.restrict_sources(side, allowed),
+            Control::ForwardUntil(at) => self.bridge.forward_until(at),
+            Control::Play(side, prompt, mode) => {
+                self.bridge.play(side, prompt, mode, Instant::now());
+            }
+            Control::Watch(timeout) => self.bridge.watch(timeout, Instant::now()),
+            Control::Record(tap) => self.recording = Some(tap),
+            Control::StopRecording(at) => {
+                if let Some(tap) = self.recording.take() {
+                    tap.stop(at);
+                }
+            }
+            Control::Stats(reply) => {
+                let _ = reply.send(self.stats());
+            }
+            Control::Srtp(side, leg) => self.srtp.set(side, *leg),
+            Control::Close(reply) => return Some(reply),
+        }
+        None
+    }
+
+    /// Relays what waits on socket `index` (see [`CallSockets`]) to the
+    /// other leg, batch by batch, up to the turn's share.
+    pub fn on_readable(&mut self, index: usize, batch: &mut Batch) -> Drained {
+        if index >= SOCKETS {
+            return Drained::Empty;
+        }
+        let side = if index.is_multiple_of(2) {
+            Side::Caller
+        } else {
+            Side::Callee
+        };
+        let rtcp = index >= 2;
+        let mut failures = 0;
+        for _ in 0..BATCHES_PER_TURN {
+            let got = match batch.receive(&self.sockets.all[index]) {
+                Ok(got) => got,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Drained::Empty,
+                // An error a UDP socket reports (an ICMP unreachable for
+                // something it sent) concerns one datagram; read on.
+                Err(_) => {
+                    failures += 1;
+                    if failures > 2 {
+                        return Drained::Empty;
+                    }
+                    continue;
+                }
+            };
+            for datagram in 0..got {
+                let Some((buffer, len, source)) = batch.datagram(datagram) else {
+                    continue;
+                };
+                let arrived = Arrived { side, source, len };
+                if rtcp {
+                    self.relay_rtcp(arrived, buffer);
+                } else {
+                    self.relay_rtp(arrived, buffer);
+                }
+            }
+            if got < BATCH {
+                return Drained::Empty;
+            }
+        }
+        Drained::More
+    }
+
+    /// The socket packets for `side` leave from: its leg's RTP or RTCP.
+    fn out(&self, side: Side, rtcp: bool) -> &UdpSocket {
+        let index = side.index() + if rtcp { 2 } else { 0 };
+        &self.sockets.all[index]
+    }
+
+    /// An RTP datagram in `buffer[..arrived.len]`: opened when its leg is
+    /// SRTP (refused ones are counted and go no further), judged by the
+    /// bridge, recorded, and sealed for the other leg when that one is
+    /// SRTP.
+    fn relay_rtp(&mut self, arrived: Arrived, buffer: &mut [u8]) {
+        let Arrived { side, source, len } = arrived;
+        let Some(len) = self.srtp.open(side, buffer, len, false) else {
+            self.bridge.on_srtp_refused(side);
+            return;
+        };
+        let now = Instant::now();
+        let verdict = self.bridge.on_rtp(side, source, &mut buffer[..len], now);
+        if let (Some(tap), Some(audio)) = (&self.recording, verdict.audio)
+            && let Some(payload) = buffer.get(audio.payload_offset..audio.payload_end)
+        {
+            let whose = match side {
+                Side::Caller => Source::CallerVoice,
+                Side::Callee => Source::CalleeVoice,
+            };
+            tap.frame(whose, now, audio.timestamp, audio.codec, payload);
+        }
+        if let Some(key) = verdict.key {
+            let _ = self.events.send(MediaEvent::Key(side, key));
+        }
+        if let Some(target) = verdict.send_to
+            && let Some(len) = self.srtp.seal(side.other(), buffer, len, false)
+        {
+            // A full socket buffer drops the packet, as the network would.
+            let _ = self
+                .out(side.other(), false)
+                .send_to(&buffer[..len], target);
+        }
+    }
+
+    /// An RTCP datagram, opened and sealed as [`Call::relay_rtp`] does.
+    fn relay_rtcp(&mut self, arrived: Arrived, buffer: &mut [u8]) {
+        let Arrived { side, source, len } = arrived;
+        let Some(len) = self.srtp.open(side, buffer, len, true) else {
+            self.bridge.on_srtp_refused(side);
+            return;
+        };
+        let Some(target) = self.bridge.on_rtcp(side, source, Instant::now()) else {
+            return;
+        };
+        if let Some(len) = self.srtp.seal(side.other(), buffer, len, true) {
+            let _ = self.out(side.other(), true).send_to(&buffer[..len], target);
+        }
+    }
+
+    /// Sends every prompt frame due by `now` to each party (and to the
+    /// recording).
+    pub fn play_prompts(&mut self, now: Instant, scratch: &mut PromptScratch) {
+        let PromptScratch {
+            frame,
+            sealed,
+            prompt_only,
+        } = scratch;
+        for side in [Side::Caller, Side::Callee] {
+            while let Some((len, target)) = self.bridge.poll_prompt(side, now, frame, prompt_only) {
+                sealed[..len].copy_from_slice(&frame[..len]);
+                if let Some(len) = self.srtp.seal(side, sealed, len, false) {
+                    let _ = self.out(side, false).send_to(&sealed[..len], target);
+                }
+                if let Some(tap) = &self.recording {
+                    record_prompt(tap, side, now, frame, prompt_only);
+                }
+            }
+        }
+    }
+
+    /// Tells the owner when a party has been silent for the armed time.
+    pub fn check_inactivity(&mut self, now: Instant) {
+        if let Some(inactivity) = self.bridge.poll_inactivity(now) {
+            let _ = self.events.send(MediaEvent::Inactive(inactivity));
+        }
+    }
+}
+
+/// A datagram that arrived on one of a call's sockets.
+#[derive(Debug, Clone, Copy)]
+struct Arrived {
+    /// The leg whose socket it reached.
+    side: Side,
+    source: SocketAddr,
+    len: usize,
+}
+
+/// Hands the recording the prompt frame just sent to `side`: the prompt
+/// alone, timed by the frame's RTP timestamp.
+fn record_prompt(
+    tap: &RecordingTap,
+    side: Side,
+    now: Instant,
+    frame: &[u8; PROMPT_PACKET],
+    prompt_only: &[u8; FRAME_SAMPLES],
+) {
+    let Some(codec) = crate::g711::codec_of(frame[1] & 0x7f) else {
+        return;
+    };
+    let timestamp = u32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let source = match side {
+        Side::Caller => Source::PromptToCaller,
+        Side::Callee => Source::PromptToCallee,
+    };
+    tap.frame(source, now, timestamp, codec, prompt_only);
+}

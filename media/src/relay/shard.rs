@@ -1,0 +1,257 @@
+//! One relay thread: a table of calls and the loop that serves them.
+//!
+//! The thread waits on one epoll instance (through mio, the reactor under
+//! tokio, used here directly) for every socket of every call it carries,
+//! for its inbox, and for the next timer; a readable socket is read in
+//! batches and each datagram relayed at once. A call is an entry in the
+//! table, not a task: no stack, no waker, no future per call, and a packet
+//! costs the system calls and the bridge's decision. Prompt frames are
+//! timed by a heap of due instants; the inactivity watch is one sweep of
+//! the table every half second.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::io;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::time::{Duration, Instant};
+
+use mio::{Events, Poll, Token, Waker};
+
+use super::Control;
+use super::batch::Batch;
+use super::call::{Call, Drained, Opening, PromptScratch, SOCKETS};
+
+/// The inbox's token; calls' sockets take the tokens below it.
+const INBOX: Token = Token(usize::MAX);
+
+/// How often each call's inactivity watch is checked.
+const INACTIVITY_TICK: Duration = Duration::from_millis(500);
+
+/// What a relay thread is told.
+pub(super) enum Message {
+    /// Carry a new call.
+    Open(Box<Opening>),
+    /// A command for one call.
+    Control(u64, Control),
+    /// The call's owner is gone: end it.
+    Gone(u64),
+    /// End every call and the thread.
+    Stop,
+}
+
+/// Where a relay thread's messages go: a channel and the waker that makes
+/// its loop look at it.
+#[derive(Debug, Clone)]
+pub(super) struct Inbox {
+    sender: Sender<Message>,
+    waker: Arc<Waker>,
+}
+
+impl Inbox {
+    /// Hands the thread `message`; false when it has stopped.
+    pub fn send(&self, message: Message) -> bool {
+        self.sender.send(message).is_ok() && self.waker.wake().is_ok()
+    }
+}
+
+/// A relay thread's state, owned by the thread.
+pub(super) struct ShardLoop {
+    poll: Poll,
+    inbox: Receiver<Message>,
+    calls: Vec<Option<Call>>,
+    free: Vec<usize>,
+    slots: HashMap<u64, usize>,
+    /// Prompt frame times: (when, slot, call id); stale entries are
+    /// skipped when they come up.
+    prompts: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+    next_sweep: Instant,
+    /// Sockets left with datagrams when their turn's share ran out.
+    unfinished: Vec<Token>,
+    scratch: PromptScratch,
+}
+
+impl ShardLoop {
+    /// A thread's loop and its inbox, before the thread starts.
+    pub fn new() -> io::Result<(ShardLoop, Inbox)> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), INBOX)?);
+        let (sender, inbox) = std::sync::mpsc::channel();
+        let shard = ShardLoop {
+            poll,
+            inbox,
+            calls: Vec::new(),
+            free: Vec::new(),
+            slots: HashMap::new(),
+            prompts: BinaryHeap::new(),
+            next_sweep: Instant::now() + INACTIVITY_TICK,
+            unfinished: Vec::new(),
+            scratch: PromptScratch::default(),
+        };
+        Ok((shard, Inbox { sender, waker }))
+    }
+
+    /// Serves the calls until told to stop (or every inbox is gone).
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        // Made on the thread: the kernel's message headers hold pointers
+        // into its buffers and do not move between threads.
+        let mut batch = Batch::default();
+        loop {
+            let timeout = self.timeout(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                tracing::error!(error = %e, "media relay thread cannot wait for its sockets");
+                return;
+            }
+            for token in std::mem::take(&mut self.unfinished) {
+                self.readable(token, &mut batch);
+            }
+            for event in events.iter() {
+                if event.token() == INBOX {
+                    if !self.read_inbox() {
+                        return;
+                    }
+                } else {
+                    self.readable(event.token(), &mut batch);
+                }
+            }
+            let now = Instant::now();
+            self.play_prompts(now);
+            if now >= self.next_sweep {
+                for call in self.calls.iter_mut().flatten() {
+                    call.check_inactivity(now);
+                }
+                self.next_sweep = now + INACTIVITY_TICK;
+            }
+        }
+    }
+
+    /// How long the loop may sleep: until the next prompt frame or sweep,
+    /// or not at all while a socket is unfinished.
+    fn timeout(&self, now: Instant) -> Duration {
+        if !self.unfinished.is_empty() {
+            return Duration::ZERO;
+        }
+        let mut until = self.next_sweep;
+        if let Some(Reverse((at, _, _))) = self.prompts.peek() {
+            until = until.min(*at);
+        }
+        until.saturating_duration_since(now)
+    }
+
+    /// Relays what waits on the socket behind `token`.
+    fn readable(&mut self, token: Token, batch: &mut Batch) {
+        let slot = token.0 / SOCKETS;
+        let Some(Some(call)) = self.calls.get_mut(slot) else {
+            return;
+        };
+        if let Drained::More = call.on_readable(token.0 % SOCKETS, batch) {
+            self.unfinished.push(token);
+        }
+        Self::arm_prompt(&mut self.prompts, slot, call);
+    }
+
+    /// Puts the call's next prompt frame on the heap when it changed.
+    fn arm_prompt(
+        prompts: &mut BinaryHeap<Reverse<(Instant, usize, u64)>>,
+        slot: usize,
+        call: &mut Call,
+    ) {
+        let next = call.next_prompt_at();
+        if next != call.prompt_armed {
+            if let Some(at) = next {
+                prompts.push(Reverse((at, slot, call.id)));
+            }
+            call.prompt_armed = next;
+        }
+    }
+
+    /// Sends the prompt frames due by `now`.
+    fn play_prompts(&mut self, now: Instant) {
+        while let Some(Reverse((at, slot, id))) = self.prompts.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.prompts.pop();
+            let Some(Some(call)) = self.calls.get_mut(slot) else {
+                continue;
+            };
+            if call.id != id || call.prompt_armed.is_none_or(|armed| armed > now) {
+                continue;
+            }
+            call.prompt_armed = None;
+            call.play_prompts(now, &mut self.scratch);
+            Self::arm_prompt(&mut self.prompts, slot, call);
+        }
+    }
+
+    /// Takes every message waiting; false when the thread must stop.
+    fn read_inbox(&mut self) -> bool {
+        loop {
+            match self.inbox.try_recv() {
+                Ok(Message::Open(opening)) => self.open(*opening),
+                Ok(Message::Control(id, control)) => self.control(id, control),
+                Ok(Message::Gone(id)) => {
+                    self.end(id);
+                }
+                Ok(Message::Stop) | Err(TryRecvError::Disconnected) => return false,
+                Err(TryRecvError::Empty) => return true,
+            }
+        }
+    }
+
+    fn open(&mut self, opening: Opening) {
+        let id = opening.id;
+        let slot = self.free.pop().unwrap_or(self.calls.len());
+        match Call::open(opening, self.poll.registry(), slot) {
+            Ok(call) => {
+                if slot == self.calls.len() {
+                    self.calls.push(Some(call));
+                } else {
+                    self.calls[slot] = Some(call);
+                }
+                self.slots.insert(id, slot);
+            }
+            Err(e) => {
+                // The ports go back with the opening; the owner hears the
+                // call's media is gone.
+                if slot < self.calls.len() {
+                    self.free.push(slot);
+                }
+                tracing::error!(error = %e, "cannot register media sockets");
+            }
+        }
+    }
+
+    fn control(&mut self, id: u64, control: Control) {
+        let Some(&slot) = self.slots.get(&id) else {
+            return;
+        };
+        let Some(Some(call)) = self.calls.get_mut(slot) else {
+            return;
+        };
+        if let Some(reply) = call.control(control) {
+            if let Some(call) = self.end(id) {
+                // The ports are back in the pool before the owner hears
+                // the call is closed.
+                let stats = call.stats();
+                drop(call);
+                let _ = reply.send(stats);
+            }
+            return;
+        }
+        Self::arm_prompt(&mut self.prompts, slot, call);
+    }
+
+    /// Takes the call out of the table and the poll; the caller drops it.
+    fn end(&mut self, id: u64) -> Option<Call> {
+        let slot = self.slots.remove(&id)?;
+        let mut call = self.calls.get_mut(slot)?.take()?;
+        call.deregister(self.poll.registry());
+        self.free.push(slot);
+        Some(call)
+    }
+}
