@@ -1,7 +1,7 @@
 //! Benchmark of the media relay: N concurrent bridged G.711 calls, both
 //! directions, one 172-byte RTP packet per direction every 20 ms, through
-//! the relay (the daemon's own `Relay`: its thread, port pool and per-call
-//! tasks) and, as the baseline in the same run, directly between the same
+//! the relay (the daemon's own `Relay`: its threads, port pool and call
+//! tables) and, as the baseline in the same run, directly between the same
 //! endpoints with no relay.
 //!
 //! `cargo run --release -p tollbridge-e2e --bin relay-bench -- [SECONDS] [CALLS...]`
@@ -24,6 +24,10 @@
 //! plain RTP and with SRTP on both legs (AES_CM_128_HMAC_SHA1_80, the
 //! parties encrypting and decrypting with their own keys, the relay
 //! decrypting and re-encrypting every packet), alternately.
+//!
+//! `relay-bench memory [CALLS...]` reads the relay's resident memory per
+//! live call. `PIN=1` puts the relay thread (or the C floor) on CPU 0 and
+//! the generator on CPU 1.
 //!
 //! `relay-bench recording [SECONDS] [CALLS] [ROUNDS]` runs the same calls
 //! with recording off and with every call recorded, alternately (default
@@ -53,6 +57,10 @@ use tollbridge_media::stream::{FRAME as PROMPT_FRAME, OutStream, PROMPT_PACKET, 
 
 #[path = "relay_bench/floor.rs"]
 mod floor;
+#[path = "relay_bench/memory.rs"]
+mod memory;
+#[path = "relay_bench/pinning.rs"]
+mod pinning;
 
 const PACKET: usize = 172;
 const FRAME: Duration = Duration::from_millis(20);
@@ -571,8 +579,9 @@ fn srtp_cost(runtime: &tokio::runtime::Runtime, relay: &Relay, ticks: f64) {
     }
 }
 
-/// Where the C floor's ports start (the relay's pool is 40000–48999).
-const FLOOR_PORTS: u16 = 49_000;
+/// Where the C floor's ports start: the relay's pool is 10000–19999, both
+/// below the kernel's ephemeral ports, which the generator's sockets take.
+const FLOOR_PORTS: u16 = 20_000;
 
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("prompts") {
@@ -594,7 +603,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let pool = PortPool::new("127.0.0.1".parse().unwrap(), 40000, 48999, Duration::ZERO);
+    let pool = PortPool::new("127.0.0.1".parse().unwrap(), 10000, 19999, Duration::ZERO);
     let threads: usize = std::env::var("RELAY_THREADS")
         .ok()
         .and_then(|n| n.parse().ok())
@@ -607,6 +616,15 @@ fn main() {
     )
     .unwrap();
     println!("relay threads: {threads}");
+    pinning::relay_and_generator();
+    if std::env::args().nth(1).as_deref() == Some("memory") {
+        let sizes: Vec<usize> = std::env::args()
+            .skip(2)
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        memory::per_call(&runtime, &relay, &sizes);
+        return;
+    }
     if std::env::args().nth(1).as_deref() == Some("recording") {
         recording_cost(&runtime, &relay, ticks);
         return;

@@ -86,6 +86,7 @@ impl Floor {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
+        super::pinning::floor(child.id());
         let mut line = String::new();
         let stdout = child.stdout.take().unwrap();
         BufReader::new(stdout).read_line(&mut line).unwrap();
