@@ -18,7 +18,9 @@
 //!
 //! `relay-bench floor [SECONDS] [ROUNDS] [CALLS...]` runs the calls
 //! through a minimal C relay the bench builds (the floor: one `recvfrom`
-//! and one `sendto` per packet, epoll) and through ours, alternately.
+//! and one `sendto` per packet, epoll), through rtpengine in userspace
+//! when it is installed (Debian's `rtpengine-daemon`), and through ours,
+//! one after the other.
 //!
 //! `relay-bench srtp [SECONDS] [ROUNDS] [CALLS...]` runs the calls with
 //! plain RTP and with SRTP on both legs (AES_CM_128_HMAC_SHA1_80, the
@@ -59,8 +61,14 @@ use tollbridge_media::stream::{FRAME as PROMPT_FRAME, OutStream, PROMPT_PACKET, 
 mod floor;
 #[path = "relay_bench/memory.rs"]
 mod memory;
+#[path = "relay_bench/peers.rs"]
+mod peers;
 #[path = "relay_bench/pinning.rs"]
 mod pinning;
+#[path = "relay_bench/rtpengine.rs"]
+mod rtpengine;
+
+use peers::process_cpu_seconds;
 
 const PACKET: usize = 172;
 const FRAME: Duration = Duration::from_millis(20);
@@ -200,7 +208,7 @@ async fn run(
 ) -> Outcome {
     let path = Path {
         relay,
-        floor: None,
+        other: None,
         recording,
         srtp: false,
     };
@@ -208,10 +216,10 @@ async fn run(
 }
 
 /// What the packets go through: our relay (its calls recorded, or SRTP on
-/// both legs), the C floor relay, or nothing.
+/// both legs), another relay (the C floor, rtpengine), or nothing.
 struct Path<'a> {
     relay: Option<&'a Relay>,
-    floor: Option<&'a floor::Floor>,
+    other: Option<peers::Other<'a>>,
     recording: Option<&'a Recording<'a>>,
     srtp: bool,
 }
@@ -238,7 +246,7 @@ fn srtp_leg(suite: Suite) -> ((Protector, Unprotector), tollbridge_media::relay:
 async fn run_through(path: Path<'_>, calls: usize, seconds: u64, ticks: f64) -> Outcome {
     let Path {
         relay,
-        floor,
+        other,
         recording,
         srtp,
     } = path;
@@ -256,9 +264,9 @@ async fn run_through(path: Path<'_>, calls: usize, seconds: u64, ticks: f64) -> 
             telephone_event: Some(101),
             codec: Some(tollbridge_media::sdp::Codec::Pcmu),
         };
-        match (relay, floor) {
-            (_, Some(floor)) => {
-                let (to_a, to_b) = floor.addresses(index);
+        match (relay, other) {
+            (_, Some(other)) => {
+                let (to_a, to_b) = other.route(index, a_addr, b_addr);
                 parties.push(Party::plain(a, to_a));
                 parties.push(Party::plain(b, to_b));
             }
@@ -322,7 +330,7 @@ async fn run_through(path: Path<'_>, calls: usize, seconds: u64, ticks: f64) -> 
         })
         .collect();
     let (relay_before, recorder_before, rest_before) = cpu_seconds(ticks);
-    let floor_before = floor.map_or(0.0, |f| f.cpu_seconds(ticks));
+    let other_before = other.map_or(0.0, |o| o.cpu_seconds(ticks));
     // Each party sends every 20 ms, the parties spread evenly over the frame.
     let mut packet = [0u8; PACKET + tollbridge_media::srtp::MAX_OVERHEAD];
     let mut next = vec![Duration::ZERO; parties.len()];
@@ -382,7 +390,7 @@ async fn run_through(path: Path<'_>, calls: usize, seconds: u64, ticks: f64) -> 
         recorded = Some((bytes, audio, dropped));
     }
     let (relay_after, recorder_after, rest_after) = cpu_seconds(ticks);
-    let floor_after = floor.map_or(0.0, |f| f.cpu_seconds(ticks));
+    let other_after = other.map_or(0.0, |o| o.cpu_seconds(ticks));
     let mut latencies = std::mem::take(&mut *stats.latencies_ns.lock().unwrap());
     latencies.sort_unstable();
     let received = stats.received.load(Ordering::Relaxed);
@@ -392,8 +400,8 @@ async fn run_through(path: Path<'_>, calls: usize, seconds: u64, ticks: f64) -> 
         p50_us: percentile(&latencies, 0.5),
         p99_us: percentile(&latencies, 0.99),
         max_us: latencies.last().map_or(f64::NAN, |v| *v as f64 / 1000.0),
-        relay_cpu: match floor {
-            Some(_) => floor_after - floor_before,
+        relay_cpu: match other {
+            Some(_) => other_after - other_before,
             None => relay_after - relay_before,
         },
         recorder_cpu: recorder_after - recorder_before,
@@ -483,55 +491,6 @@ fn prompt_cost(frames: u32) {
     }
 }
 
-/// The C floor and our relay, alternately at each size (`relay-bench
-/// floor [SECONDS] [ROUNDS] [CALLS...]`): CPU per relayed packet of each,
-/// and ours over the floor's.
-fn against_the_floor(runtime: &tokio::runtime::Runtime, relay: &Relay, ticks: f64) {
-    let mut args = std::env::args().skip(2);
-    let seconds: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(10);
-    let rounds: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(2);
-    let mut sizes: Vec<usize> = args.filter_map(|s| s.parse().ok()).collect();
-    if sizes.is_empty() {
-        sizes = vec![50, 500, 1000];
-    }
-    println!(
-        "| path | calls | packets relayed | loss % | CPU µs/pkt | latency p50 µs | p99 µs | relay / floor |"
-    );
-    println!("|---|---|---|---|---|---|---|---|");
-    for calls in sizes {
-        for _ in 0..rounds {
-            let base = FLOOR_PORTS;
-            let floor = floor::Floor::start(base, calls);
-            let through_floor = Path {
-                relay: None,
-                floor: Some(&floor),
-                recording: None,
-                srtp: false,
-            };
-            let below = runtime.block_on(run_through(through_floor, calls, seconds, ticks));
-            drop(floor);
-            let ours = runtime.block_on(run(Some(relay), calls, seconds, ticks, None));
-            let per_packet = |o: &Outcome| o.relay_cpu * 1e6 / o.received.max(1) as f64;
-            for (name, outcome) in [("C floor", &below), ("tollbridge", &ours)] {
-                let loss = 100.0 * (outcome.sent - outcome.received.min(outcome.sent)) as f64
-                    / outcome.sent.max(1) as f64;
-                let ratio = if name == "tollbridge" {
-                    format!("{:.2}", per_packet(&ours) / per_packet(&below).max(1e-9))
-                } else {
-                    "-".into()
-                };
-                println!(
-                    "| {name} | {calls} | {} | {loss:.3} | {:.2} | {:.0} | {:.0} | {ratio} |",
-                    outcome.received,
-                    per_packet(outcome),
-                    outcome.p50_us,
-                    outcome.p99_us,
-                );
-            }
-        }
-    }
-}
-
 /// Plain RTP and SRTP on both legs, alternately at each size (`relay-bench
 /// srtp [SECONDS] [ROUNDS] [CALLS...]`): the relay's CPU per packet in
 /// each, and SRTP's over plain.
@@ -553,7 +512,7 @@ fn srtp_cost(runtime: &tokio::runtime::Runtime, relay: &Relay, ticks: f64) {
             for srtp in [false, true] {
                 let path = Path {
                     relay: Some(relay),
-                    floor: None,
+                    other: None,
                     recording: None,
                     srtp,
                 };
@@ -623,6 +582,7 @@ fn main() {
             .filter_map(|s| s.parse().ok())
             .collect();
         memory::per_call(&runtime, &relay, &sizes);
+        peers::rtpengine_memory(&sizes, threads);
         return;
     }
     if std::env::args().nth(1).as_deref() == Some("recording") {
@@ -634,7 +594,7 @@ fn main() {
         return;
     }
     if std::env::args().nth(1).as_deref() == Some("floor") {
-        against_the_floor(&runtime, &relay, ticks);
+        peers::side_by_side(&runtime, &relay, threads, ticks);
         return;
     }
     println!(

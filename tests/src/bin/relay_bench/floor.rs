@@ -109,10 +109,7 @@ impl Floor {
 
     /// Its user+sys CPU seconds so far.
     pub fn cpu_seconds(&self, ticks: f64) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        let close = stat.rfind(')').unwrap();
-        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-        (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) / ticks
+        super::process_cpu_seconds(self.child.id(), ticks)
     }
 }
 
