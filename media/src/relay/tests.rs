@@ -432,3 +432,64 @@ async fn an_srtp_leg_is_opened_and_sealed_and_tampered_packets_are_counted() {
     assert_eq!(stats.caller.packets_received, 6);
     assert_eq!(stats.callee.srtp_refused, 0);
 }
+
+/// A socket with more datagrams waiting than one turn takes (16 batches
+/// of 8) is read again on the next turn, with no new packet to wake it:
+/// epoll reports a socket once per edge, so what the turn left would
+/// otherwise wait for the party's next packet.
+#[test]
+fn a_backlog_longer_than_a_turn_is_relayed_without_a_new_packet() {
+    let relay = relay();
+    let (caller_pair, callee_pair) = {
+        let now = Instant::now();
+        (
+            relay.pool.allocate(now).unwrap(),
+            relay.pool.allocate(now).unwrap(),
+        )
+    };
+    let caller_address = caller_pair.rtp_addr().unwrap();
+    let callee_port = callee_pair.rtp_addr().unwrap();
+    let (caller, callee) = (party(), party());
+    // Queued before the thread ever sees the socket: its first readiness
+    // finds them all waiting.
+    const BACKLOG: u16 = 160;
+    for seq in 0..BACKLOG {
+        caller.send_to(&rtp(0, seq, 0x11), caller_address).unwrap();
+    }
+    let (shard, inbox) = shard::ShardLoop::new().unwrap();
+    let (events, _events) = tokio::sync::mpsc::unbounded_channel();
+    let opening = call::Opening {
+        id: 7,
+        caller: caller_pair,
+        callee: callee_pair,
+        announced: Arc::new(AtomicBool::new(false)),
+        policy: LatchPolicy::SignalledIp,
+        events,
+        on_shard: call::OnShard::new(&Arc::new(AtomicUsize::new(0))),
+    };
+    assert!(inbox.send(shard::Message::Open(Box::new(opening))));
+    assert!(inbox.send(shard::Message::Control(
+        7,
+        Control::SetPeer(Side::Caller, peer(&caller))
+    )));
+    assert!(inbox.send(shard::Message::Control(
+        7,
+        Control::SetPeer(Side::Callee, peer(&callee))
+    )));
+    let thread = std::thread::spawn(move || shard.run());
+    let mut buf = [0u8; 2048];
+    let mut relayed = 0;
+    while relayed < BACKLOG {
+        let Ok((_, from)) = callee.recv_from(&mut buf) else {
+            break;
+        };
+        assert_eq!(from, callee_port);
+        relayed += 1;
+    }
+    assert_eq!(
+        relayed, BACKLOG,
+        "every waiting packet, none left for a next edge"
+    );
+    assert!(inbox.send(shard::Message::Stop));
+    thread.join().unwrap();
+}
