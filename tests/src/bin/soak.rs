@@ -9,6 +9,9 @@
 //! `cargo run --release -p tollbridge-e2e --bin soak -- [CALLS] [CONCURRENT] [TALK_MS] [REFUSED]`
 //! (defaults: 10000 20 1000 10000). Prints Markdown tables; BENCHMARKS.md
 //! has the figures and the machine.
+//!
+//! `soak live [CALLS]` (default 500) holds CALLS bridged calls up at once
+//! instead and reads the daemon's memory per live call.
 
 // A benchmark tool: a failed setup step aborts it with a message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -19,6 +22,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tollbridge_e2e::{Daemon, scenario_path, test_config};
+
+#[path = "soak/live.rs"]
+mod live;
 
 const TOKEN: &str = "soak-token-0123456789abcdef";
 
@@ -89,24 +95,25 @@ fn sipp_counts(dir: &Path, log: &str) -> (u64, u64) {
     (last("Successful call"), last("Failed call"))
 }
 
-fn main() {
-    let mut args = std::env::args().skip(1);
-    let mut next = |default: u64| args.next().and_then(|a| a.parse().ok()).unwrap_or(default);
-    let (calls, concurrent, talk_ms, refused) = (next(10_000), next(20), next(1000), next(10_000));
+/// The daemon on its test config, an expert (SIPp, answering and echoing
+/// RTP) for `calls` calls, and one booking per call with its caller in
+/// `calls.csv` for SIPp's callers.
+fn setup(calls: u64) -> (Daemon, tempfile::TempDir, Child) {
     let config = test_config(
         &format!("api_token = \"{TOKEN}\""),
         "[media]\naddress = \"127.0.0.1\"\nports = \"30000-39999\"\n",
     )
     .replace("[sip]\n", "[sip]\ninvites_per_second = 10000\n");
-    let mut daemon = Daemon::start(&config);
+    let daemon = Daemon::start(&config);
     assert!(daemon.wait_for_log("sip listening", Duration::from_secs(10)));
-    let pid = daemon.pid();
     let dir = tempfile::tempdir().unwrap();
     // One second of PCMU silence, streamed in a loop by each caller.
     std::fs::write(dir.path().join("soak.ulaw"), vec![0xffu8; 8000]).unwrap();
-
     let expert_port = free_port();
-    let mut expert = sipp(
+    // The expert's SDP names the port SIPp echoes RTP on (-mp): every
+    // call's callee leg sends there and gets its packets back.
+    let echo_port = free_port();
+    let expert = sipp(
         dir.path(),
         "expert.log",
         &[
@@ -118,7 +125,9 @@ fn main() {
             expert_port.to_string(),
             "-key".into(),
             "rtp_port".into(),
-            free_port().to_string(),
+            echo_port.to_string(),
+            "-mp".into(),
+            echo_port.to_string(),
             "-rtp_echo".into(),
             "-m".into(),
             calls.to_string(),
@@ -147,12 +156,22 @@ fn main() {
         .unwrap();
     eprintln!("{calls} bookings in {:?}", booked.elapsed());
 
-    let idle_rss = rss_kib(pid);
-    let rate = (concurrent * 1000 / talk_ms.max(1)).max(1);
+    (daemon, dir, expert)
+}
+
+/// SIPp's callers: `calls` calls from `calls.csv`, `concurrent` at a
+/// time, `rate` new calls a second, each talking `talk_ms`.
+fn callers(
+    daemon: &Daemon,
+    dir: &Path,
+    calls: u64,
+    concurrent: u64,
+    rate: u64,
+    talk_ms: u64,
+) -> Child {
     let sip = daemon.sip_udp().unwrap();
-    let started = Instant::now();
-    let mut callers = sipp(
-        dir.path(),
+    sipp(
+        dir,
         "callers.log",
         &[
             sip.to_string(),
@@ -175,7 +194,26 @@ fn main() {
             "-d".into(),
             talk_ms.to_string(),
         ],
-    );
+    )
+}
+
+fn main() {
+    if std::env::args().nth(1).as_deref() == Some("live") {
+        let mut args = std::env::args().skip(2);
+        let calls = args.next().and_then(|a| a.parse().ok()).unwrap_or(500);
+        live::per_call(calls);
+        return;
+    }
+    let mut args = std::env::args().skip(1);
+    let mut next = |default: u64| args.next().and_then(|a| a.parse().ok()).unwrap_or(default);
+    let (calls, concurrent, talk_ms, refused) = (next(10_000), next(20), next(1000), next(10_000));
+    let (mut daemon, dir, mut expert) = setup(calls);
+    let pid = daemon.pid();
+    let idle_rss = rss_kib(pid);
+    let rate = (concurrent * 1000 / talk_ms.max(1)).max(1);
+    let sip = daemon.sip_udp().unwrap();
+    let started = Instant::now();
+    let mut callers = callers(&daemon, dir.path(), calls, concurrent, rate, talk_ms);
     let mut samples: Vec<(u64, u64, Duration)> = Vec::new();
     let mut marks: Vec<u64> = [100, 1000]
         .into_iter()
