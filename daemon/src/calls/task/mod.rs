@@ -326,19 +326,23 @@ async fn next_media_event(media: &mut Option<CallMedia>) -> Option<MediaEvent> {
 }
 
 impl Shell {
+    /// Serves the call until it is finished. What a command, a callee
+    /// event or an operator request awaits (ledger writes, Stripe, SIP
+    /// requests) is boxed for the time it runs: inline, the largest of
+    /// those states would sit in every call's task for the whole call.
     async fn run(mut self) {
         loop {
             while let Some(command) = self.machine.poll() {
                 if command == Command::Finish {
-                    self.finish().await;
+                    Box::pin(self.finish()).await;
                     return;
                 }
-                self.execute(command).await;
+                Box::pin(self.execute(command)).await;
             }
             let deadline = self.machine.deadline();
             let input = tokio::select! {
                 event = self.caller.next_event(), if self.caller_open => self.caller_input(event),
-                event = next_callee_event(&mut self.callee) => self.callee_input(event).await,
+                event = next_callee_event(&mut self.callee) => Box::pin(self.callee_input(event)).await,
                 placed = maybe(&mut self.placing) => {
                     self.placing = None;
                     match placed {
@@ -354,7 +358,7 @@ impl Shell {
                     }
                 }
                 Ok(()) = self.drain.changed() => self.drain.borrow().then_some(Input::Drain),
-                Some(request) = self.operator.recv() => self.operator_input(request).await,
+                Some(request) = self.operator.recv() => Box::pin(self.operator_input(request)).await,
                 routed = maybe(&mut self.lookup) => {
                     self.lookup = None;
                     Some(self.routed_input(routed))
