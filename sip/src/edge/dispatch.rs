@@ -142,8 +142,9 @@ impl Dispatcher {
         let dialogs = self.dialogs.clone();
         tokio::spawn(async move {
             let mut receiver = receiver;
-            let first =
-                tokio::time::timeout(std::time::Duration::from_secs(2), receiver.recv()).await;
+            let first = tokio::time::timeout(std::time::Duration::from_secs(2), receiver.recv())
+                .await
+                .map(|state| state.map(|boxed| *boxed));
             let pending = match first {
                 Ok(Some(DialogState::Calling(_))) => None,
                 Ok(Some(other)) => Some(other),

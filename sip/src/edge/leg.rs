@@ -59,7 +59,7 @@ impl Leg {
         loop {
             let state = match self.pending.take() {
                 Some(state) => state,
-                None => self.states.recv().await?,
+                None => *self.states.recv().await?,
             };
             match state {
                 DialogState::Options(_, _, handle) | DialogState::Info(_, _, handle) => {

@@ -467,8 +467,8 @@ pub(crate) async fn place(
         // Wait for any sign of life beyond our own Calling state.
         let first = tokio::time::timeout(SILENCE_BEFORE_NEXT_ADDRESS, async {
             while let Some(state) = states.recv().await {
-                if !matches!(state, DialogState::Calling(_)) {
-                    return Some(state);
+                if !matches!(*state, DialogState::Calling(_)) {
+                    return Some(*state);
                 }
             }
             None

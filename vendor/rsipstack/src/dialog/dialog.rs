@@ -346,8 +346,11 @@ pub struct DialogInner {
     pub(super) cancel_deferred: AtomicBool,
 }
 
-pub type DialogStateReceiver = UnboundedReceiver<DialogState>;
-pub type DialogStateSender = UnboundedSender<DialogState>;
+/// States travel boxed: the channel allocates its first block of 32 slots
+/// when made, and a `DialogState` is 304 bytes (a whole SIP message
+/// inline), so every dialog held ~10 KiB for its channel alone.
+pub type DialogStateReceiver = UnboundedReceiver<Box<DialogState>>;
+pub type DialogStateSender = UnboundedSender<Box<DialogState>>;
 
 pub(super) type DialogInnerRef = Arc<DialogInner>;
 
@@ -1302,7 +1305,7 @@ impl DialogInner {
                             // it (e.g. a reliable 183 with SDP to a
                             // re-INVITE) — but never after the dialog
                             // terminated, matching `transition`'s contract.
-                            self.state_sender.send(state).ok();
+                            self.state_sender.send(Box::new(state)).ok();
                         }
                         continue;
                     }
@@ -1723,7 +1726,7 @@ impl DialogInner {
             | DialogState::Options(_, _, _)
             | DialogState::Refer(_, _, _) => {
                 // Try to send state update, but don't fail if channel is closed
-                self.state_sender.send(state).ok();
+                self.state_sender.send(Box::new(state)).ok();
                 return;
             }
             _ => {}
@@ -1735,7 +1738,7 @@ impl DialogInner {
         debug!(from = %old_state, to = %state, "transitioning state");
         *old_state = state.clone();
         // Try to send state update, but don't fail if channel is closed
-        self.state_sender.send(state).ok();
+        self.state_sender.send(Box::new(state)).ok();
     }
 
     #[cfg_attr(not(feature = "platform-tokio"), allow(unused_mut))]
