@@ -12,6 +12,7 @@
 pub mod edge;
 pub mod phone;
 pub mod postgres;
+pub mod procfs;
 mod sipp;
 pub mod stripe_fake;
 pub mod tls;

@@ -68,7 +68,7 @@ mod pinning;
 #[path = "relay_bench/rtpengine.rs"]
 mod rtpengine;
 
-use peers::process_cpu_seconds;
+use tollbridge_e2e::procfs;
 
 const PACKET: usize = 172;
 const FRAME: Duration = Duration::from_millis(20);
@@ -92,16 +92,9 @@ fn cpu_seconds(ticks: f64) -> (f64, f64, f64) {
     let mut recorder = 0.0;
     let mut rest = 0.0;
     for entry in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+        let Some((name, used)) = procfs::cpu_seconds(&entry.path().join("stat"), ticks) else {
             continue;
         };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let name = &stat[open + 1..close];
-        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-        let used =
-            (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) / ticks;
         if name.starts_with("tb-media") {
             relay += used;
         } else if name.starts_with("tb-recorder") {

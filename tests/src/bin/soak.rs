@@ -34,12 +34,7 @@ fn free_port() -> u16 {
 
 /// The daemon's resident set in KiB.
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
+    tollbridge_e2e::procfs::rss_kib(pid).expect("the daemon's /proc status")
 }
 
 /// Calls the daemon has ended, from its metrics.

@@ -109,7 +109,12 @@ impl Floor {
 
     /// Its user+sys CPU seconds so far.
     pub fn cpu_seconds(&self, ticks: f64) -> f64 {
-        super::process_cpu_seconds(self.child.id(), ticks)
+        super::procfs::cpu_seconds(
+            std::path::Path::new(&format!("/proc/{}/stat", self.child.id())),
+            ticks,
+        )
+        .expect("the floor relay's /proc stat")
+        .1
     }
 }
 

@@ -12,14 +12,15 @@ use tollbridge_media::leg::Peer;
 use tollbridge_media::relay::{CallMedia, Relay};
 use tollbridge_media::sdp::{Codec, Direction};
 
-/// The process's resident memory in KiB.
+/// This process's resident memory in KiB.
 fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status")
+    super::procfs::rss_kib(std::process::id()).expect("/proc/self/status")
+}
+
+/// Where the `index`th idle call's party on `host` is said to be: nobody
+/// listens there, the calls are open, not talking.
+pub fn idle_party(index: usize, host: u8) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, host], 20_000 + (index % 10_000) as u16))
 }
 
 fn peer(rtp: SocketAddr) -> Peer {
@@ -43,10 +44,8 @@ pub fn per_call(runtime: &tokio::runtime::Runtime, relay: &Relay, sizes: &[usize
         let media: Vec<CallMedia> = (0..calls)
             .map(|index| {
                 let call = relay.open_call().expect("relay ports for the bench");
-                // Nobody listens there: the calls are open, not talking.
-                let port = 20_000 + (index % 10_000) as u16;
-                call.set_peer(Side::Caller, peer(SocketAddr::from(([127, 0, 0, 1], port))));
-                call.set_peer(Side::Callee, peer(SocketAddr::from(([127, 0, 0, 2], port))));
+                call.set_peer(Side::Caller, peer(idle_party(index, 1)));
+                call.set_peer(Side::Callee, peer(idle_party(index, 2)));
                 call
             })
             .collect();

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use tollbridge_media::relay::Relay;
 
 use super::floor::Floor;
+use super::memory::idle_party;
 use super::rtpengine::{self, Rtpengine};
 use super::{FLOOR_PORTS, Outcome, Path, run, run_through};
 
@@ -37,14 +38,6 @@ impl Other<'_> {
             Other::Rtpengine(rtpengine) => rtpengine.cpu_seconds(ticks),
         }
     }
-}
-
-/// A process's user+sys CPU seconds, all its threads.
-pub fn process_cpu_seconds(pid: u32, ticks: f64) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let close = stat.rfind(')').unwrap();
-    let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-    (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) / ticks
 }
 
 fn through(other: Other<'_>) -> Path<'_> {
@@ -140,12 +133,7 @@ pub fn rtpengine_memory(sizes: &[usize], threads: usize) {
         let rtpengine = Rtpengine::start(threads, RTPENGINE_PORTS);
         let before = rtpengine.rss_kib();
         for index in 0..calls {
-            let port = 20_000 + (index % 10_000) as u16;
-            rtpengine.route(
-                index,
-                SocketAddr::from(([127, 0, 0, 1], port)),
-                SocketAddr::from(([127, 0, 0, 2], port)),
-            );
+            rtpengine.route(index, idle_party(index, 1), idle_party(index, 2));
         }
         let open = rtpengine.rss_kib();
         println!(

@@ -143,39 +143,44 @@ impl Rtpengine {
         }
     }
 
+    /// One side of call `call`'s offer/answer (`command` with the
+    /// party's SDP and the tags it needs): the port rtpengine gives the
+    /// other party to send to.
+    fn negotiate(
+        &self,
+        call: &str,
+        command: &str,
+        tags: &[(&str, &str)],
+        party: SocketAddr,
+    ) -> u16 {
+        let sdp = sdp(party);
+        let mut entries = vec![
+            ("call-id", call),
+            ("command", command),
+            ("sdp", sdp.as_str()),
+        ];
+        entries.extend_from_slice(tags);
+        // Bencoded dictionaries keep their keys sorted.
+        entries.sort_by_key(|(key, _)| *key);
+        let reply = self
+            .request(&entries)
+            .unwrap_or_else(|| panic!("rtpengine did not answer the {command}"));
+        assert_eq!(
+            reply_string(&reply, "result").as_deref(),
+            Some("ok"),
+            "{command} refused"
+        );
+        audio_port(&reply_string(&reply, "sdp").unwrap()).unwrap()
+    }
+
     /// Opens call `index` between parties `a` and `b`: where `a` sends
     /// (to reach `b`) and where `b` sends.
     pub fn route(&self, index: usize, a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
         let call = format!("bench-{index}");
-        let offer = self
-            .request(&[
-                ("call-id", &call),
-                ("command", "offer"),
-                ("from-tag", "a"),
-                ("sdp", &sdp(a)),
-            ])
-            .expect("rtpengine's answer to an offer");
-        assert_eq!(
-            reply_string(&offer, "result").as_deref(),
-            Some("ok"),
-            "offer refused"
-        );
-        let to_a_from_b = audio_port(&reply_string(&offer, "sdp").unwrap()).unwrap();
-        let answer = self
-            .request(&[
-                ("call-id", &call),
-                ("command", "answer"),
-                ("from-tag", "a"),
-                ("sdp", &sdp(b)),
-                ("to-tag", "b"),
-            ])
-            .expect("rtpengine's answer to an answer");
-        assert_eq!(
-            reply_string(&answer, "result").as_deref(),
-            Some("ok"),
-            "answer refused"
-        );
-        let to_b_from_a = audio_port(&reply_string(&answer, "sdp").unwrap()).unwrap();
+        // The offer carries a's SDP and gives b the port to send to; the
+        // answer carries b's and gives a its port.
+        let to_a_from_b = self.negotiate(&call, "offer", &[("from-tag", "a")], a);
+        let to_b_from_a = self.negotiate(&call, "answer", &[("from-tag", "a"), ("to-tag", "b")], b);
         (
             SocketAddr::from(([127, 0, 0, 1], to_b_from_a)),
             SocketAddr::from(([127, 0, 0, 1], to_a_from_b)),
@@ -184,17 +189,15 @@ impl Rtpengine {
 
     /// Its user+sys CPU seconds so far (all its threads).
     pub fn cpu_seconds(&self, ticks: f64) -> f64 {
-        super::process_cpu_seconds(self.child.id(), ticks)
+        let stat = format!("/proc/{}/stat", self.child.id());
+        super::procfs::cpu_seconds(std::path::Path::new(&stat), ticks)
+            .expect("rtpengine's /proc stat")
+            .1
     }
 
     /// Its resident memory, KiB.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap()
+        super::procfs::rss_kib(self.child.id()).expect("rtpengine's /proc status")
     }
 }
 
