@@ -119,6 +119,18 @@ impl Shard {
     }
 }
 
+impl Drop for Shard {
+    /// Ends the thread and every call on it (their ports go back). A
+    /// shard, not the relay, so that threads started before one that
+    /// failed to start are stopped too.
+    fn drop(&mut self) {
+        self.inbox.send(Message::Stop);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 impl std::fmt::Debug for Relay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Relay")
@@ -214,19 +226,6 @@ impl Relay {
             announced,
             thread,
         })
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        for shard in &self.shards {
-            shard.inbox.send(Message::Stop);
-        }
-        for shard in &mut self.shards {
-            if let Some(thread) = shard.thread.take() {
-                let _ = thread.join();
-            }
-        }
     }
 }
 
