@@ -97,16 +97,23 @@ impl ShardLoop {
         // Made on the thread: the kernel's message headers hold pointers
         // into its buffers and do not move between threads.
         let mut batch = Batch::default();
+        // Sockets the last turn left unfinished, read first; the two lists
+        // trade places each turn, so neither is reallocated.
+        let mut retry = Vec::new();
+        // One clock read per turn: the time after it is the next one's
+        // start.
+        let mut now = Instant::now();
         loop {
-            let timeout = self.timeout(Instant::now());
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+            if let Err(e) = self.poll.poll(&mut events, Some(self.timeout(now))) {
                 if e.kind() == io::ErrorKind::Interrupted {
+                    now = Instant::now();
                     continue;
                 }
                 tracing::error!(error = %e, "media relay thread cannot wait for its sockets");
                 return;
             }
-            for token in std::mem::take(&mut self.unfinished) {
+            std::mem::swap(&mut retry, &mut self.unfinished);
+            for token in retry.drain(..) {
                 self.readable(token, &mut batch);
             }
             for event in events.iter() {
@@ -118,7 +125,7 @@ impl ShardLoop {
                     self.readable(event.token(), &mut batch);
                 }
             }
-            let now = Instant::now();
+            now = Instant::now();
             self.play_prompts(now);
             if now >= self.next_sweep {
                 for call in self.calls.iter_mut().flatten() {
