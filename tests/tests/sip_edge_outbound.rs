@@ -24,6 +24,33 @@ async fn start_edge() -> SipEdge {
     SipEdge::start(config).await.expect("edge starts").0
 }
 
+/// SIPp as Twilio's termination (`uas_digest.xml`: 407, our digest
+/// checked, 183 with early media, 200) on `sipp_transport`.
+async fn digest_uas(sipp_transport: &'static str, timeout: Duration) -> SippServer {
+    tokio::task::spawn_blocking(move || {
+        SippServer::start("uas_digest.xml", sipp_transport, timeout)
+    })
+    .await
+    .unwrap()
+}
+
+/// Our call to `user` at the SIPp termination, with the trunk's
+/// credentials and no trunk limit.
+fn to_termination(
+    user: &str,
+    server: &SippServer,
+    transport: Option<Transport>,
+) -> OutboundRequest {
+    OutboundRequest {
+        request_uri: format!("sip:{user}@localhost:{}", server.addr.port()),
+        from_user: "+815012345678".into(),
+        offer: OFFER.as_bytes().to_vec(),
+        credentials: Some(("tollbridge".into(), "trunk-secret".into())),
+        trunk: None,
+        transport,
+    }
+}
+
 /// Places a call to a SIPp UAS acting as Twilio's termination: it
 /// challenges with 407, checks our digest answer, rings with early media,
 /// answers; we hang up.
@@ -39,19 +66,9 @@ async fn outbound_with_digest_to(
     sipp_transport: &'static str,
 ) -> String {
     let edge = start_edge().await;
-    let server = tokio::task::spawn_blocking(move || {
-        SippServer::start("uas_digest.xml", sipp_transport, Duration::from_secs(15))
-    })
-    .await
-    .unwrap();
-    let request = OutboundRequest {
-        request_uri: format!("sip:{user}@localhost:{}", server.addr.port()),
-        from_user: "+815012345678".into(),
-        offer: OFFER.as_bytes().to_vec(),
-        credentials: Some(("tollbridge".into(), "trunk-secret".into())),
-        trunk: Some(("twilio".into(), NonZeroU32::new(1).unwrap())),
-        transport,
-    };
+    let server = digest_uas(sipp_transport, Duration::from_secs(15)).await;
+    let mut request = to_termination(user, &server, transport);
+    request.trunk = Some(("twilio".into(), NonZeroU32::new(1).unwrap()));
     let placed = tokio::time::timeout(Duration::from_secs(10), edge.place_call(request))
         .await
         .expect("the call is placed in time");
@@ -189,19 +206,8 @@ async fn a_silent_address_is_left_after_4_s_for_the_next() {
     let edge = start_edge().await;
     // A socket that reads nothing and answers nothing: pure silence.
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let server = tokio::task::spawn_blocking(move || {
-        SippServer::start("uas_digest.xml", "u1", Duration::from_secs(20))
-    })
-    .await
-    .unwrap();
-    let request = OutboundRequest {
-        request_uri: format!("sip:+81312345678@localhost:{}", server.addr.port()),
-        from_user: "+815012345678".into(),
-        offer: OFFER.as_bytes().to_vec(),
-        credentials: Some(("tollbridge".into(), "trunk-secret".into())),
-        trunk: None,
-        transport: Some(Transport::Udp),
-    };
+    let server = digest_uas("u1", Duration::from_secs(20)).await;
+    let request = to_termination("+81312345678", &server, Some(Transport::Udp));
     let started = std::time::Instant::now();
     let mut leg = edge
         .place_call_to(request, vec![silent.local_addr().unwrap(), server.addr])
