@@ -147,7 +147,7 @@ impl ServerInviteDialog {
         );
         self.inner
             .tu_sender
-            .send(TransactionEvent::Respond(resp.clone()))?;
+            .send(Box::new(TransactionEvent::Respond(resp.clone())))?;
         self.inner.transition(DialogState::Early(self.id(), resp));
         Ok(())
     }
@@ -191,7 +191,7 @@ impl ServerInviteDialog {
         );
         self.inner
             .tu_sender
-            .send(TransactionEvent::Respond(resp.clone()))?;
+            .send(Box::new(TransactionEvent::Respond(resp.clone())))?;
 
         self.inner.transition(DialogState::WaitAck(self.id(), resp));
         Ok(())
@@ -306,7 +306,7 @@ impl ServerInviteDialog {
         );
         self.inner
             .tu_sender
-            .send(TransactionEvent::Respond(resp))
+            .send(Box::new(TransactionEvent::Respond(resp)))
             .ok();
         self.inner.transition(DialogState::Terminated(
             self.id(),
@@ -721,10 +721,10 @@ impl ServerInviteDialog {
             crate::sip::Method::Invite => return self.handle_invite(tx).await,
             crate::sip::Method::PRack => return self.handle_prack(tx).await,
             crate::sip::Method::Ack => {
-                self.inner.tu_sender.send(TransactionEvent::Received(
+                self.inner.tu_sender.send(Box::new(TransactionEvent::Received(
                     tx.original.clone().into(),
                     tx.connection.clone(),
-                ))?;
+                )))?;
                 Ok(())
             }
             // Accept BYE even in WaitAck state — remote may tear down call

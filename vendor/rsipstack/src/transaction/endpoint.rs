@@ -331,10 +331,10 @@ impl EndpointInner {
                 }
 
                 if let Some(tu) = self.transactions.get(t.key()) {
-                    match tu.send(TransactionEvent::Timer(t)) {
+                    match tu.send(Box::new(TransactionEvent::Timer(t))) {
                         Ok(_) => {}
                         Err(error::SendError(t)) => {
-                            if let TransactionEvent::Timer(t) = t {
+                            if let TransactionEvent::Timer(t) = *t {
                                 self.detach_transaction(t.key(), None);
                             }
                         }
@@ -501,7 +501,7 @@ impl EndpointInner {
         };
 
         if let Some(tu) = self.transactions.get(&key) {
-            tu.send(TransactionEvent::Received(msg, Some(connection)))
+            tu.send(Box::new(TransactionEvent::Received(msg, Some(connection))))
                 .map_err(|e| Error::TransactionError(e.to_string(), key))?;
             return Ok(());
         }

@@ -14,8 +14,11 @@ use crate::transport::SipAddr;
 use crate::{Error, Result};
 use tracing::{debug, trace, warn};
 
-pub type TransactionEventReceiver = UnboundedReceiver<TransactionEvent>;
-pub type TransactionEventSender = UnboundedSender<TransactionEvent>;
+/// Events travel boxed (Tollbridge change 5): an unbounded channel
+/// allocates its first block of 32 slots when it is made, and a dialog
+/// keeps its INVITE transaction's sender for its whole life.
+pub type TransactionEventReceiver = UnboundedReceiver<Box<TransactionEvent>>;
+pub type TransactionEventSender = UnboundedSender<Box<TransactionEvent>>;
 
 /// SIP Transaction Events
 ///
@@ -66,7 +69,7 @@ pub enum TransactionEvent {
 /// is not available yet.
 pub fn transaction_event_sender_noop() -> TransactionEventSender {
     #[cfg_attr(not(feature = "platform-tokio"), allow(unused_mut))]
-    let (tx, mut rx) = unbounded_channel::<TransactionEvent>();
+    let (tx, mut rx) = unbounded_channel::<Box<TransactionEvent>>();
     crate::platform::spawn(async move {
         while let Some(_ev) = rx.recv().await {
             // drop
@@ -798,7 +801,7 @@ impl Transaction {
     /// observes via `TransactionEvent::Terminate`.
     pub async fn receive(&mut self) -> Option<SipMessage> {
         while let Some(event) = self.tu_receiver.recv().await {
-            match event {
+            match *event {
                 TransactionEvent::Received(msg, connection) => {
                     if let Some(msg) = match msg {
                         SipMessage::Request(req) => self.on_received_request(req, connection).await,
@@ -853,7 +856,7 @@ impl Transaction {
             SipMessage::Response(response)
         };
         self.tu_sender
-            .send(TransactionEvent::Received(msg, None))
+            .send(Box::new(TransactionEvent::Received(msg, None)))
             .map_err(|e| Error::TransactionError(e.to_string(), self.key.clone()))
     }
 
@@ -1558,7 +1561,7 @@ impl Transaction {
             TransactionState::Terminated => {
                 self.cleanup();
                 self.tu_sender
-                    .send(TransactionEvent::Terminate(self.key.clone()))
+                    .send(Box::new(TransactionEvent::Terminate(self.key.clone())))
                     .ok(); // tell TU to terminate
             }
         }
