@@ -29,12 +29,12 @@ use super::meter::Meters;
 use super::route::{self, Route, e164};
 use crate::ledger::{CallEnd, LedgerError, NewCall, Priced, Routed};
 use crate::settle::{Held, Settler};
-use crate::state::Shared;
+use crate::state::{ActiveCall, Shared};
 
-/// How long a caller has for the first digit of a PIN.
 mod commands;
 mod recording;
 
+/// How long a caller has for the first digit of a PIN.
 const PIN_FIRST_DIGIT: Duration = Duration::from_secs(10);
 /// How long between PIN digits before the entry counts as complete.
 const PIN_INTER_DIGIT: Duration = Duration::from_secs(5);
@@ -79,7 +79,18 @@ pub async fn answer_calls(control: Arc<CallControl>, mut calls: mpsc::Receiver<I
             id = %id,
             sip_call_id = %call.call_id
         );
-        tokio::spawn(run_call(control.clone(), id, call).instrument(span));
+        let control = control.clone();
+        // The call's long-lived task is its shell's alone: what starting
+        // the call needed (the INVITE as handed over, the first ledger
+        // write) is freed with the task that did it.
+        tokio::spawn(
+            async move {
+                if let Some(shell) = start_call(control, id, call).await {
+                    tokio::spawn(shell.run().in_current_span());
+                }
+            }
+            .instrument(span),
+        );
     }
 }
 
@@ -87,10 +98,11 @@ pub use crate::clock::now_ms;
 
 type Boxed<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-/// One call from its INVITE to its last record.
-async fn run_call(control: Arc<CallControl>, id: String, call: InboundCall) {
+/// Records a new call and builds its shell; `None` when the call was
+/// refused before it could start (its record is closed).
+async fn start_call(control: Arc<CallControl>, id: String, call: InboundCall) -> Option<Shell> {
     let shared = control.shared.clone();
-    let _active = shared.call_started();
+    let active = shared.call_started();
     shared.metrics.call_started();
     let config = shared.config.load_full();
     let caller_ids: Vec<String> = [call.caller.as_deref(), call.asserted_identity.as_deref()]
@@ -111,7 +123,7 @@ async fn run_call(control: Arc<CallControl>, id: String, call: InboundCall) {
         // Another host can take it: 503 makes the trunk fail over.
         tracing::error!(error = %e, "cannot record a new call; refusing it with 503");
         let _ = leg.reject(RejectReason::Overloaded.response().0);
-        return;
+        return None;
     }
     // Our SRTP keys for the two legs, used if the legs turn out SRTP.
     let keys = (
@@ -121,14 +133,14 @@ async fn run_call(control: Arc<CallControl>, id: String, call: InboundCall) {
     let (Ok(caller_key), Ok(callee_key)) = keys else {
         tracing::error!("the system's random source failed; refusing the call with 503");
         refuse_unstarted(&shared, &mut leg, id, "no-randomness").await;
-        return;
+        return None;
     };
     let media = match control.relay.open_call() {
         Ok(media) => media,
         Err(e) => {
             tracing::error!(error = %e, "no media ports; refusing the call with 503");
             refuse_unstarted(&shared, &mut leg, id, "no-media-ports").await;
-            return;
+            return None;
         }
     };
     let settings = Settings {
@@ -158,7 +170,8 @@ async fn run_call(control: Arc<CallControl>, id: String, call: InboundCall) {
     };
     let drain = shared.watch_drain_deadline();
     let (registration, operator) = shared.live.register(&id);
-    let shell = Shell {
+    Some(Shell {
+        _active: active,
         _registration: registration,
         operator,
         control,
@@ -186,8 +199,7 @@ async fn run_call(control: Arc<CallControl>, id: String, call: InboundCall) {
         hanging_up_callee: None,
         announced: false,
         recording: None,
-    };
-    shell.run().await;
+    })
 }
 
 /// Refuses a recorded call that cannot start with 503 (the trunk fails
@@ -256,6 +268,8 @@ fn media_allowed(config: &Config, trunk: &str) -> Vec<ipnet::IpNet> {
 type Placed = (OutboundLeg, Vec<ipnet::IpNet>);
 
 struct Shell {
+    /// Counts this call among the active ones until the task ends.
+    _active: ActiveCall,
     /// This call's place among the live calls; removed when the task ends.
     _registration: Registration,
     /// What operators ask of this call (show, hang up).
@@ -330,72 +344,80 @@ impl Shell {
     /// event or an operator request awaits (ledger writes, Stripe, SIP
     /// requests) is boxed for the time it runs: inline, the largest of
     /// those states would sit in every call's task for the whole call.
-    async fn run(mut self) {
-        loop {
-            while let Some(command) = self.machine.poll() {
-                if command == Command::Finish {
-                    Box::pin(self.finish()).await;
-                    return;
-                }
-                Box::pin(self.execute(command)).await;
-            }
-            let deadline = self.machine.deadline();
-            let input = tokio::select! {
-                event = self.caller.next_event(), if self.caller_open => self.caller_input(event),
-                event = next_callee_event(&mut self.callee) => Box::pin(self.callee_input(event)).await,
-                placed = maybe(&mut self.placing) => {
-                    self.placing = None;
-                    match placed {
-                        Ok((leg, allowed)) => {
-                            let call_id = leg.call_id.clone();
-                            self.callee = Some(leg);
-                            if let Some(media) = &self.media {
-                                media.restrict_sources(Side::Callee, allowed);
-                            }
-                            Some(Input::CalleePlaced(Ok(call_id)))
-                        }
-                        Err(e) => Some(Input::CalleePlaced(Err(e.to_string()))),
+    /// An async block, not an `async fn`: the latter copies `self` into
+    /// its body and keeps both copies in the task.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would hold self twice in every call's task"
+    )]
+    fn run(mut self) -> impl Future<Output = ()> + Send + 'static {
+        async move {
+            loop {
+                while let Some(command) = self.machine.poll() {
+                    if command == Command::Finish {
+                        Box::pin(self.finish()).await;
+                        return;
                     }
+                    Box::pin(self.execute(command)).await;
                 }
-                Ok(()) = self.drain.changed() => self.drain.borrow().then_some(Input::Drain),
-                Some(request) = self.operator.recv() => Box::pin(self.operator_input(request)).await,
-                routed = maybe(&mut self.lookup) => {
-                    self.lookup = None;
-                    Some(self.routed_input(routed))
-                }
-                held = maybe(&mut self.holding) => {
-                    self.holding = None;
-                    Some(match held {
-                        Ok(held) => {
-                            tracing::info!(payment_intent = %held.payment_intent, amount = held.amount, covers_s = held.covers.as_secs(), "card hold placed");
-                            Input::HoldApproved(held.covers)
+                let deadline = self.machine.deadline();
+                let input = tokio::select! {
+                    event = self.caller.next_event(), if self.caller_open => self.caller_input(event),
+                    event = next_callee_event(&mut self.callee) => Box::pin(self.callee_input(event)).await,
+                    placed = maybe(&mut self.placing) => {
+                        self.placing = None;
+                        match placed {
+                            Ok((leg, allowed)) => {
+                                let call_id = leg.call_id.clone();
+                                self.callee = Some(leg);
+                                if let Some(media) = &self.media {
+                                    media.restrict_sources(Side::Callee, allowed);
+                                }
+                                Some(Input::CalleePlaced(Ok(call_id)))
+                            }
+                            Err(e) => Some(Input::CalleePlaced(Err(e.to_string()))),
                         }
-                        Err(why) => {
-                            tracing::warn!(reason = %why, "card hold failed");
-                            Input::HoldDeclined(why)
+                    }
+                    Ok(()) = self.drain.changed() => self.drain.borrow().then_some(Input::Drain),
+                    Some(request) = self.operator.recv() => Box::pin(self.operator_input(request)).await,
+                    routed = maybe(&mut self.lookup) => {
+                        self.lookup = None;
+                        Some(self.routed_input(routed))
+                    }
+                    held = maybe(&mut self.holding) => {
+                        self.holding = None;
+                        Some(match held {
+                            Ok(held) => {
+                                tracing::info!(payment_intent = %held.payment_intent, amount = held.amount, covers_s = held.covers.as_secs(), "card hold placed");
+                                Input::HoldApproved(held.covers)
+                            }
+                            Err(why) => {
+                                tracing::warn!(reason = %why, "card hold failed");
+                                Input::HoldDeclined(why)
+                            }
+                        })
+                    }
+                    extended = maybe(&mut self.extending) => {
+                        self.extending = None;
+                        Some(Input::Extended(extended))
+                    }
+                    event = next_media_event(&mut self.media) => match event {
+                        Some(MediaEvent::Key(Side::Caller, key)) => Some(Input::CallerKey(key)),
+                        Some(MediaEvent::Key(Side::Callee, _)) => None,
+                        Some(MediaEvent::Inactive(side)) => Some(Input::MediaInactive(side)),
+                        None => {
+                            self.media = None;
+                            None
                         }
-                    })
-                }
-                extended = maybe(&mut self.extending) => {
-                    self.extending = None;
-                    Some(Input::Extended(extended))
-                }
-                event = next_media_event(&mut self.media) => match event {
-                    Some(MediaEvent::Key(Side::Caller, key)) => Some(Input::CallerKey(key)),
-                    Some(MediaEvent::Key(Side::Callee, _)) => None,
-                    Some(MediaEvent::Inactive(side)) => Some(Input::MediaInactive(side)),
-                    None => {
-                        self.media = None;
+                    },
+                    () = sleep_until(deadline) => {
+                        self.machine.handle_timeout(std::time::Instant::now());
                         None
                     }
-                },
-                () = sleep_until(deadline) => {
-                    self.machine.handle_timeout(std::time::Instant::now());
-                    None
+                };
+                if let Some(input) = input {
+                    self.machine.handle(input, std::time::Instant::now());
                 }
-            };
-            if let Some(input) = input {
-                self.machine.handle(input, std::time::Instant::now());
             }
         }
     }
