@@ -825,9 +825,14 @@ impl DialogLayer {
                         crate::platform::spawn(async move {
                             let mut seen_forks: Vec<String> = Vec::new();
                             while let Some(msg) = tx.receive().await {
-                                forked_dlg
-                                    .end_forked_branch(&msg, &confirmed_tag, &mut seen_forks)
-                                    .await;
+                                // Boxed (Tollbridge change 6): this task
+                                // waits up to 32 s per answered call.
+                                Box::pin(forked_dlg.end_forked_branch(
+                                    &msg,
+                                    &confirmed_tag,
+                                    &mut seen_forks,
+                                ))
+                                .await;
                             }
                             debug!(id = %confirmed_id, "accepted transaction drained (Timer M expired)");
                         });

@@ -310,6 +310,13 @@ impl SipConnection {
     }
 
     pub async fn send(&self, msg: SipMessage, destination: Option<&SipAddr>) -> Result<()> {
+        // Boxed (Tollbridge change 6): inline, the transports' send state
+        // (1.4 KiB) sat in every future that can send, including the
+        // transaction loops that wait for most of a call.
+        Box::pin(self.send_inline(msg, destination)).await
+    }
+
+    async fn send_inline(&self, msg: SipMessage, destination: Option<&SipAddr>) -> Result<()> {
         match self {
             SipConnection::Channel(transport) => transport.send(msg).await,
             SipConnection::Udp(transport) => transport.send(msg, destination).await,
