@@ -56,22 +56,22 @@ impl Leg {
     /// The next state the owner must see. In-dialog OPTIONS and INFO are
     /// answered 200 here; a terminated dialog is forgotten by the layer.
     pub(crate) async fn next_state(&mut self) -> Option<DialogState> {
+        // Nothing but the channel's receive is held while waiting: this
+        // future sits in every call's task for the whole call.
         loop {
-            let state = match self.pending.take() {
-                Some(state) => state,
-                None => *self.states.recv().await?,
-            };
-            match state {
-                DialogState::Options(_, _, handle) | DialogState::Info(_, _, handle) => {
-                    let _ = handle.reply(StatusCode::OK).await;
-                }
-                DialogState::Terminated(..) => {
+            if self.pending.is_none() {
+                self.pending = Some(*self.states.recv().await?);
+            }
+            let handle = match self.pending.take()? {
+                DialogState::Options(_, _, handle) | DialogState::Info(_, _, handle) => handle,
+                state @ DialogState::Terminated(..) => {
                     self.ended = true;
                     self.dialogs.remove_dialog(&self.id);
                     return Some(state);
                 }
                 other => return Some(other),
-            }
+            };
+            let _ = Box::pin(handle.reply(StatusCode::OK)).await;
         }
     }
 

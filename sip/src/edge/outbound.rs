@@ -176,36 +176,39 @@ impl Branch {
     /// The next event, or `None` once nothing more will happen.
     pub(crate) async fn next_event(&mut self) -> Option<OutboundEvent> {
         loop {
-            let event = match self.leg.next_state().await? {
-                DialogState::Early(_, response) => OutboundEvent::Ringing {
-                    early_media: (!response.body.is_empty()).then_some(response.body),
-                },
-                DialogState::Confirmed(_, response) => OutboundEvent::Answered {
-                    answer: response.body,
-                },
+            // The state is dropped before the final response is awaited:
+            // this future waits in every call's task for the whole call.
+            let code = match self.leg.next_state().await? {
+                DialogState::Early(_, response) => {
+                    return Some(OutboundEvent::Ringing {
+                        early_media: (!response.body.is_empty()).then_some(response.body),
+                    });
+                }
+                DialogState::Confirmed(_, response) => {
+                    return Some(OutboundEvent::Answered {
+                        answer: response.body,
+                    });
+                }
                 DialogState::Updated(_, request, handle) => {
-                    OutboundEvent::Reoffer(Reoffer::new(request.body, handle))
+                    return Some(OutboundEvent::Reoffer(Reoffer::new(request.body, handle)));
                 }
-                DialogState::Terminated(_, reason) => {
-                    let code = match reason {
-                        TerminatedReason::UasBye => return Some(OutboundEvent::HungUp),
-                        TerminatedReason::UasBusy => 486,
-                        TerminatedReason::UasDecline => 603,
-                        TerminatedReason::UasOther(code) | TerminatedReason::ProxyError(code) => {
-                            code.code()
-                        }
-                        TerminatedReason::ProxyAuthRequired => 407,
-                        other => return Some(OutboundEvent::Ended(format!("{other:?}"))),
-                    };
-                    let twilio_error = self
-                        .final_response_header("X-Twilio-Error")
-                        .await
-                        .and_then(|value| twilio_error_code(&value));
-                    OutboundEvent::Failed { code, twilio_error }
-                }
+                DialogState::Terminated(_, reason) => match reason {
+                    TerminatedReason::UasBye => return Some(OutboundEvent::HungUp),
+                    TerminatedReason::UasBusy => 486,
+                    TerminatedReason::UasDecline => 603,
+                    TerminatedReason::UasOther(code) | TerminatedReason::ProxyError(code) => {
+                        code.code()
+                    }
+                    TerminatedReason::ProxyAuthRequired => 407,
+                    other => return Some(OutboundEvent::Ended(format!("{other:?}"))),
+                },
                 _ => continue,
             };
-            return Some(event);
+            let twilio_error = self
+                .final_response_header("X-Twilio-Error")
+                .await
+                .and_then(|value| twilio_error_code(&value));
+            return Some(OutboundEvent::Failed { code, twilio_error });
         }
     }
 
@@ -269,7 +272,8 @@ impl OutboundLeg {
     /// The next event, or `None` once nothing more will happen.
     pub async fn next_event(&mut self) -> Option<OutboundEvent> {
         if self.fork.is_some() {
-            return self.next_forked_event().await;
+            // Boxed: only a ringing fork needs it, not an answered call.
+            return Box::pin(self.next_forked_event()).await;
         }
         self.main.next_event().await
     }

@@ -56,7 +56,7 @@ impl Shell {
                     // §12.2.2): the stored dialog follows it.
                     let record = match side {
                         Side::Caller => Some(self.caller.dialog_record()),
-                        Side::Callee => self.callee.as_ref().map(OutboundLeg::dialog_record),
+                        Side::Callee => self.callee.as_deref().map(OutboundLeg::dialog_record),
                     };
                     if let Some(record) = record {
                         self.store_dialog(side, &record).await;
@@ -308,11 +308,11 @@ impl Shell {
                         .map_err(|e| EdgeError::BadTarget(e.to_string()))?;
                     let targets = expert_targets(expert, &devices, &from_user, &offer)?;
                     tracing::info!(expert = %expert, devices = targets.len(), "ringing the expert's devices");
-                    return Ok((edge.place_fork(targets).await?, Vec::new()));
+                    return Ok((Box::new(edge.place_fork(targets).await?), Vec::new()));
                 }
             };
             let request = outbound_request(&config, &callee, from_user, offer)?;
-            Ok((edge.place_call(request).await?, allowed))
+            Ok((Box::new(edge.place_call(request).await?), allowed))
         }));
     }
 

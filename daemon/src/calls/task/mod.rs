@@ -265,7 +265,9 @@ fn media_allowed(config: &Config, trunk: &str) -> Vec<ipnet::IpNet> {
 }
 
 /// An outbound leg placed, with the networks its media may come from.
-type Placed = (OutboundLeg, Vec<ipnet::IpNet>);
+/// Boxed: inline, the leg made every wake-up of the call's task carry
+/// its size.
+type Placed = (Box<OutboundLeg>, Vec<ipnet::IpNet>);
 
 struct Shell {
     /// Counts this call among the active ones until the task ends.
@@ -286,7 +288,7 @@ struct Shell {
     caller: InboundLeg,
     caller_reoffer: Option<Reoffer>,
     caller_open: bool,
-    callee: Option<OutboundLeg>,
+    callee: Option<Box<OutboundLeg>>,
     callee_reoffer: Option<Reoffer>,
     placing: Option<Boxed<Result<Placed, EdgeError>>>,
     lookup: Option<Boxed<RoutedLookup>>,
@@ -325,7 +327,7 @@ async fn maybe<T>(future: &mut Option<Boxed<T>>) -> T {
     }
 }
 
-async fn next_callee_event(leg: &mut Option<OutboundLeg>) -> Option<OutboundEvent> {
+async fn next_callee_event(leg: &mut Option<Box<OutboundLeg>>) -> Option<OutboundEvent> {
     match leg {
         Some(leg) => leg.next_event().await,
         None => std::future::pending().await,
