@@ -166,7 +166,8 @@ const FINAL_RESPONSE_WAIT: Duration = Duration::from_millis(500);
 /// it rings every device of an expert, one per device until one answers.
 pub(crate) struct Branch {
     leg: Leg,
-    /// The INVITE transaction, resolving to its final response.
+    /// The INVITE transaction, resolving to its final response; let go
+    /// once the call is answered.
     invite: Option<rsipstack::platform::JoinHandle<InviteAsyncResult>>,
     /// Its SIP Call-ID.
     pub(crate) call_id: String,
@@ -185,6 +186,9 @@ impl Branch {
                     });
                 }
                 DialogState::Confirmed(_, response) => {
+                    // Answered: no final failure to read, and the INVITE
+                    // task's result would be kept for the whole call.
+                    self.invite = None;
                     return Some(OutboundEvent::Answered {
                         answer: response.body,
                     });
