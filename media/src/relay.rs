@@ -234,7 +234,9 @@ impl Relay {
 pub struct CallMedia {
     id: u64,
     inbox: Inbox,
-    events: mpsc::UnboundedReceiver<MediaEvent>,
+    /// Boxed: a channel allocates its first 32 slots up front, for the
+    /// few events a call has.
+    events: mpsc::UnboundedReceiver<Box<MediaEvent>>,
     addresses: [SocketAddr; 2],
     announced: Arc<AtomicBool>,
     thread: usize,
@@ -327,7 +329,7 @@ impl CallMedia {
 
     /// The next event; `None` once the call's relay has ended.
     pub async fn next_event(&mut self) -> Option<MediaEvent> {
-        self.events.recv().await
+        self.events.recv().await.map(|event| *event)
     }
 
     /// Ends the call's relay, releases its ports, and returns the final

@@ -59,7 +59,9 @@ impl Inbox {
 pub(super) struct ShardLoop {
     poll: Poll,
     inbox: Receiver<Message>,
-    calls: Vec<Option<Call>>,
+    /// Boxed: a call is 1.5 KiB, and a table that grows by doubling
+    /// would keep up to as much again in empty slots.
+    calls: Vec<Option<Box<Call>>>,
     free: Vec<usize>,
     slots: HashMap<u64, usize>,
     /// Prompt frame times: (when, slot, call id); stale entries are
@@ -216,9 +218,9 @@ impl ShardLoop {
         match Call::open(opening, self.poll.registry(), slot) {
             Ok(call) => {
                 if slot == self.calls.len() {
-                    self.calls.push(Some(call));
+                    self.calls.push(Some(Box::new(call)));
                 } else {
-                    self.calls[slot] = Some(call);
+                    self.calls[slot] = Some(Box::new(call));
                 }
                 self.slots.insert(id, slot);
             }
@@ -254,7 +256,7 @@ impl ShardLoop {
     }
 
     /// Takes the call out of the table and the poll; the caller drops it.
-    fn end(&mut self, id: u64) -> Option<Call> {
+    fn end(&mut self, id: u64) -> Option<Box<Call>> {
         let slot = self.slots.remove(&id)?;
         let mut call = self.calls.get_mut(slot)?.take()?;
         call.deregister(self.poll.registry());
