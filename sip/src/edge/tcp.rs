@@ -16,8 +16,8 @@
 //! with the top Via of our own requests naming the stream's transport and
 //! our listener (the channel transport would otherwise say UDP).
 
-use std::collections::HashMap;
-use std::net::IpAddr;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
@@ -43,33 +43,49 @@ use rsipstack::transport::{SipAddr, SipConnection};
 use crate::gate::Gate;
 
 /// Open TCP connections per source address: counted up when accepted,
-/// down when the stack reports the connection closed.
+/// down when the stack reports the connection closed. Only connections we
+/// accepted count: the stack also reports closing the connections it or
+/// the edge dialled (to a peer's listening port), and those must not free
+/// a slot of the peer's inbound ones.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct ConnectionCounts {
-    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    open: Arc<Mutex<OpenConnections>>,
+}
+
+#[derive(Debug, Default)]
+struct OpenConnections {
+    per_source: HashMap<IpAddr, usize>,
+    accepted: HashSet<SocketAddr>,
 }
 
 impl ConnectionCounts {
-    /// Takes a slot for `source` unless it already has `limit` open.
-    fn try_open(&self, source: IpAddr, limit: usize) -> bool {
+    /// Takes a slot for `remote`'s address unless it already has `limit`
+    /// open.
+    fn try_open(&self, remote: SocketAddr, limit: usize) -> bool {
         let Ok(mut open) = self.open.lock() else {
             return false;
         };
-        let count = open.entry(source).or_insert(0);
+        let count = open.per_source.entry(remote.ip()).or_insert(0);
         if *count >= limit {
             return false;
         }
         *count += 1;
+        open.accepted.insert(remote);
         true
     }
 
-    fn closed(&self, source: IpAddr) {
-        if let Ok(mut open) = self.open.lock()
-            && let Some(count) = open.get_mut(&source)
-        {
+    /// Frees `remote`'s slot if it is a connection we accepted.
+    fn closed(&self, remote: SocketAddr) {
+        let Ok(mut open) = self.open.lock() else {
+            return;
+        };
+        if !open.accepted.remove(&remote) {
+            return;
+        }
+        if let Some(count) = open.per_source.get_mut(&remote.ip()) {
             *count = count.saturating_sub(1);
             if *count == 0 {
-                open.remove(&source);
+                open.per_source.remove(&remote.ip());
             }
         }
     }
@@ -87,7 +103,7 @@ impl TransportEventInspector for ClosedConnections {
                 .get_remote_addr()
                 .and_then(|a| a.get_socketaddr().ok())
         {
-            self.0.closed(source.ip());
+            self.0.closed(source);
         }
         Some(event)
     }
@@ -138,7 +154,7 @@ pub(crate) async fn accept_loop(
             }
             continue;
         }
-        if !edge.counts.try_open(remote.ip(), edge.limit) {
+        if !edge.counts.try_open(remote, edge.limit) {
             let seen = edge
                 .gate
                 .stats
@@ -157,17 +173,17 @@ pub(crate) async fn accept_loop(
                 None => edge.serve(stream, remote, token).await,
                 Some(acceptor) => {
                     let handshake = tokio::select! {
-                        _ = token.cancelled() => return edge.counts.closed(remote.ip()),
+                        _ = token.cancelled() => return edge.counts.closed(remote),
                         handshake = tokio::time::timeout(HANDSHAKE_LIMIT, acceptor.accept(stream)) => handshake,
                     };
                     match handshake {
                         Ok(Ok(tls)) => edge.serve(tls, remote, token).await,
                         Ok(Err(e)) => {
-                            edge.counts.closed(remote.ip());
+                            edge.counts.closed(remote);
                             tracing::info!(source = %remote, error = %e, "sip tls handshake failed; closed");
                         }
                         Err(_) => {
-                            edge.counts.closed(remote.ip());
+                            edge.counts.closed(remote);
                             tracing::info!(source = %remote, "sip tls handshake took over 10 s; closed");
                         }
                     }
@@ -180,7 +196,7 @@ pub(crate) async fn accept_loop(
 impl StreamEdge {
     /// Hands the stream's messages to the stack through a channel
     /// connection and serves it until it ends.
-    async fn serve<S>(self, stream: S, remote: std::net::SocketAddr, token: CancellationToken)
+    async fn serve<S>(self, stream: S, remote: SocketAddr, token: CancellationToken)
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
@@ -212,7 +228,7 @@ impl StreamEdge {
                 .await;
             }
             Err(e) => {
-                self.counts.closed(remote.ip());
+                self.counts.closed(remote);
                 tracing::warn!(source = %remote, error = %e, "cannot serve a sip stream connection");
             }
         }
@@ -226,7 +242,7 @@ impl StreamEdge {
 #[allow(clippy::too_many_arguments)]
 async fn serve_stream<S>(
     stream: S,
-    remote: std::net::SocketAddr,
+    remote: SocketAddr,
     transport: super::Transport,
     via_sent_by: String,
     connection: SipConnection,
@@ -368,7 +384,23 @@ fn stream_top_via(text: String, protocol: &str, sent_by: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::stream_top_via;
+    use super::{ConnectionCounts, stream_top_via};
+
+    #[test]
+    fn closing_a_connection_we_dialled_frees_no_inbound_slot() {
+        let counts = ConnectionCounts::default();
+        let inbound = "192.0.2.7:40312".parse().unwrap();
+        assert!(counts.try_open(inbound, 1));
+        assert!(!counts.try_open("192.0.2.7:40313".parse().unwrap(), 1));
+        // The same peer's listening port: a connection we dialled to it.
+        counts.closed("192.0.2.7:5061".parse().unwrap());
+        assert!(!counts.try_open("192.0.2.7:40314".parse().unwrap(), 1));
+        counts.closed(inbound);
+        assert!(counts.try_open("192.0.2.7:40315".parse().unwrap(), 1));
+        // A second close of the same connection frees nothing more.
+        counts.closed(inbound);
+        assert!(!counts.try_open("192.0.2.7:40316".parse().unwrap(), 1));
+    }
 
     #[test]
     fn our_requests_on_a_stream_name_its_transport_in_their_top_via() {
