@@ -49,18 +49,29 @@ impl SipTls {
             .map(|certificates| crate::tls::server_config(certificates.clone(), &[]))
             .transpose()
             .map_err(unusable)?;
-        let roots = crate::tls::client_roots(config.sip.tls.ca.as_deref())?;
-        let client = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(unusable)?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
         Ok(SipTls {
             certificates,
             server,
-            client: Arc::new(client),
+            client: tls_client(config)?,
         })
     }
+}
+
+/// Whom outbound TLS trusts: the roots in `sip.tls.ca`, or the system's.
+/// Read at start and again on reload.
+pub fn tls_client(config: &Config) -> Result<Arc<rustls::ClientConfig>, crate::tls::TlsError> {
+    let roots = crate::tls::client_roots(config.sip.tls.ca.as_deref())?;
+    let client = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| crate::tls::TlsError::File {
+            table: "sip.tls",
+            key: "ca",
+            path: String::new(),
+            reason: e.to_string(),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(client))
 }
 
 /// The edge's settings from `[sip]` and `[[trunk]]`, with its TLS.

@@ -68,6 +68,19 @@ pub async fn reload(shared: &Arc<Shared>, source: &ConfigSource, log: &LogHandle
             Err(e) => error!(error = %e, "sip tls certificate reload task failed"),
         }
     }
+    if let Some(sip) = &shared.sip {
+        let config = applied.clone();
+        match tokio::task::spawn_blocking(move || crate::edge::tls_client(&config)).await {
+            Ok(Ok(client)) => {
+                sip.set_tls_client(client);
+                info!("sip tls ca re-read");
+            }
+            Ok(Err(e)) => {
+                error!(error = %e, "sip tls ca not reloaded; trusting the running roots")
+            }
+            Err(e) => error!(error = %e, "sip tls ca reload task failed"),
+        }
+    }
     log.apply(&applied.log);
     if let Some(sip) = &shared.sip {
         sip.set_rules(crate::edge::gate_rules(&applied));
@@ -106,10 +119,6 @@ fn keep_restart_only_keys(running: &Config, mut new: Config) -> Config {
     if new.sip.invites_per_second != running.sip.invites_per_second {
         restart_needed.push("sip.invites_per_second");
         new.sip.invites_per_second = running.sip.invites_per_second;
-    }
-    if new.sip.tls.ca != running.sip.tls.ca {
-        restart_needed.push("sip.tls.ca");
-        new.sip.tls.ca = running.sip.tls.ca.clone();
     }
     if new.media != running.media {
         restart_needed.push("media");

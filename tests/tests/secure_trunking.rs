@@ -166,6 +166,21 @@ fn options(
         .to_owned()
 }
 
+/// Sends SIGHUP and waits for `line` in the daemon's log.
+fn reload_and_expect(daemon: &Daemon, line: &str) {
+    daemon.signal("HUP");
+    expect_log(daemon, line);
+}
+
+/// Waits up to 10 s for `line` in the daemon's log.
+fn expect_log(daemon: &Daemon, line: &str) {
+    assert!(
+        daemon.wait_for_log(line, Duration::from_secs(10)),
+        "no {line:?} in {:?}",
+        daemon.logs()
+    );
+}
+
 #[test]
 fn a_renewed_sip_certificate_is_served_after_sighup_and_open_connections_go_on() {
     let dir = tempfile::tempdir().unwrap();
@@ -179,12 +194,7 @@ fn a_renewed_sip_certificate_is_served_after_sighup_and_open_connections_go_on()
     // Bad files on reload: logged, the running certificate stays.
     let served = std::fs::read(&ours.certificate).unwrap();
     std::fs::write(&ours.certificate, "truncated").unwrap();
-    daemon.signal("HUP");
-    assert!(
-        daemon.wait_for_log("sip tls certificate not reloaded", Duration::from_secs(10)),
-        "{:?}",
-        daemon.logs()
-    );
+    reload_and_expect(&daemon, "sip tls certificate not reloaded");
     assert_eq!(
         options(&mut tls_client(first_ca.client(), tls).unwrap(), 2),
         "SIP/2.0 200 OK"
@@ -195,12 +205,7 @@ fn a_renewed_sip_certificate_is_served_after_sighup_and_open_connections_go_on()
     let renewed = second_ca.issue("daemon", &["localhost"]);
     std::fs::copy(&renewed.certificate, &ours.certificate).unwrap();
     std::fs::copy(&renewed.private_key, &ours.private_key).unwrap();
-    daemon.signal("HUP");
-    assert!(
-        daemon.wait_for_log("sip tls certificate re-read", Duration::from_secs(10)),
-        "{:?}",
-        daemon.logs()
-    );
+    reload_and_expect(&daemon, "sip tls certificate re-read");
     assert_eq!(
         options(&mut tls_client(second_ca.client(), tls).unwrap(), 3),
         "SIP/2.0 200 OK"
@@ -210,6 +215,16 @@ fn a_renewed_sip_certificate_is_served_after_sighup_and_open_connections_go_on()
     assert!(refused.contains("invalid peer certificate"), "{refused}");
     // The connection made before the renewal goes on.
     assert_eq!(options(&mut before, 4), "SIP/2.0 200 OK");
+
+    // sip.tls.ca is read again too: a good file is taken, a bad one is
+    // logged and the running roots stay.
+    expect_log(&daemon, "sip tls ca re-read");
+    std::fs::write(first_ca.ca_file(), "not a certificate").unwrap();
+    reload_and_expect(&daemon, "sip tls ca not reloaded");
+    assert_eq!(
+        options(&mut tls_client(second_ca.client(), tls).unwrap(), 5),
+        "SIP/2.0 200 OK"
+    );
     drop(served);
 }
 

@@ -293,6 +293,31 @@ async fn busy_tls_peer(
     (address, task)
 }
 
+/// Calls a busy TLS peer serving `server` through the edge: the peer's
+/// address, the code the leg failed with, and the INVITE the peer got.
+async fn call_busy_peer(
+    harness: &Harness,
+    server: Arc<rustls::ServerConfig>,
+) -> (SocketAddr, Option<u16>, Option<String>) {
+    let (address, peer) = busy_tls_peer(server).await;
+    let mut leg = harness
+        .edge
+        .place_call(tls_request(address.port()))
+        .await
+        .expect("the call is placed over TLS");
+    let mut code = None;
+    while let Some(event) = tokio::time::timeout(Duration::from_secs(5), leg.next_event())
+        .await
+        .expect("the leg ends")
+    {
+        if let OutboundEvent::Failed { code: c, .. } = event {
+            code = Some(c);
+            break;
+        }
+    }
+    (address, code, peer.await.unwrap())
+}
+
 fn tls_request(port: u16) -> OutboundRequest {
     OutboundRequest {
         request_uri: format!("sip:+81312345678@localhost:{port};transport=tls"),
@@ -310,24 +335,9 @@ async fn an_outbound_call_over_tls_checks_the_peer_certificate_and_its_name() {
 
     // Right CA, right name: the INVITE goes over TLS and the answer comes back.
     let good = harness.ca.issue("peer", &["localhost"]);
-    let (address, peer) = busy_tls_peer(harness.ca.server(&good)).await;
-    let mut leg = harness
-        .edge
-        .place_call(tls_request(address.port()))
-        .await
-        .expect("the call is placed over TLS");
-    let mut code = None;
-    while let Some(event) = tokio::time::timeout(Duration::from_secs(5), leg.next_event())
-        .await
-        .expect("the leg ends")
-    {
-        if let OutboundEvent::Failed { code: c, .. } = event {
-            code = Some(c);
-            break;
-        }
-    }
+    let (address, code, invite) = call_busy_peer(&harness, harness.ca.server(&good)).await;
     assert_eq!(code, Some(486));
-    let invite = peer.await.unwrap().expect("the peer got the INVITE");
+    let invite = invite.expect("the peer got the INVITE");
     assert!(
         invite.starts_with(&format!(
             "INVITE sip:+81312345678@localhost:{};transport=tls SIP/2.0",
@@ -371,5 +381,12 @@ async fn an_outbound_call_over_tls_checks_the_peer_certificate_and_its_name() {
         .expect_err("an untrusted issuer is refused")
         .to_string();
     assert!(text.contains("invalid peer certificate"), "{text}");
+
+    // Trusting that authority from now on (a reload of sip.tls.ca): the
+    // same kind of peer is called.
+    harness.edge.set_tls_client(stranger.client());
+    let (_, code, invite) = call_busy_peer(&harness, stranger.server(&foreign)).await;
+    assert_eq!(code, Some(486));
+    assert!(invite.is_some(), "the peer got the INVITE");
     harness.edge.stop();
 }

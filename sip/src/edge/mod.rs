@@ -488,6 +488,13 @@ impl SipEdge {
             .store(unavailable, Ordering::SeqCst);
     }
 
+    /// Replaces whom outbound TLS trusts (config reload): connections
+    /// opened from now on check their peer against `client`'s roots;
+    /// connections already open go on.
+    pub fn set_tls_client(&self, client: Arc<rustls::ClientConfig>) {
+        self.tls_flows.set_client(client);
+    }
+
     /// Replaces the gate's rules (config reload).
     pub fn set_rules(&self, rules: GateRules) {
         self.gate.set_rules(rules);

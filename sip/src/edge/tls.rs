@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use rsipstack::transport::tls::TlsConnection;
@@ -28,7 +28,8 @@ const CONNECT_LIMIT: Duration = Duration::from_secs(4);
 
 /// Outbound TLS connections by address.
 pub(crate) struct TlsFlows {
-    client: Arc<rustls::ClientConfig>,
+    /// Whom we trust; replaced on reload (open connections keep theirs).
+    client: RwLock<Arc<rustls::ClientConfig>>,
     /// The edge's: stopping it closes them.
     cancel: rsipstack::platform::CancellationToken,
     open: Mutex<HashMap<SocketAddr, SipConnection>>,
@@ -40,9 +41,17 @@ impl TlsFlows {
         cancel: rsipstack::platform::CancellationToken,
     ) -> Self {
         TlsFlows {
-            client,
+            client: RwLock::new(client),
             cancel,
             open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Trusts `client`'s roots for the connections opened from now on.
+    pub(crate) fn set_client(&self, client: Arc<rustls::ClientConfig>) {
+        match self.client.write() {
+            Ok(mut running) => *running = client,
+            Err(poisoned) => *poisoned.into_inner() = client,
         }
     }
 
@@ -105,7 +114,11 @@ impl TlsFlows {
             .await
             .map_err(|e| format!("cannot connect: {e}"))?;
         let _ = stream.set_nodelay(true);
-        let connector = tokio_rustls::TlsConnector::from(self.client.clone());
+        let client = match self.client.read() {
+            Ok(client) => client.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        let connector = tokio_rustls::TlsConnector::from(client);
         let tls = connector
             .connect(name, stream)
             .await
