@@ -258,7 +258,7 @@ pub(super) async fn hang_up(
             format!("the call has ended ({})", call.status.as_str()),
         ));
     }
-    match shared.live.hang_up(&id, request.announce).await {
+    match shared.live.hang_up(&id, request.announce) {
         HangUpOutcome::Requested => Ok((
             StatusCode::ACCEPTED,
             Json(json!({"id": id, "hangup": "requested", "announce": request.announce})),

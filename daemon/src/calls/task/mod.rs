@@ -23,7 +23,7 @@ use tollbridge_sip::reject::RejectReason;
 use tracing::Instrument;
 
 use super::journal::{CallWrite, Written};
-use super::live::{LiveCall, Operator, Registration};
+use super::live::{LiveCall, Operator, OperatorInbox, Registration};
 use super::machine::{Call, Command, Input, Settings, Status};
 use super::meter::Meters;
 use super::route::{self, Route, e164};
@@ -275,7 +275,7 @@ struct Shell {
     /// This call's place among the live calls; removed when the task ends.
     _registration: Registration,
     /// What operators ask of this call (show, hang up).
-    operator: mpsc::Receiver<Operator>,
+    operator: OperatorInbox,
     control: Arc<CallControl>,
     shared: Arc<Shared>,
     /// Turns true when the daemon's drain time is over.
@@ -381,7 +381,7 @@ impl Shell {
                         }
                     }
                     Ok(()) = self.drain.changed() => self.drain.borrow().then_some(Input::Drain),
-                    Some(request) = self.operator.recv() => Box::pin(self.operator_input(request)).await,
+                    Ok(request) = self.operator.recv() => Box::pin(self.operator_input(request)).await,
                     routed = maybe(&mut self.lookup) => {
                         self.lookup = None;
                         Some(self.routed_input(routed))
