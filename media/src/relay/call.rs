@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use mio::net::UdpSocket;
 use mio::{Interest, Registry, Token};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::batch::{BATCH, Batch};
 use super::{CallStats, Control, LegSrtp, MediaEvent};
@@ -37,7 +37,7 @@ pub(super) struct Opening {
     pub callee: PortPair,
     pub announced: Arc<AtomicBool>,
     pub policy: LatchPolicy,
-    pub events: mpsc::UnboundedSender<Box<MediaEvent>>,
+    pub events: futures_channel::mpsc::UnboundedSender<MediaEvent>,
     pub on_shard: OnShard,
 }
 
@@ -156,7 +156,7 @@ pub(super) struct Call {
     bridge: Bridge,
     srtp: CallSrtp,
     recording: Option<RecordingTap>,
-    events: mpsc::UnboundedSender<Box<MediaEvent>>,
+    events: futures_channel::mpsc::UnboundedSender<MediaEvent>,
     /// The prompt frame time the thread's timer holds for this call.
     pub prompt_armed: Option<Instant>,
     _on_shard: OnShard,
@@ -319,7 +319,7 @@ impl Call {
             tap.frame(whose, now, audio.timestamp, audio.codec, payload);
         }
         if let Some(key) = verdict.key {
-            let _ = self.events.send(Box::new(MediaEvent::Key(side, key)));
+            let _ = self.events.unbounded_send(MediaEvent::Key(side, key));
         }
         if let Some(target) = verdict.send_to
             && let Some(len) = self.srtp.seal(side.other(), buffer, len, false)
@@ -370,7 +370,7 @@ impl Call {
     /// Tells the owner when a party has been silent for the armed time.
     pub fn check_inactivity(&mut self, now: Instant) {
         if let Some(inactivity) = self.bridge.poll_inactivity(now) {
-            let _ = self.events.send(Box::new(MediaEvent::Inactive(inactivity)));
+            let _ = self.events.unbounded_send(MediaEvent::Inactive(inactivity));
         }
     }
 }

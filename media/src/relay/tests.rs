@@ -457,7 +457,7 @@ fn a_backlog_longer_than_a_turn_is_relayed_without_a_new_packet() {
         caller.send_to(&rtp(0, seq, 0x11), caller_address).unwrap();
     }
     let (shard, inbox) = shard::ShardLoop::new().unwrap();
-    let (events, _events) = tokio::sync::mpsc::unbounded_channel();
+    let (events, _events) = futures_channel::mpsc::unbounded();
     let opening = call::Opening {
         id: 7,
         caller: caller_pair,
