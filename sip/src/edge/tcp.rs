@@ -204,8 +204,8 @@ impl StreamEdge {
             r#type: Some(self.transport.on_stack()),
             addr: remote.into(),
         };
-        let (to_stack, from_us) = tokio::sync::mpsc::unbounded_channel();
-        let (to_us, from_stack) = tokio::sync::mpsc::unbounded_channel();
+        let (to_stack, from_us) = rsipstack::platform::mpsc::unbounded_channel();
+        let (to_us, from_stack) = rsipstack::platform::mpsc::unbounded_channel();
         match ChannelConnection::create_connection(from_us, to_us, remote_sip, Some(token.clone()))
             .await
         {

@@ -34,7 +34,13 @@ use core::time::Duration;
 #[cfg(all(feature = "platform-embassy", not(feature = "platform-tokio")))]
 pub mod mpsc;
 #[cfg(feature = "platform-tokio")]
-pub use tokio::sync::mpsc;
+mod lean_unbounded;
+/// tokio's channels, except the unbounded one (see [`lean_unbounded`]).
+#[cfg(feature = "platform-tokio")]
+pub mod mpsc {
+    pub use super::lean_unbounded::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+    pub use tokio::sync::mpsc::{channel, error, Receiver, Sender};
+}
 pub mod atomic64;
 pub mod net;
 #[cfg(not(feature = "std"))]
