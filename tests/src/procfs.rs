@@ -16,6 +16,17 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// CPU ticks per second for /proc times (`getconf CLK_TCK`).
+pub fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
 /// The name and user+sys CPU seconds in a `stat` file
 /// (`/proc/PID/stat` or `/proc/PID/task/TID/stat`), with `ticks` clock
 /// ticks a second; `None` when it cannot be read.

@@ -73,17 +73,6 @@ use tollbridge_e2e::procfs;
 const PACKET: usize = 172;
 const FRAME: Duration = Duration::from_millis(20);
 
-/// CPU ticks per second for /proc times (`getconf CLK_TCK`).
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
 /// user+sys seconds of this process's threads, split into the relay
 /// threads (`tb-media-N`), the recorder (`tb-recorder`) and everything
 /// else.
@@ -550,7 +539,7 @@ fn main() {
     if sizes.is_empty() {
         sizes = vec![50, 200, 500];
     }
-    let ticks = clock_ticks();
+    let ticks = procfs::clock_ticks();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

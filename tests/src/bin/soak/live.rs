@@ -33,6 +33,10 @@ pub fn per_call(calls: u64) {
     // Every call talks until well after the second reading.
     let talk = ramp + settle + Duration::from_secs(20);
     let idle = rss_kib(pid);
+    let ticks = tollbridge_e2e::procfs::clock_ticks();
+    let stat = std::path::PathBuf::from(format!("/proc/{pid}/stat"));
+    let cpu = || tollbridge_e2e::procfs::cpu_seconds(&stat, ticks).map_or(0.0, |(_, s)| s);
+    let idle_cpu = cpu();
     let mut callers = callers(
         &daemon,
         dir.path(),
@@ -61,6 +65,7 @@ pub fn per_call(calls: u64) {
     let _ = expert.wait();
     std::thread::sleep(Duration::from_secs(5));
     let after = rss_kib(pid);
+    let used_cpu = cpu() - idle_cpu;
     let per_call = |rss: u64| rss.saturating_sub(idle) as f64 / calls as f64;
     println!("### {calls} live bridged calls (SIPp, PCMU both ways)\n");
     println!("| when | live calls | daemon RSS (KiB) | per live call (KiB) |");
@@ -78,6 +83,7 @@ pub fn per_call(calls: u64) {
         "| 5 s after they ended | {} | {after} | |",
         active_calls(&daemon)
     );
+    println!("\nDaemon CPU (user+sys) from idle to 5 s after the calls ended: {used_cpu:.2} s");
     let (_, metrics) = daemon.get("/metrics", None);
     println!("\nHow the calls ended:\n");
     for line in metrics
