@@ -224,6 +224,17 @@ fn a_call_is_dialled_rung_answered_and_ended_by_the_caller() {
 }
 
 #[test]
+fn a_talking_call_holds_no_command_queue_between_bursts() {
+    let mut h = Harness::connected();
+    assert!(h.log.len() > 4, "the answer was a burst of commands");
+    assert_eq!(h.call.commands.capacity(), 0);
+    // The next burst is queued and delivered in order as before.
+    let out = h.feed(Input::CalleeHungUp, 12.5);
+    assert!(has(&out, &Command::HangUpCaller));
+    assert_eq!(h.call.commands.capacity(), 0);
+}
+
+#[test]
 fn the_callee_hanging_up_ends_the_caller() {
     let mut h = Harness::connected();
     let out = h.feed(Input::CalleeHungUp, 12.5);
