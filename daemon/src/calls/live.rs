@@ -123,24 +123,17 @@ impl LiveCalls {
     }
 
     /// Asks call `id` to hang up. Never refused for a full inbox: the
-    /// request then takes a sender's slot of its own.
+    /// request goes through a sender of its own, which has a slot of its
+    /// own.
     pub fn hang_up(&self, id: &str, announce: bool) -> HangUpOutcome {
-        let request = Operator::HangUp { announce };
-        let Some(posted) = self.post(id, request) else {
-            return HangUpOutcome::NotHere;
-        };
-        let extra = match posted {
-            Ok(()) => return HangUpOutcome::Requested,
-            Err(request) => self
-                .calls
-                .lock()
-                .ok()
-                .and_then(|calls| calls.get(id).cloned())
-                .map(|mut own| own.try_send(request)),
-        };
-        match extra {
+        let own = self
+            .calls
+            .lock()
+            .ok()
+            .and_then(|calls| calls.get(id).cloned());
+        match own.map(|mut own| own.try_send(Operator::HangUp { announce })) {
             Some(Ok(())) => HangUpOutcome::Requested,
-            // The task ended between the two tries.
+            // Not here, or its task has ended.
             _ => HangUpOutcome::NotHere,
         }
     }
