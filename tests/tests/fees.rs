@@ -11,7 +11,7 @@ mod common;
 
 use common::stripe::*;
 use common::*;
-use tollbridge_e2e::stripe_fake::StripeFake;
+use tollbridge_e2e::stripe_fake::{Endpoint, Fault, StripeFake};
 
 /// A booking with a card and a ¥500 cancellation fee, its window from
 /// `start` to `end` (offsets from now).
@@ -141,6 +141,49 @@ fn a_cancellation_fee_is_held_then_captured_late_released_early_or_after_a_call(
         "{:?}",
         fake.requests()
     );
+}
+
+#[test]
+fn a_booking_canceled_while_its_fee_hold_is_being_placed_is_settled_once_the_hold_stands() {
+    let fake = StripeFake::start();
+    let daemon = start(&fake);
+    // Stripe has made the hold, its answer is 3 s on its way: the booking
+    // is canceled late meanwhile. Once the answer is in, the fee is
+    // captured, not left held.
+    fake.inject(Endpoint::Create, Fault::SlowAnswer(Duration::from_secs(3)));
+    let late = book_with_fee(
+        &daemon,
+        "+15550000001",
+        "sip:nobody@127.0.0.1:9",
+        time::Duration::minutes(-5),
+        time::Duration::minutes(60),
+    );
+    fee_intent(&fake, &late, "requires_capture");
+    let (status, _) = daemon.api("DELETE", &format!("/v1/bookings/{late}"), TOKEN, None);
+    assert_eq!(status, 200);
+    let captured = fee_intent(&fake, &late, "succeeded");
+    assert_eq!(captured["amount_received"], 500);
+    // The same, canceled in time: released, as the customer asked.
+    fake.inject(Endpoint::Create, Fault::SlowAnswer(Duration::from_secs(3)));
+    let in_time = book_with_fee(
+        &daemon,
+        "+15550000002",
+        "sip:nobody@127.0.0.1:9",
+        time::Duration::days(2),
+        time::Duration::days(2) + time::Duration::minutes(60),
+    );
+    fee_intent(&fake, &in_time, "requires_capture");
+    let (status, _) = daemon.api("DELETE", &format!("/v1/bookings/{in_time}"), TOKEN, None);
+    assert_eq!(status, 200);
+    let released = fee_intent(&fake, &in_time, "canceled");
+    assert_eq!(released["cancellation_reason"], "requested_by_customer");
+    let moves: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/capture") || r.path.ends_with("/cancel"))
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(moves, [200, 200], "one capture, one release: {moves:?}");
 }
 
 #[test]

@@ -294,7 +294,7 @@ pub(super) fn end_windows(db: &mut dyn Db, now_ms: i64) -> Result<usize, LedgerE
             "used_seconds": used_seconds,
         });
         if called {
-            fees::settle_fee(
+            fees::decide_fee(
                 db,
                 &id,
                 fees::FeeMove::Release,
@@ -450,7 +450,7 @@ impl Ledger {
             } else {
                 fees::FeeMove::ReleaseAsCanceled
             };
-            fees::settle_fee(db, &id, fee, reason, now_ms)?;
+            fees::decide_fee(db, &id, fee, reason, now_ms)?;
             Ok(Ok(get(db, &id)?))
         })
         .await?

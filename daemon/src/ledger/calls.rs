@@ -258,7 +258,7 @@ pub(super) fn close(
                 .flatten();
             if let Some(booking) = booking {
                 // The call took place: the booking's cancellation fee is released.
-                fees::settle_fee(
+                fees::decide_fee(
                     db,
                     &booking,
                     fees::FeeMove::Release,

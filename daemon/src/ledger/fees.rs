@@ -10,7 +10,7 @@ use tollbridge_billing::stripe::ReleaseReason;
 
 use super::db::Db;
 use super::settlements::{
-    COLUMNS, NewSettlement, Settlement, conclude, insert_keyed, settlement_from,
+    COLUMNS, NewSettlement, Settlement, insert_keyed, settlement_from, tell_platform,
 };
 use super::states::SettlementState;
 use super::{Ledger, LedgerError};
@@ -89,14 +89,18 @@ pub(super) fn replan_fee_hold(
     Ok(())
 }
 
-/// A booking's latest cancellation-fee hold and its attempt number.
+/// A booking's latest cancellation-fee hold and its attempt number,
+/// locked until the transaction ends (PostgreSQL): a hold's outcome and a
+/// decision on its booking are written one after the other, never both
+/// from a stale read.
 pub(super) fn current_fee_hold(
     db: &mut dyn Db,
     booking_id: &str,
 ) -> Result<Option<(Settlement, i64)>, LedgerError> {
     let sql = format!(
         "SELECT {COLUMNS}, attempt FROM settlements
-         WHERE booking_id = ?1 AND operation = 'cancellation-fee' ORDER BY attempt DESC LIMIT 1"
+         WHERE booking_id = ?1 AND operation = 'cancellation-fee' ORDER BY attempt DESC LIMIT 1{}",
+        db.dialect().for_update()
     );
     db.query_opt(&sql, args![booking_id])?
         .map(|row| Ok((settlement_from(&row)?, row.int(14)?)))
@@ -126,7 +130,7 @@ pub(super) fn renew_fee_holds(db: &mut dyn Db, now_ms: i64) -> Result<usize, Led
         let Some((hold, attempt)) = current_fee_hold(db, booking)? else {
             continue;
         };
-        settle_fee(
+        move_fee_hold(
             db,
             booking,
             FeeMove::Release,
@@ -163,34 +167,107 @@ pub(super) enum FeeMove {
     ReleaseAsCanceled,
 }
 
-/// What becomes of a booking's cancellation fee (see [`FeeMove`]). A hold
-/// not placed yet is dropped instead.
-pub(super) fn settle_fee(
+impl FeeMove {
+    /// As `bookings.fee_decision` holds it.
+    fn as_str(self) -> &'static str {
+        match self {
+            FeeMove::Capture => "capture",
+            FeeMove::Release => "release",
+            FeeMove::ReleaseAsCanceled => "release-as-canceled",
+        }
+    }
+
+    /// From `bookings.fee_decision`.
+    fn parse(text: &str) -> Option<FeeMove> {
+        [
+            FeeMove::Capture,
+            FeeMove::Release,
+            FeeMove::ReleaseAsCanceled,
+        ]
+        .into_iter()
+        .find(|fee| fee.as_str() == text)
+    }
+}
+
+/// Decides a booking's cancellation fee: a late cancellation captures
+/// it; a call, or a cancellation in time, releases it. The decision is
+/// kept on the booking (the first one stands) and carried out on the
+/// hold as it stands now (see [`move_fee_hold`]); a hold whose request is
+/// in flight is moved when it stands ([`fee_hold_stands`]).
+pub(super) fn decide_fee(
     db: &mut dyn Db,
     booking_id: &str,
     fee: FeeMove,
     reason: &str,
     now_ms: i64,
 ) -> Result<Option<Settlement>, LedgerError> {
-    let capture = fee == FeeMove::Capture;
+    db.execute(
+        "UPDATE bookings SET fee_decision = COALESCE(fee_decision, ?2) WHERE id = ?1",
+        args![booking_id, fee.as_str()],
+    )?;
+    move_fee_hold(db, booking_id, fee, reason, now_ms)
+}
+
+/// A booking's fee hold that just stood (Stripe holds the fee): when the
+/// booking's fee was decided while the hold's request was in flight, the
+/// decision is carried out now, in the same transaction.
+pub(super) fn fee_hold_stands(
+    db: &mut dyn Db,
+    hold_id: &str,
+    now_ms: i64,
+) -> Result<Option<Settlement>, LedgerError> {
+    let Some(row) = db.query_opt(
+        "SELECT b.id, b.fee_decision FROM settlements s JOIN bookings b ON b.id = s.booking_id
+         WHERE s.id = ?1 AND s.operation = 'cancellation-fee'",
+        args![hold_id],
+    )?
+    else {
+        return Ok(None);
+    };
+    let (booking, decision) = (row.text(0)?, row.opt_text(1)?);
+    match decision.as_deref().map(FeeMove::parse) {
+        None => Ok(None),
+        Some(Some(fee)) => move_fee_hold(
+            db,
+            &booking,
+            fee,
+            "decided while the hold was placed",
+            now_ms,
+        ),
+        Some(None) => Err(LedgerError::Decode(format!("fee decision {decision:?}"))),
+    }
+}
+
+/// Moves a booking's current fee hold as it stands: a hold that stands is
+/// captured or released (a row with its key, once per attempt); one not
+/// sent yet is placed at once to be captured, or dropped without a
+/// request when it is to be released; one in flight (or unknown) is left
+/// to [`fee_hold_stands`]; a failed one has nothing to move.
+pub(super) fn move_fee_hold(
+    db: &mut dyn Db,
+    booking_id: &str,
+    fee: FeeMove,
+    reason: &str,
+    now_ms: i64,
+) -> Result<Option<Settlement>, LedgerError> {
     let Some((hold, attempt)) = current_fee_hold(db, booking_id)? else {
         return Ok(None);
     };
     match (hold.state, hold.facts.payment_intent.as_deref()) {
-        (SettlementState::Pending, _) => {
-            conclude(
-                db,
-                &hold.facts.id,
-                SettlementState::Failed,
-                None,
-                Some(&format!("not needed: {reason}")),
-                None,
-                now_ms,
+        (SettlementState::Pending, _) if fee == FeeMove::Capture => {
+            db.execute(
+                "UPDATE settlements SET next_attempt_ms = ?2, updated_ms = ?2
+                 WHERE id = ?1 AND state = 'pending' AND COALESCE(next_attempt_ms, 0) > ?2",
+                args![hold.facts.id.as_str(), now_ms],
             )?;
             Ok(None)
         }
+        (SettlementState::Pending, _) => {
+            drop_unsent(db, &hold.facts.id, reason, now_ms)?;
+            Ok(None)
+        }
         (SettlementState::Succeeded, Some(payment_intent)) => {
-            let (operation, movement, amount) = if capture {
+            let (operation, movement, amount) = if fee == FeeMove::Capture {
                 (Operation::Capture, "fee-capture", hold.facts.amount)
             } else {
                 (Operation::Cancel, "fee-release", 0)
@@ -219,24 +296,37 @@ pub(super) fn settle_fee(
                 act_by_ms: hold.act_by_ms,
             };
             let key = settlement::booking_key(booking_id, movement, attempt);
-            let row = insert_keyed(db, &key, None, &new, None, attempt, now_ms)?;
+            let mut row = insert_keyed(db, &key, None, &new, None, attempt, now_ms)?;
             if fee == FeeMove::ReleaseAsCanceled {
+                let reason = ReleaseReason::RequestedByCustomer.as_str();
                 db.execute(
                     "UPDATE settlements SET reason = ?2 WHERE id = ?1",
-                    args![
-                        row.facts.id.as_str(),
-                        ReleaseReason::RequestedByCustomer.as_str()
-                    ],
+                    args![row.facts.id.as_str(), reason],
                 )?;
-            }
-            let mut row = row;
-            if fee == FeeMove::ReleaseAsCanceled {
-                row.facts.reason = Some(ReleaseReason::RequestedByCustomer.as_str().to_owned());
+                row.facts.reason = Some(reason.to_owned());
             }
             Ok(Some(row))
         }
         _ => Ok(None),
     }
+}
+
+/// Drops a fee hold never sent: failed, "not needed", and the platform
+/// told. A row that went out meanwhile is left as it is (its send marked
+/// it first; see [`super::settlements::mark_sent`]), and so is the
+/// booking's decision, which moves it once it stands.
+fn drop_unsent(db: &mut dyn Db, id: &str, reason: &str, now_ms: i64) -> Result<(), LedgerError> {
+    let error = format!("not needed: {reason}");
+    let dropped = db.execute(
+        "UPDATE settlements SET state = 'failed', last_error = ?2, next_attempt_ms = NULL, updated_ms = ?3,
+             claimed_by = NULL, claimed_until_ms = NULL
+         WHERE id = ?1 AND state = 'pending'",
+        args![id, error.as_str(), now_ms],
+    )?;
+    if dropped == 1 {
+        tell_platform(db, id, SettlementState::Failed, Some(&error), now_ms)?;
+    }
+    Ok(())
 }
 
 /// Captures the fee of every no-show booking (window ended, nobody
@@ -258,7 +348,7 @@ pub(super) fn fee_no_shows(db: &mut dyn Db, now_ms: i64) -> Result<usize, Ledger
         .map(|row| row.text(0))
         .collect::<Result<_, _>>()?;
     for booking in &bookings {
-        settle_fee(
+        move_fee_hold(
             db,
             booking,
             FeeMove::Capture,

@@ -35,6 +35,9 @@ pub(super) fn hold_succeeded(
         now_ms,
     )?;
     held_until(db, id, capture_before)?;
+    // A cancellation-fee hold: its booking may have been decided while it
+    // was being placed.
+    super::fees::fee_hold_stands(db, id, now_ms)?;
     let Some(hold) = db.query_opt(
         "SELECT call_id, operation, COALESCE(block, 1) FROM settlements WHERE id = ?1",
         args![id],

@@ -309,6 +309,12 @@ ALTER TABLE call_legs ADD COLUMN srtp_refused BIGINT NOT NULL DEFAULT 0
     CHECK (srtp_refused >= 0);
 "#;
 
+/// Schema v14 (see `sqlite_schema.rs`): a booking's fee decision.
+const V14: &str = r#"
+ALTER TABLE bookings ADD COLUMN fee_decision TEXT
+    CHECK (fee_decision IN ('capture', 'release', 'release-as-canceled'));
+"#;
+
 /// Every migration as (the schema version it brings, its statements),
 /// oldest first.
 pub(crate) const MIGRATIONS: &[(usize, &str)] = &[
@@ -322,7 +328,8 @@ pub(crate) const MIGRATIONS: &[(usize, &str)] = &[
     (11, V11),
     (12, V12),
     (13, V13),
+    (14, V14),
 ];
 
 /// The schema version this build writes.
-pub(crate) const LATEST_VERSION: usize = 13;
+pub(crate) const LATEST_VERSION: usize = 14;

@@ -139,8 +139,9 @@ pub(super) fn insert_keyed(
 
 /// Marks a row sent by `node` (committed before the request goes out),
 /// which claims it for [`CLAIM_LEASE_MS`]; false (nothing changed) when
-/// another node's claim on it still runs: that node sends it, not this
-/// one. Unless an outcome is recorded first, the reconciler reads it back
+/// another node's claim on it still runs (that node sends it, not this
+/// one) or when it has concluded meanwhile (a fee hold dropped as not
+/// needed after the worker picked it up must not go out). Unless an outcome is recorded first, the reconciler reads it back
 /// from Stripe after 5 minutes (at once after a restart).
 pub(super) fn mark_sent(
     db: &mut dyn Db,
@@ -154,7 +155,8 @@ pub(super) fn mark_sent(
         &format!(
             "UPDATE settlements SET state = 'sent', tries = tries + 1, updated_ms = ?2, next_attempt_ms = ?3,
                  claimed_by = ?4, claimed_until_ms = {now} + ?5
-             WHERE id = ?1 AND (claimed_by IS NULL OR claimed_by = ?4 OR claimed_until_ms < {now})"
+             WHERE id = ?1 AND state IN ('pending', 'sent', 'unknown')
+               AND (claimed_by IS NULL OR claimed_by = ?4 OR claimed_until_ms < {now})"
         ),
         args![id, now_ms, look_again, node, CLAIM_LEASE_MS],
     )?;

@@ -513,6 +513,15 @@ ALTER TABLE call_legs ADD COLUMN srtp_refused INTEGER NOT NULL DEFAULT 0
     CHECK (srtp_refused >= 0);
 "#;
 
+/// Schema v14: what was decided for a booking's cancellation fee (a late
+/// cancellation captures it, a call or a cancellation in time releases
+/// it), kept so that a fee hold whose request was still in flight when
+/// the booking was decided is captured or released once it stands.
+const V14: &str = r#"
+ALTER TABLE bookings ADD COLUMN fee_decision TEXT
+    CHECK (fee_decision IN ('capture', 'release', 'release-as-canceled'));
+"#;
+
 const MIGRATIONS_SLICE: &[M<'static>] = &[
     M::up(V1).foreign_key_check(),
     M::up(V2).foreign_key_check(),
@@ -527,6 +536,7 @@ const MIGRATIONS_SLICE: &[M<'static>] = &[
     M::up(V11).foreign_key_check(),
     M::up(V12).foreign_key_check(),
     M::up(V13).foreign_key_check(),
+    M::up(V14).foreign_key_check(),
 ];
 
 /// Every migration, oldest first.

@@ -137,7 +137,7 @@ pub(crate) async fn drive(ledger: &Ledger, gateway: &dyn Gateway, movement: &mut
                 let event = match ledger.mark_sent(id.clone(), now_ms()).await {
                     Ok(true) => Event::Claimed,
                     Ok(false) => {
-                        tracing::info!(settlement = %id, "another node holds this settlement; not sending it");
+                        tracing::info!(settlement = %id, "another node holds this settlement, or it concluded; not sending it");
                         Event::ClaimRefused
                     }
                     Err(e) => {

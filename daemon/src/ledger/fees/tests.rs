@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
-use crate::ledger::holds::held_until;
+use crate::ledger::holds::{held_until, hold_succeeded};
+use crate::ledger::settlements::{conclude, mark_sent};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -10,15 +11,20 @@ fn ledger(dir: &tempfile::TempDir) -> Ledger {
 }
 
 /// A booking with a ¥500 fee whose window runs from day 10 to day 20,
-/// and its first fee hold, placed on day `placed`.
-fn booking_with_fee_hold(db: &mut dyn Db, placed_ms: i64) -> Result<(), LedgerError> {
+/// and its first fee hold, planned on day 0 (for day 5 1/2), not sent.
+fn booking_with_planned_fee_hold(db: &mut dyn Db) -> Result<Settlement, LedgerError> {
     db.execute(
         "INSERT INTO bookings (id, called, callee, currency, price_per_minute, cap_seconds, window_start_ms,
              window_end_ms, stripe_customer, stripe_payment_method, cancellation_fee, created_ms, updated_ms)
          VALUES ('bk_1', '+81500000001', '{}', 'jpy', 100, 600, ?1, ?2, 'cus_1', 'pm_1', 500, 0, 0)",
         args![10 * DAY_MS, 20 * DAY_MS],
     )?;
-    let row = plan_fee_hold(db, "bk_1", 0)?.expect("a fee hold is planned");
+    Ok(plan_fee_hold(db, "bk_1", 0)?.expect("a fee hold is planned"))
+}
+
+/// [`booking_with_planned_fee_hold`], its hold placed on day `placed`.
+fn booking_with_fee_hold(db: &mut dyn Db, placed_ms: i64) -> Result<(), LedgerError> {
+    let row = booking_with_planned_fee_hold(db)?;
     conclude(
         db,
         &row.facts.id,
@@ -66,7 +72,7 @@ async fn a_fee_hold_about_to_lapse_is_released_and_placed_again() {
                 aging + 1000,
             )?;
             let capture =
-                settle_fee(db, "bk_1", FeeMove::Capture, "late", aging + 2000)?.expect("a capture");
+                decide_fee(db, "bk_1", FeeMove::Capture, "late", aging + 2000)?.expect("a capture");
             Ok((listed, capture))
         })
         .await
@@ -150,7 +156,7 @@ async fn stripes_capture_before_sets_when_a_hold_is_renewed_or_looked_at_again()
             // act-by time, not a day later.
             let now = act_by - 2 * hour;
             let capture =
-                settle_fee(db, "bk_1", FeeMove::Capture, "late", now)?.expect("a capture");
+                decide_fee(db, "bk_1", FeeMove::Capture, "late", now)?.expect("a capture");
             conclude(
                 db,
                 &capture.facts.id,
@@ -194,4 +200,159 @@ async fn stripes_capture_before_sets_when_a_hold_is_renewed_or_looked_at_again()
         .await
         .unwrap();
     assert_eq!((early, on_time), (0, 1));
+}
+
+/// The state of settlement `id`.
+fn state_of(db: &mut dyn Db, id: &str) -> Result<String, LedgerError> {
+    db.query_one("SELECT state FROM settlements WHERE id = ?1", args![id])?
+        .text(0)
+}
+
+#[tokio::test]
+async fn a_fee_decided_while_its_hold_is_in_flight_is_moved_once_the_hold_stands() {
+    // (decision, the row expected once the hold stands: key, operation,
+    // amount, reason)
+    let table = [
+        (
+            FeeMove::Capture,
+            "tb:booking:bk_1:fee-capture:v1",
+            "capture",
+            500,
+            None,
+        ),
+        (
+            FeeMove::Release,
+            "tb:booking:bk_1:fee-release:v1",
+            "cancel",
+            0,
+            None,
+        ),
+        (
+            FeeMove::ReleaseAsCanceled,
+            "tb:booking:bk_1:fee-release:v1",
+            "cancel",
+            0,
+            Some("requested_by_customer"),
+        ),
+    ];
+    for (fee, key, operation, amount, reason) in table {
+        let dir = tempfile::tempdir().unwrap();
+        let (decided, moved, later, listed) = ledger(&dir)
+            .run(move |db| {
+                let hold = booking_with_planned_fee_hold(db)?;
+                let placing = 6 * DAY_MS;
+                assert!(mark_sent(db, &hold.facts.id, "node-a", placing)?);
+                // Decided while Stripe is placing the hold: nothing to
+                // move yet, and a later, different decision does not
+                // replace it.
+                let decided = decide_fee(db, "bk_1", fee, "decided", placing + 1)?;
+                let other = if fee == FeeMove::Capture {
+                    FeeMove::Release
+                } else {
+                    FeeMove::Capture
+                };
+                let later = decide_fee(db, "bk_1", other, "later", placing + 2)?;
+                hold_succeeded(db, &hold.facts.id, "pi_fee", None, placing + 3)?;
+                let moved = db
+                    .query_opt(
+                        "SELECT idempotency_key, operation, amount, payment_intent, reason, state
+                         FROM settlements WHERE operation IN ('capture', 'cancel')",
+                        &[],
+                    )?
+                    .map(|r| {
+                        Ok::<_, LedgerError>((
+                            r.text(0)?,
+                            r.text(1)?,
+                            r.int(2)?,
+                            r.opt_text(3)?,
+                            r.opt_text(4)?,
+                            r.text(5)?,
+                        ))
+                    })
+                    .transpose()?;
+                Ok((decided, moved, later, rows(db)?))
+            })
+            .await
+            .unwrap();
+        assert!(decided.is_none() && later.is_none(), "{fee:?}");
+        let moved = moved.unwrap_or_else(|| panic!("{fee:?}: nothing moved: {listed:?}"));
+        assert_eq!(
+            moved,
+            (
+                key.to_owned(),
+                operation.to_owned(),
+                amount,
+                Some("pi_fee".to_owned()),
+                reason.map(str::to_owned),
+                "pending".to_owned()
+            ),
+            "{fee:?}"
+        );
+        assert_eq!(listed.len(), 2, "the hold and one movement: {listed:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_fee_hold_dropped_as_not_needed_is_never_sent_after_its_worker_picked_it_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sent, state, stands) = ledger(&dir)
+        .run(|db| {
+            let hold = booking_with_planned_fee_hold(db)?;
+            // The worker picked it up (claimed, not yet sent); the call
+            // took place meanwhile.
+            db.execute(
+                "UPDATE settlements SET claimed_by = 'node-a', claimed_until_ms = ?2 WHERE id = ?1",
+                args![hold.facts.id.as_str(), 7 * DAY_MS],
+            )?;
+            decide_fee(
+                db,
+                "bk_1",
+                FeeMove::Release,
+                "the call took place",
+                6 * DAY_MS,
+            )?;
+            let sent = mark_sent(db, &hold.facts.id, "node-a", 6 * DAY_MS + 1)?;
+            Ok((
+                sent,
+                state_of(db, &hold.facts.id)?,
+                fee_hold_stands(db, &hold.facts.id, 6 * DAY_MS + 2)?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert!(!sent, "a dropped hold must not go out");
+    assert_eq!(state, "failed");
+    assert!(stands.is_none());
+}
+
+#[tokio::test]
+async fn a_late_cancellation_places_a_fee_hold_not_placed_yet_and_captures_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (due, capture) = ledger(&dir)
+        .run(|db| {
+            let hold = booking_with_planned_fee_hold(db)?;
+            // billing.late_cancellation longer than a hold's life: late
+            // on day 1, while the hold waits for day 5 1/2.
+            let now = DAY_MS;
+            assert!(decide_fee(db, "bk_1", FeeMove::Capture, "late", now)?.is_none());
+            let due = db
+                .query_one(
+                    "SELECT next_attempt_ms, state FROM settlements WHERE id = ?1",
+                    args![hold.facts.id.as_str()],
+                )
+                .and_then(|r| Ok((r.int(0)?, r.text(1)?)))?;
+            assert!(mark_sent(db, &hold.facts.id, "node-a", now + 1)?);
+            hold_succeeded(db, &hold.facts.id, "pi_fee", None, now + 2)?;
+            let capture = db
+                .query_one(
+                    "SELECT idempotency_key, amount FROM settlements WHERE operation = 'capture'",
+                    &[],
+                )
+                .and_then(|r| Ok((r.text(0)?, r.int(1)?)))?;
+            Ok((due, capture))
+        })
+        .await
+        .unwrap();
+    assert_eq!(due, (DAY_MS, "pending".to_owned()), "placed at once");
+    assert_eq!(capture, ("tb:booking:bk_1:fee-capture:v1".to_owned(), 500));
 }
