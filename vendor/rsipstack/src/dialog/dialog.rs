@@ -916,14 +916,15 @@ impl DialogInner {
     /// the outbound proxy, else the transport of the first route, else of the
     /// remote target. The Via must name the transport the request is sent on
     /// (RFC 3261 §18.1.1); `make_invite_request` does the same for the
-    /// initial INVITE. `None` keeps the endpoint's default (first) listener,
-    /// also when a target locator decides the transport at send time.
+    /// initial INVITE. `None` keeps the endpoint's default (first) listener.
+    /// With a target locator installed the route's or target's transport is
+    /// still the best known (Tollbridge change 8: a dialog restored after a
+    /// restart has no flow, and its BYE over TLS named UDP in its Via).
     fn via_addr_for_send_transport(&self) -> Option<crate::transport::SipAddr> {
         use crate::sip::uri::ParamsExt;
 
         let transport = match self.resolve_affinity_connection() {
             Some(connection) => connection.get_addr().r#type,
-            None if self.endpoint_inner.locator.is_some() => None,
             None => match self.endpoint_inner.transport_layer.outbound.as_ref() {
                 Some(outbound) => outbound.r#type,
                 None => {
