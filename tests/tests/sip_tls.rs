@@ -4,7 +4,8 @@
 //! Contact and Via naming TLS; bad input over TLS gets 400; a peer that
 //! does not speak TLS is closed; an outbound call to a `;transport=tls`
 //! URI checks the peer's certificate against our roots and the host name
-//! we dialled, and says so when it fails.
+//! we dialled, and says so when it fails; a dialog stored by a process
+//! that is gone is ended over a TLS connection checked the same way.
 
 // Test code: a failed setup step is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -18,7 +19,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tollbridge_e2e::edge::{lab_edge_config, listener};
 use tollbridge_e2e::tls::TestCa;
 use tollbridge_sip::edge::{
-    EdgeConfig, EdgeError, InboundCall, OutboundEvent, OutboundRequest, SipEdge, Transport,
+    ByeOutcome, DialogRecord, DialogRole, EdgeConfig, EdgeError, InboundCall, OutboundEvent,
+    OutboundRequest, SipEdge, Transport,
 };
 use tollbridge_sip::gate::UnknownSourcePolicy;
 
@@ -389,4 +391,167 @@ async fn an_outbound_call_over_tls_checks_the_peer_certificate_and_its_name() {
     assert_eq!(code, Some(486));
     assert!(invite.is_some(), "the peer got the INVITE");
     harness.edge.stop();
+}
+
+/// A TLS peer on 127.0.0.1 serving `server`: answers the first request
+/// with 200 and hands the request over.
+async fn answering_tls_peer(
+    server: Arc<rustls::ServerConfig>,
+) -> (SocketAddr, tokio::task::JoinHandle<Option<String>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    answering_on(listener, server)
+}
+
+/// [`answering_tls_peer`] on a listener already bound.
+fn answering_on(
+    listener: TcpListener,
+    server: Arc<rustls::ServerConfig>,
+) -> (SocketAddr, tokio::task::JoinHandle<Option<String>>) {
+    let address = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.ok()?;
+        let mut stream = tokio_rustls::TlsAcceptor::from(server)
+            .accept(stream)
+            .await
+            .ok()?;
+        let mut pending = Vec::new();
+        let request = read_message(&mut stream, &mut pending).await;
+        let mut echoed = String::new();
+        for line in request.split("\r\n") {
+            let name = line.split(':').next().unwrap_or("");
+            if ["Via", "From", "To", "Call-ID", "CSeq"].contains(&name) {
+                echoed.push_str(line);
+                echoed.push_str("\r\n");
+            }
+        }
+        let ok = format!("SIP/2.0 200 OK\r\n{echoed}Content-Length: 0\r\n\r\n");
+        stream.write_all(ok.as_bytes()).await.ok()?;
+        Some(request)
+    });
+    (address, task)
+}
+
+/// A dialog stored with a call by a process that is gone: one we placed
+/// to `dialled` (the name in the To of our INVITE), the peer's Contact at
+/// `peer` over TLS, no route.
+fn stored_dialog(harness: &Harness, peer: SocketAddr, dialled: &str) -> DialogRecord {
+    DialogRecord {
+        role: DialogRole::Uac,
+        call_id: format!("stored-{}@tb.example", peer.port()),
+        local_tag: "ours".into(),
+        remote_tag: "theirs".into(),
+        local_cseq: 1,
+        from: "<sip:+815012345678@tb.example>;tag=ours".into(),
+        to: format!(
+            "<sip:+81312345678@{dialled}:{};transport=tls>;tag=theirs",
+            peer.port()
+        ),
+        local_contact: Some(format!("sip:{};transport=tls", harness.tls)),
+        remote_target: format!("sip:+81312345678@{peer};transport=tls"),
+        route_set: Vec::new(),
+        transport: Transport::Tls,
+    }
+}
+
+#[tokio::test]
+async fn a_stored_dialog_is_ended_over_tls_checked_under_our_roots() {
+    let (harness, _calls) = start_edge().await;
+
+    // We placed the call to "localhost"; the peer's Contact is an address.
+    // Its certificate names only "localhost": the BYE goes out on a
+    // connection checked against that name, and is answered.
+    let named = harness.ca.issue("named", &["localhost"]);
+    let (peer, seen) = answering_tls_peer(harness.ca.server(&named)).await;
+    let record = stored_dialog(&harness, peer, "localhost");
+    let outcome = harness.edge.end_recorded(&record).await.unwrap();
+    assert_eq!(outcome, ByeOutcome::Answered(200));
+    let bye = seen.await.unwrap().expect("the peer got the BYE");
+    assert!(
+        bye.starts_with(&format!(
+            "BYE sip:+81312345678@{peer};transport=tls SIP/2.0"
+        )),
+        "{bye}"
+    );
+    assert_eq!(header(&bye, "Call-ID"), Some(record.call_id.as_str()));
+    assert!(
+        header(&bye, "Via").unwrap().starts_with("SIP/2.0/TLS "),
+        "{bye}"
+    );
+
+    // A certificate for another name: nothing is sent, and the outcome
+    // says why.
+    let misnamed = harness.ca.issue("misnamed-bye", &["wrong.example"]);
+    let (peer, seen) = answering_tls_peer(harness.ca.server(&misnamed)).await;
+    let outcome = harness
+        .edge
+        .end_recorded(&stored_dialog(&harness, peer, "localhost"))
+        .await
+        .unwrap();
+    let ByeOutcome::Unanswered(why) = outcome else {
+        panic!("a misnamed peer answered: {outcome:?}");
+    };
+    assert!(
+        why.contains("cannot reach localhost") && why.contains("not valid for name"),
+        "{why}"
+    );
+    assert_eq!(seen.await.unwrap(), None, "no BYE reached the peer");
+
+    // A call that came to us (no name dialled) through a proxy's
+    // Record-Route at an address: the BYE goes through that route, whose
+    // certificate must name the address.
+    let by_address = harness.ca.issue("proxy", &["127.0.0.1"]);
+    let (proxy, seen) = answering_tls_peer(harness.ca.server(&by_address)).await;
+    let record = DialogRecord {
+        role: DialogRole::Uas,
+        route_set: vec![format!("<sip:{proxy};transport=tls;lr;r2=on>")],
+        remote_target: "sip:+819012345678@172.25.10.20:5061;transport=tls".into(),
+        ..stored_dialog(&harness, proxy, "localhost")
+    };
+    let outcome = harness.edge.end_recorded(&record).await.unwrap();
+    assert_eq!(outcome, ByeOutcome::Answered(200));
+    let bye = seen.await.unwrap().expect("the proxy got the BYE");
+    assert_eq!(
+        header(&bye, "Route"),
+        Some(format!("<sip:{proxy};transport=tls;lr;r2=on>").as_str())
+    );
+
+    // The same route written without its port: 5061 is dialled, and the
+    // Route goes out as written. (A loopback address of its own, so that
+    // port is free.)
+    let mut listener = None;
+    for attempt in 0..20 {
+        let ip = format!(
+            "127.{}.{}.{}",
+            varying_byte(attempt),
+            varying_byte(attempt + 1),
+            varying_byte(attempt + 2)
+        );
+        if let Ok(bound) = TcpListener::bind((ip.as_str(), 5061)).await {
+            listener = Some(bound);
+            break;
+        }
+    }
+    let listener = listener.expect("a loopback address with 5061 free");
+    let ip = listener.local_addr().unwrap().ip();
+    let portless = harness.ca.issue("portless", &[&ip.to_string()]);
+    let (_, seen) = answering_on(listener, harness.ca.server(&portless));
+    let route = format!("<sip:{ip};transport=tls;lr>");
+    let record = DialogRecord {
+        route_set: vec![route.clone()],
+        ..record
+    };
+    let outcome = harness.edge.end_recorded(&record).await.unwrap();
+    assert_eq!(outcome, ByeOutcome::Answered(200));
+    let bye = seen.await.unwrap().expect("the proxy got the BYE");
+    assert_eq!(header(&bye, "Route"), Some(route.as_str()));
+    harness.edge.stop();
+}
+
+/// A byte from 2 to 254 that differs from run to run (`salt` apart).
+fn varying_byte(salt: u32) -> u8 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mixed = nanos.wrapping_mul(2_654_435_761).rotate_left(salt * 7) ^ std::process::id();
+    2 + (mixed % 253) as u8
 }

@@ -148,6 +148,69 @@ impl DialogRecord {
     }
 }
 
+/// The next hop of a stored dialog's requests when it is reached over
+/// TLS: whom the BYE after a restart must first connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TlsHop {
+    /// Host as the URI gives it (a name or an address).
+    pub host: String,
+    /// Port (5061 when the URI gives none, as the stack dials it).
+    pub port: u16,
+    /// The name the peer's certificate must carry.
+    pub name: String,
+}
+
+impl DialogRecord {
+    /// Where this dialog's BYE goes, when that is over TLS: the first
+    /// Route, else the remote target, as rsipstack sends it. The
+    /// certificate must name that URI's host; when the host is an
+    /// address and we placed the call, the name we dialled (the To of our
+    /// INVITE) is expected instead: the route came from that peer's own
+    /// signalling over a connection that proved that name. `None` when
+    /// the hop is not TLS.
+    pub(crate) fn tls_hop(&self) -> Result<Option<TlsHop>, EdgeError> {
+        let snapshot = self.snapshot()?;
+        let hop = match snapshot.route_set.first() {
+            Some(route) => {
+                rsipstack::sip::typed::Route::parse(route.value())
+                    .map_err(|e| {
+                        EdgeError::Dialog(format!(
+                            "stored dialog {}: bad Route {:?}: {e}",
+                            self.call_id,
+                            route.value()
+                        ))
+                    })?
+                    .uri
+            }
+            None => snapshot.remote_uri.clone(),
+        };
+        // As rsipstack reads the hop (its `transport` parameter).
+        let on = rsipstack::transport::SipAddr::try_from(&hop)
+            .ok()
+            .and_then(|hop| hop.r#type);
+        if on != Some(rsipstack::sip::Transport::Tls) {
+            return Ok(None);
+        }
+        let host = unbracketed(&hop.host_with_port.host.to_string());
+        let port = hop.host_with_port.port.as_ref().map_or(5061, |p| p.value());
+        let dialled = (self.role == DialogRole::Uac)
+            .then(|| unbracketed(&snapshot.to.uri.host_with_port.host.to_string()))
+            .filter(|name| name.parse::<std::net::IpAddr>().is_err());
+        let name = match dialled {
+            Some(dialled) if host.parse::<std::net::IpAddr>().is_ok() => dialled,
+            _ => host.clone(),
+        };
+        Ok(Some(TlsHop { host, port, name }))
+    }
+}
+
+/// A host as written in a URI, an IPv6 address without its brackets.
+fn unbracketed(host: &str) -> String {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned()
+}
+
 /// How a BYE from a stored dialog ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ByeOutcome {
@@ -225,6 +288,61 @@ mod tests {
         assert_eq!(
             tls.snapshot().unwrap().remote_uri.to_string(),
             "sip:expert@192.0.2.10:5070;transport=tls"
+        );
+    }
+
+    #[test]
+    fn a_tls_hop_is_the_first_route_or_the_target_and_names_what_to_verify() {
+        let hop = |host: &str, port: u16, name: &str| TlsHop {
+            host: host.into(),
+            port,
+            name: name.into(),
+        };
+        // Twilio called us over TLS: its Record-Route, by address.
+        let mut inbound = record();
+        inbound.transport = Transport::Tls;
+        inbound.route_set = vec![
+            "<sip:54.172.60.1:5061;transport=tls;lr;r2=on>".into(),
+            "<sip:172.25.10.1;lr;r2=on>".into(),
+        ];
+        assert_eq!(
+            inbound.tls_hop().unwrap(),
+            Some(hop("54.172.60.1", 5061, "54.172.60.1"))
+        );
+        // We called a trunk by name; its route is an address: the name we
+        // dialled is what its certificate must carry.
+        let mut placed = inbound.clone();
+        placed.role = DialogRole::Uac;
+        placed.to = "<sip:+81312345678@acme.pstn.twilio.com;transport=tls>;tag=theirs".into();
+        assert_eq!(
+            placed.tls_hop().unwrap(),
+            Some(hop("54.172.60.1", 5061, "acme.pstn.twilio.com"))
+        );
+        // A route by name is verified against that name, default port 5061.
+        placed.route_set = vec!["<sip:edge.example.net;transport=tls;lr>".into()];
+        assert_eq!(
+            placed.tls_hop().unwrap(),
+            Some(hop("edge.example.net", 5061, "edge.example.net"))
+        );
+        // No route: the remote target, its transport from the record.
+        placed.route_set.clear();
+        placed.remote_target = "sip:expert@[2001:db8::7]:5071".into();
+        assert_eq!(
+            placed.tls_hop().unwrap(),
+            Some(hop("2001:db8::7", 5071, "acme.pstn.twilio.com"))
+        );
+        // Not TLS: the stack sends it as it always does.
+        assert_eq!(record().tls_hop().unwrap(), None);
+        let mut udp_route = inbound.clone();
+        udp_route.route_set = vec!["<sip:54.172.60.1;lr>".into()];
+        assert_eq!(udp_route.tls_hop().unwrap(), None);
+        // A damaged route is refused, naming the call.
+        let mut bad = inbound;
+        bad.route_set = vec!["<sip:".into()];
+        let error = bad.tls_hop().unwrap_err().to_string();
+        assert!(
+            error.contains("abc@twilio") && error.contains("Route"),
+            "{error}"
         );
     }
 

@@ -440,7 +440,17 @@ impl SipEdge {
     /// Ends a dialog stored by a process that is gone: BYE to its remote
     /// target through its route set, as the live leg would have sent it.
     /// The dialog is registered only while the BYE is under way.
+    ///
+    /// A hop over TLS is connected here first, its certificate checked
+    /// under our roots against the name [`DialogRecord::tls_hop`] gives;
+    /// rsipstack would dial it itself trusting nothing. A hop we cannot
+    /// reach so is not answered, and the outcome says why.
     pub async fn end_recorded(&self, record: &DialogRecord) -> Result<ByeOutcome, EdgeError> {
+        if let Some(hop) = record.tls_hop()?
+            && let Err(e) = self.reach_tls_hop(&hop).await
+        {
+            return Ok(ByeOutcome::Unanswered(e.to_string()));
+        }
         let snapshot = record.snapshot()?;
         let id = snapshot.id.clone();
         let (states, _receiver) = self.dialogs.new_dialog_state_channel();
@@ -460,6 +470,19 @@ impl SipEdge {
         };
         self.dialogs.remove_dialog(&id);
         Ok(outcome)
+    }
+
+    /// Opens (or finds) a verified TLS connection to a stored dialog's
+    /// next hop, for the stack to send on.
+    async fn reach_tls_hop(&self, hop: &dialog_record::TlsHop) -> Result<(), EdgeError> {
+        let addresses: Vec<SocketAddr> = tokio::net::lookup_host((hop.host.as_str(), hop.port))
+            .await
+            .map_err(|e| EdgeError::BadTarget(format!("cannot resolve {}: {e}", hop.host)))?
+            .collect();
+        self.tls_flows
+            .reach(&self.dialogs.endpoint.transport_layer, &hop.name, addresses)
+            .await
+            .map(|_| ())
     }
 
     /// Dialogs the stack keeps: two per call in progress, zero when idle
