@@ -477,7 +477,7 @@ async fn nodes_starting_together_migrate_postgresql_once() {
     let database = url.split('/').nth(3).unwrap().split('?').next().unwrap();
     assert_eq!(
         server.psql(database, "SELECT version FROM schema_version"),
-        "13"
+        "14"
     );
 }
 
@@ -522,7 +522,7 @@ async fn postgresql_refuses_what_it_cannot_use() {
             errors[0],
             LedgerError::TooNew {
                 found: 99,
-                supported: 13,
+                supported: 14,
                 ..
             }
         ),
@@ -567,7 +567,7 @@ async fn postgresql_as_an_owner_role_with_a_password() {
     ledger.close().await;
     assert_eq!(
         server.psql("tb_owner", "SELECT version FROM schema_version"),
-        "13"
+        "14"
     );
     assert_eq!(
         server.psql(
