@@ -475,10 +475,13 @@ impl SipEdge {
     /// Opens (or finds) a verified TLS connection to a stored dialog's
     /// next hop, for the stack to send on.
     async fn reach_tls_hop(&self, hop: &dialog_record::TlsHop) -> Result<(), EdgeError> {
-        let addresses: Vec<SocketAddr> = tokio::net::lookup_host((hop.host.as_str(), hop.port))
+        let mut addresses: Vec<SocketAddr> = tokio::net::lookup_host((hop.host.as_str(), hop.port))
             .await
             .map_err(|e| EdgeError::BadTarget(format!("cannot resolve {}: {e}", hop.host)))?
             .collect();
+        // The stack resolves a name IPv4 first and sends to the first
+        // address: the connection must be to that one.
+        addresses.sort_by_key(|address| !address.is_ipv4());
         self.tls_flows
             .reach(&self.dialogs.endpoint.transport_layer, &hop.name, addresses)
             .await
