@@ -4,9 +4,10 @@
 //! over TLS and takes a booked call on its connection; a callee dialled at
 //! a `;transport=tls` URI is reached over TLS with its certificate
 //! checked; one whose certificate names another host is not called and
-//! the call record says why; a renewed certificate is served after SIGHUP
-//! while a connection made before it goes on; `check-config` names the key
-//! of a bad certificate.
+//! the call record says why; after a crash, the restarted daemon hangs up
+//! a TLS callee on a new connection checked against the name it dialled;
+//! a renewed certificate is served after SIGHUP while a connection made
+//! before it goes on; `check-config` names the key of a bad certificate.
 
 // Test code: a failed setup step is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -128,6 +129,94 @@ fn a_callee_at_a_tls_uri_is_reached_over_tls_and_a_misnamed_one_is_not_called() 
         "the record says the certificate is for another name: {text}"
     );
     drop(phone);
+}
+
+#[test]
+fn after_a_crash_a_tls_callee_is_hung_up_on_a_connection_checked_by_the_name_dialled() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path());
+    let ours = ca.issue("daemon", &["localhost", "127.0.0.1"]);
+    // The caller's SIP comes back on the same UDP port after the crash, as
+    // a real restart does.
+    let udp_port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = daemon_config("ring_timeout = \"10s\"", "30s", "")
+        .replace(
+            "\"udp:127.0.0.1:0\"",
+            &format!("\"udp:127.0.0.1:{udp_port}\""),
+        )
+        .replace(
+            "\"tcp:127.0.0.1:0\"]",
+            &format!(
+                "\"tcp:127.0.0.1:0\", \"tls:127.0.0.1:0\"]\ntls = {{ certificate = {:?}, private_key = {:?}, ca = {:?} }}",
+                ours.certificate,
+                ours.private_key,
+                ca.ca_file()
+            ),
+        );
+    let daemon = start_daemon_as(tollbridge_e2e::DaemonOptions {
+        config: Some(config),
+        ..tollbridge_e2e::DaemonOptions::default()
+    });
+    // The expert's certificate names only the host we dial; its Contact
+    // (where the BYE goes) is an address.
+    let theirs = ca.issue("callee", &["localhost"]);
+    let mut phone = Pjsua2::start(dir.path(), callee_setup("rin", &ca, &theirs, "off"));
+    let uri = format!("sip:rin@localhost:{};transport=tls", phone.port);
+    let booking = create_booking(&daemon, &booking_json(&[caller_id(1)], &uri, 600));
+    let caller_media = media_socket();
+    let caller = caller(
+        &daemon,
+        "caller_waits_bye.xml",
+        CALLER_PREFIX,
+        &port_of(&caller_media),
+        "0 96",
+        &[],
+    );
+    wait_relay(&caller, "SIP/2.0 200 OK");
+    // Both legs stored, then the crash and a restart on the same ports.
+    std::thread::sleep(Duration::from_millis(1500));
+    let daemon = daemon.crash_and_restart();
+    let restarted = Instant::now();
+    assert!(daemon.wait_for_log("sip listening", Duration::from_secs(10)));
+    // Ended by our BYE, not by the phone's own 30 s life.
+    let ended = phone.answered_and_ended();
+    assert!(
+        ended && restarted.elapsed() < Duration::from_secs(15),
+        "the TLS callee got no BYE after the restart ({:?}):\n{}",
+        restarted.elapsed(),
+        phone.log_tail()
+    );
+    assert_passed("caller (BYE after the restart)", caller);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let details = loop {
+        let (_, body) = daemon.api("GET", &format!("/v1/calls?booking={booking}"), TOKEN, None);
+        let details: Vec<String> = body["calls"][0]["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["detail"].as_str().map(str::to_owned))
+            .collect();
+        if details
+            .iter()
+            .filter(|d| d.contains("after a restart"))
+            .count()
+            == 2
+        {
+            break details;
+        }
+        assert!(Instant::now() < deadline, "{body}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        details
+            .iter()
+            .any(|d| d == "after a restart: BYE to the callee answered 200"),
+        "{details:?}"
+    );
 }
 
 /// A TLS connection to the daemon trusting `client`'s roots, by name
