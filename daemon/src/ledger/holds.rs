@@ -17,7 +17,8 @@ use crate::args;
 /// be captured; for a call's hold, the call's PaymentIntent and, when the
 /// call has ended meanwhile (the caller hung up while the hold was on its
 /// way, or a crash cut the answer off), the capture or release that
-/// follows, so no hold is left behind.
+/// follows, so no hold is left behind; for a cancellation-fee hold, what
+/// its booking's decision calls for (see [`super::fees::fee_hold_stands`]).
 pub(super) fn hold_succeeded(
     db: &mut dyn Db,
     id: &str,
@@ -35,9 +36,6 @@ pub(super) fn hold_succeeded(
         now_ms,
     )?;
     held_until(db, id, capture_before)?;
-    // A cancellation-fee hold: its booking may have been decided while it
-    // was being placed.
-    super::fees::fee_hold_stands(db, id, now_ms)?;
     let Some(hold) = db.query_opt(
         "SELECT call_id, operation, COALESCE(block, 1) FROM settlements WHERE id = ?1",
         args![id],
@@ -45,7 +43,13 @@ pub(super) fn hold_succeeded(
     else {
         return Ok(());
     };
-    let (Some(call), operation) = (hold.opt_text(0)?, hold.text(1)?) else {
+    let (call, operation) = (hold.opt_text(0)?, hold.text(1)?);
+    if operation == Operation::CancellationFee.as_str() {
+        // Its booking may have been decided while it was being placed.
+        super::fees::fee_hold_stands(db, id, now_ms)?;
+        return Ok(());
+    }
+    let Some(call) = call else {
         return Ok(());
     };
     if operation != Operation::Authorize.as_str() && operation != Operation::Increment.as_str() {
