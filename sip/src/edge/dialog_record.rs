@@ -15,6 +15,7 @@ use rsipstack::sip::prelude::ToTypedHeader;
 use rsipstack::transaction::key::TransactionRole;
 use serde::{Deserialize, Serialize};
 
+use super::outbound::uri_target;
 use super::{EdgeError, Transport};
 
 /// Which side of the dialog we were.
@@ -168,11 +169,12 @@ impl DialogRecord {
     /// INVITE) is expected instead: the route came from that peer's own
     /// signalling over a connection that proved that name. `None` when
     /// the hop is not TLS.
-    pub(crate) fn tls_hop(&self) -> Result<Option<TlsHop>, EdgeError> {
-        let snapshot = self.snapshot()?;
+    pub(crate) fn tls_hop(&self, snapshot: &DialogSnapshot) -> Result<Option<TlsHop>, EdgeError> {
         let hop = match snapshot.route_set.first() {
+            // Parsed as the stack parses it when it sends.
             Some(route) => {
-                rsipstack::sip::typed::Route::parse(route.value())
+                route
+                    .typed()
                     .map_err(|e| {
                         EdgeError::Dialog(format!(
                             "stored dialog {}: bad Route {:?}: {e}",
@@ -191,24 +193,17 @@ impl DialogRecord {
         if on != Some(rsipstack::sip::Transport::Tls) {
             return Ok(None);
         }
-        let host = unbracketed(&hop.host_with_port.host.to_string());
-        let port = hop.host_with_port.port.as_ref().map_or(5061, |p| p.value());
+        let (host, port) = uri_target(&hop, Transport::Tls);
+        let is_address = |host: &str| host.parse::<std::net::IpAddr>().is_ok();
         let dialled = (self.role == DialogRole::Uac)
-            .then(|| unbracketed(&snapshot.to.uri.host_with_port.host.to_string()))
-            .filter(|name| name.parse::<std::net::IpAddr>().is_err());
+            .then(|| uri_target(&snapshot.to.uri, Transport::Tls).0)
+            .filter(|name| !is_address(name));
         let name = match dialled {
-            Some(dialled) if host.parse::<std::net::IpAddr>().is_ok() => dialled,
+            Some(dialled) if is_address(&host) => dialled,
             _ => host.clone(),
         };
         Ok(Some(TlsHop { host, port, name }))
     }
-}
-
-/// A host as written in a URI, an IPv6 address without its brackets.
-fn unbracketed(host: &str) -> String {
-    host.trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned()
 }
 
 /// How a BYE from a stored dialog ended.
@@ -291,6 +286,11 @@ mod tests {
         );
     }
 
+    /// The record's TLS hop, from its own snapshot.
+    fn hop_of(record: &DialogRecord) -> Result<Option<TlsHop>, EdgeError> {
+        record.tls_hop(&record.snapshot()?)
+    }
+
     #[test]
     fn a_tls_hop_is_the_first_route_or_the_target_and_names_what_to_verify() {
         let hop = |host: &str, port: u16, name: &str| TlsHop {
@@ -306,7 +306,7 @@ mod tests {
             "<sip:172.25.10.1;lr;r2=on>".into(),
         ];
         assert_eq!(
-            inbound.tls_hop().unwrap(),
+            hop_of(&inbound).unwrap(),
             Some(hop("54.172.60.1", 5061, "54.172.60.1"))
         );
         // We called a trunk by name; its route is an address: the name we
@@ -315,31 +315,31 @@ mod tests {
         placed.role = DialogRole::Uac;
         placed.to = "<sip:+81312345678@acme.pstn.twilio.com;transport=tls>;tag=theirs".into();
         assert_eq!(
-            placed.tls_hop().unwrap(),
+            hop_of(&placed).unwrap(),
             Some(hop("54.172.60.1", 5061, "acme.pstn.twilio.com"))
         );
         // A route by name is verified against that name, default port 5061.
         placed.route_set = vec!["<sip:edge.example.net;transport=tls;lr>".into()];
         assert_eq!(
-            placed.tls_hop().unwrap(),
+            hop_of(&placed).unwrap(),
             Some(hop("edge.example.net", 5061, "edge.example.net"))
         );
         // No route: the remote target, its transport from the record.
         placed.route_set.clear();
         placed.remote_target = "sip:expert@[2001:db8::7]:5071".into();
         assert_eq!(
-            placed.tls_hop().unwrap(),
+            hop_of(&placed).unwrap(),
             Some(hop("2001:db8::7", 5071, "acme.pstn.twilio.com"))
         );
         // Not TLS: the stack sends it as it always does.
-        assert_eq!(record().tls_hop().unwrap(), None);
+        assert_eq!(hop_of(&record()).unwrap(), None);
         let mut udp_route = inbound.clone();
         udp_route.route_set = vec!["<sip:54.172.60.1;lr>".into()];
-        assert_eq!(udp_route.tls_hop().unwrap(), None);
+        assert_eq!(hop_of(&udp_route).unwrap(), None);
         // A damaged route is refused, naming the call.
         let mut bad = inbound;
         bad.route_set = vec!["<sip:".into()];
-        let error = bad.tls_hop().unwrap_err().to_string();
+        let error = hop_of(&bad).unwrap_err().to_string();
         assert!(
             error.contains("abc@twilio") && error.contains("Route"),
             "{error}"

@@ -446,12 +446,12 @@ impl SipEdge {
     /// rsipstack would dial it itself trusting nothing. A hop we cannot
     /// reach so is not answered, and the outcome says why.
     pub async fn end_recorded(&self, record: &DialogRecord) -> Result<ByeOutcome, EdgeError> {
-        if let Some(hop) = record.tls_hop()?
+        let snapshot = record.snapshot()?;
+        if let Some(hop) = record.tls_hop(&snapshot)?
             && let Err(e) = self.reach_tls_hop(&hop).await
         {
             return Ok(ByeOutcome::Unanswered(e.to_string()));
         }
-        let snapshot = record.snapshot()?;
         let id = snapshot.id.clone();
         let (states, _receiver) = self.dialogs.new_dialog_state_channel();
         self.dialogs
@@ -475,10 +475,8 @@ impl SipEdge {
     /// Opens (or finds) a verified TLS connection to a stored dialog's
     /// next hop, for the stack to send on.
     async fn reach_tls_hop(&self, hop: &dialog_record::TlsHop) -> Result<(), EdgeError> {
-        let mut addresses: Vec<SocketAddr> = tokio::net::lookup_host((hop.host.as_str(), hop.port))
-            .await
-            .map_err(|e| EdgeError::BadTarget(format!("cannot resolve {}: {e}", hop.host)))?
-            .collect();
+        let mut addresses =
+            outbound::resolve_host(&hop.host, hop.port, Transport::Tls, &self.bound).await?;
         // The stack resolves a name IPv4 first and sends to the first
         // address: the connection must be to that one.
         addresses.sort_by_key(|address| !address.is_ipv4());

@@ -310,7 +310,7 @@ pub(crate) fn target_host(request: &OutboundRequest) -> Result<String, EdgeError
 
 /// The host and port a Request-URI names (the port defaulting to 5060, or
 /// 5061 for TLS).
-fn uri_target(uri: &rsipstack::sip::Uri, transport: Transport) -> (String, u16) {
+pub(crate) fn uri_target(uri: &rsipstack::sip::Uri, transport: Transport) -> (String, u16) {
     let default = match transport {
         Transport::Tls => 5061,
         _ => 5060,
@@ -431,12 +431,23 @@ pub(crate) async fn resolve(
     let callee = rsipstack::sip::Uri::try_from(request.request_uri.as_str())
         .map_err(|e| EdgeError::BadTarget(format!("{}: {e}", request.request_uri)))?;
     let (host, port) = uri_target(&callee, transport);
+    resolve_host(&host, port, transport, listeners).await
+}
+
+/// Resolves `host` to the addresses we can reach with `transport` (see
+/// [`resolve`]).
+pub(crate) async fn resolve_host(
+    host: &str,
+    port: u16,
+    transport: Transport,
+    listeners: &[super::Listener],
+) -> Result<Vec<SocketAddr>, EdgeError> {
     let reachable = |address: &SocketAddr| {
         listeners
             .iter()
             .any(|l| l.transport == transport && l.addr.is_ipv4() == address.is_ipv4())
     };
-    let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+    let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
         .await
         .map_err(|e| EdgeError::BadTarget(format!("cannot resolve {host}: {e}")))?
         .filter(reachable)
