@@ -19,16 +19,6 @@ const NEW_CALLS: u32 = 50;
 /// The first payload byte of every packet the old parties send.
 const OLD_MARK: u8 = 0xee;
 
-/// A UDP port free right now on 127.0.0.1 (the SIP listener must come
-/// back on the same port after the crash, as a real restart does).
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The calls on [`NUMBER`] in progress (answered, not ended).
 fn talking_calls(daemon: &Daemon) -> Vec<Value> {
     let (_, body) = daemon.api(

@@ -138,25 +138,10 @@ fn after_a_crash_a_tls_callee_is_hung_up_on_a_connection_checked_by_the_name_dia
     let ours = ca.issue("daemon", &["localhost", "127.0.0.1"]);
     // The caller's SIP comes back on the same UDP port after the crash, as
     // a real restart does.
-    let udp_port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = daemon_config("ring_timeout = \"10s\"", "30s", "")
-        .replace(
-            "\"udp:127.0.0.1:0\"",
-            &format!("\"udp:127.0.0.1:{udp_port}\""),
-        )
-        .replace(
-            "\"tcp:127.0.0.1:0\"]",
-            &format!(
-                "\"tcp:127.0.0.1:0\", \"tls:127.0.0.1:0\"]\ntls = {{ certificate = {:?}, private_key = {:?}, ca = {:?} }}",
-                ours.certificate,
-                ours.private_key,
-                ca.ca_file()
-            ),
-        );
+    let config = tls_daemon_config(&ca, &ours, "").replace(
+        "\"udp:127.0.0.1:0\"",
+        &format!("\"udp:127.0.0.1:{}\"", free_udp_port()),
+    );
     let daemon = start_daemon_as(tollbridge_e2e::DaemonOptions {
         config: Some(config),
         ..tollbridge_e2e::DaemonOptions::default()
@@ -194,19 +179,17 @@ fn after_a_crash_a_tls_callee_is_hung_up_on_a_connection_checked_by_the_name_dia
     let deadline = Instant::now() + Duration::from_secs(15);
     let details = loop {
         let (_, body) = daemon.api("GET", &format!("/v1/calls?booking={booking}"), TOKEN, None);
-        let details: Vec<String> = body["calls"][0]["events"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e["detail"].as_str().map(str::to_owned))
-            .collect();
-        if details
-            .iter()
-            .filter(|d| d.contains("after a restart"))
-            .count()
-            == 2
-        {
-            break details;
+        let call = &body["calls"][0];
+        if call["events"].is_array() {
+            let details: Vec<String> = event_details(call).into_iter().map(str::to_owned).collect();
+            if details
+                .iter()
+                .filter(|d| d.contains("after a restart"))
+                .count()
+                == 2
+            {
+                break details;
+            }
         }
         assert!(Instant::now() < deadline, "{body}");
         std::thread::sleep(Duration::from_millis(100));

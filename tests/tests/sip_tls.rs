@@ -188,15 +188,7 @@ async fn a_call_over_tls_is_answered_and_ended_on_its_connection() {
         header(&bye, "Route"),
         Some(format!("<sip:{local};transport=tls;lr;r2=on>").as_str())
     );
-    let mut ok = String::new();
-    for line in bye.split("\r\n") {
-        let name = line.split(':').next().unwrap_or("");
-        if ["Via", "From", "To", "Call-ID", "CSeq"].contains(&name) {
-            ok.push_str(line);
-            ok.push_str("\r\n");
-        }
-    }
-    let response = format!("SIP/2.0 200 OK\r\n{ok}Content-Length: 0\r\n\r\n");
+    let response = answer(&bye, "200 OK", None);
     stream.write_all(response.as_bytes()).await.unwrap();
     tokio::time::timeout(Duration::from_secs(5), hang_up)
         .await
@@ -259,12 +251,33 @@ async fn garbage_over_tls_gets_400_and_a_peer_without_tls_is_closed() {
     harness.edge.stop();
 }
 
-/// A TLS peer on 127.0.0.1 serving `certificate`: answers the first
-/// INVITE with 486 and hands the INVITE over.
-async fn busy_tls_peer(
+/// The response `status` (`"486 Busy Here"`) to `request`: its Via,
+/// From, To (with `to_tag` added when given), Call-ID and CSeq.
+fn answer(request: &str, status: &str, to_tag: Option<&str>) -> String {
+    let mut echoed = String::new();
+    for line in request.split("\r\n") {
+        let name = line.split(':').next().unwrap_or("");
+        if ["Via", "From", "To", "Call-ID", "CSeq"].contains(&name) {
+            echoed.push_str(line);
+            if let (Some(tag), "To") = (to_tag, name) {
+                echoed.push_str(";tag=");
+                echoed.push_str(tag);
+            }
+            echoed.push_str("\r\n");
+        }
+    }
+    format!("SIP/2.0 {status}\r\n{echoed}Content-Length: 0\r\n\r\n")
+}
+
+/// A TLS peer on `listener` serving `server`: answers the first request
+/// as `respond` says (then reads one more message, the ACK, when
+/// `acked`) and hands the request over.
+fn tls_peer_on(
+    listener: TcpListener,
     server: Arc<rustls::ServerConfig>,
+    respond: fn(&str) -> String,
+    acked: bool,
 ) -> (SocketAddr, tokio::task::JoinHandle<Option<String>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
         let (stream, _) = listener.accept().await.ok()?;
@@ -273,26 +286,29 @@ async fn busy_tls_peer(
             .await
             .ok()?;
         let mut pending = Vec::new();
-        let invite = read_message(&mut stream, &mut pending).await;
-        let mut echoed = String::new();
-        for line in invite.split("\r\n") {
-            let name = line.split(':').next().unwrap_or("");
-            if ["Via", "From", "Call-ID", "CSeq"].contains(&name) {
-                echoed.push_str(line);
-                echoed.push_str("\r\n");
-            }
-            if name == "To" {
-                echoed.push_str(line);
-                echoed.push_str(";tag=busy1\r\n");
-            }
+        let request = read_message(&mut stream, &mut pending).await;
+        stream.write_all(respond(&request).as_bytes()).await.ok()?;
+        if acked {
+            // Wait for the ACK so the transaction ends cleanly.
+            let _ = read_message(&mut stream, &mut pending).await;
         }
-        let busy = format!("SIP/2.0 486 Busy Here\r\n{echoed}Content-Length: 0\r\n\r\n");
-        stream.write_all(busy.as_bytes()).await.ok()?;
-        // Wait for the ACK so the transaction ends cleanly.
-        let _ = read_message(&mut stream, &mut pending).await;
-        Some(invite)
+        Some(request)
     });
     (address, task)
+}
+
+/// A TLS peer on 127.0.0.1 serving `certificate`: answers the first
+/// INVITE with 486 and hands the INVITE over.
+async fn busy_tls_peer(
+    server: Arc<rustls::ServerConfig>,
+) -> (SocketAddr, tokio::task::JoinHandle<Option<String>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    tls_peer_on(
+        listener,
+        server,
+        |invite| answer(invite, "486 Busy Here", Some("busy1")),
+        true,
+    )
 }
 
 /// Calls a busy TLS peer serving `server` through the edge: the peer's
@@ -407,28 +423,12 @@ fn answering_on(
     listener: TcpListener,
     server: Arc<rustls::ServerConfig>,
 ) -> (SocketAddr, tokio::task::JoinHandle<Option<String>>) {
-    let address = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        let (stream, _) = listener.accept().await.ok()?;
-        let mut stream = tokio_rustls::TlsAcceptor::from(server)
-            .accept(stream)
-            .await
-            .ok()?;
-        let mut pending = Vec::new();
-        let request = read_message(&mut stream, &mut pending).await;
-        let mut echoed = String::new();
-        for line in request.split("\r\n") {
-            let name = line.split(':').next().unwrap_or("");
-            if ["Via", "From", "To", "Call-ID", "CSeq"].contains(&name) {
-                echoed.push_str(line);
-                echoed.push_str("\r\n");
-            }
-        }
-        let ok = format!("SIP/2.0 200 OK\r\n{echoed}Content-Length: 0\r\n\r\n");
-        stream.write_all(ok.as_bytes()).await.ok()?;
-        Some(request)
-    });
-    (address, task)
+    tls_peer_on(
+        listener,
+        server,
+        |request| answer(request, "200 OK", None),
+        false,
+    )
 }
 
 /// A dialog stored with a call by a process that is gone: one we placed

@@ -63,17 +63,29 @@ pub fn daemon_config(calls: &str, media_timeout: &str, more: &str) -> String {
     test_config(&format!("api_token = \"{TOKEN}\""), &sections)
 }
 
-/// A daemon as [`daemon_config`] says (`more` its extra sections), with a
-/// `tls:` listener serving `ours` and trusting `ca` for outbound TLS.
+/// A daemon as [`tls_daemon_config`] says.
 pub fn start_tls_daemon(
     ca: &tollbridge_e2e::tls::TestCa,
     ours: &tollbridge_e2e::tls::Issued,
     more: &str,
 ) -> Daemon {
+    start_daemon_as(tollbridge_e2e::DaemonOptions {
+        config: Some(tls_daemon_config(ca, ours, more)),
+        ..tollbridge_e2e::DaemonOptions::default()
+    })
+}
+
+/// [`daemon_config`] (`more` its extra sections) with a `tls:` listener
+/// serving `ours` and trusting `ca` for outbound TLS.
+pub fn tls_daemon_config(
+    ca: &tollbridge_e2e::tls::TestCa,
+    ours: &tollbridge_e2e::tls::Issued,
+    more: &str,
+) -> String {
     let config = daemon_config("ring_timeout = \"10s\"", "30s", more);
     let listeners = "\"tcp:127.0.0.1:0\"]";
     assert!(config.contains(listeners));
-    let config = config.replace(
+    config.replace(
         listeners,
         &format!(
             "\"tcp:127.0.0.1:0\", \"tls:127.0.0.1:0\"]\ntls = {{ certificate = {:?}, private_key = {:?}, ca = {:?} }}",
@@ -81,11 +93,17 @@ pub fn start_tls_daemon(
             ours.private_key,
             ca.ca_file()
         ),
-    );
-    start_daemon_as(tollbridge_e2e::DaemonOptions {
-        config: Some(config),
-        ..tollbridge_e2e::DaemonOptions::default()
-    })
+    )
+}
+
+/// A UDP port free right now on 127.0.0.1 (a SIP listener that must come
+/// back on the same port after a crash, as a real restart does).
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A daemon started as `options` say, once its SIP edge listens.
