@@ -4,10 +4,10 @@
 //! it opens and stays there: its packets, its prompts and its cap never
 //! cross threads, and no lock is shared on the packet path (the
 //! per-thread call count is touched at open and close only). The
-//! per-packet path is one `recvmmsg` per readable socket into the
-//! thread's receive batch ([`batch`]), the bridge's decision, and a
-//! non-blocking `send_to`: no allocation, no lock, no log line, no task
-//! to wake. Prompt frames go out from the thread's timer heap only while a
+//! per-packet path is one `recv_from` per readable socket (registered
+//! level-triggered) into the thread's one buffer, the bridge's decision,
+//! and a non-blocking `send_to`: no allocation, no lock, no log line, no
+//! task to wake. Prompt frames go out from the thread's timer heap only while a
 //! prompt plays. The call's owner steers it with messages through the
 //! thread's inbox and hears back DTMF keys and inactivity.
 
@@ -352,7 +352,6 @@ impl Drop for CallMedia {
     }
 }
 
-mod batch;
 mod call;
 mod shard;
 

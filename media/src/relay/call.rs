@@ -5,17 +5,15 @@
 //! packet.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use mio::net::UdpSocket;
-use mio::{Interest, Registry, Token};
+use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 use tokio::sync::oneshot;
 
-use super::batch::{BATCH, Batch};
-use super::{CallStats, Control, LegSrtp, MediaEvent};
+use super::{CallStats, Control, DATAGRAM, LegSrtp, MediaEvent};
 use crate::bridge::{Bridge, Side};
 use crate::leg::LatchPolicy;
 use crate::ports::{PairGuard, PortPair};
@@ -25,10 +23,6 @@ use crate::stream::PROMPT_PACKET;
 
 /// Sockets per call: each leg's RTP and RTCP.
 pub(super) const SOCKETS: usize = 4;
-
-/// The most batches taken from one socket before the thread serves the
-/// others; what is left is read on the next turn of the loop.
-const BATCHES_PER_TURN: usize = 16;
 
 /// What the thread needs to open a call; sent from [`super::Relay::open_call`].
 pub(super) struct Opening {
@@ -140,14 +134,6 @@ impl Default for PromptScratch {
     }
 }
 
-/// How reading a socket ended.
-pub(super) enum Drained {
-    /// The socket's queue is empty.
-    Empty,
-    /// The turn's share was used up; datagrams may still wait.
-    More,
-}
-
 /// One live call.
 pub(super) struct Call {
     /// The id its owner knows it by.
@@ -163,9 +149,9 @@ pub(super) struct Call {
 }
 
 impl Call {
-    /// Takes the call's ports and registers its sockets for reading under
-    /// tokens `slot * 4 ..= slot * 4 + 3`.
-    pub fn open(opening: Opening, registry: &Registry, slot: usize) -> io::Result<Call> {
+    /// Takes the call's ports and registers its sockets for reading
+    /// (level-triggered) under tokens `slot * 4 ..= slot * 4 + 3`.
+    pub fn open(opening: Opening, poll: &Epoll, slot: usize) -> io::Result<Call> {
         let Opening {
             id,
             caller,
@@ -175,18 +161,14 @@ impl Call {
             events,
             on_shard,
         } = opening;
-        let mut sockets = CallSockets {
-            all: [
-                UdpSocket::from_std(caller.rtp),
-                UdpSocket::from_std(callee.rtp),
-                UdpSocket::from_std(caller.rtcp),
-                UdpSocket::from_std(callee.rtcp),
-            ],
+        let sockets = CallSockets {
+            all: [caller.rtp, callee.rtp, caller.rtcp, callee.rtcp],
             guards: [caller.guard, callee.guard],
             announced,
         };
-        for (index, socket) in sockets.all.iter_mut().enumerate() {
-            registry.register(socket, Token(slot * SOCKETS + index), Interest::READABLE)?;
+        for (index, socket) in sockets.all.iter().enumerate() {
+            let token = u64::try_from(slot * SOCKETS + index).map_err(io::Error::other)?;
+            poll.add(socket, EpollEvent::new(EpollFlags::EPOLLIN, token))?;
         }
         Ok(Call {
             id,
@@ -201,9 +183,9 @@ impl Call {
     }
 
     /// Takes the sockets out of the thread's poll before they close.
-    pub fn deregister(&mut self, registry: &Registry) {
-        for socket in &mut self.sockets.all {
-            let _ = registry.deregister(socket);
+    pub fn deregister(&mut self, poll: &Epoll) {
+        for socket in &self.sockets.all {
+            let _ = poll.delete(socket);
         }
     }
 
@@ -246,49 +228,29 @@ impl Call {
         None
     }
 
-    /// Relays what waits on socket `index` (see [`CallSockets`]) to the
-    /// other leg, batch by batch, up to the turn's share.
-    pub fn on_readable(&mut self, index: usize, batch: &mut Batch) -> Drained {
-        if index >= SOCKETS {
-            return Drained::Empty;
-        }
+    /// Relays one datagram waiting on socket `index` (see [`CallSockets`])
+    /// to the other leg; epoll reports the socket again while more wait.
+    pub fn on_readable(&mut self, index: usize, buffer: &mut [u8; DATAGRAM]) {
+        let Some(socket) = self.sockets.all.get(index) else {
+            return;
+        };
+        // Nothing waiting after all, or an error the socket reports about
+        // something it sent (an ICMP unreachable), which reading clears:
+        // nothing to relay this turn.
+        let Ok((len, source)) = socket.recv_from(buffer) else {
+            return;
+        };
         let side = if index.is_multiple_of(2) {
             Side::Caller
         } else {
             Side::Callee
         };
-        let rtcp = index >= 2;
-        let mut failures = 0;
-        for _ in 0..BATCHES_PER_TURN {
-            let got = match batch.receive(&self.sockets.all[index]) {
-                Ok(got) => got,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Drained::Empty,
-                // An error a UDP socket reports (an ICMP unreachable for
-                // something it sent) concerns one datagram; read on.
-                Err(_) => {
-                    failures += 1;
-                    if failures > 2 {
-                        return Drained::Empty;
-                    }
-                    continue;
-                }
-            };
-            for datagram in 0..got {
-                let Some((buffer, len, source)) = batch.datagram(datagram) else {
-                    continue;
-                };
-                let arrived = Arrived { side, source, len };
-                if rtcp {
-                    self.relay_rtcp(arrived, buffer);
-                } else {
-                    self.relay_rtp(arrived, buffer);
-                }
-            }
-            if got < BATCH {
-                return Drained::Empty;
-            }
+        let arrived = Arrived { side, source, len };
+        if index >= 2 {
+            self.relay_rtcp(arrived, buffer);
+        } else {
+            self.relay_rtp(arrived, buffer);
         }
-        Drained::More
     }
 
     /// The socket packets for `side` leave from: its leg's RTP or RTCP.

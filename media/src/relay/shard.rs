@@ -1,13 +1,24 @@
 //! One relay thread: a table of calls and the loop that serves them.
 //!
-//! The thread waits on one epoll instance (through mio, the reactor under
-//! tokio, used here directly) for every socket of every call it carries,
-//! for its inbox, and for the next timer; a readable socket is read in
-//! batches and each datagram relayed at once. A call is an entry in the
-//! table, not a task: no stack, no waker, no future per call, and a packet
-//! costs the system calls and the bridge's decision. Prompt frames are
-//! timed by a heap of due instants; the inactivity watch is one sweep of
-//! the table every half second.
+//! The thread waits on one epoll instance for every socket of every call
+//! it carries, for its inbox (an eventfd), and for the next timer. The
+//! sockets are registered level-triggered and a readable one is read once
+//! per turn: one `recvfrom`, the datagram relayed at once, and epoll
+//! reports the socket again while more wait. Edge-triggered readiness (as
+//! mio and tokio register) must read until the queue is empty, which costs
+//! a last read that only learns so; at 50 packets a second a socket
+//! almost never holds two, so that read was one more per packet (see
+//! BENCHMARKS.md, "Level-triggered readiness"). The thread's one receive
+//! buffer serves every call in turn.
+//!
+//! A call is an entry in the table, not a task: no stack, no waker, no
+//! future per call, and a packet costs the system calls and the bridge's
+//! decision. Prompt frames are timed by a heap of due instants; the
+//! inactivity watch is one sweep of the table every half second.
+//!
+//! epoll and eventfd come through `nix`, the maintained safe binding of
+//! the system calls (the workspace forbids `unsafe`); mio offers only
+//! edge-triggered registration.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -16,14 +27,18 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
-use mio::{Events, Poll, Token, Waker};
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
 
-use super::Control;
-use super::batch::Batch;
-use super::call::{Call, Drained, Opening, PromptScratch, SOCKETS};
+use super::call::{Call, Opening, PromptScratch, SOCKETS};
+use super::{Control, DATAGRAM};
 
 /// The inbox's token; calls' sockets take the tokens below it.
-const INBOX: Token = Token(usize::MAX);
+const INBOX: u64 = u64::MAX;
+
+/// The most readiness events taken from epoll in one wait.
+const EVENTS: usize = 1024;
 
 /// How often each call's inactivity watch is checked.
 const INACTIVITY_TICK: Duration = Duration::from_millis(500);
@@ -40,24 +55,25 @@ pub(super) enum Message {
     Stop,
 }
 
-/// Where a relay thread's messages go: a channel and the waker that makes
+/// Where a relay thread's messages go: a channel and the eventfd that makes
 /// its loop look at it.
 #[derive(Debug, Clone)]
 pub(super) struct Inbox {
     sender: Sender<Message>,
-    waker: Arc<Waker>,
+    waker: Arc<EventFd>,
 }
 
 impl Inbox {
     /// Hands the thread `message`; false when it has stopped.
     pub fn send(&self, message: Message) -> bool {
-        self.sender.send(message).is_ok() && self.waker.wake().is_ok()
+        self.sender.send(message).is_ok() && self.waker.write(1).is_ok()
     }
 }
 
 /// A relay thread's state, owned by the thread.
 pub(super) struct ShardLoop {
-    poll: Poll,
+    poll: Epoll,
+    waker: Arc<EventFd>,
     inbox: Receiver<Message>,
     /// Boxed: a call is 1.5 KiB, and a table that grows by doubling
     /// would keep up to as much again in empty slots.
@@ -68,26 +84,27 @@ pub(super) struct ShardLoop {
     /// skipped when they come up.
     prompts: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     next_sweep: Instant,
-    /// Sockets left with datagrams when their turn's share ran out.
-    unfinished: Vec<Token>,
     scratch: PromptScratch,
 }
 
 impl ShardLoop {
     /// A thread's loop and its inbox, before the thread starts.
     pub fn new() -> io::Result<(ShardLoop, Inbox)> {
-        let poll = Poll::new()?;
-        let waker = Arc::new(Waker::new(poll.registry(), INBOX)?);
+        let poll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        let waker = Arc::new(EventFd::from_flags(
+            EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC,
+        )?);
+        poll.add(&*waker, EpollEvent::new(EpollFlags::EPOLLIN, INBOX))?;
         let (sender, inbox) = std::sync::mpsc::channel();
         let shard = ShardLoop {
             poll,
+            waker: waker.clone(),
             inbox,
             calls: Vec::new(),
             free: Vec::new(),
             slots: HashMap::new(),
             prompts: BinaryHeap::new(),
             next_sweep: Instant::now() + INACTIVITY_TICK,
-            unfinished: Vec::new(),
             scratch: PromptScratch::default(),
         };
         Ok((shard, Inbox { sender, waker }))
@@ -95,36 +112,30 @@ impl ShardLoop {
 
     /// Serves the calls until told to stop (or every inbox is gone).
     pub fn run(mut self) {
-        let mut events = Events::with_capacity(1024);
-        // Made on the thread: the kernel's message headers hold pointers
-        // into its buffers and do not move between threads.
-        let mut batch = Batch::default();
-        // Sockets the last turn left unfinished, read first; the two lists
-        // trade places each turn, so neither is reallocated.
-        let mut retry = Vec::new();
+        let mut events = vec![EpollEvent::empty(); EVENTS];
+        let mut buffer = Box::new([0; DATAGRAM]);
         // One clock read per turn: the time after it is the next one's
         // start.
         let mut now = Instant::now();
         loop {
-            if let Err(e) = self.poll.poll(&mut events, Some(self.timeout(now))) {
-                if e.kind() == io::ErrorKind::Interrupted {
+            let ready = match self.poll.wait(&mut events, self.timeout(now)) {
+                Ok(ready) => ready,
+                Err(Errno::EINTR) => {
                     now = Instant::now();
                     continue;
                 }
-                tracing::error!(error = %e, "media relay thread cannot wait for its sockets");
-                return;
-            }
-            std::mem::swap(&mut retry, &mut self.unfinished);
-            for token in retry.drain(..) {
-                self.readable(token, &mut batch);
-            }
-            for event in events.iter() {
-                if event.token() == INBOX {
+                Err(e) => {
+                    tracing::error!(error = %e, "media relay thread cannot wait for its sockets");
+                    return;
+                }
+            };
+            for event in events.iter().take(ready) {
+                if event.data() == INBOX {
                     if !self.read_inbox() {
                         return;
                     }
-                } else {
-                    self.readable(event.token(), &mut batch);
+                } else if let Ok(token) = usize::try_from(event.data()) {
+                    self.readable(token, &mut buffer);
                 }
             }
             now = Instant::now();
@@ -139,27 +150,27 @@ impl ShardLoop {
     }
 
     /// How long the loop may sleep: until the next prompt frame or sweep,
-    /// or not at all while a socket is unfinished.
-    fn timeout(&self, now: Instant) -> Duration {
-        if !self.unfinished.is_empty() {
-            return Duration::ZERO;
-        }
+    /// rounded up to epoll's millisecond (rounded down, the loop would
+    /// wake before the frame is due and spin until it is).
+    fn timeout(&self, now: Instant) -> EpollTimeout {
         let mut until = self.next_sweep;
         if let Some(Reverse((at, _, _))) = self.prompts.peek() {
             until = until.min(*at);
         }
-        until.saturating_duration_since(now)
+        let millis = until
+            .saturating_duration_since(now)
+            .as_micros()
+            .div_ceil(1000);
+        EpollTimeout::from(u16::try_from(millis).unwrap_or(u16::MAX))
     }
 
-    /// Relays what waits on the socket behind `token`.
-    fn readable(&mut self, token: Token, batch: &mut Batch) {
-        let slot = token.0 / SOCKETS;
+    /// Relays a datagram waiting on the socket behind `token`.
+    fn readable(&mut self, token: usize, buffer: &mut [u8; DATAGRAM]) {
+        let slot = token / SOCKETS;
         let Some(Some(call)) = self.calls.get_mut(slot) else {
             return;
         };
-        if let Drained::More = call.on_readable(token.0 % SOCKETS, batch) {
-            self.unfinished.push(token);
-        }
+        call.on_readable(token % SOCKETS, buffer);
         Self::arm_prompt(&mut self.prompts, slot, call);
     }
 
@@ -199,6 +210,9 @@ impl ShardLoop {
 
     /// Takes every message waiting; false when the thread must stop.
     fn read_inbox(&mut self) -> bool {
+        // Reset before reading the channel: a message sent after this
+        // writes the eventfd again, so none waits unseen.
+        let _ = self.waker.read();
         loop {
             match self.inbox.try_recv() {
                 Ok(Message::Open(opening)) => self.open(*opening),
@@ -215,7 +229,7 @@ impl ShardLoop {
     fn open(&mut self, opening: Opening) {
         let id = opening.id;
         let slot = self.free.pop().unwrap_or(self.calls.len());
-        match Call::open(opening, self.poll.registry(), slot) {
+        match Call::open(opening, &self.poll, slot) {
             Ok(call) => {
                 if slot == self.calls.len() {
                     self.calls.push(Some(Box::new(call)));
@@ -259,7 +273,7 @@ impl ShardLoop {
     fn end(&mut self, id: u64) -> Option<Box<Call>> {
         let slot = self.slots.remove(&id)?;
         let mut call = self.calls.get_mut(slot)?.take()?;
-        call.deregister(self.poll.registry());
+        call.deregister(&self.poll);
         self.free.push(slot);
         Some(call)
     }

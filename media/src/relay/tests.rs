@@ -433,10 +433,10 @@ async fn an_srtp_leg_is_opened_and_sealed_and_tampered_packets_are_counted() {
     assert_eq!(stats.callee.srtp_refused, 0);
 }
 
-/// A socket with more datagrams waiting than one turn takes (16 batches
-/// of 8) is read again on the next turn, with no new packet to wake it:
-/// epoll reports a socket once per edge, so what the turn left would
-/// otherwise wait for the party's next packet.
+/// A socket with a backlog (a turn reads one datagram per socket) is read
+/// again on every turn until it is empty, with no new packet to wake it:
+/// were it registered edge-triggered, what the first turn left would wait
+/// for the party's next packet.
 #[test]
 fn a_backlog_longer_than_a_turn_is_relayed_without_a_new_packet() {
     let relay = relay();
