@@ -22,6 +22,13 @@
 //! when it is installed (Debian's `rtpengine-daemon`), and through ours,
 //! one after the other.
 //!
+//! `relay-bench daemon [SECONDS] [ROUNDS] [CALLS...]` does the same with
+//! ours as the real daemon (its release build, `RELAY_THREADS` relay
+//! threads): one booking per call through its API, every call set up in
+//! SIP (the caller's INVITE and the expert's answer naming the
+//! generator's sockets), CPU per packet from the daemon's `tb-media-N`
+//! threads, and its resident memory per live call.
+//!
 //! `relay-bench srtp [SECONDS] [ROUNDS] [CALLS...]` runs the calls with
 //! plain RTP and with SRTP on both legs (AES_CM_128_HMAC_SHA1_80, the
 //! parties encrypting and decrypting with their own keys, the relay
@@ -57,6 +64,8 @@ use tollbridge_media::sdp::{Codec, Direction};
 use tollbridge_media::srtp::{MasterKey, Protector, Suite, Unprotector};
 use tollbridge_media::stream::{FRAME as PROMPT_FRAME, OutStream, PROMPT_PACKET, PromptMode};
 
+#[path = "relay_bench/daemon.rs"]
+mod daemon;
 #[path = "relay_bench/floor.rs"]
 mod floor;
 #[path = "relay_bench/memory.rs"]
@@ -576,7 +585,11 @@ fn main() {
         return;
     }
     if std::env::args().nth(1).as_deref() == Some("floor") {
-        peers::side_by_side(&runtime, &relay, threads, ticks);
+        peers::side_by_side(&runtime, &relay, threads, ticks, peers::Ours::InProcess);
+        return;
+    }
+    if std::env::args().nth(1).as_deref() == Some("daemon") {
+        peers::side_by_side(&runtime, &relay, threads, ticks, peers::Ours::Daemon);
         return;
     }
     println!(

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use tollbridge_media::relay::Relay;
 
+use super::daemon::DaemonRelay;
 use super::floor::Floor;
 use super::memory::idle_party;
 use super::rtpengine::{self, Rtpengine};
@@ -19,6 +20,8 @@ const RTPENGINE_PORTS: (u16, u16) = (24_000, 32_000);
 pub enum Other<'a> {
     Floor(&'a Floor),
     Rtpengine(&'a Rtpengine),
+    /// Ours, as the real daemon with calls set up in SIP.
+    Daemon(&'a DaemonRelay),
 }
 
 impl Other<'_> {
@@ -28,6 +31,7 @@ impl Other<'_> {
         match self {
             Other::Floor(floor) => floor.addresses(index),
             Other::Rtpengine(rtpengine) => rtpengine.route(index, a, b),
+            Other::Daemon(daemon) => daemon.route(index, a, b),
         }
     }
 
@@ -36,6 +40,7 @@ impl Other<'_> {
         match self {
             Other::Floor(floor) => floor.cpu_seconds(ticks),
             Other::Rtpengine(rtpengine) => rtpengine.cpu_seconds(ticks),
+            Other::Daemon(daemon) => daemon.cpu_seconds(ticks),
         }
     }
 }
@@ -49,10 +54,27 @@ fn through(other: Other<'_>) -> Path<'_> {
     }
 }
 
+/// Which of ours runs beside the floor and rtpengine.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Ours {
+    /// The daemon's `Relay` in the bench's process, calls opened directly
+    /// (`relay-bench floor`).
+    InProcess,
+    /// The real daemon, calls set up in SIP (`relay-bench daemon`).
+    Daemon,
+}
+
 /// The C floor, rtpengine (when installed) and our relay, one after the
-/// other at each size and round (`relay-bench floor [SECONDS] [ROUNDS]
-/// [CALLS...]`): CPU per relayed packet of each, and the ratios of ours.
-pub fn side_by_side(runtime: &tokio::runtime::Runtime, relay: &Relay, threads: usize, ticks: f64) {
+/// other at each size and round (`relay-bench floor|daemon [SECONDS]
+/// [ROUNDS] [CALLS...]`): CPU per relayed packet of each, and the ratios
+/// of ours; with the daemon, its resident memory per live call too.
+pub fn side_by_side(
+    runtime: &tokio::runtime::Runtime,
+    relay: &Relay,
+    threads: usize,
+    ticks: f64,
+    which: Ours,
+) {
     let mut args = std::env::args().skip(2);
     let seconds: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(10);
     let rounds: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(2);
@@ -69,6 +91,12 @@ pub fn side_by_side(runtime: &tokio::runtime::Runtime, relay: &Relay, threads: u
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     let per_packet = |o: &Outcome| o.relay_cpu * 1e6 / o.received.max(1) as f64;
+    let ours_name = match which {
+        Ours::InProcess => "tollbridge",
+        Ours::Daemon => "tollbridge daemon",
+    };
+    // The daemon's (calls, RSS idle with the bookings, RSS with the calls up).
+    let mut memory = Vec::new();
     for calls in sizes {
         for _ in 0..rounds {
             let floor = Floor::start(FLOOR_PORTS, calls);
@@ -88,13 +116,26 @@ pub fn side_by_side(runtime: &tokio::runtime::Runtime, relay: &Relay, threads: u
                     ticks,
                 ))
             });
-            let ours = runtime.block_on(run(Some(relay), calls, seconds, ticks, None));
+            let ours = match which {
+                Ours::InProcess => runtime.block_on(run(Some(relay), calls, seconds, ticks, None)),
+                Ours::Daemon => {
+                    let daemon = DaemonRelay::start(calls, threads);
+                    let outcome = runtime.block_on(run_through(
+                        through(Other::Daemon(&daemon)),
+                        calls,
+                        seconds,
+                        ticks,
+                    ));
+                    memory.push((calls, daemon.idle_rss_kib, daemon.rss_kib()));
+                    outcome
+                }
+            };
             let floor_cost = per_packet(&below);
             let mut rows = vec![("C floor", &below)];
             if let Some(theirs) = &theirs {
                 rows.push(("rtpengine", theirs));
             }
-            rows.push(("tollbridge", &ours));
+            rows.push((ours_name, &ours));
             for (name, outcome) in rows {
                 let loss = 100.0 * (outcome.sent - outcome.received.min(outcome.sent)) as f64
                     / outcome.sent.max(1) as f64;
@@ -103,7 +144,7 @@ pub fn side_by_side(runtime: &tokio::runtime::Runtime, relay: &Relay, threads: u
                     _ => format!("{:.2}", per_packet(outcome) / floor_cost.max(1e-9)),
                 };
                 let over_rtpengine = match (name, &theirs) {
-                    ("tollbridge", Some(theirs)) => {
+                    (name, Some(theirs)) if name == ours_name => {
                         format!("{:.2}", per_packet(&ours) / per_packet(theirs).max(1e-9))
                     }
                     _ => "-".to_string(),
@@ -116,6 +157,18 @@ pub fn side_by_side(runtime: &tokio::runtime::Runtime, relay: &Relay, threads: u
                     outcome.p99_us,
                 );
             }
+        }
+    }
+    if !memory.is_empty() {
+        println!(
+            "\n| daemon: calls up | RSS idle with the bookings KiB | with the calls up KiB | per live call KiB |"
+        );
+        println!("|---|---|---|---|");
+        for (calls, idle, up) in memory {
+            println!(
+                "| {calls} | {idle} | {up} | {:.1} |",
+                up.saturating_sub(idle) as f64 / calls as f64
+            );
         }
     }
 }

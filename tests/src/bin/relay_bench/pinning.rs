@@ -53,3 +53,18 @@ pub fn floor(pid: u32) {
         pin(pid as i32, RELAY_CPU);
     }
 }
+
+/// Pins every thread of process `pid` (the daemon) to the relay's CPU.
+pub fn process(pid: u32) {
+    if !enabled() {
+        return;
+    }
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("/proc")
+        .flatten()
+    {
+        if let Some(task) = entry.file_name().to_str().and_then(|t| t.parse().ok()) {
+            pin(task, RELAY_CPU);
+        }
+    }
+}
