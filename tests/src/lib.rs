@@ -570,6 +570,14 @@ pub fn http_exchange(
     })
 }
 
+/// Now plus `offset` in RFC 3339, as the booking API takes a window's
+/// ends.
+pub fn rfc3339(offset: time::Duration) -> String {
+    (time::OffsetDateTime::now_utc() + offset)
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("a date within RFC 3339's years")
+}
+
 /// A config for tests: every listener on an ephemeral loopback port and
 /// JSON logs; `http_keys` go into `[http]`, `sections` are appended.
 pub fn test_config(http_keys: &str, sections: &str) -> String {

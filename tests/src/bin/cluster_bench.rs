@@ -22,16 +22,10 @@
 use std::time::{Duration, Instant};
 
 use tollbridge_e2e::postgres::PostgresServer;
-use tollbridge_e2e::{Daemon, SippPeer, test_config};
+use tollbridge_e2e::{Daemon, SippPeer, rfc3339, test_config};
 
 const TOKEN: &str = "cluster-bench-token-0123456789";
 const NUMBER: &str = "+81500000007";
-
-fn rfc3339(offset: time::Duration) -> String {
-    (time::OffsetDateTime::now_utc() + offset)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap()
-}
 
 /// A daemon on `database` (a `[database]` section body), media on
 /// `ports`, with more sections.

@@ -21,7 +21,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tollbridge_e2e::{Daemon, scenario_path, test_config};
+use tollbridge_e2e::{Daemon, rfc3339, scenario_path, test_config};
 
 #[path = "soak/live.rs"]
 mod live;
@@ -45,12 +45,6 @@ fn calls_ended(daemon: &Daemon) -> u64 {
         .filter(|l| l.starts_with("tollbridge_calls_total{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
-}
-
-fn rfc3339(offset: time::Duration) -> String {
-    (time::OffsetDateTime::now_utc() + offset)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap()
 }
 
 fn called(n: u64) -> String {

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 pub use std::time::{Duration, Instant};
 
 pub use serde_json::{Value, json};
-pub use tollbridge_e2e::{Daemon, SippPeer, test_config};
+pub use tollbridge_e2e::{Daemon, SippPeer, rfc3339, test_config};
 
 pub const TOKEN: &str = "bridge-test-token-0123456789";
 pub const NUMBER: &str = "+81500000001";
@@ -115,12 +115,6 @@ pub fn start_daemon_as(options: tollbridge_e2e::DaemonOptions) -> Daemon {
         daemon.logs()
     );
     daemon
-}
-
-pub fn rfc3339(offset: time::Duration) -> String {
-    (time::OffsetDateTime::now_utc() + offset)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap()
 }
 
 /// Creates a booking on [`NUMBER`] (cap 600 s) and returns its id.

@@ -16,7 +16,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use tollbridge_e2e::phone::{Message, Phone};
-use tollbridge_e2e::{Daemon, DaemonOptions, test_config};
+use tollbridge_e2e::{Daemon, DaemonOptions, rfc3339, test_config};
 
 const TOKEN: &str = "relay-bench-token-0123456789abcdef";
 
@@ -44,12 +44,6 @@ fn called(index: usize) -> String {
 
 fn calling(index: usize) -> String {
     format!("+8190{index:09}")
-}
-
-fn rfc3339(offset: time::Duration) -> String {
-    (time::OffsetDateTime::now_utc() + offset)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap()
 }
 
 /// An SDP naming `party` for PCMU with telephone-event on 101.
