@@ -183,7 +183,7 @@ impl Call {
     }
 
     /// Takes the sockets out of the thread's poll before they close.
-    pub fn deregister(&mut self, poll: &Epoll) {
+    pub fn deregister(&self, poll: &Epoll) {
         for socket in &self.sockets.all {
             let _ = poll.delete(socket);
         }

@@ -272,7 +272,7 @@ impl ShardLoop {
     /// Takes the call out of the table and the poll; the caller drops it.
     fn end(&mut self, id: u64) -> Option<Box<Call>> {
         let slot = self.slots.remove(&id)?;
-        let mut call = self.calls.get_mut(slot)?.take()?;
+        let call = self.calls.get_mut(slot)?.take()?;
         call.deregister(&self.poll);
         self.free.push(slot);
         Some(call)
