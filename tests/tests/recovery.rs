@@ -38,7 +38,7 @@ fn talking_calls(daemon: &Daemon) -> Vec<Value> {
 
 #[test]
 fn after_a_crash_every_old_party_is_hung_up_and_no_old_packet_reaches_a_new_call() {
-    let sip_port = free_udp_port();
+    let sip_port = tollbridge_e2e::free_port("127.0.0.1");
     // 400 ports: 100 pairs for the old calls, 100 for the new ones, and a
     // quarantine longer than the test so a released pair is never reused.
     let first = 20000 + (std::process::id() % 6) as u16 * 2000 + 1400;

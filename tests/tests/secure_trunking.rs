@@ -140,7 +140,10 @@ fn after_a_crash_a_tls_callee_is_hung_up_on_a_connection_checked_by_the_name_dia
     // a real restart does.
     let config = tls_daemon_config(&ca, &ours, "").replace(
         "\"udp:127.0.0.1:0\"",
-        &format!("\"udp:127.0.0.1:{}\"", free_udp_port()),
+        &format!(
+            "\"udp:127.0.0.1:{}\"",
+            tollbridge_e2e::free_port("127.0.0.1")
+        ),
     );
     let daemon = start_daemon_as(tollbridge_e2e::DaemonOptions {
         config: Some(config),

@@ -96,16 +96,6 @@ pub fn tls_daemon_config(
     )
 }
 
-/// A UDP port free right now on 127.0.0.1 (a SIP listener that must come
-/// back on the same port after a crash, as a real restart does).
-pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A daemon started as `options` say, once its SIP edge listens.
 pub fn start_daemon_as(options: tollbridge_e2e::DaemonOptions) -> Daemon {
     let daemon = Daemon::start_with(options);
