@@ -251,7 +251,9 @@ impl Phone {
         }
     }
 
-    fn send(&self, text: &str, to: SocketAddr) {
+    /// Sends `text` as it is to `to` (over TCP, on its connection): a
+    /// request the phone does not build itself.
+    pub fn send(&self, text: &str, to: SocketAddr) {
         match &self.link {
             Link::Udp(socket) => {
                 let _ = socket.send_to(text.as_bytes(), to);

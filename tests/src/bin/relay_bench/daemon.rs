@@ -7,12 +7,13 @@
 //! naming the other party socket, ACKs both ways. The generator then
 //! sends to the relay ports the daemon wrote in its two SDPs.
 //!
-//! The caller is written here, not SIPp: the bench must learn, call by
-//! call, which relay port the daemon chose for each leg, which SIPp's
-//! screen does not say. The expert is the suite's test phone.
+//! The caller's requests are written here, not by SIPp: the bench must
+//! learn, call by call, which relay port the daemon chose for each leg,
+//! which SIPp's screen does not say. Both parties are the suite's test
+//! phone.
 
 use std::cell::RefCell;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tollbridge_e2e::phone::{Message, Phone};
@@ -31,8 +32,8 @@ const MEDIA_PORTS: &str = "2000-11999";
 pub struct DaemonRelay {
     daemon: Daemon,
     sip: SocketAddr,
-    caller: UdpSocket,
-    /// Borrowed by [`DaemonRelay::route`], one call at a time.
+    /// Both borrowed by [`DaemonRelay::route`], one call at a time.
+    caller: RefCell<Phone>,
     expert: RefCell<Phone>,
     /// The daemon's VmRSS once the bookings were made, before any call.
     pub idle_rss_kib: u64,
@@ -111,13 +112,11 @@ impl DaemonRelay {
                 daemon.api("POST", "/v1/bookings", TOKEN, Some(&booking.to_string()));
             assert_eq!(status, 201, "{body}");
         }
-        let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
-        caller.set_read_timeout(Some(STEP)).unwrap();
         let idle_rss_kib = tollbridge_e2e::procfs::rss_kib(daemon.pid()).unwrap();
         DaemonRelay {
             daemon,
             sip,
-            caller,
+            caller: RefCell::new(Phone::new("caller", sip)),
             expert: RefCell::new(expert),
             idle_rss_kib,
         }
@@ -126,7 +125,8 @@ impl DaemonRelay {
     /// Sets up call `index` in SIP, the caller party at `a` and the
     /// expert's at `b`: where `a` sends and where `b` sends.
     pub fn route(&self, index: usize, a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
-        let local = self.caller.local_addr().unwrap();
+        let mut caller = self.caller.borrow_mut();
+        let local = caller.addr;
         let call_id = format!("bench-{index}-{}", std::process::id());
         let (to, from) = (called(index), calling(index));
         let offer = sdp("caller", a);
@@ -144,7 +144,7 @@ impl DaemonRelay {
             sip = self.sip,
             length = offer.len(),
         );
-        self.caller.send_to(invite.as_bytes(), self.sip).unwrap();
+        caller.send(&invite, self.sip);
 
         let mut expert = self.expert.borrow_mut();
         let to_expert = expert
@@ -153,7 +153,7 @@ impl DaemonRelay {
         let callee_port = media_address(to_expert.body());
         expert.respond(&to_expert, 200, Some(&sdp("expert", b)));
 
-        let answer = self.final_response(&call_id);
+        let answer = final_response(&mut caller, &call_id);
         assert_eq!(answer.status(), Some(200), "{}", answer.text);
         let caller_port = media_address(answer.body());
         let contact = answer
@@ -172,32 +172,11 @@ impl DaemonRelay {
              Content-Length: 0\r\n\r\n",
             answered_to = answer.header("To").unwrap_or_default(),
         );
-        self.caller.send_to(ack.as_bytes(), self.sip).unwrap();
+        caller.send(&ack, self.sip);
         expert
             .next_request("ACK", STEP)
             .expect("the daemon's ACK to the expert");
         (caller_port, callee_port)
-    }
-
-    /// The caller's final response to the INVITE of `call_id`.
-    fn final_response(&self, call_id: &str) -> Message {
-        let deadline = Instant::now() + STEP;
-        let mut buf = vec![0u8; 65_535];
-        while Instant::now() < deadline {
-            let Ok((n, source)) = self.caller.recv_from(&mut buf) else {
-                break;
-            };
-            let message = Message {
-                text: String::from_utf8_lossy(&buf[..n]).into_owned(),
-                source,
-            };
-            if message.header("Call-ID") == Some(call_id)
-                && message.status().is_some_and(|s| s >= 200)
-            {
-                return message;
-            }
-        }
-        panic!("no final answer to {call_id} within {STEP:?}");
     }
 
     /// The `tb-media-N` threads' user+sys CPU seconds so far.
@@ -218,4 +197,16 @@ impl DaemonRelay {
     pub fn rss_kib(&self) -> u64 {
         tollbridge_e2e::procfs::rss_kib(self.daemon.pid()).unwrap()
     }
+}
+
+/// The final response to the INVITE of `call_id` that reaches `caller`.
+fn final_response(caller: &mut Phone, call_id: &str) -> Message {
+    let deadline = Instant::now() + STEP;
+    while let Some(message) = caller.next(deadline.saturating_duration_since(Instant::now())) {
+        if message.header("Call-ID") == Some(call_id) && message.status().is_some_and(|s| s >= 200)
+        {
+            return message;
+        }
+    }
+    panic!("no final answer to {call_id} within {STEP:?}");
 }
