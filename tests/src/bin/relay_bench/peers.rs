@@ -98,34 +98,21 @@ pub fn side_by_side(
     // The daemon's (calls, RSS idle with the bookings, RSS with the calls up).
     let mut memory = Vec::new();
     for calls in sizes {
+        let run_other =
+            |other: Other<'_>| runtime.block_on(run_through(through(other), calls, seconds, ticks));
         for _ in 0..rounds {
-            let floor = Floor::start(FLOOR_PORTS, calls);
-            let below = runtime.block_on(run_through(
-                through(Other::Floor(&floor)),
-                calls,
-                seconds,
-                ticks,
-            ));
-            drop(floor);
+            let below = run_other(Other::Floor(&Floor::start(FLOOR_PORTS, calls)));
             let theirs = with_rtpengine.then(|| {
-                let rtpengine = Rtpengine::start(threads, RTPENGINE_PORTS);
-                runtime.block_on(run_through(
-                    through(Other::Rtpengine(&rtpengine)),
-                    calls,
-                    seconds,
-                    ticks,
-                ))
+                run_other(Other::Rtpengine(&Rtpengine::start(
+                    threads,
+                    RTPENGINE_PORTS,
+                )))
             });
             let ours = match which {
                 Ours::InProcess => runtime.block_on(run(Some(relay), calls, seconds, ticks, None)),
                 Ours::Daemon => {
                     let daemon = DaemonRelay::start(calls, threads);
-                    let outcome = runtime.block_on(run_through(
-                        through(Other::Daemon(&daemon)),
-                        calls,
-                        seconds,
-                        ticks,
-                    ));
+                    let outcome = run_other(Other::Daemon(&daemon));
                     memory.push((calls, daemon.idle_rss_kib, daemon.rss_kib()));
                     outcome
                 }
