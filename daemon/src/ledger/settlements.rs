@@ -141,8 +141,9 @@ pub(super) fn insert_keyed(
 /// which claims it for [`CLAIM_LEASE_MS`]; false (nothing changed) when
 /// another node's claim on it still runs (that node sends it, not this
 /// one) or when it has concluded meanwhile (a fee hold dropped as not
-/// needed after the worker picked it up must not go out). Unless an outcome is recorded first, the reconciler reads it back
-/// from Stripe after 5 minutes (at once after a restart).
+/// needed after the worker picked it up must not go out). Unless an
+/// outcome is recorded first, the reconciler reads it back from Stripe
+/// after 5 minutes (at once after a restart).
 pub(super) fn mark_sent(
     db: &mut dyn Db,
     id: &str,
