@@ -237,7 +237,13 @@ impl Bridge {
         }
         let event_type = from.peer().telephone_event;
         let is_event = event_type == Some(header.payload_type);
-        let arrival = ((now.saturating_duration_since(self.origin).as_micros() * 8 / 1000)
+        let since = now.saturating_duration_since(self.origin);
+        // 8 kHz units, in u64: `as_micros` is u128, and dividing one is a
+        // library call per packet.
+        let arrival = (since
+            .as_secs()
+            .wrapping_mul(8000)
+            .wrapping_add(u64::from(since.subsec_micros()) / 125)
             & 0xffff_ffff) as u32;
         from.on_rtp_received(header, packet.len(), arrival, !is_event, now);
         let key = if is_event {

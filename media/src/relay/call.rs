@@ -229,8 +229,9 @@ impl Call {
     }
 
     /// Relays one datagram waiting on socket `index` (see [`CallSockets`])
-    /// to the other leg; epoll reports the socket again while more wait.
-    pub fn on_readable(&mut self, index: usize, buffer: &mut [u8; DATAGRAM]) {
+    /// to the other leg, as arrived at `now`; epoll reports the socket
+    /// again while more wait.
+    pub fn on_readable(&mut self, index: usize, buffer: &mut [u8; DATAGRAM], now: Instant) {
         let Some(socket) = self.sockets.all.get(index) else {
             return;
         };
@@ -245,7 +246,12 @@ impl Call {
         } else {
             Side::Callee
         };
-        let arrived = Arrived { side, source, len };
+        let arrived = Arrived {
+            side,
+            source,
+            len,
+            now,
+        };
         if index >= 2 {
             self.relay_rtcp(arrived, buffer);
         } else {
@@ -264,12 +270,16 @@ impl Call {
     /// bridge, recorded, and sealed for the other leg when that one is
     /// SRTP.
     fn relay_rtp(&mut self, arrived: Arrived, buffer: &mut [u8]) {
-        let Arrived { side, source, len } = arrived;
+        let Arrived {
+            side,
+            source,
+            len,
+            now,
+        } = arrived;
         let Some(len) = self.srtp.open(side, buffer, len, false) else {
             self.bridge.on_srtp_refused(side);
             return;
         };
-        let now = Instant::now();
         let verdict = self.bridge.on_rtp(side, source, &mut buffer[..len], now);
         if let (Some(tap), Some(audio)) = (&self.recording, verdict.audio)
             && let Some(payload) = buffer.get(audio.payload_offset..audio.payload_end)
@@ -295,12 +305,17 @@ impl Call {
 
     /// An RTCP datagram, opened and sealed as [`Call::relay_rtp`] does.
     fn relay_rtcp(&mut self, arrived: Arrived, buffer: &mut [u8]) {
-        let Arrived { side, source, len } = arrived;
+        let Arrived {
+            side,
+            source,
+            len,
+            now,
+        } = arrived;
         let Some(len) = self.srtp.open(side, buffer, len, true) else {
             self.bridge.on_srtp_refused(side);
             return;
         };
-        let Some(target) = self.bridge.on_rtcp(side, source, Instant::now()) else {
+        let Some(target) = self.bridge.on_rtcp(side, source, now) else {
             return;
         };
         if let Some(len) = self.srtp.seal(side.other(), buffer, len, true) {
@@ -344,6 +359,8 @@ struct Arrived {
     side: Side,
     source: SocketAddr,
     len: usize,
+    /// When the thread learnt it was waiting.
+    now: Instant,
 }
 
 /// Hands the recording the prompt frame just sent to `side`: the prompt

@@ -114,8 +114,10 @@ impl ShardLoop {
     pub fn run(mut self) {
         let mut events = vec![EpollEvent::empty(); EVENTS];
         let mut buffer = Box::new([0; DATAGRAM]);
-        // One clock read per turn: the time after it is the next one's
-        // start.
+        // Two clock reads per turn, none per packet: every datagram epoll
+        // reports arrived before it returned, so the time it returned is
+        // their arrival time (and their cut is judged by it); the time
+        // after the batch times the prompts and the next wait.
         let mut now = Instant::now();
         loop {
             let ready = match self.poll.wait(&mut events, self.timeout(now)) {
@@ -129,13 +131,14 @@ impl ShardLoop {
                     return;
                 }
             };
+            let arrived = Instant::now();
             for event in events.iter().take(ready) {
                 if event.data() == INBOX {
                     if !self.read_inbox() {
                         return;
                     }
                 } else if let Ok(token) = usize::try_from(event.data()) {
-                    self.readable(token, &mut buffer);
+                    self.readable(token, &mut buffer, arrived);
                 }
             }
             now = Instant::now();
@@ -164,14 +167,15 @@ impl ShardLoop {
         EpollTimeout::from(u16::try_from(millis).unwrap_or(u16::MAX))
     }
 
-    /// Relays a datagram waiting on the socket behind `token`.
-    fn readable(&mut self, token: usize, buffer: &mut [u8; DATAGRAM]) {
+    /// Relays a datagram waiting on the socket behind `token`. A packet
+    /// never moves a call's prompt frames (only commands and the frames
+    /// themselves do), so the prompt timer is not looked at here.
+    fn readable(&mut self, token: usize, buffer: &mut [u8; DATAGRAM], now: Instant) {
         let slot = token / SOCKETS;
         let Some(Some(call)) = self.calls.get_mut(slot) else {
             return;
         };
-        call.on_readable(token % SOCKETS, buffer);
-        Self::arm_prompt(&mut self.prompts, slot, call);
+        call.on_readable(token % SOCKETS, buffer, now);
     }
 
     /// Puts the call's next prompt frame on the heap when it changed.
