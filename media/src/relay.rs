@@ -353,6 +353,7 @@ impl Drop for CallMedia {
 }
 
 mod call;
+mod sender;
 mod shard;
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use std::time::Instant;
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 use tokio::sync::oneshot;
 
+use super::sender::ConnectedSender;
 use super::{CallStats, Control, DATAGRAM, LegSrtp, MediaEvent};
 use crate::bridge::{Bridge, Side};
 use crate::leg::LatchPolicy;
@@ -21,8 +22,12 @@ use crate::prompt::FRAME_SAMPLES;
 use crate::recording::{RecordingTap, Source};
 use crate::stream::PROMPT_PACKET;
 
-/// Sockets per call: each leg's RTP and RTCP.
-pub(super) const SOCKETS: usize = 4;
+/// Tokens per call: each leg's RTP and RTCP socket, and each leg's
+/// connected sender.
+pub(super) const SOCKETS: usize = 6;
+
+/// The token index of the caller's connected sender (the callee's is next).
+const SENDERS: usize = 4;
 
 /// What the thread needs to open a call; sent from [`super::Relay::open_call`].
 pub(super) struct Opening {
@@ -52,9 +57,12 @@ impl Drop for OnShard {
 }
 
 /// A call's sockets, in token order: caller RTP, callee RTP, caller RTCP,
-/// callee RTCP. A socket's peer on the other leg is at `index ^ 1`.
+/// callee RTCP, then each leg's connected sender (see [`ConnectedSender`])
+/// once made. A socket's peer on the other leg is at `index ^ 1`.
 struct CallSockets {
-    all: [UdpSocket; SOCKETS],
+    all: [UdpSocket; 4],
+    senders: [ConnectedSender; 2],
+    /// After the sockets: a pair goes back to the pool once closed.
     guards: [PairGuard; 2],
     announced: Arc<AtomicBool>,
 }
@@ -145,12 +153,14 @@ pub(super) struct Call {
     events: futures_channel::mpsc::UnboundedSender<MediaEvent>,
     /// The prompt frame time the thread's timer holds for this call.
     pub prompt_armed: Option<Instant>,
+    /// Its first token: `slot * SOCKETS`.
+    first_token: u64,
     _on_shard: OnShard,
 }
 
 impl Call {
     /// Takes the call's ports and registers its sockets for reading
-    /// (level-triggered) under tokens `slot * 4 ..= slot * 4 + 3`.
+    /// (level-triggered) under tokens from `slot * SOCKETS` on.
     pub fn open(opening: Opening, poll: &Epoll, slot: usize) -> io::Result<Call> {
         let Opening {
             id,
@@ -163,12 +173,16 @@ impl Call {
         } = opening;
         let sockets = CallSockets {
             all: [caller.rtp, callee.rtp, caller.rtcp, callee.rtcp],
+            senders: Default::default(),
             guards: [caller.guard, callee.guard],
             announced,
         };
-        for (index, socket) in sockets.all.iter().enumerate() {
-            let token = u64::try_from(slot * SOCKETS + index).map_err(io::Error::other)?;
-            poll.add(socket, EpollEvent::new(EpollFlags::EPOLLIN, token))?;
+        let first_token = u64::try_from(slot * SOCKETS).map_err(io::Error::other)?;
+        for (index, socket) in (0..).zip(&sockets.all) {
+            poll.add(
+                socket,
+                EpollEvent::new(EpollFlags::EPOLLIN, first_token + index),
+            )?;
         }
         Ok(Call {
             id,
@@ -178,13 +192,19 @@ impl Call {
             recording: None,
             events,
             prompt_armed: None,
+            first_token,
             _on_shard: on_shard,
         })
     }
 
     /// Takes the sockets out of the thread's poll before they close.
     pub fn deregister(&self, poll: &Epoll) {
-        for socket in &self.sockets.all {
+        let senders = self
+            .sockets
+            .senders
+            .iter()
+            .filter_map(ConnectedSender::socket);
+        for socket in self.sockets.all.iter().chain(senders) {
             let _ = poll.delete(socket);
         }
     }
@@ -230,9 +250,24 @@ impl Call {
 
     /// Relays one datagram waiting on socket `index` (see [`CallSockets`])
     /// to the other leg, as arrived at `now`; epoll reports the socket
-    /// again while more wait.
-    pub fn on_readable(&mut self, index: usize, buffer: &mut [u8; DATAGRAM], now: Instant) {
-        let Some(socket) = self.sockets.all.get(index) else {
+    /// again while more wait. `poll` watches a connected sender made for
+    /// the other leg.
+    pub fn on_readable(
+        &mut self,
+        index: usize,
+        buffer: &mut [u8; DATAGRAM],
+        now: Instant,
+        poll: &Epoll,
+    ) {
+        let socket = match index.checked_sub(SENDERS) {
+            None => self.sockets.all.get(index),
+            Some(leg) => self
+                .sockets
+                .senders
+                .get(leg)
+                .and_then(ConnectedSender::socket),
+        };
+        let Some(socket) = socket else {
             return;
         };
         // Nothing waiting after all, or an error the socket reports about
@@ -252,24 +287,44 @@ impl Call {
             len,
             now,
         };
-        if index >= 2 {
+        if matches!(index, 2 | 3) {
             self.relay_rtcp(arrived, buffer);
         } else {
-            self.relay_rtp(arrived, buffer);
+            self.relay_rtp(arrived, buffer, poll);
         }
     }
 
-    /// The socket packets for `side` leave from: its leg's RTP or RTCP.
-    fn out(&self, side: Side, rtcp: bool) -> &UdpSocket {
-        let index = side.index() + if rtcp { 2 } else { 0 };
-        &self.sockets.all[index]
+    /// Sends an RTP packet to `side`'s party at `target`: out of the leg's
+    /// connected sender when it reaches `target`, else out of its socket.
+    fn send_rtp(&self, side: Side, packet: &[u8], target: SocketAddr) {
+        // A full socket buffer drops the packet, as the network would.
+        let _ = match self.sockets.senders[side.index()].towards(target) {
+            Some(connected) => connected.send(packet),
+            None => self.sockets.all[side.index()].send_to(packet, target),
+        };
+    }
+
+    /// Points `side`'s connected sender at `target`, watching the socket
+    /// when it is new (the party's datagrams now arrive on it); one that
+    /// cannot be watched is given up, so they arrive on the leg's socket.
+    fn aim(&mut self, side: Side, target: SocketAddr, poll: &Epoll) {
+        let index = side.index();
+        let sender = &mut self.sockets.senders[index];
+        let Some(made) = sender.aim(&self.sockets.all[index], target) else {
+            return;
+        };
+        let token = self.first_token + (SENDERS + index) as u64;
+        if let Err(e) = poll.add(made, EpollEvent::new(EpollFlags::EPOLLIN, token)) {
+            tracing::warn!(error = %e, "cannot watch a connected sender; sending unconnected");
+            sender.give_up();
+        }
     }
 
     /// An RTP datagram in `buffer[..arrived.len]`: opened when its leg is
     /// SRTP (refused ones are counted and go no further), judged by the
     /// bridge, recorded, and sealed for the other leg when that one is
     /// SRTP.
-    fn relay_rtp(&mut self, arrived: Arrived, buffer: &mut [u8]) {
+    fn relay_rtp(&mut self, arrived: Arrived, buffer: &mut [u8], poll: &Epoll) {
         let Arrived {
             side,
             source,
@@ -296,10 +351,8 @@ impl Call {
         if let Some(target) = verdict.send_to
             && let Some(len) = self.srtp.seal(side.other(), buffer, len, false)
         {
-            // A full socket buffer drops the packet, as the network would.
-            let _ = self
-                .out(side.other(), false)
-                .send_to(&buffer[..len], target);
+            self.aim(side.other(), target, poll);
+            self.send_rtp(side.other(), &buffer[..len], target);
         }
     }
 
@@ -319,7 +372,8 @@ impl Call {
             return;
         };
         if let Some(len) = self.srtp.seal(side.other(), buffer, len, true) {
-            let _ = self.out(side.other(), true).send_to(&buffer[..len], target);
+            let rtcp = &self.sockets.all[2 + side.other().index()];
+            let _ = rtcp.send_to(&buffer[..len], target);
         }
     }
 
@@ -335,7 +389,7 @@ impl Call {
             while let Some((len, target)) = self.bridge.poll_prompt(side, now, frame, prompt_only) {
                 sealed[..len].copy_from_slice(&frame[..len]);
                 if let Some(len) = self.srtp.seal(side, sealed, len, false) {
-                    let _ = self.out(side, false).send_to(&sealed[..len], target);
+                    self.send_rtp(side, &sealed[..len], target);
                 }
                 if let Some(tap) = &self.recording {
                     record_prompt(tap, side, now, frame, prompt_only);

@@ -175,7 +175,7 @@ impl ShardLoop {
         let Some(Some(call)) = self.calls.get_mut(slot) else {
             return;
         };
-        call.on_readable(token % SOCKETS, buffer, now);
+        call.on_readable(token % SOCKETS, buffer, now, &self.poll);
     }
 
     /// Puts the call's next prompt frame on the heap when it changed.

@@ -5,6 +5,10 @@ use crate::sdp::Direction;
 use crate::stream::PromptMode;
 
 fn relay() -> Relay {
+    relay_latching(LatchPolicy::SignalledIp)
+}
+
+fn relay_latching(policy: LatchPolicy) -> Relay {
     // An ephemeral-looking range unlikely to collide; busy ports are skipped.
     let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let base = (probe.local_addr().unwrap().port() & !1).clamp(20000, 60000);
@@ -16,13 +20,7 @@ fn relay() -> Relay {
         std::time::Duration::ZERO,
     );
     // Two threads: every test here runs on a sharded relay.
-    Relay::start(
-        pool,
-        LatchPolicy::SignalledIp,
-        "127.0.0.1".parse().unwrap(),
-        2,
-    )
-    .unwrap()
+    Relay::start(pool, policy, "127.0.0.1".parse().unwrap(), 2).unwrap()
 }
 
 fn peer(socket: &std::net::UdpSocket) -> Peer {
@@ -164,6 +162,99 @@ async fn packets_cross_the_relay_both_ways_and_ports_come_back() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(relay.pairs_in_use(), 0);
+}
+
+/// The remote ports of the UDP sockets bound to local `port` (0 for an
+/// unconnected one), from /proc/net/udp.
+fn sockets_on(port: u16) -> Vec<u16> {
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap();
+    let mut remotes: Vec<u16> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace().skip(1);
+            let local = fields.next()?;
+            let remote = fields.next()?;
+            let local_port = u16::from_str_radix(local.rsplit(':').next()?, 16).ok()?;
+            let remote_port = u16::from_str_radix(remote.rsplit(':').next()?, 16).ok()?;
+            (local_port == port).then_some(remote_port)
+        })
+        .collect();
+    remotes.sort_unstable();
+    remotes
+}
+
+#[tokio::test]
+async fn a_leg_sends_connected_yet_still_hears_every_source() {
+    let relay = relay_latching(LatchPolicy::Learn);
+    let call = relay.open_call().unwrap();
+    let (caller, signalled, nat) = (party(), party(), party());
+    call.set_peer(Side::Caller, peer(&caller));
+    call.set_peer(Side::Callee, peer(&signalled));
+    call.stats().await.unwrap();
+    let callee_port = call.address(Side::Callee).port();
+    let port_of = |socket: &std::net::UdpSocket| socket.local_addr().unwrap().port();
+    let mut buf = [0u8; 2048];
+
+    // The callee's first packets come from an address its SDP did not
+    // name (a NAT): the leg latches to it and sends there, connected.
+    nat.send_to(&rtp(0, 1, 0x11), call.address(Side::Callee))
+        .unwrap();
+    caller.recv_from(&mut buf).unwrap();
+    caller
+        .send_to(&rtp(0, 1, 0x22), call.address(Side::Caller))
+        .unwrap();
+    let (len, from) = nat.recv_from(&mut buf).unwrap();
+    assert_eq!(
+        (&buf[..len], from),
+        (&rtp(0, 1, 0x22)[..], call.address(Side::Callee))
+    );
+    assert_eq!(sockets_on(callee_port), [0, port_of(&nat)]);
+    // Its next packet reaches the connected socket and is relayed.
+    nat.send_to(&rtp(0, 2, 0x11), call.address(Side::Callee))
+        .unwrap();
+    let (len, _) = caller.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..len], &rtp(0, 2, 0x11)[..]);
+
+    // The signalled address still reaches the leg and takes it over; the
+    // connected socket follows it.
+    signalled
+        .send_to(&rtp(0, 3, 0x33), call.address(Side::Callee))
+        .unwrap();
+    let (len, _) = caller.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..len], &rtp(0, 3, 0x33)[..]);
+    caller
+        .send_to(&rtp(0, 2, 0x22), call.address(Side::Caller))
+        .unwrap();
+    let (len, from) = signalled.recv_from(&mut buf).unwrap();
+    assert_eq!(
+        (&buf[..len], from),
+        (&rtp(0, 2, 0x22)[..], call.address(Side::Callee))
+    );
+    assert_eq!(sockets_on(callee_port), [0, port_of(&signalled)]);
+
+    // The NAT address is a stranger now: heard, counted, not relayed.
+    nat.send_to(&rtp(0, 4, 0x11), call.address(Side::Callee))
+        .unwrap();
+    signalled
+        .send_to(&rtp(0, 4, 0x33), call.address(Side::Callee))
+        .unwrap();
+    let (len, _) = caller.recv_from(&mut buf).unwrap();
+    assert_eq!(
+        &buf[..len],
+        &rtp(0, 4, 0x33)[..],
+        "the stranger's packet is dropped"
+    );
+    let stats = call.close().await.unwrap();
+    assert_eq!(stats.callee.dropped_foreign, 1);
+    assert_eq!(stats.callee.packets_received, 4);
+    assert_eq!(stats.callee.packets_sent, 2);
+    counted(&relay, [0, 0]).await;
+    assert_eq!(
+        sockets_on(callee_port),
+        Vec::<u16>::new(),
+        "both sockets closed"
+    );
 }
 
 #[tokio::test]
