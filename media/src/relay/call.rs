@@ -13,7 +13,7 @@ use std::time::Instant;
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 use tokio::sync::oneshot;
 
-use super::sender::ConnectedSender;
+use super::sender::{ConnectedSender, send_connected};
 use super::{CallStats, Control, DATAGRAM, LegSrtp, MediaEvent};
 use crate::bridge::{Bridge, Side};
 use crate::leg::LatchPolicy;
@@ -299,7 +299,7 @@ impl Call {
     fn send_rtp(&self, side: Side, packet: &[u8], target: SocketAddr) {
         // A full socket buffer drops the packet, as the network would.
         let _ = match self.sockets.senders[side.index()].towards(target) {
-            Some(connected) => connected.send(packet),
+            Some(connected) => send_connected(connected, packet),
             None => self.sockets.all[side.index()].send_to(packet, target),
         };
     }

@@ -94,6 +94,19 @@ impl ConnectedSender {
     }
 }
 
+/// Sends `packet` out of a connected sender. A connected UDP socket holds
+/// the ICMP error an earlier datagram drew (a party whose port was not
+/// open yet), and the next send returns that error instead of sending;
+/// it is consumed by then, so the packet is sent once more. An unconnected
+/// socket never sees such errors, so without this a party that opens its
+/// port late would lose a packet the unconnected path delivers.
+pub(super) fn send_connected(socket: &UdpSocket, packet: &[u8]) -> io::Result<usize> {
+    match socket.send(packet) {
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => socket.send(packet),
+        sent => sent,
+    }
+}
+
 /// A non-blocking socket bound to `own`'s address and connected to `peer`.
 fn sibling(own: &UdpSocket, peer: SocketAddr) -> io::Result<UdpSocket> {
     let local = own.local_addr()?;
@@ -222,6 +235,30 @@ mod tests {
             &SockaddrStorage::from(own.local_addr().unwrap()),
         );
         assert_eq!(taken, Err(nix::errno::Errno::EADDRINUSE));
+    }
+
+    #[test]
+    fn a_party_that_opens_its_port_late_gets_the_next_packet() {
+        let own = loopback();
+        let closed = loopback();
+        let party_addr = closed.local_addr().unwrap();
+        drop(closed);
+        let mut sender = ConnectedSender::default();
+        sender.aim(&own, party_addr).unwrap();
+        let sibling = sender.towards(party_addr).unwrap();
+        // Nobody listens: the kernel answers with port unreachable, which
+        // the connected socket keeps as its pending error.
+        sibling.send(b"lost").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+
+        let party = UdpSocket::bind(party_addr).unwrap();
+        party
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        send_connected(sibling, b"heard").unwrap();
+        let mut buffer = [0; 16];
+        let (len, _) = party.recv_from(&mut buffer).unwrap();
+        assert_eq!(&buffer[..len], b"heard");
     }
 
     #[test]
