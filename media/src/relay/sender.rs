@@ -149,37 +149,45 @@ mod tests {
 
     #[test]
     fn the_party_reaches_the_sibling_and_strangers_the_leg_socket() {
-        let own = loopback();
-        let party = loopback();
-        let stranger = loopback();
-        let mut sender = ConnectedSender::default();
-        let sibling = sender.aim(&own, party.local_addr().unwrap()).unwrap();
-        sibling
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .unwrap();
-        let port = own.local_addr().unwrap();
-        assert_eq!(sibling.local_addr().unwrap(), port);
+        // On a leg bound to one address, and on one bound to every
+        // address (`media.address = "0.0.0.0"`), where connecting moves
+        // the sibling to the address its route leaves from.
+        for bound in ["127.0.0.1:0", "0.0.0.0:0"] {
+            let own = UdpSocket::bind(bound).unwrap();
+            let port = SocketAddr::from(([127, 0, 0, 1], own.local_addr().unwrap().port()));
+            own.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let party = loopback();
+            let stranger = loopback();
+            let mut sender = ConnectedSender::default();
+            let sibling = sender.aim(&own, party.local_addr().unwrap()).unwrap();
+            sibling
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+            assert_eq!(sibling.local_addr().unwrap(), port, "{bound}");
 
-        party.send_to(b"party", port).unwrap();
-        stranger.send_to(b"stranger", port).unwrap();
-        let mut buffer = [0; 16];
-        let (len, from) = sibling.recv_from(&mut buffer).unwrap();
-        assert_eq!(
-            (&buffer[..len], from),
-            (&b"party"[..], party.local_addr().unwrap())
-        );
-        let (len, from) = own.recv_from(&mut buffer).unwrap();
-        assert_eq!(
-            (&buffer[..len], from),
-            (&b"stranger"[..], stranger.local_addr().unwrap())
-        );
+            party.send_to(b"party", port).unwrap();
+            stranger.send_to(b"stranger", port).unwrap();
+            let mut buffer = [0; 16];
+            let (len, from) = sibling.recv_from(&mut buffer).unwrap();
+            assert_eq!(
+                (&buffer[..len], from),
+                (&b"party"[..], party.local_addr().unwrap()),
+                "{bound}"
+            );
+            let (len, from) = own.recv_from(&mut buffer).unwrap();
+            assert_eq!(
+                (&buffer[..len], from),
+                (&b"stranger"[..], stranger.local_addr().unwrap()),
+                "{bound}"
+            );
 
-        // What goes out of the sibling comes from the leg's own port.
-        let towards = sender.towards(party.local_addr().unwrap()).unwrap();
-        towards.send(b"back").unwrap();
-        let (len, from) = party.recv_from(&mut buffer).unwrap();
-        assert_eq!((&buffer[..len], from), (&b"back"[..], port));
-        assert!(sender.towards(stranger.local_addr().unwrap()).is_none());
+            // What goes out of the sibling comes from the leg's own port.
+            let towards = sender.towards(party.local_addr().unwrap()).unwrap();
+            towards.send(b"back").unwrap();
+            let (len, from) = party.recv_from(&mut buffer).unwrap();
+            assert_eq!((&buffer[..len], from), (&b"back"[..], port), "{bound}");
+            assert!(sender.towards(stranger.local_addr().unwrap()).is_none());
+        }
     }
 
     #[test]
