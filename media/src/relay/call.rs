@@ -1,8 +1,8 @@
-//! One call on its relay thread: its four sockets, its [`Bridge`], its
-//! SRTP contexts and recording, and the packet path between them. The
-//! thread's loop ([`super::shard`]) hands it readable sockets, due prompt
-//! frames and its owner's commands; nothing here blocks or allocates per
-//! packet.
+//! One call on its relay thread: its four sockets and its legs' connected
+//! senders, its [`Bridge`], its SRTP contexts and recording, and the
+//! packet path between them. The thread's loop ([`super::shard`]) hands
+//! it readable sockets, due prompt frames and its owner's commands;
+//! nothing here blocks or allocates per packet.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
