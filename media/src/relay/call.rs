@@ -281,13 +281,18 @@ impl Call {
         } else {
             Side::Callee
         };
+        let rtcp = matches!(index, 2 | 3);
+        let Some(len) = self.srtp.open(side, buffer, len, rtcp) else {
+            self.bridge.on_srtp_refused(side);
+            return;
+        };
         let arrived = Arrived {
             side,
             source,
             len,
             now,
         };
-        if matches!(index, 2 | 3) {
+        if rtcp {
             self.relay_rtcp(arrived, buffer);
         } else {
             self.relay_rtp(arrived, buffer, poll);
@@ -320,10 +325,9 @@ impl Call {
         }
     }
 
-    /// An RTP datagram in `buffer[..arrived.len]`: opened when its leg is
-    /// SRTP (refused ones are counted and go no further), judged by the
-    /// bridge, recorded, and sealed for the other leg when that one is
-    /// SRTP.
+    /// An RTP datagram in `buffer[..arrived.len]` (opened already when its
+    /// leg is SRTP): judged by the bridge, recorded, and sealed for the
+    /// other leg when that one is SRTP.
     fn relay_rtp(&mut self, arrived: Arrived, buffer: &mut [u8], poll: &Epoll) {
         let Arrived {
             side,
@@ -331,10 +335,6 @@ impl Call {
             len,
             now,
         } = arrived;
-        let Some(len) = self.srtp.open(side, buffer, len, false) else {
-            self.bridge.on_srtp_refused(side);
-            return;
-        };
         let verdict = self.bridge.on_rtp(side, source, &mut buffer[..len], now);
         if let (Some(tap), Some(audio)) = (&self.recording, verdict.audio)
             && let Some(payload) = buffer.get(audio.payload_offset..audio.payload_end)
@@ -356,22 +356,13 @@ impl Call {
         }
     }
 
-    /// An RTCP datagram, opened and sealed as [`Call::relay_rtp`] does.
+    /// An RTCP datagram, sealed as [`Call::relay_rtp`] does.
     fn relay_rtcp(&mut self, arrived: Arrived, buffer: &mut [u8]) {
-        let Arrived {
-            side,
-            source,
-            len,
-            now,
-        } = arrived;
-        let Some(len) = self.srtp.open(side, buffer, len, true) else {
-            self.bridge.on_srtp_refused(side);
+        let side = arrived.side;
+        let Some(target) = self.bridge.on_rtcp(side, arrived.source, arrived.now) else {
             return;
         };
-        let Some(target) = self.bridge.on_rtcp(side, source, now) else {
-            return;
-        };
-        if let Some(len) = self.srtp.seal(side.other(), buffer, len, true) {
+        if let Some(len) = self.srtp.seal(side.other(), buffer, arrived.len, true) {
             let rtcp = &self.sockets.all[2 + side.other().index()];
             let _ = rtcp.send_to(&buffer[..len], target);
         }
@@ -412,6 +403,7 @@ struct Arrived {
     /// The leg whose socket it reached.
     side: Side,
     source: SocketAddr,
+    /// Its plain length (SRTP already opened on an SRTP leg).
     len: usize,
     /// When the thread learnt it was waiting.
     now: Instant,
