@@ -137,15 +137,8 @@ fn sibling(own: &UdpSocket, peer: SocketAddr) -> io::Result<UdpSocket> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::relay::tests::party as loopback;
     use std::time::Duration;
-
-    fn loopback() -> UdpSocket {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .unwrap();
-        socket
-    }
 
     #[test]
     fn the_party_reaches_the_sibling_and_strangers_the_leg_socket() {

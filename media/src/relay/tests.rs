@@ -33,7 +33,8 @@ fn peer(socket: &std::net::UdpSocket) -> Peer {
     }
 }
 
-fn party() -> std::net::UdpSocket {
+/// A socket on 127.0.0.1 that waits two seconds at most for a datagram.
+pub(super) fn party() -> std::net::UdpSocket {
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     socket
         .set_read_timeout(Some(Duration::from_secs(2)))
