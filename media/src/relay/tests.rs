@@ -185,6 +185,20 @@ fn sockets_on(port: u16) -> Vec<u16> {
     remotes
 }
 
+/// Sends `packet` from `from` to the relay at `to`, and returns the next
+/// datagram `at` receives and where it came from.
+fn relayed(
+    from: &std::net::UdpSocket,
+    to: std::net::SocketAddr,
+    packet: &[u8],
+    at: &std::net::UdpSocket,
+) -> (Vec<u8>, std::net::SocketAddr) {
+    from.send_to(packet, to).unwrap();
+    let mut buf = [0u8; 2048];
+    let (len, source) = at.recv_from(&mut buf).unwrap();
+    (buf[..len].to_vec(), source)
+}
+
 #[tokio::test]
 async fn a_leg_sends_connected_yet_still_hears_every_source() {
     let relay = relay_latching(LatchPolicy::Learn);
@@ -193,66 +207,42 @@ async fn a_leg_sends_connected_yet_still_hears_every_source() {
     call.set_peer(Side::Caller, peer(&caller));
     call.set_peer(Side::Callee, peer(&signalled));
     call.stats().await.unwrap();
-    let callee_port = call.address(Side::Callee).port();
+    let (to_caller_leg, to_callee_leg) = (call.address(Side::Caller), call.address(Side::Callee));
     let port_of = |socket: &std::net::UdpSocket| socket.local_addr().unwrap().port();
-    let mut buf = [0u8; 2048];
 
     // The callee's first packets come from an address its SDP did not
     // name (a NAT): the leg latches to it and sends there, connected.
-    nat.send_to(&rtp(0, 1, 0x11), call.address(Side::Callee))
-        .unwrap();
-    caller.recv_from(&mut buf).unwrap();
-    caller
-        .send_to(&rtp(0, 1, 0x22), call.address(Side::Caller))
-        .unwrap();
-    let (len, from) = nat.recv_from(&mut buf).unwrap();
+    relayed(&nat, to_callee_leg, &rtp(0, 1, 0x11), &caller);
     assert_eq!(
-        (&buf[..len], from),
-        (&rtp(0, 1, 0x22)[..], call.address(Side::Callee))
+        relayed(&caller, to_caller_leg, &rtp(0, 1, 0x22), &nat),
+        (rtp(0, 1, 0x22), to_callee_leg)
     );
-    assert_eq!(sockets_on(callee_port), [0, port_of(&nat)]);
+    assert_eq!(sockets_on(to_callee_leg.port()), [0, port_of(&nat)]);
     // Its next packet reaches the connected socket and is relayed.
-    nat.send_to(&rtp(0, 2, 0x11), call.address(Side::Callee))
-        .unwrap();
-    let (len, _) = caller.recv_from(&mut buf).unwrap();
-    assert_eq!(&buf[..len], &rtp(0, 2, 0x11)[..]);
+    let (packet, _) = relayed(&nat, to_callee_leg, &rtp(0, 2, 0x11), &caller);
+    assert_eq!(packet, rtp(0, 2, 0x11));
 
     // The signalled address still reaches the leg and takes it over; the
     // connected socket follows it.
-    signalled
-        .send_to(&rtp(0, 3, 0x33), call.address(Side::Callee))
-        .unwrap();
-    let (len, _) = caller.recv_from(&mut buf).unwrap();
-    assert_eq!(&buf[..len], &rtp(0, 3, 0x33)[..]);
-    caller
-        .send_to(&rtp(0, 2, 0x22), call.address(Side::Caller))
-        .unwrap();
-    let (len, from) = signalled.recv_from(&mut buf).unwrap();
+    let (packet, _) = relayed(&signalled, to_callee_leg, &rtp(0, 3, 0x33), &caller);
+    assert_eq!(packet, rtp(0, 3, 0x33));
     assert_eq!(
-        (&buf[..len], from),
-        (&rtp(0, 2, 0x22)[..], call.address(Side::Callee))
+        relayed(&caller, to_caller_leg, &rtp(0, 2, 0x22), &signalled),
+        (rtp(0, 2, 0x22), to_callee_leg)
     );
-    assert_eq!(sockets_on(callee_port), [0, port_of(&signalled)]);
+    assert_eq!(sockets_on(to_callee_leg.port()), [0, port_of(&signalled)]);
 
     // The NAT address is a stranger now: heard, counted, not relayed.
-    nat.send_to(&rtp(0, 4, 0x11), call.address(Side::Callee))
-        .unwrap();
-    signalled
-        .send_to(&rtp(0, 4, 0x33), call.address(Side::Callee))
-        .unwrap();
-    let (len, _) = caller.recv_from(&mut buf).unwrap();
-    assert_eq!(
-        &buf[..len],
-        &rtp(0, 4, 0x33)[..],
-        "the stranger's packet is dropped"
-    );
+    nat.send_to(&rtp(0, 4, 0x11), to_callee_leg).unwrap();
+    let (packet, _) = relayed(&signalled, to_callee_leg, &rtp(0, 4, 0x33), &caller);
+    assert_eq!(packet, rtp(0, 4, 0x33), "the stranger's packet is dropped");
     let stats = call.close().await.unwrap();
     assert_eq!(stats.callee.dropped_foreign, 1);
     assert_eq!(stats.callee.packets_received, 4);
     assert_eq!(stats.callee.packets_sent, 2);
     counted(&relay, [0, 0]).await;
     assert_eq!(
-        sockets_on(callee_port),
+        sockets_on(to_callee_leg.port()),
         Vec::<u16>::new(),
         "both sockets closed"
     );
