@@ -6,10 +6,11 @@
 //! per-thread call count is touched at open and close only). The
 //! per-packet path is one `recv_from` per readable socket (registered
 //! level-triggered) into the thread's one buffer, the bridge's decision,
-//! and a non-blocking `send_to`: no allocation, no lock, no log line, no
-//! task to wake. Prompt frames go out from the thread's timer heap only while a
-//! prompt plays. The call's owner steers it with messages through the
-//! thread's inbox and hears back DTMF keys and inactivity.
+//! and one non-blocking `send` out of the other leg's connected sender
+//! ([`sender`]): no allocation, no lock, no log line, no task to wake.
+//! Prompt frames go out from the thread's timer heap only while a prompt
+//! plays. The call's owner steers it with messages through the thread's
+//! inbox and hears back DTMF keys and inactivity.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
