@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::dtmf::KeyDetector;
 use crate::leg::{LatchPolicy, Leg, LegStats, Peer, RtpHeader};
 use crate::prompt::{FRAME_SAMPLES, Prompt};
-use crate::stream::{OutStream, PROMPT_PACKET, PromptMode};
+use crate::stream::{OutStream, PROMPT_PACKET, PromptMode, Rewrite};
 
 /// Which party a leg belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -105,6 +105,40 @@ pub struct Inactivity {
     pub last_received: Option<Instant>,
     /// Packets dropped as foreign on its leg since the call started.
     pub dropped_foreign: u64,
+}
+
+/// What the kernel fast path may do with one direction's RTP while it
+/// needs nothing else ([`Bridge::offload`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offload {
+    /// The party's latched source: only its datagrams are taken.
+    pub source: SocketAddr,
+    /// Where they go.
+    pub target: SocketAddr,
+    /// The one SSRC taken: another starts a new stream here.
+    pub ssrc: u32,
+    /// How the other party's stream continues after a prompt.
+    pub rewrite: Option<Rewrite>,
+    /// The party's telephone-event payload type: events stay here, where
+    /// keys are heard and payload types renumbered.
+    pub event_type: Option<u8>,
+    /// The cut: nothing is forwarded from then on.
+    pub cut: Option<Instant>,
+}
+
+/// What was forwarded elsewhere (by the kernel) under an [`Offload`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forwarded {
+    /// Packets forwarded.
+    pub packets: u64,
+    /// Their RTP bytes.
+    pub bytes: u64,
+    /// The last one's sequence number as sent.
+    pub last_seq: u16,
+    /// The last one's timestamp as sent.
+    pub last_timestamp: u32,
+    /// When it was forwarded.
+    pub last_at: Instant,
 }
 
 /// Both legs of one call.
@@ -301,6 +335,56 @@ impl Bridge {
             key,
             audio,
         }
+    }
+
+    /// What the kernel may forward from `side`'s party to the other while
+    /// nothing else is needed: `None` once the cut is past, while a party
+    /// is on hold or a prompt plays to the other party, and before the
+    /// party's source is latched and its stream seen.
+    pub fn offload(&self, side: Side, now: Instant) -> Option<Offload> {
+        let from = &self.legs[side.index()];
+        let to = &self.legs[side.other().index()];
+        let cut_past = self.forward_until.is_some_and(|until| now >= until);
+        let flowing = from.peer().direction.sends() && to.peer().direction.receives();
+        if cut_past || !flowing {
+            return None;
+        }
+        let ssrc = from.receiving_ssrc()?;
+        Some(Offload {
+            source: from.latched_rtp_source()?,
+            target: to.rtp_target()?,
+            ssrc,
+            rewrite: self.streams[side.other().index()].offload(ssrc)?,
+            event_type: from.peer().telephone_event,
+            cut: self.forward_until,
+        })
+    }
+
+    /// Counts what was forwarded from `side`'s party under `offload`, as
+    /// if it had passed here: the legs' counters, the party's last
+    /// arrival (the inactivity watch), and the other party's stream (what
+    /// a prompt continues from).
+    pub fn fold(&mut self, side: Side, offload: &Offload, forwarded: Forwarded) {
+        if forwarded.packets == 0 {
+            return;
+        }
+        let (seq_delta, ssrc) = offload
+            .rewrite
+            .map_or((0, offload.ssrc), |r| (r.seq_delta, r.ssrc));
+        let received_seq = forwarded.last_seq.wrapping_sub(seq_delta);
+        self.legs[side.index()].fold_received(
+            forwarded.packets,
+            forwarded.bytes,
+            received_seq,
+            forwarded.last_at,
+        );
+        self.legs[side.other().index()].fold_sent(forwarded.packets, forwarded.bytes);
+        self.streams[side.other().index()].fold(
+            forwarded.last_seq,
+            forwarded.last_timestamp,
+            ssrc,
+            forwarded.last_at,
+        );
     }
 
     /// Decides about an RTCP datagram that arrived on `side`'s RTCP socket.

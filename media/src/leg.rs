@@ -149,6 +149,9 @@ pub struct LegStats {
     /// SRTP and SRTCP packets from the party's address that failed
     /// authentication or replayed one already seen, dropped.
     pub srtp_refused: u64,
+    /// Of `packets_received`, those the kernel fast path forwarded
+    /// (`media.fast_path`); jitter is measured on the others only.
+    pub kernel_forwarded: u64,
 }
 
 /// RFC 3550 A.1/A.3 sequence bookkeeping and A.8 jitter for one stream.
@@ -173,6 +176,29 @@ impl Reception {
         let extended_max = u64::from(self.cycles) + u64::from(self.max_seq);
         let expected = extended_max + 1 - u64::from(self.base);
         expected.saturating_sub(self.received)
+    }
+
+    /// Counts `count` packets of the current source that the kernel
+    /// forwarded, the last with sequence number `last_seq`: the extended
+    /// sequence advances by the step to `last_seq` plus as many whole
+    /// cycles as bring it nearest `count` (more than half a cycle of
+    /// packets can pass between two folds).
+    fn fold(&mut self, count: u64, last_seq: u16) {
+        if self.ssrc.is_none() || count == 0 {
+            return;
+        }
+        self.received += count;
+        let step = i64::from(last_seq.wrapping_sub(self.max_seq));
+        let count = i64::try_from(count).unwrap_or(i64::MAX);
+        let cycles = (count.saturating_sub(step).saturating_add(0x8000)).div_euclid(0x1_0000);
+        let advance = step.saturating_add(cycles.saturating_mul(0x1_0000));
+        if advance <= 0 {
+            // The last one forwarded was older than what we had seen.
+            return;
+        }
+        let extended = i64::from(self.cycles) + i64::from(self.max_seq) + advance;
+        self.cycles = u32::try_from(extended & !0xffff).unwrap_or(!0xffff);
+        self.max_seq = last_seq;
     }
 
     fn on_packet(&mut self, ssrc: u32, seq: u16, timestamp: u32, arrival: u32, audio: bool) {
@@ -324,6 +350,38 @@ impl Leg {
             arrival,
             audio,
         );
+    }
+
+    /// The source RTP is latched to. Another source can take the latch
+    /// only through a packet of its own, which the kernel fast path never
+    /// takes (its route names this source), so the thread sees it.
+    pub fn latched_rtp_source(&self) -> Option<SocketAddr> {
+        self.rtp_latch.source
+    }
+
+    /// The SSRC of the party's stream as last received.
+    pub fn receiving_ssrc(&self) -> Option<u32> {
+        self.reception.ssrc
+    }
+
+    /// Counts what the kernel fast path forwarded from the party:
+    /// `packets` of `bytes`, the last (sequence number `last_seq` as the
+    /// party sent it) at `last_at`. Jitter is not measured on them.
+    pub fn fold_received(&mut self, packets: u64, bytes: u64, last_seq: u16, last_at: Instant) {
+        if packets == 0 {
+            return;
+        }
+        self.stats.packets_received += packets;
+        self.stats.bytes_received += bytes;
+        self.stats.kernel_forwarded += packets;
+        self.last_received = Some(self.last_received.map_or(last_at, |t| t.max(last_at)));
+        self.reception.fold(packets, last_seq);
+    }
+
+    /// Counts what the kernel fast path sent to the party.
+    pub fn fold_sent(&mut self, packets: u64, bytes: u64) {
+        self.stats.packets_sent += packets;
+        self.stats.bytes_sent += bytes;
     }
 
     /// Counts a datagram that was not RTP.
@@ -523,6 +581,61 @@ mod tests {
         assert!(leg.admit_rtcp(addr("168.86.140.9:13001"), now));
         assert!(!leg.admit_rtcp(addr("198.51.100.1:12001"), now));
         assert_eq!(leg.stats().dropped_foreign, 2);
+    }
+
+    #[test]
+    fn packets_the_kernel_forwarded_count_as_received_across_wraps() {
+        let now = Instant::now();
+        // (first sequence number the thread saw, packets the kernel
+        // forwarded, the last one's number, loss, then the next packet the
+        // thread sees and loss after it)
+        let cases: [(u16, u64, u16, u64, u16, u64); 6] = [
+            (100, 50, 150, 0, 151, 0),
+            (100, 45, 150, 5, 151, 5),
+            (65530, 10, 4, 0, 5, 0),
+            // More than a cycle between two folds.
+            (
+                0,
+                200_000,
+                (200_000 % 65536) as u16,
+                0,
+                (200_001 % 65536) as u16,
+                0,
+            ),
+            (
+                0,
+                200_000 - 7,
+                (200_000 % 65536) as u16,
+                7,
+                (200_001 % 65536) as u16,
+                7,
+            ),
+            // The only packet forwarded was a late one.
+            (100, 1, 98, 0, 101, 0),
+        ];
+        for (first, count, last, lost, next, lost_after) in cases {
+            let mut leg = Leg::new(LatchPolicy::Any);
+            leg.on_rtp_received(header(first, 0), 172, 0, true, now);
+            leg.fold_received(count, count * 172, last, now + Duration::from_secs(1));
+            let stats = leg.stats();
+            assert_eq!(stats.packets_received, 1 + count, "{first} {count} {last}");
+            assert_eq!(stats.kernel_forwarded, count);
+            assert_eq!(stats.bytes_received, 172 * (1 + count));
+            assert_eq!(stats.lost, lost, "{first} {count} {last}");
+            assert_eq!(leg.last_received(), Some(now + Duration::from_secs(1)));
+            leg.on_rtp_received(header(next, 0), 172, 0, true, now);
+            assert_eq!(
+                leg.stats().lost,
+                lost_after,
+                "{first} {count} {last} then {next}"
+            );
+        }
+        // Nothing forwarded changes nothing.
+        let mut leg = Leg::new(LatchPolicy::Any);
+        leg.on_rtp_received(header(7, 0), 172, 0, true, now);
+        leg.fold_received(0, 0, 9, now + Duration::from_secs(5));
+        assert_eq!(leg.stats().packets_received, 1);
+        assert_eq!(leg.last_received(), Some(now));
     }
 
     #[test]

@@ -231,7 +231,7 @@ impl Prompt {
     }
 
     /// A prompt of these 8 kHz samples, padded to whole frames.
-    fn from_samples(name: PromptName, mut samples: Vec<i16>) -> Prompt {
+    pub(crate) fn from_samples(name: PromptName, mut samples: Vec<i16>) -> Prompt {
         samples.resize(samples.len().div_ceil(FRAME_SAMPLES) * FRAME_SAMPLES, 0);
         let mut pcmu = vec![0; samples.len()];
         let mut pcma = vec![0; samples.len()];

@@ -54,6 +54,18 @@ struct Mapping {
     ssrc: u32,
 }
 
+/// How forwarded packets of one source are rewritten to continue the
+/// stream a prompt left: what the kernel fast path applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rewrite {
+    /// Added to the sequence number.
+    pub seq_delta: u16,
+    /// Added to the timestamp.
+    pub timestamp_delta: u32,
+    /// The SSRC written.
+    pub ssrc: u32,
+}
+
 #[derive(Debug, Clone)]
 struct Playing {
     prompt: Arc<Prompt>,
@@ -183,6 +195,36 @@ impl OutStream {
             });
         }
         true
+    }
+
+    /// How packets from `ssrc` may be forwarded without this stream seeing
+    /// them: `Some(None)` untouched, `Some(Some(rewrite))` rewritten;
+    /// `None` while that needs this stream (a prompt plays, a talkspurt
+    /// is to be marked, or the source has no mapping yet).
+    pub fn offload(&self, ssrc: u32) -> Option<Option<Rewrite>> {
+        if self.playing.is_some() || self.mark_next {
+            return None;
+        }
+        if !self.rewriting {
+            return Some(None);
+        }
+        let mapping = self.mapping.filter(|m| m.from_ssrc == ssrc)?;
+        Some(Some(Rewrite {
+            seq_delta: mapping.seq_delta,
+            timestamp_delta: mapping.timestamp_delta,
+            ssrc: mapping.ssrc,
+        }))
+    }
+
+    /// Takes the last packet forwarded elsewhere (by the kernel), as sent
+    /// at `at`: what a prompt continues from.
+    pub fn fold(&mut self, seq: u16, timestamp: u32, ssrc: u32, at: Instant) {
+        self.last = Some(Sent {
+            seq,
+            timestamp,
+            ssrc,
+            at,
+        });
     }
 
     /// Writes the prompt frame due at `now` into `out` and returns its

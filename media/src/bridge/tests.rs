@@ -395,3 +395,150 @@ fn a_key_pressed_before_the_other_party_was_there_is_never_forwarded() {
     let audio = bridge.on_rtp(Side::Caller, addr(CALLER), &mut rtp(0, 6, &[0; 160]), now);
     assert_eq!(audio.send_to, Some(addr(CALLEE)));
 }
+
+fn one_frame_prompt() -> Arc<crate::prompt::Prompt> {
+    Arc::new(crate::prompt::Prompt::from_samples(
+        crate::prompt::PromptName::TimeUp,
+        vec![500; FRAME_SAMPLES],
+    ))
+}
+
+#[test]
+fn the_kernel_may_forward_a_direction_only_while_it_needs_nothing_else() {
+    let now = Instant::now();
+    let mut bridge = bridge(now);
+    assert_eq!(
+        bridge.offload(Side::Caller, now),
+        None,
+        "nothing latched yet"
+    );
+    bridge.on_rtp(Side::Caller, addr(CALLER), &mut rtp(0, 1, &[0; 160]), now);
+    let plain = Offload {
+        source: addr(CALLER),
+        target: addr(CALLEE),
+        ssrc: 1,
+        rewrite: None,
+        event_type: Some(96),
+        cut: None,
+    };
+    assert_eq!(bridge.offload(Side::Caller, now), Some(plain));
+    assert_eq!(
+        bridge.offload(Side::Callee, now),
+        None,
+        "the callee sent nothing"
+    );
+
+    // On hold: the callee takes nothing.
+    let held = Peer {
+        direction: Direction::SendOnly,
+        ..peer(CALLEE, Some(101))
+    };
+    bridge.set_peer(Side::Callee, held);
+    assert_eq!(bridge.offload(Side::Caller, now), None, "hold");
+    bridge.set_peer(Side::Callee, peer(CALLEE, Some(101)));
+
+    // The cut travels with the route, and once past nothing is offloaded.
+    let cut = now + Duration::from_secs(10);
+    bridge.forward_until(Some(cut));
+    assert_eq!(
+        bridge.offload(Side::Caller, now),
+        Some(Offload {
+            cut: Some(cut),
+            ..plain
+        })
+    );
+    assert_eq!(bridge.offload(Side::Caller, cut), None, "past the cut");
+    bridge.forward_until(None);
+
+    // A prompt to the callee takes the direction back while it plays, and
+    // until the thread has mapped the caller's stream onto it.
+    bridge.play(Side::Callee, one_frame_prompt(), PromptMode::Replace, now);
+    assert_eq!(bridge.offload(Side::Caller, now), None, "a prompt plays");
+    let mut out = [0u8; PROMPT_PACKET];
+    bridge
+        .poll_prompt(Side::Callee, now, &mut out, &mut [0; FRAME_SAMPLES])
+        .unwrap();
+    assert_eq!(
+        bridge.offload(Side::Caller, now),
+        None,
+        "the talkspurt to mark"
+    );
+    let mut mapped = rtp(0, 2, &[0; 160]);
+    bridge.on_rtp(Side::Caller, addr(CALLER), &mut mapped, now);
+    let rewrite = bridge.offload(Side::Caller, now).unwrap().rewrite.unwrap();
+    // What the kernel will write for the next packet is what the thread
+    // writes.
+    let mut next = rtp(0, 3, &[0; 160]);
+    bridge.on_rtp(Side::Caller, addr(CALLER), &mut next, now);
+    assert_eq!(
+        u16::from_be_bytes([next[2], next[3]]),
+        3u16.wrapping_add(rewrite.seq_delta)
+    );
+    assert_eq!(
+        u32::from_be_bytes([next[4], next[5], next[6], next[7]]),
+        160u32.wrapping_add(rewrite.timestamp_delta)
+    );
+    assert_eq!(
+        u32::from_be_bytes([next[8], next[9], next[10], next[11]]),
+        rewrite.ssrc
+    );
+    // A new SSRC from the caller has no mapping yet: the thread's.
+    let mut other_source = rtp(0, 4, &[0; 160]);
+    other_source[11] = 2;
+    bridge.on_rtp(Side::Caller, addr(CALLER), &mut other_source, now);
+    assert_eq!(
+        bridge
+            .offload(Side::Caller, now)
+            .map(|o| (o.ssrc, o.rewrite.is_some())),
+        Some((2, true)),
+        "mapped once the thread has seen it"
+    );
+}
+
+#[test]
+fn what_the_kernel_forwarded_is_counted_and_a_prompt_continues_it() {
+    let now = Instant::now();
+    let mut bridge = bridge(now);
+    let mut first = rtp(0, 1, &[0; 160]);
+    first[4..8].copy_from_slice(&3000u32.to_be_bytes());
+    bridge.on_rtp(Side::Caller, addr(CALLER), &mut first, now);
+    let offload = bridge.offload(Side::Caller, now).unwrap();
+    let last_at = now + Duration::from_millis(200);
+    bridge.fold(
+        Side::Caller,
+        &offload,
+        Forwarded {
+            packets: 10,
+            bytes: 1720,
+            last_seq: 11,
+            last_timestamp: 3000 + 10 * 160,
+            last_at,
+        },
+    );
+    let caller = bridge.stats(Side::Caller);
+    let callee = bridge.stats(Side::Callee);
+    assert_eq!(
+        (
+            caller.packets_received,
+            caller.kernel_forwarded,
+            caller.lost
+        ),
+        (11, 10, 0)
+    );
+    assert_eq!((callee.packets_sent, callee.bytes_sent), (11, 11 * 172));
+    assert_eq!(bridge.leg(Side::Caller).last_received(), Some(last_at));
+    // The prompt's first frame follows the kernel's last packet: next
+    // number, the time since it in samples, the same SSRC.
+    let at = last_at + Duration::from_millis(20);
+    bridge.play(Side::Callee, one_frame_prompt(), PromptMode::Replace, at);
+    let mut out = [0u8; PROMPT_PACKET];
+    bridge
+        .poll_prompt(Side::Callee, at, &mut out, &mut [0; FRAME_SAMPLES])
+        .unwrap();
+    assert_eq!(u16::from_be_bytes([out[2], out[3]]), 12);
+    assert_eq!(
+        u32::from_be_bytes([out[4], out[5], out[6], out[7]]),
+        3000 + 11 * 160
+    );
+    assert_eq!(u32::from_be_bytes([out[8], out[9], out[10], out[11]]), 1);
+}
