@@ -27,6 +27,7 @@ use crate::recording::RecordingTap;
 use crate::stream::PromptMode;
 
 use call::{OnShard, Opening};
+pub use fast_path::{FastPath, FastPathError};
 use shard::{Inbox, Message, ShardLoop};
 
 /// The largest datagram relayed; anything longer is truncated by the
@@ -93,6 +94,8 @@ pub struct LegSrtp {
 pub struct Relay {
     pool: Arc<PortPool>,
     shards: Vec<Shard>,
+    /// After the shards: the threads stop before the program detaches.
+    fast_path: Option<FastPath>,
     policy: LatchPolicy,
     public_ip: IpAddr,
     next_call: AtomicU64,
@@ -156,10 +159,34 @@ impl Relay {
         Ok(Relay {
             pool: Arc::new(pool),
             shards,
+            fast_path: None,
             policy,
             public_ip,
             next_call: AtomicU64::new(0),
         })
+    }
+
+    /// Hands every thread the kernel fast path: from then on a call's
+    /// plain RTP is forwarded by the kernel while the call allows it.
+    pub fn use_fast_path(&mut self, fast_path: FastPath) -> Result<(), RelayError> {
+        for shard in &self.shards {
+            let routes = fast_path
+                .routes()
+                .map_err(|e| RelayError::Io(std::io::Error::other(e)))?;
+            if !shard.inbox.send(Message::FastPath(Box::new(routes))) {
+                return Err(RelayError::Stopped);
+            }
+        }
+        self.fast_path = Some(fast_path);
+        Ok(())
+    }
+
+    /// How many directions of calls the kernel forwards now (0 without
+    /// the fast path).
+    pub fn kernel_routes(&self) -> usize {
+        self.fast_path
+            .as_ref()
+            .map_or(0, FastPath::routes_installed)
     }
 
     /// How many calls each relay thread carries now.
@@ -354,6 +381,7 @@ impl Drop for CallMedia {
 }
 
 mod call;
+mod fast_path;
 mod sender;
 mod shard;
 

@@ -13,9 +13,10 @@ use std::time::Instant;
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 use tokio::sync::oneshot;
 
+use super::fast_path::{self, KernelClock, Key, Route, RouteCounters, Routes};
 use super::sender::{ConnectedSender, send_connected};
 use super::{CallStats, Control, DATAGRAM, LegSrtp, MediaEvent};
-use crate::bridge::{Bridge, Side};
+use crate::bridge::{Bridge, Forwarded, Offload, Side};
 use crate::leg::LatchPolicy;
 use crate::ports::{PairGuard, PortPair};
 use crate::prompt::FRAME_SAMPLES;
@@ -86,6 +87,11 @@ struct CallSrtp {
 }
 
 impl CallSrtp {
+    /// Whether either leg is SRTP.
+    fn any(&self) -> bool {
+        self.receive.iter().any(Option::is_some) || self.send.iter().any(Option::is_some)
+    }
+
     fn set(&mut self, side: Side, leg: LegSrtp) {
         if let Some(receive) = leg.receive {
             self.receive[side.index()] = Some(Box::new(receive));
@@ -155,7 +161,20 @@ pub(super) struct Call {
     pub prompt_armed: Option<Instant>,
     /// Its first token: `slot * SOCKETS`.
     first_token: u64,
+    /// Each leg's RTP port.
+    ports: [u16; 2],
+    /// Per side, the kernel route that forwards that party's RTP.
+    offloaded: [Option<Offloaded>; 2],
     _on_shard: OnShard,
+}
+
+/// A kernel route installed for one direction of a call.
+struct Offloaded {
+    key: Key,
+    /// What it was made from; a change makes a new route.
+    offload: Offload,
+    /// What it had forwarded at the last fold.
+    folded: RouteCounters,
 }
 
 impl Call {
@@ -171,6 +190,7 @@ impl Call {
             events,
             on_shard,
         } = opening;
+        let ports = [caller.rtp_addr()?.port(), callee.rtp_addr()?.port()];
         let sockets = CallSockets {
             all: [caller.rtp, callee.rtp, caller.rtcp, callee.rtcp],
             senders: Default::default(),
@@ -193,8 +213,135 @@ impl Call {
             events,
             prompt_armed: None,
             first_token,
+            ports,
+            offloaded: [None, None],
             _on_shard: on_shard,
         })
+    }
+
+    /// Whether the kernel forwards either direction now.
+    pub fn is_offloaded(&self) -> bool {
+        self.offloaded.iter().any(Option::is_some)
+    }
+
+    /// Brings the kernel's routes for this call in line with what it needs
+    /// now: counts what each forwarded, then installs, replaces or removes
+    /// them as the bridge, SRTP and recording allow.
+    pub fn sync_fast_path(&mut self, routes: &mut Routes, now: Instant) {
+        let Some(clock) = KernelClock::now() else {
+            self.withdraw(routes);
+            return;
+        };
+        for side in [Side::Caller, Side::Callee] {
+            self.fold(side, routes, clock);
+            let wanted = self.wanted(side, now);
+            let installed = self.offloaded[side.index()]
+                .as_ref()
+                .map(|o| (o.key, o.offload));
+            if wanted == installed {
+                continue;
+            }
+            if let Some(old) = self.offloaded[side.index()].take() {
+                routes.remove(old.key);
+            }
+            if let Some((key, offload)) = wanted {
+                self.offloaded[side.index()] = self.install(side, key, offload, clock, routes);
+            }
+        }
+    }
+
+    /// Counts what the kernel forwarded and removes the call's routes:
+    /// before it ends, or when the clock cannot be read.
+    pub fn withdraw(&mut self, routes: &mut Routes) {
+        if !self.is_offloaded() {
+            return;
+        }
+        let clock = KernelClock::now();
+        for side in [Side::Caller, Side::Callee] {
+            if let Some(clock) = clock {
+                self.fold(side, routes, clock);
+            }
+            if let Some(old) = self.offloaded[side.index()].take() {
+                routes.remove(old.key);
+            }
+        }
+    }
+
+    /// The route `side`'s party's RTP may take now, if any: plain RTP
+    /// (no SRTP, no recording), IPv4, and what the bridge allows.
+    fn wanted(&self, side: Side, now: Instant) -> Option<(Key, Offload)> {
+        if self.srtp.any() || self.recording.is_some() {
+            return None;
+        }
+        let offload = self.bridge.offload(side, now)?;
+        let key = Key {
+            party: fast_path::v4(offload.source)?,
+            leg_port: self.ports[side.index()],
+        };
+        Some((key, offload))
+    }
+
+    /// Installs the route for `side`'s party; `None` when the other leg's
+    /// address or interface is not known, or the kernel refuses.
+    fn install(
+        &self,
+        side: Side,
+        key: Key,
+        offload: Offload,
+        clock: KernelClock,
+        routes: &mut Routes,
+    ) -> Option<Offloaded> {
+        let other = side.other().index();
+        let to = fast_path::v4(offload.target)?;
+        // The address the other leg's packets leave from: where its
+        // connected sender's route put it, else the address it is bound to.
+        let from_ip = match self.sockets.senders[other].socket() {
+            Some(sender) => fast_path::v4(sender.local_addr().ok()?)?.ip().to_owned(),
+            None => fast_path::bound_ip(self.sockets.all[other].local_addr().ok()?)?,
+        };
+        let from = std::net::SocketAddrV4::new(from_ip, self.ports[other]);
+        let route = Route {
+            from,
+            to,
+            interface: fast_path::egress(from_ip, *to.ip())?,
+            deadline_ns: offload.cut.map(|cut| clock.ns_of(cut)),
+            ssrc: offload.ssrc,
+            rewrite: offload.rewrite,
+            event_type: offload.event_type,
+        };
+        if let Err(e) = routes.install(key, &route) {
+            tracing::warn!(error = %e, "cannot install a fast path route; the thread relays the call");
+            return None;
+        }
+        Some(Offloaded {
+            key,
+            offload,
+            folded: RouteCounters::default(),
+        })
+    }
+
+    /// Folds what the kernel forwarded for `side`'s party since the last
+    /// fold into the bridge.
+    fn fold(&mut self, side: Side, routes: &Routes, clock: KernelClock) {
+        let Some(offloaded) = &mut self.offloaded[side.index()] else {
+            return;
+        };
+        let Some(counted) = routes.counters(offloaded.key) else {
+            return;
+        };
+        let packets = counted.packets.saturating_sub(offloaded.folded.packets);
+        if packets == 0 {
+            return;
+        }
+        let forwarded = Forwarded {
+            packets,
+            bytes: counted.bytes.saturating_sub(offloaded.folded.bytes),
+            last_seq: counted.last_seq,
+            last_timestamp: counted.last_timestamp,
+            last_at: clock.instant_of(counted.last_ns),
+        };
+        offloaded.folded = counted;
+        self.bridge.fold(side, &offloaded.offload, forwarded);
     }
 
     /// Takes the sockets out of the thread's poll before they close.
@@ -251,13 +398,16 @@ impl Call {
     /// Relays one datagram waiting on socket `index` (see [`CallSockets`])
     /// to the other leg, as arrived at `now`; epoll reports the socket
     /// again while more wait. `poll` watches a connected sender made for
-    /// the other leg.
+    /// the other leg. While the kernel forwards the call, a datagram that
+    /// reaches the thread is one its routes left (another source or SSRC,
+    /// an event, the cut): the routes are brought in line after it.
     pub fn on_readable(
         &mut self,
         index: usize,
         buffer: &mut [u8; DATAGRAM],
         now: Instant,
         poll: &Epoll,
+        routes: Option<&mut Routes>,
     ) {
         let socket = match index.checked_sub(SENDERS) {
             None => self.sockets.all.get(index),
@@ -296,6 +446,11 @@ impl Call {
             self.relay_rtcp(arrived, buffer);
         } else {
             self.relay_rtp(arrived, buffer, poll);
+            if let Some(routes) = routes
+                && self.is_offloaded()
+            {
+                self.sync_fast_path(routes, now);
+            }
         }
     }
 

@@ -32,6 +32,7 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use super::call::{Call, Opening, PromptScratch, SOCKETS};
+use super::fast_path::Routes;
 use super::{Control, DATAGRAM};
 
 /// The inbox's token; calls' sockets take the tokens below it.
@@ -51,6 +52,8 @@ pub(super) enum Message {
     Control(u64, Control),
     /// The call's owner is gone: end it.
     Gone(u64),
+    /// Forward calls through the kernel where they allow it.
+    FastPath(Box<Routes>),
     /// End every call and the thread.
     Stop,
 }
@@ -85,6 +88,8 @@ pub(super) struct ShardLoop {
     prompts: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     next_sweep: Instant,
     scratch: PromptScratch,
+    /// The kernel fast path's routes, when `media.fast_path` is on.
+    routes: Option<Box<Routes>>,
 }
 
 impl ShardLoop {
@@ -106,6 +111,7 @@ impl ShardLoop {
             prompts: BinaryHeap::new(),
             next_sweep: Instant::now() + INACTIVITY_TICK,
             scratch: PromptScratch::default(),
+            routes: None,
         };
         Ok((shard, Inbox { sender, waker }))
     }
@@ -145,6 +151,9 @@ impl ShardLoop {
             self.play_prompts(now);
             if now >= self.next_sweep {
                 for call in self.calls.iter_mut().flatten() {
+                    if let Some(routes) = &mut self.routes {
+                        call.sync_fast_path(routes, now);
+                    }
                     call.check_inactivity(now);
                 }
                 self.next_sweep = now + INACTIVITY_TICK;
@@ -175,7 +184,8 @@ impl ShardLoop {
         let Some(Some(call)) = self.calls.get_mut(slot) else {
             return;
         };
-        call.on_readable(token % SOCKETS, buffer, now, &self.poll);
+        let routes = self.routes.as_deref_mut();
+        call.on_readable(token % SOCKETS, buffer, now, &self.poll, routes);
     }
 
     /// Puts the call's next prompt frame on the heap when it changed.
@@ -224,6 +234,7 @@ impl ShardLoop {
                 Ok(Message::Gone(id)) => {
                     self.end(id);
                 }
+                Ok(Message::FastPath(routes)) => self.routes = Some(routes),
                 Ok(Message::Stop) | Err(TryRecvError::Disconnected) => return false,
                 Err(TryRecvError::Empty) => return true,
             }
@@ -260,6 +271,12 @@ impl ShardLoop {
         let Some(Some(call)) = self.calls.get_mut(slot) else {
             return;
         };
+        // What the kernel forwarded is counted before the command looks at
+        // the call, and the routes follow what it changed.
+        let now = Instant::now();
+        if let Some(routes) = &mut self.routes {
+            call.sync_fast_path(routes, now);
+        }
         if let Some(reply) = call.control(control) {
             if let Some(call) = self.end(id) {
                 // The ports are back in the pool before the owner hears
@@ -270,13 +287,20 @@ impl ShardLoop {
             }
             return;
         }
+        if let Some(routes) = &mut self.routes {
+            call.sync_fast_path(routes, now);
+        }
         Self::arm_prompt(&mut self.prompts, slot, call);
     }
 
-    /// Takes the call out of the table and the poll; the caller drops it.
+    /// Takes the call out of the table, the poll and the kernel's routes;
+    /// the caller drops it.
     fn end(&mut self, id: u64) -> Option<Box<Call>> {
         let slot = self.slots.remove(&id)?;
-        let call = self.calls.get_mut(slot)?.take()?;
+        let mut call = self.calls.get_mut(slot)?.take()?;
+        if let Some(routes) = &mut self.routes {
+            call.withdraw(routes);
+        }
         call.deregister(&self.poll);
         self.free.push(slot);
         Some(call)

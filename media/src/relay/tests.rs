@@ -8,7 +8,7 @@ fn relay() -> Relay {
     relay_latching(LatchPolicy::SignalledIp)
 }
 
-fn relay_latching(policy: LatchPolicy) -> Relay {
+pub(super) fn relay_latching(policy: LatchPolicy) -> Relay {
     // An ephemeral-looking range unlikely to collide; busy ports are skipped.
     let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let base = (probe.local_addr().unwrap().port() & !1).clamp(20000, 60000);
@@ -23,7 +23,7 @@ fn relay_latching(policy: LatchPolicy) -> Relay {
     Relay::start(pool, policy, "127.0.0.1".parse().unwrap(), 2).unwrap()
 }
 
-fn peer(socket: &std::net::UdpSocket) -> Peer {
+pub(super) fn peer(socket: &std::net::UdpSocket) -> Peer {
     Peer {
         rtp: Some(socket.local_addr().unwrap()),
         rtcp: None,
@@ -42,7 +42,7 @@ pub(super) fn party() -> std::net::UdpSocket {
     socket
 }
 
-fn rtp(payload_type: u8, seq: u16, fill: u8) -> Vec<u8> {
+pub(super) fn rtp(payload_type: u8, seq: u16, fill: u8) -> Vec<u8> {
     let mut packet = vec![0x80, payload_type, 0, 0, 0, 0, 0, 160, 0, 0, 0, 1];
     packet[2..4].copy_from_slice(&seq.to_be_bytes());
     packet.extend_from_slice(&[fill; 160]);
