@@ -67,6 +67,9 @@ pub struct MediaConfig {
     pub threads: Option<usize>,
     /// `media.srtp`: SRTP on legs whose trunk or callee says nothing.
     pub srtp: Srtp,
+    /// `media.fast_path`: interfaces where the parties' RTP arrives, at
+    /// whose ingress the kernel forwards plain RTP; empty: off.
+    pub fast_path: Vec<String>,
 }
 
 pub(crate) const SIP_KEYS: [&str; 6] = [
@@ -78,7 +81,7 @@ pub(crate) const SIP_KEYS: [&str; 6] = [
     "tls",
 ];
 pub(crate) const SIP_TLS_KEYS: [&str; 3] = ["certificate", "private_key", "ca"];
-pub(crate) const MEDIA_KEYS: [&str; 8] = [
+pub(crate) const MEDIA_KEYS: [&str; 9] = [
     "address",
     "public_address",
     "ports",
@@ -87,6 +90,7 @@ pub(crate) const MEDIA_KEYS: [&str; 8] = [
     "port_quarantine",
     "threads",
     "srtp",
+    "fast_path",
 ];
 
 pub(crate) fn read_sip(mut t: TableReader, defaults: SipConfig) -> SipConfig {
@@ -225,9 +229,30 @@ pub(crate) fn read_media(mut t: TableReader, defaults: MediaConfig) -> MediaConf
             })
             .unwrap_or(defaults.threads),
         srtp: t.get("srtp").unwrap_or(defaults.srtp),
+        fast_path: read_fast_path(&mut t).unwrap_or(defaults.fast_path),
     };
     t.finish(&MEDIA_KEYS);
     media
+}
+
+/// `media.fast_path`: interface names, each once.
+fn read_fast_path(t: &mut TableReader) -> Option<Vec<String>> {
+    let span = t.span("fast_path");
+    let names = t.list::<crate::values::InterfaceName>("fast_path")?;
+    let mut seen: Vec<String> = Vec::new();
+    for (i, crate::values::InterfaceName(name)) in names.into_iter().enumerate() {
+        if seen.contains(&name) {
+            t.diagnostics().report(
+                &format!("{}[{i}]", t.key("fast_path")),
+                Some(format!("\"{name}\"")),
+                span.clone(),
+                "listed twice",
+            );
+        } else {
+            seen.push(name);
+        }
+    }
+    Some(seen)
 }
 
 /// Whether `text` can stand as a SIP header value as it is: printable

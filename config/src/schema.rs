@@ -237,6 +237,7 @@ impl Config {
                 port_quarantine: Duration::from_secs(60),
                 threads: None,
                 srtp: crate::values::Srtp::Optional,
+                fast_path: Vec::new(),
             },
             http: HttpConfig {
                 listen: SocketAddr::new(loopback, 8080),

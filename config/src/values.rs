@@ -591,3 +591,26 @@ mod tests {
         }
     }
 }
+
+/// A network interface's name as Linux allows it (`media.fast_path`):
+/// 1 to 15 bytes, no `/`, `:` or white space, not `.` or `..`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceName(pub String);
+
+impl FromScalar for InterfaceName {
+    const EXPECTED: &'static str = "an interface name";
+    fn from_scalar(node: &Node) -> Result<Self, String> {
+        let name = String::from_scalar(node)?;
+        let allowed = (1..=15).contains(&name.len())
+            && name != "."
+            && name != ".."
+            && !name
+                .chars()
+                .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+        if allowed {
+            Ok(InterfaceName(name))
+        } else {
+            Err("expected an interface name (1 to 15 characters, no '/', ':' or spaces), e.g. \"eth0\"".to_owned())
+        }
+    }
+}

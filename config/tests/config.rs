@@ -45,6 +45,7 @@ fn an_empty_file_runs_on_loopback_in_ledger_only_mode() {
     assert_eq!(config.media.latch, Latch::Learn);
     assert_eq!(config.media.port_quarantine, Duration::from_secs(60));
     assert_eq!(config.media.threads, None, "one per core");
+    assert!(config.media.fast_path.is_empty(), "no kernel fast path");
     assert_eq!(config.database.path, PathBuf::from("./tollbridge.db"));
     assert_eq!(config.stripe.mode(), StripeMode::LedgerOnly);
     assert_eq!(config.billing.checkpoint_interval, Duration::from_secs(2));
@@ -197,6 +198,7 @@ timeout = "1m"
 latch = "any"
 port_quarantine = "90s"
 threads = 4
+fast_path = ["eth0", "lo"]
 
 [http]
 listen = "[::1]:9000"
@@ -251,6 +253,7 @@ min_free_mb = 2048
     assert_eq!(config.media.latch, Latch::Any);
     assert_eq!(config.media.port_quarantine, Duration::from_secs(90));
     assert_eq!(config.media.threads, Some(4));
+    assert_eq!(config.media.fast_path, ["eth0", "lo"]);
     assert_eq!(
         config.trunks[0].media_allow,
         vec!["168.86.128.0/18".parse::<ipnet::IpNet>().unwrap()]

@@ -133,6 +133,26 @@ fn every_validation_rule_names_its_key() {
         ),
         ("[media]\nthreads = 0", "media.threads", "from 1 to 256"),
         (
+            "[media]\nfast_path = \"eth0\"",
+            "media.fast_path",
+            "expected an array of an interface name",
+        ),
+        (
+            "[media]\nfast_path = [\"eth0\", \"eth0/1\"]",
+            "media.fast_path[1]",
+            "interface name",
+        ),
+        (
+            "[media]\nfast_path = [\"an-interface-name\"]",
+            "media.fast_path[0]",
+            "1 to 15 characters",
+        ),
+        (
+            "[media]\nfast_path = [\"lo\", \"lo\"]",
+            "media.fast_path[1]",
+            "listed twice",
+        ),
+        (
             "[media]\nthreads = \"all\"",
             "media.threads",
             "from 1 to 256",

@@ -63,6 +63,8 @@ pub struct Scrape<'a> {
     pub media_port_pairs_in_use: usize,
     /// The calls each relay thread carries (`tb-media-N`, in order).
     pub media_calls_per_thread: &'a [usize],
+    /// Directions of calls the kernel fast path forwards now.
+    pub media_kernel_routes: usize,
     /// SIP dialogs the edge keeps (two per call in progress).
     pub sip_dialogs: usize,
     /// Whether the ledger answered this node's last heartbeat.
@@ -89,6 +91,7 @@ pub struct Metrics {
     sip_turned_away: Family<Labels, Counter>,
     media_port_pairs: Gauge,
     media_relay_calls: Family<Labels, Gauge>,
+    media_kernel_routes: Gauge,
     sip_dialogs: Gauge,
     talk_seconds: Family<Labels, Counter>,
     billed_amount: Family<Labels, Counter>,
@@ -217,6 +220,12 @@ impl Metrics {
             "media_relay_calls",
             "Calls each relay thread carries (thread = N of tb-media-N); even when balanced",
             media_relay_calls.clone(),
+        );
+        let media_kernel_routes = Gauge::default();
+        registry.register(
+            "media_kernel_routes",
+            "Directions of calls the kernel fast path forwards now (media.fast_path; two per call that needs nothing but forwarding)",
+            media_kernel_routes.clone(),
         );
         let sip_dialogs = Gauge::default();
         registry.register(
@@ -367,6 +376,7 @@ impl Metrics {
             billed_amount,
             media_port_pairs,
             media_relay_calls,
+            media_kernel_routes,
             sip_dialogs,
             registry,
             uptime_seconds,
@@ -543,6 +553,8 @@ impl Metrics {
                 .get_or_create(&vec![("thread", thread.to_string())])
                 .set(i64::try_from(*calls).unwrap_or(i64::MAX));
         }
+        self.media_kernel_routes
+            .set(i64::try_from(scrape.media_kernel_routes).unwrap_or(i64::MAX));
         self.sip_dialogs
             .set(i64::try_from(scrape.sip_dialogs).unwrap_or(i64::MAX));
         self.ledger_up.set(i64::from(scrape.ledger_up));

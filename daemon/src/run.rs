@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tollbridge_config::{Config, StripeMode};
 use tollbridge_media::ports::PortPool;
 use tollbridge_media::prompt::PromptLibrary;
-use tollbridge_media::relay::Relay;
+use tollbridge_media::relay::{FastPath, Relay};
 use tollbridge_sip::edge::SipEdge;
 use tracing::{error, info, warn};
 
@@ -343,14 +343,21 @@ fn start_relay(config: &Config) -> anyhow::Result<Relay> {
     let threads = media.threads.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
-    let relay = Relay::start(
+    let mut relay = Relay::start(
         pool,
         crate::calls::task::latch_policy(media.latch),
         public_ip,
         threads,
     )
     .context("cannot start the media relay threads")?;
-    info!(address = %media.address, public = %public_ip, ports = %media.ports, pairs = relay.capacity(), threads, "media relay ready");
+    if !media.fast_path.is_empty() {
+        let fast_path = FastPath::attach(&media.fast_path)
+            .map_err(|e| anyhow::anyhow!("media.fast_path: {e}"))?;
+        relay
+            .use_fast_path(fast_path)
+            .context("cannot hand the relay threads the fast path")?;
+    }
+    info!(address = %media.address, public = %public_ip, ports = %media.ports, pairs = relay.capacity(), threads, fast_path = ?media.fast_path, "media relay ready");
     Ok(relay)
 }
 

@@ -176,6 +176,10 @@ pub(super) async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
             .as_ref()
             .map_or(0, |relay| relay.pairs_in_use()),
         media_calls_per_thread: &media_calls_per_thread,
+        media_kernel_routes: shared
+            .relay
+            .as_ref()
+            .map_or(0, |relay| relay.kernel_routes()),
         ledger_up: shared.ledger_up(),
         ledger_writes_waiting: shared.journal.waiting(),
         ledger_writes_dropped: shared.journal.dropped(),
