@@ -382,6 +382,7 @@ impl Drop for CallMedia {
 
 mod call;
 mod fast_path;
+mod offload;
 mod sender;
 mod shard;
 

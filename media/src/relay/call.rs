@@ -13,10 +13,11 @@ use std::time::Instant;
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 use tokio::sync::oneshot;
 
-use super::fast_path::{self, KernelClock, Key, Route, RouteCounters, Routes};
+use super::fast_path::{self, KernelClock, Key, Route, Routes};
+use super::offload::{CallRoutes, Wanted};
 use super::sender::{ConnectedSender, send_connected};
 use super::{CallStats, Control, DATAGRAM, LegSrtp, MediaEvent};
-use crate::bridge::{Bridge, Forwarded, Offload, Side};
+use crate::bridge::{Bridge, Offload, Side};
 use crate::leg::LatchPolicy;
 use crate::ports::{PairGuard, PortPair};
 use crate::prompt::FRAME_SAMPLES;
@@ -163,18 +164,9 @@ pub(super) struct Call {
     first_token: u64,
     /// Each leg's RTP port.
     ports: [u16; 2],
-    /// Per side, the kernel route that forwards that party's RTP.
-    offloaded: [Option<Offloaded>; 2],
+    /// Its kernel routes, from when the fast path first looks at it.
+    kernel: Option<Box<CallRoutes>>,
     _on_shard: OnShard,
-}
-
-/// A kernel route installed for one direction of a call.
-struct Offloaded {
-    key: Key,
-    /// What it was made from; a change makes a new route.
-    offload: Offload,
-    /// What it had forwarded at the last fold.
-    folded: RouteCounters,
 }
 
 impl Call {
@@ -214,14 +206,14 @@ impl Call {
             prompt_armed: None,
             first_token,
             ports,
-            offloaded: [None, None],
+            kernel: None,
             _on_shard: on_shard,
         })
     }
 
     /// Whether the kernel forwards either direction now.
     pub fn is_offloaded(&self) -> bool {
-        self.offloaded.iter().any(Option::is_some)
+        self.kernel.as_ref().is_some_and(|kernel| kernel.any())
     }
 
     /// Brings the kernel's routes for this call in line with what it needs
@@ -232,44 +224,49 @@ impl Call {
             self.withdraw(routes);
             return;
         };
-        for side in [Side::Caller, Side::Callee] {
-            self.fold(side, routes, clock);
-            let wanted = self.wanted(side, now);
-            let installed = self.offloaded[side.index()]
-                .as_ref()
-                .map(|o| (o.key, o.offload));
-            if wanted == installed {
-                continue;
+        let wanted = [
+            self.wanted(Side::Caller, now),
+            self.wanted(Side::Callee, now),
+        ];
+        let (sockets, ports) = (&self.sockets, &self.ports);
+        let kernel = self.kernel.get_or_insert_with(Default::default);
+        kernel.sync(
+            wanted,
+            &mut self.bridge,
+            routes,
+            clock,
+            |side, _, offload| route(sockets, ports, side, offload, clock),
+        );
+    }
+
+    /// After an RTP packet the thread relayed: a call the kernel forwards
+    /// sent one its routes left, so they are brought in line; any other
+    /// call is handed to the kernel as soon as a direction allows it (its
+    /// first packets latch the legs), not at the next sweep.
+    fn after_packet(&mut self, routes: &mut Routes, now: Instant) {
+        let untried = |call: &Call, side: Side| {
+            let wanted = call.wanted(side, now);
+            match &call.kernel {
+                Some(kernel) => kernel.untried(side, &wanted),
+                None => wanted.is_some(),
             }
-            if let Some(old) = self.offloaded[side.index()].take() {
-                routes.remove(old.key);
-            }
-            if let Some((key, offload)) = wanted {
-                self.offloaded[side.index()] = self.install(side, key, offload, clock, routes);
-            }
+        };
+        if self.is_offloaded() || untried(self, Side::Caller) || untried(self, Side::Callee) {
+            self.sync_fast_path(routes, now);
         }
     }
 
     /// Counts what the kernel forwarded and removes the call's routes:
     /// before it ends, or when the clock cannot be read.
     pub fn withdraw(&mut self, routes: &mut Routes) {
-        if !self.is_offloaded() {
-            return;
-        }
-        let clock = KernelClock::now();
-        for side in [Side::Caller, Side::Callee] {
-            if let Some(clock) = clock {
-                self.fold(side, routes, clock);
-            }
-            if let Some(old) = self.offloaded[side.index()].take() {
-                routes.remove(old.key);
-            }
+        if let Some(kernel) = &mut self.kernel {
+            kernel.withdraw(&mut self.bridge, routes);
         }
     }
 
     /// The route `side`'s party's RTP may take now, if any: plain RTP
     /// (no SRTP, no recording), IPv4, and what the bridge allows.
-    fn wanted(&self, side: Side, now: Instant) -> Option<(Key, Offload)> {
+    fn wanted(&self, side: Side, now: Instant) -> Wanted {
         if self.srtp.any() || self.recording.is_some() {
             return None;
         }
@@ -279,69 +276,6 @@ impl Call {
             leg_port: self.ports[side.index()],
         };
         Some((key, offload))
-    }
-
-    /// Installs the route for `side`'s party; `None` when the other leg's
-    /// address or interface is not known, or the kernel refuses.
-    fn install(
-        &self,
-        side: Side,
-        key: Key,
-        offload: Offload,
-        clock: KernelClock,
-        routes: &mut Routes,
-    ) -> Option<Offloaded> {
-        let other = side.other().index();
-        let to = fast_path::v4(offload.target)?;
-        // The address the other leg's packets leave from: where its
-        // connected sender's route put it, else the address it is bound to.
-        let from_ip = match self.sockets.senders[other].socket() {
-            Some(sender) => fast_path::v4(sender.local_addr().ok()?)?.ip().to_owned(),
-            None => fast_path::bound_ip(self.sockets.all[other].local_addr().ok()?)?,
-        };
-        let from = std::net::SocketAddrV4::new(from_ip, self.ports[other]);
-        let route = Route {
-            from,
-            to,
-            interface: fast_path::egress(from_ip, *to.ip())?,
-            deadline_ns: offload.cut.map(|cut| clock.ns_of(cut)),
-            ssrc: offload.ssrc,
-            rewrite: offload.rewrite,
-            event_type: offload.event_type,
-        };
-        if let Err(e) = routes.install(key, &route) {
-            tracing::warn!(error = %e, "cannot install a fast path route; the thread relays the call");
-            return None;
-        }
-        Some(Offloaded {
-            key,
-            offload,
-            folded: RouteCounters::default(),
-        })
-    }
-
-    /// Folds what the kernel forwarded for `side`'s party since the last
-    /// fold into the bridge.
-    fn fold(&mut self, side: Side, routes: &Routes, clock: KernelClock) {
-        let Some(offloaded) = &mut self.offloaded[side.index()] else {
-            return;
-        };
-        let Some(counted) = routes.counters(offloaded.key) else {
-            return;
-        };
-        let packets = counted.packets.saturating_sub(offloaded.folded.packets);
-        if packets == 0 {
-            return;
-        }
-        let forwarded = Forwarded {
-            packets,
-            bytes: counted.bytes.saturating_sub(offloaded.folded.bytes),
-            last_seq: counted.last_seq,
-            last_timestamp: counted.last_timestamp,
-            last_at: clock.instant_of(counted.last_ns),
-        };
-        offloaded.folded = counted;
-        self.bridge.fold(side, &offloaded.offload, forwarded);
     }
 
     /// Takes the sockets out of the thread's poll before they close.
@@ -398,9 +332,8 @@ impl Call {
     /// Relays one datagram waiting on socket `index` (see [`CallSockets`])
     /// to the other leg, as arrived at `now`; epoll reports the socket
     /// again while more wait. `poll` watches a connected sender made for
-    /// the other leg. While the kernel forwards the call, a datagram that
-    /// reaches the thread is one its routes left (another source or SSRC,
-    /// an event, the cut): the routes are brought in line after it.
+    /// the other leg. With the kernel fast path, the call's routes follow
+    /// each RTP packet the thread relays ([`Call::after_packet`]).
     pub fn on_readable(
         &mut self,
         index: usize,
@@ -446,10 +379,8 @@ impl Call {
             self.relay_rtcp(arrived, buffer);
         } else {
             self.relay_rtp(arrived, buffer, poll);
-            if let Some(routes) = routes
-                && self.is_offloaded()
-            {
-                self.sync_fast_path(routes, now);
+            if let Some(routes) = routes {
+                self.after_packet(routes, now);
             }
         }
     }
@@ -550,6 +481,34 @@ impl Call {
             let _ = self.events.unbounded_send(MediaEvent::Inactive(inactivity));
         }
     }
+}
+
+/// The kernel's route for `side`'s party under `offload`, from the call's
+/// sockets; `None` when the other leg's address or interface is not known.
+fn route(
+    sockets: &CallSockets,
+    ports: &[u16; 2],
+    side: Side,
+    offload: &Offload,
+    clock: KernelClock,
+) -> Option<Route> {
+    let other = side.other().index();
+    let to = fast_path::v4(offload.target)?;
+    // The address the other leg's packets leave from: where its
+    // connected sender's route put it, else the address it is bound to.
+    let from_ip = match sockets.senders[other].socket() {
+        Some(sender) => *fast_path::v4(sender.local_addr().ok()?)?.ip(),
+        None => fast_path::bound_ip(sockets.all[other].local_addr().ok()?)?,
+    };
+    Some(Route {
+        from: std::net::SocketAddrV4::new(from_ip, ports[other]),
+        to,
+        interface: fast_path::egress(from_ip, *to.ip())?,
+        deadline_ns: offload.cut.map(|cut| clock.ns_of(cut)),
+        ssrc: offload.ssrc,
+        rewrite: offload.rewrite,
+        event_type: offload.event_type,
+    })
 }
 
 /// A datagram that arrived on one of a call's sockets.
