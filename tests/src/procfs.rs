@@ -38,3 +38,23 @@ pub fn cpu_seconds(stat: &Path, ticks: f64) -> Option<(String, f64)> {
     let system: f64 = fields.next()?.parse().ok()?;
     Some((stat[open + 1..close].to_string(), (user + system) / ticks))
 }
+
+/// CPU seconds the whole machine has been busy (user, nice, system, irq
+/// and softirq over every CPU, from `/proc/stat`; steal, idle and iowait
+/// left out), with `ticks` clock ticks a second. Work the kernel does for
+/// a packet outside any process of its own (softirq) is counted here and
+/// in no process.
+pub fn machine_busy_seconds(ticks: f64) -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let total = stat.lines().next()?.strip_prefix("cpu ")?;
+    let fields: Vec<f64> = total
+        .split_whitespace()
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal ...
+    let busy = [0, 1, 2, 5, 6]
+        .iter()
+        .map(|&i| fields.get(i).copied().unwrap_or(0.0))
+        .sum::<f64>();
+    Some(busy / ticks)
+}

@@ -34,6 +34,13 @@
 //! parties encrypting and decrypting with their own keys, the relay
 //! decrypting and re-encrypting every packet), alternately.
 //!
+//! `relay-bench kernel [SECONDS] [ROUNDS] [CALLS...]` runs the calls
+//! directly (no relay), through our relay in userspace and through our
+//! relay with the kernel fast path on `lo` (`media.fast_path`; needs
+//! root), one after the other: besides the relay threads' CPU, the whole
+//! machine's (the kernel forwards in softirq, mostly in the sending
+//! process's time), and what it costs above the direct run.
+//!
 //! `relay-bench memory [CALLS...]` reads the relay's resident memory per
 //! live call. `PIN=1` puts the relay thread (or the C floor) on CPU 0 and
 //! the generator on CPU 1.
@@ -66,8 +73,12 @@ use tollbridge_media::stream::{FRAME as PROMPT_FRAME, OutStream, PROMPT_PACKET, 
 
 #[path = "relay_bench/daemon.rs"]
 mod daemon;
+#[path = "relay_bench/fast_path.rs"]
+mod fast_path;
 #[path = "relay_bench/floor.rs"]
 mod floor;
+#[path = "relay_bench/lean.rs"]
+mod lean;
 #[path = "relay_bench/memory.rs"]
 mod memory;
 #[path = "relay_bench/peers.rs"]
@@ -586,6 +597,10 @@ fn main() {
     }
     if std::env::args().nth(1).as_deref() == Some("floor") {
         peers::side_by_side(&runtime, &relay, threads, ticks, peers::Ours::InProcess);
+        return;
+    }
+    if std::env::args().nth(1).as_deref() == Some("kernel") {
+        fast_path::side_by_side(&runtime, &relay, threads, ticks);
         return;
     }
     if std::env::args().nth(1).as_deref() == Some("daemon") {
