@@ -10,7 +10,11 @@
 //! ([`sender`]): no allocation, no lock, no log line, no task to wake.
 //! Prompt frames go out from the thread's timer heap only while a prompt
 //! plays. The call's owner steers it with messages through the thread's
-//! inbox and hears back DTMF keys and inactivity.
+//! inbox and hears back DTMF keys and inactivity. With `media.fast_path`
+//! the thread hands each direction of a call that needs nothing but
+//! forwarding to a tc program in the kernel ([`fast_path`], [`offload`])
+//! and keeps every decision: the kernel forwards by the routes the thread
+//! installs, and leaves it everything else.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -46,6 +50,9 @@ pub enum RelayError {
     /// A socket could not be set up.
     #[error("media socket: {0}")]
     Io(#[from] std::io::Error),
+    /// The kernel fast path could not be handed to a thread.
+    #[error(transparent)]
+    FastPath(#[from] FastPathError),
 }
 
 /// Something the relay noticed on a call.
@@ -170,9 +177,7 @@ impl Relay {
     /// plain RTP is forwarded by the kernel while the call allows it.
     pub fn use_fast_path(&mut self, fast_path: FastPath) -> Result<(), RelayError> {
         for shard in &self.shards {
-            let routes = fast_path
-                .routes()
-                .map_err(|e| RelayError::Io(std::io::Error::other(e)))?;
+            let routes = fast_path.routes()?;
             if !shard.inbox.send(Message::FastPath(Box::new(routes))) {
                 return Err(RelayError::Stopped);
             }

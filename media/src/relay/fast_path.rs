@@ -118,11 +118,6 @@ impl FastPath {
         })
     }
 
-    /// The interfaces it is attached to.
-    pub fn interfaces(&self) -> &[String] {
-        &self.interfaces
-    }
-
     /// How many directions of calls the kernel forwards now.
     pub fn routes_installed(&self) -> usize {
         self.installed.load(Ordering::Relaxed)

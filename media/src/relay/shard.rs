@@ -14,7 +14,9 @@
 //! A call is an entry in the table, not a task: no stack, no waker, no
 //! future per call, and a packet costs the system calls and the bridge's
 //! decision. Prompt frames are timed by a heap of due instants; the
-//! inactivity watch is one sweep of the table every half second.
+//! inactivity watch is one sweep of the table every half second, which
+//! with the kernel fast path first folds what the kernel forwarded into
+//! each call and retries routes the kernel refused.
 //!
 //! epoll and eventfd come through `nix`, the maintained safe binding of
 //! the system calls (the workspace forbids `unsafe`); mio offers only
