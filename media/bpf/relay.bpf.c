@@ -63,6 +63,8 @@ struct route {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
+	// Kernel memory for the routes in use only, not for all of them.
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct key);
 	__type(value, struct route);
 } ROUTES SEC(".maps");

@@ -69,9 +69,11 @@ impl CallRoutes {
                             folded: RouteCounters::default(),
                         });
                     }
-                    Err(e) => {
+                    // Once per route: the sweep tries again every half second.
+                    Err(e) if self.tried[index] != wanted[index] => {
                         tracing::warn!(error = %e, "cannot install a fast path route; the thread relays the call");
                     }
+                    Err(_) => {}
                 }
             }
             self.tried[index] = wanted[index];
