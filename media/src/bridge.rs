@@ -401,6 +401,19 @@ impl Bridge {
         to.rtcp_target()
     }
 
+    /// Whether [`Bridge::poll_inactivity`] could report a leg at `now`
+    /// from what the bridge knows: with the kernel fast path, the time to
+    /// fold in what the kernel forwarded first.
+    pub fn inactivity_due(&self, now: Instant) -> bool {
+        let Some((timeout, armed)) = self.watch else {
+            return false;
+        };
+        self.legs.iter().any(|leg| {
+            let last = leg.last_received().map_or(armed, |t| t.max(armed));
+            now.saturating_duration_since(last) >= timeout
+        })
+    }
+
     /// The leg that went quiet for the armed timeout, reported once; the
     /// watch pauses while either party's direction is not sendrecv (hold).
     pub fn poll_inactivity(&mut self, now: Instant) -> Option<Inactivity> {

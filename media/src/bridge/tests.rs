@@ -542,3 +542,24 @@ fn what_the_kernel_forwarded_is_counted_and_a_prompt_continues_it() {
     );
     assert_eq!(u32::from_be_bytes([out[8], out[9], out[10], out[11]]), 1);
 }
+
+#[test]
+fn inactivity_is_due_when_the_watch_could_fire_on_what_the_bridge_knows() {
+    let now = Instant::now();
+    let mut bridge = bridge(now);
+    assert!(
+        !bridge.inactivity_due(now + Duration::from_secs(60)),
+        "not armed"
+    );
+    bridge.watch(Some(Duration::from_secs(1)), now);
+    bridge.on_rtp(Side::Caller, addr(CALLER), &mut rtp(0, 1, &[0; 160]), now);
+    assert!(!bridge.inactivity_due(now + Duration::from_millis(900)));
+    // The callee never sent: due once the timeout passes since arming.
+    assert!(bridge.inactivity_due(now + Duration::from_secs(1)));
+    // Due is only a question: the watch still reports what it finds.
+    assert!(
+        bridge
+            .poll_inactivity(now + Duration::from_secs(1))
+            .is_some()
+    );
+}

@@ -256,6 +256,28 @@ impl Call {
         }
     }
 
+    /// On the thread's sweep: the routes are brought in line when one is
+    /// not what the call wants (a route the kernel refused is tried
+    /// again), and what the kernel forwarded is counted only when the
+    /// inactivity watch could fire on what the call knows: a fold costs a
+    /// system call per direction, and the sweep comes every half second
+    /// for every call.
+    pub fn sweep_fast_path(&mut self, routes: &mut Routes, now: Instant) {
+        let differs = |call: &Call, side: Side| {
+            let wanted = call.wanted(side, now);
+            match &call.kernel {
+                Some(kernel) => kernel.differs(side, &wanted),
+                None => wanted.is_some(),
+            }
+        };
+        if differs(self, Side::Caller)
+            || differs(self, Side::Callee)
+            || (self.is_offloaded() && self.bridge.inactivity_due(now))
+        {
+            self.sync_fast_path(routes, now);
+        }
+    }
+
     /// Counts what the kernel forwarded and removes the call's routes:
     /// before it ends, or when the clock cannot be read.
     pub fn withdraw(&mut self, routes: &mut Routes) {

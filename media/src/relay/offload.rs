@@ -32,6 +32,14 @@ impl CallRoutes {
         self.offloaded.iter().any(Option::is_some)
     }
 
+    /// Whether `side`'s route is other than `wanted` (none is, or another).
+    pub fn differs(&self, side: Side, wanted: &Wanted) -> bool {
+        let installed = self.offloaded[side.index()]
+            .as_ref()
+            .map(|o| (o.key, o.offload));
+        installed != *wanted
+    }
+
     /// Whether `wanted` for `side` is a route not tried since it changed.
     pub fn untried(&self, side: Side, wanted: &Wanted) -> bool {
         wanted.is_some() && *wanted != self.tried[side.index()]

@@ -15,8 +15,8 @@
 //! future per call, and a packet costs the system calls and the bridge's
 //! decision. Prompt frames are timed by a heap of due instants; the
 //! inactivity watch is one sweep of the table every half second, which
-//! with the kernel fast path first folds what the kernel forwarded into
-//! each call and retries routes the kernel refused.
+//! with the kernel fast path first retries routes the kernel refused and
+//! folds in what the kernel forwarded for a call the watch could end.
 //!
 //! epoll and eventfd come through `nix`, the maintained safe binding of
 //! the system calls (the workspace forbids `unsafe`); mio offers only
@@ -154,7 +154,7 @@ impl ShardLoop {
             if now >= self.next_sweep {
                 for call in self.calls.iter_mut().flatten() {
                     if let Some(routes) = &mut self.routes {
-                        call.sync_fast_path(routes, now);
+                        call.sweep_fast_path(routes, now);
                     }
                     call.check_inactivity(now);
                 }

@@ -307,3 +307,65 @@ fn only_a_party_on_this_host_is_delivered_up_the_stack() {
         None
     );
 }
+
+#[tokio::test]
+async fn a_party_the_kernel_carries_is_not_silent_and_one_that_stops_is() {
+    let relay = fast_relay(LatchPolicy::SignalledIp);
+    let mut call = relay.open_call().unwrap();
+    let (caller, callee) = (party(), party());
+    call.set_peer(Side::Caller, peer(&caller));
+    call.set_peer(Side::Callee, peer(&callee));
+    call.watch(Some(Duration::from_millis(1000)));
+    call.stats().await.unwrap();
+    caller
+        .send_to(&rtp(0, 0, 0), call.address(Side::Caller))
+        .unwrap();
+    receive(&callee);
+    callee
+        .send_to(&rtp(0, 0, 0), call.address(Side::Callee))
+        .unwrap();
+    receive(&caller);
+    kernel_routes(&relay, 2).await;
+    // Two seconds of both parties talking through the kernel only: the
+    // watch (one second) must hear them.
+    for seq in 1..=100u16 {
+        caller
+            .send_to(&rtp(0, seq, 0), call.address(Side::Caller))
+            .unwrap();
+        callee
+            .send_to(&rtp(0, seq, 0), call.address(Side::Callee))
+            .unwrap();
+        receive(&callee);
+        receive(&caller);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let quiet = tokio::time::timeout(Duration::from_millis(10), call.next_event()).await;
+    assert!(quiet.is_err(), "no silence reported: {quiet:?}");
+    assert!(call.stats().await.unwrap().caller.kernel_forwarded >= 99);
+    // Now the caller stops; the callee goes on.
+    let stopped = Instant::now();
+    let reported = loop {
+        callee
+            .send_to(&rtp(0, 0, 0), call.address(Side::Callee))
+            .unwrap();
+        receive(&caller);
+        if let Ok(event) = tokio::time::timeout(Duration::from_millis(20), call.next_event()).await
+        {
+            break event;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(3),
+            "silence never reported"
+        );
+    };
+    let Some(MediaEvent::Inactive(inactivity)) = reported else {
+        panic!("{reported:?}");
+    };
+    assert_eq!(inactivity.side, Side::Caller);
+    assert!(
+        stopped.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        stopped.elapsed()
+    );
+    call.close().await.unwrap();
+}
