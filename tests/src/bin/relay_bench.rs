@@ -39,7 +39,8 @@
 //! relay with the kernel fast path on `lo` (`media.fast_path`; needs
 //! root), one after the other: besides the relay threads' CPU, the whole
 //! machine's (the kernel forwards in softirq, mostly in the sending
-//! process's time), and what it costs above the direct run.
+//! process's time), and what it costs above the direct run. `DAEMON=1`
+//! adds the real daemon with the fast path, calls set up in SIP.
 //!
 //! `relay-bench memory [CALLS...]` reads the relay's resident memory per
 //! live call. `PIN=1` puts the relay thread (or the C floor) on CPU 0 and

@@ -76,10 +76,21 @@ impl DaemonRelay {
     /// Starts the daemon with `threads` relay threads (pinned to the
     /// relay's CPU with `PIN=1`) and books `calls` calls to one expert.
     pub fn start(calls: usize, threads: usize) -> DaemonRelay {
+        DaemonRelay::start_with(calls, threads, false)
+    }
+
+    /// [`DaemonRelay::start`], with the kernel fast path on `lo` when
+    /// `fast_path` (`media.fast_path`; the bench must run as root).
+    pub fn start_with(calls: usize, threads: usize, fast_path: bool) -> DaemonRelay {
+        let fast_path = if fast_path {
+            "fast_path = [\"lo\"]\n"
+        } else {
+            ""
+        };
         let config = test_config(
             &format!("api_token = \"{TOKEN}\""),
             &format!(
-                "[media]\naddress = \"127.0.0.1\"\nports = \"{MEDIA_PORTS}\"\nthreads = {threads}\n"
+                "[media]\naddress = \"127.0.0.1\"\nports = \"{MEDIA_PORTS}\"\nthreads = {threads}\n{fast_path}"
             ),
         )
         .replace("[sip]\n", "[sip]\ninvites_per_second = 10000\n");
@@ -191,6 +202,16 @@ impl DaemonRelay {
             .filter(|(name, _)| name.starts_with("tb-media"))
             .map(|(_, used)| used)
             .sum()
+    }
+
+    /// `tollbridge_media_kernel_routes` on the daemon's `/metrics` now.
+    pub fn kernel_routes(&self) -> u64 {
+        let (_, metrics) = self.daemon.get("/metrics", None);
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("tollbridge_media_kernel_routes "))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0)
     }
 
     /// The daemon's VmRSS now.
