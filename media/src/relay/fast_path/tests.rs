@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::super::tests::{party, peer, relay_latching, rtp};
 use super::*;
 use crate::bridge::Side;
-use crate::leg::LatchPolicy;
+use crate::leg::{LatchPolicy, RtpHeader};
 use crate::relay::{MediaEvent, Relay};
 use crate::stream::PromptMode;
 
@@ -50,27 +50,18 @@ fn nothing_arrives(socket: &UdpSocket) -> bool {
     quiet
 }
 
-fn seq_of(packet: &[u8]) -> u16 {
-    u16::from_be_bytes([packet[2], packet[3]])
+fn header(packet: &[u8]) -> RtpHeader {
+    RtpHeader::read(packet).expect("an RTP packet")
 }
 
-fn ssrc_of(packet: &[u8]) -> u32 {
-    u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]])
-}
-
-fn timestamp_of(packet: &[u8]) -> u32 {
-    u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]])
-}
-
-#[tokio::test]
-async fn a_settled_call_is_forwarded_by_the_kernel_and_counted_by_its_thread() {
-    let relay = fast_relay(LatchPolicy::SignalledIp);
-    let mut call = relay.open_call().unwrap();
+/// A call on `relay` whose first packet each way has latched both legs,
+/// and the kernel carries both directions; with its two parties.
+async fn latched_call(relay: &Relay) -> (crate::relay::CallMedia, UdpSocket, UdpSocket) {
+    let call = relay.open_call().unwrap();
     let (caller, callee) = (party(), party());
     call.set_peer(Side::Caller, peer(&caller));
     call.set_peer(Side::Callee, peer(&callee));
     call.stats().await.unwrap();
-    // The first packets latch both legs on the thread.
     caller
         .send_to(&rtp(0, 0, 0), call.address(Side::Caller))
         .unwrap();
@@ -79,7 +70,15 @@ async fn a_settled_call_is_forwarded_by_the_kernel_and_counted_by_its_thread() {
         .send_to(&rtp(0, 0, 0), call.address(Side::Callee))
         .unwrap();
     receive(&caller);
-    kernel_routes(&relay, 2).await;
+    kernel_routes(relay, 2).await;
+    (call, caller, callee)
+}
+
+#[tokio::test]
+async fn a_settled_call_is_forwarded_by_the_kernel_and_counted_by_its_thread() {
+    let relay = fast_relay(LatchPolicy::SignalledIp);
+    // The first packets latch both legs on the thread.
+    let (mut call, caller, callee) = latched_call(&relay).await;
 
     for seq in 1..=50u16 {
         let packet = rtp(0, seq, seq as u8);
@@ -123,8 +122,8 @@ async fn a_settled_call_is_forwarded_by_the_kernel_and_counted_by_its_thread() {
     call.play(Side::Callee, prompt, PromptMode::Replace);
     for frame in 0..5u16 {
         let (got, _) = receive(&callee);
-        assert_eq!(seq_of(&got), 52 + frame, "after the event's 51");
-        assert_eq!(ssrc_of(&got), 1);
+        assert_eq!(header(&got).sequence, 52 + frame, "after the event's 51");
+        assert_eq!(header(&got).ssrc, 1);
     }
     // After it the caller's packets are mapped onto that stream, first by
     // the thread, then by the kernel once the thread installs the mapping.
@@ -132,8 +131,8 @@ async fn a_settled_call_is_forwarded_by_the_kernel_and_counted_by_its_thread() {
         .send_to(&rtp(0, 52, 0), call.address(Side::Caller))
         .unwrap();
     let (first, _) = receive(&callee);
-    assert_eq!(seq_of(&first), 57);
-    let timestamp_delta = timestamp_of(&first).wrapping_sub(160);
+    assert_eq!(header(&first).sequence, 57);
+    let timestamp_delta = header(&first).timestamp.wrapping_sub(160);
     kernel_routes(&relay, 2).await;
     let before = call.stats().await.unwrap().caller.kernel_forwarded;
     for seq in 53..63u16 {
@@ -141,9 +140,9 @@ async fn a_settled_call_is_forwarded_by_the_kernel_and_counted_by_its_thread() {
             .send_to(&rtp(0, seq, 7), call.address(Side::Caller))
             .unwrap();
         let (got, _) = receive(&callee);
-        assert_eq!(seq_of(&got), seq + 5);
-        assert_eq!(timestamp_of(&got), 160u32.wrapping_add(timestamp_delta));
-        assert_eq!(ssrc_of(&got), 1);
+        assert_eq!(header(&got).sequence, seq + 5);
+        assert_eq!(header(&got).timestamp, 160u32.wrapping_add(timestamp_delta));
+        assert_eq!(header(&got).ssrc, 1);
         assert_eq!(got[12..], rtp(0, seq, 7)[12..]);
     }
     let stats = call.stats().await.unwrap();
@@ -161,7 +160,7 @@ async fn a_settled_call_is_forwarded_by_the_kernel_and_counted_by_its_thread() {
     caller
         .send_to(&rtp(0, 63, 0), call.address(Side::Caller))
         .unwrap();
-    assert_eq!(seq_of(&receive(&callee).0), 68, "before the cut");
+    assert_eq!(header(&receive(&callee).0).sequence, 68, "before the cut");
     tokio::time::sleep(Duration::from_millis(350)).await;
     caller
         .send_to(&rtp(0, 64, 0), call.address(Side::Caller))
@@ -179,20 +178,8 @@ async fn a_settled_call_is_forwarded_by_the_kernel_and_counted_by_its_thread() {
 #[tokio::test]
 async fn a_stranger_is_left_to_the_thread_which_drops_it() {
     let relay = fast_relay(LatchPolicy::SignalledIp);
-    let call = relay.open_call().unwrap();
-    let (caller, callee, stranger) = (party(), party(), party());
-    call.set_peer(Side::Caller, peer(&caller));
-    call.set_peer(Side::Callee, peer(&callee));
-    call.stats().await.unwrap();
-    caller
-        .send_to(&rtp(0, 0, 0), call.address(Side::Caller))
-        .unwrap();
-    receive(&callee);
-    callee
-        .send_to(&rtp(0, 0, 0), call.address(Side::Callee))
-        .unwrap();
-    receive(&caller);
-    kernel_routes(&relay, 2).await;
+    let (call, _caller, callee) = latched_call(&relay).await;
+    let stranger = party();
     // Same IP (127.0.0.1), another port: SignalledIp keeps the first.
     stranger
         .send_to(&rtp(0, 1, 0x66), call.address(Side::Caller))
@@ -207,20 +194,7 @@ async fn a_stranger_is_left_to_the_thread_which_drops_it() {
 #[tokio::test]
 async fn an_srtp_or_recorded_call_stays_with_its_thread() {
     let relay = fast_relay(LatchPolicy::SignalledIp);
-    let call = relay.open_call().unwrap();
-    let (caller, callee) = (party(), party());
-    call.set_peer(Side::Caller, peer(&caller));
-    call.set_peer(Side::Callee, peer(&callee));
-    call.stats().await.unwrap();
-    caller
-        .send_to(&rtp(0, 0, 0), call.address(Side::Caller))
-        .unwrap();
-    receive(&callee);
-    callee
-        .send_to(&rtp(0, 0, 0), call.address(Side::Callee))
-        .unwrap();
-    receive(&caller);
-    kernel_routes(&relay, 2).await;
+    let (call, _caller, _callee) = latched_call(&relay).await;
     let dir = tempfile::tempdir().unwrap();
     let recorder = crate::recording::Recorder::start().unwrap();
     let (tap, _outcome) = recorder
@@ -311,21 +285,8 @@ fn only_a_party_on_this_host_is_delivered_up_the_stack() {
 #[tokio::test]
 async fn a_party_the_kernel_carries_is_not_silent_and_one_that_stops_is() {
     let relay = fast_relay(LatchPolicy::SignalledIp);
-    let mut call = relay.open_call().unwrap();
-    let (caller, callee) = (party(), party());
-    call.set_peer(Side::Caller, peer(&caller));
-    call.set_peer(Side::Callee, peer(&callee));
+    let (mut call, caller, callee) = latched_call(&relay).await;
     call.watch(Some(Duration::from_millis(1000)));
-    call.stats().await.unwrap();
-    caller
-        .send_to(&rtp(0, 0, 0), call.address(Side::Caller))
-        .unwrap();
-    receive(&callee);
-    callee
-        .send_to(&rtp(0, 0, 0), call.address(Side::Callee))
-        .unwrap();
-    receive(&caller);
-    kernel_routes(&relay, 2).await;
     // Two seconds of both parties talking through the kernel only: the
     // watch (one second) must hear them.
     for seq in 1..=100u16 {
