@@ -374,6 +374,16 @@ impl Daemon {
         http_get(self.http, path, token).expect("HTTP request to tollbridge")
     }
 
+    /// The value of an unlabelled metric on `/metrics` now (`name` in
+    /// full, `tollbridge_...`); `None` when it is not there.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let (_, metrics) = self.get("/metrics", None);
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|value| value.trim().parse().ok())
+    }
+
     /// `method path` with a bearer token and an optional JSON body, the
     /// answer parsed as JSON: (status, body).
     pub fn api(

@@ -206,12 +206,9 @@ impl DaemonRelay {
 
     /// `tollbridge_media_kernel_routes` on the daemon's `/metrics` now.
     pub fn kernel_routes(&self) -> u64 {
-        let (_, metrics) = self.daemon.get("/metrics", None);
-        metrics
-            .lines()
-            .find_map(|line| line.strip_prefix("tollbridge_media_kernel_routes "))
-            .and_then(|value| value.trim().parse().ok())
-            .unwrap_or(0)
+        self.daemon
+            .metric("tollbridge_media_kernel_routes")
+            .map_or(0, |routes| routes as u64)
     }
 
     /// The daemon's VmRSS now.
