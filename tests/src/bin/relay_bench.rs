@@ -227,6 +227,17 @@ struct Path<'a> {
     srtp: bool,
 }
 
+/// A bench party's SDP: PCMU and telephone-event 101 at `rtp`.
+fn peer(rtp: SocketAddr) -> Peer {
+    Peer {
+        rtp: Some(rtp),
+        rtcp: None,
+        direction: Direction::SendRecv,
+        telephone_event: Some(101),
+        codec: Some(tollbridge_media::sdp::Codec::Pcmu),
+    }
+}
+
 /// The keys of one SRTP leg: the party's side and the relay's.
 fn srtp_leg(suite: Suite) -> ((Protector, Unprotector), tollbridge_media::relay::LegSrtp) {
     let (theirs, ours) = (
@@ -260,13 +271,6 @@ async fn run_through(path: Path<'_>, calls: usize, seconds: u64, ticks: f64) -> 
         let a = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
         let b = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
         let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
-        let peer = |rtp: SocketAddr| Peer {
-            rtp: Some(rtp),
-            rtcp: None,
-            direction: Direction::SendRecv,
-            telephone_event: Some(101),
-            codec: Some(tollbridge_media::sdp::Codec::Pcmu),
-        };
         match (relay, other) {
             (_, Some(other)) => {
                 let (to_a, to_b) = other.route(index, a_addr, b_addr);

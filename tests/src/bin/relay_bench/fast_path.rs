@@ -14,14 +14,13 @@ use std::net::UdpSocket;
 use std::time::Duration;
 
 use tollbridge_media::bridge::Side;
-use tollbridge_media::leg::{LatchPolicy, Peer};
+use tollbridge_media::leg::LatchPolicy;
 use tollbridge_media::ports::PortPool;
 use tollbridge_media::relay::{FastPath, Relay};
-use tollbridge_media::sdp::{Codec, Direction};
 
 use super::daemon::DaemonRelay;
 use super::lean::{self, Party, Traffic};
-use super::{cpu_seconds, percentile};
+use super::{cpu_seconds, peer, percentile};
 use tollbridge_e2e::procfs;
 
 /// Our relay with the fast path gets ports of its own, apart from the
@@ -43,16 +42,6 @@ enum Offloaded {
     /// The share of the calls' directions in the kernel at the end (the
     /// daemon's gauge).
     Directions(f64),
-}
-
-fn peer(socket: &UdpSocket) -> Peer {
-    Peer {
-        rtp: Some(socket.local_addr().unwrap()),
-        rtcp: None,
-        direction: Direction::SendRecv,
-        telephone_event: Some(101),
-        codec: Some(Codec::Pcmu),
-    }
 }
 
 /// Where the calls go.
@@ -81,8 +70,8 @@ fn run(
         let (to_a, to_b) = match through {
             Through::Relay(relay) => {
                 let call = relay.open_call().unwrap();
-                call.set_peer(Side::Caller, peer(&a));
-                call.set_peer(Side::Callee, peer(&b));
+                call.set_peer(Side::Caller, peer(a.local_addr().unwrap()));
+                call.set_peer(Side::Callee, peer(b.local_addr().unwrap()));
                 runtime.block_on(call.stats()).unwrap();
                 let targets = (call.address(Side::Caller), call.address(Side::Callee));
                 media.push(call);
